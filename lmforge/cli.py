@@ -1,0 +1,161 @@
+"""`lmforge <command> [--config recipe] [section.key=value ...]`: one subcommand per stage.
+
+User errors (LmforgeError) end with one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lmforge.errors import LmforgeError
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", help="recipe name (e.g. tiny, gpt2-124m, llama-1b) or a YAML path")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="dotted config overrides")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmforge", description="Build a language model from raw text, end to end.")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+
+    p = sub.add_parser("run", help="every stage on the configured corpus (default: tiny recipe, embedded corpus)")
+    _add_config_args(p)
+
+    p = sub.add_parser("train", help="pre-train a model (trains the tokenizer and encodes shards if needed)")
+    _add_config_args(p)
+
+    p = sub.add_parser("tokenizer", help="train a BPE tokenizer or encode documents into token shards")
+    tsub = p.add_subparsers(dest="action", metavar="action")
+    t = tsub.add_parser("train", help="train a byte-level BPE tokenizer on documents")
+    t.add_argument("--input", required=True, help="documents: a .jsonl[.gz]/.txt file, a folder, or 'embedded'")
+    t.add_argument("--output", default="tokenizer.json", help="where to write tokenizer.json")
+    _add_config_args(t)
+    e = tsub.add_parser("encode", help="encode documents into uint16/uint32 token shards + meta.json")
+    e.add_argument("--tokenizer", required=True, help="tokenizer.json")
+    e.add_argument("--input", required=True, help="documents: a .jsonl[.gz]/.txt file, a folder, or 'embedded'")
+    e.add_argument("--output", required=True, help="shard directory to create")
+    _add_config_args(e)
+
+    p = sub.add_parser("generate", help="sample text from a trained model")
+    p.add_argument("--run", required=True, help="run directory (latest checkpoint) or a checkpoint directory")
+    p.add_argument("--prompt", help="text to continue (default: sample.prompt)")
+    p.add_argument("overrides", nargs="*", metavar="sample.key=value",
+                   help="decoding overrides, e.g. sample.temperature=0 sample.top_p=0.9")
+
+    p = sub.add_parser("recipes", help="list the shipped recipes")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 1
+    try:
+        return COMMANDS[args.command](args, parser)
+    except LmforgeError as e:
+        print(f"lmforge: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lmforge: interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_run(args, parser) -> int:
+    from lmforge.config import load_config
+    from lmforge.pipeline import run_all
+
+    run_all(load_config(args.config or "tiny", args.overrides))
+    return 0
+
+
+def cmd_train(args, parser) -> int:
+    from lmforge.config import load_config
+    from lmforge.pipeline import log, print_summary, result_dict, train_stage
+
+    cfg = load_config(args.config or "tiny", args.overrides)
+    result, _ = train_stage(cfg)
+    print_summary(result_dict(result))
+    log(f"checkpoints: {cfg.run_dir / 'checkpoints'}")
+    return 0
+
+
+def cmd_tokenizer(args, parser) -> int:
+    from lmforge.config import load_config
+    from lmforge.pipeline import documents, log
+
+    if args.action is None:
+        parser.parse_args(["tokenizer", "--help"])
+    cfg = load_config(args.config, args.overrides)
+    if args.action == "train":
+        from lmforge.tokenizer import train_tokenizer
+
+        out = Path(args.output)
+        if out.exists():
+            raise LmforgeError(f"{out} already exists; choose another --output or remove it")
+        tok = train_tokenizer((d["text"] for d in documents(args.input)), cfg.tokenizer)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tok.save(out)
+        log(f"tokenizer: vocab {tok.vocab_size} -> {out}")
+    else:
+        from lmforge.data.shards import encode_corpus
+        from lmforge.tokenizer import Tokenizer
+
+        out = Path(args.output)
+        if (out / "meta.json").exists():
+            raise LmforgeError(f"{out} already holds token shards; choose another --output")
+        tok = Tokenizer.load(args.tokenizer)
+        meta = encode_corpus(documents(args.input), tok, out, cfg.data)
+        for split, s in meta["splits"].items():
+            log(f"{split}: {s['documents']} documents, {s['tokens']:,} tokens")
+        log(f"shards -> {out}")
+    return 0
+
+
+def cmd_generate(args, parser) -> int:
+    from lmforge.config import from_dict, parse_overrides
+    from lmforge.serve.config import SampleConfig
+    from lmforge.serve.generate import generate
+    from lmforge.tokenizer import Tokenizer
+    from lmforge.train.checkpoint import load_model
+
+    tree = parse_overrides(args.overrides)
+    unknown = [k for k in tree if k != "sample"]
+    if unknown:
+        raise LmforgeError(f"generate takes sample.* overrides only, got '{unknown[0]}'")
+    path = Path(args.run)
+    model, cfg = load_model(path)
+    sc = from_dict(SampleConfig, {**cfg.sample.__dict__, **tree.get("sample", {})}, "sample.")
+    if args.prompt is not None:
+        sc.prompt = args.prompt
+    tok_path = next((p / "tokenizer.json" for p in (path, path.parent.parent) if (p / "tokenizer.json").exists()), None)
+    if tok_path is None:
+        raise LmforgeError(f"no tokenizer.json found in {path} or its run directory")
+    tok = Tokenizer.load(tok_path)
+    for i in range(sc.num_samples):
+        if i:
+            print("\n---")
+        sys.stdout.write(sc.prompt)
+        generate(model, tok, sc.prompt, sc, on_text=lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+        if sc.seed is not None:
+            sc.seed += 1
+    print()
+    return 0
+
+
+def cmd_recipes(args, parser) -> int:
+    from lmforge.config import recipe_names
+
+    print("\n".join(recipe_names()))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "train": cmd_train, "tokenizer": cmd_tokenizer, "generate": cmd_generate,
+            "recipes": cmd_recipes}
+
+if __name__ == "__main__":
+    raise SystemExit(main())

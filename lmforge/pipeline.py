@@ -1,0 +1,160 @@
+"""The stages of a run, chained through files in the run directory.
+
+Each stage reuses what an earlier invocation already wrote (tokenizer.json, the token shards,
+the latest checkpoint), so re-running a command resumes instead of starting over, and nothing a
+user already has is overwritten.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+from lmforge.config import RunConfig, to_yaml
+from lmforge.errors import LmforgeError
+
+
+def log(msg: str) -> None:
+    print(f"[lmforge] {msg}", flush=True)
+
+
+def documents(corpus: str) -> Iterator[dict]:
+    from lmforge.data.documents import embedded_corpus, read_documents
+
+    return embedded_corpus() if corpus == "embedded" else read_documents(corpus)
+
+
+def prepare_tokenizer(cfg: RunConfig, run_dir: Path):
+    """The run's tokenizer: a given one, the one already in the run dir, or a newly trained one."""
+    from lmforge.tokenizer import Tokenizer, train_tokenizer
+
+    target = run_dir / "tokenizer.json"
+    if cfg.tokenizer.path:
+        tok = Tokenizer.load(cfg.tokenizer.path)
+        if target.exists() and Tokenizer.load(target).hash != tok.hash:
+            raise LmforgeError(f"{target} holds a different tokenizer than tokenizer.path={cfg.tokenizer.path}; "
+                               "use a new run name")
+        if not target.exists():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            tok.save(target)
+        return tok
+    if target.exists():
+        log(f"tokenizer: reusing {target}")
+        return Tokenizer.load(target)
+    t0 = time.time()
+    texts = (d["text"] for d in documents(cfg.data.corpus))
+    tok = train_tokenizer(texts, cfg.tokenizer)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tok.save(target)
+    log(f"tokenizer: trained byte-level BPE, vocab {tok.vocab_size}, in {time.time() - t0:.1f}s -> {target}")
+    return tok
+
+
+def prepare_shards(cfg: RunConfig, tok, run_dir: Path) -> Path:
+    """Token shards for training: given ones (checked against the tokenizer) or encoded now."""
+    from lmforge.data.shards import check_tokenizer, encode_corpus, load_meta
+
+    shard_dir = Path(cfg.data.shards) if cfg.data.shards else run_dir / "data"
+    if (shard_dir / "meta.json").exists():
+        check_tokenizer(load_meta(shard_dir), tok)
+        log(f"data: reusing token shards in {shard_dir}")
+        return shard_dir
+    if cfg.data.shards:
+        raise LmforgeError(f"data.shards={shard_dir} has no meta.json; encode a corpus there with "
+                           "`lmforge tokenizer encode` or leave data.shards unset")
+    t0 = time.time()
+    meta = encode_corpus(documents(cfg.data.corpus), tok, shard_dir, cfg.data)
+    tr, va = meta["splits"]["train"], meta["splits"]["val"]
+    log(f"data: {tr['documents']} train / {va['documents']} val documents, {tr['tokens']:,} / {va['tokens']:,} "
+        f"tokens ({tr['bytes'] / max(tr['tokens'], 1):.2f} bytes/token) in {time.time() - t0:.1f}s -> {shard_dir}")
+    return shard_dir
+
+
+def fit_model_to_tokenizer(cfg: RunConfig, tok) -> None:
+    """The model's vocabulary is the tokenizer's (a larger model.vocab_size is kept as padding)."""
+    if cfg.model.vocab_size < tok.vocab_size:
+        cfg.model.vocab_size = tok.vocab_size
+    elif cfg.model.vocab_size > tok.vocab_size and cfg.model.vocab_size - tok.vocab_size > 256:
+        # The default recipe size is just a placeholder: use the tokenizer's, don't pad hugely.
+        cfg.model.vocab_size = tok.vocab_size
+    cfg.model.validate()
+
+
+def train_stage(cfg: RunConfig):
+    """Tokenizer, shards and pre-training; returns (TrainResult, tokenizer)."""
+    from lmforge.train.loop import train
+
+    run_dir = cfg.run_dir
+    tok = prepare_tokenizer(cfg, run_dir)
+    fit_model_to_tokenizer(cfg, tok)
+    shard_dir = prepare_shards(cfg, tok, run_dir)
+    n = cfg.model.num_params()
+    log(f"model: {cfg.model.kind}, {n / 1e6:.2f}M parameters, {cfg.model.n_layer} layers x {cfg.model.n_embd} wide, "
+        f"{cfg.model.flops_per_token(cfg.train.seq_len or cfg.model.block_size) / 1e6:.1f} MFLOPs/token")
+    result = train(cfg, shard_dir, tok, run_dir)
+    return result, tok
+
+
+def sample_stage(cfg: RunConfig, tok, stream: bool = True) -> list[str]:
+    from lmforge.serve.generate import generate
+    from lmforge.train.checkpoint import load_model
+
+    if cfg.model.kind != "decoder":
+        return []
+    model, _ = load_model(cfg.run_dir)
+    samples = []
+    for i in range(cfg.sample.num_samples):
+        sc = cfg.sample
+        if sc.seed is not None:
+            sc = type(sc)(**{**sc.__dict__, "seed": sc.seed + i})
+        print(f"--- sample {i + 1} ---", flush=True)
+        if stream:
+            sys.stdout.write(sc.prompt)
+        text = generate(model, tok, sc.prompt, sc,
+                        on_text=(lambda s: (sys.stdout.write(s), sys.stdout.flush())) if stream else None)
+        print("\n", flush=True)
+        samples.append(sc.prompt + text)
+    return samples
+
+
+def run_all(cfg: RunConfig) -> dict:
+    """`lmforge run`: every stage that exists, on the configured corpus."""
+    from lmforge.report import write_report
+
+    t0 = time.time()
+    run_dir = cfg.run_dir
+    log(f"run directory: {run_dir}")
+    result, tok = train_stage(cfg)
+    samples = sample_stage(cfg, tok)
+    summary = result_dict(result)
+    summary["total_s"] = time.time() - t0
+    report = write_report(run_dir, cfg, summary, samples)
+    print_summary(summary)
+    log(f"report: {report}")
+    return summary
+
+
+def result_dict(result) -> dict:
+    return dict(result.__dict__) if hasattr(result, "__dict__") else dict(result)
+
+
+def print_summary(s: dict) -> None:
+    if s.get("val_loss") is not None and math.isfinite(s["val_loss"]):
+        print(f"held-out loss: {s['val_loss']:.4f} nats/token")
+        print(f"perplexity: {s['val_ppl']:.2f}")
+    if s.get("val_bpb") is not None:
+        print(f"bits per byte: {s['val_bpb']:.4f}")
+    if s.get("tokens_per_s"):
+        print(f"throughput: {s['tokens_per_s']:,.0f} tokens/s")
+    if s.get("total_s"):
+        print(f"time: {s['total_s']:.1f}s")
+
+
+def save_config(cfg: RunConfig, run_dir: Path) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "config.yaml"
+    path.write_text(to_yaml(cfg), encoding="utf-8")
+    return path
