@@ -104,8 +104,23 @@ def load_config(config: str | None = None, overrides: list[str] | None = None, c
     data = merge(data, parse_overrides(overrides or []))
     cfg = from_dict(cls, data)
     if isinstance(cfg, RunConfig):
-        cfg.model.validate()
+        validate(cfg)
     return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Cross-section checks that no single section can make on its own."""
+    cfg.model.validate()
+    t = cfg.train
+    if t.seq_len is not None and not 0 < t.seq_len <= cfg.model.block_size:
+        raise ConfigError(f"train.seq_len={t.seq_len} must be between 1 and model.block_size={cfg.model.block_size}")
+    for key in ("max_steps", "batch_size", "grad_accum", "eval_batches", "keep_last"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"train.{key} must be at least 1, got {getattr(t, key)}")
+    if not 0 < cfg.data.val_fraction < 1:
+        raise ConfigError(f"data.val_fraction must be between 0 and 1, got {cfg.data.val_fraction}")
+    if cfg.tokenizer.vocab_size < 256 + 7:
+        raise ConfigError(f"tokenizer.vocab_size={cfg.tokenizer.vocab_size} is below the 263 byte and special tokens")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
