@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from lmforge.config import RunConfig, to_yaml
+from lmforge.config import RunConfig
 from lmforge.errors import LmforgeError
 
 
@@ -128,6 +128,10 @@ def run_all(cfg: RunConfig) -> dict:
     run_dir = cfg.run_dir
     log(f"run directory: {run_dir}")
     result, tok = train_stage(cfg)
+    if result.stopped_early:
+        # Interrupted or diverged: the checkpoint is saved; sampling/reporting a half-run would mislead.
+        print_summary(result_dict(result))
+        raise LmforgeError(result.stop_reason or "training stopped early")
     samples = sample_stage(cfg, tok)
     summary = result_dict(result)
     summary["total_s"] = time.time() - t0
@@ -152,9 +156,3 @@ def print_summary(s: dict) -> None:
     if s.get("total_s"):
         print(f"time: {s['total_s']:.1f}s")
 
-
-def save_config(cfg: RunConfig, run_dir: Path) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "config.yaml"
-    path.write_text(to_yaml(cfg), encoding="utf-8")
-    return path

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lmforge.errors import ConfigError
+
+# 7 special tokens + the 256 byte tokens of byte-level BPE come before any merge.
+MIN_VOCAB = 7 + 256
+
 
 @dataclass
 class TokenizerConfig:
     vocab_size: int = 4096  # including the special tokens
     min_frequency: int = 2  # a merge needs at least this many occurrences
     path: str | None = None  # use this tokenizer.json instead of training one
+
+    def validate(self) -> None:
+        if not MIN_VOCAB <= self.vocab_size <= 2**32:
+            raise ConfigError(
+                f"tokenizer.vocab_size must be at least {MIN_VOCAB} (7 special + 256 byte tokens) "
+                f"and at most 2**32, got {self.vocab_size}"
+            )
+        if self.min_frequency < 1:
+            raise ConfigError(f"tokenizer.min_frequency must be >= 1, got {self.min_frequency}")
 
 
 @dataclass
@@ -20,3 +34,13 @@ class DataConfig:
     shard_tokens: int = 50_000_000  # tokens per shard file
     workers: int = 0  # encoding processes; 0 = all cores
     seed: int = 1234  # decides the train/val split of documents
+
+    def validate(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(
+                f"data.val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}"
+            )
+        if self.shard_tokens < 1:
+            raise ConfigError(f"data.shard_tokens must be >= 1, got {self.shard_tokens}")
+        if self.workers < 0:
+            raise ConfigError(f"data.workers must be >= 0 (0 = all cores), got {self.workers}")

@@ -64,12 +64,24 @@ class ModelConfig:
         return m * math.ceil(hidden / m)
 
     def validate(self) -> None:
-        """Raise ConfigError naming the first impossible shape."""
+        """Raise ConfigError naming the first impossible shape or unknown option."""
+        choices = {
+            "kind": ("decoder", "encoder", "encoder-decoder"),
+            "activation": ("relu", "gelu", "silu", "swiglu", "geglu"),
+            "norm": ("layernorm", "rmsnorm"),
+            "norm_position": ("pre", "post"),
+            "pos": ("learned", "sinusoidal", "rope", "alibi"),
+        }
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"model.{name}={value!r} is not one of {', '.join(allowed)}")
         checks = [
             (self.vocab_size > 0, f"model.vocab_size must be positive, got {self.vocab_size}"),
             (self.block_size > 0, f"model.block_size must be positive, got {self.block_size}"),
             (self.n_layer > 0, f"model.n_layer must be positive, got {self.n_layer}"),
             (self.encoder_layers > 0, f"model.n_encoder_layer must be positive, got {self.n_encoder_layer}"),
+            (self.n_embd > 0, f"model.n_embd must be positive, got {self.n_embd}"),
             (self.n_head > 0, f"model.n_head must be positive, got {self.n_head}"),
             (self.n_embd % max(self.n_head, 1) == 0,
              f"model.n_head={self.n_head} does not divide model.n_embd={self.n_embd}"),
@@ -77,7 +89,13 @@ class ModelConfig:
              f"model.n_kv_head={self.n_kv_head} must divide model.n_head={self.n_head}"),
             (self.pos != "rope" or self.head_dim % 2 == 0,
              f"RoPE needs an even head dim, got n_embd/n_head={self.n_embd}/{self.n_head}"),
+            (self.pos != "sinusoidal" or self.n_embd % 2 == 0,
+             f"sinusoidal positions need an even model.n_embd, got {self.n_embd}"),
+            (self.ffn_multiple_of > 0, f"model.ffn_multiple_of must be positive, got {self.ffn_multiple_of}"),
             (self.hidden_dim > 0, f"model.ffn_hidden must be positive, got {self.ffn_hidden}"),
+            (self.norm_eps > 0, f"model.norm_eps must be positive, got {self.norm_eps}"),
+            (self.rope_theta > 0, f"model.rope_theta must be positive, got {self.rope_theta}"),
+            (self.init_std > 0, f"model.init_std must be positive, got {self.init_std}"),
         ]
         for d in ("embd_dropout", "attn_dropout", "resid_dropout"):
             v = getattr(self, d)
@@ -85,3 +103,63 @@ class ModelConfig:
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+
+    # ---- size and cost (analytic; tests check them against the built model) ----
+
+    def param_breakdown(self) -> dict[str, int]:
+        """Parameter count of each part of the model `Transformer(self)` builds.
+
+        tok_emb: token table (also the output layer when tied); pos_emb: learned position table
+        (sinusoidal/RoPE/ALiBi have none); lm_head: the untied output layer (0 when tied);
+        encoder: encoder blocks + final encoder norm (encoder-decoder only); blocks: the main stack
+        (decoder blocks, with cross-attention for encoder-decoder); norm_f: final norm (pre-norm only:
+        a post-norm block already ends in a norm, as in Vaswani et al. 2017).
+        """
+        C, V, b = self.n_embd, self.vocab_size, int(self.bias)
+        kv_width = self.kv_heads * self.head_dim
+        norm = C * (1 + b) if self.norm == "layernorm" else C  # RMSNorm has a gain, no bias
+        attn = (C * C + b * C) + 2 * (C * kv_width + b * kv_width) + (C * C + b * C)  # q, k+v, o
+        up = C * self.hidden_dim + b * self.hidden_dim
+        mlp = (2 if self.is_glu else 1) * up + self.hidden_dim * C + b * C  # (gate,) up, down
+        block = attn + mlp + 2 * norm
+        final_norm = norm if self.norm_position == "pre" else 0
+        parts = {
+            "tok_emb": V * C,
+            "pos_emb": self.block_size * C if self.pos == "learned" else 0,
+            "lm_head": 0 if self.tie_embeddings else V * C,
+            "encoder": 0,
+            "blocks": self.n_layer * block,
+            "norm_f": final_norm,
+        }
+        if self.kind == "encoder-decoder":
+            parts["encoder"] = self.encoder_layers * block + final_norm
+            parts["blocks"] = self.n_layer * (block + attn + norm)  # + cross-attention and its norm
+        return parts
+
+    def num_params(self) -> int:
+        """Exactly sum(p.numel() for p in Transformer(self).parameters()) (tied weights once)."""
+        return sum(self.param_breakdown().values())
+
+    def num_matmul_params(self) -> int:
+        """Parameters used in a matmul per token: all but the lookup tables (the learned position
+        table, and the token table when untied; a tied token table counts, as the output layer).
+        Norm gains and biases are included, as in nanoGPT's count (they are < 1% of it)."""
+        parts = self.param_breakdown()
+        lookup = parts["pos_emb"] + (0 if self.tie_embeddings else parts["tok_emb"])
+        return self.num_params() - lookup
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs (forward + backward) per token at context `seq_len`.
+
+        6 * N_matmul (2 per multiply-add forward, 4 backward; Kaplan et al. 2020) plus attention's
+        score and value matmuls, 12 * layers * n_embd * seq_len (PaLM, Chowdhery et al. 2022,
+        appendix B; nanoGPT's estimate_mfu). The attention term counts the full T x T matrix, also
+        for causal masks, as PaLM does. Encoder-decoder convention: FLOPs per *target* token,
+        assuming the source is as long as the target (seq_len each), so each target token carries
+        one source token through the encoder; attention layers = encoder self + decoder self +
+        decoder cross = n_encoder_layer + 2 * n_layer.
+        """
+        layers = self.n_layer
+        if self.kind == "encoder-decoder":
+            layers = self.encoder_layers + 2 * self.n_layer
+        return 6.0 * self.num_matmul_params() + 12.0 * layers * self.n_embd * seq_len

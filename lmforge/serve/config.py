@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lmforge.errors import ConfigError
+
 
 @dataclass
 class SampleConfig:
@@ -15,3 +17,17 @@ class SampleConfig:
     seed: int | None = 1337  # None = nondeterministic
     num_samples: int = 1
     stop: list[str] = field(default_factory=list)  # stop strings (end-of-text always stops)
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first impossible option."""
+        checks = [
+            (self.max_new_tokens >= 0, f"sample.max_new_tokens must be >= 0, got {self.max_new_tokens}"),
+            (self.temperature >= 0, f"sample.temperature must be >= 0 (0 = greedy), got {self.temperature}"),
+            (self.top_k is None or self.top_k >= 1, f"sample.top_k must be >= 1 or null, got {self.top_k}"),
+            (self.top_p is None or 0 < self.top_p <= 1, f"sample.top_p must be in (0, 1] or null, got {self.top_p}"),
+            (self.num_samples >= 1, f"sample.num_samples must be >= 1, got {self.num_samples}"),
+            (all(isinstance(s, str) and s for s in self.stop), f"sample.stop strings must be non-empty, got {self.stop!r}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from lmforge.errors import ConfigError
+
 
 @dataclass
 class TrainConfig:
@@ -23,22 +25,59 @@ class TrainConfig:
     optimizer: Literal["adamw", "adam"] = "adamw"
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
-    weight_decay: float = 0.1  # applied to weight matrices only (not norms, biases, embeddings' positions)
+    weight_decay: float = 0.1  # on 2-D weights (matrices, embedding tables) only, not on norms or biases
     grad_clip: float = 1.0  # global grad-norm clip; 0 = off
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on capable CUDA, else fp32
     compile: bool = False  # torch.compile the model
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     seed: int = 1337
+    threads: int = 0  # torch intra-op CPU threads; 0 = torch's default
     # Objectives for the non-causal kinds.
     mlm_probability: float = 0.15  # encoder: fraction of tokens masked (BERT: 80% mask, 10% random, 10% kept)
     noise_density: float = 0.15  # encoder-decoder: fraction of tokens in corrupted spans
     mean_span_length: float = 3.0  # encoder-decoder: mean corrupted span length (T5)
+    # encoder-decoder: "t5" = span corruption (source keeps one mask token per span, target lists the
+    # spans; Raffel et al. 2020 §3.1.4), "bart" = text infilling (same source, target is the whole
+    # original text; Lewis et al. 2020 §2.2).
+    denoising: Literal["t5", "bart"] = "t5"
     # Periodic work.
-    log_every: int = 10
+    log_every: int = 10  # a metrics.jsonl line and a progress line every N steps
+    progress: Literal["auto", "bar", "lines"] = "auto"  # auto: a tqdm bar on a terminal, plain lines otherwise
+    tensorboard: bool = True  # also write TensorBoard events to <run>/tb when `tensorboard` is installed
     eval_every: int = 200  # validation loss every N steps (and at the end); 0 = only at the end
     eval_batches: int = 20  # micro-batches of held-out data per validation
     ckpt_every: int = 500  # checkpoint every N steps (and at the end, and on SIGINT/SIGTERM); 0 = end only
     keep_last: int = 2  # checkpoints kept on disk
     max_bad_steps: int = 5  # stop after this many non-finite losses in a row
-    init_from: str | None = None  # a checkpoint dir or run dir to start from (weights only)
+    init_from: str | None = None  # a checkpoint or run dir to take the weights from (fresh optimizer and step 0);
+    # ignored when this run resumes from its own checkpoint
     resume: bool = True  # continue from the run's latest checkpoint if one exists
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first impossible value."""
+        checks = [
+            (self.max_steps > 0, f"train.max_steps must be positive, got {self.max_steps}"),
+            (self.batch_size > 0, f"train.batch_size must be positive, got {self.batch_size}"),
+            (self.grad_accum > 0, f"train.grad_accum must be positive, got {self.grad_accum}"),
+            (self.seq_len is None or self.seq_len > 0, f"train.seq_len must be positive, got {self.seq_len}"),
+            (self.batch_ramp_start >= 0 and self.batch_ramp_tokens >= 0,
+             "train.batch_ramp_start and train.batch_ramp_tokens must be >= 0"),
+            (self.lr >= 0, f"train.lr must be >= 0, got {self.lr}"),
+            (self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}"),
+            (0.0 <= self.min_lr_ratio <= 1.0, f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"),
+            (all(0.0 <= b < 1.0 for b in self.betas), f"train.betas must be in [0, 1), got {self.betas}"),
+            (self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 = off), got {self.grad_clip}"),
+            (0.0 < self.mlm_probability < 1.0, f"train.mlm_probability must be in (0, 1), got {self.mlm_probability}"),
+            (0.0 < self.noise_density < 1.0, f"train.noise_density must be in (0, 1), got {self.noise_density}"),
+            (self.mean_span_length >= 1.0, f"train.mean_span_length must be >= 1, got {self.mean_span_length}"),
+            (self.threads >= 0, f"train.threads must be >= 0, got {self.threads}"),
+            (self.log_every > 0, f"train.log_every must be positive, got {self.log_every}"),
+            (self.eval_every >= 0 and self.ckpt_every >= 0, "train.eval_every and train.ckpt_every must be >= 0"),
+            (self.eval_batches >= 0, f"train.eval_batches must be >= 0, got {self.eval_batches}"),
+            (self.keep_last >= 1, f"train.keep_last must be at least 1, got {self.keep_last}"),
+            (self.max_bad_steps >= 1, f"train.max_bad_steps must be at least 1, got {self.max_bad_steps}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)

@@ -1,0 +1,95 @@
+"""Run independent jobs over shards: in this process, a local process pool, or Ray tasks.
+
+Every job writes its own files and returns a small dict; results come back in job order, so the
+run is identical for any number of workers. Ray is optional: `--executor ray --address auto`
+joins a running cluster (the output folder must be on storage every node can reach); with no
+address a local Ray instance is started.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from lmforge.errors import LmforgeError
+
+
+def log(msg: str) -> None:
+    print(f"[curate] {msg}", flush=True)
+
+
+class Progress:
+    """One line per finished job on a terminal rewrite, plain lines otherwise; rate and ETA."""
+
+    def __init__(self, label: str, total: int):
+        self.label, self.total, self.done, self.t0 = label, total, 0, time.time()
+        self.tty = sys.stdout.isatty()
+        self.last = 0.0
+
+    def step(self, docs: int = 0) -> None:
+        self.done += 1
+        now = time.time()
+        if not self.tty and now - self.last < 5 and self.done < self.total:
+            return
+        self.last = now
+        el = now - self.t0
+        eta = el / self.done * (self.total - self.done)
+        msg = f"[curate] {self.label}: {self.done}/{self.total} jobs, {el:.1f}s elapsed, ETA {eta:.0f}s"
+        print(("\r" + msg) if self.tty else msg, end="" if self.tty and self.done < self.total else "\n", flush=True)
+
+
+def run_jobs(fn: Callable[..., dict], jobs: list[tuple], executor: str, workers: int, label: str,
+             ray_address: str = "") -> list[dict]:
+    if not jobs:
+        return []
+    bar = Progress(label, len(jobs))
+    results = []
+    for r in _iter(fn, jobs, executor, workers, ray_address):
+        results.append(r)
+        bar.step()
+    return results
+
+
+def _iter(fn, jobs, executor, workers, ray_address) -> Iterator[Any]:
+    if executor == "ray":
+        yield from _ray(fn, jobs, workers, ray_address)
+        return
+    n = workers or os.cpu_count() or 1
+    if n == 1 or len(jobs) == 1:
+        for job in jobs:
+            yield fn(*job)
+        return
+    # fork shares what the parent already loaded (the language-id model) copy-on-write
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ctx.Pool(min(n, len(jobs))) as pool:
+        yield from pool.imap(_star, [(fn, job) for job in jobs], chunksize=1)
+
+
+def _star(arg):
+    fn, job = arg
+    return fn(*job)
+
+
+def _ray(fn, jobs, workers, address) -> Iterator[Any]:
+    try:
+        import ray
+    except ImportError:
+        raise LmforgeError("--executor ray needs Ray: pip install 'lmforge[ray]'") from None
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"ignore_reinit_error": True, "include_dashboard": False, "log_to_driver": True}
+        if address:
+            kwargs["address"] = address
+        elif workers:
+            kwargs["num_cpus"] = workers
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise LmforgeError(f"cannot start or join Ray (address={address or 'local'}): {e}") from None
+    remote = ray.remote(num_cpus=1)(fn)
+    refs = [remote.remote(*job) for job in jobs]
+    for ref in refs:
+        yield ray.get(ref)

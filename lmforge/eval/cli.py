@@ -1,0 +1,194 @@
+"""`lmforge eval`: benchmarks, perplexity, custom tasks, comparisons and an LLM judge.
+
+    lmforge eval --run runs/x --tasks arc_easy,arc_challenge,hellaswag,mmlu,truthfulqa_mc2,wikitext
+    lmforge eval --run runs/x --tasks mmlu --num-fewshot 5
+    lmforge eval --run runs/x --task-file my_task.yaml
+    lmforge eval --run runs/x --text-file notes.txt          # perplexity of any text
+    lmforge eval --hf-model path/to/hf_folder --tasks arc_easy --output out/
+    lmforge eval compare runs/a runs/b
+    lmforge eval judge --answers a.jsonl [--answers-b b.jsonl] --output judge/   (see judge.py)
+
+Wiring (lmforge/cli.py): `add_parser(subparsers)` and `run(args) -> int`; user errors raise LmforgeError.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lmforge.errors import LmforgeError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("eval", help="evaluate a model: benchmarks, perplexity, custom tasks, LLM judge",
+                              description="Evaluate a model on benchmarks (lm-evaluation-harness semantics), "
+                                          "perplexity, YAML tasks; compare runs; grade answers with an LLM judge.")
+    add_eval_args(p)
+    sub = p.add_subparsers(dest="eval_action", metavar="action")
+    c = sub.add_parser("compare", help="compare the eval results of two runs (or results.json files)")
+    c.add_argument("a", help="run directory, eval folder or results.json")
+    c.add_argument("b", help="run directory, eval folder or results.json")
+    from lmforge.eval.judge import add_judge_parser
+
+    add_judge_parser(sub)
+    return p
+
+
+def add_eval_args(p: argparse.ArgumentParser) -> None:
+    m = p.add_argument_group("model")
+    m.add_argument("--run", help="lmforge run directory (latest checkpoint) or a checkpoint directory")
+    m.add_argument("--hf-model", help="a Hugging Face causal LM folder or hub id (needs transformers)")
+    m.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
+    t = p.add_argument_group("tasks")
+    t.add_argument("--tasks", default="", help="comma-separated: arc_easy, arc_challenge, hellaswag, mmlu, "
+                   "mmlu_<category|subject>, truthfulqa_mc1, truthfulqa_mc2, truthfulqa_gen, wikitext")
+    t.add_argument("--task-file", action="append", default=[], help="a YAML task file (repeatable)")
+    t.add_argument("--text-file", action="append", default=[], help="perplexity of a .txt/.jsonl file or folder")
+    t.add_argument("--shards", help="perplexity / bits per byte of a token shard folder (meta.json)")
+    t.add_argument("--shard-split", default="val", help="split of --shards (default val)")
+    t.add_argument("--num-fewshot", type=int, default=None, help="examples per prompt (default: the task's)")
+    t.add_argument("--limit", type=int, default=None, help="only the first N documents of each task")
+    t.add_argument("--seed", type=int, default=1234, help="few-shot sampling seed (lm-eval's default 1234)")
+    t.add_argument("--system-prompt", default=None, help="text put before every prompt (instruction models)")
+    d = p.add_argument_group("data and output")
+    d.add_argument("--data-dir", default=None, help="benchmark folder (default: $LMFORGE_EVAL_DATA or "
+                   "shared/data/benchmarks)")
+    d.add_argument("--hub", action="store_true", help="load the datasets from the Hugging Face hub instead "
+                   "(needs `datasets` and network)")
+    d.add_argument("--output", default=None, help="where results go (default: <run>/eval)")
+    d.add_argument("--log-samples", action="store_true", help="also write per-example predictions")
+    d.add_argument("--no-cache", action="store_true", help="do not reuse or store per-request results")
+    e = p.add_argument_group("engine")
+    e.add_argument("--batch-size", type=int, default=16, help="rows per forward pass (scores do not depend on it)")
+    e.add_argument("--no-prefix-sharing", action="store_true", help="score every choice with its full context "
+                   "(as lm-eval does) instead of reusing the context's KV cache")
+
+
+def load_lm(args):
+    from lmforge.eval.lm import HFCausalLM, LmforgeLM
+
+    if bool(args.run) == bool(args.hf_model):
+        raise LmforgeError("give exactly one model: --run RUN_DIR or --hf-model PATH")
+    if args.run:
+        if not Path(args.run).exists():
+            raise LmforgeError(f"run directory not found: {args.run}")
+        return LmforgeLM.from_run(args.run, device=args.device)
+    return HFCausalLM.from_pretrained(args.hf_model, device=args.device)
+
+
+def collect_tasks(args) -> list:
+    from lmforge.eval.tasks import get_tasks
+    from lmforge.eval.tasks.custom import load_task_file
+
+    tasks = []
+    for name in [t.strip() for t in args.tasks.split(",") if t.strip()]:
+        tasks += get_tasks(name, args.data_dir, args.hub)
+    tasks += [load_task_file(f) for f in args.task_file]
+    return tasks
+
+
+def run(args) -> int:
+    if getattr(args, "eval_action", None) == "compare":
+        return run_compare(args)
+    if getattr(args, "eval_action", None) == "judge":
+        from lmforge.eval.judge import run_judge
+
+        return run_judge(args)
+    return run_eval(args)
+
+
+def run_eval(args) -> int:
+    from lmforge.eval.cache import ResultCache
+    from lmforge.eval.results import summary_rows, text_table, write_results
+    from lmforge.eval.runner import evaluate
+
+    if args.batch_size < 1:
+        raise LmforgeError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.limit is not None and args.limit < 1:
+        raise LmforgeError(f"--limit must be >= 1, got {args.limit}")
+    if args.num_fewshot is not None and args.num_fewshot < 0:
+        raise LmforgeError(f"--num-fewshot must be >= 0, got {args.num_fewshot}")
+    tasks = collect_tasks(args)
+    if not tasks and not args.text_file and not args.shards:
+        raise LmforgeError("nothing to evaluate: give --tasks, --task-file, --text-file or --shards")
+    out = Path(args.output) if args.output else (Path(args.run) / "eval" if args.run else None)
+    if out is None:
+        raise LmforgeError("--output is required with --hf-model")
+    lm = load_lm(args)
+    cache = None if args.no_cache else ResultCache(out / "cache.sqlite")
+    try:
+        results = evaluate(lm, tasks, num_fewshot=args.num_fewshot, limit=args.limit, batch_size=args.batch_size,
+                           seed=args.seed, system_prompt=args.system_prompt, cache=cache,
+                           share_prefix=not args.no_prefix_sharing, log_samples=args.log_samples)
+    finally:
+        if cache is not None:
+            cache.close()
+    _add_text_perplexity(lm, args, results)
+    jp, mp = write_results(results, out)
+    print(text_table(summary_rows(results)))
+    if results["errors"]:
+        print(f"{len(results['errors'])} task(s) failed: {', '.join(results['errors'])}", file=sys.stderr)
+    print(f"results: {jp}  {mp}")
+    return 1 if results["errors"] and not results["tasks"] else 0
+
+
+def _add_text_perplexity(lm, args, results: dict) -> None:
+    """--text-file / --shards results join the task table as perplexity rows."""
+    import time
+
+    from lmforge.eval.perplexity import perplexity_of_shards, perplexity_of_texts, read_text_documents
+
+    for f in args.text_file:
+        name = f"text:{Path(f).name}"
+        try:
+            t0 = time.perf_counter()
+            s, _ = perplexity_of_texts(lm, read_text_documents(f), batch_size=args.batch_size)
+            results["tasks"][name] = _ppl_entry(s, str(f), time.perf_counter() - t0,
+                                                ("word_perplexity", "byte_perplexity", "bits_per_byte", "token_perplexity"))
+        except LmforgeError as e:
+            results["errors"][name] = str(e)
+    if args.shards:
+        name = f"shards:{Path(args.shards).name}/{args.shard_split}"
+        try:
+            if not hasattr(lm, "tok") or not hasattr(lm.tok, "token_bytes"):
+                raise LmforgeError("--shards needs an lmforge run (its tokenizer wrote the shards)")
+            t0 = time.perf_counter()
+            s = perplexity_of_shards(lm, args.shards, lm.tok.token_bytes(), args.shard_split,
+                                     batch_size=args.batch_size)
+            results["tasks"][name] = _ppl_entry(s, str(args.shards), time.perf_counter() - t0,
+                                                ("bits_per_byte", "byte_perplexity", "token_perplexity"))
+        except LmforgeError as e:
+            results["errors"][name] = str(e)
+
+
+def _ppl_entry(s: dict, source: str, seconds: float, metrics) -> dict:
+    return {"metrics": {m: s[m] for m in metrics}, "stderr": {m: None for m in metrics}, "n": s["documents"],
+            "num_fewshot": 0, "output_type": "loglikelihood_rolling", "source": source, "group": [],
+            "counts": {k: s[k] for k in ("tokens", "bytes", "words") if k in s}, "seconds": round(seconds, 3),
+            "docs_per_s": round(s["documents"] / seconds, 2) if seconds > 0 else None, "version": "1.0"}
+
+
+def run_compare(args) -> int:
+    from lmforge.eval.results import compare, load_results
+
+    a, b = load_results(args.a), load_results(args.b)
+    print(compare(a, b, Path(args.a).name or "A", Path(args.b).name or "B"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (`python -m lmforge.eval.cli ...`) until lmforge/cli.py wires `eval`."""
+    parser = argparse.ArgumentParser(prog="lmforge")
+    sub = parser.add_subparsers(dest="command")
+    add_parser(sub)
+    args = parser.parse_args(["eval", *(argv if argv is not None else sys.argv[1:])])
+    try:
+        return run(args)
+    except LmforgeError as e:
+        print(f"lmforge: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,233 @@
+"""The model as the evaluator sees it: text <-> token ids, token ids -> hidden states -> logits.
+
+Every scorer in `lmforge.eval` works through this small interface, so the same engine evaluates an
+lmforge run (`LmforgeLM`) and any Hugging Face causal LM (`HFCausalLM`), which is how the parity
+benchmark runs lm-evaluation-harness and lmforge on one model.
+
+The forward is split into `hidden` (final hidden states) and `head` (the output projection) so the
+engine projects only the positions it scores: for a 50k vocabulary the output layer and its
+log-softmax dominate a small model's cost, and a multiple-choice request scores a handful of
+continuation tokens after a context ten times longer. `hidden_shared` runs a context once and its
+continuations after it, from the KV cache (lm-eval re-encodes the context for every choice, see
+its issue #1351).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from lmforge.errors import LmforgeError
+
+
+class LM(ABC):
+    """A causal language model with its tokenizer."""
+
+    name: str = "lm"  # shown in results; part of the cache key
+    max_length: int  # context length in tokens (lm-eval's `max_length`)
+    prefix_token_id: int  # token fed before an empty context: BOS, else end-of-text (lm-eval)
+    eot_token_id: int
+    device: torch.device = torch.device("cpu")
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`, no special tokens added."""
+
+    @abstractmethod
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    @abstractmethod
+    def hidden(self, ids: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (B, T, C) of a right-padded batch of ids (B, T), causal."""
+
+    @abstractmethod
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits (N, V) of hidden states (N, C)."""
+
+    def hidden_shared(self, prefixes: torch.Tensor, suffixes: torch.Tensor,
+                      owner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run G equal-length prefixes (G, P) once, then each suffix row (R, S) after its prefix
+        `owner[r]`. Returns the prefixes' last hidden states (G, C) and the suffixes' (R, S, C).
+
+        This fallback concatenates (no reuse); backends with a KV cache override it.
+        """
+        P = prefixes.shape[1]
+        h = self.hidden(torch.cat([prefixes[owner], suffixes], dim=1))  # (R, P+S, C)
+        h_last = torch.zeros(prefixes.shape[0], h.shape[-1], dtype=h.dtype, device=h.device)
+        h_last[owner] = h[:, P - 1]
+        return h_last, h[:, P:]
+
+    def generate_tokens(self, prompt: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
+                        seed: int | None = None) -> Iterator[int]:
+        """Yield sampled continuation ids (greedy at temperature 0); the caller decides when to stop.
+
+        A plain loop with a growing context (no cache); backends override it with their cache.
+        """
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(0 if seed is None else seed)
+        ids = list(prompt)
+        for _ in range(max_new_tokens):
+            x = torch.tensor([ids[-self.max_length:]], dtype=torch.long, device=self.device)
+            with torch.inference_mode():
+                logits = self.head(self.hidden(x)[0, -1:])[0].float()
+            tok = pick_token(logits, temperature, gen)
+            yield tok
+            ids.append(tok)
+
+    def fingerprint(self) -> str:
+        """Identifies the weights, for the result cache; override when the name is not enough."""
+        return self.name
+
+
+def pick_token(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> int:
+    """Greedy (argmax, first index on ties as in lm-eval/HF) or a temperature sample."""
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.cpu() / temperature, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+# ---------------------------------------------------------------- lmforge models
+
+
+class LmforgeLM(LM):
+    """An lmforge decoder Transformer and its Tokenizer."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, name: str = "lmforge", fingerprint: str | None = None):
+        cfg = model.cfg
+        if cfg.kind != "decoder":
+            raise LmforgeError(f"evaluation scores causal (decoder) models; this model is a {cfg.kind}")
+        self.model = model.eval()
+        self.tok = tokenizer
+        self.name = name
+        self.max_length = cfg.block_size
+        self.prefix_token_id = tokenizer.eot_id  # no BOS: the document boundary, like GPT-2's
+        self.eot_token_id = tokenizer.eot_id
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        self._fingerprint = fingerprint or name
+
+    @classmethod
+    def from_run(cls, path: str | Path, device: str = "cpu") -> LmforgeLM:
+        """Load the latest checkpoint of a run directory (or a checkpoint directory)."""
+        from lmforge.tokenizer import Tokenizer
+        from lmforge.train.checkpoint import load_model, resolve_checkpoint
+
+        path = Path(path)
+        model, _cfg = load_model(path, device=device)
+        tok_path = next((p / "tokenizer.json" for p in (path, path.parent.parent)
+                         if (p / "tokenizer.json").is_file()), None)
+        if tok_path is None:
+            raise LmforgeError(f"no tokenizer.json in {path} or its run directory")
+        ckpt = resolve_checkpoint(path)
+        weights = ckpt / "model.safetensors"
+        stat = weights.stat()
+        fp = hashlib.sha256(f"{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+        return cls(model, Tokenizer.load(tok_path), name=f"{path.name}@{ckpt.name}", fingerprint=fp)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tok.decode(ids)
+
+    def hidden(self, ids: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        return m.stack(ids.to(self.device), m.blocks, m.norm_f, causal=True)  # (B, T, C)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(h)
+
+    def hidden_shared(self, prefixes, suffixes, owner):
+        m = self.model
+        (G, P), (R, S) = prefixes.shape, suffixes.shape
+        pre = m.new_kv_cache(G, P)
+        hp = m.stack(prefixes.to(self.device), m.blocks, m.norm_f, causal=True, cache=pre)  # (G, P, C)
+        if S == 0:
+            return hp[:, -1], hp.new_zeros(R, 0, hp.shape[-1])
+        cache = m.new_kv_cache(R, P + S)
+        for layer in range(len(cache.k)):  # each row gets its prefix's keys/values
+            cache.k[layer][:, :, :P] = pre.k[layer][owner]
+            cache.v[layer][:, :, :P] = pre.v[layer][owner]
+        cache.length = P
+        hs = m.stack(suffixes.to(self.device), m.blocks, m.norm_f, causal=True, cache=cache)  # (R, S, C)
+        return hp[:, -1], hs
+
+    def generate_tokens(self, prompt, max_new_tokens, temperature=0.0, seed=None):
+        from lmforge.serve.config import SampleConfig
+        from lmforge.serve.generate import generate_tokens
+
+        cfg = SampleConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=None, seed=seed)
+        yield from generate_tokens(self.model, list(prompt)[-self.max_length:], cfg)
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+
+# ---------------------------------------------------------------- Hugging Face models
+
+
+class HFCausalLM(LM):
+    """A `transformers` causal LM and its tokenizer (used for parity with lm-eval's `hf` model)."""
+
+    def __init__(self, model, tokenizer, name: str = "hf", max_length: int | None = None):
+        self.model = model.eval()
+        self.tok = tokenizer
+        self.name = name
+        cfg = model.config
+        # lm-eval's resolve_max_length: the model config's n_positions / max_position_embeddings /
+        # n_ctx, else the tokenizer's model_max_length, else 2048.
+        found = [getattr(cfg, k) for k in ("n_positions", "max_position_embeddings", "n_ctx") if hasattr(cfg, k)]
+        self.max_length = max_length or (found[0] if found else min(tokenizer.model_max_length, 2048))
+        self.eot_token_id = tokenizer.eos_token_id
+        self.prefix_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        self.device = next(model.parameters()).device
+        self.body = model.base_model  # GPT2LMHeadModel.transformer, LlamaForCausalLM.model, ...
+        self.lm_head = model.get_output_embeddings()
+        # transformers >= 5 renamed `past_key_values` to `cache` (argument and output field).
+        params = inspect.signature(self.body.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    @classmethod
+    def from_pretrained(cls, path: str, device: str = "cpu", dtype: str = "float32") -> HFCausalLM:
+        try:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError:
+            raise LmforgeError("Hugging Face models need transformers: pip install 'lmforge[eval]'") from None
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)
+        return cls(model, tok, name=str(path))
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tok.decode(list(ids))
+
+    def hidden(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.body(input_ids=ids.to(self.device), use_cache=False).last_hidden_state
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(h)
+
+    def hidden_shared(self, prefixes, suffixes, owner):
+        R, S = suffixes.shape
+        out = self.body(input_ids=prefixes.to(self.device), use_cache=True)
+        hp = out.last_hidden_state[:, -1]  # (G, C)
+        if S == 0:
+            return hp, hp.new_zeros(R, 0, hp.shape[-1])
+        cache = getattr(out, self._cache_kw)
+        cache.batch_select_indices(owner.to(self.device))  # row r continues prefix owner[r]
+        hs = self.body(input_ids=suffixes.to(self.device), use_cache=True,
+                       **{self._cache_kw: cache}).last_hidden_state
+        return hp, hs
+
+    def fingerprint(self) -> str:
+        n = sum(p.numel() for p in self.model.parameters())
+        first = next(self.model.parameters()).detach().flatten()[:64].double().sum().item()
+        return f"{self.name}:{n}:{first:.12g}"

@@ -1,0 +1,271 @@
+"""The log-likelihood engine: log P(continuation | context) and rolling document log-likelihoods.
+
+Semantics follow lm-evaluation-harness 0.4 exactly (`lm_eval/api/model.py: TemplateLM._encode_pair,
+loglikelihood`; `lm_eval/models/huggingface.py: _loglikelihood_tokens`; `lm_eval/utils.py:
+get_rolling_token_windows, make_disjoint_window`; summarised in shared/notes/eval-semantics.md §1.2,
+§1.4):
+
+- trailing whitespace of the context moves to the front of the continuation;
+- continuation tokens = enc(context + continuation)[len(enc(context)):] (the joint split);
+- an empty context becomes [prefix token] (BOS, else end-of-text);
+- model input = (ctx + cont)[-(max_length + 1):][:-1] (left truncation; the continuation is kept);
+- answer = (sum of the continuation's token log-probs, every token is the argmax).
+
+How it is computed is ours, and faster (§7 of the notes): requests that share a context are scored
+from one pass over it (`LM.hidden_shared`, a KV cache), single-token continuations (MMLU letters)
+need only the context's last position, only scored positions go through the output layer, batches
+are sorted by length, every string is tokenised once, and a result cache skips requests seen before.
+Scores do not depend on the batch size: each context group is computed alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from lmforge.errors import LmforgeError
+from lmforge.eval.lm import LM
+
+Progress = Callable[[int], None]  # called with the number of requests just finished
+
+
+@dataclass
+class Scored:
+    ll: float  # sum of the continuation's token log-probs (nats)
+    greedy: bool  # every continuation token is the argmax
+
+    def __iter__(self):  # unpacks like lm-eval's (ll, is_greedy) tuples
+        return iter((self.ll, self.greedy))
+
+
+class Encoder:
+    """Tokenises each distinct string once."""
+
+    def __init__(self, lm: LM):
+        self.lm = lm
+        self.memo: dict[str, list[int]] = {}
+
+    def __call__(self, text: str) -> list[int]:
+        ids = self.memo.get(text)
+        if ids is None:
+            ids = self.memo[text] = self.lm.encode(text)
+        return ids
+
+    def pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """(context ids, continuation ids) with lm-eval's whitespace move and joint split."""
+        if context == "":
+            cont = self(continuation)
+            if not cont:
+                raise LmforgeError("empty continuation: nothing to score")
+            p = self.lm.prefix_token_id
+            return ([p], cont) if cont[0] != p else (cont[:1], cont[1:])
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            continuation = context[-n_spaces:] + continuation
+            context = context[:-n_spaces]
+        whole = self(context + continuation)
+        ctx = self(context)
+        return ctx, whole[len(ctx):]
+
+
+def score_rows(lm: LM, h: torch.Tensor, targets: list[int], lengths: list[int]) -> list[Scored]:
+    """Project hidden rows (N, C) predicting `targets` (N,); sum each consecutive segment."""
+    logits = lm.head(h).float()  # (N, V); log-softmax in fp32 whatever the model dtype
+    logp = torch.log_softmax(logits, dim=-1)
+    t = torch.tensor(targets, device=logits.device)
+    tok_lp = logp.gather(1, t[:, None])[:, 0]
+    hit = logits.argmax(dim=-1) == t
+    out, start = [], 0
+    for n in lengths:
+        out.append(Scored(float(tok_lp[start:start + n].sum()), bool(hit[start:start + n].all())))
+        start += n
+    return out
+
+
+def _pad(rows: Sequence[Sequence[int]], device) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    x = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        x[i, :len(r)] = torch.tensor(list(r), dtype=torch.long)
+    return x.to(device)
+
+
+def _request_key(fp: str, ctx: list[int], cont: list[int]) -> str:
+    return hashlib.sha256(f"{fp}|{ctx}|{cont}".encode()).hexdigest()
+
+
+@torch.inference_mode()
+def loglikelihood(lm: LM, requests: Sequence[tuple[str, str]], batch_size: int = 16, *,
+                  share_prefix: bool = True, cache=None, progress: Progress | None = None,
+                  encoder: Encoder | None = None) -> list[Scored]:
+    """Score (context, continuation) string pairs; results in request order."""
+    enc = encoder or Encoder(lm)
+    pairs = [enc.pair(c, x) for c, x in requests]
+    return loglikelihood_tokens(lm, pairs, batch_size, share_prefix=share_prefix, cache=cache, progress=progress)
+
+
+@torch.inference_mode()
+def loglikelihood_tokens(lm: LM, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 16, *,
+                         share_prefix: bool = True, cache=None, progress: Progress | None = None) -> list[Scored]:
+    """Score (context ids, continuation ids) pairs; see the module docstring for the semantics."""
+    L = lm.max_length
+    results: list[Scored | None] = [None] * len(pairs)
+    fp = lm.fingerprint() if cache is not None else ""
+    keys: dict[int, str] = {}
+    todo = []
+    for i, (ctx, cont) in enumerate(pairs):
+        if not cont:
+            raise LmforgeError("a continuation encodes to zero tokens; nothing to score")
+        if len(cont) > L:
+            raise LmforgeError(f"a continuation of {len(cont)} tokens is longer than the model's context "
+                               f"of {L} tokens")
+        if cache is not None:
+            keys[i] = _request_key(fp, ctx, cont)
+            hit = cache.get(keys[i])
+            if hit is not None:
+                results[i] = Scored(*hit)
+                continue
+        todo.append(i)
+    if progress and len(todo) < len(pairs):
+        progress(len(pairs) - len(todo))
+
+    # Sort the work into three paths.
+    last: dict[tuple[int, ...], list[int]] = {}  # context -> requests whose continuation is one token
+    groups: dict[tuple[int, ...], list[int]] = {}  # context -> multi-token requests, no truncation
+    flat: list[int] = []  # requests that need left truncation
+    for i in todo:
+        ctx, cont = pairs[i]
+        if len(cont) == 1:
+            last.setdefault(tuple(ctx[-L:]), []).append(i)  # input = ctx[-L:], score its last position
+        elif share_prefix and len(ctx) + len(cont) - 1 <= L:
+            groups.setdefault(tuple(ctx), []).append(i)
+        else:
+            flat.append(i)
+
+    def done(idx: list[int], scored: list[Scored]) -> None:
+        for i, s in zip(idx, scored):
+            results[i] = s
+            if cache is not None:
+                cache.put(keys[i], (s.ll, s.greedy))
+        if progress:
+            progress(len(idx))
+
+    # 1. single-token continuations: one row per distinct context, batched, longest first.
+    ctxs = sorted(last, key=len, reverse=True)
+    for b in range(0, len(ctxs), batch_size):
+        chunk = ctxs[b:b + batch_size]
+        h = lm.hidden(_pad(chunk, lm.device))  # (B, T, C)
+        idx, rows, targets = [], [], []
+        for r, c in enumerate(chunk):
+            for i in last[c]:
+                idx.append(i)
+                rows.append(h[r, len(c) - 1])
+                targets.append(pairs[i][1][0])
+        done(idx, score_rows(lm, torch.stack(rows), targets, [1] * len(idx)))
+
+    # 2. shared context: contexts of equal length go together; each runs once, then the rows of
+    #    its continuations (minus their last token) run after it from the KV cache.
+    by_len: dict[int, list[tuple[int, ...]]] = {}
+    for ctx in groups:
+        by_len.setdefault(len(ctx), []).append(ctx)
+    for P in sorted(by_len, reverse=True):
+        batch: list[tuple[int, ...]] = []
+        rows_in_batch = 0
+        ctxs_p = by_len[P]
+        for j, ctx in enumerate(ctxs_p):
+            batch.append(ctx)
+            rows_in_batch += len(groups[ctx])
+            if rows_in_batch >= batch_size or j == len(ctxs_p) - 1:
+                done(*_shared_batch(lm, batch, groups, pairs))
+                batch, rows_in_batch = [], 0
+
+    # 3. everything else, as lm-eval batches it: whole truncated rows, longest first.
+    flat.sort(key=lambda i: len(pairs[i][0]) + len(pairs[i][1]), reverse=True)
+    for b in range(0, len(flat), batch_size):
+        idx = flat[b:b + batch_size]
+        inputs = [(pairs[i][0] + pairs[i][1])[-(L + 1):][:-1] for i in idx]
+        h = lm.hidden(_pad(inputs, lm.device))
+        rows, targets, lengths = [], [], []
+        for r, i in enumerate(idx):
+            cont, n = pairs[i][1], len(inputs[r])
+            rows.append(h[r, n - len(cont):n])
+            targets.extend(cont)
+            lengths.append(len(cont))
+        done(idx, score_rows(lm, torch.cat(rows), targets, lengths))
+    return results  # type: ignore[return-value]
+
+
+def _shared_batch(lm: LM, ctxs: list[tuple[int, ...]], groups: dict, pairs) -> tuple[list[int], list[Scored]]:
+    idx = [i for c in ctxs for i in groups[c]]
+    owner = torch.tensor([g for g, c in enumerate(ctxs) for _ in groups[c]], device=lm.device)
+    conts = [pairs[i][1] for i in idx]
+    h_last, hs = lm.hidden_shared(_pad(ctxs, lm.device), _pad([c[:-1] for c in conts], lm.device), owner)
+    rows = [torch.cat([h_last[owner[r]][None], hs[r, :len(c) - 1]]) for r, c in enumerate(conts)]
+    return idx, score_rows(lm, torch.cat(rows), [t for c in conts for t in c], [len(c) for c in conts])
+
+
+# ---------------------------------------------------------------- rolling windows (perplexity)
+
+
+def rolling_windows(tokens: Sequence[int], prefix_token: int, max_len: int) -> list[tuple[list[int], int]]:
+    """Disjoint windows covering `tokens`, as lm-eval's get_rolling_token_windows with
+    context_len=1 followed by make_disjoint_window: (model input, number of scored tokens at its end).
+
+    Window 1 is [prefix] + tokens[:L-1] and scores all of tokens[:L]; each later window scores the
+    next <= L tokens and is fed the L tokens just before its last target, so every token is
+    predicted exactly once.
+    """
+    n, L = len(tokens), max_len
+    if n == 0:
+        return []
+    first = min(L, n)
+    out = [([prefix_token] + list(tokens[:first - 1]), first)]
+    done = first
+    while done < n:
+        w = min(n - done, L)
+        end = done + w
+        out.append((list(tokens[end - L - 1:end - 1]), w))
+        done = end
+    return out
+
+
+@torch.inference_mode()
+def loglikelihood_rolling_tokens(lm: LM, docs: Sequence[Sequence[int]], batch_size: int = 16,
+                                 progress: Progress | None = None) -> list[float]:
+    """Total log-likelihood of each token sequence, every token scored exactly once."""
+    windows = []  # (doc index, input, scored count, targets)
+    for d, toks in enumerate(docs):
+        for inp, k in rolling_windows(toks, lm.prefix_token_id, lm.max_length):
+            windows.append((d, inp, k))
+    # Targets of a window are the input shifted by one plus the next token; rebuild them per doc.
+    targets = []
+    for d, toks in enumerate(docs):
+        done = 0
+        for _inp, k in rolling_windows(toks, lm.prefix_token_id, lm.max_length):
+            targets.append(list(toks[done:done + k]))
+            done += k
+    order = sorted(range(len(windows)), key=lambda j: len(windows[j][1]), reverse=True)
+    totals = [0.0] * len(docs)
+    for b in range(0, len(order), batch_size):
+        js = order[b:b + batch_size]
+        h = lm.hidden(_pad([windows[j][1] for j in js], lm.device))
+        rows, tgt, lengths = [], [], []
+        for r, j in enumerate(js):
+            _, inp, k = windows[j]
+            rows.append(h[r, len(inp) - k:len(inp)])
+            tgt.extend(targets[j])
+            lengths.append(k)
+        for j, s in zip(js, score_rows(lm, torch.cat(rows), tgt, lengths)):
+            totals[windows[j][0]] += s.ll
+        if progress:
+            progress(len(js))
+    return totals
+
+
+def loglikelihood_rolling(lm: LM, texts: Sequence[str], batch_size: int = 16,
+                          progress: Progress | None = None) -> list[float]:
+    """Total log-likelihood of each text, tokenised whole (no context), in rolling windows."""
+    return loglikelihood_rolling_tokens(lm, [lm.encode(t) for t in texts], batch_size, progress)

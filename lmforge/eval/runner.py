@@ -1,0 +1,177 @@
+"""Run tasks on a model and aggregate: per task, per group (MMLU categories), with stderr.
+
+A task that fails (bad data, a prompt longer than the model's context, ...) is recorded under
+`errors` and the others still run, so one bad task never loses the rest.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+
+from tqdm import tqdm
+
+from lmforge.errors import LmforgeError
+from lmforge.eval.generation import generate_until, reference_metrics
+from lmforge.eval.lm import LM
+from lmforge.eval.loglik import Encoder, loglikelihood
+from lmforge.eval.metrics import mean, mean_stderr, multiple_choice, pooled_stderr, unweighted_stderr
+from lmforge.eval.perplexity import perplexity_of_texts
+from lmforge.eval.tasks.base import Task
+
+LOWER_IS_BETTER = {"word_perplexity", "byte_perplexity", "bits_per_byte", "token_perplexity"}
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    return tqdm(total=total, desc=desc, unit="req", disable=not enabled or not sys.stderr.isatty(),
+                leave=False, dynamic_ncols=True)
+
+
+def run_task(lm: LM, task: Task, *, num_fewshot: int | None = None, limit: int | None = None,
+             batch_size: int = 16, seed: int = 1234, system_prompt: str | None = None, cache=None,
+             share_prefix: bool = True, log_samples: bool = False, progress: bool = True) -> dict:
+    """Evaluate one task; returns {metrics, stderr, n, num_fewshot, ...} (+ samples)."""
+    t0 = time.perf_counter()
+    docs = task.eval_docs()
+    if limit is not None:
+        docs = docs[:limit]
+    if not docs:
+        raise LmforgeError(f"task {task.name}: no documents to evaluate")
+    k = task.num_fewshot if num_fewshot is None else num_fewshot
+    if task.output_type == "loglikelihood_rolling" and k:
+        raise LmforgeError(f"task {task.name} scores whole documents; it takes no few-shot examples")
+    per_doc: list[dict[str, float]] = []
+    samples: list[dict] = []
+    extra: dict = {}
+
+    if task.output_type == "multiple_choice":
+        contexts = task.build_contexts(docs, k, seed, system_prompt)
+        choices = [task.choices(d) for d in docs]
+        golds = [task.gold(d) for d in docs]
+        requests = [(ctx, task.target_delimiter + c) for ctx, ch in zip(contexts, choices) for c in ch]
+        with _progress(len(requests), task.name, progress) as bar:
+            scored = loglikelihood(lm, requests, batch_size, share_prefix=share_prefix, cache=cache,
+                                   progress=bar.update, encoder=Encoder(lm))
+        pos = 0
+        for d, ctx, ch, gold in zip(docs, contexts, choices, golds):
+            s = scored[pos:pos + len(ch)]
+            pos += len(ch)
+            if task.process_results is not None:
+                m = task.process_results(d, s)
+            else:
+                m = multiple_choice([x.ll for x in s], [x.greedy for x in s], ch, gold, task.metrics)
+            per_doc.append(m)
+            if log_samples:
+                samples.append({"context": ctx, "choices": ch, "gold": gold,
+                                "loglikelihoods": [x.ll for x in s], "greedy": [x.greedy for x in s], **m})
+        chance = task.chance(docs) if task.chance else mean([1.0 / len(ch) for ch in choices])
+        extra["chance"] = chance
+
+    elif task.output_type == "generate_until":
+        contexts = task.build_contexts(docs, k, seed, system_prompt)
+        g = task.generation
+        with _progress(len(docs), task.name, progress) as bar:
+            for i, (d, ctx) in enumerate(zip(docs, contexts)):
+                out = generate_until(lm, ctx, g.get("until", [task.fewshot_delimiter]), g.get("max_gen_toks", 256),
+                                     g.get("temperature", 0.0), seed + i)
+                if task.process_results is not None:
+                    m = task.process_results(d, out)
+                else:
+                    m = reference_metrics(task.doc_to_target(d), out, task.metrics)
+                per_doc.append(m)
+                if log_samples:
+                    samples.append({"context": ctx, "completion": out, **m})
+                bar.update(1)
+
+    elif task.output_type == "loglikelihood_rolling":
+        texts = [task.doc_to_target(d) for d in docs]
+        counted = [task.count_text(d) for d in docs] if task.count_text else texts
+        with _progress(len(docs), task.name, progress) as bar:
+            summary, lls = perplexity_of_texts(lm, texts, counted, batch_size, bar.update)
+        metrics = {m: summary[m] for m in (*task.metrics, "token_perplexity")}
+        if log_samples:
+            samples = [{"loglikelihood": ll, "text_chars": len(t)} for ll, t in zip(lls, texts)]
+        seconds = time.perf_counter() - t0
+        res = {"metrics": metrics, "stderr": {m: None for m in metrics}, "n": len(docs), "num_fewshot": 0,
+               "counts": {c: summary[c] for c in ("words", "bytes", "tokens")}}
+        return _finish(res, task, seconds, samples if log_samples else None)
+    else:
+        raise LmforgeError(f"task {task.name}: unknown output_type {task.output_type!r}")
+
+    names = list(per_doc[0])
+    metrics = {m: mean([p[m] for p in per_doc]) for m in names}
+    stderr = {m: mean_stderr([p[m] for p in per_doc]) for m in names}
+    res = {"metrics": metrics, "stderr": stderr, "n": len(docs), "num_fewshot": k, **extra}
+    return _finish(res, task, time.perf_counter() - t0, samples if log_samples else None)
+
+
+def _finish(res: dict, task: Task, seconds: float, samples) -> dict:
+    res.update({"output_type": task.output_type, "source": task.source, "version": task.version,
+                "group": list(task.group), "seconds": round(seconds, 3),
+                "docs_per_s": round(res["n"] / seconds, 2) if seconds > 0 else None})
+    if samples is not None:
+        res["samples"] = samples
+    return res
+
+
+def aggregate_groups(tasks: dict[str, dict]) -> dict[str, dict]:
+    """Size-weighted group means with pooled stderr, bottom up (lm-eval's `weight_by_size: True`),
+    plus `subject_mean`: the unweighted mean of the members (Open LLM Leaderboard v1's MMLU)."""
+    members: dict[str, list[str]] = {}  # group -> direct members (task or subgroup names)
+    for name, r in tasks.items():
+        path = r.get("group") or []
+        for i, g in enumerate(path):
+            child = path[i + 1] if i + 1 < len(path) else name
+            members.setdefault(g, [])
+            if child not in members[g]:
+                members[g].append(child)
+    out: dict[str, dict] = {}
+
+    def agg(g: str) -> dict:
+        if g in out:
+            return out[g]
+        parts = [tasks[m] if m in tasks else agg(m) for m in members[g]]
+        sizes = [p["n"] for p in parts]
+        metrics, stderr = {}, {}
+        for m in parts[0]["metrics"]:
+            vals = [p["metrics"][m] for p in parts]
+            metrics[m] = sum(v * n for v, n in zip(vals, sizes)) / sum(sizes)
+            ses = [p["stderr"].get(m) for p in parts]
+            stderr[m] = pooled_stderr(ses, sizes) if all(s is not None for s in ses) and sum(sizes) > len(sizes) else None
+        leaves = _leaves(g, members, tasks)
+        sub = {m: mean([tasks[t]["metrics"][m] for t in leaves]) for m in metrics}
+        sub_se = {m: unweighted_stderr([tasks[t]["stderr"][m] for t in leaves]) for m in metrics}
+        out[g] = {"metrics": metrics, "stderr": stderr, "n": sum(sizes), "members": members[g],
+                  "subject_mean": sub, "subject_mean_stderr": sub_se, "num_tasks": len(leaves),
+                  "num_fewshot": parts[0].get("num_fewshot"),
+                  "chance": (sum(p.get("chance", 0) * p["n"] for p in parts) / sum(sizes)
+                             if all("chance" in p for p in parts) else None)}
+        return out[g]
+
+    for g in members:
+        agg(g)
+    return out
+
+
+def _leaves(g: str, members: dict[str, list[str]], tasks: dict) -> list[str]:
+    out = []
+    for m in members[g]:
+        out.extend([m] if m in tasks else _leaves(m, members, tasks))
+    return out
+
+
+def evaluate(lm: LM, tasks: Sequence[Task], **kw) -> dict:
+    """Run every task; returns {"model", "tasks", "groups", "errors", "settings"}."""
+    results: dict[str, dict] = {}
+    errors: dict[str, str] = {}
+    t0 = time.perf_counter()
+    for task in tasks:
+        try:
+            results[task.name] = run_task(lm, task, **kw)
+        except LmforgeError as e:
+            errors[task.name] = str(e)
+            print(f"lmforge eval: {task.name} failed: {e}", file=sys.stderr)
+    settings = {k: v for k, v in kw.items() if k not in ("cache", "progress")}
+    return {"model": lm.name, "max_length": lm.max_length, "tasks": results, "groups": aggregate_groups(results),
+            "errors": errors, "settings": settings, "seconds": round(time.perf_counter() - t0, 3)}

@@ -1,0 +1,171 @@
+"""A task: where its documents come from, how a prompt is built, and what is scored.
+
+The fields mirror lm-evaluation-harness's task YAML (`lm_eval/config/task.py`), so a built-in task
+and a user's YAML task (`custom.py`) are the same object. Prompt assembly follows
+`lm_eval/api/task.py: ConfigurableTask.fewshot_context, build_qa_turn` (notes §1.1):
+
+    context = [system + fewshot_delimiter] + description
+              + sum_k [ text(shot_k) + target_delimiter + target(shot_k) + fewshot_delimiter ]
+              + text(doc)
+    continuation_i = target_delimiter + choice_i
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmforge.errors import LmforgeError
+
+Doc = dict[str, Any]
+SPLITS = ("test", "validation", "train")
+
+
+@dataclass
+class Task:
+    name: str
+    output_type: str  # "multiple_choice" | "generate_until" | "loglikelihood_rolling"
+    load_split: Callable[[str], list[Doc] | None]  # split name -> documents, None when absent
+    doc_to_text: Callable[[Doc], str]
+    doc_to_target: Callable[[Doc], Any]  # gold choice index, or reference text
+    doc_to_choice: Callable[[Doc], list[str]] | None = None
+    description: str | Callable[[Doc], str] = ""
+    target_delimiter: str = " "
+    fewshot_delimiter: str = "\n\n"
+    test_split: str | None = "test"
+    validation_split: str | None = "validation"
+    training_split: str | None = "train"
+    fewshot_split: str | None = None  # None: train, else validation, else test (lm-eval's rule)
+    fewshot_sampler: str = "random"  # "random" (seeded, consumed doc by doc) or "first_n"
+    num_fewshot: int = 0  # the task's default
+    metrics: Sequence[str] = ("acc",)
+    process_results: Callable[[Doc, list], dict[str, float]] | None = None  # custom scoring
+    generation: dict = field(default_factory=dict)  # until, max_gen_toks, temperature
+    group: tuple[str, ...] = ()  # group path, outermost first, e.g. ("mmlu", "mmlu_stem")
+    count_text: Callable[[Doc], str] | None = None  # rolling: text whose words/bytes are counted
+    chance: Callable[[list[Doc]], float] | None = None  # score of a random guesser
+    source: str = ""  # which files / dataset the documents came from (recorded in results)
+    version: str = "1.0"
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    # ---- documents
+
+    def split_docs(self, split: str | None) -> list[Doc] | None:
+        if split is None:
+            return None
+        if split not in self._cache:
+            self._cache[split] = self.load_split(split)
+        return self._cache[split]
+
+    def eval_split(self) -> str:
+        """test if the task has one, else validation (lm-eval's Task.eval_docs)."""
+        for split in (self.test_split, self.validation_split):
+            if split is not None and self.split_docs(split):
+                return split
+        raise LmforgeError(f"task {self.name}: no test or validation documents found ({self.source})")
+
+    def eval_docs(self) -> list[Doc]:
+        return self.split_docs(self.eval_split())  # type: ignore[return-value]
+
+    def fewshot_pool(self) -> tuple[str | None, list[Doc]]:
+        if self.fewshot_split is not None:
+            docs = self.split_docs(self.fewshot_split)
+            if not docs:
+                raise LmforgeError(f"task {self.name}: few-shot split {self.fewshot_split!r} has no documents")
+            return self.fewshot_split, docs
+        for split in (self.training_split, self.validation_split, self.test_split):
+            docs = self.split_docs(split)
+            if docs:
+                return split, docs
+        raise LmforgeError(f"task {self.name}: no documents to draw few-shot examples from")
+
+    # ---- prompts
+
+    def target_text(self, doc: Doc) -> str:
+        """What a few-shot example shows as its answer: the gold choice's text for an index."""
+        t = self.doc_to_target(doc)
+        if isinstance(t, int) and self.doc_to_choice is not None:
+            return self.doc_to_choice(doc)[t]
+        if isinstance(t, list):
+            return str(t[0])
+        return str(t)
+
+    def choices(self, doc: Doc) -> list[str]:
+        if self.doc_to_choice is None:
+            raise LmforgeError(f"task {self.name} has no choices (output_type {self.output_type})")
+        return self.doc_to_choice(doc)
+
+    def gold(self, doc: Doc) -> int:
+        t = self.doc_to_target(doc)
+        if isinstance(t, str):
+            choices = self.choices(doc)
+            if t.strip().isdigit():
+                t = int(t)
+            elif t in choices:
+                t = choices.index(t)
+            else:
+                raise LmforgeError(f"task {self.name}: gold answer {t!r} is neither an index nor a choice")
+        n = len(self.choices(doc))
+        if not 0 <= t < n:
+            raise LmforgeError(f"task {self.name}: gold index {t} is out of range for {n} choices")
+        return t
+
+    def build_contexts(self, docs: Sequence[Doc], num_fewshot: int | None = None, seed: int = 1234,
+                       system_prompt: str | None = None) -> list[str]:
+        """The prompt of every document, in order. The random sampler is seeded once per task and
+        consumed document by document, so shots depend on document order, as in lm-eval."""
+        k = self.num_fewshot if num_fewshot is None else num_fewshot
+        sampler = FewshotSampler(self, k, seed) if k > 0 else None
+        out = []
+        for doc in docs:
+            desc = self.description(doc) if callable(self.description) else self.description
+            head = join_with(system_prompt, desc, self.fewshot_delimiter)
+            shots = sampler.sample(doc) if sampler else []
+            body = "".join(self.doc_to_text(s) + self.target_delimiter + self.target_text(s) + self.fewshot_delimiter
+                           for s in shots)
+            out.append(head + body + self.doc_to_text(doc))
+        return out
+
+
+def join_with(prefix: str | None, suffix: str | None, delimiter: str) -> str:
+    """prefix + delimiter + suffix, without the delimiter when whitespace already separates them
+    (lm-eval's maybe_delimit, used to put a system prompt before the description)."""
+    if not prefix:
+        return suffix or ""
+    if not suffix:
+        return prefix
+    return prefix + suffix if (prefix[-1].isspace() or suffix[0].isspace()) else prefix + delimiter + suffix
+
+
+class FewshotSampler:
+    """lm-eval's ContextSampler / FirstNSampler (`lm_eval/api/samplers.py`).
+
+    random: `Random(seed).sample(pool, k)` per document; when the few-shot split is the eval split
+    (lm-eval's test: fewshot split name == test split name) it draws k + 1 and drops the document
+    itself. first_n: the first k documents of the pool, in stored order.
+    """
+
+    def __init__(self, task: Task, k: int, seed: int):
+        self.k = k
+        self.kind = task.fewshot_sampler
+        if self.kind not in ("random", "first_n"):
+            raise LmforgeError(f"task {task.name}: unknown few-shot sampler {self.kind!r} (random, first_n)")
+        self.split, self.pool = task.fewshot_pool()
+        self.exclude_self = task.fewshot_split == task.test_split
+        self.rnd = random.Random(seed)
+        if k > len(self.pool) - (1 if self.exclude_self else 0):
+            raise LmforgeError(f"task {task.name}: {k} few-shot examples requested but the "
+                               f"{self.split} split has {len(self.pool)}")
+
+    def sample(self, doc: Doc) -> list[Doc]:
+        if self.kind == "first_n":
+            pool = [d for d in self.pool if d != doc] if self.exclude_self else self.pool
+            return pool[:self.k]
+        if not self.exclude_self:
+            return self.rnd.sample(self.pool, self.k)
+        res = [d for d in self.rnd.sample(self.pool, self.k + 1) if d != doc][:self.k]
+        if len(res) < self.k:  # duplicates of the doc were drawn: resample without any copy
+            res = self.rnd.sample([d for d in self.pool if d != doc], self.k)
+        return res

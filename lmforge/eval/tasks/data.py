@@ -1,0 +1,184 @@
+"""Reading benchmark files: the local data directory (original formats) or the Hugging Face hub.
+
+Local layout (shared/data/benchmarks, the files as their authors published them):
+
+    arc/ARC-Easy/ARC-Easy-{Test,Dev,Train}.jsonl       AI2 layout (question.stem, question.choices)
+    arc/ARC-Challenge/ARC-Challenge-{Test,Dev,Train}.jsonl
+    hellaswag/hellaswag_{val,train}.jsonl              rowanz/hellaswag
+    mmlu/{test,dev,val}/<subject>_{test,dev,val}.csv   Hendrycks CSV, no header
+    truthfulqa/v0/{mc_task.json,TruthfulQA.csv}        sylinrl/TruthfulQA, Sep-2021 release
+    ../corpora/wikitext-2/{test,valid}.txt             tokenized WikiText-2 (or wikitext-2/ here)
+
+Every loader returns documents in the *hub* layout that lm-eval's task definitions read, so prompts
+are built by one code path whichever source is used. `--hub` loads the same datasets with
+`datasets.load_dataset` on a machine that is online.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from lmforge.errors import LmforgeError
+
+ENV_VAR = "LMFORGE_EVAL_DATA"
+
+
+def default_data_dir() -> Path:
+    """$LMFORGE_EVAL_DATA, else shared/data/benchmarks beside or above the working directory or
+    the repository (where the project keeps its real data)."""
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    repo = Path(__file__).resolve().parents[3]
+    for base in (Path.cwd(), Path.cwd().parent, repo, repo.parent):
+        cand = base / "shared" / "data" / "benchmarks"
+        if cand.is_dir():
+            return cand
+    raise LmforgeError(f"benchmark data not found: pass --data-dir DIR or set {ENV_VAR} "
+                       "(expects arc/, hellaswag/, mmlu/, truthfulqa/ inside), or use --hub")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    docs = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                docs.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise LmforgeError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+    return docs
+
+
+def read_csv_rows(path: Path, header: bool) -> list[dict] | list[list[str]]:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        return list(csv.DictReader(f)) if header else [row for row in csv.reader(f) if row]
+
+
+def hub_split(path: str, name: str | None, split: str) -> list[dict] | None:
+    """One split of a hub dataset as a list of dicts (None if the dataset has no such split)."""
+    try:
+        import datasets
+    except ImportError:
+        raise LmforgeError("--hub needs the `datasets` package: pip install datasets") from None
+    try:
+        ds = datasets.load_dataset(path, name)
+    except Exception as e:  # network, auth, missing dataset: one line for the user
+        raise LmforgeError(f"cannot load {path}{'/' + name if name else ''} from the hub: "
+                           f"{str(e).splitlines()[0]}") from None
+    return [dict(r) for r in ds[split]] if split in ds else None
+
+
+# ---------------------------------------------------------------- ARC
+
+
+def arc_local(root: Path, config: str, split: str) -> list[dict] | None:
+    name = {"test": "Test", "validation": "Dev", "train": "Train"}[split]
+    path = root / "arc" / config / f"{config}-{name}.jsonl"
+    if not path.is_file():
+        return None
+    out = []
+    for lineno, d in enumerate(read_jsonl(path), 1):
+        try:
+            q = d["question"]
+            out.append({"id": d["id"], "question": q["stem"],
+                        "choices": {"text": [c["text"] for c in q["choices"]],
+                                    "label": [c["label"] for c in q["choices"]]},
+                        "answerKey": d["answerKey"]})
+        except (KeyError, TypeError) as e:
+            raise LmforgeError(f"{path}:{lineno}: missing field {e} (expected the AI2 ARC layout)") from None
+    return out
+
+
+# ---------------------------------------------------------------- HellaSwag
+
+
+def hellaswag_local(root: Path, split: str) -> list[dict] | None:
+    name = {"validation": "val", "train": "train", "test": "test"}[split]
+    path = root / "hellaswag" / f"hellaswag_{name}.jsonl"
+    if split == "test" or not path.is_file():  # the public test file has no labels
+        return None
+    return read_jsonl(path)
+
+
+# ---------------------------------------------------------------- MMLU
+
+
+def mmlu_local(root: Path, subject: str, split: str) -> list[dict] | None:
+    name = {"test": "test", "validation": "val", "dev": "dev"}.get(split)
+    if name is None:
+        return None
+    path = root / "mmlu" / name / f"{subject}_{name}.csv"
+    if not path.is_file():
+        return None
+    out = []
+    for lineno, row in enumerate(read_csv_rows(path, header=False), 1):
+        if len(row) != 6 or row[5] not in ("A", "B", "C", "D"):
+            raise LmforgeError(f"{path}:{lineno}: expected question,A,B,C,D,answer with answer in A-D")
+        out.append({"question": row[0], "subject": subject, "choices": row[1:5], "answer": "ABCD".index(row[5])})
+    return out
+
+
+# ---------------------------------------------------------------- TruthfulQA
+
+
+def truthfulqa_mc_local(root: Path, release: str = "v0") -> list[dict]:
+    path = root / "truthfulqa" / release / "mc_task.json" if release else root / "truthfulqa" / "mc_task.json"
+    if not path.is_file():
+        raise LmforgeError(f"TruthfulQA file not found: {path}")
+    out = []
+    for d in json.loads(path.read_text(encoding="utf-8")):
+        out.append({"question": d["question"],
+                    **{k: {"choices": list(d[k]), "labels": list(d[k].values())}
+                       for k in ("mc1_targets", "mc2_targets")}})
+    return out
+
+
+def truthfulqa_gen_local(root: Path, release: str = "v0") -> list[dict]:
+    path = root / "truthfulqa" / release / "TruthfulQA.csv" if release else root / "truthfulqa" / "TruthfulQA.csv"
+    if not path.is_file():
+        raise LmforgeError(f"TruthfulQA file not found: {path}")
+
+    def answers(s: str) -> list[str]:
+        return [a.strip() for a in s.split(";") if a.strip()]
+
+    return [{"type": r["Type"], "category": r["Category"], "question": r["Question"],
+             "best_answer": r["Best Answer"], "correct_answers": answers(r["Correct Answers"]),
+             "incorrect_answers": answers(r["Incorrect Answers"]), "source": r["Source"]}
+            for r in read_csv_rows(path, header=True)]
+
+
+# ---------------------------------------------------------------- WikiText
+
+
+def wikitext_file(root: Path, split: str) -> Path | None:
+    name = {"test": "test.txt", "validation": "valid.txt"}.get(split)
+    if name is None:
+        return None
+    for base in (root / "wikitext-2", root.parent / "corpora" / "wikitext-2"):
+        if (base / name).is_file():
+            return base / name
+    return None
+
+
+def split_wikitext_articles(text: str) -> list[str]:
+    """Cut a WikiText file into articles at its top-level headings (` = Title = ` lines); lines
+    before the first heading go to the first article, and joining the articles with "\n" gives the
+    file back."""
+    lines = text.split("\n")
+    starts = [i for i, ln in enumerate(lines)
+              if ln.startswith(" = ") and ln.endswith(" = ") and not ln.startswith(" = = ")]
+    if not starts:
+        return [text] if text.strip() else []
+    starts[0] = 0
+    bounds = starts + [len(lines)]
+    return ["\n".join(lines[a:b]) for a, b in zip(bounds, bounds[1:])]
+
+
+def wikitext_local(root: Path, split: str) -> list[dict] | None:
+    path = wikitext_file(root, split)
+    if path is None:
+        return None
+    return [{"page": p} for p in split_wikitext_articles(path.read_text(encoding="utf-8"))]

@@ -1,0 +1,50 @@
+"""The key/value cache for incremental decoding.
+
+Each decoder layer's keys and values for positions [0, length) live in buffers preallocated to
+`max_len`, so a decoding step writes T new positions and attends over a view, never re-allocating.
+For an encoder-decoder the cross-attention keys/values depend only on the source, so they are
+computed once, on the first call, and kept in `cross_kv` (Vaswani et al. 2017, sec. 3.2.3).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lmforge.errors import LmforgeError
+
+
+class KVCache:
+    def __init__(self, n_layer: int, batch_size: int, n_kv_head: int, max_len: int, head_dim: int,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+        if max_len <= 0:
+            raise LmforgeError(f"KV cache max_len must be positive, got {max_len}")
+        shape = (batch_size, n_kv_head, max_len, head_dim)  # (B, H_kv, max_len, D)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.batch_size = batch_size
+        self.max_len = max_len
+        self.length = 0  # positions already cached; the next chunk starts here
+        self.cross_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer, from the encoder
+
+    def check(self, batch_size: int, new_tokens: int) -> None:
+        """Raise before any layer writes, so a failed call leaves the cache unchanged."""
+        if batch_size != self.batch_size:
+            raise LmforgeError(f"KV cache was made for batch size {self.batch_size}, got {batch_size}")
+        if self.length + new_tokens > self.max_len:
+            raise LmforgeError(f"KV cache holds {self.max_len} positions; {self.length} are used and "
+                               f"{new_tokens} more do not fit")
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this chunk's k, v (B, H_kv, T, D) at [length, length+T); return all cached so far."""
+        end = self.length + k.shape[2]
+        self.k[layer][:, :, self.length:end] = k
+        self.v[layer][:, :, self.length:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # (B, H_kv, length+T, D)
+
+    def advance(self, new_tokens: int) -> None:
+        self.length += new_tokens
+
+    def reset(self) -> None:
+        """Start a new sequence (and, for encoder-decoder, a new source)."""
+        self.length = 0
+        self.cross_kv = None

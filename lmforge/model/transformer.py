@@ -1,0 +1,449 @@
+"""The lmforge transformer: one family, three shapes, every choice a ModelConfig field.
+
+Choices and the papers behind them:
+- kind: decoder-only causal LM (Radford et al. 2019, GPT-2); encoder-only masked LM with
+  bidirectional attention (Devlin et al. 2019, BERT); encoder-decoder with cross-attention
+  (Vaswani et al. 2017, "Attention Is All You Need").
+- norm: LayerNorm (Ba et al. 2016) or RMSNorm (Zhang & Sennrich 2019); placed after each residual
+  add (post-norm, Vaswani et al. 2017) or before each sublayer (pre-norm, GPT-2; Xiong et al. 2020).
+- activation: ReLU; GELU (Hendrycks & Gimpel 2016); SiLU/Swish (Ramachandran et al. 2017); the gated
+  SwiGLU and GeGLU (Shazeer 2020), whose hidden width is 2/3 of 4d to keep parameters comparable.
+- positions: learned absolute (GPT-2), sinusoidal (Vaswani et al. 2017, sec. 3.5), rotary RoPE
+  (Su et al. 2021), ALiBi linear biases (Press et al. 2022).
+- attention: scaled dot-product through torch's SDPA; n_kv_head key/value heads give multi-head
+  (= n_head), grouped-query (Ainslie et al. 2023) or multi-query (= 1, Shazeer 2019) attention.
+- dropout (Srivastava et al. 2014) on embeddings, attention weights and residual branches; optional
+  biases; tied input/output embeddings (Press & Wolf 2017); residual projections initialised with
+  std / sqrt(2 * n_layer) (GPT-2).
+
+Reading order: free functions (residuals, masks, positions), then modules leaf first (positions,
+attention, MLPs, block), then `Transformer`. Parameter names map one-to-one onto a Hugging Face
+export: tok_emb, pos_emb (learned only), blocks.{i}.{attn_norm, attn, cross_norm, cross_attn,
+mlp_norm, mlp}, attention as {q,k,v,o}_proj, MLP as {gate,up,down}_proj, norm_f, lm_head; the
+encoder of an encoder-decoder is encoder_blocks.{i} and encoder_norm. Shapes: B batch, T (query)
+length, S key length, C = n_embd, H heads, D = head dim.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lmforge.errors import LmforgeError
+from lmforge.model.config import ModelConfig
+from lmforge.model.kv_cache import KVCache
+
+Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin: (T, D/2) each
+
+# ---------------------------------------------------------------- small free functions
+
+
+def pre_norm_residual(x: torch.Tensor, norm: nn.Module, sublayer: Callable) -> torch.Tensor:
+    return x + sublayer(norm(x))  # GPT-2: the residual stream itself is never normalised
+
+
+def post_norm_residual(x: torch.Tensor, norm: nn.Module, sublayer: Callable) -> torch.Tensor:
+    return norm(x + sublayer(x))  # Vaswani et al. 2017: LayerNorm(x + Sublayer(x))
+
+
+RESIDUALS = {"pre": pre_norm_residual, "post": post_norm_residual}
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)  # gain only, no bias or mean-centring
+    return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
+
+
+def dropout(p: float) -> nn.Module:
+    return nn.Dropout(p) if p > 0 else nn.Identity()  # p = 0 costs nothing, not even a copy
+
+
+def causal_mask(start: int, T: int, device: torch.device) -> torch.Tensor:
+    """(T, start+T) bool, True where query start+i may see key j (j <= start+i): a new chunk of T
+    tokens appended after `start` cached ones. SDPA's is_causal assumes start == 0."""
+    q = torch.arange(start, start + T, device=device)
+    k = torch.arange(start + T, device=device)
+    return k[None, :] <= q[:, None]
+
+
+def sinusoidal_table(n_pos: int, dim: int) -> torch.Tensor:
+    """(n_pos, dim): PE[p, 2i] = sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos(same) (Vaswani, sec. 3.5)."""
+    angles = torch.outer(torch.arange(n_pos, dtype=torch.float32),
+                         10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)  # interleave sin, cos
+
+
+def rope_tables(n_pos: int, head_dim: int, theta: float) -> Rope:
+    """cos and sin of p * theta^(-2i/D) for positions p < n_pos and pairs i < D/2 (Su et al. 2021)."""
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(n_pos, dtype=torch.float32), inv_freq)  # (n_pos, D/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (x[i], x[i + D/2]) of x (B, H, T, D) by its angle. Pairs are the two halves
+    of the head (GPT-NeoX / Hugging Face Llama layout), so q/k_proj export without permutation."""
+    x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, D/2) each
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, H, T, D)
+
+
+def alibi_slopes(n_head: int) -> torch.Tensor:
+    """Per-head slopes (Press et al. 2022, sec. 3): for n a power of two, the geometric sequence
+    2^(-8/n), 2^(-16/n), ..., 2^(-8); otherwise those of the nearest smaller power of two m, then
+    every other slope of 2m's sequence (the paper's code)."""
+    def geometric(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * (i + 1) / n) for i in range(n)]
+    m = 2 ** math.floor(math.log2(n_head))
+    return torch.tensor(geometric(m) + geometric(2 * m)[0::2][: n_head - m])
+
+
+def alibi_bias(slopes: torch.Tensor, start: int, T: int, causal: bool) -> torch.Tensor:
+    """(H, T, start+T) additive attention bias: -slope * distance between query and key. Causal: keys
+    after the query get -inf (the paper). Bidirectional (encoder): the symmetric -slope * |i - j|."""
+    q = torch.arange(start, start + T, device=slopes.device)
+    k = torch.arange(start + T, device=slopes.device)
+    dist = (k[None, :] - q[:, None]).to(slopes.dtype)  # (T, S): j - i, <= 0 for the past
+    if not causal:
+        return -slopes[:, None, None] * dist.abs()
+    bias = slopes[:, None, None] * dist  # (H, T, S)
+    return bias.masked_fill(dist > 0, float("-inf"))
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+         is_causal: bool, dropout_p: float) -> torch.Tensor:
+    """q (B, H, T, D), k/v (B, H_kv, S, D) -> (B, H, T, D); H_kv < H shares each K/V head."""
+    if k.shape[1] != q.shape[1] and not _NATIVE_GQA:
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    extra = {"enable_gqa": True} if k.shape[1] != q.shape[1] else {}
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                          is_causal=is_causal, **extra)
+
+
+# SDPA's enable_gqa arrived in torch 2.5; older versions repeat the K/V heads instead.
+_NATIVE_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
+
+# ---------------------------------------------------------------- positions
+
+
+class Positions(nn.Module):
+    """What a position scheme contributes to a forward pass; the defaults contribute nothing."""
+
+    limit: int | None = None  # longest sequence it can encode (a table's size); None = unbounded
+
+    def add(self, x: torch.Tensor, start: int) -> torch.Tensor:  # absolute schemes, at the input
+        return x
+
+    def rotary(self, start: int, T: int) -> Rope | None:  # RoPE, on queries and keys
+        return None
+
+    def bias(self, start: int, T: int, causal: bool) -> torch.Tensor | None:  # ALiBi, on scores
+        return None
+
+
+class LearnedPositions(Positions):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(cfg.block_size, cfg.n_embd))  # (block_size, C)
+        self.limit = cfg.block_size
+
+    def add(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        return x + self.weight[start:start + x.shape[1]]  # (B, T, C) + (T, C)
+
+
+class SinusoidalPositions(Positions):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.register_buffer("table", sinusoidal_table(cfg.block_size, cfg.n_embd), persistent=False)
+        self.limit = cfg.block_size
+        # Vaswani et al. sec. 3.4 scale the token embeddings by sqrt(d_model), so the sinusoids'
+        # unit amplitude does not drown the tokens.
+        self.scale = math.sqrt(cfg.n_embd)
+
+    def add(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        return x * self.scale + self.table[start:start + x.shape[1]]  # (B, T, C) + (T, C)
+
+
+class RotaryPositions(Positions):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.head_dim, self.theta = cfg.head_dim, cfg.rope_theta
+        cos, sin = rope_tables(cfg.block_size, cfg.head_dim, cfg.rope_theta)  # computed once
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def rotary(self, start: int, T: int) -> Rope:
+        if start + T > self.cos.shape[0]:  # past block_size: extrapolate with fresh tables
+            cos, sin = rope_tables(start + T, self.head_dim, self.theta)
+            return cos[start:].to(self.cos.device), sin[start:].to(self.sin.device)
+        return self.cos[start:start + T], self.sin[start:start + T]
+
+
+class ALiBiPositions(Positions):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.register_buffer("slopes", alibi_slopes(cfg.n_head), persistent=False)
+
+    def bias(self, start: int, T: int, causal: bool) -> torch.Tensor:
+        return alibi_bias(self.slopes, start, T, causal)  # once per forward, shared by all layers
+
+
+POSITIONS = {"learned": LearnedPositions, "sinusoidal": SinusoidalPositions,
+             "rope": RotaryPositions, "alibi": ALiBiPositions}
+
+# ---------------------------------------------------------------- attention and MLPs
+
+
+class Attention(nn.Module):
+    """Projections and SDPA shared by self- and cross-attention."""
+
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        C, D = cfg.n_embd, cfg.head_dim
+        self.n_head, self.n_kv_head, self.head_dim, self.layer = cfg.n_head, cfg.kv_heads, D, layer
+        self.q_proj = nn.Linear(C, cfg.n_head * D, bias=cfg.bias)
+        self.k_proj = nn.Linear(C, cfg.kv_heads * D, bias=cfg.bias)
+        self.v_proj = nn.Linear(C, cfg.kv_heads * D, bias=cfg.bias)
+        self.o_proj = nn.Linear(cfg.n_head * D, C, bias=cfg.bias)
+        self.dropout_p = cfg.attn_dropout
+
+    def heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, n, self.head_dim).transpose(1, 2)  # (B, T, n*D) -> (B, n, T, D)
+
+    def project_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, H_kv, S, D) of a (B, S, C) sequence."""
+        return self.heads(self.k_proj(memory), self.n_kv_head), self.heads(self.v_proj(memory), self.n_kv_head)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+               is_causal: bool) -> torch.Tensor:
+        y = sdpa(q, k, v, mask, is_causal, self.dropout_p if self.training else 0.0)  # (B, H, T, D)
+        B, H, T, D = y.shape
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, H * D))  # (B, T, C)
+
+
+class SelfAttention(Attention):
+    def forward(self, x: torch.Tensor, rope: Rope | None, mask: torch.Tensor | None, is_causal: bool,
+                cache: KVCache | None) -> torch.Tensor:
+        q = self.heads(self.q_proj(x), self.n_head)  # (B, H, T, D)
+        k, v = self.project_kv(x)  # (B, H_kv, T, D)
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if cache is not None:
+            k, v = cache.append(self.layer, k, v)  # (B, H_kv, start+T, D)
+        return self.attend(q, k, v, mask, is_causal)
+
+
+class CrossAttention(Attention):
+    """Decoder queries over the encoder's output; its keys/values come precomputed (once per source)."""
+
+    def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        q = self.heads(self.q_proj(x), self.n_head)  # (B, H, T, D)
+        return self.attend(q, *memory_kv, None, False)  # every source token is visible
+
+
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "swiglu": F.silu, "geglu": F.gelu}
+
+
+class MLP(nn.Module):
+    """down(act(up(x))): the position-wise feed-forward network."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.up_proj = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=cfg.bias)
+        self.down_proj = nn.Linear(cfg.hidden_dim, cfg.n_embd, bias=cfg.bias)
+        self.act = ACTIVATIONS[cfg.activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.up_proj(x)))  # (B, T, C) -> (B, T, F) -> (B, T, C)
+
+
+class GatedMLP(nn.Module):
+    """down(act(gate(x)) * up(x)): SwiGLU with SiLU, GeGLU with GELU (Shazeer 2020)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=cfg.bias)
+        self.up_proj = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=cfg.bias)
+        self.down_proj = nn.Linear(cfg.hidden_dim, cfg.n_embd, bias=cfg.bias)
+        self.act = ACTIVATIONS[cfg.activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))  # (B, T, C)
+
+
+# ---------------------------------------------------------------- block
+
+
+class Block(nn.Module):
+    """Self-attention, cross-attention (decoder of an encoder-decoder only), MLP; each a residual
+    branch with dropout, normalised before (pre-norm) or after (post-norm) the add."""
+
+    def __init__(self, cfg: ModelConfig, layer: int, cross: bool = False) -> None:
+        super().__init__()
+        self.attn_norm = make_norm(cfg)
+        self.attn = SelfAttention(cfg, layer)
+        if cross:
+            self.cross_norm = make_norm(cfg)
+            self.cross_attn = CrossAttention(cfg, layer)
+        self.mlp_norm = make_norm(cfg)
+        self.mlp = GatedMLP(cfg) if cfg.is_glu else MLP(cfg)
+        self.drop = dropout(cfg.resid_dropout)
+        self.residual = RESIDUALS[cfg.norm_position]
+
+    def forward(self, x: torch.Tensor, rope: Rope | None, mask: torch.Tensor | None, is_causal: bool,
+                cache: KVCache | None = None, memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+                ) -> torch.Tensor:
+        x = self.residual(x, self.attn_norm, lambda h: self.drop(self.attn(h, rope, mask, is_causal, cache)))
+        if memory_kv is not None:
+            x = self.residual(x, self.cross_norm, lambda h: self.drop(self.cross_attn(h, memory_kv)))
+        return self.residual(x, self.mlp_norm, lambda h: self.drop(self.mlp(h)))  # (B, T, C)
+
+
+# ---------------------------------------------------------------- the model
+
+
+class Transformer(nn.Module):
+    """`model(input_ids, targets=None, *, decoder_input_ids=None, kv_cache=None) -> (logits, loss)`.
+
+    decoder: input_ids (B, T) -> logits (B, T, V), causal. encoder: the same, bidirectional (for
+    masked LM, targets are -100 except at masked positions). encoder-decoder: input_ids is the
+    source (B, S), decoder_input_ids (B, T) the shifted target, targets (B, T). loss is the mean
+    cross-entropy over targets != -100, or None without targets. With kv_cache the input is the
+    next chunk; its positions continue from kv_cache.length and the cache is extended.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.pos_emb = POSITIONS[cfg.pos](cfg)
+        self.emb_drop = dropout(cfg.embd_dropout)
+        final_norm = make_norm if cfg.norm_position == "pre" else (lambda cfg: nn.Identity())
+        if cfg.kind == "encoder-decoder":
+            self.encoder_blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.encoder_layers))
+            self.encoder_norm = final_norm(cfg)
+        cross = cfg.kind == "encoder-decoder"
+        self.blocks = nn.ModuleList(Block(cfg, i, cross) for i in range(cfg.n_layer))
+        self.norm_f = final_norm(cfg)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight  # one matrix, named tok_emb.weight
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """N(0, init_std) for matrices and tables, zero biases, unit norm gains (GPT-2); the
+        projections closing a residual branch get init_std / sqrt(2 * depth of their stack)."""
+        std = self.cfg.init_std
+        for name, p in self.named_parameters():
+            if p.dim() >= 2:
+                nn.init.normal_(p, 0.0, std)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+            else:
+                nn.init.ones_(p)
+        if not self.cfg.scaled_residual_init:
+            return
+        for stack in (self.blocks, getattr(self, "encoder_blocks", nn.ModuleList())):
+            for name, p in stack.named_parameters():
+                if name.endswith(("o_proj.weight", "down_proj.weight")):
+                    nn.init.normal_(p, 0.0, std / math.sqrt(2 * len(stack)))
+
+    # ---- the three shapes
+
+    def forward(self, input_ids: torch.Tensor | None, targets: torch.Tensor | None = None, *,
+                decoder_input_ids: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.cfg.kind == "encoder-decoder":
+            x = self.seq2seq(input_ids, decoder_input_ids, kv_cache)
+        else:
+            if decoder_input_ids is not None:
+                raise LmforgeError(f"decoder_input_ids is for encoder-decoder models; this is a {self.cfg.kind}")
+            if kv_cache is not None and self.cfg.kind == "encoder":
+                raise LmforgeError("an encoder attends both ways and cannot decode with a KV cache")
+            x = self.stack(input_ids, self.blocks, self.norm_f, causal=self.cfg.kind == "decoder",
+                           cache=kv_cache)
+        logits = self.lm_head(x)  # (B, T, V)
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        return logits, loss
+
+    def seq2seq(self, source: torch.Tensor | None, target_in: torch.Tensor | None,
+                cache: KVCache | None) -> torch.Tensor:
+        """Encode the source once (or reuse the cache's cross K/V), then decode with cross-attention."""
+        if target_in is None:
+            raise LmforgeError("an encoder-decoder model needs decoder_input_ids (the shifted target)")
+        memory_kv = cache.cross_kv if cache is not None else None
+        if memory_kv is None:
+            if source is None:
+                raise LmforgeError("an encoder-decoder model needs input_ids (the source) on its first call")
+            memory = self.stack(source, self.encoder_blocks, self.encoder_norm, causal=False)  # (B, S, C)
+            memory_kv = [block.cross_attn.project_kv(memory) for block in self.blocks]
+            if cache is not None:
+                cache.cross_kv = memory_kv
+        return self.stack(target_in, self.blocks, self.norm_f, causal=True, cache=cache, memory_kv=memory_kv)
+
+    def stack(self, ids: torch.Tensor, blocks: nn.ModuleList, norm: nn.Module, causal: bool,
+              cache: KVCache | None = None, memory_kv: list | None = None) -> torch.Tensor:
+        """Embed ids (B, T) at positions [start, start+T) and run them through `blocks` -> (B, T, C)."""
+        if ids.dim() != 2:
+            raise LmforgeError(f"input ids must be (batch, time), got shape {tuple(ids.shape)}")
+        B, T = ids.shape
+        start = cache.length if cache is not None else 0
+        limit = self.pos_emb.limit
+        if limit is not None and start + T > limit:
+            raise LmforgeError(f"sequence of {start + T} tokens is longer than model.block_size={limit}, "
+                               f"the size of the {self.cfg.pos} position table")
+        if cache is not None:
+            cache.check(B, T)
+        x = self.emb_drop(self.pos_emb.add(self.tok_emb(ids), start))  # (B, T, C)
+        # Attention pattern, built once and shared by every layer. Plain causal: SDPA's is_causal
+        # and no mask tensor. A chunk after cached tokens: an explicit (T, start+T) mask.
+        rope = self.pos_emb.rotary(start, T)
+        mask = self.pos_emb.bias(start, T, causal)  # ALiBi includes the causal -inf
+        if mask is None and causal and start > 0 and T > 1:
+            mask = causal_mask(start, T, ids.device)
+        is_causal = causal and mask is None and start == 0
+        for i, block in enumerate(blocks):
+            x = block(x, rope, mask, is_causal, cache, memory_kv[i] if memory_kv is not None else None)
+        if cache is not None:
+            cache.advance(T)
+        return norm(x)
+
+    # ---- helpers for training and decoding
+
+    def new_kv_cache(self, batch_size: int, max_len: int | None = None, *, device: torch.device | str | None = None,
+                     dtype: torch.dtype | None = None) -> KVCache:
+        """An empty cache for `max_len` positions (default block_size) on the model's device/dtype."""
+        if self.cfg.kind == "encoder":
+            raise LmforgeError("an encoder attends both ways and cannot decode with a KV cache")
+        max_len = max_len if max_len is not None else self.cfg.block_size
+        limit = self.pos_emb.limit
+        if limit is not None and max_len > limit:
+            raise LmforgeError(f"KV cache of {max_len} positions is longer than model.block_size={limit}, "
+                               f"the size of the {self.cfg.pos} position table")
+        ref = self.tok_emb.weight
+        return KVCache(self.cfg.n_layer, batch_size, self.cfg.kv_heads, max_len, self.cfg.head_dim,
+                       device=device if device is not None else ref.device,
+                       dtype=dtype if dtype is not None else ref.dtype)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # tied weights counted once
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups: decay matrices and embedding tables (dim >= 2); not norms or biases
+        (nanoGPT's configure_optimizers). Every parameter is in exactly one group."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return [g for g in groups if g["params"]]

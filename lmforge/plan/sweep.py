@@ -1,0 +1,251 @@
+"""`lmforge plan sweep`: scaling laws from your own runs (Chinchilla approaches 2 and 3).
+
+Trains a grid of small decoders at several fixed compute budgets (IsoFLOP profiles): for each
+budget C, a few model sizes N around the Chinchilla frontier's guess, each trained for
+D = C / FLOPs-per-token tokens with its own full cosine schedule, and its final held-out loss
+recorded. Then fits the IsoFLOP minima (approach 2) and L(N, D) (approach 3), and draws them.
+
+    <out>/tokenizer.json, data/        shared by every point
+    <out>/points/<id>/                 a normal run directory per grid point (train.log inside)
+    <out>/results.jsonl                one line per finished point (appended as they finish)
+    <out>/sweep.json                   the sweep's configuration (a resumed sweep must match it)
+    <out>/fit.json, isoflop.png, sweep.md
+
+Resumable: a point in results.jsonl is never trained again, and a point cut short resumes from
+its last checkpoint (the trainer's own resume). Budgets are training FLOPs counted by
+ModelConfig.flops_per_token (6·N_matmul plus attention), the real work done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmforge.config import RunConfig, from_dict, merge, parse_overrides, to_dict
+from lmforge.errors import LmforgeError
+from lmforge.plan import chinchilla
+
+# The default CPU grid: about 20 minutes on 2 cores (bench/results/plan.md has the measured time).
+# 4 budgets x 5 sizes, a factor ~2 apart, centred on the Chinchilla frontier's size for the budget.
+DEFAULT_BUDGETS = (2e11, 4e11, 8e11, 1.6e12)
+SIZES_PER_BUDGET = 5
+SPREAD = 4.0  # sizes from N*/SPREAD to N*·SPREAD around the frontier's N*
+MIN_STEPS = 20  # a grid point must train at least this many optimizer steps
+
+# Base config of every grid point (a user's section.key=value overrides are applied on top). The
+# tiny recipe's Llama-style choices, a 512-token vocabulary so that embeddings do not dwarf these
+# small models, 128-token context, one evaluation at the end on the same 32K held-out tokens.
+BASE = {
+    "model": {"kind": "decoder", "vocab_size": 512, "block_size": 128, "activation": "swiglu", "norm": "rmsnorm", "pos": "rope",
+              "bias": False, "tie_embeddings": True},
+    "tokenizer": {"vocab_size": 512},
+    "data": {"corpus": "embedded", "val_fraction": 0.05},
+    "train": {"batch_size": 16, "lr": 3e-3, "min_lr_ratio": 0.1, "decay": "cosine", "weight_decay": 0.1,
+              "eval_every": 0, "eval_batches": 16, "ckpt_every": 0, "keep_last": 1, "tensorboard": False, "progress": "lines",
+              "threads": 1, "device": "cpu", "precision": "fp32"},
+}
+WIDTHS = (32, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512)
+DEPTHS = range(1, 9)
+
+
+@dataclass
+class Point:
+    id: str
+    budget: float
+    n_layer: int
+    n_embd: int
+    params: int
+    steps: int
+    tokens: int  # steps x batch x seq_len
+    flops: float  # flops_per_token x tokens (the budget, up to rounding of the steps)
+
+
+def base_config(overrides: list[str] | None = None) -> RunConfig:
+    cfg = from_dict(RunConfig, merge(BASE, parse_overrides(overrides or [])))
+    cfg.model.validate()
+    cfg.train.validate()
+    return cfg
+
+
+def shape(cfg: RunConfig, n_layer: int, n_embd: int) -> RunConfig:
+    """A copy of cfg with this depth and width (head dim 32, or one head under 64 wide)."""
+    d = to_dict(cfg)
+    d["model"].update(n_layer=n_layer, n_embd=n_embd, n_head=max(1, n_embd // 32), n_kv_head=None)
+    return from_dict(RunConfig, d)
+
+
+def ladder(cfg: RunConfig) -> list[tuple[int, int, int]]:
+    """(params, n_layer, n_embd) of the candidate shapes: width/depth between 32 and 64 (at this
+    scale; Kaplan et al. 2020 Fig. 5 find the loss within a few % over a 40x range of it)."""
+    out = []
+    for n_layer in DEPTHS:
+        for n_embd in WIDTHS:
+            if 32 <= n_embd / n_layer <= 64:
+                out.append((shape(cfg, n_layer, n_embd).model.num_params(), n_layer, n_embd))
+    return sorted(out)
+
+
+def plan_grid(cfg: RunConfig, budgets=DEFAULT_BUDGETS, sizes: int = SIZES_PER_BUDGET) -> list[Point]:
+    """The grid points, smallest budget first. LmforgeError if a budget is too small for any model."""
+    seq_len = cfg.train.seq_len or cfg.model.block_size
+    tokens_per_step = cfg.train.batch_size * seq_len * cfg.train.grad_accum
+    shapes = ladder(cfg)
+    if sizes < 3:
+        raise LmforgeError(f"an IsoFLOP profile needs at least 3 sizes per budget, got {sizes}")
+    points = []
+    for budget in sorted(budgets):
+        if not budget > 0:
+            raise LmforgeError(f"sweep budgets must be positive FLOPs, got {budget!r}")
+        fits = []  # shapes that train at least MIN_STEPS steps on this budget
+        for params, n_layer, n_embd in shapes:
+            fpt = shape(cfg, n_layer, n_embd).model.flops_per_token(seq_len)
+            steps = round(budget / fpt / tokens_per_step)
+            if steps >= MIN_STEPS:
+                fits.append((params, n_layer, n_embd, fpt, steps))
+        if len(fits) < 3:
+            smallest = shapes[0]
+            fpt = shape(cfg, smallest[1], smallest[2]).model.flops_per_token(seq_len)
+            need = MIN_STEPS * tokens_per_step * fpt
+            raise LmforgeError(
+                f"sweep budget {budget:.3g} FLOPs is too small for the grid: the smallest models "
+                f"({smallest[1]} layer x {smallest[2]} wide, {smallest[0]:,} params) need about {3 * need:.2g} "
+                f"FLOPs for {MIN_STEPS} steps of {tokens_per_step:,} tokens; use budgets of at least that")
+        centre, _ = chinchilla.optimal_from_compute(budget)
+        targets = [centre * SPREAD ** (2 * i / (sizes - 1) - 1) for i in range(sizes)]
+        chosen = []
+        for t in targets:
+            pick = min((f for f in fits if f not in chosen), key=lambda f: abs(math.log(f[0] / t)), default=None)
+            if pick is not None:
+                chosen.append(pick)
+        for params, n_layer, n_embd, fpt, steps in sorted(chosen):
+            tokens = steps * tokens_per_step
+            points.append(Point(f"c{budget:.2e}_L{n_layer}_d{n_embd}".replace("+", ""), budget, n_layer,
+                                n_embd, params, steps, tokens, fpt * tokens))
+    return points
+
+
+def point_config(cfg: RunConfig, p: Point, out: Path) -> RunConfig:
+    pc = shape(cfg, p.n_layer, p.n_embd)
+    pc.name, pc.out_dir = p.id, str(out / "points")
+    pc.train.max_steps = p.steps
+    pc.train.warmup_steps = min(cfg.train.warmup_steps, max(1, p.steps // 10))
+    pc.train.log_every = max(1, p.steps // 5)
+    pc.data.shards = str(out / "data")
+    pc.tokenizer.path = str(out / "tokenizer.json")
+    return pc
+
+
+def _train_point(cfg_dict: dict, log_path: str) -> dict:
+    """One grid point (in this process or a worker): train, with its output in train.log."""
+    from lmforge.tokenizer import Tokenizer
+    from lmforge.train.loop import train
+
+    cfg = from_dict(RunConfig, cfg_dict)
+    tok = Tokenizer.load(cfg.tokenizer.path)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        t0 = time.perf_counter()
+        result = train(cfg, Path(cfg.data.shards), tok, cfg.run_dir)
+        return {**result.__dict__, "train_s": time.perf_counter() - t0}
+
+
+def run_sweep(out: str | Path, budgets=DEFAULT_BUDGETS, sizes: int = SIZES_PER_BUDGET, overrides=None,
+              workers: int = 1, log=print) -> dict:
+    """Train every missing grid point, then fit and plot. Returns the fit summary."""
+    from lmforge.pipeline import prepare_shards, prepare_tokenizer
+
+    out = Path(out)
+    cfg = base_config(overrides)
+    if workers < 1:
+        raise LmforgeError(f"--workers must be at least 1, got {workers}")
+    plan_grid(cfg, budgets, sizes)  # reject impossible budgets before anything is written
+    _check_same_sweep(out, cfg, budgets, sizes)
+    # Tokenizer and shards once, for every point (the pipeline reuses them when they exist).
+    tok = prepare_tokenizer(cfg, out)
+    prepare_shards(cfg, tok, out)
+    cfg.model.vocab_size = tok.vocab_size  # the trained vocabulary can come out a little smaller
+    points = plan_grid(cfg, budgets, sizes)
+
+    done = read_results(out)
+    todo = [p for p in points if p.id not in done]
+    total_flops = sum(p.flops for p in points)
+    log(f"sweep: {len(points)} points over {len(set(p.budget for p in points))} budgets, "
+        f"{total_flops:.3g} training FLOPs; {len(points) - len(todo)} already done, {len(todo)} to train -> {out}")
+    t_start, flops_done = time.perf_counter(), 0.0
+    for i, (p, res) in enumerate(_run_points(todo, cfg, out, workers), 1):
+        if res.get("stopped_early") or res.get("val_loss") is None:
+            raise LmforgeError(f"grid point {p.id} stopped early ({res.get('stop_reason')}); run the sweep again "
+                               "to resume it")
+        row = {**p.__dict__, "loss": res["val_loss"], "val_bpb": res.get("val_bpb"),
+               "train_loss": res.get("final_train_loss"), "tokens_per_s": res.get("tokens_per_s"),
+               "train_s": res.get("train_s")}
+        with open(out / "results.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        flops_done += p.flops
+        elapsed = time.perf_counter() - t_start
+        remaining = sum(q.flops for q in todo) - flops_done
+        log(f"[{i}/{len(todo)}] C={p.budget:.2g} {p.n_layer}x{p.n_embd} N={p.params:,} D={p.tokens:,}: "
+            f"val loss {res['val_loss']:.4f} in {res.get('train_s', 0):.0f}s; elapsed {elapsed / 60:.1f} min, "
+            f"eta {elapsed / flops_done * remaining / 60:.1f} min")
+
+    from lmforge.plan.sweep_report import write_outputs
+
+    return write_outputs(out, [r for r in read_results(out).values() if r["id"] in {p.id for p in points}], log)
+
+
+def _run_points(todo: list[Point], cfg: RunConfig, out: Path, workers: int):
+    jobs = [(p, to_dict(point_config(cfg, p, out)), str(out / "points" / p.id / "train.log")) for p in todo]
+    if workers == 1:
+        for p, cfg_dict, log_path in jobs:
+            yield p, _train_point(cfg_dict, log_path)
+        return
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_train_point, c, lp): p for p, c, lp in jobs}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+
+
+def read_results(out: Path) -> dict[str, dict]:
+    """Finished points by id; a line cut short by a crash is ignored (that point runs again)."""
+    path = Path(out) / "results.jsonl"
+    rows = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and "id" in row and isinstance(row.get("loss"), (int, float)):
+                rows[row["id"]] = row
+    return rows
+
+
+def _check_same_sweep(out: Path, cfg: RunConfig, budgets, sizes: int) -> None:
+    """Refuse to mix points trained under another base config into this sweep's results."""
+    spec = {"config": to_dict(cfg)}
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    path = out / "sweep.json"
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old.get("config_hash") != digest:
+            raise LmforgeError(f"{out} holds a sweep trained with another base configuration "
+                               f"(see {path}); use another --out, or the same overrides as before")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"config_hash": digest, **spec, "budgets": list(budgets), "sizes": sizes},
+                              indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":  # python -m lmforge.plan.sweep OUT [overrides] (same as `lmforge plan sweep`)
+    run_sweep(sys.argv[1], overrides=sys.argv[2:])

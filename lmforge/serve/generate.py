@@ -1,0 +1,243 @@
+"""Text generation with a KV cache: greedy, temperature, top-k, top-p, stop strings, streaming.
+
+Two layers, one prompt at a time:
+
+- `generate_tokens` yields token ids. The prompt goes through the model in one forward (prefill)
+  that fills the KV cache; every later token costs a forward over one position.
+- `generate` turns them into text: it decodes incrementally, cuts at stop strings and streams
+  the new text to a callback.
+
+Context limit: generation stops when the sequence reaches the model's `block_size`, for every
+positional encoding (rope and alibi could run longer, but were never trained past it); the last
+token may sit at position `block_size`, since it is sampled but never fed back. A prompt longer
+than `block_size` is an error, not silently truncated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from lmforge.errors import LmforgeError
+from lmforge.model.config import ModelConfig
+from lmforge.serve.config import SampleConfig
+
+REPLACEMENT = "\ufffd"  # what decode() gives for an incomplete UTF-8 sequence
+
+
+def model_config(model: torch.nn.Module) -> ModelConfig:
+    """The ModelConfig a Transformer was built from."""
+    for name in ("cfg", "config"):
+        cfg = getattr(model, name, None)
+        if isinstance(cfg, ModelConfig):
+            return cfg
+    raise LmforgeError(f"{type(model).__name__} has no ModelConfig (expected a lmforge Transformer)")
+
+
+def generate_tokens(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[int],
+    cfg: SampleConfig,
+    stop_ids: Sequence[int] = (),
+    source_ids: Sequence[int] | None = None,
+) -> Iterator[int]:
+    """Yield up to cfg.max_new_tokens sampled token ids that continue `prompt_ids`.
+
+    Decoder models continue the prompt. Encoder-decoder models read `source_ids` with the encoder
+    (once; the cross-attention keys/values stay in the cache) and continue the decoder prefix
+    `prompt_ids`. Stops before yielding any id in `stop_ids`, or at the context limit. The model
+    is in eval mode while the generator runs, and back in its previous mode once it ends.
+    """
+    cfg.validate()
+    mcfg = model_config(model)
+    if mcfg.kind == "encoder":
+        raise LmforgeError("an encoder-only model (model.kind=encoder) cannot generate text: it sees "
+                           "both directions and has no next-token head; use a decoder or encoder-decoder")
+    if mcfg.kind == "encoder-decoder":
+        if not source_ids:
+            raise LmforgeError("an encoder-decoder model generates from a source text; give a non-empty source")
+        if len(source_ids) > mcfg.block_size:
+            raise LmforgeError(f"the source is {len(source_ids)} tokens, longer than the model's context "
+                               f"of {mcfg.block_size} tokens (model.block_size); shorten the source")
+    elif source_ids is not None:
+        raise LmforgeError(f"a source text is for encoder-decoder models; this model is a {mcfg.kind}")
+    n = len(prompt_ids)
+    if n == 0:
+        raise LmforgeError("the prompt is empty: give at least one token")
+    if n > mcfg.block_size:
+        raise LmforgeError(f"the prompt is {n} tokens, longer than the model's context of "
+                           f"{mcfg.block_size} tokens (model.block_size); shorten the prompt")
+    # The last sampled token is never fed back, so a full context still yields one more token.
+    budget = min(cfg.max_new_tokens, mcfg.block_size - n + 1)
+    if budget <= 0:
+        return
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
+    gen = torch.Generator(device=device)
+    if cfg.seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(cfg.seed)
+    stops = set(stop_ids)
+    cache = None
+
+    def next_logits(ids: list[int]) -> torch.Tensor:
+        """Feed `ids` after what the cache holds; return the logits (V,) for the next token."""
+        idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
+        if mcfg.kind == "encoder-decoder":
+            first = cache.length == 0  # the encoder runs once, with the prefill
+            src = torch.tensor([list(source_ids)], dtype=torch.long, device=device) if first else None
+            logits, _ = model(src, decoder_input_ids=idx, kv_cache=cache)
+        else:
+            logits, _ = model(idx, kv_cache=cache)  # (1, T, V)
+        return logits[0, -1]
+
+    was_training = model.training
+    model.eval()
+    try:
+        # inference_mode only around model calls: a generator must not leave it switched on in
+        # the caller's code between yields.
+        with torch.inference_mode():
+            cache = model.new_kv_cache(1, min(mcfg.block_size, n + budget - 1), device=device, dtype=dtype)
+            logits = next_logits(list(prompt_ids))  # prefill: the whole prompt in one forward
+        for i in range(budget):
+            with torch.inference_mode():
+                token = sample_next(logits, cfg, gen)
+            if token in stops:
+                return
+            yield token
+            if i == budget - 1:
+                return
+            with torch.inference_mode():
+                logits = next_logits([token])
+    finally:
+        model.train(was_training)
+
+
+def sample_next(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> int:
+    """One token id from next-token logits (V,): greedy, or temperature + top-k + top-p."""
+    logits = logits.float()
+    if cfg.temperature == 0:
+        return int(torch.argmax(logits))
+    logits = logits / cfg.temperature
+    if cfg.top_k is not None and cfg.top_k < logits.numel():
+        kth = torch.topk(logits, cfg.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    if cfg.top_p is not None and cfg.top_p < 1.0:
+        # Nucleus sampling (Holtzman et al. 2020): keep the smallest set of most likely tokens
+        # whose mass reaches top_p; a token is kept if the mass before it is still below top_p,
+        # so the most likely token always survives.
+        sorted_probs, order = torch.sort(probs, descending=True)
+        mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+        sorted_probs = sorted_probs.masked_fill(mass_before >= cfg.top_p, 0.0)
+        sorted_probs[0] = sorted_probs[0].clamp_min(torch.finfo(sorted_probs.dtype).tiny)
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+def generate(
+    model: torch.nn.Module,
+    tokenizer,
+    prompt: str,
+    cfg: SampleConfig,
+    on_text: Callable[[str], None] | None = None,
+    *,
+    source: str | None = None,
+) -> str:
+    """Continue `prompt` and return only the new text, cut before the first stop string.
+
+    Ends at end-of-text (tokenizer.eot_id), at a stop string in cfg.stop, after
+    cfg.max_new_tokens tokens, or at the model's context limit. `on_text` receives the new text
+    in pieces as it is produced; the pieces concatenate to the return value. An empty prompt
+    starts from the end-of-text token, i.e. the start of a fresh document.
+
+    Encoder-decoder models need `source` (the encoder's input); the decoder starts from the
+    end-of-text token, its start token in training (train/objectives.py), followed by `prompt`.
+    """
+    cfg.validate()
+    if source is not None and model_config(model).kind == "encoder-decoder":
+        prompt_ids = [tokenizer.eot_id] + tokenizer.encode(prompt)
+        source_ids = tokenizer.encode(source)
+    else:
+        prompt_ids = tokenizer.encode(prompt) or [tokenizer.eot_id]
+        source_ids = None if source is None else tokenizer.encode(source)
+    stream = TextStream(tokenizer, cfg.stop, on_text)
+    tokens = generate_tokens(model, prompt_ids, cfg, stop_ids=[tokenizer.eot_id], source_ids=source_ids)
+    try:
+        for token in tokens:
+            if stream.add(token):
+                break
+    finally:
+        tokens.close()
+    return stream.finish()
+
+
+class TextStream:
+    """Turns token ids into text pieces: never half a UTF-8 character, never past a stop string.
+
+    Byte-level BPE can split one character's bytes over several tokens; their decoded text then
+    ends in U+FFFD until the character is complete, so that tail is held back. Stop strings can
+    span tokens too, so a tail that could still grow into a stop string is also held back.
+    """
+
+    def __init__(self, tokenizer, stop: Sequence[str], on_text: Callable[[str], None] | None):
+        self.tokenizer = tokenizer
+        self.stop = [s for s in stop if s]
+        self.on_text = on_text
+        self.text = ""  # settled text: complete characters, possibly ending in a stop string
+        self.pending: list[int] = []  # tokens since the last complete character
+        self.pending_chars = 0  # characters of decode(pending) already moved into self.text
+        self.emitted = 0  # characters of self.text passed to on_text
+        self.stopped_at: int | None = None  # index in self.text of the stop string, once seen
+
+    def add(self, token: int) -> bool:
+        """Take one token; True once a stop string has appeared (the caller should stop)."""
+        self.pending.append(token)
+        piece = self.tokenizer.decode(self.pending)
+        boundary = not piece.endswith(REPLACEMENT)
+        complete = piece if boundary else piece.rstrip(REPLACEMENT)
+        self._settle(complete[self.pending_chars:])
+        if boundary:  # the tokens so far end on a character boundary: start afresh
+            self.pending, self.pending_chars = [], 0
+        else:
+            self.pending_chars = len(complete)
+        return self.stopped_at is not None
+
+    def finish(self) -> str:
+        """Flush what was held back (incomplete characters stay as U+FFFD) and return the text."""
+        if self.stopped_at is None and self.pending:
+            self._settle(self.tokenizer.decode(self.pending)[self.pending_chars:])
+            self.pending = []
+        end = len(self.text) if self.stopped_at is None else self.stopped_at
+        self._emit(end)
+        return self.text[:end]
+
+    def _settle(self, new: str) -> None:
+        if not new or self.stopped_at is not None:
+            return
+        start = len(self.text)
+        self.text += new
+        longest = max((len(s) for s in self.stop), default=0)
+        hits = [i for s in self.stop if (i := self.text.find(s, max(0, start - len(s) + 1))) >= 0]
+        if hits:
+            self.stopped_at = min(hits)
+            self._emit(self.stopped_at)
+            return
+        self._emit(len(self.text) - self._stop_prefix_len(longest))
+
+    def _stop_prefix_len(self, longest: int) -> int:
+        """Length of the longest tail of the text that is the start of some stop string."""
+        for k in range(min(longest - 1, len(self.text)), 0, -1):
+            tail = self.text[-k:]
+            if any(s.startswith(tail) for s in self.stop):
+                return k
+        return 0
+
+    def _emit(self, end: int) -> None:
+        if end > self.emitted:
+            if self.on_text is not None:
+                self.on_text(self.text[self.emitted:end])
+            self.emitted = end

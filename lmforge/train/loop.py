@@ -1,0 +1,348 @@
+"""The pre-training loop.
+
+    train(cfg, shard_dir, tokenizer, run_dir) -> TrainResult
+
+One loop over optimizer steps; inside it, gradient accumulation over micro-batches, then
+"every N steps" blocks for logging, validation and checkpointing. Everything needed to resume
+is the model, the optimizer (+ grad scaler) and one TrainState, all in the checkpoint; a run
+killed at any point and started again continues from its latest checkpoint and reproduces the
+uninterrupted run's losses exactly (on CPU). SIGINT/SIGTERM stop at the next step boundary with
+a checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from lmforge.config import RunConfig, to_yaml
+from lmforge.data.loader import TokenLoader
+from lmforge.data.shards import check_tokenizer, load_meta
+from lmforge.errors import ConfigError, LmforgeError
+from lmforge.model import Transformer
+from lmforge.train import checkpoint as ckpt
+from lmforge.train.config import TrainConfig
+from lmforge.train.metrics import MetricsLog, Progress, Throughput, peak_flops
+from lmforge.train.objectives import Objective, batch_seed
+from lmforge.train.optim import build_optimizer, set_lr
+from lmforge.train.precision import autocast, dtype_name, grad_scaler, resolve_device, resolve_dtype
+from lmforge.train.schedule import lr_at, micro_batches_at
+from lmforge.train.state import TrainState, capture_rng, restore_rng
+from lmforge.train.validate import validate
+
+if TYPE_CHECKING:
+    from lmforge.tokenizer import Tokenizer
+
+
+@dataclass
+class TrainResult:
+    steps: int  # optimizer steps done in total (across resumes)
+    tokens: int  # training tokens consumed in total
+    final_train_loss: float | None  # last finite training loss
+    val_loss: float | None  # nats/token (decoder) or the objective's loss (encoder kinds)
+    val_ppl: float | None
+    val_bpb: float | None  # bits per byte (decoder only)
+    tokens_per_s: float  # training throughput of this invocation (validation/checkpoints excluded)
+    wall_s: float  # wall time of this invocation
+    stopped_early: bool  # interrupted by a signal or stopped by non-finite losses
+    checkpoint: str | None = None  # the latest complete checkpoint
+    stop_reason: str | None = None  # why it stopped early
+
+
+def train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path) -> TrainResult:
+    """Pre-train cfg.model on the token shards in shard_dir; everything is written under run_dir."""
+    t_begin = time.perf_counter()
+    tc, run_dir, shard_dir = cfg.train, Path(run_dir), Path(shard_dir)
+    seq_len = _check_inputs(cfg, shard_dir, tokenizer, run_dir)
+    device = resolve_device(tc.device)
+    dtype = resolve_dtype(tc.precision, device)
+    amp = functools.partial(autocast, device, dtype)
+
+    with _torch_threads(tc.threads):
+        torch.manual_seed(tc.seed)  # model init
+        model = Transformer(cfg.model).to(device)
+        optimizer = build_optimizer(model, tc, device)
+        scaler = grad_scaler(device, dtype)
+        loader = TokenLoader(shard_dir, "train", seq_len, tc.seed)
+        eval_batches = _val_batches(shard_dir, seq_len, tc)
+        resume_from = ckpt.latest_checkpoint(run_dir) if tc.resume else None
+        if resume_from is not None:
+            state = _restore(resume_from, model, optimizer, scaler, loader, device)
+        else:
+            state = TrainState()
+            if tc.init_from:
+                ckpt.load_weights(model, ckpt.resolve_checkpoint(tc.init_from))
+        # Only now, with the inputs checked and the checkpoint loaded, is anything written.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(run_dir / "config.yaml", to_yaml(cfg))
+        if not (run_dir / "tokenizer.json").exists():
+            tokenizer.save(run_dir / "tokenizer.json")
+        fwd = torch.compile(model) if tc.compile else model
+        objective = Objective(cfg.model.kind, tc, tokenizer)
+        token_bytes = tokenizer.token_bytes()
+        tokens_per_micro = tc.batch_size * seq_len
+        mfu_scale = _mfu_scale(cfg, seq_len, device)
+
+        metrics = MetricsLog(run_dir, tensorboard=tc.tensorboard)
+        metrics.truncate_after(state.step)  # lines past the checkpoint are about to be re-run
+        progress = Progress(tc.max_steps, state.step, tc.progress)
+        progress.message(_banner(cfg, model, device, dtype, seq_len, resume_from, state.step))
+        if state.step >= tc.max_steps:
+            progress.message(f"run already complete at step {state.step} ({resume_from})")
+        saved_path = str(resume_from) if resume_from is not None else None
+        start_tokens, train_s, stop_reason = state.tokens, 0.0, None
+        throughput = Throughput(state.tokens, state.step)
+        t_session = time.perf_counter()
+        restore_rng(state.rng)  # a resumed run draws the same dropout masks from here on
+        model.train()
+        try:
+            with _stop_signals() as signals:
+                while state.step < tc.max_steps:
+                    t_step = time.perf_counter()
+                    lr = lr_at(state.step, tc)
+                    set_lr(optimizer, lr)
+                    n_micro = micro_batches_at(state.tokens, tc, seq_len)
+                    loss, grad_norm = _forward_backward(fwd, model, optimizer, scaler, loader, objective,
+                                                        n_micro, state.step, tc, device, amp)
+                    # fp16's scaler skips steps with inf grads by itself (normal while it calibrates).
+                    if math.isfinite(loss) and (scaler.is_enabled() or math.isfinite(grad_norm)):
+                        scaler.step(optimizer)
+                        state.bad_steps, state.last_loss = 0, loss
+                    else:
+                        state.bad_steps += 1
+                        progress.message(f"warning: non-finite loss ({loss}) or grad norm ({grad_norm}) at step "
+                                         f"{state.step + 1}; step skipped ({state.bad_steps}/{tc.max_bad_steps} "
+                                         "in a row)", sys.stderr)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    state.step += 1
+                    state.tokens += n_micro * tokens_per_micro
+                    train_s += time.perf_counter() - t_step
+                    step = state.step
+
+                    # -- every log_every steps: metrics.jsonl and the progress display
+                    if step % tc.log_every == 0 or step == tc.max_steps:
+                        tok_s, s_per_step = throughput.tick(state.tokens, step)
+                        rec = {"kind": "train", "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                               "tokens": state.tokens, "tokens_per_s": tok_s,
+                               "elapsed": state.elapsed + time.perf_counter() - t_session}
+                        if mfu_scale:
+                            rec["mfu"] = tok_s * mfu_scale
+                        if device.type == "cuda":
+                            rec["mem_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+                        metrics.write(rec)
+                        progress.step(step, rec, eta_s=(tc.max_steps - step) * s_per_step)
+
+                    # -- max_bad_steps non-finite losses in a row: give up (no checkpoint of a diverged model)
+                    if state.bad_steps >= tc.max_bad_steps:
+                        stop_reason = (f"stopped after {state.bad_steps} non-finite losses in a row at step {step} "
+                                       "(diverged: lower train.lr or raise train.warmup_steps); latest "
+                                       f"checkpoint: {saved_path or 'none'}")
+                        progress.message(stop_reason, sys.stderr)
+                        break
+
+                    # -- every eval_every steps and at the end: held-out loss
+                    if eval_batches and ((tc.eval_every and step % tc.eval_every == 0) or step == tc.max_steps):
+                        t0 = time.perf_counter()
+                        val = validate(fwd, shard_dir, seq_len, tc.batch_size, eval_batches, tc.seed,
+                                       objective, token_bytes, device, amp)
+                        state.val_loss, state.val_bpb = val["val_loss"], val["val_bpb"]
+                        metrics.write({"kind": "val", "step": step, **val, "tokens": state.tokens})
+                        progress.message(_val_line(step, tc.max_steps, val))
+                        throughput.exclude(time.perf_counter() - t0)
+
+                    # -- every ckpt_every steps, at the end, and on SIGINT/SIGTERM: checkpoint
+                    stop = signals.received if step < tc.max_steps else 0  # the last step ends anyway
+                    if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == tc.max_steps or stop:
+                        t0 = time.perf_counter()
+                        state.elapsed += t0 - t_session
+                        t_session = t0
+                        saved_path = str(_save(run_dir, model, optimizer, scaler, loader, state, cfg))
+                        throughput.exclude(time.perf_counter() - t0)
+                    if stop:
+                        stop_reason = (f"interrupted by {signal.Signals(stop).name} at step {step}/{tc.max_steps}; "
+                                       f"checkpoint saved to {saved_path}; run the same command again to resume")
+                        progress.message(stop_reason, sys.stderr)
+                        break
+        finally:
+            progress.close()
+            metrics.close()
+
+    return TrainResult(
+        steps=state.step, tokens=state.tokens, final_train_loss=state.last_loss, val_loss=state.val_loss,
+        val_ppl=(math.exp(min(state.val_loss, 700.0)) if state.val_loss is not None and cfg.model.kind == "decoder"
+                 else None),
+        val_bpb=state.val_bpb, tokens_per_s=(state.tokens - start_tokens) / train_s if train_s > 0 else 0.0,
+        wall_s=time.perf_counter() - t_begin, stopped_early=stop_reason is not None,
+        checkpoint=saved_path, stop_reason=stop_reason)
+
+
+def _forward_backward(fwd, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                      loader: TokenLoader, objective: Objective, n_micro: int, step: int, tc: TrainConfig,
+                      device: torch.device, amp) -> tuple[float, float]:
+    """Accumulate one optimizer step's gradient over n_micro micro-batches, then clip it.
+    Returns (mean loss, grad norm before clipping), read with the step's one host sync."""
+    loss_sum = torch.zeros((), device=device)
+    for micro in range(n_micro):
+        x, y = loader.next_batch(tc.batch_size)
+        batch = {k: v.to(device, non_blocking=True)
+                 for k, v in objective(x, y, batch_seed(tc.seed, step, micro)).items()}
+        with amp():
+            _, loss = fwd(batch["input_ids"], batch["targets"], decoder_input_ids=batch.get("decoder_input_ids"))
+        scaler.scale(loss / n_micro).backward()  # the mean over micro-batches is the full batch's mean
+        loss_sum += loss.detach().float()
+    scaler.unscale_(optimizer)  # no-op unless fp16
+    params = [p for p in model.parameters() if p.grad is not None]
+    if tc.grad_clip > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+    else:
+        grad_norm = _total_norm([p.grad for p in params])
+    loss_val, norm_val = torch.stack([loss_sum / n_micro, grad_norm.float()]).tolist()  # the host sync
+    return loss_val, norm_val
+
+
+def _restore(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+             loader: TokenLoader, device: torch.device) -> TrainState:
+    """Load a checkpoint into the run's objects; the returned state (RNG states included, restored
+    by the caller right before the loop) continues where it stopped."""
+    ckpt.load_weights(model, ckpt_dir)
+    opt_state = ckpt.read_optimizer(ckpt_dir, device)
+    optimizer.load_state_dict(opt_state["optimizer"])
+    scaler.load_state_dict(opt_state["scaler"])
+    state = TrainState.from_dict(ckpt.read_state(ckpt_dir))
+    loader.load_state_dict(state.loader)
+    return state
+
+
+def _mfu_scale(cfg: RunConfig, seq_len: int, device: torch.device) -> float | None:
+    """MFU per token/s (FLOPs per token / device peak), or None when the peak is unknown."""
+    peak = peak_flops(device)
+    return cfg.model.flops_per_token(seq_len) / peak if peak else None
+
+
+def _banner(cfg: RunConfig, model: nn.Module, device: torch.device, dtype: torch.dtype, seq_len: int,
+            resume_from: Path | None, step: int) -> str:
+    tc = cfg.train
+    n = sum(p.numel() for p in model.parameters())
+    line = (f"training {cfg.model.kind} ({n / 1e6:.2f}M params) on {device.type} {dtype_name(dtype)}: "
+            f"{tc.max_steps} steps x {tc.grad_accum} micro-batches x {tc.batch_size} x {seq_len} tokens")
+    if resume_from is not None:
+        line += f"; resuming from {resume_from} (step {step})"
+    elif tc.init_from:
+        line += f"; weights from {tc.init_from}"
+    return line
+
+
+def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """Global L2 norm of the gradients (for logging when clipping is off)."""
+    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6
+        return torch.nn.utils.get_total_norm(grads)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+def _save(run_dir: Path, model, optimizer, scaler, loader, state: TrainState, cfg: RunConfig) -> Path:
+    state.loader = loader.state_dict()
+    state.rng = capture_rng()
+    return ckpt.save_checkpoint(run_dir, state.step, model,
+                                {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()},
+                                state.to_dict(), cfg, cfg.train.keep_last)
+
+
+def _val_line(step: int, total: int, val: dict) -> str:
+    line = f"val  {step:>{len(str(total))}}/{total} | loss {val['val_loss']:.4f}"
+    if val["val_ppl"] is not None:
+        line += f" | ppl {val['val_ppl']:.2f}"
+    if val["val_bpb"] is not None:
+        line += f" | bpb {val['val_bpb']:.4f}"
+    return line
+
+
+def _check_inputs(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path) -> int:
+    """Validate the config against the data and tokenizer before anything is written; returns seq_len."""
+    tc = cfg.train
+    tc.validate()
+    cfg.model.validate()
+    seq_len = tc.seq_len or cfg.model.block_size
+    if seq_len > cfg.model.block_size:
+        raise ConfigError(f"train.seq_len={seq_len} exceeds model.block_size={cfg.model.block_size}")
+    if cfg.model.vocab_size < tokenizer.vocab_size:
+        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
+                          f"{tokenizer.vocab_size} tokens")
+    if not (shard_dir / "meta.json").is_file():
+        raise LmforgeError(f"no token shards in {shard_dir} (meta.json missing)")
+    check_tokenizer(load_meta(shard_dir), tokenizer)
+    if not tc.resume and ckpt.latest_checkpoint(run_dir) is not None:
+        raise LmforgeError(f"{run_dir} already has checkpoints and train.resume=false; use another run name "
+                           "or set train.resume=true")
+    return seq_len
+
+
+def _val_batches(shard_dir: Path, seq_len: int, tc: TrainConfig) -> int:
+    """tc.eval_batches, or 0 (with a note) when the shards hold no validation window."""
+    if not tc.eval_batches:
+        return 0
+    try:
+        TokenLoader(shard_dir, "val", seq_len, tc.seed)
+    except LmforgeError as e:
+        print(f"note: no validation loss for this run: {e}", file=sys.stderr, flush=True)
+        return 0
+    return tc.eval_batches
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """Use n intra-op threads inside the block (0 = leave torch's default)."""
+    previous = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n:
+            torch.set_num_threads(previous)
+
+
+class _Signals:
+    """Which stop signal arrived (0 = none)."""
+
+    received: int = 0
+
+
+@contextlib.contextmanager
+def _stop_signals():
+    """SIGINT/SIGTERM set a flag the loop checks at each step boundary (a second Ctrl-C aborts at
+    once). The previous handlers are restored on exit. Outside the main thread, signals are left alone."""
+    flag = _Signals()
+
+    def handle(signum, frame) -> None:
+        if flag.received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag.received = signum
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handle)
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

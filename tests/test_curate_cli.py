@@ -1,0 +1,94 @@
+"""`lmforge curate` as the CLI mounts it, recipes, and the quality classifier on the DCLM labels."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from lmforge.data.curate.cli import add_parser, load_curate_config, recipe_names, run
+from lmforge.data.curate.report import report_section
+from lmforge.errors import ConfigError, LmforgeError
+
+WEB = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpora" / "web"
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="lmforge")
+    add_parser(p.add_subparsers(dest="command"))
+    return p.parse_args(["curate", *argv])
+
+
+def test_every_curation_recipe_parses():
+    assert {"fineweb", "c4"} <= set(recipe_names())
+    for name in recipe_names():
+        load_curate_config(name, [])
+    fw = load_curate_config("fineweb", ["c4.min_sentences=4"])
+    assert (fw.c4.min_words_per_line, fw.c4.min_sentences, fw.c4.terminal_punct) == (3, 4, False)
+
+
+def test_config_mistakes_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="gopher_quality.min_doc_wrds.*did you mean 'gopher_quality.min_doc_words'"):
+        load_curate_config(None, ["gopher_quality.min_doc_wrds=10"])
+    with pytest.raises(ConfigError, match="lang_id.min_score"):
+        load_curate_config(None, ["lang_id.min_score=3"])
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("curate:\n  dedup:\n    bands: 20\n    rows: 5\n")  # a run recipe's curate: section
+    cfg = load_curate_config(str(recipe), ["curate.dedup.rows=6"])
+    assert (cfg.dedup.bands, cfg.dedup.rows) == (20, 6)
+
+
+def test_cli_run_prints_where_outputs_went(tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    page = " ".join(f"Sentence number {i} tells the reader about the weather and the sea." for i in range(12))
+    src.write_text("\n".join(json.dumps({"text": page + f" Page {k}."}) for k in range(4)) + "\nnot json\n")
+    assert run(parse("--input", str(src), "--output", str(tmp_path / "out"), "--workers", "1", "c4.enabled=false")) == 0
+    out = capsys.readouterr().out
+    assert "5 documents in" in out and "read:malformed_json" in out and "report.md" in out
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert "## Data curation" in report_section(stats)
+    with pytest.raises(LmforgeError, match="different config"):
+        run(parse("--input", str(src), "--output", str(tmp_path / "out"), "c4.enabled=true"))
+
+
+@pytest.mark.skipif(not WEB.is_dir(), reason="shared web corpus not present")
+def test_quality_classifier_on_dclm_labels(tmp_path):
+    pytest.importorskip("sklearn")
+    from lmforge.data.curate.classifier import QualityClassifier, train_classifier
+    from lmforge.data.curate.train import read_texts
+
+    texts, labels = read_texts([str(WEB / "dclm_majority_data.jsonl")], label_field="label")
+    clf = train_classifier(texts, labels, n_features=2**16, holdout=0.25)
+    m = clf.metrics
+    assert m["heldout"] == len(texts) // 4 and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1
+    assert m["accuracy"] > 0.55  # better than the majority class on held-out human labels
+    clf.save(tmp_path / "q.npz")
+    again = QualityClassifier.load(tmp_path / "q.npz")
+    assert again.score(texts[:5]).tolist() == pytest.approx(clf.score(texts[:5]).tolist())
+    # the pipeline scores with the saved classifier and reports agreement with the labels
+    run(parse("--input", str(WEB / "dclm_agreement_data.jsonl"), "--output", str(tmp_path / "out"), "--workers", "1",
+              "classifier.enabled=true", f"classifier.model={tmp_path / 'q.npz'}", "label_field=label",
+              "dedup.minhash=false"))
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["resources"]["classifier"]["heldout"] > 0
+    assert "kept" in stats["labels"] and "Agreement with the human quality labels" in (tmp_path / "out" / "report.md").read_text()
+    assert (tmp_path / "out" / "classifier.npz").exists()
+
+
+def test_classifier_trained_from_recipe_sets(tmp_path):
+    pytest.importorskip("sklearn")
+    good = [f"The committee published a detailed report on the history of river {i} and its bridges." for i in range(30)]
+    bad = [f"CLICK HERE buy cheap pills now {i} best price free shipping win win win" for i in range(30)]
+    (tmp_path / "pos.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in good))
+    (tmp_path / "neg.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in bad))
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": good[0]}) + "\n" + json.dumps({"text": bad[0]}) + "\n")
+    run(parse("--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out"), "--workers", "1",
+              "lang_id.enabled=false", "gopher_quality.enabled=false", "gopher_repetition.enabled=false",
+              "c4.enabled=false", "fineweb.enabled=false",
+              "classifier.enabled=true", f"classifier.positive=[{tmp_path / 'pos.jsonl'}]",
+              f"classifier.negative=[{tmp_path / 'neg.jsonl'}]", "classifier.n_features=4096"))
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["resources"]["classifier"]["f1"] == 1.0
+    assert list(stats["sources"]["unknown"]["removed"]) == ["classifier:score"]
