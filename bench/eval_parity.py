@@ -83,18 +83,21 @@ def compare_run(label: str, ours_lm, theirs_model, names: dict[str, str], includ
                   "lm_eval_s": t_theirs, "lmforge_s": t_ours}
 
 
-def to_markdown(rows: list[dict], timings: list[dict], args, env: str) -> str:
+def to_markdown(rows: list[dict], timings: list[dict], args, env: str, tok_size: int) -> str:
     worst = max(r["diff"] for r in rows if not r["metric"].endswith("perplexity"))
     worst_ppl = max((r["diff"] / r["theirs"] for r in rows if r["metric"].endswith("perplexity")), default=0.0)
     lines = ["# lmforge eval vs lm-evaluation-harness", "",
-             f"`python bench/eval_parity.py --limit {args.limit} --subjects {args.subjects} --batch-size "
-             f"{args.batch_size}` — {env}", "",
-             "Same random-weight models, same local data (shared/data/benchmarks), the first "
-             f"{args.limit} documents of each task (MMLU: {args.subjects} subject(s) per category), one process. "
-             "lm-eval uses its own task files (included by path, pointed at the local files).", "",
-             f"**Parity:** largest |lmforge − lm-eval| over all accuracy metrics: {worst:.2e} "
-             f"(to 4 decimals: {'equal' if worst < 5e-5 else 'NOT equal'}); perplexities: largest relative "
-             f"difference {worst_ppl:.1e}.", "",
+             (f"`python bench/eval_parity.py --limit {args.limit} --subjects {args.subjects} --batch-size "
+              f"{args.batch_size} --context {args.context} --vocab {args.vocab} --layers {args.layers} --embd "
+              f"{args.embd} --threads {args.threads}` — {env}"), "",
+             (f"Models: {args.layers} layers, width {args.embd}, vocabulary {tok_size}, context {args.context} "
+              "(random weights)."), "",
+             ("Same random-weight models, same local data (shared/data/benchmarks), the first "
+              f"{args.limit} documents of each task (MMLU: {args.subjects} subject(s) per category), one process. "
+              "lm-eval uses its own task files (included by path, pointed at the local files)."), "",
+             (f"**Parity:** largest |lmforge − lm-eval| over all accuracy metrics: {worst:.2e} "
+              f"(to 4 decimals: {'equal' if worst < 5e-5 else 'NOT equal'}); perplexities: largest relative "
+              f"difference {worst_ppl:.1e}."), "",
              "| model | task | shots | metric | lmforge | lm-eval | abs diff | stderr diff | max per-request Δll | n |",
              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -121,14 +124,21 @@ def main() -> int:
     ap.add_argument("--subjects", type=int, default=1, help="MMLU subjects per category")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--context", type=int, default=256, help="models' context length (small: exercises truncation)")
+    ap.add_argument("--vocab", type=int, default=1024, help="tokenizer size (BPE trained on the demo corpus)")
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--embd", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: stable timings on a shared box)")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "eval.md"))
+    ap.add_argument("--append", action="store_true", help="append to --out instead of replacing it")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     data_dir = default_data_dir()
     tmp = Path(tempfile.mkdtemp(prefix="lmforge_parity_"))
-    tok = tiny_tokenizer()
-    gpt2 = tiny_gpt2(tok, n_positions=args.context, save_to=tmp / "gpt2")
-    lmf = tiny_lmforge(tok, block_size=args.context)
+    tok = tiny_tokenizer(vocab_size=args.vocab)
+    shape = {"n_layer": args.layers, "n_embd": args.embd}
+    gpt2 = tiny_gpt2(tok, n_positions=args.context, save_to=tmp / "gpt2", **shape)
+    lmf = tiny_lmforge(tok, block_size=args.context, **shape)
     subjects = subjects_one_per_category(args.subjects)
     names = write_lm_eval_tasks(tmp / "tasks", data_dir, subjects)
     mc0 = ["arc_easy", "arc_challenge", "hellaswag", "truthfulqa_mc1", "truthfulqa_mc2"] + [f"mmlu_{s}" for s in subjects]
@@ -146,11 +156,12 @@ def main() -> int:
                   f"max diff {max(x['diff'] for x in r):.2e}", file=sys.stderr)
     env = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
            f"lm-eval {__import__('lm_eval').__version__}, transformers {__import__('transformers').__version__}")
-    md = to_markdown(rows, timings, args, env)
+    md = to_markdown(rows, timings, args, env, tok.vocab_size)
     print(md)
     if not args.no_write:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(md)
+        old = Path(args.out).read_text() if args.append and Path(args.out).exists() else ""
+        Path(args.out).write_text(old + ("\n---\n\n" if old else "") + md)
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

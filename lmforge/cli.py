@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoding overrides, e.g. sample.temperature=0 sample.top_p=0.9")
 
     p = sub.add_parser("recipes", help="list the shipped recipes")
+
+    from lmforge.data.curate import cli as curate_cli
+
+    curate_cli.add_parser(sub)
     return parser
 
 
@@ -154,8 +158,14 @@ def cmd_recipes(args, parser) -> int:
     return 0
 
 
+def cmd_curate(args, parser) -> int:
+    from lmforge.data.curate import cli as curate_cli
+
+    return curate_cli.run(args)
+
+
 COMMANDS = {"run": cmd_run, "train": cmd_train, "tokenizer": cmd_tokenizer, "generate": cmd_generate,
-            "recipes": cmd_recipes}
+            "recipes": cmd_recipes, "curate": cmd_curate}
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -22,7 +22,7 @@ from lmforge.data.config import DataConfig, TokenizerConfig
 from lmforge.errors import ConfigError
 from lmforge.model.config import ModelConfig
 from lmforge.serve.config import SampleConfig
-from lmforge.train.config import TrainConfig
+from lmforge.train.config import ParallelConfig, TrainConfig
 
 
 @dataclass
@@ -33,6 +33,7 @@ class RunConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     @property
@@ -109,18 +110,12 @@ def load_config(config: str | None = None, overrides: list[str] | None = None, c
 
 
 def validate(cfg: RunConfig) -> None:
-    """Cross-section checks that no single section can make on its own."""
-    cfg.model.validate()
-    t = cfg.train
-    if t.seq_len is not None and not 0 < t.seq_len <= cfg.model.block_size:
-        raise ConfigError(f"train.seq_len={t.seq_len} must be between 1 and model.block_size={cfg.model.block_size}")
-    for key in ("max_steps", "batch_size", "grad_accum", "eval_batches", "keep_last"):
-        if getattr(t, key) < 1:
-            raise ConfigError(f"train.{key} must be at least 1, got {getattr(t, key)}")
-    if not 0 < cfg.data.val_fraction < 1:
-        raise ConfigError(f"data.val_fraction must be between 0 and 1, got {cfg.data.val_fraction}")
-    if cfg.tokenizer.vocab_size < 256 + 7:
-        raise ConfigError(f"tokenizer.vocab_size={cfg.tokenizer.vocab_size} is below the 263 byte and special tokens")
+    """Each section's own checks, then those that span sections."""
+    for section in (cfg.model, cfg.tokenizer, cfg.data, cfg.train):
+        section.validate()
+    seq_len = cfg.train.seq_len
+    if seq_len is not None and seq_len > cfg.model.block_size:
+        raise ConfigError(f"train.seq_len={seq_len} is longer than model.block_size={cfg.model.block_size}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

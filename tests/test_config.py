@@ -50,8 +50,8 @@ def test_overrides_are_typed_and_win_over_recipe():
     ("model.n_head=5", "model.n_head=5 does not divide model.n_embd=256"),
     ("model.n_kv_head=3", "model.n_kv_head=3 must divide model.n_head=4"),
     ("train", "must look like section.key=value"),
-    ("train.seq_len=512", "train.seq_len=512 must be between 1 and model.block_size=256"),
-    ("train.batch_size=0", "train.batch_size must be at least 1"),
+    ("train.seq_len=512", "train.seq_len=512 is longer than model.block_size=256"),
+    ("train.batch_size=0", "train.batch_size must be positive"),
     ("data.val_fraction=1.5", "data.val_fraction must be between 0 and 1"),
 ])
 def test_bad_overrides_give_one_clear_message(override, fragment):

@@ -12,6 +12,9 @@ from lmforge.data.curate.cli import add_parser, load_curate_config, recipe_names
 from lmforge.data.curate.report import report_section
 from lmforge.errors import ConfigError, LmforgeError
 
+pytest.importorskip("ftfy", reason="needs the curate extra: pip install 'lmforge[curate]'")
+pytest.importorskip("fasttext", reason="needs the curate extra (fasttext-predict)")
+
 WEB = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpora" / "web"
 
 

@@ -17,6 +17,9 @@ from lmforge.data.curate.shards import read_shard, shard_files
 from lmforge.data.curate.stats import totals
 from lmforge.errors import LmforgeError
 
+pytest.importorskip("ftfy", reason="needs the curate extra: pip install 'lmforge[curate]'")
+pytest.importorskip("fasttext", reason="needs the curate extra (fasttext-predict)")
+
 WEB = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpora" / "web"
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
 needs_data = pytest.mark.skipif(not WEB.is_dir(), reason="shared/data/corpora/web not present")

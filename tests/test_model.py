@@ -25,7 +25,7 @@ def one_thread():
 
 
 def tiny(**overrides) -> ModelConfig:
-    base = dict(vocab_size=37, block_size=16, n_layer=2, n_head=4, n_embd=32)
+    base = {"vocab_size": 37, "block_size": 16, "n_layer": 2, "n_head": 4, "n_embd": 32}
     base.update(overrides)
     return ModelConfig(**base)
 
@@ -207,14 +207,16 @@ def test_self_attention_matches_explicit_reference(pos, n_kv_head):
     k = attn.k_proj(x)[0].view(T, -1, D)
     v = attn.v_proj(x)[0].view(T, -1, D)
     group = H // k.shape[1]
+    angles = torch.outer(torch.arange(T).float(), 10000.0 ** (-torch.arange(0, D, 2).float() / D))
+
+    def rot(t):  # (T, D): pair (t[i], t[i + D/2]) as a complex number times e^{i p theta_i}
+        z = torch.complex(t[:, : D // 2], t[:, D // 2:]) * torch.polar(torch.ones_like(angles), angles)
+        return torch.cat([z.real, z.imag], dim=-1)
+
     heads = []
     for h in range(H):
         qh, kh, vh = q[:, h], k[:, h // group], v[:, h // group]  # query head h reads K/V head h // group
         if pos == "rope":
-            ang = torch.outer(torch.arange(T).float(), 10000.0 ** (-torch.arange(0, D, 2).float() / D))
-            def rot(t):
-                z = torch.complex(t[:, : D // 2], t[:, D // 2:]) * torch.polar(torch.ones_like(ang), ang)
-                return torch.cat([z.real, z.imag], dim=-1)
             qh, kh = rot(qh), rot(kh)
         scores = qh @ kh.T / math.sqrt(D)
         i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
@@ -272,9 +274,13 @@ def test_param_groups_cover_every_parameter_once():
         groups = model.param_groups(0.1)
         ids = [id(p) for g in groups for p in g["params"]]
         assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in model.parameters()}
-        for g in groups:
-            assert all((p.dim() >= 2) == (g["weight_decay"] == 0.1) for p in g["params"])
+        decayed = {id(p) for g in groups if g["weight_decay"] == 0.1 for p in g["params"]}
+        matmul = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear)}
+        assert decayed == matmul  # all Linear weights (incl. a tied token table), nothing else
         torch.optim.AdamW(groups, lr=1e-3)  # accepted as they are
+    untied = build(tie_embeddings=False)
+    no_decay = {id(p) for g in untied.param_groups(0.1) if g["weight_decay"] == 0 for p in g["params"]}
+    assert id(untied.tok_emb.weight) in no_decay and id(untied.pos_emb.weight) in no_decay
 
 
 def test_init_scales_residual_projections_and_ties_embeddings():
@@ -282,7 +288,11 @@ def test_init_scales_residual_projections_and_ties_embeddings():
     model = Transformer(ModelConfig(vocab_size=64, block_size=8, n_layer=8, n_head=4, n_embd=256))
     assert model.lm_head.weight is model.tok_emb.weight
     assert "lm_head.weight" not in dict(model.named_parameters())
-    std = lambda name: dict(model.named_parameters())[name].std().item()  # noqa: E731
+    params = dict(model.named_parameters())
+
+    def std(name):
+        return params[name].std().item()
+
     assert std("blocks.0.attn.q_proj.weight") == pytest.approx(0.02, rel=0.05)
     assert std("blocks.3.attn.o_proj.weight") == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
     assert std("blocks.3.mlp.down_proj.weight") == pytest.approx(0.02 / math.sqrt(16), rel=0.05)

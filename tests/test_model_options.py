@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lmforge.model import ModelConfig, Transformer
+from lmforge.model.objectives import mask_tokens, prefix_to_continuation
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -15,7 +16,7 @@ def one_thread():
 
 
 def tiny(**overrides) -> ModelConfig:
-    base = dict(vocab_size=32, block_size=16, n_layer=2, n_head=4, n_embd=32)
+    base = {"vocab_size": 32, "block_size": 16, "n_layer": 2, "n_head": 4, "n_embd": 32}
     base.update(overrides)
     return ModelConfig(**base)
 
@@ -79,19 +80,13 @@ def test_dropout_is_active_in_training_only():
     assert torch.equal(model(x)[0], model(x)[0])
 
 
-def mask_tokens(x: torch.Tensor, mask_id: int, prob: float, gen: torch.Generator):
-    """BERT-style: hide a random subset; targets keep the hidden token, -100 elsewhere."""
-    hide = torch.rand(x.shape, generator=gen) < prob
-    hide[:, 0] = True  # at least one per row
-    return x.masked_fill(hide, mask_id), torch.where(hide, x, torch.full_like(x, -100))
-
-
 def test_encoder_learns_masked_lm():
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     model = Transformer(tiny(kind="encoder", pos="rope"))
     x = torch.randint(3, 32, (8, 16))
-    inputs, targets = mask_tokens(x, mask_id=2, prob=0.25, gen=gen)
+    inputs, targets = mask_tokens(x, mask_id=2, vocab_size=32, prob=0.25, generator=gen)
+    assert (targets != -100).sum() > 16
     first, last = train(model, {"input_ids": inputs, "targets": targets}, steps=120, lr=5e-3)
     assert last < 0.1 * first, (first, last)
 
@@ -116,3 +111,28 @@ def test_encoder_decoder_learns_to_reverse():
             token = logits[:, -1:].argmax(-1)
             out.append(token.item())
     assert out == target[0].tolist()
+
+
+def test_mask_tokens_follows_bert_recipe():
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 1000, (64, 256))
+    ids[:, 0] = 0  # a special token that must never be chosen
+    inputs, targets = mask_tokens(ids, mask_id=2, vocab_size=1000, prob=0.15, generator=gen, keep_ids=(0,))
+    chosen = targets != -100
+    assert chosen.float().mean().item() == pytest.approx(0.15, abs=0.01)
+    assert not chosen[:, 0].any()
+    assert torch.equal(targets[chosen], ids[chosen]) and torch.equal(inputs[~chosen], ids[~chosen])
+    masked = (inputs[chosen] == 2).float().mean().item()
+    kept = (inputs[chosen] == ids[chosen]).float().mean().item()
+    assert masked == pytest.approx(0.8, abs=0.02) and kept == pytest.approx(0.1, abs=0.02)
+
+
+def test_prefix_to_continuation_feeds_a_shifted_target():
+    ids = torch.arange(10).repeat(2, 1)
+    batch = prefix_to_continuation(ids, start_id=0)
+    assert batch["input_ids"][0].tolist() == [0, 1, 2, 3, 4]
+    assert batch["targets"][0].tolist() == [5, 6, 7, 8, 9]
+    assert batch["decoder_input_ids"][0].tolist() == [0, 5, 6, 7, 8]
+    model = Transformer(tiny(kind="encoder-decoder"))
+    logits, loss = model(**batch)
+    assert logits.shape == (2, 5, 32) and loss.item() > 0

@@ -42,7 +42,7 @@ class ResultCache:
         self.commit()
         self.db.close()
 
-    def __enter__(self) -> ResultCache:
+    def __enter__(self) -> ResultCache:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:

@@ -169,6 +169,37 @@ def _ppl_entry(s: dict, source: str, seconds: float, metrics) -> dict:
             "docs_per_s": round(s["documents"] / seconds, 2) if seconds > 0 else None, "version": "1.0"}
 
 
+RUN_TASKS = ("arc_easy", "arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc1", "truthfulqa_mc2")
+
+
+def evaluate_run(run_dir: str | Path, tasks: tuple[str, ...] = RUN_TASKS, limit: int | None = 100,
+                 shard_dir: str | Path | None = None, data_dir: str | Path | None = None,
+                 batch_size: int = 16) -> dict:
+    """The eval stage of `lmforge run`: multiple-choice tasks (their chance levels are in the
+    results) on the first `limit` documents, plus bits per byte on the held-out token shards.
+    Writes <run>/eval/results.{json,md}; benchmarks that are missing are skipped with a note
+    in `errors`, so a machine without the benchmark data still gets the perplexity."""
+    from lmforge.eval.lm import LmforgeLM
+    from lmforge.eval.results import write_results
+    from lmforge.eval.runner import evaluate
+    from lmforge.eval.tasks import get_tasks
+
+    lm = LmforgeLM.from_run(run_dir)
+    task_objs, errors = [], {}
+    for name in tasks:
+        try:
+            task_objs += get_tasks(name, data_dir)
+        except LmforgeError as e:
+            errors[name] = str(e)
+    results = evaluate(lm, task_objs, limit=limit, batch_size=batch_size, progress=False)
+    results["errors"].update(errors)
+    if shard_dir is not None:
+        args = argparse.Namespace(text_file=[], shards=str(shard_dir), shard_split="val", batch_size=batch_size)
+        _add_text_perplexity(lm, args, results)
+    write_results(results, Path(run_dir) / "eval")
+    return results
+
+
 def run_compare(args) -> int:
     from lmforge.eval.results import compare, load_results
 

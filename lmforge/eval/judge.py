@@ -79,7 +79,7 @@ def local_judge(lm, max_new_tokens: int = 256) -> Judge:
 
 _RATING = [re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*(?:/\s*10\s*)?\]\]"), re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*\]"),
            re.compile(r"(?i)rating\s*[:=]?\s*(\d+(?:\.\d+)?)"), re.compile(r"\b(\d+(?:\.\d+)?)\s*/\s*10\b")]
-_VERDICT = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.I)
+_VERDICT = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE)
 
 
 def parse_rating(text: str) -> float | None:

@@ -41,6 +41,10 @@ class LM(ABC):
     @abstractmethod
     def decode(self, ids: Sequence[int]) -> str: ...
 
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of many texts (backends override this with their tokenizer's batch call)."""
+        return [self.encode(t) for t in texts]
+
     @abstractmethod
     def hidden(self, ids: torch.Tensor) -> torch.Tensor:
         """Final hidden states (B, T, C) of a right-padded batch of ids (B, T), causal."""
@@ -136,6 +140,9 @@ class LmforgeLM(LM):
     def decode(self, ids: Sequence[int]) -> str:
         return self.tok.decode(ids)
 
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.tok.encode_batch(list(texts))
+
     def hidden(self, ids: torch.Tensor) -> torch.Tensor:
         m = self.model
         return m.stack(ids.to(self.device), m.blocks, m.norm_f, causal=True)  # (B, T, C)
@@ -205,6 +212,12 @@ class HFCausalLM(LM):
 
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        backend = getattr(self.tok, "_tokenizer", None)  # the Rust tokenizer of a fast tokenizer
+        if backend is None:
+            return [self.encode(t) for t in texts]
+        return [e.ids for e in backend.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tok.decode(list(ids))

@@ -54,6 +54,20 @@ class Encoder:
             ids = self.memo[text] = self.lm.encode(text)
         return ids
 
+    def prefetch(self, requests: Sequence[tuple[str, str]]) -> None:
+        """Encode every string `pair` will need in one batch call (the tokenizer's thread pool)."""
+        need = set()
+        for context, continuation in requests:
+            if context == "":
+                need.add(continuation)
+                continue
+            n_spaces = len(context) - len(context.rstrip())
+            ctx = context[:-n_spaces] if n_spaces else context
+            need.update((ctx, context + continuation))
+        todo = [t for t in need if t not in self.memo]
+        for t, ids in zip(todo, self.lm.encode_batch(todo)):
+            self.memo[t] = ids
+
     def pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """(context ids, continuation ids) with lm-eval's whitespace move and joint split."""
         if context == "":
@@ -100,10 +114,14 @@ def _request_key(fp: str, ctx: list[int], cont: list[int]) -> str:
 @torch.inference_mode()
 def loglikelihood(lm: LM, requests: Sequence[tuple[str, str]], batch_size: int = 16, *,
                   share_prefix: bool = True, cache=None, progress: Progress | None = None,
-                  encoder: Encoder | None = None) -> list[Scored]:
-    """Score (context, continuation) string pairs; results in request order."""
+                  encoder: Encoder | None = None, stats: dict | None = None) -> list[Scored]:
+    """Score (context, continuation) string pairs; results in request order. `stats` (if given)
+    receives "truncated": how many requests were cut to the model's context."""
     enc = encoder or Encoder(lm)
+    enc.prefetch(requests)
     pairs = [enc.pair(c, x) for c, x in requests]
+    if stats is not None:
+        stats["truncated"] = sum(len(c) + len(x) > lm.max_length + 1 for c, x in pairs)
     return loglikelihood_tokens(lm, pairs, batch_size, share_prefix=share_prefix, cache=cache, progress=progress)
 
 

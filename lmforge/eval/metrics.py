@@ -122,7 +122,7 @@ def rouge(reference: str, prediction: str) -> dict[str, float]:
     before rougeLsum; one pair through BootstrapAggregator's mid, like lm-eval."""
     global _ROUGE
     mod = _require("rouge_score", "rouge-score")
-    from rouge_score import rouge_scorer, scoring  # noqa: F401  (import checked above)
+    from rouge_score import rouge_scorer, scoring
 
     types = ["rouge1", "rouge2", "rougeLsum"]
     if _ROUGE is None:

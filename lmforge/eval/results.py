@@ -70,14 +70,14 @@ def text_table(rows: list[dict]) -> str:
              f"{r['metric']} {r['direction']}", _fmt(r["value"]), _fmt(r["stderr"]), str(r["n"]), _fmt(r["chance"]))
             for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    fmt = lambda cells: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([fmt(head), fmt(tuple("-" * w for w in widths))] + [fmt(b) for b in body])
 
 
 def to_markdown(results: dict) -> str:
     parts = [f"# Evaluation: {results.get('model', '?')}", "",
-             f"Context length {results.get('max_length')} tokens; {results.get('seconds', 0):.1f} s; "
-             f"settings: `{json.dumps(results.get('settings', {}), default=str)}`", "",
+             (f"Context length {results.get('max_length')} tokens; {results.get('seconds', 0):.1f} s; "
+              f"settings: `{json.dumps(results.get('settings', {}), default=str)}`"), "",
              markdown_table(summary_rows(results)), ""]
     tasks = results.get("tasks", {})
     if any(r.get("group") for r in tasks.values()):
@@ -88,7 +88,10 @@ def to_markdown(results: dict) -> str:
                          f"of {r['num_tasks']} subjects {_fmt(r['subject_mean'].get('acc'))} (Open LLM Leaderboard v1)")
         parts.append("")
     parts += ["## Data", ""] + [f"- `{t}`: {r['source']} ({r['n']} documents, {r['seconds']:.1f} s, "
-                                f"{r['docs_per_s']} docs/s)" for t, r in tasks.items()]
+                                f"{r['docs_per_s']} docs/s"
+                                + (f"; {r['truncated_requests']} requests cut from the left to the model's "
+                                   f"context" if r.get("truncated_requests") else "") + ")"
+                                for t, r in tasks.items()]
     if results.get("errors"):
         parts += ["", "## Failed tasks", ""] + [f"- `{t}`: {e}" for t, e in results["errors"].items()]
     return "\n".join(parts) + "\n"
@@ -158,9 +161,9 @@ def compare(a: dict, b: dict, name_a: str = "A", name_b: str = "B") -> str:
 def report_section(results: dict) -> str:
     """Markdown for a run's report.md: the summary table with chance levels, and failures."""
     lines = ["## Evaluation", "", markdown_table(summary_rows(results)), "",
-             "Chance = the score of a uniform random guess (mean over questions of 1/choices; for "
-             "truthfulqa_mc2 the mass of the true answers). Perplexities: lower is better; bits per "
-             "byte of a uniform byte model is 8."]
+             ("Chance = the score of a uniform random guess (mean over questions of 1/choices; for "
+              "truthfulqa_mc2 the mass of the true answers). Perplexities: lower is better; bits per "
+              "byte of a uniform byte model is 8.")]
     if results.get("errors"):
         lines += ["", "Failed: " + "; ".join(f"{t}: {e}" for t, e in results["errors"].items())]
     return "\n".join(lines) + "\n"

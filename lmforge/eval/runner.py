@@ -50,9 +50,14 @@ def run_task(lm: LM, task: Task, *, num_fewshot: int | None = None, limit: int |
         choices = [task.choices(d) for d in docs]
         golds = [task.gold(d) for d in docs]
         requests = [(ctx, task.target_delimiter + c) for ctx, ch in zip(contexts, choices) for c in ch]
+        stats: dict = {}
         with _progress(len(requests), task.name, progress) as bar:
             scored = loglikelihood(lm, requests, batch_size, share_prefix=share_prefix, cache=cache,
-                                   progress=bar.update, encoder=Encoder(lm))
+                                   progress=bar.update, encoder=Encoder(lm), stats=stats)
+        if stats["truncated"]:  # lm-eval cuts such prompts from the left too; say so, don't hide it
+            extra["truncated_requests"] = stats["truncated"]
+            print(f"lmforge eval: {task.name}: {stats['truncated']} of {len(requests)} requests are longer than "
+                  f"the model's context ({lm.max_length} tokens) and were cut from the left", file=sys.stderr)
         pos = 0
         for d, ctx, ch, gold in zip(docs, contexts, choices, golds):
             s = scored[pos:pos + len(ch)]

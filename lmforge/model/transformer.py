@@ -27,11 +27,11 @@ length, S key length, C = n_embd, H heads, D = head dim.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from lmforge.errors import LmforgeError
 from lmforge.model.config import ModelConfig
@@ -121,6 +121,8 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor |
     if k.shape[1] != q.shape[1] and not _NATIVE_GQA:
         rep = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    if mask is not None and mask.is_floating_point() and mask.dtype != q.dtype:
+        mask = mask.to(q.dtype)  # an fp32 ALiBi bias under bf16 autocast
     extra = {"enable_gqa": True} if k.shape[1] != q.shape[1] else {}
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
                                           is_causal=is_causal, **extra)
@@ -191,7 +193,8 @@ class ALiBiPositions(Positions):
         self.register_buffer("slopes", alibi_slopes(cfg.n_head), persistent=False)
 
     def bias(self, start: int, T: int, causal: bool) -> torch.Tensor:
-        return alibi_bias(self.slopes, start, T, causal)  # once per forward, shared by all layers
+        # Once per forward, shared by all layers; fp32 even in a bf16 model, as distances grow large.
+        return alibi_bias(self.slopes.float(), start, T, causal)
 
 
 POSITIONS = {"learned": LearnedPositions, "sinusoidal": SinusoidalPositions,
@@ -362,20 +365,25 @@ class Transformer(nn.Module):
     def forward(self, input_ids: torch.Tensor | None, targets: torch.Tensor | None = None, *,
                 decoder_input_ids: torch.Tensor | None = None, kv_cache: KVCache | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.cfg.kind == "encoder-decoder":
-            x = self.seq2seq(input_ids, decoder_input_ids, kv_cache)
-        else:
-            if decoder_input_ids is not None:
-                raise LmforgeError(f"decoder_input_ids is for encoder-decoder models; this is a {self.cfg.kind}")
-            if kv_cache is not None and self.cfg.kind == "encoder":
-                raise LmforgeError("an encoder attends both ways and cannot decode with a KV cache")
-            x = self.stack(input_ids, self.blocks, self.norm_f, causal=self.cfg.kind == "decoder",
-                           cache=kv_cache)
+        shape = {"decoder": self.causal_lm, "encoder": self.masked_lm, "encoder-decoder": self.seq2seq}
+        x = shape[self.cfg.kind](input_ids, decoder_input_ids, kv_cache)  # (B, T, C)
         logits = self.lm_head(x)  # (B, T, V)
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
         return logits, loss
+
+    def causal_lm(self, ids: torch.Tensor, decoder_ids: None, cache: KVCache | None) -> torch.Tensor:
+        if decoder_ids is not None:
+            raise LmforgeError("decoder_input_ids is for encoder-decoder models; this is a decoder")
+        return self.stack(ids, self.blocks, self.norm_f, causal=True, cache=cache)
+
+    def masked_lm(self, ids: torch.Tensor, decoder_ids: None, cache: None) -> torch.Tensor:
+        if decoder_ids is not None:
+            raise LmforgeError("decoder_input_ids is for encoder-decoder models; this is an encoder")
+        if cache is not None:
+            raise LmforgeError("an encoder attends both ways and cannot decode with a KV cache")
+        return self.stack(ids, self.blocks, self.norm_f, causal=False)
 
     def seq2seq(self, source: torch.Tensor | None, target_in: torch.Tensor | None,
                 cache: KVCache | None) -> torch.Tensor:
@@ -440,10 +448,14 @@ class Transformer(nn.Module):
         return sum(p.numel() for p in self.parameters())  # tied weights counted once
 
     def param_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW groups: decay matrices and embedding tables (dim >= 2); not norms or biases
-        (nanoGPT's configure_optimizers). Every parameter is in exactly one group."""
+        """AdamW groups: decay the matmul weights (every Linear, so also a tied token table); not
+        norms, biases or lookup tables (the learned position table, an untied token table), whose
+        rarely-seen rows decay would shrink (minGPT; OLMo 2). Every parameter in exactly one group."""
+        lookup = {id(self.tok_emb.weight)} if not self.cfg.tie_embeddings else set()
+        if isinstance(self.pos_emb, LearnedPositions):
+            lookup.add(id(self.pos_emb.weight))
         params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
+        decay = [p for p in params if p.dim() >= 2 and id(p) not in lookup]
+        no_decay = [p for p in params if p.dim() < 2 or id(p) in lookup]
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         return [g for g in groups if g["params"]]

@@ -24,6 +24,7 @@ from lmforge.errors import LmforgeError
 from lmforge.plan import chinchilla, hardware, memory
 from lmforge.plan.shapes import DEFAULT_SEQ_LEN, shape_for_params
 
+_NEGATIVE = re.compile(r"^-(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?[kKmMbBgGtTpP]?$")
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12, "p": 1e15}
 
 
@@ -67,6 +68,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     m.add_argument("--measure-memory", action="store_true",
                    help="also measure a real fp32 training step of the --config model on this CPU")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    # argparse takes '-7e9' for an option (its negative-number pattern knows no exponents or
+    # suffixes), which would hide our clear "must be positive" message behind a usage error.
+    p._negative_number_matcher = _NEGATIVE
 
     sub = p.add_subparsers(dest="plan_command", metavar="{gpus,sweep}")
     gp = sub.add_parser("gpus", help="list the GPU presets with their sources")
@@ -78,6 +82,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     sw.add_argument("--workers", default="1", help="grid points trained at once, in processes (default 1)")
     sw.add_argument("--dry-run", action="store_true", help="print the grid and exit")
     sw.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides of the sweep's base config")
+    sw._negative_number_matcher = _NEGATIVE
     return p
 
 
@@ -125,9 +130,7 @@ def make_plan(args: argparse.Namespace) -> dict:
     else:
         seq_len = _int(args.seq_len, "--seq-len") if args.seq_len else DEFAULT_SEQ_LEN
         sizing = chinchilla.size(params=params, tokens=tokens, compute=compute)
-        model = shape_for_params(sizing.params, seq_len=seq_len)
-        if sizing.compute_model is None:  # the assumed shape's attention FLOPs
-            sizing.compute_model = model.flops_per_token(seq_len) / model.num_params() * sizing.params * sizing.tokens
+        model = shape_for_params(sizing.params, seq_len=seq_len)  # for memory only; FLOPs stay 6ND
     cost = hardware.estimate_cost(sizing.training_flops, gpu, num_gpus, mfu, pue, energy_price)
     mem = _memory(args, model, gpu, num_gpus, seq_len, micro_batch)
     out = {"sizing": sizing.to_dict(), "gpu": gpu.to_dict(), "cost": cost,
@@ -194,7 +197,11 @@ def _mfu(args) -> tuple[float, str]:
         return hardware.check_mfu(statistics.median(values)), f"median of {len(values)} values in {args.mfu_from}"
     if args.mfu is None:
         return hardware.DEFAULT_MFU, "default"
-    return hardware.check_mfu(_float(args.mfu, "--mfu")), "given"
+    try:
+        value = float(args.mfu)
+    except ValueError:
+        raise LmforgeError(f"--mfu must be a number in (0, 1], got '{args.mfu}'") from None
+    return hardware.check_mfu(value), "given"
 
 
 def _float(text: str, what: str, allow_zero: bool = False) -> float:
@@ -226,12 +233,13 @@ def format_plan(r: dict) -> str:
     rows = [("parameters N", _n(s["params"])),
             ("training tokens D", f"{_n(s['tokens'])} ({s['tokens_per_param']:,.1f} per parameter)"),
             ("compute C = 6ND", f"{s['compute']:.3g} FLOPs"),
-            ("compute with attention", f"{s['compute_model']:.3g} FLOPs ({sh['source']} shape, seq {sh['seq_len']})"),
+            ("compute with attention", f"{s['compute_model']:.3g} FLOPs ({sh['source']}, seq {sh['seq_len']})")
+            if s["compute_model"] else None,
             ("compute-optimal at this C", f"{_n(s['optimal_params'])} params on {_n(s['optimal_tokens'])} tokens "
                                           f"({s['optimal_tokens_per_param']:.1f} per parameter)"),
             ("position", s["position"]),
             ("predicted loss", f"{s['loss']:.3f} nats/token (eq. 10; Chinchilla's data and tokenizer)")]
-    lines += _rows(rows)
+    lines += _rows([r for r in rows if r])
     if s["warning"]:
         lines.append(f"  warning: {s['warning']}")
     lines += ["", f"Time and cost: {c['num_gpus']} x {g['label']}, {g['peak_flops'] / 1e12:,.0f} TFLOP/s dense BF16, "

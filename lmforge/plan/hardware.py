@@ -51,9 +51,9 @@ class GPU:
 
 _A100_SPEC = "NVIDIA A100 Tensor Core GPU datasheet (nvidia.com, 2021): BF16 312 TFLOPS dense (624 sparse), 400 W SXM"
 _H100_SPEC = "NVIDIA H100 Tensor Core GPU datasheet (nvidia.com, 2023): SXM BF16 1,979 TFLOPS with sparsity = 989 dense, 80 GB HBM3, up to 700 W"
-_RENT_2026 = ("on-demand rent: mercatus-ai.com/blog/cloud-gpu-pricing (May 2026: long-tail to specialty clouds) and "
+_RENT_2026 = ("On-demand rent: mercatus-ai.com/blog/cloud-gpu-pricing (May 2026, long-tail to specialty clouds) and "
               "pricegpu.pages.dev/blog/h100-vs-a100-cloud-price (early 2026)")
-_PRICE_2026 = "purchase: aiinframap.com/tools/chips/h100-vs-h200-vs-b200-tco (mid-2026 street prices, +/-20-40%)"
+_PRICE_2026 = "Purchase: aiinframap.com/tools/chips/h100-vs-h200-vs-b200-tco (mid-2026 street prices, +/-20-40%)"
 
 GPUS: dict[str, GPU] = {g.name: g for g in [
     GPU("a100-40gb", "NVIDIA A100 SXM4 40GB", 312e12, 40, 400, (1.0, 2.0), 10_000,
@@ -123,11 +123,11 @@ def matmul_peak(device: str = "cpu", dtype_name: str = "fp32", n: int = 0) -> fl
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
     dev = torch.device(device)
-    n = n or (1024 if dev.type == "cpu" else 8192)
+    n = n or (2048 if dev.type == "cpu" else 8192)  # 2048: as bench/train_throughput.py
     a = torch.randn(n, n, device=dev, dtype=dtype)
     b = torch.randn(n, n, device=dev, dtype=dtype)
     best = float("inf")
-    for i in range(6):
+    for i in range(4):
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         t0 = time.perf_counter()

@@ -28,8 +28,9 @@ def llama_shape(n_layer: int, n_embd: int, vocab_size: int = DEFAULT_VOCAB, seq_
 
 
 def shape_for_params(params: float, vocab_size: int = DEFAULT_VOCAB, seq_len: int = DEFAULT_SEQ_LEN) -> ModelConfig:
-    """The Llama-style shape (width a multiple of 64, or of 128 from 1024 up) whose parameter count is closest to `params`,
-    preferring width/depth near ASPECT among shapes within 10% of the count."""
+    """The Llama-style shape (width a multiple of 64, or of 128 from 1024 up) whose parameter count
+    is closest to `params`, preferring, among shapes within 10% of the count, width/depth near
+    ASPECT and a depth divisible by 4."""
     if not params > 0:
         raise LmforgeError(f"params must be positive, got {params!r}")
     best, best_score = None, math.inf
@@ -42,6 +43,7 @@ def shape_for_params(params: float, vocab_size: int = DEFAULT_VOCAB, seq_len: in
             cfg = llama_shape(n_layer, width, vocab_size, seq_len)
             size_err = abs(math.log(cfg.num_params() / params))
             score = size_err + (0.0 if size_err > 0.1 else -1.0) + 0.05 * abs(math.log(width / n_layer / ASPECT))
+            score += 0.02 if n_layer > 8 and n_layer % 4 else 0.0  # depths that split into pipeline stages
             if score < best_score:
                 best, best_score = cfg, score
     return best

@@ -34,25 +34,30 @@ from lmforge.errors import LmforgeError
 from lmforge.plan import chinchilla
 
 # The default CPU grid: about 20 minutes on 2 cores (bench/results/plan.md has the measured time).
-# 4 budgets x 5 sizes, a factor ~2 apart, centred on the Chinchilla frontier's size for the budget.
-DEFAULT_BUDGETS = (2e11, 4e11, 8e11, 1.6e12)
+# 4 budgets x 5 sizes, a factor ~2 apart, from N*/SPREAD to N*·SPREAD around a guessed optimum N*.
+DEFAULT_BUDGETS = (1e11, 2e11, 4e11, 8e11)
 SIZES_PER_BUDGET = 5
-SPREAD = 4.0  # sizes from N*/SPREAD to N*·SPREAD around the frontier's N*
-MIN_STEPS = 20  # a grid point must train at least this many optimizer steps
+SPREAD = 4.0
+# The guess: N* with D = CENTRE_TOKENS_PER_PARAM x N* at the budget. Chinchilla's ~20 put the
+# first CPU grid's minimum at its smallest model (loss still falling at 30 tokens per parameter):
+# models this small, trained for a few hundred steps, want more tokens per parameter.
+CENTRE_TOKENS_PER_PARAM = 60.0
+MIN_STEPS = 50  # fewer optimizer steps than this and a run measures the optimizer, not the model
 
 # Base config of every grid point (a user's section.key=value overrides are applied on top). The
 # tiny recipe's Llama-style choices, a 512-token vocabulary so that embeddings do not dwarf these
-# small models, 128-token context, one evaluation at the end on the same 32K held-out tokens.
+# small models, 128-token context, 1,024-token batches (small, so that short runs still take
+# hundreds of steps), one evaluation at the end on the same 32K held-out tokens.
 BASE = {
     "model": {"kind": "decoder", "vocab_size": 512, "block_size": 128, "activation": "swiglu", "norm": "rmsnorm", "pos": "rope",
               "bias": False, "tie_embeddings": True},
     "tokenizer": {"vocab_size": 512},
     "data": {"corpus": "embedded", "val_fraction": 0.05},
-    "train": {"batch_size": 16, "lr": 3e-3, "min_lr_ratio": 0.1, "decay": "cosine", "weight_decay": 0.1,
-              "eval_every": 0, "eval_batches": 16, "ckpt_every": 0, "keep_last": 1, "tensorboard": False, "progress": "lines",
+    "train": {"batch_size": 8, "lr": 3e-3, "min_lr_ratio": 0.1, "decay": "cosine", "weight_decay": 0.1,
+              "eval_every": 0, "eval_batches": 32, "ckpt_every": 0, "keep_last": 1, "tensorboard": False, "progress": "lines",
               "threads": 1, "device": "cpu", "precision": "fp32"},
 }
-WIDTHS = (32, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512)
+WIDTHS = (16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512)
 DEPTHS = range(1, 9)
 
 
@@ -83,12 +88,12 @@ def shape(cfg: RunConfig, n_layer: int, n_embd: int) -> RunConfig:
 
 
 def ladder(cfg: RunConfig) -> list[tuple[int, int, int]]:
-    """(params, n_layer, n_embd) of the candidate shapes: width/depth between 32 and 64 (at this
-    scale; Kaplan et al. 2020 Fig. 5 find the loss within a few % over a 40x range of it)."""
+    """(params, n_layer, n_embd) of the candidate shapes: width/depth between 16 and 64 (Kaplan et
+    al. 2020, Fig. 5: the loss stays within a few % over a 40x range of it)."""
     out = []
     for n_layer in DEPTHS:
         for n_embd in WIDTHS:
-            if 32 <= n_embd / n_layer <= 64:
+            if 16 <= n_embd / n_layer <= 64:
                 out.append((shape(cfg, n_layer, n_embd).model.num_params(), n_layer, n_embd))
     return sorted(out)
 
@@ -118,7 +123,7 @@ def plan_grid(cfg: RunConfig, budgets=DEFAULT_BUDGETS, sizes: int = SIZES_PER_BU
                 f"sweep budget {budget:.3g} FLOPs is too small for the grid: the smallest models "
                 f"({smallest[1]} layer x {smallest[2]} wide, {smallest[0]:,} params) need about {3 * need:.2g} "
                 f"FLOPs for {MIN_STEPS} steps of {tokens_per_step:,} tokens; use budgets of at least that")
-        centre, _ = chinchilla.optimal_from_compute(budget)
+        centre = math.sqrt(budget / (chinchilla.FLOPS_PER_PARAM_TOKEN * CENTRE_TOKENS_PER_PARAM))
         targets = [centre * SPREAD ** (2 * i / (sizes - 1) - 1) for i in range(sizes)]
         chosen = []
         for t in targets:
@@ -187,8 +192,7 @@ def run_sweep(out: str | Path, budgets=DEFAULT_BUDGETS, sizes: int = SIZES_PER_B
         row = {**p.__dict__, "loss": res["val_loss"], "val_bpb": res.get("val_bpb"),
                "train_loss": res.get("final_train_loss"), "tokens_per_s": res.get("tokens_per_s"),
                "train_s": res.get("train_s")}
-        with open(out / "results.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        _append_line(out / "results.jsonl", json.dumps(row))
         flops_done += p.flops
         elapsed = time.perf_counter() - t_start
         remaining = sum(q.flops for q in todo) - flops_done
@@ -213,6 +217,15 @@ def _run_points(todo: list[Point], cfg: RunConfig, out: Path, workers: int):
         futures = {pool.submit(_train_point, c, lp): p for p, c, lp in jobs}
         for fut in as_completed(futures):
             yield futures[fut], fut.result()
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append one line; a torn last line (a crash mid-write) is ended first, not glued to this one."""
+    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(("\n" if torn else "") + line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def read_results(out: Path) -> dict[str, dict]:

@@ -3,6 +3,8 @@
 Layout of <run>/checkpoints/step_NNNNNN/:
     model.safetensors   weights (tied tensors stored once; safetensors.torch.save_model)
     optimizer.pt        {"optimizer": optimizer.state_dict(), "scaler": GradScaler.state_dict()}
+      or, from a distributed run, instead of those two:
+    dcp/                torch.distributed.checkpoint shards of model and optimizer (parallel/sharded.py)
     state.json          TrainState: step, tokens, loader position, RNG states, bad-step count, ...
     config.yaml         the resolved RunConfig
     COMPLETE            written last
@@ -92,20 +94,26 @@ def remove_partial(run_dir: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer_state: dict[str, Any],
-                    state: dict[str, Any], cfg: RunConfig, keep_last: int) -> Path:
-    """Write checkpoints/step_NNNNNN atomically, then keep only the newest `keep_last`."""
+def tmp_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f".tmp_{step_dir_name(step)}"
+
+
+def begin_checkpoint(run_dir: Path, step: int) -> Path:
+    """Create the empty checkpoints/.tmp_step_NNNNNN/ to write into (leftovers of interrupted saves
+    are removed first)."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     remove_partial(run_dir)
-    final = root / step_dir_name(step)
-    tmp = root / f".tmp_{step_dir_name(step)}"
+    tmp = tmp_dir(run_dir, step)
     tmp.mkdir()
+    return tmp
 
-    safetensors.torch.save_model(model, str(tmp / "model.safetensors"))
-    _fsync_file(tmp / "model.safetensors")
-    torch.save(optimizer_state, tmp / "optimizer.pt")
-    _fsync_file(tmp / "optimizer.pt")
+
+def finish_checkpoint(run_dir: Path, step: int, state: dict[str, Any], cfg: RunConfig, keep_last: int) -> Path:
+    """Add state.json, config.yaml and COMPLETE to the written .tmp dir, rename it into place, and
+    keep only the newest `keep_last` checkpoints."""
+    root = Path(run_dir) / "checkpoints"
+    final, tmp = root / step_dir_name(step), tmp_dir(run_dir, step)
     _write_text(tmp / "state.json", json.dumps(state))
     _write_text(tmp / "config.yaml", to_yaml(cfg))
     _write_text(tmp / COMPLETE, f"step {step}\n")
@@ -125,6 +133,18 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer_state:
     return final
 
 
+def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer_state: dict[str, Any],
+                    state: dict[str, Any], cfg: RunConfig, keep_last: int) -> Path:
+    """Write checkpoints/step_NNNNNN atomically (single-process format), then keep only the newest
+    `keep_last`."""
+    tmp = begin_checkpoint(run_dir, step)
+    safetensors.torch.save_model(model, str(tmp / "model.safetensors"))
+    _fsync_file(tmp / "model.safetensors")
+    torch.save(optimizer_state, tmp / "optimizer.pt")
+    _fsync_file(tmp / "optimizer.pt")
+    return finish_checkpoint(run_dir, step, state, cfg, keep_last)
+
+
 def resolve_checkpoint(path: Path | str) -> Path:
     """A run dir (-> its latest complete checkpoint) or a checkpoint dir (must be complete)."""
     path = Path(path)
@@ -132,7 +152,8 @@ def resolve_checkpoint(path: Path | str) -> Path:
         raise LmforgeError(f"checkpoint path {path} does not exist")
     if not path.is_dir():
         raise LmforgeError(f"{path} is not a run directory or a checkpoint directory")
-    if (path / "model.safetensors").exists() or _STEP_RE.match(path.name) or path.name.startswith(".tmp_step_"):
+    if (path / "model.safetensors").exists() or (path / "dcp").is_dir() or _STEP_RE.match(path.name) \
+            or path.name.startswith(".tmp_step_"):
         if not is_complete(path):
             raise LmforgeError(f"checkpoint {path} is incomplete (no {COMPLETE} marker; the save was interrupted)")
         return path
@@ -168,7 +189,13 @@ def read_optimizer(ckpt_dir: Path, device: torch.device) -> dict[str, Any]:
 
 
 def load_weights(model: nn.Module, ckpt_dir: Path) -> None:
-    """Load model.safetensors into `model` (same architecture); LmforgeError naming the file otherwise."""
+    """Load a checkpoint's weights into `model` (same architecture, one process): model.safetensors,
+    or the shards of a distributed run (dcp/); LmforgeError naming the file otherwise."""
+    from lmforge.train.parallel.sharded import is_sharded, load_sharded
+
+    if is_sharded(ckpt_dir):
+        load_sharded(ckpt_dir, model, None, distributed=False)
+        return
     path = ckpt_dir / "model.safetensors"
     if not path.is_file():
         raise LmforgeError(f"checkpoint {ckpt_dir} has no model.safetensors")

@@ -81,3 +81,52 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+
+
+@dataclass
+class ParallelConfig:
+    """How one run spreads over the processes torchrun starts: a (pp, dp, tp) device mesh.
+
+    The layout never changes the math: train.batch_size is the micro-batch of the whole data-parallel
+    group (each dp rank takes batch_size / dp of its sequences), so a recipe trains the same model,
+    step for step, on one process or on many (up to float rounding).
+    """
+
+    dp: int = -1  # data-parallel degree; -1 = whatever is left: world_size / (tp * pp)
+    tp: int = 1  # tensor parallel: attention heads, MLP columns and the vocabulary split over tp ranks
+    pp: int = 1  # pipeline parallel: the layer stack cut into pp consecutive stages
+    dp_mode: Literal["fsdp", "ddp"] = "fsdp"  # FSDP2 (params, grads, optimizer state sharded) or DDP
+    # fsdp: free the gathered parameters after forward and gather again for backward (ZeRO-3);
+    # false keeps them until backward (ZeRO-2-like: one all-gather less per step, more memory).
+    reshard_after_forward: bool = True
+    # tp: norms and dropout work on sequence shards instead of replicated activations
+    # (Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models").
+    sequence_parallel: bool = False
+    pp_schedule: Literal["gpipe", "1f1b"] = "1f1b"  # GPipe (Huang et al. 2019) or 1F1B (Narayanan et al. 2021)
+    pp_microbatches: int = 0  # pipeline micro-batches per dp micro-batch; 0 = pp (the fewest that fill it)
+    # Recompute activations in backward instead of keeping them: none, every block (full), or every
+    # ac_every-th block (selective; blocks 0, k, 2k, ...). Also applies to a single process.
+    activation_checkpoint: Literal["none", "full", "selective"] = "none"
+    ac_every: int = 2
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on CUDA, gloo on CPU
+    timeout_s: float = 600.0  # a collective waiting longer than this fails the run instead of hanging
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first impossible value (the mesh is checked against the
+        world size and the model when training starts)."""
+        checks = [
+            (self.dp == -1 or self.dp >= 1, f"parallel.dp must be >= 1 (or -1 = the rest), got {self.dp}"),
+            (self.tp >= 1, f"parallel.tp must be >= 1, got {self.tp}"),
+            (self.pp >= 1, f"parallel.pp must be >= 1, got {self.pp}"),
+            (self.pp_microbatches >= 0, f"parallel.pp_microbatches must be >= 0, got {self.pp_microbatches}"),
+            (self.ac_every >= 1, f"parallel.ac_every must be >= 1, got {self.ac_every}"),
+            (self.timeout_s > 0, f"parallel.timeout_s must be positive, got {self.timeout_s}"),
+        ]
+        for name, allowed in {"dp_mode": ("fsdp", "ddp"), "pp_schedule": ("gpipe", "1f1b"),
+                              "activation_checkpoint": ("none", "full", "selective"),
+                              "backend": ("auto", "gloo", "nccl")}.items():
+            value = getattr(self, name)
+            checks.append((value in allowed, f"parallel.{name}={value!r} is not one of {', '.join(allowed)}"))
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)

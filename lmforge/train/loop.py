@@ -8,6 +8,12 @@ is the model, the optimizer (+ grad scaler) and one TrainState, all in the check
 killed at any point and started again continues from its latest checkpoint and reproduces the
 uninterrupted run's losses exactly (on CPU). SIGINT/SIGTERM stop at the next step boundary with
 a checkpoint.
+
+The same loop runs one process or many: under torchrun, parallel/ builds this rank's share of
+the model (pipeline stage, tensor and data shards; parallel/parallelize.py), each data-parallel
+rank reads its own part of every batch, the loss and stop signals are agreed over all ranks, and
+only rank 0 prints and writes run-directory files (checkpoint shards excepted: every rank writes
+its own).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,13 +43,19 @@ from lmforge.train.config import TrainConfig
 from lmforge.train.metrics import MetricsLog, Progress, Throughput, peak_flops
 from lmforge.train.objectives import Objective, batch_seed
 from lmforge.train.optim import build_optimizer, set_lr
-from lmforge.train.precision import autocast, dtype_name, grad_scaler, resolve_device, resolve_dtype
+from lmforge.train.parallel.dist import Dist, errors_on_rank_zero
+from lmforge.train.parallel.dist import setup as dist_setup
+from lmforge.train.parallel.parallelize import Parallel, check_layout, parallelize
+from lmforge.train.parallel.sharded import is_sharded, load_full, load_sharded, save_sharded
+from lmforge.train.precision import autocast, dtype_name, grad_scaler, resolve_dtype
 from lmforge.train.schedule import lr_at, micro_batches_at
-from lmforge.train.state import TrainState, capture_rng, restore_rng
+from lmforge.train.state import TrainState, capture_rng, loader_state_for, restore_rng
 from lmforge.train.validate import validate
 
 if TYPE_CHECKING:
     from lmforge.tokenizer import Tokenizer
+
+DROPOUT_STREAM = 1 << 31  # seed component for per-rank dropout masks
 
 
 @dataclass
@@ -62,43 +74,62 @@ class TrainResult:
 
 
 def train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path) -> TrainResult:
-    """Pre-train cfg.model on the token shards in shard_dir; everything is written under run_dir."""
+    """Pre-train cfg.model on the token shards in shard_dir; everything is written under run_dir.
+
+    Under torchrun every rank calls this; a user error on any rank ends all of them (status 2 on
+    the others) with one message, raised on rank 0."""
+    with errors_on_rank_zero():
+        env = dist_setup(cfg.parallel, cfg.train.device)
+        return _train(cfg, Path(shard_dir), tokenizer, Path(run_dir), env)
+
+
+def _train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path, env: Dist) -> TrainResult:
     t_begin = time.perf_counter()
-    tc, run_dir, shard_dir = cfg.train, Path(run_dir), Path(shard_dir)
-    seq_len = _check_inputs(cfg, shard_dir, tokenizer, run_dir)
-    device = resolve_device(tc.device)
+    tc, device, main = cfg.train, env.device, env.is_main
     dtype = resolve_dtype(tc.precision, device)
     amp = functools.partial(autocast, device, dtype)
 
     with _torch_threads(tc.threads):
-        torch.manual_seed(tc.seed)  # model init
-        model = Transformer(cfg.model).to(device)
-        optimizer = build_optimizer(model, tc, device)
-        scaler = grad_scaler(device, dtype)
-        loader = TokenLoader(shard_dir, "train", seq_len, tc.seed)
-        eval_batches = _val_batches(shard_dir, seq_len, tc)
-        resume_from = ckpt.latest_checkpoint(run_dir) if tc.resume else None
-        if resume_from is not None:
-            state = _restore(resume_from, model, optimizer, scaler, loader, device)
-        else:
-            state = TrainState()
-            if tc.init_from:
+        with env.collectively():  # pure checks first: a failure here reaches every rank before any waits
+            seq_len = _check_inputs(cfg, shard_dir, tokenizer, run_dir, env)
+            resume_from = ckpt.latest_checkpoint(run_dir) if tc.resume else None
+            if resume_from is not None:
+                _check_compatible(resume_from, cfg)
+        with env.collectively():
+            torch.manual_seed(tc.seed)  # model init: the same weights on every rank
+            model = Transformer(cfg.model).to(device)
+            if resume_from is None and tc.init_from:
                 ckpt.load_weights(model, ckpt.resolve_checkpoint(tc.init_from))
-        # Only now, with the inputs checked and the checkpoint loaded, is anything written.
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(run_dir / "config.yaml", to_yaml(cfg))
-        if not (run_dir / "tokenizer.json").exists():
-            tokenizer.save(run_dir / "tokenizer.json")
-        fwd = torch.compile(model) if tc.compile else model
+            n_params = sum(p.numel() for p in model.parameters())
+            par = parallelize(model, cfg, env, dtype)
+            del model  # a pipeline rank keeps only its stage
+            if env.layout.dp > 1:  # data-parallel ranks draw different dropout masks
+                torch.manual_seed(batch_seed(tc.seed, DROPOUT_STREAM, env.dp_rank))
+            optimizer = build_optimizer(par.module, tc, device, par.no_decay)
+            scaler = grad_scaler(device, dtype)
+            local_batch = tc.batch_size // env.layout.dp  # this rank's sequences per micro-batch
+            loader = TokenLoader(shard_dir, "train", seq_len, tc.seed, rank=env.dp_rank, world_size=env.layout.dp)
+            eval_batches = _val_batches(shard_dir, seq_len, tc, main)
+        with env.collectively():
+            if resume_from is not None:
+                state = _restore(resume_from, par, optimizer, scaler, loader, cfg, env)
+            else:
+                state = TrainState()
+            # Only now, with the inputs checked and the checkpoint loaded, is anything written.
+            if main:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                _write_atomic(run_dir / "config.yaml", to_yaml(cfg))
+                if not (run_dir / "tokenizer.json").exists():
+                    tokenizer.save(run_dir / "tokenizer.json")
         objective = Objective(cfg.model.kind, tc, tokenizer)
         token_bytes = tokenizer.token_bytes()
         tokens_per_micro = tc.batch_size * seq_len
-        mfu_scale = _mfu_scale(cfg, seq_len, device)
+        mfu_scale = _mfu_scale(cfg, seq_len, device, env.world_size)
 
-        metrics = MetricsLog(run_dir, tensorboard=tc.tensorboard)
+        metrics = MetricsLog(run_dir, tensorboard=tc.tensorboard, enabled=main)
         metrics.truncate_after(state.step)  # lines past the checkpoint are about to be re-run
-        progress = Progress(tc.max_steps, state.step, tc.progress)
-        progress.message(_banner(cfg, model, device, dtype, seq_len, resume_from, state.step))
+        progress = Progress(tc.max_steps, state.step, tc.progress, enabled=main)
+        progress.message(_banner(cfg, n_params, par, env, device, dtype, seq_len, resume_from, state.step))
         if state.step >= tc.max_steps:
             progress.message(f"run already complete at step {state.step} ({resume_from})")
         saved_path = str(resume_from) if resume_from is not None else None
@@ -106,7 +137,7 @@ def train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path) 
         throughput = Throughput(state.tokens, state.step)
         t_session = time.perf_counter()
         restore_rng(state.rng)  # a resumed run draws the same dropout masks from here on
-        model.train()
+        par.train()
         try:
             with _stop_signals() as signals:
                 while state.step < tc.max_steps:
@@ -114,8 +145,8 @@ def train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path) 
                     lr = lr_at(state.step, tc)
                     set_lr(optimizer, lr)
                     n_micro = micro_batches_at(state.tokens, tc, seq_len)
-                    loss, grad_norm = _forward_backward(fwd, model, optimizer, scaler, loader, objective,
-                                                        n_micro, state.step, tc, device, amp)
+                    loss, grad_norm = _forward_backward(par, optimizer, scaler, loader, objective, n_micro,
+                                                        state.step, tc, local_batch, device, amp)
                     # fp16's scaler skips steps with inf grads by itself (normal while it calibrates).
                     if math.isfinite(loss) and (scaler.is_enabled() or math.isfinite(grad_norm)):
                         scaler.step(optimizer)
@@ -156,7 +187,7 @@ def train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path) 
                     # -- every eval_every steps and at the end: held-out loss
                     if eval_batches and ((tc.eval_every and step % tc.eval_every == 0) or step == tc.max_steps):
                         t0 = time.perf_counter()
-                        val = validate(fwd, shard_dir, seq_len, tc.batch_size, eval_batches, tc.seed,
+                        val = validate(par, shard_dir, seq_len, tc.batch_size, eval_batches, tc.seed,
                                        objective, token_bytes, device, amp)
                         state.val_loss, state.val_bpb = val["val_loss"], val["val_bpb"]
                         metrics.write({"kind": "val", "step": step, **val, "tokens": state.tokens})
@@ -164,12 +195,13 @@ def train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path) 
                         throughput.exclude(time.perf_counter() - t0)
 
                     # -- every ckpt_every steps, at the end, and on SIGINT/SIGTERM: checkpoint
-                    stop = signals.received if step < tc.max_steps else 0  # the last step ends anyway
+                    # A signal may reach the ranks at different steps; they stop together at the first.
+                    stop = env.all_max(signals.received) if step < tc.max_steps else 0  # the last step ends anyway
                     if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == tc.max_steps or stop:
                         t0 = time.perf_counter()
                         state.elapsed += t0 - t_session
                         t_session = t0
-                        saved_path = str(_save(run_dir, model, optimizer, scaler, loader, state, cfg))
+                        saved_path = str(_save(run_dir, par, optimizer, scaler, loader, state, cfg, env))
                         throughput.exclude(time.perf_counter() - t0)
                     if stop:
                         stop_reason = (f"interrupted by {signal.Signals(stop).name} at step {step}/{tc.max_steps}; "
@@ -189,55 +221,87 @@ def train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path) 
         checkpoint=saved_path, stop_reason=stop_reason)
 
 
-def _forward_backward(fwd, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+def _forward_backward(par: Parallel, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                       loader: TokenLoader, objective: Objective, n_micro: int, step: int, tc: TrainConfig,
-                      device: torch.device, amp) -> tuple[float, float]:
+                      local_batch: int, device: torch.device, amp) -> tuple[float, float]:
     """Accumulate one optimizer step's gradient over n_micro micro-batches, then clip it.
-    Returns (mean loss, grad norm before clipping), read with the step's one host sync."""
+    Returns (mean loss over all ranks, global grad norm before clipping), read with the step's
+    one host sync."""
+    dp, dp_rank = par.env.layout.dp, par.env.dp_rank
     loss_sum = torch.zeros((), device=device)
     for micro in range(n_micro):
-        x, y = loader.next_batch(tc.batch_size)
-        batch = {k: v.to(device, non_blocking=True)
-                 for k, v in objective(x, y, batch_seed(tc.seed, step, micro)).items()}
+        x, y = loader.next_batch(local_batch)
+        mask_seed = batch_seed(tc.seed, step, micro) if dp == 1 else batch_seed(tc.seed, step, micro, dp_rank)
+        batch = {k: v.to(device, non_blocking=True) for k, v in objective(x, y, mask_seed).items()}
         with amp():
-            _, loss = fwd(batch["input_ids"], batch["targets"], decoder_input_ids=batch.get("decoder_input_ids"))
-        scaler.scale(loss / n_micro).backward()  # the mean over micro-batches is the full batch's mean
-        loss_sum += loss.detach().float()
+            loss_sum += par.forward_backward(batch, n_micro, micro == n_micro - 1, scaler)
     scaler.unscale_(optimizer)  # no-op unless fp16
-    params = [p for p in model.parameters() if p.grad is not None]
-    if tc.grad_clip > 0:
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-    else:
-        grad_norm = _total_norm([p.grad for p in params])
-    loss_val, norm_val = torch.stack([loss_sum / n_micro, grad_norm.float()]).tolist()  # the host sync
+    grad_norm = par.clip_grad_norm(tc.grad_clip)
+    loss = par.mean_over_ranks(loss_sum / n_micro)
+    loss_val, norm_val = torch.stack([loss, grad_norm.float()]).tolist()  # the host sync
     return loss_val, norm_val
 
 
-def _restore(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-             loader: TokenLoader, device: torch.device) -> TrainState:
-    """Load a checkpoint into the run's objects; the returned state (RNG states included, restored
-    by the caller right before the loop) continues where it stopped."""
-    ckpt.load_weights(model, ckpt_dir)
-    opt_state = ckpt.read_optimizer(ckpt_dir, device)
-    optimizer.load_state_dict(opt_state["optimizer"])
-    scaler.load_state_dict(opt_state["scaler"])
+def _restore(ckpt_dir: Path, par: Parallel, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+             loader: TokenLoader, cfg: RunConfig, env: Dist) -> TrainState:
+    """Load a checkpoint, saved under any layout, into this rank's objects; the returned state
+    (RNG states included, restored by the caller right before the loop) continues where it stopped."""
     state = TrainState.from_dict(ckpt.read_state(ckpt_dir))
-    loader.load_state_dict(state.loader)
+    if is_sharded(ckpt_dir):
+        load_sharded(ckpt_dir, par.module, optimizer, env.distributed)
+    elif env.distributed:
+        load_full(ckpt_dir, par.module, optimizer, cfg, lambda: _reference_model(cfg))
+    else:  # single-process checkpoint, single process
+        ckpt.load_weights(par.module, ckpt_dir)
+        opt_state = ckpt.read_optimizer(ckpt_dir, env.device)
+        optimizer.load_state_dict(opt_state["optimizer"])
+        scaler.load_state_dict(opt_state["scaler"])
+    same_layout = env.distributed and state.layout == asdict(env.layout) and len(state.ranks) == env.world_size
+    if same_layout:  # this rank's own data position and RNG states
+        mine = state.ranks[env.rank]
+        loader.load_state_dict(mine["loader"])
+        state.rng = mine["rng"]
+    else:  # another layout: the same place in the data, re-dealt to this layout's ranks
+        loader.load_state_dict(loader_state_for(state.loader, env.dp_rank, env.layout.dp))
     return state
 
 
-def _mfu_scale(cfg: RunConfig, seq_len: int, device: torch.device) -> float | None:
-    """MFU per token/s (FLOPs per token / device peak), or None when the peak is unknown."""
+def _reference_model(cfg: RunConfig) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A plain CPU model and optimizer built as a single process builds them (to read its files)."""
+    model = Transformer(cfg.model)
+    return model, build_optimizer(model, cfg.train, torch.device("cpu"))
+
+
+def _check_compatible(ckpt_dir: Path, cfg: RunConfig) -> None:
+    """The checkpoint must be of this run's model shape; say which fields differ if not."""
+    saved = ckpt.read_config(ckpt_dir).model
+    diff = [f"model.{f.name}={getattr(saved, f.name)!r} (this run: {getattr(cfg.model, f.name)!r})"
+            for f in fields(saved) if getattr(saved, f.name) != getattr(cfg.model, f.name)]
+    if diff:
+        raise LmforgeError(f"checkpoint {ckpt_dir} is of another model: {', '.join(diff)}; use another run "
+                           "name, or set train.init_from (weights only) for a compatible model")
+
+
+def _mfu_scale(cfg: RunConfig, seq_len: int, device: torch.device, world_size: int) -> float | None:
+    """MFU per token/s (FLOPs per token / the peak of all the run's devices), or None when unknown."""
     peak = peak_flops(device)
-    return cfg.model.flops_per_token(seq_len) / peak if peak else None
+    return cfg.model.flops_per_token(seq_len) / (peak * world_size) if peak else None
 
 
-def _banner(cfg: RunConfig, model: nn.Module, device: torch.device, dtype: torch.dtype, seq_len: int,
-            resume_from: Path | None, step: int) -> str:
-    tc = cfg.train
-    n = sum(p.numel() for p in model.parameters())
+def _banner(cfg: RunConfig, n: int, par: Parallel, env: Dist, device: torch.device, dtype: torch.dtype,
+            seq_len: int, resume_from: Path | None, step: int) -> str:
+    tc, pc = cfg.train, cfg.parallel
     line = (f"training {cfg.model.kind} ({n / 1e6:.2f}M params) on {device.type} {dtype_name(dtype)}: "
             f"{tc.max_steps} steps x {tc.grad_accum} micro-batches x {tc.batch_size} x {seq_len} tokens")
+    if env.distributed:
+        mode = pc.dp_mode if env.layout.dp > 1 else "-"
+        line += f"; {env.world_size} processes, mesh {env.layout} (dp: {mode}"
+        if env.layout.pp > 1:
+            line += f", pp: {pc.pp_schedule} x {par.microbatches}"
+        line += ", sequence parallel" if pc.sequence_parallel and env.layout.tp > 1 else ""
+        line += ")"
+    if pc.activation_checkpoint != "none":
+        line += f"; activation checkpointing: {pc.activation_checkpoint}"
     if resume_from is not None:
         line += f"; resuming from {resume_from} (step {step})"
     elif tc.init_from:
@@ -245,19 +309,18 @@ def _banner(cfg: RunConfig, model: nn.Module, device: torch.device, dtype: torch
     return line
 
 
-def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
-    """Global L2 norm of the gradients (for logging when clipping is off)."""
-    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6
-        return torch.nn.utils.get_total_norm(grads)
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-
-
-def _save(run_dir: Path, model, optimizer, scaler, loader, state: TrainState, cfg: RunConfig) -> Path:
+def _save(run_dir: Path, par: Parallel, optimizer, scaler, loader, state: TrainState, cfg: RunConfig,
+          env: Dist) -> Path:
     state.loader = loader.state_dict()
     state.rng = capture_rng()
-    return ckpt.save_checkpoint(run_dir, state.step, model,
-                                {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()},
-                                state.to_dict(), cfg, cfg.train.keep_last)
+    state.layout = asdict(env.layout)
+    if not env.distributed:
+        return ckpt.save_checkpoint(run_dir, state.step, par.module,
+                                    {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()},
+                                    state.to_dict(), cfg, cfg.train.keep_last)
+    # Every rank's data position and RNG go into state.json (small: ~25 KB a rank).
+    state.ranks = env.gather_objects({"loader": state.loader, "rng": state.rng})
+    return save_sharded(run_dir, state.step, par.module, optimizer, state.to_dict(), cfg, cfg.train.keep_last, env)
 
 
 def _val_line(step: int, total: int, val: dict) -> str:
@@ -269,8 +332,9 @@ def _val_line(step: int, total: int, val: dict) -> str:
     return line
 
 
-def _check_inputs(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path) -> int:
-    """Validate the config against the data and tokenizer before anything is written; returns seq_len."""
+def _check_inputs(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path, env: Dist) -> int:
+    """Validate the config against the data, tokenizer and process layout before anything is
+    written; returns seq_len."""
     tc = cfg.train
     tc.validate()
     cfg.model.validate()
@@ -280,6 +344,7 @@ def _check_inputs(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir
     if cfg.model.vocab_size < tokenizer.vocab_size:
         raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
                           f"{tokenizer.vocab_size} tokens")
+    check_layout(cfg, env.layout, seq_len)
     if not (shard_dir / "meta.json").is_file():
         raise LmforgeError(f"no token shards in {shard_dir} (meta.json missing)")
     check_tokenizer(load_meta(shard_dir), tokenizer)
@@ -289,14 +354,15 @@ def _check_inputs(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir
     return seq_len
 
 
-def _val_batches(shard_dir: Path, seq_len: int, tc: TrainConfig) -> int:
+def _val_batches(shard_dir: Path, seq_len: int, tc: TrainConfig, main: bool) -> int:
     """tc.eval_batches, or 0 (with a note) when the shards hold no validation window."""
     if not tc.eval_batches:
         return 0
     try:
         TokenLoader(shard_dir, "val", seq_len, tc.seed)
     except LmforgeError as e:
-        print(f"note: no validation loss for this run: {e}", file=sys.stderr, flush=True)
+        if main:
+            print(f"note: no validation loss for this run: {e}", file=sys.stderr, flush=True)
         return 0
     return tc.eval_batches
 

@@ -43,11 +43,12 @@ def _finite_or_none(v: Any) -> Any:
 class MetricsLog:
     """Appends one JSON object per line to <run>/metrics.jsonl, and mirrors scalars to TensorBoard."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True):
+    def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True):
         self.path = run_dir / "metrics.jsonl"
+        self.enabled = enabled  # false on every rank but 0 of a distributed run: it writes nothing
         self._file = None
         self._tb = None
-        if tensorboard:
+        if tensorboard and enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter  # needs the `tensorboard` package
             except ImportError:
@@ -57,7 +58,7 @@ class MetricsLog:
 
     def truncate_after(self, step: int) -> None:
         """Drop lines of steps after `step` (they are about to be re-run) and any torn last line."""
-        if not self.path.exists():
+        if not self.enabled or not self.path.exists():
             return
         kept = []
         for line in self.path.read_text(encoding="utf-8").splitlines():
@@ -72,6 +73,8 @@ class MetricsLog:
         os.replace(tmp, self.path)
 
     def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         if self._file is None:
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 -- open for the whole run
         self._file.write(json.dumps({k: _finite_or_none(v) for k, v in record.items()}) + "\n")
@@ -101,9 +104,10 @@ def format_duration(seconds: float) -> str:
 class Progress:
     """A tqdm bar (terminal) or plain lines (anything else) showing step/total, loss, lr, tokens/s, ETA."""
 
-    def __init__(self, total_steps: int, start_step: int, mode: str = "auto"):
+    def __init__(self, total_steps: int, start_step: int, mode: str = "auto", enabled: bool = True):
         self.total = total_steps
-        use_bar = mode == "bar" or (mode == "auto" and sys.stdout.isatty())
+        self.enabled = enabled  # false on every rank but 0 of a distributed run: it prints nothing
+        use_bar = enabled and (mode == "bar" or (mode == "auto" and sys.stdout.isatty()))
         self._bar = None
         if use_bar:
             from tqdm import tqdm
@@ -113,6 +117,8 @@ class Progress:
 
     def step(self, step: int, m: dict[str, Any], eta_s: float) -> None:
         """Called every log_every steps with the train metrics record."""
+        if not self.enabled:
+            return
         parts = [f"loss {_fmt(m.get('loss'), '.4f')}", f"lr {m['lr']:.2e}", f"gnorm {_fmt(m.get('grad_norm'), '.2f')}",
                  f"{m['tokens_per_s']:,.0f} tok/s"]
         if m.get("mfu") is not None:
@@ -129,6 +135,8 @@ class Progress:
 
     def message(self, text: str, stream=None) -> None:
         """A line that does not break the bar."""
+        if not self.enabled:
+            return
         stream = stream or sys.stdout
         if self._bar is not None:
             self._bar.write(text, file=stream)

@@ -32,9 +32,24 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW/Adam over the model's parameter groups; fused kernels on CUDA (one launch per step)."""
-    groups = param_groups(model, cfg.weight_decay)
+def no_decay_names(model: nn.Module, weight_decay: float) -> set[str]:
+    """Names of the parameters `param_groups` exempts from weight decay. A part of the model (a
+    pipeline stage, a sharded copy) keeps the whole model's names, so this decides for it too."""
+    exempt = {id(p) for g in param_groups(model, weight_decay) if g["weight_decay"] == 0.0 for p in g["params"]}
+    return {name for name, p in model.named_parameters() if id(p) in exempt}
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device,
+                    no_decay: set[str] | None = None) -> torch.optim.Optimizer:
+    """AdamW/Adam over the model's parameter groups; fused kernels on CUDA (one launch per step).
+    With `no_decay` (names, from no_decay_names of the whole model), the groups follow it instead."""
+    if no_decay is None:
+        groups = param_groups(model, cfg.weight_decay)
+    else:
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        groups = [{"params": [p for n, p in named if n not in no_decay], "weight_decay": cfg.weight_decay},
+                  {"params": [p for n, p in named if n in no_decay], "weight_decay": 0.0}]
+        groups = [g for g in groups if g["params"]]
     kwargs = {"lr": cfg.lr, "betas": tuple(cfg.betas), "eps": cfg.eps}
     if device.type == "cuda":
         kwargs["fused"] = True

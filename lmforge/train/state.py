@@ -25,6 +25,10 @@ class TrainState:
     val_bpb: float | None = None
     loader: dict[str, Any] = field(default_factory=dict)  # TokenLoader.state_dict()
     rng: dict[str, Any] = field(default_factory=dict)  # see capture_rng()
+    # Distributed runs: the (pp, dp, tp) layout that saved the state, and every rank's own loader
+    # position and RNG states, by global rank ([] for a single process: `loader` and `rng` hold them).
+    layout: dict[str, int] = field(default_factory=dict)
+    ranks: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,3 +65,18 @@ def restore_rng(state: dict[str, Any]) -> None:
         cuda_states = [torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
+
+
+def loader_state_for(saved: dict[str, Any], rank: int, world_size: int) -> dict[str, Any]:
+    """A TokenLoader state saved by a data-parallel rank, re-expressed for `rank` of `world_size`.
+
+    Ranks take strided windows of one permutation and move in step, so after n windows per rank
+    on w ranks the run has consumed the first n * w windows of the epoch, whatever the layout; a
+    new layout continues from there. (At an epoch's end the epoch lengths of two layouts can
+    differ by up to world_size windows, which are then skipped or seen twice.)"""
+    consumed = int(saved["position"]) * int(saved["world_size"])
+    per_rank = int(saved["num_windows"]) // world_size
+    epoch, position = int(saved["epoch"]), consumed // world_size
+    if position >= per_rank:
+        epoch, position = epoch + 1, 0
+    return {**saved, "rank": rank, "world_size": world_size, "epoch": epoch, "position": position}

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from lmforge.data.loader import TokenLoader
 from lmforge.train.objectives import Objective, batch_seed
@@ -23,25 +22,31 @@ from lmforge.train.objectives import Objective, batch_seed
 VAL_STREAM = 1 << 30  # seed component separating validation masks from training ones
 
 
-def validate(model: nn.Module, shard_dir: Path, seq_len: int, batch_size: int, batches: int, seed: int,
+def validate(par, shard_dir: Path, seq_len: int, batch_size: int, batches: int, seed: int,
              objective: Objective, token_bytes: np.ndarray, device: torch.device,
              amp: Callable[[], AbstractContextManager]) -> dict[str, float | None]:
-    """{"val_loss", "val_ppl", "val_bpb"}; ppl and bpb only for decoder models (None otherwise)."""
-    loader = TokenLoader(shard_dir, "val", seq_len, seed)  # fresh: always the same windows
+    """{"val_loss", "val_ppl", "val_bpb"}; ppl and bpb only for decoder models (None otherwise).
+
+    `par` is the run's Parallel (lmforge.train.parallel.parallelize): each data-parallel rank
+    evaluates batch_size / dp sequences of every batch, so all layouts see the same windows."""
+    env = par.env
+    dp, dp_rank = env.layout.dp, env.dp_rank
+    loader = TokenLoader(shard_dir, "val", seq_len, seed, rank=dp_rank, world_size=dp)  # fresh: same windows
     decoder = objective.kind == "decoder"
     nll = torch.zeros((), dtype=torch.float64, device=device)
     n_tokens = 0
     n_bytes = 0
-    was_training = model.training
-    model.eval()
+    was_training = par.module.training
+    par.train(False)
     with torch.no_grad():
         for i in range(batches):
-            x, y = loader.next_batch(batch_size)
-            batch = {k: v.to(device, non_blocking=True)
-                     for k, v in objective(x, y, batch_seed(seed, VAL_STREAM, i)).items()}
+            x, y = loader.next_batch(batch_size // dp)
+            mask_seed = batch_seed(seed, VAL_STREAM, i) if dp == 1 else batch_seed(seed, VAL_STREAM, i, dp_rank)
+            batch = {k: v.to(device, non_blocking=True) for k, v in objective(x, y, mask_seed).items()}
             with amp():
-                _, loss = model(batch["input_ids"], batch["targets"],
-                                decoder_input_ids=batch.get("decoder_input_ids"))
+                loss = par.eval_loss(batch)
+            if loss is None:  # a pipeline stage before the last: the loss is computed elsewhere
+                continue
             if decoder:  # every target counts, so mean * count is the sum
                 nll += loss.double() * y.numel()
                 n_tokens += y.numel()
@@ -49,7 +54,12 @@ def validate(model: nn.Module, shard_dir: Path, seq_len: int, batch_size: int, b
             else:  # the objective's mean loss per batch
                 nll += loss.double()
                 n_tokens += 1
-    model.train(was_training)
+    par.train(was_training)
+    if env.distributed:  # sums over ranks; tp copies of a dp rank count alike in both, so ratios hold
+        totals = torch.stack([nll.cpu(), torch.tensor(float(n_tokens), dtype=torch.float64),
+                              torch.tensor(float(n_bytes), dtype=torch.float64)]).to(env.comm_device)
+        env.all_reduce_sum(totals)
+        nll, n_tokens, n_bytes = totals[0], int(totals[1].item()), int(totals[2].item())
     val_loss = nll.item() / max(n_tokens, 1)
     if not decoder:
         return {"val_loss": val_loss, "val_ppl": None, "val_bpb": None}

@@ -3,4 +3,4 @@
 from lmforge.eval.tasks.base import Task
 from lmforge.eval.tasks.builtin import TASK_NAMES, get_tasks
 
-__all__ = ["Task", "TASK_NAMES", "get_tasks"]
+__all__ = ["TASK_NAMES", "Task", "get_tasks"]

@@ -39,7 +39,7 @@ KEYS = {"task", "type", "data", "columns", "description", "doc_to_text", "doc_to
         "generation", "version"}
 TYPES = {"multiple_choice": ("acc", "acc_norm"), "generate_until": ("exact_match",),
          "loglikelihood_rolling": ("word_perplexity", "byte_perplexity", "bits_per_byte")}
-_SINGLE_EXPR = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.S)
+_SINGLE_EXPR = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
 
 
 def _env():
@@ -182,7 +182,7 @@ def load_task_file(path: str | Path) -> Task:
                     fn(d)
                 except LmforgeError as e:
                     raise LmforgeError(f"{files[split]}:{line}: field {field}: {e}") from None
-                except Exception as e:  # jinja2 UndefinedError, TypeError, ... from the user's template
+                except Exception as e:  # noqa: BLE001 -- jinja2 UndefinedError, TypeError, ... from a user template
                     cols = ", ".join(d) if isinstance(d, dict) else "?"
                     raise LmforgeError(f"{files[split]}:{line}: field {field}: {e} (columns: {cols})") from None
             if kind == "multiple_choice":

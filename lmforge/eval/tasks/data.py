@@ -19,7 +19,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+from itertools import pairwise
 from pathlib import Path
+
 from lmforge.errors import LmforgeError
 
 ENV_VAR = "LMFORGE_EVAL_DATA"
@@ -65,7 +67,7 @@ def hub_split(path: str, name: str | None, split: str) -> list[dict] | None:
         raise LmforgeError("--hub needs the `datasets` package: pip install datasets") from None
     try:
         ds = datasets.load_dataset(path, name)
-    except Exception as e:  # network, auth, missing dataset: one line for the user
+    except Exception as e:  # noqa: BLE001 -- network, auth, missing dataset: one line for the user
         raise LmforgeError(f"cannot load {path}{'/' + name if name else ''} from the hub: "
                            f"{str(e).splitlines()[0]}") from None
     return [dict(r) for r in ds[split]] if split in ds else None
@@ -174,7 +176,7 @@ def split_wikitext_articles(text: str) -> list[str]:
         return [text] if text.strip() else []
     starts[0] = 0
     bounds = starts + [len(lines)]
-    return ["\n".join(lines[a:b]) for a, b in zip(bounds, bounds[1:])]
+    return ["\n".join(lines[a:b]) for a, b in pairwise(bounds)]
 
 
 def wikitext_local(root: Path, split: str) -> list[dict] | None:

@@ -1,0 +1,219 @@
+"""The OpenAI-compatible routes: GET /v1/models, POST /v1/completions, POST /v1/chat/completions.
+
+Every request is checked in full (model, parameters, prompt length) before any token is
+generated, so a bad request gets a 4xx error body and a good one either a JSON answer or a
+stream of server-sent events (`data: {chunk}` lines, then `data: [DONE]`, the OpenAI stream
+format). Generation runs in a worker thread; `ServedModel.complete` queues requests per model.
+A streaming client that disconnects cancels its generation at the next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from lmforge.errors import LmforgeError
+from lmforge.serve.config import SampleConfig
+from lmforge.serve.engine import Completion, ContextLengthError, ServedModel
+from lmforge.serve.schema import APIError, ChatRequest, CompletionRequest, _Sampling
+
+
+@dataclass
+class Job:
+    """One choice to generate: prompt ids, decoding options, the ids that end it."""
+
+    ids: list[int]
+    cfg: SampleConfig
+    stop_ids: list[int]
+    prefix: str = ""  # echo: the prompt text, sent before the completion
+
+
+def usage(prompt_tokens: int, results: list[Completion]) -> dict:
+    completion = sum(r.completion_tokens for r in results)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion}
+
+
+def make_router(models: dict[str, ServedModel], auth: Callable) -> APIRouter:
+    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
+
+    def get_model(name: str) -> ServedModel:
+        if name not in models:
+            raise APIError(404, f"The model '{name}' does not exist; this server has: {', '.join(models)}",
+                           "model", "model_not_found")
+        return models[name]
+
+    def card(m: ServedModel) -> dict:
+        return {"id": m.name, "object": "model", "created": 0, "owned_by": "lmforge",
+                "context_length": m.block_size}
+
+    @router.get("/models")
+    def list_models() -> dict:
+        return {"object": "list", "data": [card(m) for m in models.values()]}
+
+    @router.get("/models/{name}")
+    def get_model_card(name: str) -> dict:
+        return card(get_model(name))
+
+    @router.post("/completions")
+    async def completions(req: CompletionRequest):
+        served = get_model(req.model)
+        jobs, prompt_tokens = [], 0
+        for prompt in req.prompts():
+            ids = token_ids(served, prompt) if isinstance(prompt, list) else served.text_ids(prompt)
+            check_length(served, ids, "prompt")
+            prompt_tokens += len(ids)
+            echo = (prompt if isinstance(prompt, str) else served.tokenizer.decode(ids)) if req.echo else ""
+            for c in range(req.n):
+                limit = req.max_tokens if req.max_tokens is not None else served.block_size
+                jobs.append(Job(ids, req.sample_config(limit, c), [served.tokenizer.eot_id], echo))
+        meta = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+                "model": served.name}
+
+        def choice(i: int, text: str, finish: str | None) -> dict:
+            return {"index": i, "text": text, "logprobs": None, "finish_reason": finish}
+
+        if req.stream:
+            return sse(served, jobs, prompt_tokens, meta, req, lambda i, piece: choice(i, piece, None),
+                       lambda i: None, lambda i, r: choice(i, "", r.finish_reason))
+        results = await run_in_threadpool(run_jobs, served, jobs)
+        return {**meta, "choices": [choice(i, j.prefix + r.text, r.finish_reason)
+                                    for i, (j, r) in enumerate(zip(jobs, results))],
+                "usage": usage(prompt_tokens, results)}
+
+    @router.post("/chat/completions")
+    async def chat_completions(req: ChatRequest):
+        served = get_model(req.model)
+        req.check_chat()
+        messages = [m.plain() for m in req.messages]
+        try:
+            ids = served.chat_ids(messages)
+        except LmforgeError as e:  # unknown role, empty content, system message not first
+            raise APIError(400, str(e), "messages") from None
+        check_length(served, ids, "messages")
+        limit = req.limit() if req.limit() is not None else served.block_size
+        jobs = [Job(ids, req.sample_config(limit, c), served.chat_stop_ids()) for c in range(req.n)]
+        meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+                "model": served.name, "system_fingerprint": None}
+
+        if req.stream:
+            def delta(i: int, d: dict, finish: str | None = None) -> dict:
+                return {"index": i, "delta": d, "logprobs": None, "finish_reason": finish}
+
+            return sse(served, jobs, len(ids), {**meta, "object": "chat.completion.chunk"}, req,
+                       lambda i, piece: delta(i, {"content": piece}),
+                       lambda i: delta(i, {"role": "assistant", "content": ""}),
+                       lambda i, r: delta(i, {}, r.finish_reason))
+        results = await run_in_threadpool(run_jobs, served, jobs)
+        choices = [{"index": i, "message": {"role": "assistant", "content": r.text, "refusal": None},
+                    "logprobs": None, "finish_reason": r.finish_reason} for i, r in enumerate(results)]
+        return {**meta, "choices": choices, "usage": usage(len(ids), results)}
+
+    return router
+
+
+def token_ids(served: ServedModel, ids: list[int]) -> list[int]:
+    bad = next((t for t in ids if not 0 <= t < served.tokenizer.vocab_size), None)
+    if bad is not None:
+        raise APIError(400, f"token id {bad} is outside the vocabulary (0..{served.tokenizer.vocab_size - 1})",
+                       "prompt")
+    if not ids:
+        raise APIError(400, "prompt is empty", "prompt")
+    return ids
+
+
+def check_length(served: ServedModel, ids: list[int], param: str) -> None:
+    try:
+        served.check_length(ids)
+    except ContextLengthError:
+        raise APIError(400, f"This model's maximum context length is {served.block_size} tokens, but the "
+                       f"{param} is {len(ids)} tokens. Please shorten it.", param,
+                       "context_length_exceeded") from None
+
+
+def run_jobs(served: ServedModel, jobs: list[Job]) -> list[Completion]:
+    return [served.complete(j.ids, j.cfg, j.stop_ids) for j in jobs]
+
+
+def sse(served: ServedModel, jobs: list[Job], prompt_tokens: int, meta: dict, req: _Sampling,
+        piece_choice: Callable, start_choice: Callable, end_choice: Callable) -> StreamingResponse:
+    """Stream the jobs' text as OpenAI chunks: an optional opening chunk per choice, one chunk per
+    piece of text, a closing chunk with finish_reason, the usage chunk if asked for, [DONE]."""
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+
+    def chunk(choices: list, **extra) -> str:
+        return f"data: {json.dumps({**meta, 'choices': choices, **extra})}\n\n"
+
+    async def events() -> AsyncIterator[str]:
+        results: list[Completion] = []
+        async for kind, i, value in generate_in_thread(served, jobs):
+            if kind == "start":
+                first = start_choice(i)
+                if first is not None:
+                    yield chunk([first])
+                if jobs[i].prefix:
+                    yield chunk([piece_choice(i, jobs[i].prefix)])
+            elif kind == "text":
+                yield chunk([piece_choice(i, value)])
+            elif kind == "end":
+                results.append(value)
+                yield chunk([end_choice(i, value)])
+            elif kind == "error":
+                err = APIError(500, f"generation failed: {value}", type="server_error")
+                yield f"data: {json.dumps(err.body())}\n\n"
+                return
+        if include_usage:
+            yield chunk([], usage=usage(prompt_tokens, results))
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def generate_in_thread(served: ServedModel, jobs: list[Job]) -> AsyncIterator[tuple[str, int, object]]:
+    """Run the jobs in a worker thread and yield ("start"|"text"|"end"|"error", choice, value) as they
+    happen. Leaving the loop early (the client went away) cancels the generation."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    cancel = threading.Event()
+
+    def put(item: tuple) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the event loop is gone (server shutting down)
+            cancel.set()
+
+    def work() -> None:
+        try:
+            for i, job in enumerate(jobs):
+                if cancel.is_set():
+                    return
+                put(("start", i, None))
+                result = served.complete(job.ids, job.cfg, job.stop_ids,
+                                         on_text=lambda s, i=i: put(("text", i, s)), cancelled=cancel.is_set)
+                put(("end", i, result))
+        except Exception as e:  # noqa: BLE001 -- reported to the client as an error event
+            put(("error", -1, f"{type(e).__name__}: {e}"))
+        finally:
+            put(("done", -1, None))
+
+    worker = loop.run_in_executor(None, work)
+    try:
+        while True:
+            item = await queue.get()
+            if item[0] == "done":
+                break
+            yield item
+    finally:
+        cancel.set()
+        if worker.done():
+            worker.result()

@@ -1,0 +1,138 @@
+"""A loaded model ready to answer: token-id prompts in, streamed text out, one request at a time.
+
+`ServedModel` is what the chat REPL, the HTTP server and the human-evaluation preparation share:
+the model and tokenizer of a run, the chat template (lmforge/tune/template.py, the same layout
+training used) and `complete()`, which runs `generate_tokens` under a lock. The lock queues
+concurrent requests, so two requests never share a KV cache, RNG or the model's train/eval flag;
+on a CPU a second concurrent forward would only split the same cores anyway.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lmforge.errors import LmforgeError
+from lmforge.serve.config import SampleConfig
+from lmforge.serve.generate import TextStream, generate_tokens
+
+
+class ContextLengthError(LmforgeError):
+    """The prompt alone is longer than the model's context."""
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (end token or stop string), "length" (max tokens or context), "cancelled"
+
+
+def find_tokenizer(path: Path) -> Path:
+    """tokenizer.json of a run dir, or of the run a checkpoint dir belongs to."""
+    for p in (path, path.parent.parent):
+        if (p / "tokenizer.json").is_file():
+            return p / "tokenizer.json"
+    raise LmforgeError(f"no tokenizer.json found in {path} or its run directory")
+
+
+def parse_run_spec(spec: str) -> tuple[str, Path]:
+    """'name=path' or 'path' (the name is then the run directory's name)."""
+    name, sep, path = spec.partition("=")
+    if sep and name and path and not Path(spec).exists():
+        return name, Path(path)
+    p = Path(spec)
+    if p.name.startswith("step_"):  # a checkpoint dir: name it after its run
+        return f"{p.parent.parent.name}@{p.name}", p
+    return p.resolve().name, p
+
+
+class ServedModel:
+    def __init__(self, name: str, model: torch.nn.Module, tokenizer, path: Path | None = None) -> None:
+        from lmforge.serve.generate import model_config
+
+        self.name = name
+        self.model = model
+        self.tokenizer = tokenizer
+        self.path = path
+        self.mcfg = model_config(model)
+        if self.mcfg.kind != "decoder":
+            raise LmforgeError(f"model {name!r} is a {self.mcfg.kind}; serving and chat need a decoder model")
+        self.lock = threading.Lock()
+
+    @classmethod
+    def load(cls, spec: str, device: str = "cpu") -> ServedModel:
+        """Load a run ('runs/x', 'name=runs/x' or a checkpoint dir) for serving."""
+        from lmforge.tokenizer import Tokenizer
+        from lmforge.train.checkpoint import load_model
+
+        name, path = parse_run_spec(spec)
+        if not path.exists():
+            raise LmforgeError(f"run directory not found: {path}")
+        model, _ = load_model(path, device=device)
+        return cls(name, model, Tokenizer.load(find_tokenizer(path)), path)
+
+    @property
+    def block_size(self) -> int:
+        return self.mcfg.block_size
+
+    # ---- prompts
+
+    def chat_ids(self, messages: Sequence[dict]) -> list[int]:
+        """The conversation in the chat template, ending in <|assistant|> for the reply."""
+        from lmforge.tune.template import render_chat
+
+        return render_chat(list(messages), self.tokenizer, add_generation_prompt=True)
+
+    def chat_stop_ids(self) -> list[int]:
+        from lmforge.tune.template import chat_stop_ids
+
+        return chat_stop_ids(self.tokenizer)
+
+    def text_ids(self, prompt: str) -> list[int]:
+        """A plain-text prompt; an empty one starts a fresh document (end-of-text), as generate() does."""
+        return self.tokenizer.encode(prompt) or [self.tokenizer.eot_id]
+
+    def check_length(self, prompt_ids: Sequence[int]) -> None:
+        if len(prompt_ids) > self.block_size:
+            raise ContextLengthError(f"the prompt is {len(prompt_ids)} tokens, longer than model "
+                                     f"{self.name!r}'s context of {self.block_size} tokens")
+
+    # ---- generation
+
+    def complete(self, prompt_ids: Sequence[int], cfg: SampleConfig, stop_ids: Sequence[int] | None = None,
+                 on_text: Callable[[str], None] | None = None,
+                 cancelled: Callable[[], bool] | None = None) -> Completion:
+        """Generate a continuation of `prompt_ids`, streaming text pieces to `on_text`.
+
+        Stops at a token in `stop_ids` (default: end-of-text), a stop string in cfg.stop,
+        cfg.max_new_tokens, the context limit, or when `cancelled()` turns true (a client left).
+        Waits for earlier requests to this model to finish first.
+        """
+        self.check_length(prompt_ids)
+        stop_ids = [self.tokenizer.eot_id] if stop_ids is None else list(stop_ids)
+        # generate_tokens' own budget: the last sampled token may sit at position block_size.
+        budget = min(cfg.max_new_tokens, self.block_size - len(prompt_ids) + 1)
+        with self.lock:
+            stream = TextStream(self.tokenizer, cfg.stop, on_text)
+            tokens = generate_tokens(self.model, prompt_ids, cfg, stop_ids=stop_ids)
+            n, finish = 0, "stop"
+            try:
+                for token in tokens:
+                    n += 1
+                    if stream.add(token):
+                        break  # a stop string
+                    if cancelled is not None and cancelled():
+                        finish = "cancelled"
+                        break
+                else:
+                    finish = "length" if n >= budget else "stop"
+            finally:
+                tokens.close()
+            text = stream.finish()
+        return Completion(text, len(prompt_ids), n, finish)

@@ -1,0 +1,116 @@
+"""Distributed checkpoints: every rank writes its own shard with torch.distributed.checkpoint (DCP).
+
+A distributed run's checkpoint directory holds, beside the usual state.json, config.yaml and
+COMPLETE marker, a `dcp/` folder: `.metadata` plus one `__<rank>_0.distcp` file per rank. Keys are
+the single-process model's parameter names (`blocks.3.attn.q_proj.weight`) and, for the optimizer,
+`state.<name>.exp_avg` etc. (torch's flattened optimizer state dict), whatever wrappers, shards
+or pipeline stages held them. DCP reshards on load, so a checkpoint saved under one (pp, dp, tp)
+layout loads under any other, a single process included; and the single-process format
+(model.safetensors + optimizer.pt) loads into any layout through the same parameter names.
+
+Atomicity is the single-process recipe: all ranks write into checkpoints/.tmp_step_N/, and rank 0
+adds COMPLETE and renames the directory only after every rank's shard is written.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from lmforge.config import RunConfig
+from lmforge.errors import LmforgeError
+from lmforge.train import checkpoint as ckpt
+
+SHARDED_DIR = "dcp"
+FLAT = StateDictOptions(flatten_optimizer_state_dict=True)  # per-parameter keys: stages never collide
+
+
+def is_sharded(ckpt_dir: Path) -> bool:
+    return (Path(ckpt_dir) / SHARDED_DIR / ".metadata").is_file()
+
+
+def _state_dicts(module: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+    sd = {"model": get_model_state_dict(module)}
+    if optimizer is not None:
+        sd["optim"] = get_optimizer_state_dict(module, optimizer, options=FLAT)
+    return sd
+
+
+def _dcp(fn, *args, distributed: bool, **kwargs):
+    with warnings.catch_warnings():  # "assuming the intent is to ... in a single process": it is
+        warnings.filterwarnings("ignore", message=".*single process.*")
+        return fn(*args, no_dist=not distributed, **kwargs)
+
+
+def save_sharded(run_dir: Path, step: int, module: nn.Module, optimizer: torch.optim.Optimizer,
+                 state: dict[str, Any], cfg: RunConfig, keep_last: int, env) -> Path:
+    """Collective: every rank writes its shard; rank 0 completes the checkpoint. Returns its path."""
+    import torch.distributed.checkpoint as dcp
+
+    tmp = ckpt.tmp_dir(run_dir, step)
+    if env.is_main:
+        ckpt.begin_checkpoint(run_dir, step)
+    env.barrier()
+    _dcp(dcp.save, _state_dicts(module, optimizer), checkpoint_id=str(tmp / SHARDED_DIR),
+         distributed=env.distributed)  # returns once the metadata (rank 0) is written
+    final = ckpt.finish_checkpoint(run_dir, step, state, cfg, keep_last) if env.is_main else None
+    env.barrier()  # nobody starts the next step (or the next save) before the rename
+    return final or Path(run_dir) / "checkpoints" / ckpt.step_dir_name(step)
+
+
+def load_sharded(ckpt_dir: Path, module: nn.Module, optimizer: torch.optim.Optimizer | None,
+                 distributed: bool) -> None:
+    """Load a sharded checkpoint into `module` (any layout, or a plain model) and `optimizer`."""
+    import torch.distributed.checkpoint as dcp
+
+    sd = _state_dicts(module, optimizer)
+    try:
+        _dcp(dcp.load, sd, checkpoint_id=str(Path(ckpt_dir) / SHARDED_DIR), distributed=distributed)
+    except Exception as e:  # noqa: BLE001 -- DCP wraps every rank's failure in CheckpointException
+        raise LmforgeError(f"cannot load the sharded checkpoint {ckpt_dir}: {_first_line(e)}") from None
+    set_model_state_dict(module, sd["model"])
+    if optimizer is not None:
+        set_optimizer_state_dict(module, optimizer, sd["optim"], options=FLAT)
+
+
+def load_full(ckpt_dir: Path, module: nn.Module, optimizer: torch.optim.Optimizer | None, cfg: RunConfig,
+              build_reference) -> None:
+    """Load a single-process checkpoint (model.safetensors, optimizer.pt) into a sharded `module`.
+
+    The file format keys the optimizer state by position, so it is first loaded into a plain
+    model and optimizer built the single-process way (`build_reference() -> (model, optimizer)`),
+    which give it parameter names; each rank then keeps the slices its layout assigns it."""
+    ref_model, ref_opt = build_reference()
+    ckpt.load_weights(ref_model, ckpt_dir)
+    names = set(get_model_state_dict(module))
+    full = {k: v for k, v in get_model_state_dict(ref_model).items() if k in names}
+    set_model_state_dict(module, full, options=StateDictOptions(full_state_dict=True))
+    if optimizer is None:
+        return
+    saved = ckpt.read_optimizer(ckpt_dir, torch.device("cpu"))
+    ref_opt.load_state_dict(saved["optimizer"])
+    flat = get_optimizer_state_dict(ref_model, ref_opt, options=FLAT)
+    mine = {k: v for k, v in flat.items() if _param_of(k) in names}
+    set_optimizer_state_dict(module, optimizer, mine,
+                             options=StateDictOptions(full_state_dict=True, flatten_optimizer_state_dict=True))
+
+
+def _param_of(flat_key: str) -> str:
+    """'state.blocks.0.mlp.up_proj.weight.exp_avg' / 'param_groups.<name>.lr' -> the parameter name."""
+    return flat_key.split(".", 1)[1].rsplit(".", 1)[0]
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__

@@ -1,0 +1,59 @@
+"""Parity with lm-evaluation-harness: its own task files and its `hf` model on a tiny random GPT-2
+built here, against lmforge on the same model and local data; prompts, per-request
+log-likelihoods and every metric must agree (metrics to 4 decimals)."""
+
+import pytest
+
+from lmforge.errors import LmforgeError
+
+pytest.importorskip("lm_eval")
+pytest.importorskip("transformers")
+
+from lmforge.eval import evaluate, get_tasks
+from lmforge.eval.parity import run_lm_eval, write_lm_eval_tasks
+from lmforge.eval.tasks.data import default_data_dir
+from lmforge.eval.tiny import tiny_gpt2, tiny_tokenizer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    try:
+        data_dir = default_data_dir()
+    except LmforgeError:
+        pytest.skip("benchmark data not found")
+    tmp = tmp_path_factory.mktemp("parity")
+    lm = tiny_gpt2(tiny_tokenizer(), n_positions=64, save_to=tmp / "gpt2")  # short: exercises truncation
+    names = write_lm_eval_tasks(tmp / "tasks", data_dir, ["anatomy"])
+    return lm, names, tmp
+
+
+@pytest.mark.parametrize("shots, tasks, limit", [
+    (0, ["arc_easy", "hellaswag", "mmlu_anatomy", "truthfulqa_mc1", "truthfulqa_mc2"], 4),
+    (3, ["arc_easy", "hellaswag", "mmlu_anatomy"], 4),
+    (0, ["wikitext"], 1),  # one article, ~130 windows of 64 tokens
+])
+def test_same_numbers_as_lm_eval(setup, shots, tasks, limit):
+    lm, names, tmp = setup
+    theirs = run_lm_eval(f"pretrained={tmp / 'gpt2'},dtype=float32", [names[t] for t in tasks], tmp / "tasks",
+                         shots, limit, batch_size=8)
+    ours = evaluate(lm, [t for n in tasks for t in get_tasks(n)], num_fewshot=shots, limit=limit, batch_size=8,
+                    log_samples=True, progress=False)
+    assert not ours["errors"]
+    for task in tasks:
+        mine, other = ours["tasks"][task], theirs["results"][names[task]]
+        for metric, value in mine["metrics"].items():
+            key = f"{metric},none"
+            if key in other:
+                assert round(value, 4) == round(float(other[key]), 4), (task, metric)
+                se = other.get(f"{metric}_stderr,none")
+                if isinstance(se, float):
+                    assert mine["stderr"][metric] == pytest.approx(se, abs=1e-9)
+        their_samples = sorted(theirs["samples"][names[task]], key=lambda s: s["doc_id"])
+        for m, t in zip(mine["samples"], their_samples):
+            if "context" in m:  # multiple choice: identical request strings and log-likelihoods
+                assert [(m["context"], " " + c) for c in m["choices"]] == [tuple(a) for a in t["arguments"]]
+                assert m["loglikelihoods"] == pytest.approx([r[0] for r in t["filtered_resps"]], abs=1e-4)
+            else:
+                assert m["loglikelihood"] == pytest.approx(t["filtered_resps"][0], rel=1e-5)
