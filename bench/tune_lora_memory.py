@@ -19,17 +19,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 VARIANTS = {
     "load only": None,
     "full": {"method": "full"},
     "lora r8 q,v": {"method": "lora", "lora": {"rank": 8, "targets": ["q_proj", "v_proj"]}},
-    "lora r8 all linear": {"method": "lora", "lora": {"rank": 8, "targets": ["q_proj", "k_proj", "v_proj", "o_proj",
-                                                                           "up_proj", "down_proj", "gate_proj"]}},
+    "lora r8 all linear": {"method": "lora", "lora": {"rank": 8, "targets": ALL}},
+    "lora r8 all linear, dropout 0": {"method": "lora", "lora": {"rank": 8, "dropout": 0.0, "targets": ALL}},
 }
 
 
 def make_base(root: Path, args) -> tuple[Path, Path]:
-    import torch
 
     from lmforge.config import RunConfig
     from lmforge.data.config import TokenizerConfig
@@ -53,6 +53,52 @@ def make_base(root: Path, args) -> tuple[Path, Path]:
     tok.save(run / "tokenizer.json")
     save_checkpoint(run, 0, Transformer(cfg.model), {}, {"step": 0}, cfg, keep_last=1)
     return run, data
+
+
+def tensor_bytes(cfg, args) -> dict:
+    """Exact bytes of weights, gradients, optimizer state and saved activations for one step."""
+    import torch
+
+    from lmforge.train.checkpoint import load_model
+    from lmforge.train.optim import param_groups
+    from lmforge.tune.formats import load_conversations
+    from lmforge.tune.lora import apply_lora
+    from lmforge.tune.pack import Example, batch_loss, make_batches
+    from lmforge.tune.sft import find_tokenizer
+    from lmforge.tune.template import encode_chat
+
+    model, _ = load_model(args.base)
+    model.train()
+    tok = find_tokenizer(Path(args.base), Path(args.base))
+    if cfg.method == "lora":
+        apply_lora(model, cfg.lora)
+    convs = load_conversations(args.data).conversations
+    exs = [Example(*encode_chat(c, tok)) for c in convs]
+    exs = [Example(e.ids[: args.seq_len + 1], e.mask[: args.seq_len + 1]) for e in exs]
+    batch = make_batches(exs, "pack", args.seq_len, args.batch, tok.pad_id)[0]
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in weights:  # a frozen weight kept for backward is not an activation
+            saved[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = batch_loss(model, batch)
+    opt = torch.optim.AdamW(param_groups(model, 0.0), lr=1e-4)
+    loss.backward()
+    opt.step()
+    mb = 2**20
+    params = list(model.parameters())
+    out = {"weights": sum(p.numel() * p.element_size() for p in params) / mb,
+           "grads": sum(p.grad.numel() * p.grad.element_size() for p in params if p.grad is not None) / mb,
+           "optimizer": sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
+                            if torch.is_tensor(t) and t.dim() > 0) / mb,
+           "activations": sum(saved.values()) / mb}
+    out["total"] = sum(out.values())
+    return out
 
 
 def child(args) -> None:
@@ -79,7 +125,7 @@ def child(args) -> None:
                                      "val_fraction": 0.05})
     r = finetune(cfg, log=lambda m: None)
     print(json.dumps({"peak_mb": r.peak_memory_mb, "kind": r.memory_kind, "trainable": r.trainable_params,
-                      "total": r.total_params, "tokens_per_s": r.tokens_per_s}))
+                      "total": r.total_params, "tokens_per_s": r.tokens_per_s, "bytes": tensor_bytes(cfg, args)}))
 
 
 def main() -> None:
@@ -122,6 +168,14 @@ def main() -> None:
         over = r["peak_mb"] - floor
         print(f"| {name} | {r['trainable']:,} ({100 * r['trainable'] / r['total']:.2f}%) | {r['peak_mb']:,.0f} | "
               f"{over:,.0f} | {over / (full['peak_mb'] - floor):.2f}x | {r['tokens_per_s']:,.0f} |")
+    print("\nTensor bytes of one training step (MB), counted exactly:\n")
+    print("| variant | weights | gradients | AdamW state | saved activations | total | vs full |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, r in rows.items():
+        if name != "load only":
+            b = r["bytes"]
+            print(f"| {name} | {b['weights']:,.1f} | {b['grads']:,.1f} | {b['optimizer']:,.1f} | "
+                  f"{b['activations']:,.1f} | {b['total']:,.1f} | {b['total'] / full['bytes']['total']:.2f}x |")
 
 
 if __name__ == "__main__":

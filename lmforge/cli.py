@@ -48,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recipes", help="list the shipped recipes")
 
     from lmforge.data.curate import cli as curate_cli
+    from lmforge.eval import cli as eval_cli
 
     curate_cli.add_parser(sub)
+    eval_cli.add_parser(sub)
     return parser
 
 
@@ -164,8 +166,14 @@ def cmd_curate(args, parser) -> int:
     return curate_cli.run(args)
 
 
+def cmd_eval(args, parser) -> int:
+    from lmforge.eval import cli as eval_cli
+
+    return eval_cli.run(args)
+
+
 COMMANDS = {"run": cmd_run, "train": cmd_train, "tokenizer": cmd_tokenizer, "generate": cmd_generate,
-            "recipes": cmd_recipes, "curate": cmd_curate}
+            "recipes": cmd_recipes, "curate": cmd_curate, "eval": cmd_eval}
 
 if __name__ == "__main__":
     raise SystemExit(main())

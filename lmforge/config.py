@@ -20,6 +20,7 @@ import yaml
 
 from lmforge.data.config import DataConfig, TokenizerConfig
 from lmforge.errors import ConfigError
+from lmforge.eval.config import EvalConfig
 from lmforge.model.config import ModelConfig
 from lmforge.serve.config import SampleConfig
 from lmforge.train.config import ParallelConfig, TrainConfig
@@ -35,6 +36,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -111,7 +113,7 @@ def load_config(config: str | None = None, overrides: list[str] | None = None, c
 
 def validate(cfg: RunConfig) -> None:
     """Each section's own checks, then those that span sections."""
-    for section in (cfg.model, cfg.tokenizer, cfg.data, cfg.train):
+    for section in (cfg.model, cfg.tokenizer, cfg.data, cfg.train, cfg.sample, cfg.eval):
         section.validate()
     seq_len = cfg.train.seq_len
     if seq_len is not None and seq_len > cfg.model.block_size:

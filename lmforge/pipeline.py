@@ -120,6 +120,32 @@ def sample_stage(cfg: RunConfig, tok, stream: bool = True) -> list[str]:
     return samples
 
 
+def eval_stage(cfg: RunConfig) -> dict | None:
+    """Benchmarks on the trained model (skipped for the encoder kinds); results go to <run>/eval/
+    and a section of report.md."""
+    from lmforge.eval import report_section
+    from lmforge.eval.cli import evaluate_run
+    from lmforge.report import update_report_section
+
+    ec = cfg.eval
+    if not ec.enabled or cfg.model.kind != "decoder":
+        return None
+    t0 = time.time()
+    shard_dir = Path(cfg.data.shards) if cfg.data.shards else cfg.run_dir / "data"
+    results = evaluate_run(cfg.run_dir, tuple(ec.tasks), limit=ec.limit, shard_dir=shard_dir,
+                           data_dir=ec.data_dir, batch_size=ec.batch_size)
+    update_report_section(cfg.run_dir, "Evaluation", report_section(results))
+    tasks = results.get("tasks", {})
+    truncated = sum(t.get("truncated_requests", 0) for t in tasks.values())
+    if truncated:
+        log(f"eval: {truncated} requests were longer than the {cfg.model.block_size}-token context and were cut "
+            "from the left (as lm-evaluation-harness does)")
+    for name in results.get("errors", {}):
+        log(f"eval: {name} not scored (see {cfg.run_dir / 'eval' / 'results.md'})")
+    log(f"eval: {len(tasks)} tasks in {time.time() - t0:.1f}s -> {cfg.run_dir / 'eval'}")
+    return results
+
+
 def run_all(cfg: RunConfig) -> dict:
     """`lmforge run`: every stage that exists, on the configured corpus."""
     from lmforge.report import write_report
@@ -134,8 +160,9 @@ def run_all(cfg: RunConfig) -> dict:
         raise LmforgeError(result.stop_reason or "training stopped early")
     samples = sample_stage(cfg, tok)
     summary = result_dict(result)
-    summary["total_s"] = time.time() - t0
     report = write_report(run_dir, cfg, summary, samples)
+    eval_stage(cfg)
+    summary["total_s"] = time.time() - t0
     print_summary(summary)
     log(f"report: {report}")
     return summary

@@ -13,25 +13,25 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from lmforge.data.config import TokenizerConfig  # noqa: E402
-from lmforge.data.documents import embedded_corpus  # noqa: E402
-from lmforge.errors import LmforgeError  # noqa: E402
-from lmforge.export import ExportError, export_model, export_run, import_hf  # noqa: E402
-from lmforge.model import ModelConfig, Transformer  # noqa: E402
-from lmforge.serve.config import SampleConfig  # noqa: E402
-from lmforge.serve.generate import generate_tokens  # noqa: E402
-from lmforge.tokenizer import Tokenizer, train_tokenizer  # noqa: E402
-from lmforge.train.checkpoint import load_model  # noqa: E402
-from lmforge.tune.template import render_chat  # noqa: E402
+from lmforge.data.config import TokenizerConfig
+from lmforge.data.documents import embedded_corpus
+from lmforge.errors import LmforgeError
+from lmforge.export import ExportError, export_model, export_run, import_hf
+from lmforge.model import ModelConfig, Transformer
+from lmforge.serve.config import SampleConfig
+from lmforge.serve.generate import generate_tokens
+from lmforge.tokenizer import Tokenizer, train_tokenizer
+from lmforge.train.checkpoint import load_model
+from lmforge.tune.template import render_chat
 
 SHAPES = {
-    "llama-gqa-untied": dict(pos="rope", norm="rmsnorm", activation="swiglu", bias=False, n_kv_head=2,
-                             tie_embeddings=False, rope_theta=500.0),
-    "llama-mqa-bias-tied-geglu": dict(pos="rope", norm="rmsnorm", activation="geglu", bias=True, n_kv_head=1,
-                                      tie_embeddings=True),
-    "gpt2-tied": dict(pos="learned", norm="layernorm", activation="gelu", bias=True, tie_embeddings=True),
-    "gpt2-untied-nobias-relu": dict(pos="learned", norm="layernorm", activation="relu", bias=False,
-                                    tie_embeddings=False, embd_dropout=0.1, resid_dropout=0.05),
+    "llama-gqa-untied": {"pos": "rope", "norm": "rmsnorm", "activation": "swiglu", "bias": False,
+                         "n_kv_head": 2, "tie_embeddings": False, "rope_theta": 500.0},
+    "llama-mqa-bias-tied-geglu": {"pos": "rope", "norm": "rmsnorm", "activation": "geglu", "bias": True,
+                                  "n_kv_head": 1, "tie_embeddings": True},
+    "gpt2-tied": {"pos": "learned", "norm": "layernorm", "activation": "gelu", "bias": True, "tie_embeddings": True},
+    "gpt2-untied-nobias-relu": {"pos": "learned", "norm": "layernorm", "activation": "relu", "bias": False,
+                                "tie_embeddings": False, "embd_dropout": 0.1, "resid_dropout": 0.05},
 }
 TEXTS = ["Hello world, this is a test.", "  two  spaces\tand\ttabs\n\nnew lines  ",
          "héllo wörld ☃ 日本語 👩‍👩‍👧", "x" * 300, "numbers 1234567 and symbols #$%&*()"]
@@ -85,7 +85,7 @@ def exported(tok, tmp_path_factory):
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_logits_match_transformers(exported, shape):
-    model, folder, hf = exported[shape]
+    model, _folder, hf = exported[shape]
     assert type(hf).__name__ == ("LlamaForCausalLM" if shape.startswith("llama") else "GPT2LMHeadModel")
     ids = torch.randint(0, model.cfg.vocab_size, (2, 64), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -121,8 +121,9 @@ def test_export_then_import_is_bit_exact(exported, tok, tmp_path, shape):
     assert Tokenizer.load(tmp_path / "run").hash == tok.hash
 
 
-def test_tokenizer_and_chat_template_match_autotokenizer(exported, tok):
-    folder = exported["gpt2-tied"][1]
+@pytest.mark.parametrize("shape", ["llama-gqa-untied", "gpt2-tied"])
+def test_tokenizer_and_chat_template_match_autotokenizer(exported, tok, shape):
+    folder = exported[shape][1]
     hf_tok = transformers.AutoTokenizer.from_pretrained(folder)
     for text in TEXTS:
         assert hf_tok.encode(text, add_special_tokens=False) == tok.encode(text)
@@ -150,16 +151,16 @@ def test_generation_config_and_files(exported):
 
 
 @pytest.mark.parametrize("kw, option", [
-    (dict(pos="alibi"), "model.pos='alibi'"),
-    (dict(pos="sinusoidal"), "model.pos='sinusoidal'"),
-    (dict(norm_position="post"), "model.norm_position='post'"),
-    (dict(kind="encoder"), "model.kind='encoder'"),
-    (dict(kind="encoder-decoder"), "model.kind='encoder-decoder'"),
-    (dict(pos="rope", norm="layernorm", activation="swiglu"), "model.norm='layernorm'"),
-    (dict(pos="rope", norm="rmsnorm", activation="gelu"), "model.activation='gelu'"),
-    (dict(pos="learned", norm="rmsnorm"), "model.norm='rmsnorm'"),
-    (dict(pos="learned", activation="swiglu"), "model.activation='swiglu'"),
-    (dict(pos="learned", n_kv_head=2), "model.n_kv_head=2"),
+    ({"pos": "alibi"}, "model.pos='alibi'"),
+    ({"pos": "sinusoidal"}, "model.pos='sinusoidal'"),
+    ({"norm_position": "post"}, "model.norm_position='post'"),
+    ({"kind": "encoder"}, "model.kind='encoder'"),
+    ({"kind": "encoder-decoder"}, "model.kind='encoder-decoder'"),
+    ({"pos": "rope", "norm": "layernorm", "activation": "swiglu"}, "model.norm='layernorm'"),
+    ({"pos": "rope", "norm": "rmsnorm", "activation": "gelu"}, "model.activation='gelu'"),
+    ({"pos": "learned", "norm": "rmsnorm"}, "model.norm='rmsnorm'"),
+    ({"pos": "learned", "activation": "swiglu"}, "model.activation='swiglu'"),
+    ({"pos": "learned", "n_kv_head": 2}, "model.n_kv_head=2"),
 ])
 def test_unsupported_option_is_named(tok, tmp_path, kw, option):
     model = Transformer(ModelConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=4, n_embd=16, **kw))

@@ -15,18 +15,18 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-import safetensors.torch  # noqa: E402
-from tokenizers import Tokenizer as RawTokenizer  # noqa: E402
-from tokenizers import decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
+import safetensors.torch
+from tokenizers import Tokenizer as RawTokenizer
+from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
-from lmforge.config import RunConfig  # noqa: E402
-from lmforge.errors import LmforgeError  # noqa: E402
-from lmforge.export import apply_init, export_run, import_hf, resolve_init  # noqa: E402
-from lmforge.export.cli import add_parsers, run_export, run_import  # noqa: E402
-from lmforge.serve.config import SampleConfig  # noqa: E402
-from lmforge.serve.generate import generate  # noqa: E402
-from lmforge.tokenizer import SPECIAL_TOKENS, Tokenizer  # noqa: E402
-from lmforge.train.checkpoint import load_model  # noqa: E402
+from lmforge.config import RunConfig
+from lmforge.errors import LmforgeError
+from lmforge.export import apply_init, export_run, import_hf, resolve_init
+from lmforge.export.cli import add_parsers, run_export, run_import
+from lmforge.serve.config import SampleConfig
+from lmforge.serve.generate import generate
+from lmforge.tokenizer import SPECIAL_TOKENS, Tokenizer
+from lmforge.train.checkpoint import load_model
 
 TEXT = ("The quick brown fox jumps over the lazy dog. Models read text and write text; héllo wörld ☃ 日本. "
         "Numbers 12345, tabs\tand  double  spaces.\n") * 8
@@ -118,11 +118,11 @@ def imported(folders, tmp_path_factory):
 
 def id_map(folder: Path, run: Path, summary: dict) -> torch.Tensor:
     """map[old id] = the imported model's id for it, rebuilt from the two tokenizer files by token
-    string; rows without a token (vocabulary padding) keep their id."""
+    string; rows without a token (vocabulary padding) move up past the added tokens."""
     old = RawTokenizer.from_file(str(folder / "tokenizer.json")).get_vocab(with_added_tokens=True)
     new = RawTokenizer.from_file(str(run / "tokenizer.json"))
     V = json.loads((folder / "config.json").read_text())["vocab_size"]
-    mapping = torch.arange(V)
+    mapping = torch.arange(V) + len(summary["tokenizer"]["added"])
     for tok, i in old.items():
         mapping[i] = new.token_to_id(summary["tokenizer"]["renamed"].get(tok, tok))
     assert sorted(mapping.tolist()) == sorted(set(mapping.tolist()))  # a permutation into the new ids
@@ -151,11 +151,13 @@ def test_imported_model_computes_the_same_function(folders, imported, name):
 def test_imported_tokenizer_encodes_the_same_tokens(folders, imported, name):
     folder, (summary, run) = folders[name], imported[name]
     mapping = id_map(folder, run, summary)
-    theirs = transformers.AutoTokenizer.from_pretrained(folder)
+    # The file itself, read by `tokenizers`: transformers 5's AutoTokenizer swaps in Qwen2's own
+    # pre-tokenizer for model_type qwen2, which this synthetic folder's file does not use.
+    theirs = RawTokenizer.from_file(str(folder / "tokenizer.json"))
     ours = Tokenizer.load(run)
     assert [ours.decode([i]) for i in range(7)] == SPECIAL_TOKENS
     for text in PROBES[:2]:
-        assert ours.encode(text) == mapping[theirs.encode(text, add_special_tokens=False)].tolist()
+        assert ours.encode(text) == mapping[theirs.encode(text, add_special_tokens=False).ids].tolist()
         assert ours.decode(ours.encode(text)) == text
     expected_added = {"llama3": 6, "qwen2": 6, "gpt2": 6}[name]  # all but <|endoftext|>
     assert len(summary["tokenizer"]["added"]) == expected_added
@@ -180,10 +182,14 @@ def test_import_then_export_agrees_with_the_original(folders, imported, tmp_path
         assert hf_tok("hi")["input_ids"][0] == bos
 
 
-def test_lmforge_stages_use_the_imported_run(imported):
+def test_lmforge_stages_use_the_imported_run(imported, tmp_path):
+    """generate and eval read the imported run; finetune trains it with lmforge's chat template and
+    the result exports back to a model transformers runs."""
     from lmforge.eval import LmforgeLM
+    from lmforge.tune.config import FinetuneConfig
+    from lmforge.tune.sft import finetune
 
-    summary, run = imported["llama3"]
+    _, run = imported["llama3"]
     model, _ = load_model(run)
     tok = Tokenizer.load(run)
     text = generate(model, tok, "The quick", SampleConfig(max_new_tokens=8, temperature=0.0, top_k=None))
@@ -191,6 +197,18 @@ def test_lmforge_stages_use_the_imported_run(imported):
     lm = LmforgeLM.from_run(run)
     assert lm.eot_token_id == 0 and lm.max_length == 64
     assert "<|end_of_text|>" not in tok.decode([0])  # eos renamed to lmforge's document boundary
+
+    data = tmp_path / "chat.jsonl"
+    chat = {"messages": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "hi there"}]}
+    data.write_text((json.dumps(chat) + "\n") * 8)
+    finetune(FinetuneConfig(init=str(run), data=str(data), out=str(tmp_path / "sft"), max_steps=2, batch_size=2,
+                            eval_every=0, device="cpu", chat_prompts=[], val_fraction=0.25), log=lambda m: None)
+    export_run(tmp_path / "sft", tmp_path / "hf")
+    hf = hf_model(tmp_path / "hf")
+    tuned, _ = load_model(tmp_path / "sft")
+    ids = torch.tensor([tok.encode("The quick brown fox")])
+    with torch.no_grad():
+        torch.testing.assert_close(hf(input_ids=ids).logits, tuned(ids)[0], atol=1e-4, rtol=0)
 
 
 # ---------------------------------------------------------------- bad input

@@ -133,6 +133,7 @@ def test_votes_map_the_shown_side_back_to_the_model(db):
 def test_no_vote_lost_under_concurrent_raters(db):
     """8 raters vote at once through the HTTP API (each request its own SQLite connection)."""
     httpx = pytest.importorskip("httpx")
+    pytest.importorskip("fastapi")
     from lmforge.serve.server import RunningServer, create_app
 
     def rate(name: str, errors: list) -> None:
@@ -223,3 +224,13 @@ def test_a_model_that_never_loses_keeps_a_finite_rating():
     assert all(np.isfinite(m["rating"]) for m in r["models"])
     empty = summarize([], ["a", "b"], n_boot=50)
     assert empty["votes"] == 0 and all(m["win_rate"] is None for m in empty["models"])
+
+
+def test_one_vote_per_rater_per_comparison(db):
+    store = HumanEvalStore(db)
+    first = store.next_task("dee")
+    second = next(t for t in (store.next_task("dee") for _ in range(200)) if t["prompt"] == first["prompt"])
+    store.vote(first["task"], "tie")
+    with pytest.raises(VoteError, match="already voted"):
+        store.vote(second["task"], "left")
+    assert store.tally("dee")["yours"] == 1

@@ -11,12 +11,26 @@ import pytest
 from lmforge.config import RunConfig
 from lmforge.errors import LmforgeError
 from lmforge.plan import add_parser, chinchilla, hardware, report_section, run
-from lmforge.plan.fit import fit_isoflop, fit_parametric, parametric_frontier, parametric_loss, parametric_optimum
+from lmforge.plan.fit import (
+    fit_isoflop,
+    fit_parametric,
+    parametric_frontier,
+    parametric_loss,
+    parametric_optimum,
+)
 
 # Hoffmann et al. 2022, Table 3: parameters, FLOPs, tokens.
-TABLE3 = [(400e6, 1.92e19, 8.0e9), (1e9, 1.21e20, 20.2e9), (10e9, 1.23e22, 205.1e9), (67e9, 5.76e23, 1.5e12),
-          (175e9, 3.85e24, 3.7e12), (280e9, 9.90e24, 5.9e12), (520e9, 3.43e25, 11.0e12), (1e12, 1.27e26, 21.2e12),
-          (10e12, 1.30e28, 216.2e12)]
+TABLE3 = [
+    (400e6, 1.92e19, 8.0e9),
+    (1e9, 1.21e20, 20.2e9),
+    (10e9, 1.23e22, 205.1e9),
+    (67e9, 5.76e23, 1.5e12),
+    (175e9, 3.85e24, 3.7e12),
+    (280e9, 9.90e24, 5.9e12),
+    (520e9, 3.43e25, 11.0e12),
+    (1e12, 1.27e26, 21.2e12),
+    (10e12, 1.30e28, 216.2e12),
+]
 
 
 def _rel(a: float, b: float) -> float:
@@ -60,8 +74,11 @@ def test_cost_arithmetic_and_published_estimates():
     assert (c["rent_low"], c["rent_high"]) == pytest.approx((hours * 1.0, hours * 2.0))
     assert c["energy_mwh"] == pytest.approx(hours * 400 * 1.1 / 1e6)
     assert c["purchase"] == 100_000
+
     # The docs' side-by-side (docs/plan.md): Talebi 2023's estimates under the stated assumptions.
-    flops = lambda n, d: 6 * n * d  # noqa: E731
+    def flops(n: float, d: float) -> float:
+        return 6 * n * d
+
     ten_b = hardware.estimate_cost(flops(10e9, 750e9), a100, mfu=0.4)
     assert ten_b["rent_low"] <= 150_000 <= ten_b["rent_high"]  # "$150,000"
     hundred_b = hardware.estimate_cost(flops(100e9, 750e9), a100, mfu=0.4)
@@ -81,7 +98,9 @@ def _synthetic_points(true: dict) -> list[dict]:
         for factor in (1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8):
             n = n_opt * factor
             d = compute / (6 * n)
-            pts.append({"compute": compute, "params": n, "tokens": d, "loss": float(parametric_loss(true, n, d))})
+            pts.append(
+                {"compute": compute, "params": n, "tokens": d, "loss": float(parametric_loss(true, n, d))}
+            )
     return pts
 
 
@@ -102,16 +121,19 @@ def _plan(*argv: str) -> int:
     return run(parser.parse_args(["plan", *argv]))
 
 
-@pytest.mark.parametrize("argv,fragment", [
-    (["--params", "-7e9"], "--params must be positive"),
-    (["--params", "0"], "--params must be positive"),
-    (["--tokens", "lots"], "--tokens must be a number"),
-    (["--params", "7e9", "--gpu", "tpu-v9"], "known GPUs: a100-40gb, a100-80gb, h100, h200"),
-    (["--params", "7e9", "--mfu", "1.5"], "MFU must be in (0, 1]"),
-    (["--params", "7e9", "--mfu", "-0.1"], "MFU must be in (0, 1]"),
-    (["--params", "1e9", "--tokens", "1e10", "--compute", "1e20"], "at most two"),
-    (["sweep", "--budgets", "1e8", "--dry-run"], "too small"),
-])
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["--params", "-7e9"], "--params must be positive"),
+        (["--params", "0"], "--params must be positive"),
+        (["--tokens", "lots"], "--tokens must be a number"),
+        (["--params", "7e9", "--gpu", "tpu-v9"], "known GPUs: a100-40gb, a100-80gb, h100, h200"),
+        (["--params", "7e9", "--mfu", "1.5"], "MFU must be in (0, 1]"),
+        (["--params", "7e9", "--mfu", "-0.1"], "MFU must be in (0, 1]"),
+        (["--params", "1e9", "--tokens", "1e10", "--compute", "1e20"], "at most two"),
+        (["sweep", "--budgets", "1e8", "--dry-run"], "too small"),
+    ],
+)
 def test_cli_bad_input_is_one_clear_message(argv, fragment):
     with pytest.raises(LmforgeError) as err:
         _plan(*argv)
@@ -120,7 +142,9 @@ def test_cli_bad_input_is_one_clear_message(argv, fragment):
 
 
 def test_cli_table_and_json(capsys):
-    assert _plan("--params", "7B", "--tokens", "2T", "--gpu", "h100", "--num-gpus", "512", "--mfu", "0.4") == 0
+    assert (
+        _plan("--params", "7B", "--tokens", "2T", "--gpu", "h100", "--num-gpus", "512", "--mfu", "0.4") == 0
+    )
     text = capsys.readouterr().out
     for fragment in ("training tokens D", "GPU-hours", "rent", "energy", "Memory per GPU", "over-trained"):
         assert fragment in text
@@ -128,6 +152,18 @@ def test_cli_table_and_json(capsys):
     out = json.loads(capsys.readouterr().out)
     assert _rel(out["sizing"]["params"] * out["sizing"]["tokens"] * 6, 1e23) < 1e-9
     assert out["cost"]["gpu_hours"] > 0 and out["memory"]["per_gpu"]["total"] > 0
+
+
+def test_mfu_measured_by_a_run(tmp_path, capsys):
+    rows = [
+        {"kind": "train", "step": s, "loss": 3.0, "mfu": m} for s, m in ((10, 0.30), (20, 0.36), (30, 0.38))
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _plan("--params", "1B", "--mfu-from", str(tmp_path), "--json") == 0
+    assert json.loads(capsys.readouterr().out)["assumptions"]["mfu"] == pytest.approx(0.36)
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 1, "loss": 3.0}) + "\n")
+    with pytest.raises(LmforgeError, match="no logged MFU"):
+        _plan("--params", "1B", "--mfu-from", str(tmp_path))
 
 
 def test_report_section_states_n_d_c_position_and_mfu():

@@ -34,10 +34,14 @@ def test_states_follow_zero_and_model_parallel_splits():
 
 def test_smallest_layout_that_fits():
     m = shape_for_params(7e9)
-    assert abs(m.num_params() / 7e9 - 1) < 0.05 and m.n_layer % 4 == 0  # 16 bytes/param x 7B = 112 GB of states: more than one 80 GB GPU
+    assert (
+        abs(m.num_params() / 7e9 - 1) < 0.05 and m.n_layer % 4 == 0
+    )  # 16 bytes/param x 7B = 112 GB of states: more than one 80 GB GPU
     layout, mem = smallest_layout(m, 80, seq_len=2048)
     assert layout.gpus == 2 and mem["total"] <= 80e9 * 0.9
-    assert smallest_layout(shape_for_params(5e9), 141, seq_len=2048)[0].gpus == 1  # 80 GB of states on an H200
+    assert (
+        smallest_layout(shape_for_params(5e9), 141, seq_len=2048)[0].gpus == 1
+    )  # 80 GB of states on an H200
     small = ModelConfig(n_layer=2, n_embd=64, n_head=2, vocab_size=512, block_size=128)
     assert smallest_layout(small, 40, seq_len=128)[0] == Layout()
     with pytest.raises(LmforgeError, match="no data/tensor/pipeline/FSDP layout fits"):
@@ -47,8 +51,17 @@ def test_smallest_layout_that_fits():
 def test_memory_model_matches_a_real_cpu_training_step():
     """Predicted gradients + AdamW state + activations against the peak resident memory that a real
     fp32 training step adds, measured in a fresh process (see memory.measure_cpu_peak): within 25%."""
-    cfg = ModelConfig(vocab_size=1024, block_size=128, n_layer=2, n_head=4, n_embd=128, activation="swiglu",
-                      norm="rmsnorm", pos="rope", bias=False)
+    cfg = ModelConfig(
+        vocab_size=1024,
+        block_size=128,
+        n_layer=2,
+        n_head=4,
+        n_embd=128,
+        activation="swiglu",
+        norm="rmsnorm",
+        pos="rope",
+        bias=False,
+    )
     try:
         measured = measure_cpu_peak(cfg, seq_len=128, micro_batch=8)
     except LmforgeError as e:

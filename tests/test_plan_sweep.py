@@ -13,8 +13,14 @@ from lmforge.errors import LmforgeError
 from lmforge.plan import sweep
 
 # 1-layer models, 32-token windows, 4 sequences per step: each grid point trains in about a second.
-TINY = ["tokenizer.vocab_size=300", "model.block_size=32", "train.batch_size=4", "train.eval_batches=2",
-        "data.workers=1", "data.val_fraction=0.1"]
+TINY = [
+    "tokenizer.vocab_size=300",
+    "model.block_size=32",
+    "train.batch_size=4",
+    "train.eval_batches=2",
+    "data.workers=1",
+    "data.val_fraction=0.1",
+]
 BUDGETS = (1.5e9, 3e9)
 
 
@@ -29,6 +35,7 @@ def corpus(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_sweep_trains_fits_and_resumes(tmp_path, corpus):
     out = tmp_path / "sweep"
     overrides = TINY + [f"data.corpus={corpus}"]
@@ -57,6 +64,18 @@ def test_sweep_trains_fits_and_resumes(tmp_path, corpus):
     # Another base config in the same directory is refused, and nothing is touched.
     with pytest.raises(LmforgeError, match="another base configuration"):
         sweep.run_sweep(out, BUDGETS, 3, overrides + ["train.lr=1e-4"], log=lambda s: None)
+
+
+def test_profiles_with_the_minimum_at_an_edge_are_extended():
+    cfg = sweep.base_config()
+    points = sweep.plan_grid(cfg)
+    largest = {b: max(p.params for p in points if p.budget == b) for b in {p.budget for p in points}}
+    done = {p.id: {"loss": 3.0 if p.params == largest[p.budget] else 4.0} for p in points}
+    extra = sweep.extend_edges(cfg, points, done, sweep.SIZES_PER_BUDGET)
+    assert len(extra) == len(largest)  # every profile still falling at its largest size grows one size
+    assert all(p.params > largest[p.budget] and p.steps >= sweep.MIN_STEPS for p in extra)
+    done.update({p.id: {"loss": 4.5} for p in extra})  # now the minimum is inside: no more
+    assert sweep.extend_edges(cfg, points + extra, done, sweep.SIZES_PER_BUDGET) == []
 
 
 def test_budget_too_small_for_any_model():

@@ -14,10 +14,10 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from lmforge.serve.config import SampleConfig  # noqa: E402
-from lmforge.serve.engine import ServedModel  # noqa: E402
-from lmforge.serve.server import RunningServer, create_app  # noqa: E402
-from lmforge.serve.tiny import make_tiny_run  # noqa: E402
+from lmforge.serve.config import SampleConfig
+from lmforge.serve.engine import ServedModel
+from lmforge.serve.server import RunningServer, create_app
+from lmforge.serve.tiny import make_tiny_run
 
 KEY = "test-key"
 GREEDY = {"temperature": 0}

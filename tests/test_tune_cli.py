@@ -84,7 +84,12 @@ def test_sft_stage_and_report(run, capsys):
     assert result["steps"] == 2 and (run_dir / "sft" / "checkpoints").is_dir()
     assert "--- chat with the fine-tuned model ---\nuser: What is the capital of France?" in capsys.readouterr().out
     md = report_section(result)
-    assert md.startswith("## Supervised fine-tuning") and "assistant: " in md and "held-out loss" in md
+    assert md.startswith("Fine-tuned on") and "assistant: " in md and "held-out loss" in md
+    from lmforge.report import update_report_section
+    from lmforge.tune.stage import SECTION
+
+    report = update_report_section(run_dir, SECTION, md).read_text()
+    assert "## Supervised fine-tuning" in report and "user: What is the capital of France?" in report
     again = sft_stage(cfg, run_dir, tok, max_steps=2)  # reused, not retrained
     assert again["wall_s"] == result["wall_s"]
     assert report_section({"skipped": True}) == ""

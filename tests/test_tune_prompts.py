@@ -7,7 +7,14 @@ import json
 import pytest
 
 from lmforge.errors import LmforgeError
-from lmforge.tune.prompts import PromptTemplate, draw_shots, load_pool, render_messages, render_text, with_system
+from lmforge.tune.prompts import (
+    PromptTemplate,
+    draw_shots,
+    load_pool,
+    render_messages,
+    render_text,
+    with_system,
+)
 
 POOL = [{"q": f"{i}+{i}?", "a": str(2 * i)} for i in range(10)]
 QA = PromptTemplate(query="Q: {q}\nA:", answer=" {a}")

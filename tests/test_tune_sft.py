@@ -18,8 +18,16 @@ from lmforge.tokenizer import train_tokenizer
 from lmforge.train.checkpoint import load_model, save_checkpoint
 from lmforge.tune.config import FinetuneConfig, LoraConfig
 from lmforge.tune.lora import apply_lora, count_params, merge_lora
-from lmforge.tune.pack import (IGNORE, Example, batch_loss, collate_packed, fit_examples, make_batches,
-                               pack_rows, segment_forward)
+from lmforge.tune.pack import (
+    IGNORE,
+    Example,
+    batch_loss,
+    collate_packed,
+    fit_examples,
+    make_batches,
+    pack_rows,
+    segment_forward,
+)
 from lmforge.tune.reply import chat_reply
 from lmforge.tune.sft import finetune
 from lmforge.tune.template import encode_chat
@@ -45,7 +53,7 @@ def tok():
 
 def tiny(tok, **kw) -> Transformer:
     torch.manual_seed(kw.pop("seed", 0))
-    cfg = dict(vocab_size=tok.vocab_size, block_size=64, n_layer=2, n_embd=32, n_head=4)
+    cfg = {"vocab_size": tok.vocab_size, "block_size": 64, "n_layer": 2, "n_embd": 32, "n_head": 4}
     return Transformer(ModelConfig(**{**cfg, **kw}))
 
 

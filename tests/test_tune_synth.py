@@ -89,9 +89,9 @@ def seeds(tmp_path):
 
 
 def config(server, seeds, out, **kw) -> SynthConfig:
-    base = dict(seeds=str(seeds), out=str(out), base_url=f"http://127.0.0.1:{server.server_port}/v1",
-                model="stub", num_instructions=6, concurrency=3, backoff=0.01, num_prompt_tasks=4,
-                num_seed_in_prompt=3, timeout=10)
+    base = {"seeds": str(seeds), "out": str(out), "base_url": f"http://127.0.0.1:{server.server_port}/v1",
+            "model": "stub", "num_instructions": 6, "concurrency": 3, "backoff": 0.01, "num_prompt_tasks": 4,
+            "num_seed_in_prompt": 3, "timeout": 10}
     return SynthConfig(**{**base, **kw})
 
 

@@ -13,14 +13,14 @@ import torch
 
 webdriver = pytest.importorskip("selenium.webdriver")
 pytest.importorskip("fastapi")
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
-from lmforge.serve.config import SampleConfig  # noqa: E402
-from lmforge.serve.engine import ServedModel  # noqa: E402
-from lmforge.serve.human_eval import prepare  # noqa: E402
-from lmforge.serve.server import RunningServer, create_app  # noqa: E402
-from lmforge.serve.tiny import make_tiny_run  # noqa: E402
+from lmforge.serve.config import SampleConfig
+from lmforge.serve.engine import ServedModel
+from lmforge.serve.human_eval import prepare
+from lmforge.serve.server import RunningServer, create_app
+from lmforge.serve.tiny import make_tiny_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

@@ -10,12 +10,20 @@ tasks), perplexity, generation, runner (run + aggregate), results (files, tables
 cache, cli.
 """
 
-from lmforge.eval.lm import LM, HFCausalLM, LmforgeLM
-from lmforge.eval.loglik import loglikelihood, loglikelihood_rolling
-from lmforge.eval.results import compare, report_section, write_results
-from lmforge.eval.runner import evaluate, run_task
-from lmforge.eval.tasks import get_tasks
-from lmforge.eval.tasks.custom import load_task_file
+import importlib
 
-__all__ = ["LM", "HFCausalLM", "LmforgeLM", "compare", "evaluate", "get_tasks", "load_task_file", "loglikelihood",
-           "loglikelihood_rolling", "report_section", "run_task", "write_results"]
+# Imported on first use, so `lmforge --help` and `lmforge eval --help` don't pay for torch.
+_EXPORTS = {
+    "LM": "lm", "HFCausalLM": "lm", "LmforgeLM": "lm",
+    "loglikelihood": "loglik", "loglikelihood_rolling": "loglik",
+    "compare": "results", "report_section": "results", "write_results": "results",
+    "evaluate": "runner", "run_task": "runner",
+    "get_tasks": "tasks", "load_task_file": "tasks.custom",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"lmforge.eval.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'lmforge.eval' has no attribute {name!r}")

@@ -34,8 +34,7 @@ def run_task(lm: LM, task: Task, *, num_fewshot: int | None = None, limit: int |
     """Evaluate one task; returns {metrics, stderr, n, num_fewshot, ...} (+ samples)."""
     t0 = time.perf_counter()
     docs = task.eval_docs()
-    if limit is not None:
-        docs = docs[:limit]
+    docs = list(docs[:limit] if limit is not None else docs)
     if not docs:
         raise LmforgeError(f"task {task.name}: no documents to evaluate")
     k = task.num_fewshot if num_fewshot is None else num_fewshot
@@ -56,8 +55,9 @@ def run_task(lm: LM, task: Task, *, num_fewshot: int | None = None, limit: int |
                                    progress=bar.update, encoder=Encoder(lm), stats=stats)
         if stats["truncated"]:  # lm-eval cuts such prompts from the left too; say so, don't hide it
             extra["truncated_requests"] = stats["truncated"]
-            print(f"lmforge eval: {task.name}: {stats['truncated']} of {len(requests)} requests are longer than "
-                  f"the model's context ({lm.max_length} tokens) and were cut from the left", file=sys.stderr)
+            if progress:  # else the caller summarises; one line per MMLU subject would drown the output
+                print(f"lmforge eval: {task.name}: {stats['truncated']} of {len(requests)} requests are longer than "
+                      f"the model's context ({lm.max_length} tokens) and were cut from the left", file=sys.stderr)
         pos = 0
         for d, ctx, ch, gold in zip(docs, contexts, choices, golds):
             s = scored[pos:pos + len(ch)]
@@ -176,7 +176,8 @@ def evaluate(lm: LM, tasks: Sequence[Task], **kw) -> dict:
             results[task.name] = run_task(lm, task, **kw)
         except LmforgeError as e:
             errors[task.name] = str(e)
-            print(f"lmforge eval: {task.name} failed: {e}", file=sys.stderr)
+            if kw.get("progress", True):
+                print(f"lmforge eval: {task.name} failed: {e}", file=sys.stderr)
     settings = {k: v for k, v in kw.items() if k not in ("cache", "progress")}
     return {"model": lm.name, "max_length": lm.max_length, "tasks": results, "groups": aggregate_groups(results),
             "errors": errors, "settings": settings, "seconds": round(time.perf_counter() - t0, 3)}

@@ -67,3 +67,21 @@ def run_import(args: argparse.Namespace, parser: argparse.ArgumentParser | None 
     _log(f"tokenizer: {'; '.join(changes) if changes else 'unchanged'}")
     _log(f"use it: lmforge generate --run {s['out']}  |  lmforge train train.init_from={s['out']} ...")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m lmforge.export.cli export|import ...`, the same commands outside the main CLI."""
+    from lmforge.errors import LmforgeError
+
+    parser = argparse.ArgumentParser(prog="lmforge")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return {"export": run_export, "import": run_import}[args.command](args, parser)
+    except LmforgeError as e:
+        print(f"lmforge: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -133,12 +133,13 @@ def import_tokenizer(hf_dir: Path, config: dict, model_vocab: int) -> ImportedTo
                            "lmforge imports byte-level BPE tokenizers only (GPT-2, Llama 3, Qwen2, SmolLM), not "
                            "SentencePiece-style ones (Llama 2, Mistral 7B v0.1)")
     token_to_id = {**model.get("vocab", {}), **{t["content"]: t["id"] for t in spec.get("added_tokens", [])}}
-    top = max(token_to_id.values(), default=-1)
-    if top >= model_vocab:
-        raise LmforgeError(f"{hf_dir}: the tokenizer has token id {top}, but the model's vocab_size is {model_vocab}")
+    n_tok = max(token_to_id.values(), default=-1) + 1
+    if n_tok > model_vocab:
+        raise LmforgeError(f"{hf_dir}: the tokenizer has token id {n_tok - 1}, but the model's vocab_size is "
+                           f"{model_vocab}")
 
     renamed: dict[str, str] = {}
-    want: list[int] = []  # old id of each lmforge special token; >= model_vocab for an added one
+    want: list[int] = []  # old id of each lmforge special token; model_vocab + k for the k-th added one
     added: list[str] = []
     for i, name in enumerate(SPECIAL_TOKENS):
         if name in token_to_id:
@@ -152,7 +153,9 @@ def import_tokenizer(hf_dir: Path, config: dict, model_vocab: int) -> ImportedTo
             want.append(model_vocab + len(added))
             added.append(name)
 
-    order = list(range(model_vocab + len(added)))  # order[new id] = old id
+    # order[new id] = old id: the tokens, then the added ones right after them (tokenizers numbers
+    # tokens contiguously), then the model's padding rows that no token uses (Qwen2 has some).
+    order = list(range(n_tok)) + [model_vocab + k for k in range(len(added))] + list(range(n_tok, model_vocab))
     where = {old: new for new, old in enumerate(order)}
     for i, old in enumerate(want):  # move each special token to id i by one swap
         j = where[old]
@@ -162,12 +165,20 @@ def import_tokenizer(hf_dir: Path, config: dict, model_vocab: int) -> ImportedTo
         return ImportedTokenizer(_load(text), text, order)  # an lmforge tokenizer: kept byte for byte
 
     new_id = {old: new for new, old in enumerate(order)}
-    rename = lambda s: renamed.get(s, s)  # noqa: E731
-    model["vocab"] = {rename(t): new_id[i] for t, i in model.get("vocab", {}).items()}
+
+    def rename(token: str) -> str:
+        return renamed.get(token, token)
+
+    # Every token goes into the BPE model's vocab (lmforge's trainer does the same with its special
+    # tokens): tokenizers ignores the ids of added tokens the model lacks and numbers them after it.
+    # Neither merges nor the pre-tokenizer ever produce a special token's whole string, so listing
+    # it there changes no encoding.
+    vocab = {rename(t): new_id[i] for t, i in token_to_id.items()}
+    vocab.update({name: new_id[model_vocab + k] for k, name in enumerate(added)})
+    model["vocab"] = dict(sorted(vocab.items(), key=lambda kv: kv[1]))
     tokens = [{**t, "id": new_id[t["id"]], "content": rename(t["content"])} for t in spec.get("added_tokens", [])]
-    for name in added:
-        tokens.append({"id": new_id[model_vocab + added.index(name)], "content": name, "single_word": False,
-                       "lstrip": False, "rstrip": False, "normalized": False, "special": True})
+    tokens += [{"id": new_id[model_vocab + k], "content": name, "single_word": False, "lstrip": False,
+                "rstrip": False, "normalized": False, "special": True} for k, name in enumerate(added)]
     spec["added_tokens"] = sorted(tokens, key=lambda t: t["id"])
     spec["post_processor"] = _remap_ids(spec.get("post_processor"), new_id, renamed)
     text = json.dumps(spec, ensure_ascii=False, indent=2)

@@ -2,8 +2,16 @@
 model (read it top to bottom), config.py its shape and analytic size/FLOPs, kv_cache.py the
 decoding cache, objectives.py the inputs/targets each kind trains on."""
 
-from lmforge.model.config import ModelConfig
-from lmforge.model.kv_cache import KVCache
-from lmforge.model.transformer import Transformer
+import importlib
 
+from lmforge.model.config import ModelConfig
+
+# torch is imported on first use of the modules, so loading a config (and `lmforge --help`) stays fast.
+_LAZY = {"KVCache": "kv_cache", "Transformer": "transformer"}
 __all__ = ["KVCache", "ModelConfig", "Transformer"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"lmforge.model.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'lmforge.model' has no attribute {name!r}")

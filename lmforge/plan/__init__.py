@@ -9,7 +9,7 @@ fit.py            scaling-law fits: IsoFLOP minima (approach 2) and L(N, D) (app
 sweep.py          `lmforge plan sweep`: train an IsoFLOP grid of small models, resumably
 sweep_report.py   the sweep's fit.json, isoflop.png and sweep.md
 report.py         the compute section of a training run's report.md
-cli.py            `lmforge plan` arguments and output
+cli.py            `lmforge plan` arguments; display.py its printed tables
 """
 
 from lmforge.plan.chinchilla import Sizing, chinchilla_loss, optimal_from_compute, size
@@ -18,5 +18,18 @@ from lmforge.plan.hardware import GPUS, estimate_cost, get_gpu
 from lmforge.plan.memory import Layout, smallest_layout, training_memory
 from lmforge.plan.report import report_section
 
-__all__ = ["GPUS", "Layout", "Sizing", "add_parser", "chinchilla_loss", "estimate_cost", "get_gpu",
-           "optimal_from_compute", "report_section", "run", "size", "smallest_layout", "training_memory"]
+__all__ = [
+    "GPUS",
+    "Layout",
+    "Sizing",
+    "add_parser",
+    "chinchilla_loss",
+    "estimate_cost",
+    "get_gpu",
+    "optimal_from_compute",
+    "report_section",
+    "run",
+    "size",
+    "smallest_layout",
+    "training_memory",
+]

@@ -98,8 +98,12 @@ class Sizing:
         return asdict(self)
 
 
-def size(params: float | None = None, tokens: float | None = None, compute: float | None = None,
-         flops_per_token: float | None = None) -> Sizing:
+def size(
+    params: float | None = None,
+    tokens: float | None = None,
+    compute: float | None = None,
+    flops_per_token: float | None = None,
+) -> Sizing:
     """Complete a plan from one or two of N, D, C.
 
     One given: the other two on the frontier. Two given: the third from C = 6·N·D (or, with
@@ -115,7 +119,9 @@ def size(params: float | None = None, tokens: float | None = None, compute: floa
     if not given:
         raise LmforgeError("give one or two of --params, --tokens, --compute (or a model with --config)")
     if len(given) == 3:
-        raise LmforgeError("give at most two of --params, --tokens and --compute; the third follows from them")
+        raise LmforgeError(
+            "give at most two of --params, --tokens and --compute; the third follows from them"
+        )
     fpt = flops_per_token
     if params is not None and tokens is None and compute is None:
         _, tokens = optimal_from_params(params)
@@ -129,40 +135,61 @@ def size(params: float | None = None, tokens: float | None = None, compute: floa
         tokens = compute / (fpt if fpt is not None else FLOPS_PER_PARAM_TOKEN * params)
     elif params is None:  # tokens and compute: N from C = 6ND
         if fpt is not None:
-            raise LmforgeError("with a model shape the parameters are fixed; give --tokens or --compute, not both")
+            raise LmforgeError(
+                "with a model shape the parameters are fixed; give --tokens or --compute, not both"
+            )
         params = compute / (FLOPS_PER_PARAM_TOKEN * tokens)
     compute_6nd = FLOPS_PER_PARAM_TOKEN * params * tokens
     n_opt, d_opt = optimal_from_compute(compute_6nd)
     ratio = params / n_opt
     position, warning = _position(params, tokens, n_opt, d_opt, ratio)
     return Sizing(
-        params=params, tokens=tokens, compute=compute_6nd,
+        params=params,
+        tokens=tokens,
+        compute=compute_6nd,
         compute_model=fpt * tokens if fpt is not None else None,
-        tokens_per_param=tokens / params, optimal_params=n_opt, optimal_tokens=d_opt,
-        optimal_tokens_per_param=d_opt / n_opt, size_ratio=ratio, position=position,
-        loss=chinchilla_loss(params, tokens), warning=warning)
+        tokens_per_param=tokens / params,
+        optimal_params=n_opt,
+        optimal_tokens=d_opt,
+        optimal_tokens_per_param=d_opt / n_opt,
+        size_ratio=ratio,
+        position=position,
+        loss=chinchilla_loss(params, tokens),
+        warning=warning,
+    )
 
 
-def _position(params: float, tokens: float, n_opt: float, d_opt: float, ratio: float) -> tuple[str, str | None]:
+def _position(
+    params: float, tokens: float, n_opt: float, d_opt: float, ratio: float
+) -> tuple[str, str | None]:
     if abs(math.log(ratio)) < 0.01:
         return "compute-optimal", None
     if 1 / FAR_FACTOR <= ratio <= FAR_FACTOR:
         return "near the frontier", None
     have = f"{tokens / params:,.1f} tokens per parameter"
-    best = (f"the compute-optimal split of the same {6 * params * tokens:.3g} FLOPs is {_si(n_opt)} parameters "
-            f"on {_si(d_opt)} tokens ({d_opt / n_opt:.1f} tokens per parameter)")
+    best = (
+        f"the compute-optimal split of the same {6 * params * tokens:.3g} FLOPs is {_si(n_opt)} parameters "
+        f"on {_si(d_opt)} tokens ({d_opt / n_opt:.1f} tokens per parameter)"
+    )
     if ratio < 1:
         return "over-trained", (
             f"over-trained: {have}, the model is {1 / ratio:.1f}x smaller than compute-optimal; {best}. "
             "Fine when a smaller model is wanted for cheaper inference (as Llama does), "
-            "but not the lowest loss for this compute.")
+            "but not the lowest loss for this compute."
+        )
     return "under-trained", (
         f"under-trained: {have}, the model is {ratio:.1f}x larger than compute-optimal; {best}, "
-        "which reaches a lower loss for the same compute.")
+        "which reaches a lower loss for the same compute."
+    )
 
 
 def _positive(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise LmforgeError(f"{name} must be a positive number, got {value!r}")
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from lmforge.errors import LmforgeError
 from lmforge.plan import chinchilla, hardware, memory
+from lmforge.plan.display import format_gpus, format_plan
 from lmforge.plan.shapes import DEFAULT_SEQ_LEN, shape_for_params
 
 _NEGATIVE = re.compile(r"^-(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?[kKmMbBgGtTpP]?$")
@@ -30,7 +31,9 @@ _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12, "p": 1e15
 
 def parse_amount(text: str, what: str) -> float:
     """'7e9', '7B', '1.5T', '400M' -> float; LmforgeError for anything else or a value <= 0."""
-    m = re.fullmatch(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*([kmbgtp]?)\s*", str(text), re.IGNORECASE)
+    m = re.fullmatch(
+        r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*([kmbgtp]?)\s*", str(text), re.IGNORECASE
+    )
     if not m:
         raise LmforgeError(f"{what} must be a number like 7e9, 7B or 1.5T, got '{text}'")
     value = float(m.group(1)) * _SUFFIX[m.group(2).lower()]
@@ -40,33 +43,46 @@ def parse_amount(text: str, what: str) -> float:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("plan", help="compute-optimal size, tokens, GPU time, cost, energy and memory",
-                              description="How big, how long, how much: Chinchilla compute-optimal sizing, "
-                                          "GPU-hours, rent/buy cost, energy, memory per GPU; `plan sweep` fits "
-                                          "scaling laws from your own small runs.")
+    p = subparsers.add_parser(
+        "plan",
+        help="compute-optimal size, tokens, GPU time, cost, energy and memory",
+        description="How big, how long, how much: Chinchilla compute-optimal sizing, "
+        "GPU-hours, rent/buy cost, energy, memory per GPU; `plan sweep` fits "
+        "scaling laws from your own small runs.",
+    )
     g = p.add_argument_group("size (give one or two; the rest follows)")
     g.add_argument("--params", help="parameters N, e.g. 7e9 or 7B")
     g.add_argument("--tokens", help="training tokens D, e.g. 2e12 or 2T")
     g.add_argument("--compute", help="training FLOPs C, e.g. 1e23")
-    g.add_argument("--config", "-c", help="a recipe (e.g. llama-1b) or YAML: its shape, and its tokens unless "
-                                          "--tokens/--compute is given")
+    g.add_argument(
+        "--config",
+        "-c",
+        help="a recipe (e.g. llama-1b) or YAML: its shape, and its tokens unless --tokens/--compute is given",
+    )
     h = p.add_argument_group("hardware")
     h.add_argument("--gpu", default="h100", help=f"GPU preset ({', '.join(hardware.GPUS)}; default h100)")
     h.add_argument("--num-gpus", default="8", help="GPUs in the cluster (default 8, one server)")
     h.add_argument("--mfu", help=f"model FLOPs utilisation in (0, 1] (default {hardware.DEFAULT_MFU})")
     h.add_argument("--mfu-from", metavar="RUN_DIR", help="use the median MFU logged in a run's metrics.jsonl")
     h.add_argument("--pue", default=str(hardware.DEFAULT_PUE), help="data-centre PUE (default %(default)s)")
-    h.add_argument("--energy-price", default=str(hardware.DEFAULT_ENERGY_PRICE), help="$ per MWh (default %(default)s)")
+    h.add_argument(
+        "--energy-price", default=str(hardware.DEFAULT_ENERGY_PRICE), help="$ per MWh (default %(default)s)"
+    )
     m = p.add_argument_group("memory")
     m.add_argument("--seq-len", help=f"tokens per sequence (default: the recipe's, else {DEFAULT_SEQ_LEN})")
     m.add_argument("--micro-batch", default="1", help="sequences per GPU per forward pass (default 1)")
-    m.add_argument("--precision", default="bf16", choices=sorted(memory.STATE_BYTES), help="default bf16 mixed")
+    m.add_argument(
+        "--precision", default="bf16", choices=sorted(memory.STATE_BYTES), help="default bf16 mixed"
+    )
     m.add_argument("--checkpointing", action="store_true", help="full activation checkpointing")
     m.add_argument("--tp", help="tensor-parallel size (default: the simplest layout that fits)")
     m.add_argument("--pp", help="pipeline-parallel size")
     m.add_argument("--zero", help="ZeRO stage 0-3 (3 = FSDP)")
-    m.add_argument("--measure-memory", action="store_true",
-                   help="also measure a real fp32 training step of the --config model on this CPU")
+    m.add_argument(
+        "--measure-memory",
+        action="store_true",
+        help="also measure a real fp32 training step of the --config model on this CPU",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     # argparse takes '-7e9' for an option (its negative-number pattern knows no exponents or
     # suffixes), which would hide our clear "must be positive" message behind a usage error.
@@ -75,13 +91,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="plan_command", metavar="{gpus,sweep}")
     gp = sub.add_parser("gpus", help="list the GPU presets with their sources")
     gp.add_argument("--json", action="store_true")
-    sw = sub.add_parser("sweep", help="train an IsoFLOP grid of small models and fit scaling laws (resumable)")
+    sw = sub.add_parser(
+        "sweep", help="train an IsoFLOP grid of small models and fit scaling laws (resumable)"
+    )
     sw.add_argument("--out", default="runs/plan-sweep", help="sweep directory (default %(default)s)")
     sw.add_argument("--budgets", help="comma-separated FLOP budgets (default: the ~20-minute CPU grid)")
     sw.add_argument("--sizes", default="5", help="model sizes per budget (default 5)")
     sw.add_argument("--workers", default="1", help="grid points trained at once, in processes (default 1)")
     sw.add_argument("--dry-run", action="store_true", help="print the grid and exit")
-    sw.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides of the sweep's base config")
+    sw.add_argument(
+        "overrides", nargs="*", metavar="section.key=value", help="overrides of the sweep's base config"
+    )
     sw._negative_number_matcher = _NEGATIVE
     return p
 
@@ -125,33 +145,52 @@ def make_plan(args: argparse.Namespace) -> dict:
             t = cfg.train
             tokens = float(t.max_steps * t.grad_accum * t.batch_size * seq_len)
         shape_source = f"recipe {args.config}"
-        sizing = chinchilla.size(params=params, tokens=tokens, compute=compute,
-                                 flops_per_token=model.flops_per_token(seq_len))
+        sizing = chinchilla.size(
+            params=params, tokens=tokens, compute=compute, flops_per_token=model.flops_per_token(seq_len)
+        )
     else:
         seq_len = _int(args.seq_len, "--seq-len") if args.seq_len else DEFAULT_SEQ_LEN
         sizing = chinchilla.size(params=params, tokens=tokens, compute=compute)
         model = shape_for_params(sizing.params, seq_len=seq_len)  # for memory only; FLOPs stay 6ND
     cost = hardware.estimate_cost(sizing.training_flops, gpu, num_gpus, mfu, pue, energy_price)
     mem = _memory(args, model, gpu, num_gpus, seq_len, micro_batch)
-    out = {"sizing": sizing.to_dict(), "gpu": gpu.to_dict(), "cost": cost,
-           "assumptions": {"mfu": mfu, "mfu_source": mfu_source, "pue": pue, "energy_price_per_mwh": energy_price},
-           "shape": {"source": shape_source, "n_layer": model.n_layer, "n_embd": model.n_embd, "n_head": model.n_head,
-                     "vocab_size": model.vocab_size, "params": model.num_params(), "seq_len": seq_len,
-                     "micro_batch": micro_batch},
-           "memory": mem}
+    out = {
+        "sizing": sizing.to_dict(),
+        "gpu": gpu.to_dict(),
+        "cost": cost,
+        "assumptions": {
+            "mfu": mfu,
+            "mfu_source": mfu_source,
+            "pue": pue,
+            "energy_price_per_mwh": energy_price,
+        },
+        "shape": {
+            "source": shape_source,
+            "n_layer": model.n_layer,
+            "n_embd": model.n_embd,
+            "n_head": model.n_head,
+            "vocab_size": model.vocab_size,
+            "params": model.num_params(),
+            "seq_len": seq_len,
+            "micro_batch": micro_batch,
+        },
+        "memory": mem,
+    }
     if args.measure_memory:
         if not args.config:
             raise LmforgeError("--measure-memory runs the --config model on this CPU; give --config")
         measured = memory.measure_cpu_peak(model, seq_len, micro_batch)
         predicted = memory.training_memory(model, seq_len, micro_batch, precision="fp32")
-        out["memory"]["cpu_check"] = {"measured_bytes": measured["peak_bytes"],
-                                      "predicted_bytes": predicted["total"] - predicted["weights"]}
+        out["memory"]["cpu_check"] = {
+            "measured_bytes": measured["peak_bytes"],
+            "predicted_bytes": predicted["total"] - predicted["weights"],
+        }
     return out
 
 
 def _memory(args, model, gpu, num_gpus: int, seq_len: int, micro_batch: int) -> dict:
     """Per-GPU memory: the given layout, or the simplest one that fits num_gpus (and the fewest GPUs)."""
-    kw = dict(seq_len=seq_len, micro_batch=micro_batch, precision=args.precision)
+    kw = {"seq_len": seq_len, "micro_batch": micro_batch, "precision": args.precision}
     out: dict = {"gpu_memory_gb": gpu.memory_gb, "headroom": memory.DEFAULT_HEADROOM}
     if args.tp or args.pp or args.zero:
         tp = _int(args.tp, "--tp") if args.tp else 1
@@ -163,8 +202,9 @@ def _memory(args, model, gpu, num_gpus: int, seq_len: int, micro_batch: int) -> 
         chosen = memory.training_memory(model, layout=layout, checkpointing=args.checkpointing, **kw)
     else:
         try:
-            layout, chosen = memory.smallest_layout(model, gpu.memory_gb, checkpointing=args.checkpointing,
-                                                    num_gpus=num_gpus, **kw)
+            layout, chosen = memory.smallest_layout(
+                model, gpu.memory_gb, checkpointing=args.checkpointing, num_gpus=num_gpus, **kw
+            )
         except LmforgeError as e:
             chosen, out["does_not_fit"] = None, str(e)
     if chosen is not None:
@@ -177,8 +217,11 @@ def _memory(args, model, gpu, num_gpus: int, seq_len: int, micro_batch: int) -> 
     for ckpt in (False, True):
         try:
             few, few_mem = memory.smallest_layout(model, gpu.memory_gb, checkpointing=ckpt, **kw)
-            out[f"fewest_gpus{'_checkpointing' if ckpt else ''}"] = {"layout": few.describe(), "gpus": few.gpus,
-                                                                     "total_bytes": few_mem["total"]}
+            out[f"fewest_gpus{'_checkpointing' if ckpt else ''}"] = {
+                "layout": few.describe(),
+                "gpus": few.gpus,
+                "total_bytes": few_mem["total"],
+            }
         except LmforgeError:
             pass
     return out
@@ -191,10 +234,18 @@ def _mfu(args) -> tuple[float, str]:
         from lmforge.report import read_metrics
 
         rows = read_metrics(Path(args.mfu_from) / "metrics.jsonl")
-        values = [r["mfu"] for r in rows if r.get("kind", "train") == "train" and isinstance(r.get("mfu"), (int, float))]
+        values = [
+            r["mfu"]
+            for r in rows
+            if r.get("kind", "train") == "train" and isinstance(r.get("mfu"), (int, float))
+        ]
         if not values:
-            raise LmforgeError(f"{args.mfu_from}/metrics.jsonl has no logged MFU (the trainer logs it on known GPUs)")
-        return hardware.check_mfu(statistics.median(values)), f"median of {len(values)} values in {args.mfu_from}"
+            raise LmforgeError(
+                f"{args.mfu_from}/metrics.jsonl has no logged MFU (the trainer logs it on known GPUs)"
+            )
+        return hardware.check_mfu(
+            statistics.median(values)
+        ), f"median of {len(values)} values in {args.mfu_from}"
     if args.mfu is None:
         return hardware.DEFAULT_MFU, "default"
     try:
@@ -224,85 +275,6 @@ def _int(text: str, what: str, allow_zero: bool = False) -> int:
     return value
 
 
-# ---- formatting ----------------------------------------------------------------------------------
-
-
-def format_plan(r: dict) -> str:
-    s, c, g, m, a, sh = r["sizing"], r["cost"], r["gpu"], r["memory"], r["assumptions"], r["shape"]
-    lines = ["Size (Chinchilla: Hoffmann et al. 2022, Table 3 frontier and eq. 10 loss)"]
-    rows = [("parameters N", _n(s["params"])),
-            ("training tokens D", f"{_n(s['tokens'])} ({s['tokens_per_param']:,.1f} per parameter)"),
-            ("compute C = 6ND", f"{s['compute']:.3g} FLOPs"),
-            ("compute with attention", f"{s['compute_model']:.3g} FLOPs ({sh['source']}, seq {sh['seq_len']})")
-            if s["compute_model"] else None,
-            ("compute-optimal at this C", f"{_n(s['optimal_params'])} params on {_n(s['optimal_tokens'])} tokens "
-                                          f"({s['optimal_tokens_per_param']:.1f} per parameter)"),
-            ("position", s["position"]),
-            ("predicted loss", f"{s['loss']:.3f} nats/token (eq. 10; Chinchilla's data and tokenizer)")]
-    lines += _rows([r for r in rows if r])
-    if s["warning"]:
-        lines.append(f"  warning: {s['warning']}")
-    lines += ["", f"Time and cost: {c['num_gpus']} x {g['label']}, {g['peak_flops'] / 1e12:,.0f} TFLOP/s dense BF16, "
-              f"MFU {100 * a['mfu']:.0f}% ({a['mfu_source']})"]
-    lines += _rows([
-        ("GPU-hours", f"{c['gpu_hours']:,.0f}"),
-        ("wall time", _duration(c["wall_hours"])),
-        ("rent", f"${c['rent_low']:,.0f} - ${c['rent_high']:,.0f} (${g['rent_per_hour'][0]:.2f}-"
-                 f"{g['rent_per_hour'][1]:.2f} per GPU-hour)"),
-        ("buy the GPUs", f"${c['purchase']:,.0f} ({c['num_gpus']} x ${g['price']:,.0f}; servers, network extra)"),
-        ("energy", f"{c['energy_mwh']:,.1f} MWh ({g['power_w']:.0f} W x GPU-hours x PUE {c['pue']:g}), "
-                   f"${c['energy_cost']:,.0f} at ${c['energy_price']:g}/MWh"),
-    ])
-    shape = f"{sh['n_layer']} layers x {sh['n_embd']} wide, vocab {sh['vocab_size']:,}"
-    lines += ["", f"Memory per GPU ({m['gpu_memory_gb']:g} GB, {100 * m['headroom']:.0f}% usable): "
-              f"{shape} ({sh['source']}), micro-batch {sh['micro_batch']} x {sh['seq_len']} tokens"]
-    if "per_gpu" in m:
-        pg = m["per_gpu"]
-        ck = "with" if pg["checkpointing"] else "without"
-        other = "with" if not pg["checkpointing"] else "without"
-        lines += _rows([
-            ("layout", m["layout"] + ("" if m["fits"] else "  (DOES NOT FIT)")),
-            ("precision", "bf16 weights/grads + fp32 master, AdamW" if pg["precision"] == "bf16" else "fp32, AdamW"),
-            ("weights", _gb(pg["weights"])), ("gradients", _gb(pg["gradients"])),
-            ("optimizer state", _gb(pg["optimizer"])),
-            (f"activations ({ck} ckpt)", f"{_gb(pg['activations'])}  ({other} checkpointing: "
-                                         f"{_gb(m['activations_other_checkpointing'])})"),
-            ("total", _gb(pg["total"]) + (f" (+{_gb(pg['fsdp_gathered'])} FSDP gathers)" if pg["fsdp_gathered"] else ""))])
-    else:
-        lines.append(f"  {m['does_not_fit']}")
-    for key, label in (("fewest_gpus", "fewest GPUs"), ("fewest_gpus_checkpointing", "fewest, with checkpointing")):
-        if key in m:
-            lines += _rows([(label, m[key]["layout"])])
-    if "cpu_check" in m:
-        chk = m["cpu_check"]
-        lines += _rows([("CPU check (fp32)", f"measured {_gb(chk['measured_bytes'])} vs predicted "
-                                             f"{_gb(chk['predicted_bytes'])} (grads + optimizer + activations)")])
-    return "\n".join(lines)
-
-
-def _rows(rows) -> list[str]:
-    return [f"  {k:<28} {v}" for k, v in rows]
-
-
-def _n(x: float) -> str:
-    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(x) >= scale:
-            return f"{x / scale:.3g}{unit}"
-    return f"{x:.3g}"
-
-
-def _gb(b: float) -> str:
-    return f"{b / 1e9:,.2f} GB" if b >= 1e8 else f"{b / 1e6:,.1f} MB"
-
-
-def _duration(hours: float) -> str:
-    if hours < 1:
-        return f"{hours * 60:.0f} minutes"
-    if hours < 48:
-        return f"{hours:.1f} hours"
-    return f"{hours / 24:,.1f} days"
-
-
 def _jsonable(x):
     return x.item() if hasattr(x, "item") else str(x)
 
@@ -313,14 +285,8 @@ def _jsonable(x):
 def _gpus(args) -> int:
     if args.json:
         print(json.dumps({k: g.to_dict() for k, g in hardware.GPUS.items()}, indent=1))
-        return 0
-    print(f"{'name':<11} {'dense BF16':>11} {'memory':>7} {'power':>6} {'rent $/GPU-h':>13} {'price':>9}  GPU")
-    for g in hardware.GPUS.values():
-        print(f"{g.name:<11} {g.peak_flops / 1e12:>7.0f} TF/s {g.memory_gb:>5.0f}GB {g.power_w:>5.0f}W "
-              f"{g.rent_per_hour[0]:>6.2f}-{g.rent_per_hour[1]:<6.2f} ${g.price:>8,.0f}  {g.label}")
-    print("\nsources:")
-    for g in hardware.GPUS.values():
-        print(f"- {g.name}: {g.sources}")
+    else:
+        print(format_gpus())
     return 0
 
 
@@ -338,8 +304,10 @@ def _sweep(args) -> int:
         points = sweep.plan_grid(cfg, budgets, sizes)
         print(f"{'budget':>9} {'shape':>8} {'params':>10} {'tokens':>11} {'D/N':>6} {'steps':>6}")
         for p in points:
-            print(f"{p.budget:>9.2g} {p.n_layer:>3}x{p.n_embd:<4} {p.params:>10,} {p.tokens:>11,} "
-                  f"{p.tokens / p.params:>6.1f} {p.steps:>6}")
+            print(
+                f"{p.budget:>9.2g} {p.n_layer:>3}x{p.n_embd:<4} {p.params:>10,} {p.tokens:>11,} "
+                f"{p.tokens / p.params:>6.1f} {p.steps:>6}"
+            )
         print(f"{len(points)} points, {sum(p.flops for p in points):.3g} training FLOPs")
         return 0
     sweep.run_sweep(args.out, budgets, sizes, args.overrides, workers)

@@ -23,8 +23,13 @@ from lmforge.errors import LmforgeError
 HUBER_DELTA = 1e-3  # Hoffmann et al. 2022 §3.3
 # The paper's initialisation grid (App. D.2): alpha, beta in {0, 0.5, ..., 2}, e in {-1, -0.5, ..., 1},
 # a, b in {0, 5, ..., 25}, where A = exp(a), B = exp(b), E = exp(e).
-INIT_GRID = {"a": np.arange(0, 30, 5.0), "b": np.arange(0, 30, 5.0), "e": np.arange(-1, 1.5, 0.5),
-             "alpha": np.arange(0, 2.5, 0.5), "beta": np.arange(0, 2.5, 0.5)}
+INIT_GRID = {
+    "a": np.arange(0, 30, 5.0),
+    "b": np.arange(0, 30, 5.0),
+    "e": np.arange(-1, 1.5, 0.5),
+    "alpha": np.arange(0, 2.5, 0.5),
+    "beta": np.arange(0, 2.5, 0.5),
+}
 N_STARTS = 16  # BFGS runs from the grid points with the lowest starting objective
 
 
@@ -50,15 +55,31 @@ def isoflop_minima(points: list[dict]) -> list[dict]:
         x_n = np.log([p["params"] for p in pts])
         x_d = np.log([p["tokens"] for p in pts])
         vn, curv_n = _vertex(x_n, loss)
-        vd, curv_d = _vertex(x_d, loss)
+        vd, _ = _vertex(x_d, loss)
         if vn is None or vd is None:
-            out.append({"compute": compute, "params": None, "tokens": None, "loss": None, "inside": False,
-                        "n_points": len(pts)})
+            out.append(
+                {
+                    "compute": compute,
+                    "params": None,
+                    "tokens": None,
+                    "loss": None,
+                    "inside": False,
+                    "n_points": len(pts),
+                }
+            )
             continue
         inside = x_n.min() <= vn <= x_n.max()
-        out.append({"compute": compute, "params": math.exp(vn), "tokens": math.exp(vd),
-                    "loss": float(np.polyval(curv_n, vn)), "inside": bool(inside), "n_points": len(pts),
-                    "parabola_ln_n": curv_n.tolist()})
+        out.append(
+            {
+                "compute": compute,
+                "params": math.exp(vn),
+                "tokens": math.exp(vd),
+                "loss": float(np.polyval(curv_n, vn)),
+                "inside": bool(inside),
+                "n_points": len(pts),
+                "parabola_ln_n": curv_n.tolist(),
+            }
+        )
     return out
 
 
@@ -76,19 +97,29 @@ def fit_isoflop(points: list[dict]) -> dict:
     if len(usable) < 2:  # fall back to extrapolated vertices rather than nothing
         usable = [m for m in minima if m["params"] is not None]
     if len(usable) < 2:
-        raise LmforgeError(f"approach 2 needs IsoFLOP minima at 2 or more budgets, got {len(usable)} "
-                           "(each budget needs 3+ model sizes whose losses bracket a minimum)")
+        raise LmforgeError(
+            f"approach 2 needs IsoFLOP minima at 2 or more budgets, got {len(usable)} "
+            "(each budget needs 3+ model sizes whose losses bracket a minimum)"
+        )
     c = np.log([m["compute"] for m in usable])
     a, ln_kn = np.polyfit(c, np.log([m["params"] for m in usable]), 1)
     b, ln_kd = np.polyfit(c, np.log([m["tokens"] for m in usable]), 1)
-    return {"a": float(a), "b": float(b), "k_params": math.exp(ln_kn), "k_tokens": math.exp(ln_kd),
-            "minima": minima, "budgets_used": len(usable)}
+    return {
+        "a": float(a),
+        "b": float(b),
+        "k_params": math.exp(ln_kn),
+        "k_tokens": math.exp(ln_kd),
+        "minima": minima,
+        "budgets_used": len(usable),
+    }
 
 
 # ---- approach 3 --------------------------------------------------------------------------------
 
 
-def _objective(theta: np.ndarray, ln_n: np.ndarray, ln_d: np.ndarray, ln_l: np.ndarray) -> tuple[float, np.ndarray]:
+def _objective(
+    theta: np.ndarray, ln_n: np.ndarray, ln_d: np.ndarray, ln_l: np.ndarray
+) -> tuple[float, np.ndarray]:
     """Huber(LSE(a - alpha ln N, b - beta ln D, e) - ln L) summed, and its gradient (scaled by 1/delta)."""
     a, b, e, alpha, beta = theta
     terms = np.stack([a - alpha * ln_n, b - beta * ln_d, np.full_like(ln_n, e)])  # (3, P)
@@ -102,14 +133,21 @@ def _objective(theta: np.ndarray, ln_n: np.ndarray, ln_d: np.ndarray, ln_l: np.n
     small = np.abs(r) <= d
     loss = np.where(small, 0.5 * r * r, d * (np.abs(r) - 0.5 * d)).sum() / d
     g_r = np.where(small, r, d * np.sign(r)) / d
-    grad = np.array([(g_r * w[0]).sum(), (g_r * w[1]).sum(), (g_r * w[2]).sum(),
-                     -(g_r * w[0] * ln_n).sum(), -(g_r * w[1] * ln_d).sum()])
+    grad = np.array(
+        [
+            (g_r * w[0]).sum(),
+            (g_r * w[1]).sum(),
+            (g_r * w[2]).sum(),
+            -(g_r * w[0] * ln_n).sum(),
+            -(g_r * w[1] * ln_d).sum(),
+        ]
+    )
     return float(loss), grad
 
 
 def _grid_objective(grid: np.ndarray, ln_n: np.ndarray, ln_d: np.ndarray, ln_l: np.ndarray) -> np.ndarray:
     """The objective at every row of `grid` (G, 5) at once, to rank the starting points."""
-    a, b, e, alpha, beta = (grid[:, i:i + 1] for i in range(5))  # (G, 1) each
+    a, b, e, alpha, beta = (grid[:, i : i + 1] for i in range(5))  # (G, 1) each
     terms = np.stack([a - alpha * ln_n, b - beta * ln_d, np.broadcast_to(e, (len(grid), len(ln_n)))])
     r = np.logaddexp.reduce(terms, axis=0) - ln_l  # (G, P)
     d = HUBER_DELTA
@@ -130,13 +168,25 @@ def fit_parametric(params, tokens, losses, n_starts: int = N_STARTS) -> dict:
         # BFGS rather than the paper's L-BFGS: with 5 unknowns the limited-memory variant saves
         # nothing, and SciPy's L-BFGS-B calls threaded BLAS that stalls ~100x on a busy machine.
         # A well-posed fit converges in < 100 iterations; 300 caps the flat valleys of a bad one.
-        res = minimize(_objective, theta0, args=(ln_n, ln_d, ln_l), jac=True, method="BFGS",
-                       options={"maxiter": 300, "gtol": 1e-9})
+        res = minimize(
+            _objective,
+            theta0,
+            args=(ln_n, ln_d, ln_l),
+            jac=True,
+            method="BFGS",
+            options={"maxiter": 300, "gtol": 1e-9},
+        )
         if best is None or res.fun < best.fun:
             best = res
     a, b, e, alpha, beta = best.x
-    out = {"E": math.exp(e), "A": math.exp(a), "B": math.exp(b), "alpha": float(alpha), "beta": float(beta),
-           "huber_loss": float(best.fun) * HUBER_DELTA}
+    out = {
+        "E": math.exp(e),
+        "A": math.exp(a),
+        "B": math.exp(b),
+        "alpha": float(alpha),
+        "beta": float(beta),
+        "huber_loss": float(best.fun) * HUBER_DELTA,
+    }
     out.update(parametric_frontier(out))
     return out
 
@@ -157,4 +207,8 @@ def parametric_optimum(fit: dict, compute: float) -> tuple[float, float]:
 
 
 def parametric_loss(fit: dict, params, tokens):
-    return fit["E"] + fit["A"] / np.asarray(params) ** fit["alpha"] + fit["B"] / np.asarray(tokens) ** fit["beta"]
+    return (
+        fit["E"]
+        + fit["A"] / np.asarray(params) ** fit["alpha"]
+        + fit["B"] / np.asarray(tokens) ** fit["beta"]
+    )

@@ -49,26 +49,43 @@ class GPU:
         return asdict(self)
 
 
-_A100_SPEC = "NVIDIA A100 Tensor Core GPU datasheet (nvidia.com, 2021): BF16 312 TFLOPS dense (624 sparse), 400 W SXM"
-_H100_SPEC = "NVIDIA H100 Tensor Core GPU datasheet (nvidia.com, 2023): SXM BF16 1,979 TFLOPS with sparsity = 989 dense, 80 GB HBM3, up to 700 W"
-_RENT_2026 = ("On-demand rent: mercatus-ai.com/blog/cloud-gpu-pricing (May 2026, long-tail to specialty clouds) and "
-              "pricegpu.pages.dev/blog/h100-vs-a100-cloud-price (early 2026)")
-_PRICE_2026 = "Purchase: aiinframap.com/tools/chips/h100-vs-h200-vs-b200-tco (mid-2026 street prices, +/-20-40%)"
+_A100_SPEC = (
+    "NVIDIA A100 Tensor Core GPU datasheet (nvidia.com, 2021): BF16 312 TFLOPS dense (624 sparse), 400 W SXM"
+)
+_H100_SPEC = (
+    "NVIDIA H100 Tensor Core GPU datasheet (nvidia.com, 2023): SXM BF16 1,979 TFLOPS with sparsity = 989 dense, "
+    "80 GB HBM3, up to 700 W"
+)
+_RENT_2026 = (
+    "On-demand rent: mercatus-ai.com/blog/cloud-gpu-pricing (May 2026, long-tail to specialty clouds) and "
+    "pricegpu.pages.dev/blog/h100-vs-a100-cloud-price (early 2026)"
+)
+_PRICE_2026 = (
+    "Purchase: aiinframap.com/tools/chips/h100-vs-h200-vs-b200-tco (mid-2026 street prices, +/-20-40%)"
+)
 
-GPUS: dict[str, GPU] = {g.name: g for g in [
-    GPU("a100-40gb", "NVIDIA A100 SXM4 40GB", 312e12, 40, 400, (1.0, 2.0), 10_000,
-        f"{_A100_SPEC}, 40 GB HBM2. Rent $1-2/GPU-hour and ~$10,000 to buy: Shaw Talebi, 'How to Build an LLM "
-        "from Scratch' (Towards Data Science, 2023)"),
-    GPU("a100-80gb", "NVIDIA A100 SXM4 80GB", 312e12, 80, 400, (1.1, 2.5), 15_000,
-        f"{_A100_SPEC}, 80 GB HBM2e. {_RENT_2026}: $1.10-1.50 specialty, $1.49-2.49 typical. Purchase: "
-        "mercatus-ai.com/blog/a100-vs-h100-vs-h200 ($8-15K street price, 2026)"),
-    GPU("h100", "NVIDIA H100 SXM5 80GB", 989e12, 80, 700, (2.0, 4.0), 30_000,
-        f"{_H100_SPEC}. {_RENT_2026}: $1.99-3.50 outside hyperscalers, $2.49-3.99 typical. {_PRICE_2026}: ~$30,000"),
-    GPU("h200", "NVIDIA H200 SXM 141GB", 989e12, 141, 700, (2.5, 4.5), 35_000,
-        "NVIDIA H200 Tensor Core GPU datasheet (nvidia.com, 2024): BF16 1,979 TFLOPS with sparsity = 989 dense, "
-        f"141 GB HBM3e, up to 700 W. {_RENT_2026}: $2.50-3.50 long-tail, $3.50-4.50 specialty. "
-        f"{_PRICE_2026}: ~$35,000"),
-]}
+GPUS: dict[str, GPU] = {
+    g.name: g
+    for g in [
+        GPU(name="a100-40gb", label="NVIDIA A100 SXM4 40GB", peak_flops=312e12, memory_gb=40, power_w=400,
+            rent_per_hour=(1.0, 2.0), price=10_000,
+            sources=f"{_A100_SPEC}, 40 GB HBM2. Rent $1-2/GPU-hour and ~$10,000 to buy: Shaw Talebi, "
+            "'How to Build an LLM from Scratch' (Towards Data Science, 2023)"),
+        GPU(name="a100-80gb", label="NVIDIA A100 SXM4 80GB", peak_flops=312e12, memory_gb=80, power_w=400,
+            rent_per_hour=(1.1, 2.5), price=15_000,
+            sources=f"{_A100_SPEC}, 80 GB HBM2e. {_RENT_2026}: $1.10-1.50 specialty, $1.49-2.49 typical. "
+            "Purchase: mercatus-ai.com/blog/a100-vs-h100-vs-h200 ($8-15K street price, 2026)"),
+        GPU(name="h100", label="NVIDIA H100 SXM5 80GB", peak_flops=989e12, memory_gb=80, power_w=700,
+            rent_per_hour=(2.0, 4.0), price=30_000,
+            sources=f"{_H100_SPEC}. {_RENT_2026}: $1.99-3.50 outside hyperscalers, $2.49-3.99 typical. "
+            f"{_PRICE_2026}: ~$30,000"),
+        GPU(name="h200", label="NVIDIA H200 SXM 141GB", peak_flops=989e12, memory_gb=141, power_w=700,
+            rent_per_hour=(2.5, 4.5), price=35_000,
+            sources="NVIDIA H200 Tensor Core GPU datasheet (nvidia.com, 2024): BF16 1,979 TFLOPS with sparsity "
+            f"= 989 dense, 141 GB HBM3e, up to 700 W. {_RENT_2026}: $2.50-3.50 long-tail, $3.50-4.50 "
+            f"specialty. {_PRICE_2026}: ~$35,000"),
+    ]
+}  # fmt: skip
 _ALIASES = {"h100-sxm": "h100", "h100-80gb": "h100", "h200-sxm": "h200", "h200-141gb": "h200"}
 
 
@@ -89,8 +106,14 @@ def check_mfu(mfu: float) -> float:
     return float(mfu)
 
 
-def estimate_cost(flops: float, gpu: GPU, num_gpus: int = 1, mfu: float = DEFAULT_MFU, pue: float = DEFAULT_PUE,
-                  energy_price: float = DEFAULT_ENERGY_PRICE) -> dict:
+def estimate_cost(
+    flops: float,
+    gpu: GPU,
+    num_gpus: int = 1,
+    mfu: float = DEFAULT_MFU,
+    pue: float = DEFAULT_PUE,
+    energy_price: float = DEFAULT_ENERGY_PRICE,
+) -> dict:
     """Time, rent, purchase and energy of `flops` training FLOPs on `num_gpus` x `gpu` at `mfu`."""
     check_mfu(mfu)
     if not flops > 0:
@@ -104,14 +127,19 @@ def estimate_cost(flops: float, gpu: GPU, num_gpus: int = 1, mfu: float = DEFAUL
     gpu_hours = flops / (gpu.peak_flops * mfu) / 3600.0
     energy_mwh = gpu_hours * gpu.power_w * pue / 1e6
     return {
-        "gpu": gpu.name, "num_gpus": num_gpus, "mfu": mfu, "flops": flops,
+        "gpu": gpu.name,
+        "num_gpus": num_gpus,
+        "mfu": mfu,
+        "flops": flops,
         "gpu_hours": gpu_hours,
         "wall_hours": gpu_hours / num_gpus,
         "rent_low": gpu_hours * gpu.rent_per_hour[0],
         "rent_high": gpu_hours * gpu.rent_per_hour[1],
         "purchase": num_gpus * gpu.price,
-        "energy_mwh": energy_mwh, "pue": pue,
-        "energy_cost": energy_mwh * energy_price, "energy_price": energy_price,
+        "energy_mwh": energy_mwh,
+        "pue": pue,
+        "energy_cost": energy_mwh * energy_price,
+        "energy_price": energy_price,
     }
 
 

@@ -73,8 +73,9 @@ class Layout:
         if self.zero not in (0, 1, 2, 3):
             raise LmforgeError(f"ZeRO stage must be 0, 1, 2 or 3 (3 = FSDP), got {self.zero}")
         if model.n_head % self.tp or model.kv_heads % self.tp:
-            raise LmforgeError(f"tp={self.tp} must divide the {model.n_head} query and {model.kv_heads} "
-                               "key/value heads")
+            raise LmforgeError(
+                f"tp={self.tp} must divide the {model.n_head} query and {model.kv_heads} key/value heads"
+            )
         if model.n_layer % self.pp:
             raise LmforgeError(f"pp={self.pp} must divide the {model.n_layer} layers")
 
@@ -86,18 +87,29 @@ def activation_elements(model: ModelConfig, seq_len: int, flash: bool = True) ->
     kv = model.kv_heads * model.head_dim
     norm = 3 * h if model.norm == "rmsnorm" else 2 * h
     attn = (h + 2 * kv) + 2 * h + a  # q, k, v; SDPA output and o_proj input; log-sum-exp
-    if not flash or model.attn_dropout > 0 or model.pos == "alibi":  # unfused attention keeps the probabilities
+    if (
+        not flash or model.attn_dropout > 0 or model.pos == "alibi"
+    ):  # unfused attention keeps the probabilities
         attn += a * seq_len * (1 + (1.25 if model.attn_dropout > 0 else 0))  # + dropped probs and mask
     mlp = {"relu": 1, "gelu": 2, "silu": 2, "swiglu": 4, "geglu": 4}[model.activation] * f
     masks = 2 * h * 0.25 if model.resid_dropout > 0 else 0.0  # two 1-byte masks, in 4-byte units
     layer = 2 * norm + attn + mlp + masks
-    cross = norm + 3 * h + a + 2 * kv + (h * 0.25 if model.resid_dropout > 0 else 0.0)  # q, out x2, memory k/v
+    cross = (
+        norm + 3 * h + a + 2 * kv + (h * 0.25 if model.resid_dropout > 0 else 0.0)
+    )  # q, out x2, memory k/v
     ends = norm + (h * 0.25 if model.embd_dropout > 0 else 0.0)  # final norm, embedding dropout mask
     return {"layer": layer, "cross_layer": cross, "ends": ends, "head": 4.0 * model.vocab_size}
 
 
-def training_memory(model: ModelConfig, seq_len: int | None = None, micro_batch: int = 1, layout: Layout = Layout(),
-                    precision: str = "bf16", checkpointing: bool = False, flash: bool = True) -> dict:
+def training_memory(
+    model: ModelConfig,
+    seq_len: int | None = None,
+    micro_batch: int = 1,
+    layout: Layout = Layout(),
+    precision: str = "bf16",
+    checkpointing: bool = False,
+    flash: bool = True,
+) -> dict:
     """Bytes per GPU of the busiest GPU: {'weights', 'gradients', 'optimizer', 'activations', 'total', ...}."""
     if precision not in STATE_BYTES:
         raise LmforgeError(f"precision must be one of {', '.join(STATE_BYTES)}, got {precision!r}")
@@ -131,9 +143,19 @@ def training_memory(model: ModelConfig, seq_len: int | None = None, micro_batch:
     last_stage = (body / pp + e["ends"]) * tokens * act_b / tp + e["head"] * tokens * HEAD_BYTES / tp
     activations = max(first_stage, last_stage)
     total = weights + grads + optimizer + gathered + activations
-    return {"weights": weights, "gradients": grads, "optimizer": optimizer, "fsdp_gathered": gathered,
-            "activations": activations, "total": total, "layout": asdict(layout), "precision": precision,
-            "micro_batch": micro_batch, "seq_len": seq_len, "checkpointing": checkpointing}
+    return {
+        "weights": weights,
+        "gradients": grads,
+        "optimizer": optimizer,
+        "fsdp_gathered": gathered,
+        "activations": activations,
+        "total": total,
+        "layout": asdict(layout),
+        "precision": precision,
+        "micro_batch": micro_batch,
+        "seq_len": seq_len,
+        "checkpointing": checkpointing,
+    }
 
 
 def candidate_layouts(model: ModelConfig, gpus: int) -> list[Layout]:
@@ -148,14 +170,22 @@ def candidate_layouts(model: ModelConfig, gpus: int) -> list[Layout]:
             if model.n_layer % pp or gpus % (tp * pp):
                 continue
             dp = gpus // (tp * pp)
-            for zero in ((0, 1, 2, 3) if dp > 1 else (0,)):
+            for zero in (0, 1, 2, 3) if dp > 1 else (0,):
                 out.append(Layout(dp, tp, pp, zero))
     return sorted(out, key=lambda lay: (lay.tp * lay.pp, lay.zero, lay.pp))
 
 
-def smallest_layout(model: ModelConfig, memory_gb: float, seq_len: int | None = None, micro_batch: int = 1,
-                    precision: str = "bf16", checkpointing: bool = False, num_gpus: int | None = None,
-                    headroom: float = DEFAULT_HEADROOM, max_gpus: int = 1 << 17) -> tuple[Layout, dict]:
+def smallest_layout(
+    model: ModelConfig,
+    memory_gb: float,
+    seq_len: int | None = None,
+    micro_batch: int = 1,
+    precision: str = "bf16",
+    checkpointing: bool = False,
+    num_gpus: int | None = None,
+    headroom: float = DEFAULT_HEADROOM,
+    max_gpus: int = 1 << 17,
+) -> tuple[Layout, dict]:
     """The simplest layout that fits in `memory_gb` per GPU: on exactly `num_gpus` GPUs if given,
     else on the fewest GPUs (powers of two). LmforgeError if none fits."""
     budget = memory_gb * 1e9 * headroom
@@ -167,14 +197,18 @@ def smallest_layout(model: ModelConfig, memory_gb: float, seq_len: int | None = 
                 return layout, mem
     where = f"on {num_gpus} GPUs" if num_gpus else f"on up to {max_gpus} GPUs"
     hint = "" if checkpointing else "; try activation checkpointing (--checkpointing)"
-    raise LmforgeError(f"no data/tensor/pipeline/FSDP layout fits this model in {memory_gb:g} GB per GPU "
-                       f"{where} at micro-batch {micro_batch} x {seq_len or model.block_size} tokens{hint}")
+    raise LmforgeError(
+        f"no data/tensor/pipeline/FSDP layout fits this model in {memory_gb:g} GB per GPU "
+        f"{where} at micro-batch {micro_batch} x {seq_len or model.block_size} tokens{hint}"
+    )
 
 
 # ---- measuring a real CPU training step ------------------------------------------------------
 
 
-def measure_cpu_peak(model: ModelConfig, seq_len: int, micro_batch: int, steps: int = 2, timeout: float = 300) -> dict:
+def measure_cpu_peak(
+    model: ModelConfig, seq_len: int, micro_batch: int, steps: int = 2, timeout: float = 300
+) -> dict:
     """Peak memory of real fp32 training steps of `model` on this CPU, in a fresh process.
 
     The child builds the model, lmforge's AdamW and a batch, notes its resident memory (VmRSS),
@@ -190,8 +224,14 @@ def measure_cpu_peak(model: ModelConfig, seq_len: int, micro_batch: int, steps: 
     """
     spec = {"model": asdict(model), "seq_len": seq_len, "micro_batch": micro_batch, "steps": steps}
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "lmforge.plan.memprobe", json.dumps(spec)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmforge.plan.memprobe", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         raise LmforgeError(f"memory probe failed: {lines[-1] if lines else f'exit status {proc.returncode}'}")

@@ -29,7 +29,9 @@ def main(spec: dict) -> dict:
     from lmforge.train.optim import build_optimizer
 
     def step(model, optimizer, x, y) -> None:  # the statements of lmforge.train.loop's inner step
-        extra = {"decoder_input_ids": x} if model.cfg.kind == "encoder-decoder" else {}  # source as long as target
+        extra = (
+            {"decoder_input_ids": x} if model.cfg.kind == "encoder-decoder" else {}
+        )  # source as long as target
         _, loss = model(x, y, **extra)
         loss.backward()
         optimizer.step()
@@ -59,11 +61,18 @@ def main(spec: dict) -> dict:
     for _ in range(spec["steps"]):
         step(model, optimizer, x, y)
     peak = _status_bytes("VmHWM")
-    opt_bytes = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
-                    if torch.is_tensor(t))
-    return {"baseline_bytes": baseline, "peak_bytes": peak - baseline,
-            "params_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
-            "optimizer_state_bytes": opt_bytes}
+    opt_bytes = sum(
+        t.numel() * t.element_size()
+        for s in optimizer.state.values()
+        for t in s.values()
+        if torch.is_tensor(t)
+    )
+    return {
+        "baseline_bytes": baseline,
+        "peak_bytes": peak - baseline,
+        "params_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+        "optimizer_state_bytes": opt_bytes,
+    }
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ def run_sizing(cfg: Any, result: dict) -> dict:
         out["sizing"] = chinchilla.size(params=n, tokens=d)
     mfu, source = res.get("mfu"), "logged by the trainer"
     if mfu is None and res.get("tokens_per_s"):
-        peak, source = (res["peak_flops"], "given peak") if res.get("peak_flops") else device_peak(_device(cfg))
+        peak, source = (
+            (res["peak_flops"], "given peak") if res.get("peak_flops") else device_peak(_device(cfg))
+        )
         mfu = res["tokens_per_s"] * fpt / peak
         out["peak"] = peak
     if isinstance(mfu, (int, float)) and math.isfinite(mfu):
@@ -40,10 +42,20 @@ def report_section(cfg: Any, result: dict) -> str:
     else:
         rows += [
             ("training tokens D", f"{s['tokens']:,} ({sz.tokens_per_param:,.1f} tokens per parameter)"),
-            ("training compute C", f"{s['compute']:.3g} FLOPs ({_si(s['flops_per_token'], 'G')}FLOP per token incl. "
-                                   f"attention); 6ND = {sz.compute:.3g}"),
-            ("compute-optimal for this C", f"{_si(sz.optimal_params)} parameters on {_si(sz.optimal_tokens)} tokens "
-                                           f"({sz.optimal_tokens_per_param:.1f} per parameter)"),
+            (
+                "training compute C",
+                (
+                    f"{s['compute']:.3g} FLOPs ({_si(s['flops_per_token'], 'G')}FLOP per token incl. "
+                    f"attention); 6ND = {sz.compute:.3g}"
+                ),
+            ),
+            (
+                "compute-optimal for this C",
+                (
+                    f"{_si(sz.optimal_params)} parameters on {_si(sz.optimal_tokens)} tokens "
+                    f"({sz.optimal_tokens_per_param:.1f} per parameter)"
+                ),
+            ),
             ("position", f"{sz.position} (N = {sz.size_ratio:.2g} x N_opt)"),
         ]
     if s["mfu"] is not None:
@@ -52,8 +64,10 @@ def report_section(cfg: Any, result: dict) -> str:
     else:
         rows.append(("MFU", "n/a (no throughput recorded)"))
     text = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
-    note = ("\n\nThe frontier is Chinchilla's (Hoffmann et al. 2022, Table 3: about 20 tokens per parameter); "
-            "`lmforge plan sweep` fits your own.")
+    note = (
+        "\n\nThe frontier is Chinchilla's (Hoffmann et al. 2022, Table 3: about 20 tokens per parameter); "
+        "`lmforge plan sweep` fits your own."
+    )
     if sz is not None and sz.warning:
         note += f"\n\n**Note:** {sz.warning}"
     return text + note

@@ -20,14 +20,29 @@ DEFAULT_VOCAB = 32_000
 DEFAULT_SEQ_LEN = 2048
 
 
-def llama_shape(n_layer: int, n_embd: int, vocab_size: int = DEFAULT_VOCAB, seq_len: int = DEFAULT_SEQ_LEN) -> ModelConfig:
+def llama_shape(
+    n_layer: int, n_embd: int, vocab_size: int = DEFAULT_VOCAB, seq_len: int = DEFAULT_SEQ_LEN
+) -> ModelConfig:
     head_dim = HEAD_DIM if n_embd % HEAD_DIM == 0 else 64 if n_embd % 64 == 0 else n_embd
-    return ModelConfig(kind="decoder", vocab_size=vocab_size, block_size=seq_len, n_layer=n_layer,
-                       n_head=n_embd // head_dim, n_embd=n_embd, activation="swiglu", norm="rmsnorm",
-                       pos="rope", bias=False, tie_embeddings=False, ffn_multiple_of=256)
+    return ModelConfig(
+        kind="decoder",
+        vocab_size=vocab_size,
+        block_size=seq_len,
+        n_layer=n_layer,
+        n_head=n_embd // head_dim,
+        n_embd=n_embd,
+        activation="swiglu",
+        norm="rmsnorm",
+        pos="rope",
+        bias=False,
+        tie_embeddings=False,
+        ffn_multiple_of=256,
+    )
 
 
-def shape_for_params(params: float, vocab_size: int = DEFAULT_VOCAB, seq_len: int = DEFAULT_SEQ_LEN) -> ModelConfig:
+def shape_for_params(
+    params: float, vocab_size: int = DEFAULT_VOCAB, seq_len: int = DEFAULT_SEQ_LEN
+) -> ModelConfig:
     """The Llama-style shape (width a multiple of 64, or of 128 from 1024 up) whose parameter count
     is closest to `params`, preferring, among shapes within 10% of the count, width/depth near
     ASPECT and a depth divisible by 4."""
@@ -42,7 +57,9 @@ def shape_for_params(params: float, vocab_size: int = DEFAULT_VOCAB, seq_len: in
         for width in {max(64, step * math.floor(d / step)), max(64, step * math.ceil(d / step))}:
             cfg = llama_shape(n_layer, width, vocab_size, seq_len)
             size_err = abs(math.log(cfg.num_params() / params))
-            score = size_err + (0.0 if size_err > 0.1 else -1.0) + 0.05 * abs(math.log(width / n_layer / ASPECT))
+            score = (
+                size_err + (0.0 if size_err > 0.1 else -1.0) + 0.05 * abs(math.log(width / n_layer / ASPECT))
+            )
             score += 0.02 if n_layer > 8 and n_layer % 4 else 0.0  # depths that split into pipeline stages
             if score < best_score:
                 best, best_score = cfg, score

@@ -16,25 +16,31 @@ from lmforge.plan.fit import fit_isoflop, fit_parametric, parametric_optimum
 
 def fit_points(rows: list[dict]) -> dict:
     """Approach 2 and approach 3 fits of finished grid points (dicts with budget, params, tokens, loss)."""
-    pts = [{"compute": r["budget"], "params": r["params"], "tokens": r["tokens"], "loss": r["loss"]} for r in rows]
+    pts = [
+        {"compute": r["budget"], "params": r["params"], "tokens": r["tokens"], "loss": r["loss"]}
+        for r in rows
+    ]
     out: dict = {"points": len(pts)}
     try:
         out["approach2"] = fit_isoflop(pts)
     except LmforgeError as e:
         out["approach2"] = {"error": str(e)}
     try:
-        fit3 = fit_parametric([p["params"] for p in pts], [p["tokens"] for p in pts], [p["loss"] for p in pts])
+        fit3 = fit_parametric(
+            [p["params"] for p in pts], [p["tokens"] for p in pts], [p["loss"] for p in pts]
+        )
         budgets = sorted({p["compute"] for p in pts})
         if fit3["a"] is not None:
-            fit3["tokens_per_param"] = {f"{c:.3g}": (lambda nd: nd[1] / nd[0])(parametric_optimum(fit3, c))
-                                        for c in budgets}
+            optima = {c: parametric_optimum(fit3, c) for c in budgets}
+            fit3["tokens_per_param"] = {f"{c:.3g}": d / n for c, (n, d) in optima.items()}
         out["approach3"] = fit3
     except LmforgeError as e:
         out["approach3"] = {"error": str(e)}
     a2 = out["approach2"]
     if "minima" in a2:
-        a2["tokens_per_param"] = {f"{m['compute']:.3g}": m["tokens"] / m["params"]
-                                  for m in a2["minima"] if m["params"] is not None}
+        a2["tokens_per_param"] = {
+            f"{m['compute']:.3g}": m["tokens"] / m["params"] for m in a2["minima"] if m["params"] is not None
+        }
     return out
 
 
@@ -56,27 +62,40 @@ def summary_lines(fits: dict) -> list[str]:
         lines.append(f"approach 2 (IsoFLOP minima): {a2['error']}")
     else:
         tpp = list(a2["tokens_per_param"].values())
-        lines.append(f"approach 2 (IsoFLOP minima over {a2['budgets_used']} budgets): N_opt ∝ C^{a2['a']:.3f}, "
-                     f"D_opt ∝ C^{a2['b']:.3f}; tokens per parameter at the minima "
-                     + ", ".join(f"{t:.1f}" for t in tpp))
+        lines.append(
+            f"approach 2 (IsoFLOP minima over {a2['budgets_used']} budgets): N_opt ∝ C^{a2['a']:.3f}, "
+            f"D_opt ∝ C^{a2['b']:.3f}; tokens per parameter at the minima "
+            + ", ".join(f"{t:.1f}" for t in tpp)
+        )
     if "error" in a3:
         lines.append(f"approach 3 (parametric L(N, D)): {a3['error']}")
     else:
-        lines.append(f"approach 3: L = {a3['E']:.3f} + {a3['A']:.4g}/N^{a3['alpha']:.3f} + {a3['B']:.4g}/D^{a3['beta']:.3f}"
-                     + (f"; N_opt ∝ C^{a3['a']:.3f}, D_opt ∝ C^{a3['b']:.3f}" if a3["a"] is not None else ""))
-    lines.append(f"Chinchilla for comparison: approach 2 a = 0.49, b = 0.51; approach 3 alpha = {chinchilla.ALPHA}, "
-                 f"beta = {chinchilla.BETA} (a = 0.46, b = 0.54); Table 3: ~20 tokens per parameter")
+        lines.append(
+            f"approach 3: L = {a3['E']:.3f} + {a3['A']:.4g}/N^{a3['alpha']:.3f} + {a3['B']:.4g}/D^{a3['beta']:.3f}"
+            + (f"; N_opt ∝ C^{a3['a']:.3f}, D_opt ∝ C^{a3['b']:.3f}" if a3["a"] is not None else "")
+        )
+    lines.append(
+        f"Chinchilla for comparison: approach 2 a = 0.49, b = 0.51; approach 3 alpha = {chinchilla.ALPHA}, "
+        f"beta = {chinchilla.BETA} (a = 0.46, b = 0.54); Table 3: ~20 tokens per parameter"
+    )
     return lines
 
 
 def summary_markdown(rows: list[dict], fits: dict) -> str:
     head = ["# Scaling-law sweep", "", "![IsoFLOP profiles and frontier](isoflop.png)", "", "## Fits", ""]
     head += [f"- {line}" for line in summary_lines(fits)]
-    table = ["", "## Grid points", "", "| budget (FLOPs) | layers x width | N | D | D/N | val loss | train time (s) |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    table = [
+        "",
+        "## Grid points",
+        "",
+        "| budget (FLOPs) | layers x width | N | D | D/N | val loss | train time (s) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in sorted(rows, key=lambda r: (r["budget"], r["params"])):
-        table.append(f"| {r['budget']:.2g} | {r['n_layer']} x {r['n_embd']} | {r['params']:,} | {r['tokens']:,} | "
-                     f"{r['tokens'] / r['params']:.1f} | {r['loss']:.4f} | {r.get('train_s') or 0:.0f} |")
+        table.append(
+            f"| {r['budget']:.2g} | {r['n_layer']} x {r['n_embd']} | {r['params']:,} | {r['tokens']:,} | "
+            f"{r['tokens'] / r['params']:.1f} | {r['loss']:.4f} | {r.get('train_s') or 0:.0f} |"
+        )
     return "\n".join(head + table) + "\n"
 
 
@@ -113,14 +132,26 @@ def plot_isoflop(path: Path, rows: list[dict], fits: dict) -> Path:
     a2, a3 = fits["approach2"], fits["approach3"]
     found = [m for m in minima.values() if m["params"] is not None]
     if found:
-        right.plot([m["compute"] for m in found], [m["params"] for m in found], "k*", markersize=12,
-                   label="IsoFLOP minima")
+        right.plot(
+            [m["compute"] for m in found],
+            [m["params"] for m in found],
+            "k*",
+            markersize=12,
+            label="IsoFLOP minima",
+        )
     if "a" in a2:
         right.plot(cs, a2["k_params"] * cs ** a2["a"], "k-", label=f"approach 2: N ∝ C^{a2['a']:.2f}")
     if a3.get("a") is not None:
-        right.plot(cs, [parametric_optimum(a3, c)[0] for c in cs], "b--", label=f"approach 3: N ∝ C^{a3['a']:.2f}")
-    right.plot(cs, [chinchilla.optimal_from_compute(c)[0] for c in cs], ":", color="gray",
-               label="Chinchilla Table 3 frontier")
+        right.plot(
+            cs, [parametric_optimum(a3, c)[0] for c in cs], "b--", label=f"approach 3: N ∝ C^{a3['a']:.2f}"
+        )
+    right.plot(
+        cs,
+        [chinchilla.optimal_from_compute(c)[0] for c in cs],
+        ":",
+        color="gray",
+        label="Chinchilla Table 3 frontier",
+    )
     right.set_xscale("log")
     right.set_yscale("log")
     right.set_xlabel("training FLOPs C")

@@ -176,7 +176,8 @@ def command(session: ChatSession, line: str, say: Callable[[str], None]) -> bool
     elif name == "/system":
         session.system = arg or None
         session.messages.clear()
-        say(f"[system prompt set: {arg}; conversation cleared]" if arg else "[system prompt removed; conversation cleared]")
+        say(f"[system prompt set: {arg}; conversation cleared]" if arg
+            else "[system prompt removed; conversation cleared]")
     elif name == "/set":
         key, _, value = arg.partition(" ")
         if not value.strip():

@@ -20,7 +20,7 @@ import sys
 from lmforge.errors import LmforgeError
 from lmforge.serve.human_eval import add_human_parser, run_human
 
-__all__ = ["add_parsers", "run_chat", "run_serve", "add_human_parser", "run_human", "main"]
+__all__ = ["add_human_parser", "add_parsers", "main", "run_chat", "run_human", "run_serve"]
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -85,6 +85,12 @@ def run_chat(args) -> int:
 
 
 def run_serve(args) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise LmforgeError(f"lmforge serve needs FastAPI and uvicorn ({e.name} is missing): "
+                           "pip install 'lmforge[serve]'") from None
     from lmforge.serve.engine import ServedModel
     from lmforge.serve.server import create_app, serve_forever
 

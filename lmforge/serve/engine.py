@@ -119,6 +119,10 @@ class ServedModel:
         # generate_tokens' own budget: the last sampled token may sit at position block_size.
         budget = min(cfg.max_new_tokens, self.block_size - len(prompt_ids) + 1)
         with self.lock:
+            # OpenMP keeps its thread count per OS thread, and a new thread (a server worker)
+            # starts at the default, one per core, whatever torch.set_num_threads said in the
+            # main thread; re-applying torch's setting here makes it hold in every thread.
+            torch.set_num_threads(torch.get_num_threads())
             stream = TextStream(self.tokenizer, cfg.stop, on_text)
             tokens = generate_tokens(self.model, prompt_ids, cfg, stop_ids=stop_ids)
             n, finish = 0, "stop"

@@ -11,6 +11,7 @@ concurrent raters' writes, so no vote is lost. Results: /human/results (ratings.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import random
@@ -39,6 +40,7 @@ CREATE TABLE IF NOT EXISTS votes (id INTEGER PRIMARY KEY, task_id TEXT NOT NULL 
                                   left_model TEXT NOT NULL, score_a INTEGER CHECK (score_a BETWEEN 1 AND 5),
                                   score_b INTEGER CHECK (score_b BETWEEN 1 AND 5), created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS votes_by_rater ON votes (rater, comparison_id);
+CREATE INDEX IF NOT EXISTS votes_by_comparison ON votes (comparison_id);
 """
 CHOICES = ("left", "right", "tie", "both_bad")
 PROMPT_KEYS = ("prompt", "instruction", "question")  # plain, Alpaca/Dolly, GSM8K-style records
@@ -112,8 +114,9 @@ class HumanEvalStore:
                                  "JOIN comparisons c ON c.id = t.comparison_id WHERE t.id = ?", (task,)).fetchone()
                 if row is None:
                     raise VoteError(404, "unknown task; load a new comparison")
-                if db.execute("SELECT 1 FROM votes WHERE task_id = ?", (task,)).fetchone():
-                    raise VoteError(409, "this comparison was already voted on")
+                if db.execute("SELECT 1 FROM votes WHERE task_id = ? OR (rater = ? AND comparison_id = ?)",
+                              (task, row["rater"], row["comparison_id"])).fetchone():
+                    raise VoteError(409, "this comparison was already voted on")  # one vote per rater
                 left_is_a = row["left_model"] == row["model_a"]
                 winner = {"tie": "tie", "both_bad": "both_bad",
                           "left": "a" if left_is_a else "b", "right": "b" if left_is_a else "a"}[choice]
@@ -213,7 +216,7 @@ def prepare(model_specs: list[str], prompts_path: str | Path, output: str | Path
                 raise LmforgeError(f"prompt {p['key']} is {len(ids)} tokens in the chat template; model "
                                    f"{served.name!r} has a context of {served.block_size}")
             seed = None if sample.seed is None else sample.seed + k  # same seed per prompt for every model
-            cfg = type(sample)(**{**sample.__dict__, "seed": seed})
+            cfg = dataclasses.replace(sample, seed=seed)
             answers[served.name].append(served.complete(ids, cfg, served.chat_stop_ids()))
         log(f"{served.name}: answered {len(prompts)} prompts")
         del served

@@ -100,13 +100,12 @@ def summarize(votes: Sequence[dict], models: Sequence[str], n_boot: int = 1000, 
     else:
         boot = {k: np.full((1,) + v.shape, np.nan) for k, v in point.items()}
 
-    W1 = pts.sum(0)
     G1 = gms.sum(0)
     rate_ci, rating_ci, score_ci = _ci(boot["win_rate"]), _ci(boot["rating"]), _ci(boot["score"])
     out_models = []
     for k, name in enumerate(models):
         mine = [v for v in votes if name in (v["model_a"], v["model_b"])]
-        won = sum(1 for v in mine if (v["winner"] == "a") == (v["model_a"] == name) and v["winner"] in ("a", "b"))
+        won = sum(1 for v in mine if v["winner"] in ("a", "b") and (v["winner"] == "a") == (v["model_a"] == name))
         ties = sum(1 for v in mine if v["winner"] == "tie")
         bad = sum(1 for v in mine if v["winner"] == "both_bad")
         n_scores = int(score_cnt[:, k].sum())
@@ -125,7 +124,8 @@ def summarize(votes: Sequence[dict], models: Sequence[str], n_boot: int = 1000, 
             if G1[i, j] == 0:
                 continue
             sel = [v for v in votes if {v["model_a"], v["model_b"]} == {models[i], models[j]}]
-            i_wins = sum(1 for v in sel if v["winner"] in ("a", "b") and (v["model_a"] == models[i]) == (v["winner"] == "a"))
+            i_wins = sum(1 for v in sel if v["winner"] in ("a", "b")
+                         and (v["model_a"] == models[i]) == (v["winner"] == "a"))
             ties = sum(1 for v in sel if v["winner"] == "tie")
             bad = sum(1 for v in sel if v["winner"] == "both_bad")
             col = boot["pair_rate"][:, i, j][:, None]

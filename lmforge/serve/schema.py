@@ -73,8 +73,9 @@ class _Sampling(BaseModel):
         """Decoding options for choice number `choice` (choices of one request differ by seed)."""
         self.check_unsupported()
         seed = None if self.seed is None else self.seed + choice
-        return SampleConfig(max_new_tokens=max_tokens, temperature=1.0 if self.temperature is None else self.temperature,
-                            top_k=self.top_k, top_p=None if self.top_p in (None, 1.0) else self.top_p,
+        temperature = 1.0 if self.temperature is None else self.temperature
+        top_p = None if self.top_p in (None, 1.0) else self.top_p
+        return SampleConfig(max_new_tokens=max_tokens, temperature=temperature, top_k=self.top_k, top_p=top_p,
                             seed=seed, stop=self.stops())
 
 

@@ -143,7 +143,7 @@ class RunningServer:
         self.thread.join(10)
         self.sock.close()
 
-    def __enter__(self) -> RunningServer:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
@@ -159,5 +159,8 @@ def serve_forever(app: FastAPI, host: str, port: int, log_level: str = "info") -
     print(f"[lmforge] serving on {url}  (API {url}/v1, chat page {url}/chat, health {url}/health)", flush=True)
     try:
         uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down cleanly, then re-raises the signal it caught
+        pass
     finally:
         sock.close()
+    print("[lmforge] server stopped", flush=True)

@@ -27,8 +27,13 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import LmforgeError
-from lmforge.model.transformer import (ALiBiPositions, LearnedPositions, RotaryPositions,
-                                       SinusoidalPositions, alibi_bias)
+from lmforge.model.transformer import (
+    ALiBiPositions,
+    LearnedPositions,
+    RotaryPositions,
+    SinusoidalPositions,
+    alibi_bias,
+)
 
 IGNORE = -100
 
@@ -144,7 +149,7 @@ def segment_forward(model: torch.nn.Module, ids: torch.Tensor, segments: torch.T
     cfg = model.cfg
     if cfg.kind != "decoder":
         raise LmforgeError(f"packed fine-tuning needs a decoder model, this one is {cfg.kind}; use batching=pad")
-    B, T = ids.shape
+    T = ids.shape[1]
     pe = model.pos_emb
     x = model.tok_emb(ids)  # (B, T, C)
     if isinstance(pe, LearnedPositions):

@@ -26,8 +26,15 @@ import torch
 
 from lmforge.config import RunConfig, to_yaml
 from lmforge.errors import LmforgeError
+from lmforge.model import Transformer
 from lmforge.tokenizer import Tokenizer
-from lmforge.train.checkpoint import latest_checkpoint, load_weights, read_config, resolve_checkpoint, save_checkpoint
+from lmforge.train.checkpoint import (
+    latest_checkpoint,
+    load_weights,
+    read_config,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from lmforge.train.config import TrainConfig
 from lmforge.train.metrics import MetricsLog, Progress, format_duration
 from lmforge.train.optim import param_groups
@@ -191,8 +198,6 @@ def finetune(cfg: FinetuneConfig, log=default_log) -> FinetuneResult:
     log(f"split: {len(train_ex)} train / {len(val_ex)} held-out conversations")
 
     torch.manual_seed(cfg.seed)
-    from lmforge.model import Transformer
-
     model = Transformer(mcfg).to(device)
     load_weights(model, ckpt)
     if cfg.method == "lora":
@@ -244,6 +249,8 @@ def finetune(cfg: FinetuneConfig, log=default_log) -> FinetuneResult:
             g["lr"] = lr
         with autocast(device, dtype):
             loss = batch_loss(model, batch)
+        if not torch.isfinite(loss):  # nothing is saved; the base checkpoint is untouched
+            raise LmforgeError(f"the loss is {float(loss)} at step {step}; lower lr= (now {cfg.lr:g})")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)

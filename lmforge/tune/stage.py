@@ -3,9 +3,11 @@ set (lmforge/corpus/sft_demo.jsonl.gz) and show a chat exchange.
 
 The lead wires it into lmforge/pipeline.py after sampling:
 
-    from lmforge.tune.stage import report_section, sft_stage
+    from lmforge.report import update_report_section
+    from lmforge.tune.stage import SECTION, report_section, sft_stage
     sft = sft_stage(cfg, run_dir, tok)            # dict; writes <run_dir>/sft/ (a run dir)
-    ... report text += report_section(sft)
+    if not sft.get("skipped"):
+        update_report_section(run_dir, SECTION, report_section(sft))
 
 Re-running reuses a finished <run_dir>/sft (like every other stage) instead of training again.
 """
@@ -22,16 +24,20 @@ from lmforge.train.checkpoint import latest_checkpoint
 from lmforge.tune.config import FinetuneConfig
 from lmforge.tune.demo_data import DEMO_PATH
 
+SECTION = "Supervised fine-tuning"  # the report.md section name
 CHAT_PROMPTS = ["What is the capital of France?", "Give me three tips for staying healthy."]
 
 
 def demo_config(cfg: RunConfig, run_dir: Path, **overrides) -> FinetuneConfig:
-    """The demo's fine-tuning settings: full fine-tuning, packed rows of the model's context,
-    ~2 epochs of the 565 conversations at batch 8 (about 1 minute for the tiny recipe on 2 CPU cores)."""
-    base = dict(init=str(run_dir), data=str(DEMO_PATH), format="messages", out=str(run_dir / "sft"),
-                max_steps=80, batch_size=8, lr=1e-3, warmup_steps=8, min_lr_ratio=0.1, eval_every=40,
-                log_every=10, val_fraction=0.05, seed=cfg.train.seed, device=cfg.train.device,
-                precision=cfg.train.precision, chat_prompts=list(CHAT_PROMPTS), max_new_tokens=48)
+    """The demo's fine-tuning settings: full fine-tuning, packed rows of the model's context, batch 8,
+    1/8 of the pre-training steps (75 for the tiny recipe: ~2 epochs of the 565 conversations,
+    about a minute on 2 CPU cores), at most 80 and at least 2."""
+    steps = max(2, min(80, cfg.train.max_steps // 8))
+    base = {"init": str(run_dir), "data": str(DEMO_PATH), "format": "messages", "out": str(run_dir / "sft"),
+            "max_steps": steps, "batch_size": 8, "lr": 1e-3, "warmup_steps": max(1, steps // 10),
+            "min_lr_ratio": 0.1, "eval_every": max(1, steps // 2), "log_every": 10, "val_fraction": 0.05, "seed": cfg.train.seed,
+            "device": cfg.train.device, "precision": cfg.train.precision,
+            "chat_prompts": list(CHAT_PROMPTS), "max_new_tokens": 48}
     return FinetuneConfig(**{**base, **overrides})
 
 
@@ -68,16 +74,15 @@ def print_exchange(result: dict) -> None:
 
 
 def report_section(result: dict) -> str:
-    """Markdown for report.md: what was fine-tuned, the loss on held-out conversations, the chat."""
+    """The body of report.md's "Supervised fine-tuning" section (no heading: update_report_section
+    adds it): what was fine-tuned, the loss on held-out conversations, the chat exchange."""
     if not result or result.get("skipped"):
         return ""
     vb, va = result.get("val_loss_before"), result.get("val_loss")
     lines = [
-        "## Supervised fine-tuning",
-        "",
-        f"Fine-tuned on {result['train_conversations']} conversations of the demo instruction set "
-        f"({result['method']}, {result['steps']} steps, {result['trainable_params']:,} trainable parameters); "
-        f"the chat model is in `{result['out_dir']}` (`lmforge chat --run {result['out_dir']}`).",
+        (f"Fine-tuned on {result['train_conversations']} conversations of the demo instruction set "
+         f"({result['method']}, {result['steps']} steps, {result['trainable_params']:,} trainable parameters); "
+         f"the chat model is in `{result['out_dir']}` (`lmforge chat --run {result['out_dir']}`)."),
         "",
         "| metric | value |",
         "|---|---|",

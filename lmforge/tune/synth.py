@@ -54,7 +54,7 @@ HEADER = (
 )
 NOINPUT = "<noinput>"
 _TASK = re.compile(r"(\d+)\.\s*Instruction:(.*?)\n\s*\1\.\s*Input:(.*?)\n\s*\1\.\s*Output:(.*?)(?=\n\s*###|\n\s*\d+\.\s*Instruction:|\Z)",
-                   re.S)
+                   re.DOTALL)
 
 
 class TeacherError(Exception):
@@ -139,8 +139,8 @@ class TaskFilter:
         self.cfg = cfg
         self.scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
         self.pool = list(pool)
-        self.block = [re.compile(rf"\b{re.escape(w)}\b", re.I) for w in cfg.blocklist]
-        self.refusal = [re.compile(p, re.I) for p in cfg.refusal_patterns]
+        self.block = [re.compile(rf"\b{re.escape(w)}\b", re.IGNORECASE) for w in cfg.blocklist]
+        self.refusal = [re.compile(p, re.IGNORECASE) for p in cfg.refusal_patterns]
 
     def max_similarity(self, instruction: str) -> float:
         return max((self.scorer.score(p, instruction)["rougeL"].fmeasure for p in self.pool), default=0.0)
@@ -172,7 +172,7 @@ class TaskFilter:
 class Teacher:
     """POSTs to an OpenAI-compatible endpoint with retries; returns the generated text."""
 
-    RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+    RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
     def __init__(self, cfg: SynthConfig) -> None:
         self.cfg = cfg
@@ -195,12 +195,12 @@ class Teacher:
     def once(self, prompt: str, seed: int) -> str:
         data = json.dumps(self.body(prompt, seed)).encode("utf-8")
         req = urllib.request.Request(self.url, data=data, headers=self.headers, method="POST")
-        with urllib.request.urlopen(req, timeout=self.cfg.timeout) as resp:  # noqa: S310 (user-set URL)
+        with urllib.request.urlopen(req, timeout=self.cfg.timeout) as resp:
             payload = json.loads(resp.read().decode("utf-8"))
         choice = payload["choices"][0]
         text = choice["message"]["content"] if self.cfg.endpoint == "chat" else choice["text"]
         if not isinstance(text, str):
-            raise ValueError("choices[0] holds no text")
+            raise TypeError("choices[0] holds no text")
         return text
 
     def ask(self, prompt: str, first: int, seed: int) -> list[dict]:
@@ -245,8 +245,8 @@ def read_output(path: Path, log) -> list[dict]:
         try:
             rec = json.loads(line)
             if not isinstance(rec.get("instruction"), str):
-                raise ValueError
-        except (ValueError, AttributeError):
+                raise TypeError
+        except (ValueError, TypeError, AttributeError):
             raise LmforgeError(f"{path}:{n} is not a synth record; choose another out=") from None
         records.append(rec)
     if len(keep) != len(raw):

@@ -64,7 +64,9 @@ def hellaswag_process(doc: dict) -> dict:
 
 def hellaswag(root: Path | None, hub: bool) -> Task:
     def load(split: str):
-        docs = data.hub_split("Rowan/hellaswag", None, split) if hub else data.hellaswag_local(root, split)
+        if not hub:
+            return data.hellaswag_local(root, split, hellaswag_process)
+        docs = data.hub_split("Rowan/hellaswag", None, split)
         return None if docs is None else [hellaswag_process(d) for d in docs]
 
     return Task(

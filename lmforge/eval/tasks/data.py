@@ -19,8 +19,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 from lmforge.errors import LmforgeError
 
@@ -52,6 +54,27 @@ def read_jsonl(path: Path) -> list[dict]:
             except json.JSONDecodeError as e:
                 raise LmforgeError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
     return docs
+
+
+class LazyDocs(Sequence):
+    """Documents parsed and processed on first access: a --limit run (or a test) reads only the
+    documents it scores and the few-shot examples it draws. `random.sample` over it draws the
+    same indices as over a list of the same length, so few-shot sampling is unchanged."""
+
+    def __init__(self, raw: list, parse: Callable[[Any], dict]):
+        self.raw, self.parse, self.memo = raw, parse, {}
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if i not in self.memo:
+            self.memo[i] = self.parse(self.raw[i])
+        return self.memo[i]
 
 
 def read_csv_rows(path: Path, header: bool) -> list[dict] | list[list[str]]:
@@ -97,12 +120,20 @@ def arc_local(root: Path, config: str, split: str) -> list[dict] | None:
 # ---------------------------------------------------------------- HellaSwag
 
 
-def hellaswag_local(root: Path, split: str) -> list[dict] | None:
+def hellaswag_local(root: Path, split: str, process: Callable[[dict], dict]) -> Sequence[dict] | None:
     name = {"validation": "val", "train": "train", "test": "test"}[split]
     path = root / "hellaswag" / f"hellaswag_{name}.jsonl"
     if split == "test" or not path.is_file():  # the public test file has no labels
         return None
-    return read_jsonl(path)
+    lines = [ln for ln in path.read_text(encoding="utf-8").split("\n") if ln.strip()]
+
+    def parse(line: str) -> dict:
+        try:
+            return process(json.loads(line))
+        except (json.JSONDecodeError, KeyError) as e:
+            raise LmforgeError(f"{path}: bad record ({e})") from None
+
+    return LazyDocs(lines, parse)
 
 
 # ---------------------------------------------------------------- MMLU

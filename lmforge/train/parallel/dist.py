@@ -19,6 +19,7 @@ import atexit
 import contextlib
 import os
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,6 +31,7 @@ from lmforge.errors import ConfigError, LmforgeError
 from lmforge.train.config import ParallelConfig
 
 MESH_DIMS = ("pp", "dp", "tp")
+REPORT_GRACE_S = 5.0  # how long the other ranks wait for rank 0 to report an agreed error
 
 
 class AgreedError(LmforgeError):
@@ -256,6 +258,9 @@ def errors_on_rank_zero():
         yield
     except AgreedError:
         if not is_main_process():
+            # Leave rank 0 time to print first: torchrun stops every worker within 0.1 s of the
+            # first exit, and the message must not die with it. (Rank 0's exit ends this sooner.)
+            time.sleep(REPORT_GRACE_S)
             raise SystemExit(2) from None
         raise
 

@@ -187,10 +187,15 @@ def parallelize(model: nn.Module, cfg: RunConfig, env: Dist, dtype: torch.dtype)
     runner = module
     if pc.dp_mode == "fsdp" and layout.dp > 1:
         _fully_shard(module, [b for _, b in blocks], env.submesh("dp"), dtype, pc.reshard_after_forward)
-    elif layout.dp > 1:
+    elif layout.dp > 1 and layout.pp == 1:
         device_ids = [env.device.index] if env.device.type == "cuda" else None
         runner = nn.parallel.DistributedDataParallel(module, device_ids=device_ids,
                                                      process_group=env.group("dp"))
+    elif layout.dp > 1:
+        # DDP's reducer cannot follow a pipeline's per-micro-batch backward passes (torch 2.13:
+        # "rebuilt parameter indices size is not same"); FSDP2's replicate mode does the same
+        # math (replicated parameters, all-reduced gradients) and the pipeline drives it.
+        _replicate(module, [b for _, b in blocks], env.submesh("dp"), dtype)
     if layout.pp == 1:
         return Parallel(module, env, runner=runner, no_decay=no_decay)
     loss_fn = ScaledLoss()
@@ -221,3 +226,15 @@ def _fully_shard(module: nn.Module, blocks: list[nn.Module], dp_mesh, dtype: tor
     for block in blocks:
         fully_shard(block, mesh=dp_mesh, mp_policy=mp, reshard_after_forward=reshard)
     fully_shard(module, mesh=dp_mesh, mp_policy=mp, reshard_after_forward=reshard)
+
+
+def _replicate(module: nn.Module, blocks: list[nn.Module], dp_mesh, dtype: torch.dtype) -> None:
+    """DDP-style data parallelism built on FSDP2 (torch.distributed._composable.replicate_with_fsdp)."""
+    from torch.distributed._composable.replicate_with_fsdp import replicate
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype != torch.float32 \
+        else MixedPrecisionPolicy()
+    for block in blocks:
+        replicate(block, mesh=dp_mesh, mp_policy=mp)
+    replicate(module, mesh=dp_mesh, mp_policy=mp)

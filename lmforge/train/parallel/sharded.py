@@ -100,15 +100,11 @@ def load_full(ckpt_dir: Path, module: nn.Module, optimizer: torch.optim.Optimize
         return
     saved = ckpt.read_optimizer(ckpt_dir, torch.device("cpu"))
     ref_opt.load_state_dict(saved["optimizer"])
-    flat = get_optimizer_state_dict(ref_model, ref_opt, options=FLAT)
-    mine = {k: v for k, v in flat.items() if _param_of(k) in names}
-    set_optimizer_state_dict(module, optimizer, mine,
-                             options=StateDictOptions(full_state_dict=True, flatten_optimizer_state_dict=True))
-
-
-def _param_of(flat_key: str) -> str:
-    """'state.blocks.0.mlp.up_proj.weight.exp_avg' / 'param_groups.<name>.lr' -> the parameter name."""
-    return flat_key.split(".", 1)[1].rsplit(".", 1)[0]
+    full_osd = get_optimizer_state_dict(ref_model, ref_opt)  # keyed by parameter name
+    groups = [{**g, "params": [n for n in g["params"] if n in names]} for g in full_osd["param_groups"]]
+    mine = {"state": {n: v for n, v in full_osd["state"].items() if n in names},
+            "param_groups": [g for g in groups if g["params"]]}  # a stage drops empty groups, as its optimizer
+    set_optimizer_state_dict(module, optimizer, mine, options=StateDictOptions(full_state_dict=True))
 
 
 def _first_line(e: BaseException) -> str:
