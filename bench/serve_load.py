@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import tempfile
 import threading
@@ -43,12 +44,12 @@ def prompts(n: int) -> list[list[dict]]:
 def in_process(model: ServedModel, convs, max_tokens: int) -> dict:
     cfg = SampleConfig(max_new_tokens=max_tokens, temperature=0.0, top_k=None)
     lat, tokens = [], 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     for conv in convs:
         s = time.perf_counter()
         tokens += model.complete(model.chat_ids(conv), cfg, model.chat_stop_ids()).completion_tokens
         lat.append(time.perf_counter() - s)
-    return summary(time.perf_counter() - t0, len(convs), tokens, lat, [])
+    return summary(time.perf_counter() - t0, cpu_seconds() - c0, len(convs), tokens, lat, [])
 
 
 def over_http(url: str, model: str, convs, max_tokens: int, clients: int) -> dict:
@@ -84,19 +85,27 @@ def over_http(url: str, model: str, convs, max_tokens: int, clients: int) -> dic
 
     shares = [convs[i::clients] for i in range(clients)]
     threads = [threading.Thread(target=client, args=(s,)) for s in shares]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     if errors:
         raise SystemExit(f"{len(errors)} requests failed, first: {errors[0]}")
-    return summary(time.perf_counter() - t0, len(convs), tokens[0], lat, ttft)
+    return summary(time.perf_counter() - t0, cpu_seconds() - c0, len(convs), tokens[0], lat, ttft)
 
 
-def summary(wall: float, n: int, tokens: int, lat: list[float], ttft: list[float]) -> dict:
+def cpu_seconds() -> float:
+    """CPU time of this process (server, clients and all): on a shared machine, unlike wall time, it
+    does not grow when other jobs take the cores."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def summary(wall: float, cpu: float, n: int, tokens: int, lat: list[float], ttft: list[float]) -> dict:
     q = statistics.quantiles(lat, n=20) if len(lat) > 1 else lat * 19
     return {"wall_s": wall, "requests": n, "tokens": tokens, "req_per_s": n / wall, "tok_per_s": tokens / wall,
+            "cpu_ms_per_token": 1000 * cpu / max(tokens, 1),
             "p50_s": statistics.median(lat), "p95_s": q[18],
             "ttft_p50_s": statistics.median(ttft) if ttft else None}
 
@@ -148,12 +157,14 @@ def main() -> None:
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average before/after "
             f"{load[0]:.1f}/{os.getloadavg()[0]:.1f}")
     lines = [head, "",
-             "| mode | requests/s | generated tokens/s | vs baseline | latency p50 | latency p95 | first token p50 |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             ("| mode | requests/s | generated tokens/s | vs baseline | latency p50 | latency p95 | first token p50 "
+              "| CPU ms / token |"),
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in rows.items():
         ttft = f"{r['ttft_p50_s'] * 1000:.0f} ms" if r["ttft_p50_s"] is not None else "–"
         lines.append(f"| {name} | {r['req_per_s']:.2f} | {r['tok_per_s']:.0f} | {r['tok_per_s'] / base:.2f}x | "
-                     f"{r['p50_s'] * 1000:.0f} ms | {r['p95_s'] * 1000:.0f} ms | {ttft} |")
+                     f"{r['p50_s'] * 1000:.0f} ms | {r['p95_s'] * 1000:.0f} ms | {ttft} | "
+                     f"{r['cpu_ms_per_token']:.2f} |")
     text = "\n".join(lines)
     print(text)
     if args.markdown:

@@ -49,9 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from lmforge.data.curate import cli as curate_cli
     from lmforge.eval import cli as eval_cli
+    from lmforge.export import cli as export_cli
 
     curate_cli.add_parser(sub)
     eval_cli.add_parser(sub)
+    export_cli.add_parsers(sub)
     return parser
 
 
@@ -172,8 +174,21 @@ def cmd_eval(args, parser) -> int:
     return eval_cli.run(args)
 
 
+def cmd_export(args, parser) -> int:
+    from lmforge.export import cli as export_cli
+
+    return export_cli.run_export(args)
+
+
+def cmd_import(args, parser) -> int:
+    from lmforge.export import cli as export_cli
+
+    return export_cli.run_import(args)
+
+
 COMMANDS = {"run": cmd_run, "train": cmd_train, "tokenizer": cmd_tokenizer, "generate": cmd_generate,
-            "recipes": cmd_recipes, "curate": cmd_curate, "eval": cmd_eval}
+            "recipes": cmd_recipes, "curate": cmd_curate, "eval": cmd_eval,
+            "export": cmd_export, "import": cmd_import}
 
 if __name__ == "__main__":
     raise SystemExit(main())

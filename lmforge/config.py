@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from lmforge.data.config import DataConfig, TokenizerConfig
+from lmforge.data.curate.config import CurateConfig
 from lmforge.errors import ConfigError
 from lmforge.eval.config import EvalConfig
 from lmforge.model.config import ModelConfig
@@ -31,6 +32,7 @@ class RunConfig:
     name: str = "tiny"  # the run directory is <out_dir>/<name>
     out_dir: str = "runs"
     model: ModelConfig = field(default_factory=ModelConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -113,7 +115,7 @@ def load_config(config: str | None = None, overrides: list[str] | None = None, c
 
 def validate(cfg: RunConfig) -> None:
     """Each section's own checks, then those that span sections."""
-    for section in (cfg.model, cfg.tokenizer, cfg.data, cfg.train, cfg.sample, cfg.eval):
+    for section in (cfg.model, cfg.curate, cfg.tokenizer, cfg.data, cfg.train, cfg.sample, cfg.eval):
         section.validate()
     seq_len = cfg.train.seq_len
     if seq_len is not None and seq_len > cfg.model.block_size:

@@ -27,6 +27,39 @@ def documents(corpus: str) -> Iterator[dict]:
     return embedded_corpus() if corpus == "embedded" else read_documents(corpus)
 
 
+def embedded_raw_sources() -> list[str]:
+    """The embedded corpus as raw input for curation: the clean books plus real, noisy web pages
+    with exact duplicates (lmforge/corpus/README.md), so every curation stage has work to do."""
+    from importlib import resources
+
+    folder = resources.files("lmforge") / "corpus"
+    return [str(folder / "demo.jsonl.gz"), str(folder / "web_sample.jsonl.gz")]
+
+
+def curate_stage(cfg: RunConfig) -> tuple[Path, str] | None:
+    """Curate data.corpus into <run>/curated and point data.corpus at the kept documents."""
+    from dataclasses import replace
+
+    from lmforge.data.curate.pipeline import curate
+    from lmforge.data.curate.report import report_section
+    from lmforge.data.curate.stats import totals
+
+    if not cfg.data.curate or cfg.data.shards:
+        return None
+    out = cfg.run_dir / "curated"
+    inputs = embedded_raw_sources() if cfg.data.corpus == "embedded" else [cfg.data.corpus]
+    if not Path(inputs[0]).exists() and cfg.data.corpus != "embedded":
+        raise LmforgeError(f"data.corpus not found: {cfg.data.corpus}")
+    t0 = time.time()
+    ccfg = replace(cfg.curate, sources=[]) if cfg.curate.sources else cfg.curate
+    stats = curate(ccfg, out, inputs=None if cfg.curate.sources else inputs)
+    cfg.data.corpus = str(out / "kept")
+    tot = totals(stats)
+    log(f"curate: {tot['input'].get('docs', 0):,} documents in, {tot['kept'].get('docs', 0):,} kept "
+        f"in {time.time() - t0:.1f}s -> {out}")
+    return out, report_section(stats)
+
+
 def prepare_tokenizer(cfg: RunConfig, run_dir: Path):
     """The run's tokenizer: a given one, the one already in the run dir, or a newly trained one."""
     from lmforge.tokenizer import Tokenizer, train_tokenizer
@@ -77,7 +110,9 @@ def fit_model_to_tokenizer(cfg: RunConfig, tok) -> None:
     """The model's vocabulary is the tokenizer's (a larger model.vocab_size is kept as padding)."""
     if cfg.model.vocab_size < tok.vocab_size:
         cfg.model.vocab_size = tok.vocab_size
-    elif cfg.model.vocab_size > tok.vocab_size and cfg.model.vocab_size - tok.vocab_size > 256:
+    elif cfg.train.init_from:
+        pass  # the initial weights fix the embedding size (imported models may pad it widely)
+    elif cfg.model.vocab_size - tok.vocab_size > 256:
         # The default recipe size is just a placeholder: use the tokenizer's, don't pad hugely.
         cfg.model.vocab_size = tok.vocab_size
     cfg.model.validate()
@@ -88,6 +123,10 @@ def train_stage(cfg: RunConfig):
     from lmforge.train.loop import train
 
     run_dir = cfg.run_dir
+    if (cfg.train.init_from or "").startswith("hf:"):
+        from lmforge.export import apply_init
+
+        apply_init(cfg)  # import the Hugging Face model once; its shape and tokenizer become the run's
     tok = prepare_tokenizer(cfg, run_dir)
     fit_model_to_tokenizer(cfg, tok)
     shard_dir = prepare_shards(cfg, tok, run_dir)
@@ -148,11 +187,12 @@ def eval_stage(cfg: RunConfig) -> dict | None:
 
 def run_all(cfg: RunConfig) -> dict:
     """`lmforge run`: every stage that exists, on the configured corpus."""
-    from lmforge.report import write_report
+    from lmforge.report import update_report_section, write_report
 
     t0 = time.time()
     run_dir = cfg.run_dir
     log(f"run directory: {run_dir}")
+    curated = curate_stage(cfg)
     result, tok = train_stage(cfg)
     if result.stopped_early:
         # Interrupted or diverged: the checkpoint is saved; sampling/reporting a half-run would mislead.
@@ -161,6 +201,8 @@ def run_all(cfg: RunConfig) -> dict:
     samples = sample_stage(cfg, tok)
     summary = result_dict(result)
     report = write_report(run_dir, cfg, summary, samples)
+    if curated is not None:
+        update_report_section(run_dir, "Data curation", curated[1])
     eval_stage(cfg)
     summary["total_s"] = time.time() - t0
     print_summary(summary)

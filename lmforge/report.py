@@ -57,7 +57,10 @@ def update_report_section(run_dir: str | Path, name: str, markdown: str) -> Path
     begin, end = _markers(name)
     if "<!-- lmforge:section" in markdown or "<!-- /lmforge:section" in markdown:
         raise LmforgeError(f"report section '{name}' must not contain lmforge section markers")
-    block = f"{begin}\n## {name}\n\n{markdown.strip()}\n{end}\n"
+    body = markdown.strip()
+    if body.startswith(f"## {name}\n"):  # a stage's own markdown may carry the heading already
+        body = body[len(f"## {name}"):].strip()
+    block = f"{begin}\n## {name}\n\n{body}\n{end}\n"
 
     path = run_dir / REPORT_FILE
     text = path.read_text(encoding="utf-8") if path.exists() else f"# Run report: {run_dir.name}\n\n"

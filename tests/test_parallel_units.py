@@ -20,7 +20,8 @@ from lmforge.model import ModelConfig, Transformer
 from lmforge.tokenizer import train_tokenizer
 from lmforge.train.config import ParallelConfig
 from lmforge.train.loop import train
-from lmforge.train.parallel.dist import Layout, rank_zero_first, resolve_layout
+from lmforge.train.parallel.dist import Layout, resolve_layout
+from lmforge.train.parallel.launch import rank_zero_first
 from lmforge.train.parallel.parallelize import check_layout
 from lmforge.train.parallel.pipeline import StageModule, split_layers
 from lmforge.train.parallel.recompute import checkpoint_blocks
@@ -146,8 +147,8 @@ def test_loader_position_past_an_epoch_end_starts_the_next_epoch():
 
 
 def test_split_layers_is_balanced_and_complete():
-    assert split_layers(4, 2) == [range(0, 2), range(2, 4)]
-    assert split_layers(7, 3) == [range(0, 3), range(3, 5), range(5, 7)]
+    assert split_layers(4, 2) == [range(2), range(2, 4)]
+    assert split_layers(7, 3) == [range(3), range(3, 5), range(5, 7)]
     assert [len(r) for r in split_layers(5, 5)] == [1] * 5
     with pytest.raises(ConfigError, match="parallel.pp=3 stages"):
         split_layers(2, 3)

@@ -118,6 +118,23 @@ def test_chat_page_streams_a_reply_and_keeps_the_conversation(browser, server, m
     assert browser.find_elements(By.CSS_SELECTOR, ".msg") == []
 
 
+def test_chat_page_drops_the_oldest_exchange_when_the_context_is_full(browser, server):
+    login(browser, server)
+    browser.get(f"{server.url}/chat")
+    wait(browser, lambda d: d.find_element(By.ID, "model").get_attribute("value") == "alphamodel")
+    browser.find_element(By.CSS_SELECTOR, "#settings summary").click()
+    box = browser.find_element(By.ID, "max_tokens")
+    box.clear()
+    box.send_keys("500")  # the first reply fills the 96-token context
+    browser.find_element(By.ID, "input").send_keys("first\n")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".msg.assistant[data-done='1']"))
+    browser.find_element(By.ID, "input").send_keys("second\n")
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".msg.assistant[data-done='1']")) == 2)
+    assert "context full: dropped the 1 oldest exchange" in browser.find_element(By.ID, "status").text
+    dimmed = browser.find_elements(By.CSS_SELECTOR, ".msg.dropped .content")
+    assert [d.get_attribute("textContent") for d in dimmed][:1] == ["first"] and len(dimmed) == 2
+
+
 def test_chat_page_shows_server_errors(browser, server):
     login(browser, server)
     browser.get(f"{server.url}/chat")

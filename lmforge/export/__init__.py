@@ -9,8 +9,16 @@ hf_tokenizer (tokenizer files out, id permutation in), hf_export, hf_import (als
 for `train.init_from: hf:DIR`), cli. transformers is needed only to load the result, not to write it.
 """
 
-from lmforge.export.arch import ExportError, architecture
-from lmforge.export.hf_export import export_model, export_run
-from lmforge.export.hf_import import apply_init, import_hf, resolve_init
+import importlib
+
+# Imported on first use so the CLI's start-up doesn't pay for torch.
+_EXPORTS = {"ExportError": "arch", "architecture": "arch", "export_model": "hf_export", "export_run": "hf_export",
+            "apply_init": "hf_import", "import_hf": "hf_import", "resolve_init": "hf_import"}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"lmforge.export.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'lmforge.export' has no attribute {name!r}")
 
 __all__ = ["ExportError", "apply_init", "architecture", "export_model", "export_run", "import_hf", "resolve_init"]

@@ -188,6 +188,13 @@ def read_optimizer(ckpt_dir: Path, device: torch.device) -> dict[str, Any]:
         raise LmforgeError(f"cannot read {path}: {type(e).__name__}: {e}") from None
 
 
+def weights_file(ckpt_dir: Path) -> Path:
+    """The file that changes whenever a checkpoint's weights do (for cache keys and fingerprints):
+    model.safetensors, or a distributed checkpoint's dcp/.metadata."""
+    single = Path(ckpt_dir) / "model.safetensors"
+    return single if single.exists() else Path(ckpt_dir) / "dcp" / ".metadata"
+
+
 def load_weights(model: nn.Module, ckpt_dir: Path) -> None:
     """Load a checkpoint's weights into `model` (same architecture, one process): model.safetensors,
     or the shards of a distributed run (dcp/); LmforgeError naming the file otherwise."""

@@ -12,6 +12,8 @@ from typing import Literal
 
 from lmforge.errors import ConfigError
 
+SKIPPABLE = ("normalize", "length", "lang_id", "gopher_repetition", "gopher_quality", "c4", "fineweb",
+             "classifier", "pii", "decontamination")
 FORMATS = ("auto", "jsonl", "parquet", "csv", "txt", "html", "warc", "hf_disk")
 
 
@@ -189,6 +191,10 @@ class CurateConfig:
     decontamination: DecontConfig = field(default_factory=DecontConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     mix: MixConfig = field(default_factory=MixConfig)
+    # Per-domain exceptions: domain -> stages not applied to its documents. Web heuristics assume
+    # web pages (C4 drops lines without terminal punctuation, which would gut verse and dialogue),
+    # so a recipe mixing books and web can say {books: [c4, fineweb, gopher_repetition]}.
+    skip: dict = field(default_factory=dict)
     workers: int = 0  # local processes; 0 = all cores
     executor: Literal["local", "ray"] = "local"
     ray_address: str = ""  # "" = start a local Ray instance; "auto" = join the running cluster
@@ -216,6 +222,11 @@ class CurateConfig:
             raise ConfigError("gopher_repetition.dup_ngram_char_frac needs 6 values (n = 5 .. 10)")
         if self.decontamination.ngram < 1:
             raise ConfigError(f"decontamination.ngram must be >= 1, got {self.decontamination.ngram}")
+        for domain, stages in self.skip.items():
+            unknown = [x for x in (stages or []) if x not in SKIPPABLE]
+            if not isinstance(stages, list) or unknown:
+                raise ConfigError(f"skip.{domain} must be a list of stage names from {', '.join(SKIPPABLE)}, "
+                                  f"got {stages!r}")
         for s in self.sources:
             if not s.path:
                 raise ConfigError("every entry of sources needs a path")

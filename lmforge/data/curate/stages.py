@@ -45,17 +45,22 @@ class DocPipeline:
 
     def __call__(self, doc: dict, stats: Stats) -> str | None:
         cfg = self.cfg
-        if cfg.normalize.enabled:
+        skip = cfg.skip.get(doc.get("source") or "", ())
+
+        def on(name: str, sub) -> bool:
+            return sub.enabled and name not in skip
+
+        if on("normalize", cfg.normalize):
             n = cfg.normalize
             doc["text"] = normalize(doc["text"], nfc=n.nfc, fix_encoding=n.fix_encoding, whitespace=n.whitespace)
         text = doc["text"]
-        if cfg.length.enabled:
+        if on("length", cfg.length):
             stats.stage("length")
             if len(text.strip()) < max(1, cfg.length.min_chars):
                 return "length:too_short"
             if len(text) > cfg.length.max_chars:
                 return "length:too_long"
-        if cfg.lang_id.enabled:
+        if on("lang_id", cfg.lang_id):
             stats.stage("lang_id")
             lang, score = langid.detect(text, cfg.lang_id.max_chars, cfg.lang_id.backend)
             doc["meta"]["lang"], doc["meta"]["lang_score"] = lang, round(score, 4)
@@ -66,12 +71,12 @@ class DocPipeline:
         d = Doc(text)
         for name, fn, sub in (("gopher_repetition", gopher_repetition, cfg.gopher_repetition),
                               ("gopher_quality", gopher_quality, cfg.gopher_quality)):
-            if sub.enabled:
+            if on(name, sub):
                 stats.stage(name)
                 rule = fn(d, sub)
                 if rule:
                     return f"{name}:{rule}"
-        if cfg.c4.enabled:
+        if on("c4", cfg.c4):
             stats.stage("c4")
             dropped: Counter = Counter()
             rule, cleaned = c4_filter(d.text, cfg.c4, dropped)
@@ -81,12 +86,12 @@ class DocPipeline:
             if cleaned != d.text:
                 doc["text"] = cleaned
                 d = Doc(cleaned)
-        if cfg.fineweb.enabled:
+        if on("fineweb", cfg.fineweb):
             stats.stage("fineweb")
             rule = fineweb_filter(d, cfg.fineweb)
             if rule:
                 return f"fineweb:{rule}"
-        if self.classifier is not None:
+        if self.classifier is not None and "classifier" not in skip:
             stats.stage("classifier")
             c = cfg.classifier
             score = float(self.classifier.score([doc["text"]])[0])
@@ -95,7 +100,7 @@ class DocPipeline:
 
             if not keep(score, c.mode, c.threshold, c.pareto_alpha, _doc_rng(c.seed, doc["id"])):
                 return "classifier:score"
-        if self.redact is not None:
+        if self.redact is not None and "pii" not in skip:
             stats.stage("pii")
             found: Counter = Counter()
             doc["text"] = self.redact(doc["text"], found)
@@ -103,7 +108,7 @@ class DocPipeline:
                 stats.counters["pii"].update(found)
                 stats.counters["pii"]["documents"] += 1
                 doc["meta"]["pii"] = dict(found)
-        if self.decont is not None:
+        if self.decont is not None and "decontamination" not in skip:
             stats.stage("decontamination")
             hits = self.decont.matches(doc["text"])
             if hits:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 import sys
 import time
 import traceback
@@ -29,6 +28,12 @@ import torch.distributed as dist
 
 from lmforge.errors import ConfigError, LmforgeError
 from lmforge.train.config import ParallelConfig
+from lmforge.train.parallel.launch import (
+    is_main_process,
+    launched_local_rank,
+    launched_rank,
+    launched_world_size,
+)
 
 MESH_DIMS = ("pp", "dp", "tp")
 REPORT_GRACE_S = 5.0  # how long the other ranks wait for rank 0 to report an agreed error
@@ -36,19 +41,6 @@ REPORT_GRACE_S = 5.0  # how long the other ranks wait for rank 0 to report an ag
 
 class AgreedError(LmforgeError):
     """A user error every rank knows about; rank 0 reports it, the others exit quietly."""
-
-
-def launched_rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def launched_world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    """Rank 0, or a single process: the one that prints and writes run-directory files."""
-    return launched_rank() == 0
 
 
 @dataclass(frozen=True)
@@ -69,6 +61,11 @@ def resolve_layout(pc: ParallelConfig, world_size: int) -> Layout:
     """The (pp, dp, tp) mesh for `world_size` processes; dp=-1 takes what tp * pp leave."""
     pc.validate()
     dp = pc.dp
+    need = pc.tp * pc.pp * (dp if dp != -1 else 1)
+    if world_size == 1 and need > 1:
+        raise ConfigError(f"parallel.pp * dp * tp = {pc.pp} * {max(dp, 1)} * {pc.tp} = {need} processes, but this "
+                          f"is a single process; launch it with `torchrun --nproc_per_node {need} -m lmforge train "
+                          "...`")
     if dp == -1:
         if world_size % (pc.tp * pc.pp):
             raise ConfigError(f"parallel.tp * parallel.pp = {pc.tp} * {pc.pp} does not divide the {world_size} "
@@ -76,10 +73,6 @@ def resolve_layout(pc: ParallelConfig, world_size: int) -> Layout:
         dp = world_size // (pc.tp * pc.pp)
     layout = Layout(pp=pc.pp, dp=dp, tp=pc.tp)
     if layout.world_size != world_size:
-        if world_size == 1:
-            raise ConfigError(f"parallel.pp * dp * tp = {layout.pp} * {layout.dp} * {layout.tp} = "
-                              f"{layout.world_size} processes, but this is a single process; launch it with "
-                              f"`torchrun --nproc_per_node {layout.world_size} -m lmforge train ...`")
         raise ConfigError(f"parallel.pp * dp * tp = {layout.pp} * {layout.dp} * {layout.tp} = {layout.world_size} "
                           f"processes, but {world_size} were started (WORLD_SIZE){_launch_hint(world_size)}")
     return layout
@@ -239,7 +232,7 @@ def setup(pc: ParallelConfig, device_name: str = "auto") -> Dist:
         from lmforge.train.precision import resolve_device
 
         return Dist(layout=layout, device=resolve_device(device_name))
-    rank, local_rank = launched_rank(), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local_rank = launched_rank(), launched_local_rank()
     try:
         device = resolve_distributed_device(device_name, local_rank)
     except ConfigError as e:
@@ -263,19 +256,3 @@ def errors_on_rank_zero():
             time.sleep(REPORT_GRACE_S)
             raise SystemExit(2) from None
         raise
-
-
-@contextlib.contextmanager
-def rank_zero_first(pc: ParallelConfig):
-    """Rank 0 runs the block first (e.g. training the tokenizer, encoding shards); the others run it
-    after rank 0 finished, when its files exist and they only read them. A no-op in a world of one.
-    The others wait at most pc.timeout_s."""
-    if launched_world_size() == 1:
-        yield
-        return
-    init_process_group(pc)
-    if not is_main_process():
-        dist.barrier()
-    yield
-    if is_main_process():
-        dist.barrier()

@@ -14,7 +14,8 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 
-def _local_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+def total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """L2 norm of these tensors together (a DTensor result if they are DTensors)."""
     if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6
         return torch.nn.utils.get_total_norm(grads)
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
@@ -33,7 +34,7 @@ def global_grad_norm(params: list[torch.nn.Parameter], pp_group=None) -> torch.T
     sq = torch.zeros((), dtype=torch.float32, device=device)
     # Same parameters, same order on every rank of a stage: the collectives inside line up.
     for grads in groups.values():
-        norm = _local_norm(grads)
+        norm = total_norm(grads)
         if isinstance(norm, DTensor):
             norm = norm.full_tensor()
         sq = sq + norm.float() ** 2

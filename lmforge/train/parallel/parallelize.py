@@ -131,23 +131,17 @@ class Parallel:
             self.module.set_requires_gradient_sync(last)
         yield
 
-    def grad_norm(self) -> torch.Tensor:
-        params = [p for p in self.module.parameters() if p.grad is not None]
-        if not self.env.distributed:
-            return grad_utils._local_norm([p.grad for p in params])
-        pp_group = self.env.group("pp") if self.env.layout.pp > 1 else None
-        return grad_utils.global_grad_norm(params, pp_group)
-
     def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
         """The global gradient norm before clipping; gradients are clipped to max_norm if > 0."""
-        if not self.env.distributed:  # the single-process path, as before
-            params = [p for p in self.module.parameters() if p.grad is not None]
+        params = [p for p in self.module.parameters() if p.grad is not None]
+        if not self.env.distributed:  # one process: torch's own, as before
             if max_norm > 0:
                 return torch.nn.utils.clip_grad_norm_(params, max_norm)
-            return grad_utils._local_norm([p.grad for p in params])
-        norm = self.grad_norm()
+            return grad_utils.total_norm([p.grad for p in params])
+        pp_group = self.env.group("pp") if self.env.layout.pp > 1 else None
+        norm = grad_utils.global_grad_norm(params, pp_group)
         if max_norm > 0:
-            grad_utils.clip_grads_([p for p in self.module.parameters()], max_norm, norm)
+            grad_utils.clip_grads_(params, max_norm, norm)
         return norm
 
     def mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
@@ -186,7 +180,11 @@ def parallelize(model: nn.Module, cfg: RunConfig, env: Dist, dtype: torch.dtype)
             block.compile()
     runner = module
     if pc.dp_mode == "fsdp" and layout.dp > 1:
-        _fully_shard(module, [b for _, b in blocks], env.submesh("dp"), dtype, pc.reshard_after_forward)
+        # A decoder block with cross-attention is not its own FSDP unit: the model computes every
+        # block's cross-attention keys/values (block.cross_attn.project_kv) before running the
+        # blocks, outside their forward, where FSDP gathers a unit's weights. They stay in the root.
+        units = [b for _, b in blocks if not hasattr(b, "cross_attn")]
+        _fully_shard(module, units, env.submesh("dp"), dtype, pc.reshard_after_forward)
     elif layout.dp > 1 and layout.pp == 1:
         device_ids = [env.device.index] if env.device.type == "cuda" else None
         runner = nn.parallel.DistributedDataParallel(module, device_ids=device_ids,
