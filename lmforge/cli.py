@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lmforge.data.curate import cli as curate_cli
     from lmforge.eval import cli as eval_cli
     from lmforge.export import cli as export_cli
+    from lmforge.serve import cli as serve_cli
 
+    serve_cli.add_parsers(sub)
     curate_cli.add_parser(sub)
     eval_cli.add_parser(sub)
     export_cli.add_parsers(sub)
@@ -186,9 +188,21 @@ def cmd_import(args, parser) -> int:
     return export_cli.run_import(args)
 
 
+def cmd_chat(args, parser) -> int:
+    from lmforge.serve import cli as serve_cli
+
+    return serve_cli.run_chat(args)
+
+
+def cmd_serve(args, parser) -> int:
+    from lmforge.serve import cli as serve_cli
+
+    return serve_cli.run_serve(args)
+
+
 COMMANDS = {"run": cmd_run, "train": cmd_train, "tokenizer": cmd_tokenizer, "generate": cmd_generate,
             "recipes": cmd_recipes, "curate": cmd_curate, "eval": cmd_eval,
-            "export": cmd_export, "import": cmd_import}
+            "export": cmd_export, "import": cmd_import, "chat": cmd_chat, "serve": cmd_serve}
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -30,8 +30,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     c.add_argument("a", help="run directory, eval folder or results.json")
     c.add_argument("b", help="run directory, eval folder or results.json")
     from lmforge.eval.judge import add_judge_parser
+    from lmforge.serve.cli import add_human_parser
 
     add_judge_parser(sub)
+    add_human_parser(sub)  # human ratings are collected by the server's web page
     return p
 
 
@@ -95,6 +97,10 @@ def run(args) -> int:
         from lmforge.eval.judge import run_judge
 
         return run_judge(args)
+    if getattr(args, "eval_action", None) == "human":
+        from lmforge.serve.cli import run_human
+
+        return run_human(args)
     return run_eval(args)
 
 
