@@ -50,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     from lmforge.data.curate import cli as curate_cli
     from lmforge.eval import cli as eval_cli
     from lmforge.export import cli as export_cli
+    from lmforge.plan import cli as plan_cli
     from lmforge.serve import cli as serve_cli
 
+    plan_cli.add_parser(sub)
     serve_cli.add_parsers(sub)
     curate_cli.add_parser(sub)
     eval_cli.add_parser(sub)
@@ -200,9 +202,16 @@ def cmd_serve(args, parser) -> int:
     return serve_cli.run_serve(args)
 
 
+def cmd_plan(args, parser) -> int:
+    from lmforge.plan import cli as plan_cli
+
+    return plan_cli.run(args)
+
+
 COMMANDS = {"run": cmd_run, "train": cmd_train, "tokenizer": cmd_tokenizer, "generate": cmd_generate,
             "recipes": cmd_recipes, "curate": cmd_curate, "eval": cmd_eval,
-            "export": cmd_export, "import": cmd_import, "chat": cmd_chat, "serve": cmd_serve}
+            "export": cmd_export, "import": cmd_import, "chat": cmd_chat, "serve": cmd_serve,
+            "plan": cmd_plan}
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -203,11 +203,22 @@ def run_all(cfg: RunConfig) -> dict:
     report = write_report(run_dir, cfg, summary, samples)
     if curated is not None:
         update_report_section(run_dir, "Data curation", curated[1])
+    update_report_section(run_dir, "Compute", compute_section(cfg, summary))
     eval_stage(cfg)
     summary["total_s"] = time.time() - t0
     print_summary(summary)
     log(f"report: {report}")
     return summary
+
+
+def compute_section(cfg: RunConfig, summary: dict) -> str:
+    """N, D, C of the run against the compute-optimal frontier, with its measured MFU."""
+    from lmforge.plan.report import report_section
+    from lmforge.report import read_metrics
+
+    mfus = [r["mfu"] for r in read_metrics(cfg.run_dir / "metrics.jsonl") if r.get("mfu")]
+    extra = {"mfu": sorted(mfus)[len(mfus) // 2]} if mfus else {}
+    return report_section(cfg, {**summary, **extra})
 
 
 def result_dict(result) -> dict:

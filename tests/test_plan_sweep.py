@@ -62,7 +62,7 @@ def test_sweep_trains_fits_and_resumes(tmp_path, corpus):
     assert {p: p.stat().st_mtime_ns for p in out.glob("points/*/checkpoints/*/COMPLETE")} == ckpts
 
     # Another base config in the same directory is refused, and nothing is touched.
-    with pytest.raises(LmforgeError, match="another base configuration"):
+    with pytest.raises(LmforgeError, match="another base configuration .train.lr differ"):
         sweep.run_sweep(out, BUDGETS, 3, overrides + ["train.lr=1e-4"], log=lambda s: None)
 
 

@@ -4,9 +4,15 @@ Each decoder layer's keys and values for positions [0, length) live in buffers p
 `max_len`, so a decoding step writes T new positions and attends over a view, never re-allocating.
 For an encoder-decoder the cross-attention keys/values depend only on the source, so they are
 computed once, on the first call, and kept in `cross_kv` (Vaswani et al. 2017, sec. 3.2.3).
+
+A batch of prompts of different lengths is left-padded to a common length, so every row's next
+token lands in the same slot: `pad` holds each row's padding, and a row's position is its slot
+minus its padding (the model hides the padding slots from attention).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -15,9 +21,12 @@ from lmforge.errors import LmforgeError
 
 class KVCache:
     def __init__(self, n_layer: int, batch_size: int, n_kv_head: int, max_len: int, head_dim: int,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 pad: Sequence[int] | None = None) -> None:
         if max_len <= 0:
             raise LmforgeError(f"KV cache max_len must be positive, got {max_len}")
+        if pad is not None and (len(pad) != batch_size or min(pad) < 0):
+            raise LmforgeError(f"KV cache pad needs one length >= 0 per row of the batch of {batch_size}, got {pad}")
         shape = (batch_size, n_kv_head, max_len, head_dim)  # (B, H_kv, max_len, D)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
@@ -25,6 +34,8 @@ class KVCache:
         self.max_len = max_len
         self.length = 0  # positions already cached; the next chunk starts here
         self.cross_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer, from the encoder
+        # (B,) left padding per row; None when no row is padded (positions are then the slots).
+        self.pad = torch.tensor(pad, device=device) if pad is not None and any(pad) else None
 
     def check(self, batch_size: int, new_tokens: int) -> None:
         """Raise before any layer writes, so a failed call leaves the cache unchanged."""
@@ -41,10 +52,18 @@ class KVCache:
         self.v[layer][:, :, self.length:end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # (B, H_kv, length+T, D)
 
+    def positions(self, new_tokens: int) -> torch.Tensor | None:
+        """(B, T) positions of the next T tokens of each row: slot minus padding (0 in the padding,
+        which no query sees). None without padding."""
+        if self.pad is None:
+            return None
+        slots = torch.arange(self.length, self.length + new_tokens, device=self.pad.device)
+        return (slots[None, :] - self.pad[:, None]).clamp_min(0)
+
     def advance(self, new_tokens: int) -> None:
         self.length += new_tokens
 
     def reset(self) -> None:
-        """Start a new sequence (and, for encoder-decoder, a new source)."""
+        """Start a new sequence (and, for encoder-decoder, a new source); keeps the padding."""
         self.length = 0
         self.cross_kv = None

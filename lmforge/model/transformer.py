@@ -71,6 +71,17 @@ def causal_mask(start: int, T: int, device: torch.device) -> torch.Tensor:
     return k[None, :] <= q[:, None]
 
 
+def padded_causal_mask(pad: torch.Tensor, start: int, T: int) -> torch.Tensor:
+    """(B, 1, T, start+T) bool for a batch of left-padded rows, row b's first pad[b] slots padding:
+    causal, and padding keys hidden. A padding query still sees itself: an all-False row makes SDPA
+    return NaN, which its cached values would carry into every real query (0 * NaN = NaN)."""
+    q = torch.arange(start, start + T, device=pad.device)
+    k = torch.arange(start + T, device=pad.device)
+    causal, itself = k[None, :] <= q[:, None], k[None, :] == q[:, None]  # (T, S) each
+    real = k[None, :] >= pad[:, None]  # (B, S)
+    return (causal & (real[:, None, :] | itself))[:, None]  # (B, 1, T, S), broadcast over heads
+
+
 def sinusoidal_table(n_pos: int, dim: int) -> torch.Tensor:
     """(n_pos, dim): PE[p, 2i] = sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos(same) (Vaswani, sec. 3.5)."""
     angles = torch.outer(torch.arange(n_pos, dtype=torch.float32),
@@ -135,15 +146,18 @@ _NATIVE_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
 
 
 class Positions(nn.Module):
-    """What a position scheme contributes to a forward pass; the defaults contribute nothing."""
+    """What a position scheme contributes to a forward pass; the defaults contribute nothing.
+
+    A chunk of T tokens sits at positions [start, start+T), or, for left-padded rows of a batch, at
+    per-row positions `pos` (B, T). ALiBi needs no `pos`: padding shifts queries and keys alike."""
 
     limit: int | None = None  # longest sequence it can encode (a table's size); None = unbounded
 
-    def add(self, x: torch.Tensor, start: int) -> torch.Tensor:  # absolute schemes, at the input
-        return x
+    def add(self, x: torch.Tensor, start: int, pos: torch.Tensor | None = None) -> torch.Tensor:
+        return x  # absolute schemes, at the input
 
-    def rotary(self, start: int, T: int) -> Rope | None:  # RoPE, on queries and keys
-        return None
+    def rotary(self, start: int, T: int, pos: torch.Tensor | None = None) -> Rope | None:
+        return None  # RoPE, on queries and keys
 
     def bias(self, start: int, T: int, causal: bool) -> torch.Tensor | None:  # ALiBi, on scores
         return None
@@ -155,8 +169,9 @@ class LearnedPositions(Positions):
         self.weight = nn.Parameter(torch.empty(cfg.block_size, cfg.n_embd))  # (block_size, C)
         self.limit = cfg.block_size
 
-    def add(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        return x + self.weight[start:start + x.shape[1]]  # (B, T, C) + (T, C)
+    def add(self, x: torch.Tensor, start: int, pos: torch.Tensor | None = None) -> torch.Tensor:
+        table = self.weight[start:start + x.shape[1]] if pos is None else self.weight[pos]
+        return x + table  # (B, T, C) + (T, C) or (B, T, C)
 
 
 class SinusoidalPositions(Positions):
@@ -168,8 +183,9 @@ class SinusoidalPositions(Positions):
         # unit amplitude does not drown the tokens.
         self.scale = math.sqrt(cfg.n_embd)
 
-    def add(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        return x * self.scale + self.table[start:start + x.shape[1]]  # (B, T, C) + (T, C)
+    def add(self, x: torch.Tensor, start: int, pos: torch.Tensor | None = None) -> torch.Tensor:
+        table = self.table[start:start + x.shape[1]] if pos is None else self.table[pos]
+        return x * self.scale + table  # (B, T, C) + (T, C) or (B, T, C)
 
 
 class RotaryPositions(Positions):
@@ -180,11 +196,13 @@ class RotaryPositions(Positions):
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
-    def rotary(self, start: int, T: int) -> Rope:
-        if start + T > self.cos.shape[0]:  # past block_size: extrapolate with fresh tables
-            cos, sin = rope_tables(start + T, self.head_dim, self.theta)
-            return cos[start:].to(self.cos.device), sin[start:].to(self.sin.device)
-        return self.cos[start:start + T], self.sin[start:start + T]
+    def rotary(self, start: int, T: int, pos: torch.Tensor | None = None) -> Rope:
+        cos, sin = self.cos, self.sin
+        if start + T > cos.shape[0]:  # past block_size: extrapolate with fresh tables
+            cos, sin = (t.to(self.cos.device) for t in rope_tables(start + T, self.head_dim, self.theta))
+        if pos is not None:  # per-row positions (pos <= slot < start + T)
+            return cos[pos][:, None], sin[pos][:, None]  # (B, 1, T, D/2): broadcast over heads
+        return cos[start:start + T], sin[start:start + T]
 
 
 class ALiBiPositions(Positions):
@@ -319,7 +337,9 @@ class Transformer(nn.Module):
     masked LM, targets are -100 except at masked positions). encoder-decoder: input_ids is the
     source (B, S), decoder_input_ids (B, T) the shifted target, targets (B, T). loss is the mean
     cross-entropy over targets != -100, or None without targets. With kv_cache the input is the
-    next chunk; its positions continue from kv_cache.length and the cache is extended.
+    next chunk; its positions continue from kv_cache.length and the cache is extended (a cache
+    made with `pad` holds left-padded rows: each row's positions start after its padding, which no
+    query attends to). last_only=True returns only the last position's logits (B, 1, V).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -364,9 +384,11 @@ class Transformer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor | None, targets: torch.Tensor | None = None, *,
                 decoder_input_ids: torch.Tensor | None = None, kv_cache: KVCache | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         shape = {"decoder": self.causal_lm, "encoder": self.masked_lm, "encoder-decoder": self.seq2seq}
         x = shape[self.cfg.kind](input_ids, decoder_input_ids, kv_cache)  # (B, T, C)
+        if last_only:  # decoding needs only the next token's logits: skip T-1 rows of the lm_head
+            x = x[:, -1:]  # (B, 1, C)
         logits = self.lm_head(x)  # (B, T, V)
         if targets is None:
             return logits, None
@@ -390,6 +412,8 @@ class Transformer(nn.Module):
         """Encode the source once (or reuse the cache's cross K/V), then decode with cross-attention."""
         if target_in is None:
             raise LmforgeError("an encoder-decoder model needs decoder_input_ids (the shifted target)")
+        if cache is not None and cache.pad is not None:
+            raise LmforgeError("left-padded batches are for decoder models; an encoder-decoder decodes unpadded")
         memory_kv = cache.cross_kv if cache is not None else None
         if memory_kv is None:
             if source is None:
@@ -413,12 +437,17 @@ class Transformer(nn.Module):
                                f"the size of the {self.cfg.pos} position table")
         if cache is not None:
             cache.check(B, T)
-        x = self.emb_drop(self.pos_emb.add(self.tok_emb(ids), start))  # (B, T, C)
+        pos = cache.positions(T) if cache is not None else None  # (B, T) for left-padded rows, else None
+        x = self.emb_drop(self.pos_emb.add(self.tok_emb(ids), start, pos))  # (B, T, C)
         # Attention pattern, built once and shared by every layer. Plain causal: SDPA's is_causal
-        # and no mask tensor. A chunk after cached tokens: an explicit (T, start+T) mask.
-        rope = self.pos_emb.rotary(start, T)
+        # and no mask tensor. A chunk after cached tokens: an explicit (T, start+T) mask. Left-padded
+        # rows (batched generation): a (B, 1, T, start+T) mask that also hides each row's padding.
+        rope = self.pos_emb.rotary(start, T, pos)
         mask = self.pos_emb.bias(start, T, causal)  # ALiBi includes the causal -inf
-        if mask is None and causal and start > 0 and T > 1:
+        if pos is not None:
+            keep = padded_causal_mask(cache.pad, start, T)
+            mask = keep if mask is None else mask.masked_fill(~keep, float("-inf"))  # (B, 1 or H, T, S)
+        elif mask is None and causal and start > 0 and T > 1:
             mask = causal_mask(start, T, ids.device)
         is_causal = causal and mask is None and start == 0
         for i, block in enumerate(blocks):
@@ -430,8 +459,9 @@ class Transformer(nn.Module):
     # ---- helpers for training and decoding
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None, *, device: torch.device | str | None = None,
-                     dtype: torch.dtype | None = None) -> KVCache:
-        """An empty cache for `max_len` positions (default block_size) on the model's device/dtype."""
+                     dtype: torch.dtype | None = None, pad: list[int] | None = None) -> KVCache:
+        """An empty cache for `max_len` positions (default block_size) on the model's device/dtype;
+        `pad` gives each row's left padding, for a batch of prompts of different lengths."""
         if self.cfg.kind == "encoder":
             raise LmforgeError("an encoder attends both ways and cannot decode with a KV cache")
         max_len = max_len if max_len is not None else self.cfg.block_size
@@ -442,7 +472,7 @@ class Transformer(nn.Module):
         ref = self.tok_emb.weight
         return KVCache(self.cfg.n_layer, batch_size, self.cfg.kv_heads, max_len, self.cfg.head_dim,
                        device=device if device is not None else ref.device,
-                       dtype=dtype if dtype is not None else ref.dtype)
+                       dtype=dtype if dtype is not None else ref.dtype, pad=pad)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights counted once

@@ -45,7 +45,7 @@ def report_section(cfg: Any, result: dict) -> str:
             (
                 "training compute C",
                 (
-                    f"{s['compute']:.3g} FLOPs ({_si(s['flops_per_token'], 'G')}FLOP per token incl. "
+                    f"{s['compute']:.3g} FLOPs ({_si(s['flops_per_token'], 'G')} FLOPs per token incl. "
                     f"attention); 6ND = {sz.compute:.3g}"
                 ),
             ),

@@ -104,6 +104,7 @@ def plot_isoflop(path: Path, rows: list[dict], fits: dict) -> Path:
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     fig = Figure(figsize=(11, 4.5), dpi=100)
     FigureCanvasAgg(fig)
@@ -122,6 +123,8 @@ def plot_isoflop(path: Path, rows: list[dict], fits: dict) -> Path:
             if m["params"] is not None:
                 left.plot([m["params"]], [m["loss"]], "*", color=color, markersize=12)
     left.set_xscale("log")
+    left.xaxis.set_major_formatter(FuncFormatter(_si_tick))
+    left.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: _si_tick(x) if f"{x:.0e}"[0] in "25" else ""))
     left.set_xlabel("parameters N")
     left.set_ylabel("held-out loss (nats/token)")
     left.set_title("IsoFLOP profiles (approach 2)")
@@ -154,6 +157,7 @@ def plot_isoflop(path: Path, rows: list[dict], fits: dict) -> Path:
     )
     right.set_xscale("log")
     right.set_yscale("log")
+    right.yaxis.set_major_formatter(FuncFormatter(_si_tick))
     right.set_xlabel("training FLOPs C")
     right.set_ylabel("compute-optimal N")
     right.set_title("Compute-optimal frontier")
@@ -164,6 +168,13 @@ def plot_isoflop(path: Path, rows: list[dict], fits: dict) -> Path:
     fig.savefig(tmp)
     os.replace(tmp, path)
     return path
+
+
+def _si_tick(x: float, _pos=None) -> str:
+    for unit, scale in (("M", 1e6), ("K", 1e3)):
+        if x >= scale:
+            return f"{x / scale:g}{unit}"
+    return f"{x:g}"
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -1,9 +1,11 @@
 """Text generation with a KV cache: greedy, temperature, top-k, top-p, stop strings, streaming.
 
-Two layers, one prompt at a time:
+Two layers, one prompt at a time, and a batched path:
 
 - `generate_tokens` yields token ids. The prompt goes through the model in one forward (prefill)
   that fills the KV cache; every later token costs a forward over one position.
+- `generate_batch` does the same for a batch of prompts at once (decoder models): prompts of
+  different lengths are left-padded, so each step is one forward over B positions.
 - `generate` turns them into text: it decodes incrementally, cuts at stop strings and streams
   the new text to a callback.
 
@@ -89,9 +91,9 @@ def generate_tokens(
         if mcfg.kind == "encoder-decoder":
             first = cache.length == 0  # the encoder runs once, with the prefill
             src = torch.tensor([list(source_ids)], dtype=torch.long, device=device) if first else None
-            logits, _ = model(src, decoder_input_ids=idx, kv_cache=cache)
+            logits, _ = model(src, decoder_input_ids=idx, kv_cache=cache, last_only=True)
         else:
-            logits, _ = model(idx, kv_cache=cache)  # (1, T, V)
+            logits, _ = model(idx, kv_cache=cache, last_only=True)  # (1, 1, V)
         return logits[0, -1]
 
     was_training = model.training
@@ -114,6 +116,76 @@ def generate_tokens(
                 logits = next_logits([token])
     finally:
         model.train(was_training)
+
+
+def generate_batch(
+    model: torch.nn.Module,
+    prompts_ids: Sequence[Sequence[int]],
+    cfg: SampleConfig,
+    stop_ids: Sequence[int] = (),
+) -> list[list[int]]:
+    """Continue every prompt of a batch at once; return the new token ids of each (decoder models).
+
+    Prompts of different lengths are left-padded to the longest, with per-row positions and the
+    padding hidden from attention, so greedy rows equal `generate_tokens` of each prompt alone (up
+    to float rounding in the batched matmuls). A row stops before any id in `stop_ids`, the others
+    go on; every row shares the longest prompt's context limit. Sampling draws from one generator
+    seeded by cfg.seed, so a batch's samples are reproducible but not those of the prompts alone.
+    """
+    cfg.validate()
+    mcfg = model_config(model)
+    if mcfg.kind != "decoder":
+        raise LmforgeError(f"batched generation is for decoder models; this model is a {mcfg.kind} "
+                           "(use generate_tokens, one prompt at a time)")
+    if not prompts_ids:
+        return []
+    lengths = [len(p) for p in prompts_ids]
+    if min(lengths) == 0:
+        raise LmforgeError("a prompt of the batch is empty: give at least one token per prompt")
+    n = max(lengths)
+    if n > mcfg.block_size:
+        raise LmforgeError(f"a prompt is {n} tokens, longer than the model's context of "
+                           f"{mcfg.block_size} tokens (model.block_size); shorten the prompt")
+    B = len(prompts_ids)
+    budget = min(cfg.max_new_tokens, mcfg.block_size - n + 1)  # as in generate_tokens
+    out: list[list[int]] = [[] for _ in range(B)]
+    if budget <= 0:
+        return out
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
+    gen = torch.Generator(device=device)
+    if cfg.seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(cfg.seed)
+    stops = set(stop_ids)
+    pad = [n - k for k in lengths]
+    # Padding slots are hidden from every real query, so the id they hold does not matter: 0.
+    ids = torch.tensor([[0] * p + list(ids) for p, ids in zip(pad, prompts_ids)], device=device)  # (B, n)
+    done = [False] * B
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            cache = model.new_kv_cache(B, min(mcfg.block_size, n + budget - 1), device=device, dtype=dtype,
+                                       pad=pad)
+            logits, _ = model(ids, kv_cache=cache, last_only=True)  # prefill, (B, 1, V)
+            for i in range(budget):
+                tokens = sample_rows(logits[:, -1], cfg, gen)  # (B,)
+                for row, token in enumerate(tokens.tolist()):
+                    if done[row]:
+                        continue
+                    if token in stops:
+                        done[row] = True
+                    else:
+                        out[row].append(token)
+                if all(done) or i == budget - 1:
+                    break
+                # Finished rows keep decoding (their tokens are dropped): one shape for every step.
+                logits, _ = model(tokens[:, None], kv_cache=cache, last_only=True)  # (B, 1, V)
+    finally:
+        model.train(was_training)
+    return out
 
 
 def sample_next(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> int:
@@ -241,3 +313,22 @@ class TextStream:
             if self.on_text is not None:
                 self.on_text(self.text[self.emitted:end])
             self.emitted = end
+
+
+def sample_rows(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> torch.Tensor:
+    """One token id per row of next-token logits (B, V) -> (B,): `sample_next` for a batch."""
+    logits = logits.float()
+    if cfg.temperature == 0:
+        return torch.argmax(logits, dim=-1)
+    logits = logits / cfg.temperature
+    if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    if cfg.top_p is not None and cfg.top_p < 1.0:  # nucleus, as in sample_next
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+        mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+        sorted_probs = sorted_probs.masked_fill(mass_before >= cfg.top_p, 0.0)
+        sorted_probs[:, 0] = sorted_probs[:, 0].clamp_min(torch.finfo(sorted_probs.dtype).tiny)
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=gen)[:, 0]

@@ -74,6 +74,8 @@ class FinetuneConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     chat_prompts: list[str] = field(default_factory=lambda: ["What is the capital of France?"])  # shown at the end
     max_new_tokens: int = 64  # for the chat samples
+    chat_temperature: float = 0.0  # 0 = greedy
+    chat_top_k: int | None = None
 
     def validate(self) -> None:
         checks = [
@@ -92,6 +94,7 @@ class FinetuneConfig:
             (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
             (self.log_every > 0, f"log_every must be positive, got {self.log_every}"),
             (self.max_new_tokens >= 0, f"max_new_tokens must be >= 0, got {self.max_new_tokens}"),
+            (self.chat_temperature >= 0, f"chat_temperature must be >= 0, got {self.chat_temperature}"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -316,7 +316,8 @@ def sample_chats(model, tok: Tokenizer, cfg: FinetuneConfig, log) -> list[dict]:
     from lmforge.serve.config import SampleConfig
     from lmforge.tune.reply import chat_reply
 
-    sc = SampleConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0, top_k=None, seed=cfg.seed)
+    sc = SampleConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.chat_temperature, top_k=cfg.chat_top_k,
+                      seed=cfg.seed)
     out = []
     for prompt in cfg.chat_prompts:
         messages = ([{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else [])
