@@ -55,6 +55,12 @@ def curate_stage(cfg: RunConfig) -> tuple[Path, str] | None:
     stats = curate(ccfg, out, inputs=None if cfg.curate.sources else inputs)
     cfg.data.corpus = str(out / "kept")
     tot = totals(stats)
+    n_in, n_kept = tot["input"].get("docs", 0), tot["kept"].get("docs", 0)
+    if n_in == 0:
+        raise LmforgeError(f"no documents in {', '.join(inputs)} (data.corpus={cfg.data.corpus})")
+    if n_kept == 0:
+        raise LmforgeError(f"curation kept none of the {n_in} documents of data.corpus={cfg.data.corpus}; "
+                           f"see {out / 'report.md'} for the reasons")
     log(f"curate: {tot['input'].get('docs', 0):,} documents in, {tot['kept'].get('docs', 0):,} kept "
         f"in {time.time() - t0:.1f}s -> {out}")
     return out, report_section(stats)

@@ -15,7 +15,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpora"
 TINY = ["model.n_layer=1", "model.n_embd=32", "model.n_head=2", "model.block_size=64", "tokenizer.vocab_size=300",
         "train.max_steps=12", "train.batch_size=4", "train.warmup_steps=2", "train.eval_every=6",
         "train.eval_batches=2", "train.ckpt_every=6", "train.log_every=3", "data.workers=1",
-        "sample.max_new_tokens=16", "data.val_fraction=0.1"]
+        "sample.max_new_tokens=16", "data.val_fraction=0.1", "eval.tasks=[arc_easy]", "eval.limit=5"]
 
 
 def lmforge(*args: str, cwd: Path) -> subprocess.CompletedProcess:
