@@ -120,7 +120,8 @@ def to_markdown(rows: list[dict], args, env: str) -> str:
              "identical greedy tokens | spread lmforge | spread transformers |"),
              "|---|---:|---:|---:|---:|---:|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['batch']} | {r['ours']:.0f} | {r['theirs']:.0f} | "
+        lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['batch']} | {r['ours']:.0f} | "
+                     f"{r['theirs']:.0f} | "
                      f"**{r['ratio']:.2f}×** | {'yes' if r['same'] else 'NO'} | "
                      f"{r['spread_ours'][0]:.0f}–{r['spread_ours'][1]:.0f} | "
                      f"{r['spread_theirs'][0]:.0f}–{r['spread_theirs'][1]:.0f} |")

@@ -18,15 +18,38 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Each stage's package owns its arguments; the subcommands are listed in pipeline order.
+    from lmforge.data.curate import cli as curate_cli
+    from lmforge.eval import cli as eval_cli
+    from lmforge.export import cli as export_cli
+    from lmforge.plan import cli as plan_cli
+    from lmforge.serve import cli as serve_cli
+    from lmforge.tune import cli as tune_cli
+
     parser = argparse.ArgumentParser(prog="lmforge", description="Build a language model from raw text, end to end.")
     sub = parser.add_subparsers(dest="command", metavar="command")
 
     p = sub.add_parser("run", help="every stage on the configured corpus (default: tiny recipe, embedded corpus)")
     _add_config_args(p)
-
+    curate_cli.add_parser(sub)
+    _add_tokenizer_parser(sub)
     p = sub.add_parser("train", help="pre-train a model (trains the tokenizer and encodes shards if needed)")
     _add_config_args(p)
+    plan_cli.add_parser(sub)
+    eval_cli.add_parser(sub)
+    tune_cli.add_parsers(sub)
+    p = sub.add_parser("generate", help="sample text from a trained model")
+    p.add_argument("--run", required=True, help="run directory (latest checkpoint) or a checkpoint directory")
+    p.add_argument("--prompt", help="text to continue (default: sample.prompt)")
+    p.add_argument("overrides", nargs="*", metavar="sample.key=value",
+                   help="decoding overrides, e.g. sample.temperature=0 sample.top_p=0.9")
+    serve_cli.add_parsers(sub)
+    export_cli.add_parsers(sub)
+    sub.add_parser("recipes", help="list the shipped recipes")
+    return parser
 
+
+def _add_tokenizer_parser(sub) -> None:
     p = sub.add_parser("tokenizer", help="train a BPE tokenizer or encode documents into token shards")
     tsub = p.add_subparsers(dest="action", metavar="action")
     t = tsub.add_parser("train", help="train a byte-level BPE tokenizer on documents")
@@ -38,27 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--input", required=True, help="documents: a .jsonl[.gz]/.txt file, a folder, or 'embedded'")
     e.add_argument("--output", required=True, help="shard directory to create")
     _add_config_args(e)
-
-    p = sub.add_parser("generate", help="sample text from a trained model")
-    p.add_argument("--run", required=True, help="run directory (latest checkpoint) or a checkpoint directory")
-    p.add_argument("--prompt", help="text to continue (default: sample.prompt)")
-    p.add_argument("overrides", nargs="*", metavar="sample.key=value",
-                   help="decoding overrides, e.g. sample.temperature=0 sample.top_p=0.9")
-
-    p = sub.add_parser("recipes", help="list the shipped recipes")
-
-    from lmforge.data.curate import cli as curate_cli
-    from lmforge.eval import cli as eval_cli
-    from lmforge.export import cli as export_cli
-    from lmforge.plan import cli as plan_cli
-    from lmforge.serve import cli as serve_cli
-
-    plan_cli.add_parser(sub)
-    serve_cli.add_parsers(sub)
-    curate_cli.add_parser(sub)
-    eval_cli.add_parser(sub)
-    export_cli.add_parsers(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,10 +210,22 @@ def cmd_plan(args, parser) -> int:
     return plan_cli.run(args)
 
 
+def cmd_finetune(args, parser) -> int:
+    from lmforge.tune import cli as tune_cli
+
+    return tune_cli.run_finetune(args)
+
+
+def cmd_synth(args, parser) -> int:
+    from lmforge.tune import cli as tune_cli
+
+    return tune_cli.run_synth(args)
+
+
 COMMANDS = {"run": cmd_run, "train": cmd_train, "tokenizer": cmd_tokenizer, "generate": cmd_generate,
             "recipes": cmd_recipes, "curate": cmd_curate, "eval": cmd_eval,
             "export": cmd_export, "import": cmd_import, "chat": cmd_chat, "serve": cmd_serve,
-            "plan": cmd_plan}
+            "plan": cmd_plan, "finetune": cmd_finetune, "synth": cmd_synth}
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -25,6 +25,7 @@ from lmforge.eval.config import EvalConfig
 from lmforge.model.config import ModelConfig
 from lmforge.serve.config import SampleConfig
 from lmforge.train.config import ParallelConfig, TrainConfig
+from lmforge.tune.config import SFTStageConfig
 
 
 @dataclass
@@ -39,6 +40,7 @@ class RunConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    sft: SFTStageConfig = field(default_factory=SFTStageConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -115,7 +117,7 @@ def load_config(config: str | None = None, overrides: list[str] | None = None, c
 
 def validate(cfg: RunConfig) -> None:
     """Each section's own checks, then those that span sections."""
-    for section in (cfg.model, cfg.curate, cfg.tokenizer, cfg.data, cfg.train, cfg.sample, cfg.eval):
+    for section in (cfg.model, cfg.curate, cfg.tokenizer, cfg.data, cfg.train, cfg.sample, cfg.eval, cfg.sft):
         section.validate()
     seq_len = cfg.train.seq_len
     if seq_len is not None and seq_len > cfg.model.block_size:

@@ -129,10 +129,10 @@ def train_stage(cfg: RunConfig):
     from lmforge.train.loop import train
 
     run_dir = cfg.run_dir
-    if (cfg.train.init_from or "").startswith("hf:"):
+    if cfg.train.init_from:
         from lmforge.export import apply_init
 
-        apply_init(cfg)  # import the Hugging Face model once; its shape and tokenizer become the run's
+        apply_init(cfg)  # continued training: the initial model's shape and tokenizer become the run's
     tok = prepare_tokenizer(cfg, run_dir)
     fit_model_to_tokenizer(cfg, tok)
     shard_dir = prepare_shards(cfg, tok, run_dir)
@@ -191,6 +191,20 @@ def eval_stage(cfg: RunConfig) -> dict | None:
     return results
 
 
+def sft_stage(cfg: RunConfig, tok) -> dict | None:
+    """Instruction/dialog fine-tuning on the shipped set, ending with a chat exchange."""
+    from lmforge.report import update_report_section
+    from lmforge.tune import stage
+
+    if not cfg.sft.enabled:
+        return None
+    overrides = {"max_steps": cfg.sft.max_steps} if cfg.sft.max_steps else {}
+    result = stage.sft_stage(cfg, cfg.run_dir, tok, **overrides)
+    if not result.get("skipped"):
+        update_report_section(cfg.run_dir, stage.SECTION, stage.report_section(result))
+    return result
+
+
 def run_all(cfg: RunConfig) -> dict:
     """`lmforge run`: every stage that exists, on the configured corpus."""
     from lmforge.report import update_report_section, write_report
@@ -211,6 +225,7 @@ def run_all(cfg: RunConfig) -> dict:
         update_report_section(run_dir, "Data curation", curated[1])
     update_report_section(run_dir, "Compute", compute_section(cfg, summary))
     eval_stage(cfg)
+    sft_stage(cfg, tok)
     summary["total_s"] = time.time() - t0
     print_summary(summary)
     log(f"report: {report}")

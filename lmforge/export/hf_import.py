@@ -220,20 +220,21 @@ def resolve_init(spec: str, cache_dir: str | Path | None = None, allow_approxima
 
 
 def apply_init(cfg: RunConfig, cache_dir: str | Path | None = None) -> Path | None:
-    """For a recipe with `train.init_from: hf:DIR`: import (or reuse) it, and make `cfg` train that
-    model: its shape replaces cfg.model (the recipe's dropout rates are kept), its tokenizer is
-    cfg.tokenizer.path, and train.init_from becomes the checkpoint directory. Returns that
-    directory, or None when init_from is not an hf: spec (cfg unchanged)."""
+    """For a recipe with `train.init_from` (a run, a checkpoint, or `hf:DIR`, imported once): make
+    `cfg` train that model: its shape replaces cfg.model (the recipe's dropout rates are kept), its
+    tokenizer is cfg.tokenizer.path unless one is set, and train.init_from becomes the checkpoint
+    directory. Returns that directory, or None when init_from is unset (cfg unchanged)."""
     from lmforge.train.checkpoint import read_config
 
     spec = cfg.train.init_from
-    if not spec or not spec.startswith("hf:"):
+    if not spec:
         return None
     ckpt = resolve_init(spec, cache_dir)
     model = read_config(ckpt).model
     for f in ("embd_dropout", "attn_dropout", "resid_dropout"):
         setattr(model, f, getattr(cfg.model, f))
     cfg.model = model
-    cfg.tokenizer.path = str(ckpt.parent.parent / "tokenizer.json")
+    if not cfg.tokenizer.path:
+        cfg.tokenizer.path = str(ckpt.parent.parent / "tokenizer.json")
     cfg.train.init_from = str(ckpt)
     return ckpt

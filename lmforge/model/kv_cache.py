@@ -26,7 +26,8 @@ class KVCache:
         if max_len <= 0:
             raise LmforgeError(f"KV cache max_len must be positive, got {max_len}")
         if pad is not None and (len(pad) != batch_size or min(pad) < 0):
-            raise LmforgeError(f"KV cache pad needs one length >= 0 per row of the batch of {batch_size}, got {pad}")
+            raise LmforgeError(f"KV cache pad needs one length >= 0 for each of the {batch_size} rows, "
+                               f"got {list(pad)}")
         shape = (batch_size, n_kv_head, max_len, head_dim)  # (B, H_kv, max_len, D)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]

@@ -413,7 +413,8 @@ class Transformer(nn.Module):
         if target_in is None:
             raise LmforgeError("an encoder-decoder model needs decoder_input_ids (the shifted target)")
         if cache is not None and cache.pad is not None:
-            raise LmforgeError("left-padded batches are for decoder models; an encoder-decoder decodes unpadded")
+            raise LmforgeError("left-padded batches are for decoder models; "
+                               "an encoder-decoder decodes one unpadded sequence")
         memory_kv = cache.cross_kv if cache is not None else None
         if memory_kv is None:
             if source is None:

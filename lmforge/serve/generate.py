@@ -103,17 +103,15 @@ def generate_tokens(
         # the caller's code between yields.
         with torch.inference_mode():
             cache = model.new_kv_cache(1, min(mcfg.block_size, n + budget - 1), device=device, dtype=dtype)
-            logits = next_logits(list(prompt_ids))  # prefill: the whole prompt in one forward
+            token = sample_next(next_logits(list(prompt_ids)), cfg, gen)  # prefill: the whole prompt at once
         for i in range(budget):
-            with torch.inference_mode():
-                token = sample_next(logits, cfg, gen)
             if token in stops:
                 return
             yield token
             if i == budget - 1:
                 return
-            with torch.inference_mode():
-                logits = next_logits([token])
+            with torch.inference_mode():  # one context per token: forward and sampling together
+                token = sample_next(next_logits([token]), cfg, gen)
     finally:
         model.train(was_training)
 
@@ -161,7 +159,7 @@ def generate_batch(
     stops = set(stop_ids)
     pad = [n - k for k in lengths]
     # Padding slots are hidden from every real query, so the id they hold does not matter: 0.
-    ids = torch.tensor([[0] * p + list(ids) for p, ids in zip(pad, prompts_ids)], device=device)  # (B, n)
+    ids = torch.tensor([[0] * k + list(prompt) for k, prompt in zip(pad, prompts_ids)], device=device)  # (B, n)
     done = [False] * B
     was_training = model.training
     model.eval()
@@ -208,6 +206,25 @@ def sample_next(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -
         sorted_probs[0] = sorted_probs[0].clamp_min(torch.finfo(sorted_probs.dtype).tiny)
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
     return int(torch.multinomial(probs, 1, generator=gen))
+
+
+def sample_rows(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> torch.Tensor:
+    """One token id per row of next-token logits (B, V) -> (B,): `sample_next` for a batch."""
+    logits = logits.float()
+    if cfg.temperature == 0:
+        return torch.argmax(logits, dim=-1)
+    logits = logits / cfg.temperature
+    if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    if cfg.top_p is not None and cfg.top_p < 1.0:  # nucleus, as in sample_next
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+        mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+        sorted_probs = sorted_probs.masked_fill(mass_before >= cfg.top_p, 0.0)
+        sorted_probs[:, 0] = sorted_probs[:, 0].clamp_min(torch.finfo(sorted_probs.dtype).tiny)
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=gen)[:, 0]
 
 
 def generate(
@@ -314,21 +331,3 @@ class TextStream:
                 self.on_text(self.text[self.emitted:end])
             self.emitted = end
 
-
-def sample_rows(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> torch.Tensor:
-    """One token id per row of next-token logits (B, V) -> (B,): `sample_next` for a batch."""
-    logits = logits.float()
-    if cfg.temperature == 0:
-        return torch.argmax(logits, dim=-1)
-    logits = logits / cfg.temperature
-    if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
-        kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = F.softmax(logits, dim=-1)
-    if cfg.top_p is not None and cfg.top_p < 1.0:  # nucleus, as in sample_next
-        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
-        mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
-        sorted_probs = sorted_probs.masked_fill(mass_before >= cfg.top_p, 0.0)
-        sorted_probs[:, 0] = sorted_probs[:, 0].clamp_min(torch.finfo(sorted_probs.dtype).tiny)
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=gen)[:, 0]

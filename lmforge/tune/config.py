@@ -162,3 +162,15 @@ class SynthConfig:
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+
+
+@dataclass
+class SFTStageConfig:
+    """The supervised fine-tuning stage of `lmforge run` (the shipped instruction set)."""
+
+    enabled: bool = True
+    max_steps: int | None = None  # None = 1/8 of the pre-training steps, between 2 and 80
+
+    def validate(self) -> None:
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"sft.max_steps must be at least 1 (or null), got {self.max_steps}")
