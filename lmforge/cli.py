@@ -72,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args, parser)
     except LmforgeError as e:
-        print(f"lmforge: error: {e}", file=sys.stderr)
+        from lmforge.train.parallel.launch import is_main_process
+
+        if is_main_process():  # under torchrun every rank fails alike; one message is enough
+            print(f"lmforge: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lmforge: interrupted", file=sys.stderr)

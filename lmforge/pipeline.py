@@ -15,10 +15,12 @@ from typing import Iterator
 
 from lmforge.config import RunConfig
 from lmforge.errors import LmforgeError
+from lmforge.train.parallel.launch import is_main_process, rank_zero_first
 
 
 def log(msg: str) -> None:
-    print(f"[lmforge] {msg}", flush=True)
+    if is_main_process():  # under torchrun only rank 0 speaks
+        print(f"[lmforge] {msg}", flush=True)
 
 
 def documents(corpus: str) -> Iterator[dict]:
@@ -129,13 +131,15 @@ def train_stage(cfg: RunConfig):
     from lmforge.train.loop import train
 
     run_dir = cfg.run_dir
-    if cfg.train.init_from:
-        from lmforge.export import apply_init
+    # Under torchrun, rank 0 writes the tokenizer and shards; the other ranks then read them.
+    with rank_zero_first(cfg.parallel):
+        if cfg.train.init_from:
+            from lmforge.export import apply_init
 
-        apply_init(cfg)  # continued training: the initial model's shape and tokenizer become the run's
-    tok = prepare_tokenizer(cfg, run_dir)
-    fit_model_to_tokenizer(cfg, tok)
-    shard_dir = prepare_shards(cfg, tok, run_dir)
+            apply_init(cfg)  # continued training: the initial model's shape and tokenizer become the run's
+        tok = prepare_tokenizer(cfg, run_dir)
+        fit_model_to_tokenizer(cfg, tok)
+        shard_dir = prepare_shards(cfg, tok, run_dir)
     n = cfg.model.num_params()
     log(f"model: {cfg.model.kind}, {n / 1e6:.2f}M parameters, {cfg.model.n_layer} layers x {cfg.model.n_embd} wide, "
         f"{cfg.model.flops_per_token(cfg.train.seq_len or cfg.model.block_size) / 1e6:.1f} MFLOPs/token")
@@ -212,8 +216,11 @@ def run_all(cfg: RunConfig) -> dict:
     t0 = time.time()
     run_dir = cfg.run_dir
     log(f"run directory: {run_dir}")
-    curated = curate_stage(cfg)
+    with rank_zero_first(cfg.parallel):
+        curated = curate_stage(cfg)
     result, tok = train_stage(cfg)
+    if not is_main_process():
+        return result_dict(result)  # sampling, evaluation, fine-tuning and the report run once, on rank 0
     if result.stopped_early:
         # Interrupted or diverged: the checkpoint is saved; sampling/reporting a half-run would mislead.
         print_summary(result_dict(result))

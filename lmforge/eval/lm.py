@@ -120,7 +120,7 @@ class LmforgeLM(LM):
     def from_run(cls, path: str | Path, device: str = "cpu") -> LmforgeLM:
         """Load the latest checkpoint of a run directory (or a checkpoint directory)."""
         from lmforge.tokenizer import Tokenizer
-        from lmforge.train.checkpoint import load_model, resolve_checkpoint
+        from lmforge.train.checkpoint import load_model, resolve_checkpoint, weights_file
 
         path = Path(path)
         model, _cfg = load_model(path, device=device)
@@ -129,7 +129,7 @@ class LmforgeLM(LM):
         if tok_path is None:
             raise LmforgeError(f"no tokenizer.json in {path} or its run directory")
         ckpt = resolve_checkpoint(path)
-        weights = ckpt / "model.safetensors"
+        weights = weights_file(ckpt)  # model.safetensors, or a distributed checkpoint's metadata
         stat = weights.stat()
         fp = hashlib.sha256(f"{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
         return cls(model, Tokenizer.load(tok_path), name=f"{path.name}@{ckpt.name}", fingerprint=fp)

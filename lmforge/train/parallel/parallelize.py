@@ -43,6 +43,9 @@ def check_layout(cfg: RunConfig, layout: Layout, seq_len: int) -> None:
         if pc.sequence_parallel and seq_len % layout.tp:
             raise ConfigError(f"parallel.sequence_parallel needs the sequence length ({seq_len}) to be a "
                               f"multiple of parallel.tp={layout.tp}")
+        if t.compile:  # torch 2.13: DTensor's redistribute backward receives a plain tensor from the
+            # compiled block ("'Tensor' object has no attribute '_local_tensor'"); FSDP and PP compile fine
+            raise ConfigError("train.compile=true is not supported with parallel.tp > 1 yet; set train.compile=false")
         if pc.sequence_parallel and m.kind == "encoder-decoder":
             raise ConfigError("parallel.sequence_parallel supports decoder and encoder models, not encoder-decoder")
     if layout.pp > 1:
