@@ -191,6 +191,9 @@ def eval_stage(cfg: RunConfig) -> dict | None:
             "from the left (as lm-evaluation-harness does)")
     for name in results.get("errors", {}):
         log(f"eval: {name} not scored (see {cfg.run_dir / 'eval' / 'results.md'})")
+    from lmforge.eval.results import summary_rows, text_table
+
+    print(text_table(summary_rows(results)), flush=True)
     log(f"eval: {len(tasks)} tasks in {time.time() - t0:.1f}s -> {cfg.run_dir / 'eval'}")
     return results
 

@@ -319,6 +319,8 @@ def sample_chats(model, tok: Tokenizer, cfg: FinetuneConfig, log) -> list[dict]:
     sc = SampleConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.chat_temperature, top_k=cfg.chat_top_k,
                       seed=cfg.seed)
     out = []
+    if cfg.chat_prompts:
+        log("chat with the fine-tuned model:")
     for prompt in cfg.chat_prompts:
         messages = ([{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else [])
         messages.append({"role": "user", "content": prompt})

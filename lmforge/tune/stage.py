@@ -64,15 +64,7 @@ def sft_stage(cfg: RunConfig, run_dir: Path, tokenizer, **overrides) -> dict:
 
         if Tokenizer.load(saved).hash != tokenizer.hash:
             raise LmforgeError(f"{saved} is not the tokenizer this run trained with")
-    result = asdict(finetune(ft))
-    print_exchange(result)
-    return result
-
-
-def print_exchange(result: dict) -> None:
-    print("--- chat with the fine-tuned model ---", flush=True)
-    for s in result.get("samples", []):
-        print(f"user: {s['user']}\nassistant: {s['assistant']}\n", flush=True)
+    return asdict(finetune(ft))  # its log shows the chat exchange
 
 
 def report_section(result: dict) -> str:
