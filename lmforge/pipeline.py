@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from lmforge.config import RunConfig
 from lmforge.errors import LmforgeError

@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.serve.chat import ChatSession
@@ -21,12 +20,6 @@ from lmforge.serve.tiny import make_tiny_run
 GREEDY = SampleConfig(max_new_tokens=8, temperature=0.0, top_k=None, seed=None)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -47,10 +47,10 @@ def test_overrides_are_typed_and_win_over_recipe():
     ("train.compile=maybe", "'train.compile' must be true or false"),
     ("model.pos=rop", "'model.pos' must be one of learned, sinusoidal, rope, alibi, got 'rop' (did you mean 'rope'?)"),
     ("train.betas=[0.9]", "'train.betas' must have 2 items"),
-    ("model.n_head=5", "model.n_head=5 does not divide model.n_embd=256"),
+    ("model.n_head=5", "model.n_head=5 does not divide model.n_embd=192"),
     ("model.n_kv_head=3", "model.n_kv_head=3 must divide model.n_head=4"),
     ("train", "must look like section.key=value"),
-    ("train.seq_len=512", "train.seq_len=512 is longer than model.block_size=256"),
+    ("train.seq_len=512", "train.seq_len=512 is longer than model.block_size=128"),
     ("train.batch_size=0", "train.batch_size must be positive"),
     ("data.val_fraction=1.5", "data.val_fraction must be between 0 and 1"),
 ])

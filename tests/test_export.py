@@ -43,13 +43,9 @@ CHATS = [
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny shapes on a shared machine: one thread is fastest
+def quiet_transformers():
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

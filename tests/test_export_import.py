@@ -33,14 +33,6 @@ TEXT = ("The quick brown fox jumps over the lazy dog. Models read text and write
 PROBES = ["The lazy fox reads.", "  héllo\t☃ 12 dogs!", "<|endoftext|> is plain text to lmforge"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    yield
-    torch.set_num_threads(before)
 
 
 def byte_bpe(specials: list[str], vocab: int = 330, bos: str | None = None) -> RawTokenizer:

@@ -17,13 +17,6 @@ TEXT = "the quick brown fox jumps over the lazy dog. héllo wörld ☃ 日本 "
 GREEDY = {"temperature": 0.0, "top_k": None, "top_p": None}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Ops this small spend more time syncing threads than computing (10x on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,6 @@ GREEDY = {"temperature": 0.0, "top_k": None, "top_p": None}
 PROMPTS = [[5, 9, 2, 7, 11, 3, 8], [4], [13, 1, 6], [2, 2, 9, 12, 5]]  # lengths 7, 1, 3, 5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny(**kw) -> Transformer:

@@ -9,7 +9,6 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.serve.config import SampleConfig
@@ -21,12 +20,6 @@ from lmforge.serve.tiny import make_tiny_run
 SAMPLE = SampleConfig(max_new_tokens=6, temperature=0.7, top_k=None, top_p=0.95, seed=1234)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

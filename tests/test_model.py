@@ -15,15 +15,6 @@ from lmforge.model.transformer import alibi_bias, alibi_slopes, apply_rotary, ro
 POSITIONS = ["learned", "sinusoidal", "rope", "alibi"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny shapes run fastest on one thread (and a busy machine makes 2-thread spin-waits crawl).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(**overrides) -> ModelConfig:
     base = {"vocab_size": 37, "block_size": 16, "n_layer": 2, "n_head": 4, "n_embd": 32}
     base.update(overrides)

@@ -7,14 +7,6 @@ from lmforge.model import ModelConfig, Transformer
 from lmforge.model.objectives import mask_tokens, prefix_to_continuation
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny shapes: one thread is fastest and immune to a busy machine
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(**overrides) -> ModelConfig:
     base = {"vocab_size": 32, "block_size": 16, "n_layer": 2, "n_head": 4, "n_embd": 32}
     base.update(overrides)

@@ -18,14 +18,6 @@ from lmforge.tune.cli import add_parsers, finetune_config, run_finetune, run_syn
 from lmforge.tune.stage import report_section, sft_stage
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     tok = train_tokenizer(["What is the capital of France? Paris is. Give me tips. " * 30],

@@ -37,12 +37,6 @@ PAIRS = [("hi", "hello there"), ("how are you", "fine thanks"), ("what is red", 
 GREEDY = SampleConfig(max_new_tokens=12, temperature=0.0, top_k=None)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ _EXPORTS = {
     "evaluate": "runner", "run_task": "runner",
     "get_tasks": "tasks", "load_task_file": "tasks.custom",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["LM", "HFCausalLM", "LmforgeLM", "compare", "evaluate", "get_tasks", "load_task_file", "loglikelihood",
+           "loglikelihood_rolling", "report_section", "run_task", "write_results"]
 
 
 def __getattr__(name: str):

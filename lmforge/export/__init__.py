@@ -21,4 +21,5 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(f"lmforge.export.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module 'lmforge.export' has no attribute {name!r}")
 
+
 __all__ = ["ExportError", "apply_init", "architecture", "export_model", "export_run", "import_hf", "resolve_init"]

@@ -35,7 +35,7 @@ from lmforge.config import RunConfig, from_dict, merge, parse_overrides, to_dict
 from lmforge.errors import LmforgeError
 from lmforge.plan import chinchilla
 
-# The default CPU grid: 20-25 minutes on 2 shared cores (bench/results/plan.md has the measured run).
+# The default CPU grid: 20-25 minutes on 2 shared cores (bench/RESULTS.md has the measured run).
 # 4 budgets x 5 sizes, a factor ~2 apart, from N*/SPREAD to N*·SPREAD around a guessed optimum N*.
 DEFAULT_BUDGETS = (1e11, 2e11, 4e11, 8e11)
 SIZES_PER_BUDGET = 5

@@ -11,5 +11,5 @@
     sharded.py      distributed checkpoints (torch.distributed.checkpoint), resharding across layouts
 
 Launch: `torchrun --nproc_per_node N -m lmforge train ... parallel.dp=2 parallel.tp=2 parallel.pp=2`
-(docs/distributed.md).
+(README, "Training on many GPUs").
 """
