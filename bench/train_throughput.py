@@ -10,6 +10,17 @@ hits both alike. See bench/README.md.
 
     python bench/train_throughput.py --n-layer 6 --n-embd 384 --n-head 6 --block-size 256 \
         --batch-size 8 --vocab-size 4096 --dtype fp32 --nanogpt /path/to/nanoGPT
+
+With --nproc N it relaunches itself under torchrun (torch.distributed.run --standalone, N processes;
+gloo on CPU, NCCL on GPU; or start it with torchrun yourself), splits the model over the
+(pp, dp, tp) mesh of --pp/--dp/--tp exactly as the trainer does (lmforge.train.parallel: setup,
+check_layout, parallelize, build_optimizer), and times full training steps (forward+backward,
+gradient clipping, AdamW, zero_grad). --batch-size is then the global batch, split over dp, and
+rank 0 prints the global `tokens/s: N`, MFU against the sum of the ranks' measured matmul rates
+(on CUDA: each card's bf16 matmul peak, times the number of GPUs) and the largest rank's peak memory.
+
+    python bench/train_throughput.py --nproc 2 --tp 2 --n-layer 2 --n-embd 64 --n-head 2 \
+        --block-size 64 --batch-size 4 --vocab-size 512 --dtype fp32 --steps 2
 """
 
 from __future__ import annotations
@@ -57,6 +68,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--nanogpt", type=Path, default=None, help="a nanoGPT checkout to compare against")
     p.add_argument("--seed", type=int, default=1337)
+    g = p.add_argument_group("distributed (--nproc or torchrun; the trainer's parallel.* settings)")
+    g.add_argument("--nproc", type=int, default=None,
+                   help="launch N processes with torchrun (standalone); --batch-size becomes the global batch")
+    g.add_argument("--dp", type=int, default=-1, help="data-parallel degree; -1 = nproc / (tp * pp)")
+    g.add_argument("--tp", type=int, default=1, help="tensor-parallel degree")
+    g.add_argument("--pp", type=int, default=1, help="pipeline stages (uses untied embeddings)")
+    g.add_argument("--dp-mode", default="fsdp", choices=["fsdp", "ddp"])
+    g.add_argument("--pp-schedule", default="1f1b", choices=["gpipe", "1f1b"])
+    g.add_argument("--pp-microbatches", type=int, default=0, help="0 = pp")
+    g.add_argument("--sequence-parallel", action="store_true")
+    g.add_argument("--activation-checkpoint", default="none", choices=["none", "full", "selective"])
+    g.add_argument("--no-reshard-after-forward", dest="reshard_after_forward", action="store_false",
+                   help="FSDP2: keep gathered parameters until backward (ZeRO-2-like)")
     return p.parse_args(argv)
 
 
@@ -150,6 +174,11 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def ours(args: argparse.Namespace) -> tuple[Transformer, ModelConfig]:
+    cfg = model_config(args)
+    return Transformer(cfg), cfg
+
+
+def model_config(args: argparse.Namespace) -> ModelConfig:
     cfg = ModelConfig(
         kind="decoder", vocab_size=args.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
         n_head=args.n_head, n_kv_head=args.n_kv_head, n_embd=args.n_embd, activation=args.activation,
@@ -157,7 +186,7 @@ def ours(args: argparse.Namespace) -> tuple[Transformer, ModelConfig]:
         embd_dropout=0.0, attn_dropout=0.0, resid_dropout=0.0,
     )
     cfg.validate()
-    return Transformer(cfg), cfg
+    return cfg
 
 
 def nanogpt(args: argparse.Namespace) -> torch.nn.Module:
@@ -205,6 +234,10 @@ def measure_peak(runner: Runner, warmup: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if "WORLD_SIZE" in os.environ:  # started by torchrun (by --nproc below, or by hand)
+        return distributed_main(args)
+    if args.nproc is not None:
+        return launch(args, sys.argv[1:] if argv is None else argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
     threads = args.threads or available_cores()
@@ -263,6 +296,159 @@ def main(argv: list[str] | None = None) -> None:
         print(f"nanoGPT tokens/s: {runners[1].tokens_per_s:.0f}")
         print(f"ratio vs nanoGPT: {statistics.median(ratios):.2f}x "
               f"(median of {len(ratios)} paired rounds, min {min(ratios):.2f}, max {max(ratios):.2f})")
+
+
+# --- distributed (--nproc / torchrun) ----------------------------------------------------------
+
+
+def launch(args: argparse.Namespace, argv: list[str]) -> None:
+    """Rerun this script under torchrun with --nproc processes; exit with its status."""
+    import subprocess
+
+    if args.nproc < 1:
+        sys.exit("error: --nproc must be at least 1")
+    if args.nanogpt is not None:
+        sys.exit("error: --nanogpt compares on one process; leave out --nproc")
+    threads = args.threads or max(1, available_cores() // args.nproc)
+    # The workers know they are workers from torchrun's WORLD_SIZE; --nproc itself must not reach
+    # torchrun's own parser, which reads it as an abbreviation of --nproc-per-node.
+    argv = [a for i, a in enumerate(argv) if not (a == "--nproc" or a.startswith("--nproc=")
+                                                   or (i > 0 and argv[i - 1] == "--nproc"))]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.nproc),
+           str(Path(__file__).resolve()), *argv]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    if args.threads is None:
+        cmd += ["--threads", str(threads)]
+    sys.exit(subprocess.run(cmd, env=env, check=False).returncode)
+
+
+def distributed_config(args: argparse.Namespace, device_name: str):
+    """The RunConfig the trainer would run for this shape and layout (random tokens, no data)."""
+    from lmforge.config import RunConfig
+    from lmforge.train.config import ParallelConfig, TrainConfig
+
+    cfg = model_config(args)
+    if args.pp > 1:  # the first and last stage cannot share one weight (check_layout says so)
+        cfg.tie_embeddings = False
+    tc = TrainConfig(batch_size=args.batch_size, seq_len=args.block_size, precision=args.dtype,
+                     device=device_name, compile=args.compile, seed=args.seed, threads=args.threads or 0,
+                     weight_decay=0.1, lr=1e-4, betas=(0.9, 0.95), grad_clip=1.0)
+    pc = ParallelConfig(dp=args.dp, tp=args.tp, pp=args.pp, dp_mode=args.dp_mode, pp_schedule=args.pp_schedule,
+                        pp_microbatches=args.pp_microbatches, sequence_parallel=args.sequence_parallel,
+                        activation_checkpoint=args.activation_checkpoint,
+                        reshard_after_forward=args.reshard_after_forward)
+    return RunConfig(model=cfg, train=tc, parallel=pc)
+
+
+def distributed_main(args: argparse.Namespace) -> None:
+    """One rank. A bad layout (mesh vs world size, tp vs heads or vocabulary, pp vs layers) is
+    printed once by rank 0 and every rank exits with status 2, as in the trainer."""
+    from lmforge.errors import LmforgeError
+    from lmforge.train.parallel.dist import errors_on_rank_zero, setup
+
+    cfg = distributed_config(args, args.device)
+    try:
+        with errors_on_rank_zero():
+            env = setup(cfg.parallel, args.device)
+            distributed_bench(args, cfg, env)
+    except LmforgeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def distributed_bench(args: argparse.Namespace, cfg, env) -> None:
+    import torch.distributed as dist
+
+    from lmforge.train.optim import build_optimizer
+    from lmforge.train.parallel.parallelize import check_layout, parallelize
+    from lmforge.train.precision import autocast, grad_scaler
+    from lmforge.train.precision import resolve_dtype as train_dtype
+
+    device, layout = env.device, env.layout
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = train_dtype(cfg.train.precision, device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    with env.collectively():
+        check_layout(cfg, layout, args.block_size)
+    with env.collectively():
+        torch.manual_seed(args.seed)  # the same weights on every rank, as the trainer
+        model = Transformer(cfg.model).to(device)
+        par = parallelize(model, cfg, env, dtype)
+        del model
+        opt = build_optimizer(par.module, cfg.train, device, par.no_decay)
+        scaler = grad_scaler(device, dtype)
+    # Random tokens, this dp rank's share of the global batch (tp peers and pipeline stages of one
+    # dp rank hold the same batch).
+    g = torch.Generator().manual_seed(args.seed + env.dp_rank)
+    shape = (args.batch_size // layout.dp, args.block_size)
+    batch = {"input_ids": torch.randint(args.vocab_size, shape, generator=g).to(device),
+             "targets": torch.randint(args.vocab_size, shape, generator=g).to(device)}
+
+    def train_step() -> None:  # as lmforge.train.loop: one micro-batch, clip, AdamW, zero_grad
+        with autocast(device, dtype):
+            par.forward_backward(batch, 1, True, scaler)
+        scaler.unscale_(opt)
+        par.clip_grad_norm(cfg.train.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+
+    def timed(steps: int) -> float:
+        sync(device)
+        env.barrier()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            train_step()
+        sync(device)
+        env.barrier()  # the slowest rank ends the step for everyone
+        return time.perf_counter() - t0
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    timed(max(args.warmup, 1))
+    global_tokens = args.batch_size * args.block_size  # per step, over all dp ranks
+    rates, matmul_rates = [], []
+    for _ in range(args.repeats):
+        # Every rank measures its own device (CPU: its share of the cores) at once, so the sum is
+        # the peak of the whole world under the same load as the steps it is compared with.
+        env.barrier()
+        mm = torch.tensor([matmul_flops(device, dtype, reps=10 if device.type == "cuda" else 2)],
+                          dtype=torch.float64, device=env.comm_device)
+        matmul_rates.append(float(env.all_reduce_sum(mm).item()))
+        rates.append(args.steps * global_tokens / timed(args.steps))
+    if device.type == "cuda":
+        mem, mem_kind = torch.cuda.max_memory_allocated(device) / 2**20, "CUDA max allocated"
+    else:
+        mem, mem_kind = peak_rss_mb(), "process max RSS"
+    mems = env.gather_objects(mem)
+    if not env.is_main:
+        return
+    fpt = cfg.model.flops_per_token(args.block_size)
+    tps, rate = statistics.median(rates), statistics.median(matmul_rates)
+    n_params = cfg.model.num_params()
+    print(f"device: {device.type} x {env.world_size} processes ({dist.get_backend()}, "
+          f"{torch.get_num_threads()} threads each), dtype: {str(dtype).removeprefix('torch.')}"
+          f"{' + torch.compile' if args.compile else ''}, torch {torch.__version__}")
+    print(f"layout: {layout}, dp_mode={cfg.parallel.dp_mode}"
+          f"{f', pp schedule {cfg.parallel.pp_schedule}' if layout.pp > 1 else ''}"
+          f"{', sequence parallel' if cfg.parallel.sequence_parallel and layout.tp > 1 else ''}"
+          f", activation checkpoint {cfg.parallel.activation_checkpoint}")
+    print(f"shape: n_layer={args.n_layer} n_embd={args.n_embd} n_head={args.n_head} "
+          f"n_kv_head={cfg.model.kv_heads} block_size={args.block_size} global batch_size={args.batch_size} "
+          f"vocab_size={args.vocab_size} pos={args.pos} activation={args.activation} norm={args.norm} "
+          f"bias={args.bias} tie_embeddings={cfg.model.tie_embeddings}")
+    print(f"params: {n_params / 1e6:.2f}M, training FLOPs/token: {fpt / 1e6:.1f}M")
+    print(f"matmul {str(dtype).removeprefix('torch.')} 2048^3, sum over {env.world_size} ranks: "
+          f"{rate / 1e9:.1f} GFLOP/s (median of {len(matmul_rates)}, min {min(matmul_rates) / 1e9:.1f}, "
+          f"max {max(matmul_rates) / 1e9:.1f})")
+    print(f"tokens/s: {tps:.0f} (global, median of {len(rates)} x {args.steps} steps, min {min(rates):,.0f}, "
+          f"max {max(rates):,.0f}; {tps / env.world_size:,.0f} per process)")
+    print(f"MFU: {100 * fpt * tps / rate:.1f}%")
+    print(f"peak memory: {max(mems):.0f} MiB (largest rank; {mem_kind}; "
+          f"ranks: {', '.join(f'{m:.0f}' for m in mems)})")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="sample text from a trained model")
     p.add_argument("--run", required=True, help="run directory (latest checkpoint) or a checkpoint directory")
     p.add_argument("--prompt", help="text to continue (default: sample.prompt)")
+    p.add_argument("--prompt-template", metavar="FILE", default=None,
+                   help="YAML/JSON prompt template (lmforge/tune/prompts.py): the prompt fills its query and "
+                        "is rendered with its system prompt and k seeded shots before generation")
     p.add_argument("overrides", nargs="*", metavar="sample.key=value",
                    help="decoding overrides, e.g. sample.temperature=0 sample.top_p=0.9")
     serve_cli.add_parsers(sub)
@@ -149,6 +152,11 @@ def cmd_generate(args, parser) -> int:
     sc = from_dict(SampleConfig, {**cfg.sample.__dict__, **tree.get("sample", {})}, "sample.")
     if args.prompt is not None:
         sc.prompt = args.prompt
+    if args.prompt_template:
+        from lmforge.tune.prompts import load_template, record_from_text, render_text, template_pool
+
+        t = load_template(args.prompt_template)
+        sc.prompt = render_text(t, record_from_text(t, sc.prompt), template_pool(t))
     tok_path = next((p / "tokenizer.json" for p in (path, path.parent.parent) if (p / "tokenizer.json").exists()), None)
     if tok_path is None:
         raise LmforgeError(f"no tokenizer.json found in {path} or its run directory")

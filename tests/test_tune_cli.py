@@ -74,7 +74,7 @@ def test_sft_stage_and_report(run, capsys):
     run_dir, cfg, tok = run
     result = sft_stage(cfg, run_dir, tok, max_steps=2, eval_every=0, max_new_tokens=4)
     assert result["steps"] == 2 and (run_dir / "sft" / "checkpoints").is_dir()
-    assert "--- chat with the fine-tuned model ---\nuser: What is the capital of France?" in capsys.readouterr().out
+    assert "chat with the fine-tuned model:\n[finetune] user: What is the capital of France?" in capsys.readouterr().out
     md = report_section(result)
     assert md.startswith("Fine-tuned on") and "assistant: " in md and "held-out loss" in md
     from lmforge.report import update_report_section

@@ -53,6 +53,13 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--limit", type=int, default=None, help="only the first N documents of each task")
     t.add_argument("--seed", type=int, default=1234, help="few-shot sampling seed (lm-eval's default 1234)")
     t.add_argument("--system-prompt", default=None, help="text put before every prompt (instruction models)")
+    t.add_argument("--prompt-template", metavar="FILE", default=None,
+                   help="YAML/JSON prompt template: its system prompt (and instructions) become the system "
+                        "prompt of every task (its query/answer/shots are not used: tasks have their own)")
+    t.add_argument("--apply-chat-template", action="store_true",
+                   help="render each context in the chat template (system message, one user turn with the "
+                        "few-shot examples and the question, then <|assistant|>), as lm-eval's "
+                        "--apply_chat_template without --fewshot_as_multiturn; lmforge runs only")
     d = p.add_argument_group("data and output")
     d.add_argument("--data-dir", default=None, help="benchmark folder (default: $LMFORGE_EVAL_DATA or "
                    "shared/data/benchmarks)")
@@ -115,6 +122,13 @@ def run_eval(args) -> int:
         raise LmforgeError(f"--limit must be >= 1, got {args.limit}")
     if args.num_fewshot is not None and args.num_fewshot < 0:
         raise LmforgeError(f"--num-fewshot must be >= 0, got {args.num_fewshot}")
+    system_prompt = args.system_prompt
+    if getattr(args, "prompt_template", None):
+        from lmforge.tune.prompts import load_template, template_system
+
+        if system_prompt is not None:
+            raise LmforgeError("give --system-prompt or --prompt-template, not both")
+        system_prompt = template_system(load_template(args.prompt_template))
     tasks = collect_tasks(args)
     if not tasks and not args.text_file and not args.shards:
         raise LmforgeError("nothing to evaluate: give --tasks, --task-file, --text-file or --shards")
@@ -125,7 +139,8 @@ def run_eval(args) -> int:
     cache = None if args.no_cache else ResultCache(out / "cache.sqlite")
     try:
         results = evaluate(lm, tasks, num_fewshot=args.num_fewshot, limit=args.limit, batch_size=args.batch_size,
-                           seed=args.seed, system_prompt=args.system_prompt, cache=cache,
+                           seed=args.seed, system_prompt=system_prompt, cache=cache,
+                           apply_chat_template=getattr(args, "apply_chat_template", False),
                            share_prefix=not args.no_prefix_sharing, log_samples=args.log_samples)
     finally:
         if cache is not None:

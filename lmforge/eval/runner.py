@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from tqdm import tqdm
 
 from lmforge.errors import LmforgeError
-from lmforge.eval.generation import generate_until, reference_metrics
+from lmforge.eval.generation import cut_at_stops, generate_until, reference_metrics
 from lmforge.eval.lm import LM
-from lmforge.eval.loglik import Encoder, loglikelihood
+from lmforge.eval.loglik import Encoder, loglikelihood, loglikelihood_tokens
 from lmforge.eval.metrics import mean, mean_stderr, multiple_choice, pooled_stderr, unweighted_stderr
 from lmforge.eval.perplexity import perplexity_of_texts
 from lmforge.eval.tasks.base import Task
@@ -30,8 +30,12 @@ def _progress(total: int, desc: str, enabled: bool):
 
 def run_task(lm: LM, task: Task, *, num_fewshot: int | None = None, limit: int | None = None,
              batch_size: int = 16, seed: int = 1234, system_prompt: str | None = None, cache=None,
-             share_prefix: bool = True, log_samples: bool = False, progress: bool = True) -> dict:
-    """Evaluate one task; returns {metrics, stderr, n, num_fewshot, ...} (+ samples)."""
+             share_prefix: bool = True, log_samples: bool = False, progress: bool = True,
+             apply_chat_template: bool = False) -> dict:
+    """Evaluate one task; returns {metrics, stderr, n, num_fewshot, ...} (+ samples).
+
+    apply_chat_template: each context is rendered in the chat template (Task.build_chat_messages,
+    lmforge/tune/template.py) and scored by token ids; the continuation follows <|assistant|>."""
     t0 = time.perf_counter()
     docs = task.eval_docs()
     docs = list(docs[:limit] if limit is not None else docs)
@@ -44,15 +48,31 @@ def run_task(lm: LM, task: Task, *, num_fewshot: int | None = None, limit: int |
     samples: list[dict] = []
     extra: dict = {}
 
+    chat_ids: list[list[int]] | None = None
+    if apply_chat_template and task.output_type in ("multiple_choice", "generate_until"):
+        contexts, chat_ids = chat_contexts(lm, task, docs, k, seed, system_prompt)
+
     if task.output_type == "multiple_choice":
-        contexts = task.build_contexts(docs, k, seed, system_prompt)
+        if chat_ids is None:
+            contexts = task.build_contexts(docs, k, seed, system_prompt)
         choices = [task.choices(d) for d in docs]
         golds = [task.gold(d) for d in docs]
         requests = [(ctx, task.target_delimiter + c) for ctx, ch in zip(contexts, choices) for c in ch]
         stats: dict = {}
         with _progress(len(requests), task.name, progress) as bar:
-            scored = loglikelihood(lm, requests, batch_size, share_prefix=share_prefix, cache=cache,
-                                   progress=bar.update, encoder=Encoder(lm), stats=stats)
+            if chat_ids is None:
+                scored = loglikelihood(lm, requests, batch_size, share_prefix=share_prefix, cache=cache,
+                                       progress=bar.update, encoder=Encoder(lm), stats=stats)
+            else:  # the context ends in <|assistant|>, a token boundary: encode the continuation alone
+                conts = sorted({x for _, x in requests})
+                cont_ids = dict(zip(conts, lm.encode_batch(conts)))
+                pairs = [(ids, cont_ids[task.target_delimiter + c])
+                         for ids, ch in zip(chat_ids, choices) for c in ch]
+                if any(not x for _, x in pairs):
+                    raise LmforgeError(f"task {task.name}: empty continuation: nothing to score")
+                stats["truncated"] = sum(len(c) + len(x) > lm.max_length + 1 for c, x in pairs)
+                scored = loglikelihood_tokens(lm, pairs, batch_size, share_prefix=share_prefix, cache=cache,
+                                              progress=bar.update)
         if stats["truncated"]:  # lm-eval cuts such prompts from the left too; say so, don't hide it
             extra["truncated_requests"] = stats["truncated"]
             if progress:  # else the caller summarises; one line per MMLU subject would drown the output
@@ -74,12 +94,14 @@ def run_task(lm: LM, task: Task, *, num_fewshot: int | None = None, limit: int |
         extra["chance"] = chance
 
     elif task.output_type == "generate_until":
-        contexts = task.build_contexts(docs, k, seed, system_prompt)
+        if chat_ids is None:
+            contexts = task.build_contexts(docs, k, seed, system_prompt)
         g = task.generation
         with _progress(len(docs), task.name, progress) as bar:
             for i, (d, ctx) in enumerate(zip(docs, contexts)):
-                out = generate_until(lm, ctx, g.get("until", [task.fewshot_delimiter]), g.get("max_gen_toks", 256),
-                                     g.get("temperature", 0.0), seed + i)
+                args = (g.get("until", [task.fewshot_delimiter]), g.get("max_gen_toks", 256),
+                        g.get("temperature", 0.0), seed + i)
+                out = generate_until(lm, ctx, *args) if chat_ids is None else chat_generate_until(lm, chat_ids[i], *args)
                 if task.process_results is not None:
                     m = task.process_results(d, out)
                 else:
@@ -109,6 +131,38 @@ def run_task(lm: LM, task: Task, *, num_fewshot: int | None = None, limit: int |
     stderr = {m: mean_stderr([p[m] for p in per_doc]) for m in names}
     res = {"metrics": metrics, "stderr": stderr, "n": len(docs), "num_fewshot": k, **extra}
     return _finish(res, task, time.perf_counter() - t0, samples if log_samples else None)
+
+
+def chat_contexts(lm: LM, task: Task, docs, k: int, seed: int, system_prompt: str | None,
+                  ) -> tuple[list[str], list[list[int]]]:
+    """(display text, token ids) of every document's context in the chat template, ending in
+    <|assistant|>. Needs an lmforge run: the role tokens are its tokenizer's."""
+    from lmforge.tune.template import render_chat, render_chat_text
+
+    tok = getattr(lm, "tok", None)
+    if not all(hasattr(tok, a) for a in ("user_id", "assistant_id", "system_id", "end_id", "eot_id")):
+        raise LmforgeError("--apply-chat-template needs an lmforge run (its tokenizer has the chat template's "
+                           "role tokens); a --hf-model has its own template, which lmforge eval does not apply")
+    messages = task.build_chat_messages(docs, k, seed, system_prompt)
+    return ([render_chat_text(m, add_generation_prompt=True) for m in messages],
+            [render_chat(m, tok, add_generation_prompt=True) for m in messages])
+
+
+def chat_generate_until(lm: LM, ids: list[int], until, max_gen_toks: int, temperature: float, seed: int) -> str:
+    """generate_until from chat-template token ids: the reply also ends at <|end|>."""
+    if max_gen_toks >= lm.max_length:
+        raise LmforgeError(f"max_gen_toks={max_gen_toks} must be less than the model's context ({lm.max_length})")
+    stops = [s for s in until if s]
+    end_ids = {lm.tok.end_id, lm.tok.eot_id}
+    longest = max((len(s) for s in stops), default=0)
+    out: list[int] = []
+    for t in lm.generate_tokens(ids[-(lm.max_length - max_gen_toks):], max_gen_toks, temperature, seed):
+        if t in end_ids:
+            break
+        out.append(t)
+        if stops and any(s in lm.decode(out[-(longest + 8):]) for s in stops):
+            break
+    return cut_at_stops(lm.decode(out), stops)
 
 
 def _finish(res: dict, task: Task, seconds: float, samples) -> dict:

@@ -34,12 +34,25 @@ def _sampling_args(p: argparse.ArgumentParser, temperature: float, top_p: float 
     g.add_argument("--seed", type=int, default=None, help="seed for reproducible replies (default: random)")
 
 
+def _template_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt-template", metavar="FILE", default=None,
+                   help="YAML/JSON prompt template: its system prompt and few-shot examples (as earlier "
+                        "user/assistant turns) start every conversation that has no system message of its own")
+
+
+def _load_template(args):
+    from lmforge.tune.prompts import load_template
+
+    return load_template(args.prompt_template) if getattr(args, "prompt_template", None) else None
+
+
 def add_parsers(subparsers) -> None:
     c = subparsers.add_parser("chat", help="chat with a model in the terminal (streams; /help inside)",
                               description="A conversation in the chat template, streamed. Commands: /reset, "
                                           "/system TEXT, /set KEY VALUE, /settings, /history, /help, /quit.")
     c.add_argument("--run", required=True, help="run directory (latest checkpoint) or a checkpoint directory")
-    c.add_argument("--system", default=None, help="system prompt")
+    c.add_argument("--system", default=None, help="system prompt (replaces --prompt-template's, shots included)")
+    _template_arg(c)
     c.add_argument("--device", default="cpu", help="cpu, cuda, mps (default cpu)")
     _sampling_args(c, temperature=0.8, top_p=0.95, max_tokens=200)
 
@@ -57,6 +70,7 @@ def add_parsers(subparsers) -> None:
     s.add_argument("--human-eval", default=None, metavar="FILE",
                    help="comparisons file from `lmforge eval human`: enables /human and /human/results")
     s.add_argument("--device", default="cpu", help="cpu, cuda, mps (default cpu)")
+    _template_arg(s)
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -74,7 +88,10 @@ def run_chat(args) -> int:
     from lmforge.serve.chat import ChatSession, run_repl
     from lmforge.serve.engine import ServedModel
 
-    session = ChatSession(ServedModel.load(args.run, device=args.device), _sample(args), system=args.system)
+    template = _load_template(args)
+    model = ServedModel.load(args.run, device=args.device)
+    model.set_prompt_template(template)
+    session = ChatSession(model, _sample(args), system=args.system)
     if sys.stdin.isatty():
         try:
             import readline  # noqa: F401 -- line editing and up-arrow history for input()
@@ -102,9 +119,11 @@ def run_serve(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    template = _load_template(args)
     models = []
     for spec in args.run:
         m = ServedModel.load(spec, device=args.device)
+        m.set_prompt_template(template)
         print(f"[lmforge] model {m.name!r}: {m.path} ({m.block_size}-token context)", flush=True)
         models.append(m)
     app = create_app(models, api_key=args.api_key or None, human_db=args.human_eval)

@@ -64,6 +64,7 @@ class ServedModel:
         if self.mcfg.kind != "decoder":
             raise LmforgeError(f"model {name!r} is a {self.mcfg.kind}; serving and chat need a decoder model")
         self.lock = threading.Lock()
+        self.prompt_prefix: list[dict] = []  # a prompt template's system message and shots (set_prompt_template)
 
     @classmethod
     def load(cls, spec: str, device: str = "cpu") -> ServedModel:
@@ -83,11 +84,22 @@ class ServedModel:
 
     # ---- prompts
 
+    def set_prompt_template(self, template) -> None:
+        """Prepend `template`'s system prompt and few-shot turns (drawn once, seeded, so every
+        conversation sees the same ones) to every conversation without its own system message."""
+        from lmforge.tune.prompts import prefix_messages, template_pool
+
+        self.prompt_prefix = prefix_messages(template, template_pool(template)) if template is not None else []
+
     def chat_ids(self, messages: Sequence[dict]) -> list[int]:
-        """The conversation in the chat template, ending in <|assistant|> for the reply."""
+        """The conversation in the chat template, ending in <|assistant|> for the reply. With a
+        prompt template, its system message and shots come first unless the conversation has its
+        own system message (then it is used as it is)."""
+        from lmforge.tune.prompts import apply_prefix
         from lmforge.tune.template import render_chat
 
-        return render_chat(list(messages), self.tokenizer, add_generation_prompt=True)
+        return render_chat(apply_prefix(self.prompt_prefix, list(messages)), self.tokenizer,
+                           add_generation_prompt=True)
 
     def chat_stop_ids(self) -> list[int]:
         from lmforge.tune.template import chat_stop_ids

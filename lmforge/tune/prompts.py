@@ -38,12 +38,13 @@ class PromptTemplate:
     system: str | None = None  # a system prompt
     instructions: str | None = None  # a task description before the shots
     separator: str = "\n\n"  # between blocks of the text form
+    pool: str | list | None = None  # the shots' pool: a .jsonl path (relative to the template file) or records
 
     def fields(self) -> set[str]:
         return {f for part in (self.query, self.answer) for _, f, _, _ in string.Formatter().parse(part) if f}
 
     def validate(self) -> None:
-        if self.shots < 0:
+        if not isinstance(self.shots, int) or isinstance(self.shots, bool) or self.shots < 0:
             raise LmforgeError(f"prompt shots must be >= 0, got {self.shots}")
         try:
             self.fields()
@@ -118,3 +119,103 @@ def with_system(messages: list[dict], system: str | None) -> list[dict]:
         return list(messages)
     rest = messages[1:] if messages and messages[0].get("role") == "system" else messages
     return [{"role": "system", "content": system}, *rest]
+
+
+TEMPLATE_KEYS = ("query", "answer", "shots", "seed", "system", "instructions", "separator", "pool")
+
+
+def load_template(path: str | Path) -> PromptTemplate:
+    """A PromptTemplate from a YAML or JSON file whose keys are PromptTemplate's fields, e.g.
+
+        system: You are a careful assistant.
+        query: "Question: {question}\nAnswer:"
+        answer: " {answer}"
+        shots: 2
+        seed: 7
+        pool: examples.jsonl      # or a list of records; a path is relative to this file
+
+    Every problem (missing file, bad YAML, unknown key, wrong type) is an LmforgeError naming the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise LmforgeError(f"prompt template not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML too
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise LmforgeError(f"{path}: not valid YAML or JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise LmforgeError(f"{path}: a prompt template is a mapping of {', '.join(TEMPLATE_KEYS)}")
+    unknown = sorted(set(data) - set(TEMPLATE_KEYS))
+    if unknown:
+        raise LmforgeError(f"{path}: unknown prompt template key(s) {', '.join(map(str, unknown))}; "
+                           f"expected {', '.join(TEMPLATE_KEYS)}")
+    for key in ("query", "answer", "system", "instructions", "separator"):
+        if key in data and data[key] is not None and not isinstance(data[key], str):
+            raise LmforgeError(f"{path}: {key} must be a string, got {type(data[key]).__name__}")
+    for key in ("shots", "seed"):
+        if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool)):
+            raise LmforgeError(f"{path}: {key} must be an integer, got {data[key]!r}")
+    pool = data.get("pool")
+    if isinstance(pool, str):
+        p = Path(pool)
+        data["pool"] = str(p if p.is_absolute() else path.parent / p)
+    elif pool is not None and not (isinstance(pool, list) and all(isinstance(r, dict) for r in pool)):
+        raise LmforgeError(f"{path}: pool must be a .jsonl path or a list of records")
+    t = PromptTemplate(**data)
+    try:
+        t.validate()
+    except LmforgeError as e:
+        raise LmforgeError(f"{path}: {e}") from None
+    if t.shots and not template_pool(t):
+        raise LmforgeError(f"{path}: shots: {t.shots} needs a pool of examples")
+    return t
+
+
+def template_pool(t: PromptTemplate) -> list[dict]:
+    """The template's example records (empty without a pool)."""
+    if t.pool is None:
+        return []
+    return list(t.pool) if isinstance(t.pool, list) else load_pool(t.pool)
+
+
+def record_from_text(t: PromptTemplate, text: str) -> dict:
+    """The record a command-line prompt stands for: a JSON object is the record itself; any other
+    text fills the query's only field (a query with several fields needs a JSON record)."""
+    if text.lstrip().startswith("{"):
+        try:
+            rec = json.loads(text)
+        except ValueError:
+            rec = None
+        if isinstance(rec, dict):
+            return rec
+    qfields = sorted({f for _, f, _, _ in string.Formatter().parse(t.query) if f})
+    if len(qfields) > 1:
+        raise LmforgeError(f"the prompt template's query uses {', '.join(qfields)}; give the prompt as a JSON "
+                           "object with those fields")
+    return {qfields[0]: text} if qfields else {}
+
+
+def prefix_messages(t: PromptTemplate, pool: list[dict] | None = None, index: int = 0) -> list[dict]:
+    """What a template puts before a conversation: its system message (system + instructions) and
+    each shot as a user turn and an assistant turn (render_messages without the query)."""
+    t.validate()
+    system = "\n\n".join(b for b in (t.system, t.instructions) if b)
+    messages = [{"role": "system", "content": system}] if system else []
+    for s in draw_shots(pool or [], t.shots, t.seed, index):
+        messages += [{"role": "user", "content": fill(t.query, s).strip()},
+                     {"role": "assistant", "content": fill(t.answer, s).strip()}]
+    return messages
+
+
+def apply_prefix(prefix: list[dict], messages: list[dict]) -> list[dict]:
+    """`prefix` (prefix_messages) before `messages`, unless `messages` brings its own system message:
+    then the conversation is used as it is (the caller took charge of the prompt)."""
+    if not prefix or (messages and messages[0].get("role") == "system"):
+        return list(messages)
+    return [*prefix, *messages]
+
+
+def template_system(t: PromptTemplate) -> str | None:
+    """The template's system prompt and instructions as one system text (None if neither)."""
+    return "\n\n".join(b for b in (t.system, t.instructions) if b) or None

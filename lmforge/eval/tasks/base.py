@@ -112,10 +112,12 @@ class Task:
             raise LmforgeError(f"task {self.name}: gold index {t} is out of range for {n} choices")
         return t
 
-    def build_contexts(self, docs: Sequence[Doc], num_fewshot: int | None = None, seed: int = 1234,
-                       system_prompt: str | None = None) -> list[str]:
-        """The prompt of every document, in order. The random sampler is seeded once per task and
-        consumed document by document, so shots depend on document order, as in lm-eval."""
+    def build_parts(self, docs: Sequence[Doc], num_fewshot: int | None = None, seed: int = 1234,
+                    system_prompt: str | None = None) -> list[tuple[str, str, str]]:
+        """(head, shots, query) of every document, in order: head = system prompt + description,
+        shots = the solved examples, each ending in fewshot_delimiter. The random sampler is seeded
+        once per task and consumed document by document, so shots depend on document order, as in
+        lm-eval."""
         k = self.num_fewshot if num_fewshot is None else num_fewshot
         sampler = FewshotSampler(self, k, seed) if k > 0 else None
         out = []
@@ -125,7 +127,25 @@ class Task:
             shots = sampler.sample(doc) if sampler else []
             body = "".join(self.doc_to_text(s) + self.target_delimiter + self.target_text(s) + self.fewshot_delimiter
                            for s in shots)
-            out.append(head + body + self.doc_to_text(doc))
+            out.append((head, body, self.doc_to_text(doc)))
+        return out
+
+    def build_contexts(self, docs: Sequence[Doc], num_fewshot: int | None = None, seed: int = 1234,
+                       system_prompt: str | None = None) -> list[str]:
+        """The prompt of every document, in order (see build_parts)."""
+        return [head + body + query for head, body, query in self.build_parts(docs, num_fewshot, seed, system_prompt)]
+
+    def build_chat_messages(self, docs: Sequence[Doc], num_fewshot: int | None = None, seed: int = 1234,
+                            system_prompt: str | None = None) -> list[list[dict]]:
+        """The prompt of every document as chat messages, lm-eval's --apply_chat_template without
+        --fewshot_as_multiturn: a system message with the system prompt and description (when there
+        is one), then one user turn with the shots and the question concatenated. The same shots as
+        build_contexts (same sampler, same order)."""
+        out = []
+        for head, body, query in self.build_parts(docs, num_fewshot, seed, system_prompt):
+            msgs = [{"role": "system", "content": head}] if head.strip() else []
+            msgs.append({"role": "user", "content": body + query})
+            out.append(msgs)
         return out
 
 
