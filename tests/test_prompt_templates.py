@@ -103,19 +103,21 @@ def test_served_conversations_get_the_template_unless_they_bring_a_system_messag
     assert m.chat_ids(user) == plain
 
 
-def test_chat_cli_uses_the_template(run, tmp_path, monkeypatch, capsys, model):
+def test_chat_cli_uses_the_template(run, tmp_path, monkeypatch, model):
+    import lmforge.serve.chat as chat
     from lmforge.serve.cli import main
 
     tpl = write_template(tmp_path)
-    monkeypatch.setattr("sys.stdin", io.StringIO("3+3?\n/quit\n"))
+    out, lines, real = io.StringIO(), iter(["3+3?", "/quit"]), chat.run_repl
+    # the real REPL and session, fed two lines, writing to a buffer (run_repl's default stdout is bound at import)
+    monkeypatch.setattr(chat, "run_repl", lambda session: real(session, read=lambda _: next(lines), out=out))
     assert main(["chat", "--run", str(run), "--prompt-template", tpl, "--temperature", "0",
                  "--max-tokens", "6"]) == 0
-    out = capsys.readouterr().out
     t = load_template(tpl)
     ids = render_chat(prefix_messages(t, template_pool(t)) + [{"role": "user", "content": "3+3?"}],
                       model.tokenizer, add_generation_prompt=True)
     want = model.complete(ids, GREEDY, model.chat_stop_ids()).text
-    assert want and want in out
+    assert want and f"model> {want}" in out.getvalue()
 
 
 def test_server_chat_completion_sees_the_template(run, tmp_path):
