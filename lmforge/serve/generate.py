@@ -77,11 +77,7 @@ def generate_tokens(
         return
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
-    gen = torch.Generator(device=device)
-    if cfg.seed is None:
-        gen.seed()
-    else:
-        gen.manual_seed(cfg.seed)
+    gen = seeded_generator(cfg.seed, device)
     stops = set(stop_ids)
     cache = None
 
@@ -151,11 +147,7 @@ def generate_batch(
         return out
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
-    gen = torch.Generator(device=device)
-    if cfg.seed is None:
-        gen.seed()
-    else:
-        gen.manual_seed(cfg.seed)
+    gen = seeded_generator(cfg.seed, device)
     stops = set(stop_ids)
     pad = [n - k for k in lengths]
     # Padding slots are hidden from every real query, so the id they hold does not matter: 0.
@@ -253,8 +245,16 @@ def generate(
     else:
         prompt_ids = tokenizer.encode(prompt) or [tokenizer.eot_id]
         source_ids = None if source is None else tokenizer.encode(source)
+    return stream_text(model, tokenizer, prompt_ids, cfg, [tokenizer.eot_id], on_text, source_ids)
+
+
+def stream_text(model: torch.nn.Module, tokenizer, prompt_ids: Sequence[int], cfg: SampleConfig,
+                stop_ids: Sequence[int], on_text: Callable[[str], None] | None = None,
+                source_ids: Sequence[int] | None = None) -> str:
+    """Generate after `prompt_ids` and return the new text, streamed through `on_text` and cut at
+    cfg.stop strings; the shared tail of `generate` and chat replies."""
     stream = TextStream(tokenizer, cfg.stop, on_text)
-    tokens = generate_tokens(model, prompt_ids, cfg, stop_ids=[tokenizer.eot_id], source_ids=source_ids)
+    tokens = generate_tokens(model, prompt_ids, cfg, stop_ids=stop_ids, source_ids=source_ids)
     try:
         for token in tokens:
             if stream.add(token):
@@ -262,6 +262,16 @@ def generate(
     finally:
         tokens.close()
     return stream.finish()
+
+
+def seeded_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """A torch.Generator on `device`: seeded for reproducible samples, or from OS entropy."""
+    gen = torch.Generator(device=device)
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(seed)
+    return gen
 
 
 class TextStream:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 
 from lmforge.serve.config import SampleConfig
-from lmforge.serve.generate import TextStream, generate_tokens
+from lmforge.serve.generate import stream_text
 from lmforge.tune.template import chat_stop_ids, render_chat
 
 
@@ -18,12 +18,4 @@ def chat_reply(model: torch.nn.Module, tokenizer, messages: list[dict], cfg: Sam
     max_new_tokens or the context limit). LmforgeError if the conversation is longer than the
     model's context."""
     ids = render_chat(messages, tokenizer, add_generation_prompt=True)
-    stream = TextStream(tokenizer, cfg.stop, on_text)
-    tokens = generate_tokens(model, ids, cfg, stop_ids=chat_stop_ids(tokenizer))
-    try:
-        for token in tokens:
-            if stream.add(token):
-                break
-    finally:
-        tokens.close()
-    return stream.finish()
+    return stream_text(model, tokenizer, ids, cfg, chat_stop_ids(tokenizer), on_text)
