@@ -303,3 +303,16 @@ def test_non_finite_losses_skip_steps_then_stop(data, tmp_path, capsys):
     losses = [r["loss"] for r in read_metrics(tmp_path / "run")]
     assert math.isfinite(losses[0]) and losses[1:] == [None] * 3
     assert latest_checkpoint(tmp_path / "run").name == "step_000003"  # nothing saved at the stopping step
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(data, tmp_path):
+    """train.compile=true runs the same math through torch.compile (inductor on the CPU)."""
+    shards, tok, _ = data
+    losses = {}
+    for compiled in (False, True):
+        run = tmp_path / f"compile_{compiled}"
+        train(make_cfg(tok, max_steps=4, compile=compiled), shards, tok, run)
+        losses[compiled] = [r["loss"] for r in read_metrics(run)]
+    assert len(losses[True]) == 4
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
