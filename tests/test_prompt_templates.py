@@ -104,7 +104,7 @@ def test_served_conversations_get_the_template_unless_they_bring_a_system_messag
 
 
 def test_chat_cli_uses_the_template(run, tmp_path, monkeypatch, model):
-    import lmforge.serve.chat as chat
+    from lmforge.serve import chat
     from lmforge.serve.cli import main
 
     tpl = write_template(tmp_path)
