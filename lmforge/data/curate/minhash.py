@@ -25,6 +25,12 @@ _COMBINING = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\
 _ACCENTED = re.compile(r"[\u00c0-\u024f\u0300-\u036f\u1e00-\u1eff]")
 _NON_WORD = re.compile(r"[^\w\s]|_")
 _DIGIT = re.compile(r"\d")
+_OUTSIDE_ASCII = re.compile(r"[^\x09-\x0d\x20-\x7e]+")
+
+
+def _unicode_rules(run: re.Match) -> str:
+    return _DIGIT.sub("0", _NON_WORD.sub(" ", run.group()))
+
 # bytes.translate table: ASCII punctuation -> space, ASCII digits -> "0" (str.translate is ~5x slower)
 _BYTE_TABLE = bytes(32 if chr(i) in string.punctuation else 48 if chr(i).isdigit() else i for i in range(256))
 _P = 0x100000001B3  # FNV-64 prime, multiplier of the byte polynomial
@@ -39,7 +45,9 @@ def simplify(text: str) -> bytes:
     if not text.isascii():
         if _ACCENTED.search(text):  # strip diacritics (most non-ASCII web text only has curly quotes)
             text = _COMBINING.sub("", unicodedata.normalize("NFD", text))
-        text = _DIGIT.sub("0", _NON_WORD.sub(" ", text))
+        # Only the runs outside printable ASCII need the Unicode-aware rules; the byte table below
+        # handles ASCII punctuation and digits the same way, ~10x faster than a regex over everything.
+        text = _OUTSIDE_ASCII.sub(_unicode_rules, text)
     return text.encode("utf-8", "replace").translate(_BYTE_TABLE)
 
 
@@ -134,9 +142,13 @@ class MinHasher:
             shingles = mix64(vals[order])
             seg = np.searchsorted(doc_of_word[pos[order]], np.flatnonzero(has_words))
             rows = np.flatnonzero(has_words)
+            tmp = np.empty_like(shingles)
             with np.errstate(over="ignore"):
                 for p in range(self.num_perm):  # 1-D per permutation: ~15x faster than a 2-D broadcast
-                    sig[rows, p] = np.minimum.reduceat((shingles * self.a[p] + self.b[p]) >> _U64(32), seg)
+                    np.multiply(shingles, self.a[p], out=tmp)
+                    np.add(tmp, self.b[p], out=tmp)
+                    # >> 32 is monotone, so it commutes with the minimum: shift the minima only.
+                    sig[rows, p] = np.minimum.reduceat(tmp, seg) >> _U64(32)
         for d in np.flatnonzero(~has_words):  # no words at all: hash the raw text as the only shingle
             x = np.array([int.from_bytes(hashlib.blake2b(texts[d].encode("utf-8", "replace"),
                                                          digest_size=8).digest(), "little")], dtype=np.uint64)
