@@ -6,6 +6,7 @@ User errors (LmforgeError) end with one line on stderr and exit status 2, never 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -179,64 +180,25 @@ def cmd_recipes(args, parser) -> int:
     return 0
 
 
-def cmd_curate(args, parser) -> int:
-    from lmforge.data.curate import cli as curate_cli
-
-    return curate_cli.run(args)
-
-
-def cmd_eval(args, parser) -> int:
-    from lmforge.eval import cli as eval_cli
-
-    return eval_cli.run(args)
+# Stage packages own their commands: "module:function", imported when the command runs.
+STAGE_COMMANDS = {
+    "curate": "lmforge.data.curate.cli:run", "eval": "lmforge.eval.cli:run", "plan": "lmforge.plan.cli:run",
+    "export": "lmforge.export.cli:run_export", "import": "lmforge.export.cli:run_import",
+    "chat": "lmforge.serve.cli:run_chat", "serve": "lmforge.serve.cli:run_serve",
+    "finetune": "lmforge.tune.cli:run_finetune", "synth": "lmforge.tune.cli:run_synth",
+}
 
 
-def cmd_export(args, parser) -> int:
-    from lmforge.export import cli as export_cli
+def _stage_command(target: str):
+    def command(args, parser) -> int:
+        module, func = target.split(":")
+        return getattr(importlib.import_module(module), func)(args)
 
-    return export_cli.run_export(args)
-
-
-def cmd_import(args, parser) -> int:
-    from lmforge.export import cli as export_cli
-
-    return export_cli.run_import(args)
-
-
-def cmd_chat(args, parser) -> int:
-    from lmforge.serve import cli as serve_cli
-
-    return serve_cli.run_chat(args)
-
-
-def cmd_serve(args, parser) -> int:
-    from lmforge.serve import cli as serve_cli
-
-    return serve_cli.run_serve(args)
-
-
-def cmd_plan(args, parser) -> int:
-    from lmforge.plan import cli as plan_cli
-
-    return plan_cli.run(args)
-
-
-def cmd_finetune(args, parser) -> int:
-    from lmforge.tune import cli as tune_cli
-
-    return tune_cli.run_finetune(args)
-
-
-def cmd_synth(args, parser) -> int:
-    from lmforge.tune import cli as tune_cli
-
-    return tune_cli.run_synth(args)
+    return command
 
 
 COMMANDS = {"run": cmd_run, "train": cmd_train, "tokenizer": cmd_tokenizer, "generate": cmd_generate,
-            "recipes": cmd_recipes, "curate": cmd_curate, "eval": cmd_eval,
-            "export": cmd_export, "import": cmd_import, "chat": cmd_chat, "serve": cmd_serve,
-            "plan": cmd_plan, "finetune": cmd_finetune, "synth": cmd_synth}
+            "recipes": cmd_recipes, **{name: _stage_command(t) for name, t in STAGE_COMMANDS.items()}}
 
 if __name__ == "__main__":
     raise SystemExit(main())

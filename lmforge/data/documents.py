@@ -77,7 +77,7 @@ def _read_txt(f: Path, name: str) -> Iterator[dict[str, Any]]:
 
 
 def _read_jsonl(f: Path, name: str) -> Iterator[dict[str, Any]]:
-    with _open_binary(f) as fh:
+    with open_binary(f) as fh:
         lineno = 0
         try:
             for lineno, line in enumerate(fh, 1):
@@ -113,7 +113,9 @@ def _record(line: bytes, f: Path, lineno: int, name: str) -> dict[str, Any]:
 
 
 @contextmanager
-def _open_binary(f: Path) -> Iterator[IO[bytes]]:
+def open_binary(f: Path | str) -> Iterator[IO[bytes]]:
+    """A document file as bytes, decompressing .gz and .zst (the latter needs `zstandard`)."""
+    f = Path(f)
     name = f.name.lower()
     if name.endswith(".gz"):
         with gzip.open(f, "rb") as fh:
@@ -124,7 +126,7 @@ def _open_binary(f: Path) -> Iterator[IO[bytes]]:
         except ImportError:
             raise LmforgeError(f"reading {f} needs the 'zstandard' package: pip install zstandard") from None
         with open(f, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as reader:
-            yield io.BufferedReader(reader)
+            yield io.BufferedReader(reader, 1 << 20)
     else:
         with open(f, "rb") as fh:
             yield fh

@@ -14,18 +14,16 @@ starts inside it, so the tasks, and hence the output, do not depend on the numbe
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import json
 import sys
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from lmforge.data.curate.config import SourceConfig
+from lmforge.data.documents import open_binary
 from lmforge.errors import LmforgeError
 
 SUFFIXES = {
@@ -141,26 +139,8 @@ def _record(obj: Any, task: Task, src: SourceConfig, line: int, locator: str) ->
             "meta": meta}
 
 
-@contextmanager
-def _open(path: str) -> Iterator[IO[bytes]]:
-    low = path.lower()
-    if low.endswith(".gz"):
-        with gzip.open(path, "rb") as fh:
-            yield fh
-    elif low.endswith(".zst"):
-        try:
-            import zstandard
-        except ImportError:
-            raise LmforgeError(f"reading {path} needs zstandard: pip install 'lmforge[curate]'") from None
-        with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as r:
-            yield io.BufferedReader(r, 1 << 20)
-    else:
-        with open(path, "rb") as fh:
-            yield fh
-
-
 def _jsonl(task: Task, src: SourceConfig, limit: int) -> Iterator[dict | ReadError]:
-    with _open(task.path) as fh:
+    with open_binary(task.path) as fh:
         offset = 0
         if task.start > 0:  # a range owns the lines that start inside it: skip the partial first line
             fh.seek(task.start - 1)
