@@ -46,28 +46,50 @@ def test_gopher_quality_published_defaults():
     assert (cfg.min_alpha_words_ratio, cfg.min_stop_words) == (0.8, 2)
 
 
-def test_gopher_quality_rules():
+@pytest.mark.parametrize("mode", ["spacy", "whitespace"])
+def test_gopher_quality_rules(mode):
+    q = lambda text, **kw: gq(text, words=mode, **kw)
     good = prose(10)
-    assert gq(good) is None
-    assert gq(" ".join(good.split()[:49])) == "too_few_words"  # 49 < 50
-    assert gq(" ".join(good.split()[:50])) is None
-    assert gq(good, max_doc_words=60) == "too_many_words"
-    assert gq(" ".join(["ab"] * 30 + ["the", "and"] * 10)) == "mean_word_length"  # mean 2.0 < 3
-    assert gq(" ".join(["extraordinarily"] * 60 + ["the", "and"])) == "mean_word_length"  # > 10
-    words = good.split()
-    assert gq(good + " #" * (len(words) // 10 + 2)) == "hash_ratio"  # > 0.1 per word
-    assert gq(good + " #" * (len(words) // 10 - 1)) is None
-    assert gq(good + " ..." * (len(words) // 10 + 2)) == "ellipsis_ratio"
+    assert q(good) is None
+    assert q(" ".join(good.split()[:49])) == "too_few_words"  # 49 < 50
+    assert q(" ".join(good.split()[:50])) is None
+    assert q(good, max_doc_words=60) == "too_many_words"
+    assert q(" ".join(["ab"] * 30 + ["the", "and"] * 10)) == "mean_word_length"  # mean 2.0 < 3
+    assert q(" ".join(["extraordinarily"] * 60 + ["the", "and"])) == "mean_word_length"  # > 10
+    # The symbol ratios' denominator: spaCy tokens (the 10 periods and the added marks count),
+    # or the words of the page. k marks fire once k / denominator > 0.1.
+    words = len(good.split())
+    k_fire = 15 if mode == "spacy" else words // 10 + 1  # 15 / (130 + 15) = 0.103; 13 / 120 = 0.108
+    assert (len(Doc(good).spacy_tokens), words) == (130, 120)
+    assert q(good + " #" * k_fire) == "hash_ratio"
+    assert q(good + " #" * (k_fire - 1)) is None
+    assert q("... " * k_fire + good) == "ellipsis_ratio"
+    assert q("... " * (k_fire - 1) + good) is None
     lines = [f"- {prose(1, i)}" for i in range(10)]
-    assert gq("\n".join(lines)) == "bullet_lines"  # 100% > 90%
-    assert gq("\n".join(lines[:9] + [prose(1, 99)])) is None  # exactly 90% is allowed
+    assert q("\n".join(lines)) == "bullet_lines"  # 100% > 90%
+    assert q("\n".join(lines[:9] + [prose(1, 99)])) is None  # exactly 90% is allowed
     ell = [prose(1, i)[:-1] + "…" for i in range(4)] + [prose(1, 10 + i) for i in range(6)]
-    assert gq("\n".join(ell)) == "ellipsis_lines"  # 40% > 30%
-    assert gq("\n".join(ell[1:] + [prose(1, 50)])) is None  # 30% is allowed
+    assert q("\n".join(ell)) == "ellipsis_lines"  # 40% > 30%
+    assert q("\n".join(ell[1:] + [prose(1, 50)])) is None  # 30% is allowed
     digits = " ".join(good.split()[:50] + ["1234"] * 14)  # 14/64 = 22% without letters
-    assert gq(digits) == "alpha_words"
+    assert q(digits) == "alpha_words"
     no_stop = " ".join(w for w in good.split() if w.lower() not in {"the", "and", "have", "with", "of"})
-    assert gq(no_stop + " " + no_stop, min_doc_words=10) == "stop_words"
+    assert q(no_stop + " " + no_stop, min_doc_words=10) == "stop_words"
+
+
+def test_gopher_quality_counts_punctuation_like_datatrove():
+    """datatrove's alpha-word share counts punctuation tokens: a page of short clauses full of
+    commas and periods falls under 0.8 there (and with words="spacy"), not with whitespace words."""
+    clause = "the river and the forest, with ten (old) boats; then, at noon, they left."
+    page = " ".join([clause] * 8)
+    doc = Doc(page)
+    share = sum(any(c.isalpha() for c in t) for t in doc.spacy_tokens) / len(doc.spacy_tokens)
+    assert share < 0.8
+    assert gq(page, words="spacy") == "alpha_words"
+    assert gq(page, words="whitespace") is None
+    # contractions are two tokens, abbreviations one, as spaCy splits them
+    assert Doc("I don't know Dr. Who's (U.S.) e-mail.").spacy_tokens == \
+        ["I", "do", "n't", "know", "Dr.", "Who", "'s", "(", "U.S.", ")", "e", "-", "mail", "."]
 
 
 def test_gopher_repetition_rules():
@@ -88,20 +110,56 @@ def test_gopher_repetition_rules():
     assert rep(text).startswith(("dup_", "top_"))
 
 
-def test_gopher_repetition_ngram_thresholds():
-    """The duplicated 5-gram share fires just above 15% and not below."""
-    cfg = GopherRepetitionConfig(top_ngram_char_frac=[1.0, 1.0, 1.0], dup_para_frac=1, dup_para_char_frac=1,
-                                 dup_line_frac=1, dup_line_char_frac=1)
-    base = prose(40, 3).split()
-    chunk = ["zebra", "quokka", "narwhal", "axolotl", "pangolin"]  # 5 words, 36 letters
-    total = sum(len(w.strip(".")) for w in base)
-    # k extra copies of the chunk: the 2nd..kth are duplicates
-    for k, expect in ((2, None), (12, "dup_5gram_char_frac")):
-        words = base + chunk * k
-        dup_chars = 36 * (k - 1)
-        frac = dup_chars / (total + 36 * k)
-        got = gopher_repetition(Doc(" ".join(words)), cfg)
-        assert (got == expect) or (expect is None and got is None), (k, frac, got)
+@pytest.mark.parametrize("mode", ["spacy", "whitespace"])
+def test_gopher_repetition_ngram_thresholds(mode):
+    """The duplicated 5-gram share fires just above 15% and not below. The share is of the text's
+    characters (spacy, as datatrove) or of its words' characters (whitespace)."""
+    cfg = GopherRepetitionConfig(words=mode, top_ngram_char_frac=[1.0, 1.0, 1.0], dup_para_frac=1,
+                                 dup_para_char_frac=1, dup_line_frac=1, dup_line_char_frac=1,
+                                 dup_ngram_char_frac=[0.15, 1, 1, 1, 1, 1])
+    base = [f"{VOCAB[i % 24]}{VOCAB[i // 24]}" for i in range(150)]  # distinct words: no repeats
+    chunk = ["zebra", "quokka", "narwhal", "axolotl", "pangolin"]  # 5 words, 33 letters
+    fired = []
+    for k in range(2, 40):
+        text = " ".join(base + chunk * k)
+        total = len(text) if mode == "spacy" else sum(map(len, base + chunk * k))
+        frac = 33 * (k - 1) / total  # the 2nd..kth copies are duplicates
+        got = gopher_repetition(Doc(text), cfg)
+        assert got == ("dup_5gram_char_frac" if frac > 0.15 else None), (k, frac, got)
+        fired.append(got is not None)
+    assert not fired[0] and fired[-1]  # the threshold was crossed inside the range
+
+
+def _reference_dup_chars(tokens: list[str], n: int) -> int:
+    """datatrove's find_all_duplicate, written plainly: scan, jump past each repeat."""
+    seen, chars, i = set(), 0, 0
+    while i < len(tokens) - n + 1:
+        gram = tuple(tokens[i:i + n])
+        if gram in seen:
+            chars += sum(map(len, gram))
+            i += n
+        else:
+            seen.add(gram)
+            i += 1
+    return chars
+
+
+def test_ngram_counts_match_a_plain_scan():
+    import random
+
+    from lmforge.data.curate.gopher import _dup_ngram_chars, _ngram_hashes, _top_ngram_chars
+
+    rng = random.Random(0)
+    for trial in range(200):
+        tokens = [rng.choice(VOCAB[:rng.randint(2, 8)]) for _ in range(rng.randint(5, 60))]
+        doc = Doc(" ".join(tokens))
+        grams = _ngram_hashes(doc.spacy_token_hashes, 10)
+        for n in range(2, 11):
+            if len(tokens) < n:
+                continue
+            assert _dup_ngram_chars(grams[n], doc.spacy_token_lengths, n) == _reference_dup_chars(tokens, n), trial
+            top, count = Counter(" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1)).most_common(1)[0]
+            assert _top_ngram_chars(grams[n], doc.spacy_token_lengths, n, joined=True) == len(top) * count
 
 
 def test_c4_rules():

@@ -58,6 +58,7 @@ class GopherQualityConfig:
     """Rae et al. 2021 (Gopher, arXiv 2112.11446) §A.1.1; defaults as datatrove gopher_quality_filter.py#L18-25."""
 
     enabled: bool = True
+    words: Literal["spacy", "whitespace"] = "spacy"  # datatrove's counting (punctuation tokens included) or whitespace words
     min_doc_words: int = 50
     max_doc_words: int = 100_000
     min_avg_word_length: float = 3.0
@@ -74,6 +75,7 @@ class GopherRepetitionConfig:
     """Gopher Table A1 (arXiv 2112.11446); datatrove gopher_repetition_filter.py#L78-83 uses the same."""
 
     enabled: bool = True
+    words: Literal["spacy", "whitespace"] = "spacy"  # n-grams of spaCy tokens over the text length (datatrove), or words
     dup_line_frac: float = 0.3
     dup_para_frac: float = 0.3
     dup_line_char_frac: float = 0.2  # dolma v1.6 uses 0.3 here; the paper says 0.2
@@ -94,7 +96,8 @@ class C4Config:
     min_words_per_line: int = 5
     min_sentences: int = 3
     max_word_length: int = 1000  # lines with a longer word are dropped
-    terminal_punct: bool = True  # keep only lines ending in . ? ! " (FineWeb sets this false)
+    terminal_punct: bool = True  # keep only lines ending in one of end_marks (FineWeb sets this false)
+    end_marks: list[str] = field(default_factory=lambda: [".", "?", "!", '"'])  # TFDS _END_MARKS; datatrove adds "'"
     drop_javascript_lines: bool = True
     drop_policy_lines: bool = True  # "terms of use", "privacy policy", cookie notices
     drop_lorem_ipsum: bool = True

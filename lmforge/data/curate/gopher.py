@@ -3,19 +3,27 @@
 Each function returns the name of the first rule that fires, or None to keep the document.
 Thresholds are in `GopherQualityConfig` / `GopherRepetitionConfig` with their sources.
 
-Choices where implementations differ (shared/notes/curation-reference.md §2.1-2.2):
-- words are whitespace tokens with surrounding punctuation stripped (datatrove uses spaCy tokens
-  minus punctuation; dolma uses whitespace tokens);
-- mean (not dolma's median) word length; "#" and ellipsis ("..." or "…") ratios checked separately;
-- bullets are "•", "-", "*" and "‣"; stop words are counted once each (distinct, as datatrove);
-- repetition character fractions use the characters of the document's words (numerator and
-  denominator alike, as dolma), so whitespace and markup do not dilute them;
-- duplicate n-grams are counted without overlap: once an n-gram repeats, its words are covered.
+The paper gives the rules in words; implementations count differently
+(shared/notes/curation-reference.md §2.1-2.2), and `cfg.words` picks one:
+
+- "spacy" (default): datatrove's counting, with which FineWeb was built. Tokens are spaCy's
+  English tokens (`words.split_words`), punctuation marks included: the "#"/ellipsis ratios and
+  the share of words with a letter are over all tokens, so a page's punctuation counts against
+  it; word counts and the mean word length skip punctuation-only tokens; bullets are "•" and "-"
+  over all lines; repetition fractions are over the whole text length, a top n-gram's characters
+  include its joining spaces (and count even if it occurs once).
+- "whitespace": whitespace tokens with surrounding punctuation stripped, as the paper words it
+  and dolma splits; ratios over those words; bullets "•", "-", "*", "‣" over non-empty lines;
+  repetition fractions over the characters of the words (as dolma), so whitespace and markup do
+  not dilute them. About 2x faster.
+
+Both: mean (not dolma's median) word length; "#" and ellipsis ("..." or "…") ratios checked
+separately; stop words counted once each, case-sensitive (as datatrove); duplicate n-grams
+counted as datatrove scans them: left to right, a repeat of an n-gram seen earlier covers its
+words and the scan jumps past it.
 """
 
 from __future__ import annotations
-
-import re
 
 import numpy as np
 
@@ -24,35 +32,41 @@ from lmforge.data.curate.text import Doc, duplicate_stats
 
 STOP_WORDS = frozenset(["the", "be", "to", "of", "and", "that", "have", "with"])  # Gopher App. A.1.1
 BULLETS = ("•", "-", "*", "‣")
+DATATROVE_BULLETS = ("•", "-")
 ELLIPSES = ("...", "…")
-_HAS_ALPHA = re.compile(r"[^\W\d_]")  # a letter: a word character that is not a digit or underscore
+
+
+def _has_letter(token: str) -> bool:
+    return token.isalpha() or any(c.isalpha() for c in token)
 
 
 def gopher_quality(doc: Doc, cfg: GopherQualityConfig) -> str | None:
-    words = doc.words
+    spacy = cfg.words == "spacy"
+    words = doc.spacy_words if spacy else doc.words
     n = len(words)
     if n < cfg.min_doc_words:
         return "too_few_words"
     if n > cfg.max_doc_words:
         return "too_many_words"
-    mean_len = float(doc.word_lengths.mean())
+    mean_len = sum(map(len, words)) / n
     if not cfg.min_avg_word_length <= mean_len <= cfg.max_avg_word_length:
         return "mean_word_length"
+    tokens = doc.spacy_tokens if spacy else words  # the denominator of every ratio below
     text = doc.text
-    if text.count("#") / n > cfg.max_symbol_word_ratio:
+    if text.count("#") / len(tokens) > cfg.max_symbol_word_ratio:
         return "hash_ratio"
-    if (text.count("...") + text.count("…")) / n > cfg.max_symbol_word_ratio:
+    if (text.count("...") + text.count("…")) / len(tokens) > cfg.max_symbol_word_ratio:
         return "ellipsis_ratio"
-    lines = doc.nonempty_lines
+    lines = [line.strip() for line in text.splitlines()] if spacy else doc.nonempty_lines
     if lines:
-        if sum(line.startswith(BULLETS) for line in lines) / len(lines) > cfg.max_bullet_lines_ratio:
+        bullets = DATATROVE_BULLETS if spacy else BULLETS
+        if sum(line.startswith(bullets) for line in lines) / len(lines) > cfg.max_bullet_lines_ratio:
             return "bullet_lines"
         if sum(line.endswith(ELLIPSES) for line in lines) / len(lines) > cfg.max_ellipsis_lines_ratio:
             return "ellipsis_lines"
-    alpha = sum(1 for w in words if w.isalpha() or _HAS_ALPHA.search(w))
-    if alpha / n < cfg.min_alpha_words_ratio:
+    if sum(map(_has_letter, tokens)) / len(tokens) < cfg.min_alpha_words_ratio:
         return "alpha_words"
-    if len(STOP_WORDS.intersection(words)) < cfg.min_stop_words:
+    if len(STOP_WORDS.intersection(tokens)) < cfg.min_stop_words:
         return "stop_words"
     return None
 
@@ -61,6 +75,7 @@ def gopher_repetition(doc: Doc, cfg: GopherRepetitionConfig) -> str | None:
     text_len = len(doc.text)
     if text_len == 0:
         return None
+    spacy = cfg.words == "spacy"
     paras = doc.paragraphs
     if paras:
         n_dup, dup_chars = duplicate_stats(paras)
@@ -68,20 +83,23 @@ def gopher_repetition(doc: Doc, cfg: GopherRepetitionConfig) -> str | None:
             return "dup_para_frac"
         if dup_chars / text_len > cfg.dup_para_char_frac:
             return "dup_para_char_frac"
-    lines = doc.nonempty_lines
+    lines = [line for line in doc.lines if line] if spacy else doc.nonempty_lines
     if lines:
         n_dup, dup_chars = duplicate_stats(lines)
         if n_dup / len(lines) > cfg.dup_line_frac:
             return "dup_line_frac"
         if dup_chars / text_len > cfg.dup_line_char_frac:
             return "dup_line_char_frac"
-    hashes, lengths = doc.word_hashes, doc.word_lengths
-    total = int(lengths.sum())
+    if spacy:
+        hashes, lengths, total = doc.spacy_token_hashes, doc.spacy_token_lengths, text_len
+    else:
+        hashes, lengths = doc.word_hashes, doc.word_lengths
+        total = int(lengths.sum())
     if total == 0:
         return None
     grams = _ngram_hashes(hashes, 10)
     for n, thr in zip((2, 3, 4), cfg.top_ngram_char_frac):
-        if len(hashes) >= n and _top_ngram_chars(grams[n], lengths, n) / total > thr:
+        if len(hashes) >= n and _top_ngram_chars(grams[n], lengths, n, spacy) / total > thr:
             return f"top_{n}gram_char_frac"
     for n, thr in zip(range(5, 11), cfg.dup_ngram_char_frac):
         if len(hashes) >= n and _dup_ngram_chars(grams[n], lengths, n) / total > thr:
@@ -103,38 +121,42 @@ def _ngram_hashes(h: np.ndarray, max_n: int) -> dict[int, np.ndarray]:
     return out
 
 
-def _top_ngram_chars(g: np.ndarray, lengths: np.ndarray, n: int) -> int:
-    """Characters covered by all occurrences of the most frequent n-gram (first one on ties)."""
+def _top_ngram_chars(g: np.ndarray, lengths: np.ndarray, n: int, joined: bool) -> int:
+    """Characters of all occurrences of the most frequent n-gram (the first one on ties). `joined`:
+    datatrove's count, the n-gram written with its n - 1 spaces, even for a count of 1."""
     order = np.argsort(g, kind="stable")
     sg = g[order]
     start = np.flatnonzero(np.concatenate(([True], sg[1:] != sg[:-1])))
     counts = np.diff(np.append(start, len(sg)))
     top = counts.max()
-    if top < 2:
+    if top < 2 and not joined:
         return 0
     pos = int(order[start[counts == top]].min())  # stable sort: order[start] is each n-gram's first position
-    return int(lengths[pos:pos + n].sum()) * int(top)
+    return (int(lengths[pos:pos + n].sum()) + (n - 1 if joined else 0)) * int(top)
 
 
 def _dup_ngram_chars(g: np.ndarray, lengths: np.ndarray, n: int) -> int:
-    """Characters of the words covered by n-grams that repeat an earlier n-gram, scanning left to right.
+    """Characters of the n-grams that repeat an n-gram seen earlier, scanning left to right.
 
-    An occurrence that overlaps the previous counted duplicate is skipped (Gopher counts
-    non-overlapping repeats), so "a b c d e a b c d e a b c d e" covers two copies, not more.
+    The scan (datatrove's find_all_duplicate) jumps past a repeat, so repeats never overlap and the
+    n-grams inside a jump are not "seen": "a b c d e a b c d e a b c d e" covers two copies. Only
+    positions whose hash occurs more than once can matter, so only those are walked in Python.
     """
     order = np.argsort(g, kind="stable")
     sg = g[order]
-    repeat = np.empty(len(g), dtype=bool)
-    repeat[order] = np.concatenate(([False], sg[1:] == sg[:-1]))
-    positions = np.flatnonzero(repeat)
-    if len(positions) == 0:
-        return 0
-    covered = np.zeros(len(lengths) + 1, dtype=np.int64)
-    last_end = -1
-    for p in positions.tolist():  # only duplicates loop in Python; clean text has few
-        if p >= last_end:
-            covered[p] += 1
-            covered[p + n] -= 1
-            last_end = p + n
-    mask = np.cumsum(covered[:-1]) > 0
-    return int(lengths[mask].sum())
+    same = sg[1:] == sg[:-1]
+    repeated = np.zeros(len(g), dtype=bool)
+    repeated[order[1:][same]] = True
+    repeated[order[:-1][same]] = True
+    seen: set[int] = set()
+    chars, jump_end = 0, -1
+    for p in np.flatnonzero(repeated).tolist():
+        if p < jump_end:
+            continue  # inside the jump after a repeat: never visited
+        h = int(g[p])
+        if h in seen:
+            chars += int(lengths[p:p + n].sum())
+            jump_end = p + n
+        else:
+            seen.add(h)
+    return chars

@@ -14,6 +14,8 @@ from functools import cached_property
 
 import numpy as np
 
+from lmforge.data.curate.words import split_words
+
 # C0/C1 control characters except tab and newline, plus zero-width/BOM characters that scrapers leave.
 _CONTROL = dict.fromkeys([c for c in range(0x20) if c not in (9, 10)] + list(range(0x7F, 0xA0))
                          + [0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF, 0x00AD])
@@ -21,6 +23,11 @@ _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 PUNCT = frozenset(string.punctuation) | frozenset("«»„“”‘’‚‹›…–—¡¿·•")
 _STRIP = "".join(sorted(PUNCT))
+# The characters datatrove treats as symbols when it drops punctuation tokens before counting words
+# (datatrove/utils/text.py PUNCTUATION): ASCII punctuation, typographic quotes and dashes, common
+# full-width forms and the C0/C1 control characters. "‘" and "•" are not in it, "１" is.
+SYMBOLS = (frozenset(string.punctuation) | frozenset("—–”“„’´«»…►━∶％１〈〉《》「」【】、，；．（）？！：～。")
+           | frozenset(map(chr, [*range(9), *range(11, 32), *range(127, 160)])))
 
 
 def normalize(text: str, nfc: bool = True, fix_encoding: bool = True, whitespace: bool = True) -> str:
@@ -97,11 +104,37 @@ class Doc:
     @cached_property
     def word_hashes(self) -> np.ndarray:
         """int64 hash per word (process-local `hash`: only compared within this document)."""
-        return np.fromiter((hash(w) for w in self.words), dtype=np.int64, count=len(self.words))
+        return _hashes(self.words)
 
     @cached_property
     def word_lengths(self) -> np.ndarray:
-        return np.fromiter((len(w) for w in self.words), dtype=np.int64, count=len(self.words))
+        return _lengths(self.words)
+
+    @cached_property
+    def spacy_tokens(self) -> list[str]:
+        """spaCy-style English tokens: punctuation marks are tokens of their own ("do", "n't", ".")."""
+        return split_words(self.text)
+
+    @cached_property
+    def spacy_words(self) -> list[str]:
+        """The spaCy tokens that are not only punctuation (datatrove's "non-symbol words")."""
+        return [t for t in self.spacy_tokens if not SYMBOLS.issuperset(t)]
+
+    @cached_property
+    def spacy_token_hashes(self) -> np.ndarray:
+        return _hashes(self.spacy_tokens)
+
+    @cached_property
+    def spacy_token_lengths(self) -> np.ndarray:
+        return _lengths(self.spacy_tokens)
+
+
+def _hashes(items: list[str]) -> np.ndarray:
+    return np.fromiter((hash(w) for w in items), dtype=np.int64, count=len(items))
+
+
+def _lengths(items: list[str]) -> np.ndarray:
+    return np.fromiter((len(w) for w in items), dtype=np.int64, count=len(items))
 
 
 def duplicate_stats(items: list[str]) -> tuple[int, int]:
