@@ -36,8 +36,10 @@ DATATROVE_BULLETS = ("•", "-")
 ELLIPSES = ("...", "…")
 
 
-def _has_letter(token: str) -> bool:
-    return token.isalpha() or any(c.isalpha() for c in token)
+def _letter_tokens(tokens: list[str]) -> int:
+    """Tokens with at least one letter (most are all letters: that test is the fast one)."""
+    rest = [t for t in tokens if not t.isalpha()]
+    return len(tokens) - len(rest) + sum(1 for t in rest if any(c.isalpha() for c in t))
 
 
 def gopher_quality(doc: Doc, cfg: GopherQualityConfig) -> str | None:
@@ -64,7 +66,7 @@ def gopher_quality(doc: Doc, cfg: GopherQualityConfig) -> str | None:
             return "bullet_lines"
         if sum(line.endswith(ELLIPSES) for line in lines) / len(lines) > cfg.max_ellipsis_lines_ratio:
             return "ellipsis_lines"
-    if sum(map(_has_letter, tokens)) / len(tokens) < cfg.min_alpha_words_ratio:
+    if _letter_tokens(tokens) / len(tokens) < cfg.min_alpha_words_ratio:
         return "alpha_words"
     if len(STOP_WORDS.intersection(tokens)) < cfg.min_stop_words:
         return "stop_words"

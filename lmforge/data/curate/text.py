@@ -118,7 +118,7 @@ class Doc:
     @cached_property
     def spacy_words(self) -> list[str]:
         """The spaCy tokens that are not only punctuation (datatrove's "non-symbol words")."""
-        return [t for t in self.spacy_tokens if not SYMBOLS.issuperset(t)]
+        return [t for t in self.spacy_tokens if t.isalpha() or not SYMBOLS.issuperset(t)]
 
     @cached_property
     def spacy_token_hashes(self) -> np.ndarray:
@@ -130,11 +130,11 @@ class Doc:
 
 
 def _hashes(items: list[str]) -> np.ndarray:
-    return np.fromiter((hash(w) for w in items), dtype=np.int64, count=len(items))
+    return np.array(list(map(hash, items)), dtype=np.int64)
 
 
 def _lengths(items: list[str]) -> np.ndarray:
-    return np.fromiter((len(w) for w in items), dtype=np.int64, count=len(items))
+    return np.array(list(map(len, items)), dtype=np.int64)
 
 
 def duplicate_stats(items: list[str]) -> tuple[int, int]:
