@@ -95,3 +95,44 @@ def test_classifier_trained_from_recipe_sets(tmp_path):
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["resources"]["classifier"]["f1"] == 1.0
     assert list(stats["sources"]["unknown"]["removed"]) == ["classifier:score"]
+
+
+HEURISTICS_OFF = [f"{s}.enabled=false" for s in ("lang_id", "gopher_repetition", "gopher_quality", "c4", "fineweb")]
+
+
+def test_cli_encodes_the_kept_documents_into_shards(tmp_path, capsys):
+    from lmforge.data.shards import load_meta
+    from lmforge.eval.tiny import tiny_tokenizer
+
+    import random
+
+    src = tmp_path / "in.jsonl"
+    words = "river mountain forest window garden teacher market village silver winter orange bottle".split()
+    pages = []
+    for k in range(6):  # distinct pages (no near-duplicates), then two exact copies
+        rng = random.Random(k)
+        pages.append(" ".join(" ".join(rng.sample(words, 8)) + "." for _ in range(12)))
+    src.write_text("\n".join(json.dumps({"id": f"p{k}", "text": t}) for k, t in enumerate(pages + pages[:2])) + "\n")
+    tok = tiny_tokenizer(vocab_size=300)
+    tok.save(tmp_path / "tokenizer.json")
+    out = tmp_path / "out"
+    with pytest.raises(LmforgeError, match="--shards needs --tokenizer"):
+        run(parse("--input", str(src), "--output", str(out), "--shards", str(tmp_path / "s")))
+    with pytest.raises(LmforgeError, match="no such file"):
+        run(parse("--input", str(src), "--output", str(out), "--tokenizer", str(tmp_path / "missing.json")))
+    assert not out.exists()  # both refused before any work
+    assert run(parse("--input", str(src), "--output", str(out), "--workers", "1", "--tokenizer",
+                     str(tmp_path / "tokenizer.json"), *HEURISTICS_OFF)) == 0
+    assert "shards:" in capsys.readouterr().out
+    meta = load_meta(out / "shards")
+    stats = json.loads((out / "stats.json").read_text())
+    docs = sum(s["documents"] for s in meta["splits"].values())
+    assert docs == 6 and meta["tokenizer_hash"] == tok.hash  # the 2 exact duplicates are gone
+    assert "exact_dedup" in json.dumps(stats)
+    expected = sum(len(tok.encode(t)) + 1 for t in pages)  # + one end-of-text per document
+    assert sum(s["tokens"] for s in meta["splits"].values()) == expected
+    with pytest.raises(LmforgeError, match="already holds token shards"):
+        run(parse("--input", str(src), "--output", str(out), "--tokenizer", str(tmp_path / "tokenizer.json")))
+    with pytest.raises(LmforgeError, match="kept no documents"):
+        run(parse("--input", str(src), "--output", str(tmp_path / "none"), "--workers", "1", "--tokenizer",
+                  str(tmp_path / "tokenizer.json"), "length.min_chars=1000000"))

@@ -3,6 +3,7 @@
     lmforge curate --input data/raw --output data/curated [--config recipe.yaml] [--workers 8]
     lmforge curate ... --executor ray --address auto
     lmforge curate ... lang_id.min_score=0.5 c4.min_words_per_line=3     # dotted overrides
+    lmforge curate ... --tokenizer tokenizer.json [--shards data/shards]   # and encode into token shards
 
 A recipe is a YAML mapping of CurateConfig fields (or a run recipe with a `curate:` section).
 """
@@ -26,6 +27,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--workers", "-w", type=int, help="local worker processes (default: all cores)")
     p.add_argument("--executor", choices=["local", "ray"], help="local process pool (default) or Ray tasks")
     p.add_argument("--address", help="Ray cluster address ('auto' joins the running cluster; default: local Ray)")
+    p.add_argument("--tokenizer", help="a tokenizer.json: also encode the curated documents (mixed/ when mixing, "
+                                       "else kept/) into train/val token shards")
+    p.add_argument("--shards", help="where the token shards go (default: OUTPUT/shards); needs --tokenizer")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. c4.enabled=false")
     return p
 
@@ -69,6 +73,7 @@ def run(args) -> int:
     if args.address:
         cfg = replace(cfg, ray_address=args.address, executor="ray")
     cfg.validate()
+    tokenizer, shards = _shard_target(args)
     stats = curate(cfg, args.output, args.input or None)
     t = totals(stats)
     n_in, n_kept = t["input"].get("docs", 0), t["kept"].get("docs", 0)
@@ -78,4 +83,41 @@ def run(args) -> int:
         log(f"  {c['docs']:>8,}  {reason}")
     out = args.output.rstrip("/")
     log(f"kept: {out}/kept/  removed: {out}/removed/  stats: {out}/stats.json  report: {out}/report.md")
+    if tokenizer is not None:
+        if n_kept == 0:
+            from lmforge.errors import LmforgeError
+
+            raise LmforgeError("curation kept no documents, so there is nothing to encode into shards; "
+                               "see the removal reasons above and report.md")
+        _encode_shards(Path(out) / ("mixed" if cfg.mix.enabled else "kept"), tokenizer, shards, cfg.workers)
     return 0
+
+
+def _shard_target(args):
+    """(Tokenizer, shard folder) for --tokenizer, checked before any curation work; (None, None) without."""
+    from lmforge.errors import LmforgeError
+
+    if args.shards and not args.tokenizer:
+        raise LmforgeError("--shards needs --tokenizer (the tokenizer.json that encodes the documents)")
+    if not args.tokenizer:
+        return None, None
+    from lmforge.tokenizer import Tokenizer
+
+    if not Path(args.tokenizer).is_file():
+        raise LmforgeError(f"--tokenizer {args.tokenizer}: no such file (a tokenizer.json, e.g. from `lmforge tokenizer train`)")
+    shards = Path(args.shards or Path(args.output) / "shards")
+    if (shards / "meta.json").exists():
+        raise LmforgeError(f"{shards} already holds token shards; choose another --shards or remove it")
+    return Tokenizer.load(args.tokenizer), shards
+
+
+def _encode_shards(docs_dir: Path, tokenizer, shards: Path, workers: int) -> None:
+    from lmforge.data.config import DataConfig
+    from lmforge.data.curate.executors import log
+    from lmforge.data.documents import read_documents
+    from lmforge.data.shards import encode_corpus
+
+    meta = encode_corpus(read_documents(docs_dir), tokenizer, shards, DataConfig(workers=workers))
+    for split, s in meta["splits"].items():
+        log(f"{split}: {s['documents']:,} documents, {s['tokens']:,} tokens")
+    log(f"shards: {shards}/ (train with data.shards={shards})")
