@@ -101,13 +101,13 @@ HEURISTICS_OFF = [f"{s}.enabled=false" for s in ("lang_id", "gopher_repetition",
 
 
 def test_cli_encodes_the_kept_documents_into_shards(tmp_path, capsys):
+    import random
+
     from lmforge.data.shards import load_meta
     from lmforge.eval.tiny import tiny_tokenizer
 
-    import random
-
     src = tmp_path / "in.jsonl"
-    words = "river mountain forest window garden teacher market village silver winter orange bottle".split()
+    words = ["river", "mountain", "forest", "window", "garden", "teacher", "market", "village", "silver", "winter", "orange", "bottle"]
     pages = []
     for k in range(6):  # distinct pages (no near-duplicates), then two exact copies
         rng = random.Random(k)
