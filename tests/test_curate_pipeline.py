@@ -185,3 +185,38 @@ def test_bad_input_and_config_errors(tmp_path):
     with pytest.raises(LmforgeError, match="not a curate run"):
         curate(make_cfg(), tmp_path / "notes", [str(tmp_path / "x.jsonl")])
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"  # nothing overwritten
+
+
+def test_boilerplate_lines_leave_every_document(tmp_path):
+    """A line in >= min_docs distinct kept documents is removed from all of them; copies of one page
+    (removed by exact dedup) do not make its lines boilerplate; a page of only boilerplate goes."""
+    import random
+
+    words = ["river", "mountain", "forest", "window", "garden", "teacher", "market", "village", "silver", "winter", "orange", "bottle"]
+
+    def body(k: int) -> str:
+        r = random.Random(k)
+        return "\n".join(" ".join(r.sample(words, 9)) + "." for _ in range(6))
+
+    nav, footer = "Home | About us | Contact", "Copyright 2019 Example Corp. All rights reserved."
+    docs = [f"{nav}\n{body(k)}\n{footer.replace('2019', str(2010 + k))}" for k in range(4)]  # digits differ
+    docs.append(f"{nav}\n\n{footer}")  # nothing but boilerplate
+    rare = "This line appears on two distinct pages only."
+    docs += [f"{body(10)}\n{rare}", f"{body(11)}\n{rare}"] + [f"{body(10)}\n{rare}"] * 3  # + 3 exact copies
+    src = tmp_path / "raw.jsonl"
+    src.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(docs)))
+    cfg = make_cfg(**OFF, dedup={"boilerplate_min_docs": 3, "minhash": False}, workers=1)
+    stats = curate(cfg, tmp_path / "out", [str(src)])
+    kept = {d["id"]: d["text"] for d in read_dir(tmp_path / "out" / "kept")}
+    removed = {d["id"]: d["reason"] for d in read_dir(tmp_path / "out" / "removed")}
+    assert removed == {"d4": "boilerplate", "d7": "exact_dedup", "d8": "exact_dedup", "d9": "exact_dedup"}
+    for k in range(4):
+        assert kept[f"d{k}"] == body(k)  # nav and footer gone (the footer's year is normalised away)
+    assert rare in kept["d5"] and rare in kept["d6"]  # 2 distinct pages < 3, however many copies
+    assert stats["counters"]["boilerplate"] == {"lines_removed": 10, "documents_changed": 5}
+    assert stats["dedup"]["boilerplate_lines"] == 2
+    assert "Boilerplate: 2 lines" in (tmp_path / "out" / "report.md").read_text()
+    t = totals(stats)
+    assert t["input"]["docs"] == t["kept"]["docs"] + sum(c["docs"] for c in t["removed"].values())
+    with pytest.raises(Exception, match="boilerplate_min_docs must be 0"):
+        make_cfg(dedup={"boilerplate_min_docs": 1}).validate()

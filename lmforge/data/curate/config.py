@@ -168,6 +168,9 @@ class DedupConfig:
     verify_threshold: float = 0.0  # > 0: drop candidate pairs whose signature Jaccard is below this
     partitions: int = 4  # hash-range partitions per band in the global step (more = less memory each)
     seed: int = 1
+    # Cross-document boilerplate (off at 0): a line (normalised as cc_net: case, digits, punctuation)
+    # in at least this many distinct kept documents is removed from all of them.
+    boilerplate_min_docs: int = 0
 
 
 @dataclass
@@ -215,6 +218,8 @@ class CurateConfig:
         d = self.dedup
         if d.bands < 1 or d.rows < 1 or d.shingle_words < 1 or d.partitions < 1:
             raise ConfigError("dedup.bands, dedup.rows, dedup.shingle_words and dedup.partitions must be >= 1")
+        if d.boilerplate_min_docs < 0 or d.boilerplate_min_docs == 1:
+            raise ConfigError(f"dedup.boilerplate_min_docs must be 0 (off) or >= 2, got {d.boilerplate_min_docs}")
         if not 0.0 <= d.verify_threshold <= 1.0:
             raise ConfigError(f"dedup.verify_threshold must be in [0, 1], got {d.verify_threshold}")
         if not 0.0 <= self.lang_id.min_score <= 1.0:

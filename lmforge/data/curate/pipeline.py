@@ -3,9 +3,10 @@
 Three phases over shards (one shard = one input file or byte range of a large JSONL file):
 1. filter (parallel): read -> per-document stages (stages.py) -> removed/part-N.filtered.*
    for documents a stage drops; survivors go to work/ with their exact key and LSH band keys;
-2. de-duplicate (parallel by partition, then union-find over candidate pairs; dedup.py);
-3. write (parallel): survivors minus duplicates -> kept/part-N.*; duplicates ->
-   removed/part-N.dedup.*.
+2. de-duplicate (parallel by partition, then union-find over candidate pairs; dedup.py), then,
+   if enabled, count lines shared by many kept documents (boilerplate.py);
+3. write (parallel): survivors minus duplicates, boilerplate lines stripped -> kept/part-N.*;
+   duplicates (and documents that were nothing but boilerplate) -> removed/part-N.dedup.*.
 Each job leaves a completion marker, so a rerun with the same config skips finished shards.
 Then stats.json (input = kept + sum of removed, per source: checked), report.md, errors.jsonl,
 and the optional domain mix (mixed/).
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from lmforge.config import from_dict, to_dict, to_yaml
-from lmforge.data.curate import dedup
+from lmforge.data.curate import boilerplate, dedup
 from lmforge.data.curate.config import CurateConfig, SourceConfig
 from lmforge.data.curate.executors import log, run_jobs
 from lmforge.data.curate.minhash import MinHasher, band_keys, exact_key
@@ -73,7 +74,7 @@ def filter_shard(cfg: CurateConfig, task: Task, out: str) -> dict:
     err_tmp = work / "a" / f"{stem}.errors.jsonl.tmp"
     d = cfg.dedup
     hasher = MinHasher(d.bands * d.rows, d.shingle_words, d.seed) if d.minhash else None
-    exact, bands, sigs, batch = [], [], [], []
+    exact, bands, sigs, batch, line_keys = [], [], [], [], []
     error_label = src.domain or ("web" if task.format in WEB_FORMATS else "unknown")
 
     def flush() -> None:
@@ -106,6 +107,8 @@ def filter_shard(cfg: CurateConfig, task: Task, out: str) -> dict:
                 continue
             if d.exact:
                 exact.append(exact_key(rec["text"]))
+            if d.boilerplate_min_docs:
+                line_keys.append(boilerplate.document_keys(rec["text"]))
             batch.append(rec)
             if len(batch) >= 512:
                 flush()
@@ -116,6 +119,8 @@ def filter_shard(cfg: CurateConfig, task: Task, out: str) -> dict:
               np.concatenate(bands) if bands else np.zeros((0, d.bands), dtype=np.uint64))
     if sigs:
         _save_npy(work / "a" / f"{stem}.sig.npy", np.concatenate(sigs))
+    if d.boilerplate_min_docs:
+        boilerplate.save_keys(work / "a" / f"{stem}.lines.npz", line_keys)
     passed.close()
     if removed.close() and removed.count == 0:
         removed.path.unlink()
@@ -126,7 +131,7 @@ def filter_shard(cfg: CurateConfig, task: Task, out: str) -> dict:
 
 
 def write_shard(cfg: CurateConfig, index: int, out: str) -> dict:
-    """Phase 3 for one shard: split its survivors into kept/ and removed duplicates."""
+    """Phase 3 for one shard: split its survivors into kept/ and removed duplicates; strip boilerplate."""
     out_dir, work = Path(out), Path(out) / "work"
     done = work / "c" / f"{index:05d}.done.json"
     if done.exists():
@@ -136,6 +141,8 @@ def write_shard(cfg: CurateConfig, index: int, out: str) -> dict:
     stats = Stats(cfg.examples_per_reason, cfg.label_field)
     kept = ShardWriter(out_dir / "kept" / f"part-{index:05d}", cfg.output_format)
     dups = ShardWriter(out_dir / "removed" / f"part-{index:05d}.dedup", cfg.output_format)
+    parts = cfg.dedup.partitions
+    shared = boilerplate.load_boilerplate(work, parts) if cfg.dedup.boilerplate_min_docs else None
     for i, doc in enumerate(read_shard(work / "a" / f"{index:05d}.pass.jsonl")):
         code = codes.get(i)
         if cfg.dedup.exact:
@@ -146,9 +153,20 @@ def write_shard(cfg: CurateConfig, index: int, out: str) -> dict:
             reason = dedup.REASONS[code]
             stats.removed(doc["source"], reason, doc)
             dups.write({**doc, "reason": reason})
-        else:
-            stats.kept(doc["source"], doc)
-            kept.write(doc)
+            continue
+        if shared is not None:
+            stats.stage("boilerplate")
+            text, n = boilerplate.strip_lines(doc["text"], shared)
+            if n:
+                stats.counters["boilerplate"]["lines_removed"] += n
+                stats.counters["boilerplate"]["documents_changed"] += 1
+                if not text:
+                    stats.removed(doc["source"], "boilerplate", doc)
+                    dups.write({**doc, "reason": "boilerplate"})
+                    continue
+                doc = {**doc, "text": text}
+        stats.kept(doc["source"], doc)
+        kept.write(doc)
     for w in (kept, dups):
         w.close()
         if w.count == 0:
@@ -273,6 +291,11 @@ def _dedup(cfg: CurateConfig, work: Path, n_tasks: int) -> dict:
     exact_files = [f for f, j in zip(files, jobs) if j[2] == "exact"]
     near_files = [f for f, j in zip(files, jobs) if j[2] == "bands"]
     info = dedup.cluster(work, near_files, exact_files, n_tasks, d.verify_threshold)
+    if d.boilerplate_min_docs:
+        jobs = [(work, ids, p, d.partitions, d.boilerplate_min_docs) for p in range(d.partitions)]
+        files = run_jobs(boilerplate.count_job, jobs, cfg.executor, cfg.workers, "boilerplate lines",
+                         cfg.ray_address)
+        info["boilerplate_lines"] = int(sum(len(np.load(f)) for f in files))
     _save_json(marker, info)
     return info
 

@@ -52,6 +52,11 @@ def _extras(stats: dict[str, Any]) -> list[str]:
                      f"({d['candidate_pairs']:,} candidate pairs, {d['verified_pairs']:,} after verification, "
                      f"{d['clusters']:,} clusters).")]
     c = stats["counters"]
+    if c.get("boilerplate"):
+        b = c["boilerplate"]
+        out += ["", (f"Boilerplate: {(d or {}).get('boilerplate_lines', 0):,} lines shared by many documents; "
+                     f"{b.get('lines_removed', 0):,} line copies removed from {b.get('documents_changed', 0):,} "
+                     "documents.")]
     if c.get("pii"):
         out += ["", "PII redacted: " + ", ".join(f"{k} {v:,}" for k, v in sorted(c["pii"].items())) + "."]
     if c.get("c4_lines_dropped"):
