@@ -239,3 +239,36 @@ def test_echo_and_token_prompts(client, models):
     by_ids = client.completions.create(model="alpha", prompt=ids, max_tokens=5, **GREEDY)
     by_text = client.completions.create(model="alpha", prompt="the quick", max_tokens=5, echo=True, **GREEDY)
     assert by_text.choices[0].text == "the quick" + by_ids.choices[0].text
+
+
+def test_completion_logprobs_score_the_prompt_and_the_tokens(client, models, server):
+    """echo + logprobs (what lm-eval's local-completions and the curation perplexity filter send):
+    the prompt's token log-probabilities equal the model's own, computed here by cross-entropy."""
+    import torch
+    import torch.nn.functional as F
+
+    alpha = models[0]
+    prompt = "the quick brown fox jumps"
+    ids = alpha.text_ids(prompt)
+    r = client.completions.create(model="alpha", prompt=prompt, max_tokens=3, echo=True, logprobs=2, **GREEDY)
+    lp = r.choices[0].logprobs
+    generated = alpha.complete(ids, SampleConfig(max_new_tokens=3, temperature=0, top_k=None)).token_ids
+    full = ids + generated
+    with torch.no_grad():
+        logits, _ = alpha.model(torch.tensor([full[:-1]]))
+    want = (-F.cross_entropy(logits[0], torch.tensor(full[1:]), reduction="none")).tolist()
+    assert len(lp.tokens) == len(full) and lp.token_logprobs[0] is None
+    assert lp.token_logprobs[1:] == pytest.approx(want, abs=1e-4)
+    assert "".join(lp.tokens) == r.choices[0].text  # echoed prompt + completion, token by token
+    assert lp.text_offset[1] == len(lp.tokens[0])
+    for k in range(1, len(full)):  # the top alternatives are at least as likely as the actual token
+        assert len(lp.top_logprobs[k]) <= 2 and max(lp.top_logprobs[k].values()) >= lp.token_logprobs[k] - 1e-4
+    # greedy: each generated token is its position's likeliest
+    for k in range(len(ids), len(full)):
+        assert max(lp.top_logprobs[k].values()) == pytest.approx(lp.token_logprobs[k], abs=1e-5)
+    # without echo: only the generated tokens
+    r2 = client.completions.create(model="alpha", prompt=prompt, max_tokens=3, logprobs=0, **GREEDY)
+    assert r2.choices[0].logprobs.token_logprobs == pytest.approx(want[len(ids) - 1:], abs=1e-4)
+    assert post(server, "/v1/completions", {"model": "alpha", "prompt": "hi", "logprobs": 6}).status_code == 400
+    bad = post(server, "/v1/completions", {"model": "alpha", "prompt": "hi", "logprobs": 1, "stream": True})
+    assert bad.status_code == 400 and "stream" in bad.json()["error"]["message"]

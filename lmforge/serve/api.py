@@ -79,15 +79,18 @@ def make_router(models: dict[str, ServedModel], auth: Callable) -> APIRouter:
         meta = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": served.name}
 
-        def choice(i: int, text: str, finish: str | None) -> dict:
-            return {"index": i, "text": text, "logprobs": None, "finish_reason": finish}
+        def choice(i: int, text: str, finish: str | None, logprobs: dict | None = None) -> dict:
+            return {"index": i, "text": text, "logprobs": logprobs, "finish_reason": finish}
 
         if req.stream:
             return sse(served, jobs, prompt_tokens, meta, req, lambda i, piece: choice(i, piece, None),
                        lambda i: None, lambda i, r: choice(i, "", r.finish_reason))
         results = await run_in_threadpool(run_jobs, served, jobs)
-        return {**meta, "choices": [choice(i, j.prefix + r.text, r.finish_reason)
-                                    for i, (j, r) in enumerate(zip(jobs, results))],
+        scores = [None] * len(jobs)
+        if req.logprobs is not None:
+            scores = await run_in_threadpool(score_jobs, served, jobs, results, req.logprobs, req.echo)
+        return {**meta, "choices": [choice(i, j.prefix + r.text, r.finish_reason, lp)
+                                    for i, (j, r, lp) in enumerate(zip(jobs, results, scores))],
                 "usage": usage(prompt_tokens, results)}
 
     @router.post("/chat/completions")
@@ -142,6 +145,18 @@ def check_length(served: ServedModel, ids: list[int], param: str) -> None:
 
 def run_jobs(served: ServedModel, jobs: list[Job]) -> list[Completion]:
     return [served.complete(j.ids, j.cfg, j.stop_ids) for j in jobs]
+
+
+def score_jobs(served: ServedModel, jobs: list[Job], results: list[Completion], top: int, echo: bool) -> list[dict]:
+    """Each choice's `logprobs` object (prompt tokens too with echo), under the model's lock."""
+    from lmforge.serve.logprobs import completion_logprobs
+
+    with served.lock:
+        try:
+            return [completion_logprobs(served.tokenizer, served.model, j.ids, r.token_ids, top, echo)
+                    for j, r in zip(jobs, results)]
+        except LmforgeError as e:
+            raise APIError(400, f"{e} ({served.name!r} is not one)", "logprobs") from None
 
 
 def sse(served: ServedModel, jobs: list[Job], prompt_tokens: int, meta: dict, req: _Sampling,

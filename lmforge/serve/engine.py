@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,6 +31,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (end token or stop string), "length" (max tokens or context), "cancelled"
+    token_ids: list[int] = field(default_factory=list)  # the generated tokens
 
 
 def find_tokenizer(path: Path) -> Path:
@@ -137,10 +138,11 @@ class ServedModel:
             torch.set_num_threads(torch.get_num_threads())
             stream = TextStream(self.tokenizer, cfg.stop, on_text)
             tokens = generate_tokens(self.model, prompt_ids, cfg, stop_ids=stop_ids)
-            n, finish = 0, "stop"
+            n, finish, ids = 0, "stop", []
             try:
                 for token in tokens:
                     n += 1
+                    ids.append(token)
                     if stream.add(token):
                         break  # a stop string
                     if cancelled is not None and cancelled():
@@ -151,4 +153,4 @@ class ServedModel:
             finally:
                 tokens.close()
             text = stream.finish()
-        return Completion(text, len(prompt_ids), n, finish)
+        return Completion(text, len(prompt_ids), n, finish, ids)

@@ -3,8 +3,9 @@
 Ranges follow the OpenAI API reference (temperature in [0, 2], top_p in (0, 1], at most 4 stop
 sequences, max_tokens >= 1). Unknown fields are rejected, as OpenAI does ("Unrecognized request
 argument"), so a typo never silently becomes a default. Options the server cannot honour
-(logprobs, penalties, logit_bias, tools, suffix) are accepted only at their neutral values and
-otherwise answered with a 400 that names them. `top_k` is an extension (vLLM and llama.cpp
+(penalties, logit_bias, tools, suffix, chat logprobs) are accepted only at their neutral values
+and otherwise answered with a 400 that names them; completions take `logprobs` (0-5, with or
+without `echo`). `top_k` is an extension (vLLM and llama.cpp
 accept it too); the openai client sends it with `extra_body={"top_k": 40}`.
 """
 
@@ -83,15 +84,16 @@ class CompletionRequest(_Sampling):
     prompt: str | list[str] | list[int] | list[list[int]]
     max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for completions
     echo: bool = False
-    logprobs: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=5)  # top alternatives per token (OpenAI's range)
     best_of: int | None = None
     suffix: str | None = None
 
     def prompts(self) -> list[str | list[int]]:
         """One entry per prompt: a string, or token ids."""
-        for name in ("logprobs", "suffix"):
-            if getattr(self, name) is not None:
-                raise APIError(400, f"{name} is not supported by this server", name)
+        if self.suffix is not None:
+            raise APIError(400, "suffix is not supported by this server", "suffix")
+        if self.logprobs is not None and self.stream:
+            raise APIError(400, "logprobs are not supported with stream=true on this server", "logprobs")
         if self.best_of not in (None, 1):
             raise APIError(400, "best_of is not supported by this server (only 1)", "best_of")
         p = self.prompt
