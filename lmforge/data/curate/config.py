@@ -13,7 +13,7 @@ from typing import Literal
 from lmforge.errors import ConfigError
 
 SKIPPABLE = ("normalize", "length", "lang_id", "gopher_repetition", "gopher_quality", "c4", "fineweb",
-             "classifier", "pii", "decontamination")
+             "classifier", "perplexity", "pii", "decontamination")
 FORMATS = ("auto", "jsonl", "parquet", "csv", "txt", "html", "warc", "hf_disk")
 
 
@@ -119,6 +119,21 @@ class FineWebConfig:
 
 
 @dataclass
+class PerplexityConfig:
+    """CCNet-style perplexity filter (Wenzek et al. 2020) with a reference LM behind an OpenAI-compatible
+    /v1/completions endpoint (lmforge serve, vLLM); see perplexity.py."""
+
+    enabled: bool = False
+    endpoint: str = ""  # e.g. http://127.0.0.1:8000/v1
+    model: str = ""  # served model name; "" = the endpoint's first model
+    max_perplexity: float = 0.0  # remove documents above this; 0 = only record meta.perplexity
+    max_chars: int = 2000  # score the first characters of each document (cut at a line end)
+    api_key_env: str = ""  # environment variable holding the endpoint's API key, if it needs one
+    timeout: float = 120.0
+    retries: int = 3
+
+
+@dataclass
 class ClassifierConfig:
     """fastText-style quality classifier (hashed word 1-2-grams + logistic regression, scikit-learn)."""
 
@@ -193,6 +208,7 @@ class CurateConfig:
     c4: C4Config = field(default_factory=C4Config)
     fineweb: FineWebConfig = field(default_factory=FineWebConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
     pii: PIIConfig = field(default_factory=PIIConfig)
     decontamination: DecontConfig = field(default_factory=DecontConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
@@ -244,6 +260,11 @@ class CurateConfig:
             bad = {k: v for k, v in self.mix.weights.items() if not isinstance(v, (int, float)) or v < 0}
             if bad or sum(self.mix.weights.values()) <= 0:
                 raise ConfigError(f"mix.weights must be non-negative numbers with a positive sum, got {self.mix.weights}")
+        p = self.perplexity
+        if p.enabled and not p.endpoint:
+            raise ConfigError("perplexity.enabled needs perplexity.endpoint (an OpenAI-compatible /v1 URL)")
+        if p.max_perplexity < 0 or p.max_chars < 16 or p.retries < 0:
+            raise ConfigError("perplexity.max_perplexity must be >= 0, max_chars >= 16 and retries >= 0")
         c = self.classifier
         if c.enabled and not (c.model or c.positive or c.labelled):
             raise ConfigError("classifier.enabled needs classifier.model, or classifier.positive + negative, "

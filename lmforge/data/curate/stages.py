@@ -1,7 +1,7 @@
 """The per-document stages, in FineWeb's order (datatrove examples/fineweb.py#L36-63):
 
     normalise -> length -> language id -> Gopher repetition -> Gopher quality -> C4 -> FineWeb
-    -> quality classifier -> PII redaction -> decontamination
+    -> quality classifier -> perplexity (reference LM over HTTP) -> PII redaction -> decontamination
 
 `DocPipeline(doc, stats)` returns the reason that removed the document ("stage:rule"), or None
 after rewriting the text in place (normalisation, C4 line cleaning, PII placeholders).
@@ -42,6 +42,11 @@ class DocPipeline:
             self.decont = Decontaminator(work / "decontam_index.npz", cfg.decontamination.ngram)
         if cfg.lang_id.enabled:
             langid.identifier(cfg.lang_id.backend)
+        self.perplexity = None
+        if cfg.perplexity.enabled:
+            from lmforge.data.curate.perplexity import PerplexityScorer
+
+            self.perplexity = PerplexityScorer(cfg.perplexity)
 
     def __call__(self, doc: dict, stats: Stats) -> str | None:
         cfg = self.cfg
@@ -100,6 +105,13 @@ class DocPipeline:
 
             if not keep(score, c.mode, c.threshold, c.pareto_alpha, _doc_rng(c.seed, doc["id"])):
                 return "classifier:score"
+        if self.perplexity is not None and "perplexity" not in skip:
+            stats.stage("perplexity")
+            ppl = self.perplexity(doc["text"])
+            doc["meta"]["perplexity"] = None if ppl is None else round(ppl, 3)
+            limit = cfg.perplexity.max_perplexity
+            if limit and ppl is not None and ppl > limit:
+                return "perplexity:too_high"
         if self.redact is not None and "pii" not in skip:
             stats.stage("pii")
             found: Counter = Counter()

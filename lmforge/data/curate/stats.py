@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 STAGES = ["read", "length", "lang_id", "gopher_repetition", "gopher_quality", "c4", "fineweb", "classifier",
-          "pii", "decontamination", "exact_dedup", "minhash_dedup", "boilerplate"]
+          "perplexity", "pii", "decontamination", "exact_dedup", "minhash_dedup", "boilerplate"]
 
 
 def _blank_source() -> dict:
