@@ -25,7 +25,7 @@ C4_DT = C4Config(min_words_per_line=3, min_sentences=5, bad_words=False, end_mar
 
 
 def ours(texts):
-    from lmforge.data.curate.words import split_chunk
+    from lmforge.data.curate.words import _cached as chunk_cache
 
     gr, gq, fw = GopherRepetitionConfig(), GopherQualityConfig(), FineWebConfig()
     out = {}
@@ -35,10 +35,10 @@ def ours(texts):
         ("c4", lambda t: c4_filter(t, C4_DT, Counter())[0]),
         ("fineweb", lambda t: fineweb_filter(Doc(t), fw)),
     ]:
-        split_chunk.cache_clear()  # every timing starts from a cold tokenizer cache
+        chunk_cache.cache_clear()  # every timing starts from a cold tokenizer cache
         t0 = time.perf_counter()
         out[name] = ([fn(t) is None for t in texts], time.perf_counter() - t0)
-    split_chunk.cache_clear()
+    chunk_cache.cache_clear()
     t0 = time.perf_counter()
     for t in texts:  # the full stack as a pipeline runs it: one Doc shared, C4's cleaned text goes on
         d = Doc(t)

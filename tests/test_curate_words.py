@@ -49,3 +49,11 @@ def test_sentence_counts_match_spacy_sentencizer():
     assert count('He said "the end." Next one') == 2  # closing quote stays with the sentence
     assert count("Wow!! Really?! Yes.") == 3
     assert count("") == 0
+
+
+def test_huge_chunks_stay_whole_and_fast():
+    """A 200k-character run without spaces (base64, minified code) is one token: peeling its
+    affixes one at a time would be quadratic."""
+    blob = ")" * 200_000
+    assert split_words(f"see {blob} here.") == ["see", blob, "here", "."]
+    assert count_sentences(split_words("a " * 50_000)) == 1

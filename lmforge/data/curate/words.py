@@ -122,9 +122,19 @@ def _word(s: str) -> tuple[str, ...]:
     return _special(s) or (s,)
 
 
+MAX_CHUNK = 1000  # longer chunks (base64, minified code) stay one token: affix peeling is O(n^2) on them
+CACHED_CHUNK = 64  # only short chunks go in the cache, so its memory stays bounded (~130k x 64 chars)
+
+
 @lru_cache(maxsize=1 << 17)  # chunks repeat (Zipf): most lookups hit
+def _cached(s: str) -> tuple[str, ...]:
+    return split_chunk(s)
+
+
 def split_chunk(s: str) -> tuple[str, ...]:
     """Tokens of one whitespace-free chunk."""
+    if len(s) > MAX_CHUNK:
+        return (s,)
     # Fast paths for the common shapes, "word" and "word," / "word.", with the affix rules' result.
     if s.isalpha():
         return _word(s)
@@ -202,7 +212,7 @@ def split_words(text: str) -> list[str]:
     """spaCy-style English tokens of `text`: words, numbers and punctuation marks, no whitespace."""
     out: list[str] = []
     for chunk in text.split():
-        out += split_chunk(chunk)
+        out += _cached(chunk) if len(chunk) <= CACHED_CHUNK else split_chunk(chunk)
     return out
 
 
