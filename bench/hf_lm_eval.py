@@ -6,7 +6,9 @@ For each model (a run given with --run, or tiny random Llama- and GPT-2-shaped r
      with lm-eval's own ARC-Easy and HellaSwag task files pointed at the local data (notes §11);
   3. run lmforge's evaluator (LmforgeLM, the lmforge Transformer) on the run itself;
 and print both accuracies (acc, acc_norm) and the largest per-request log-likelihood difference.
-Equal to 4 decimals is the bar.
+Equal to 4 decimals is the bar. With --serve, also:
+  4. serve the run with `lmforge serve` (loopback) and run lm-eval's `local-completions` model
+     against it (prompt log-probabilities via `echo` + `logprobs`, the exported tokenizer).
 
     python bench/hf_lm_eval.py                      # tiny random llama + gpt2, 200 docs per task
     python bench/hf_lm_eval.py --run runs/tiny --limit 500 --out bench/results/hf_lm_eval.md
@@ -60,7 +62,20 @@ def lm_eval_lls(res: dict, task: str) -> list[list[float]]:
     return out
 
 
-def compare(label: str, run: Path, tmp: Path, names: dict, limit: int, batch_size: int) -> tuple[list[dict], dict]:
+def served_lm_eval(run: Path, hf: Path, names: list[str], tmp: Path, limit: int) -> dict:
+    """lm-eval's `local-completions` against the run under `lmforge serve` on loopback."""
+    from lmforge.serve.engine import ServedModel
+    from lmforge.serve.server import RunningServer, create_app
+
+    model = ServedModel.load(f"m={run}")
+    with RunningServer(create_app([model])) as srv:
+        args = (f"model=m,base_url={srv.url}/v1/completions,tokenizer={hf},tokenizer_backend=huggingface,"
+                "tokenized_requests=True,num_concurrent=1,max_retries=1")
+        return run_lm_eval(args, names, tmp / "tasks", 0, limit, 1, model_type="local-completions")
+
+
+def compare(label: str, run: Path, tmp: Path, names: dict, limit: int, batch_size: int,
+            serve: bool = False) -> tuple[list[dict], dict]:
     hf = tmp / f"hf_{label}"
     t0 = time.perf_counter()
     summary = export_run(run, hf)
@@ -69,6 +84,11 @@ def compare(label: str, run: Path, tmp: Path, names: dict, limit: int, batch_siz
     t0 = time.perf_counter()
     theirs = run_lm_eval(f"pretrained={hf},dtype=float32", theirs_names, tmp / "tasks", 0, limit, batch_size)
     t_theirs = time.perf_counter() - t0
+    served, t_served = None, 0.0
+    if serve:
+        t0 = time.perf_counter()
+        served = served_lm_eval(run, hf, theirs_names, tmp, limit)
+        t_served = time.perf_counter() - t0
     tasks = [t for n in TASKS for t in get_tasks(n)]
     t0 = time.perf_counter()
     ours = evaluate(LmforgeLM.from_run(run), tasks, num_fewshot=0, limit=limit, batch_size=batch_size,
@@ -82,11 +102,19 @@ def compare(label: str, run: Path, tmp: Path, names: dict, limit: int, batch_siz
         mine = [s["loglikelihoods"] for s in r["samples"]]
         other = lm_eval_lls(theirs, names[t.name])
         dll = max(abs(a - b) for x, y in zip(mine, other) for a, b in zip(x, y))
+        dll_served = None
+        if served is not None:
+            dll_served = max(abs(a - b) for x, y in zip(mine, lm_eval_lls(served, names[t.name])) for a, b in zip(x, y))
         for m in ("acc", "acc_norm"):
             v, w = r["metrics"][m], float(th[f"{m},none"])
-            rows.append({"model": f"{label} ({summary['hf_class']})", "task": t.name, "metric": m, "ours": v,
-                         "theirs": w, "diff": abs(v - w), "dll": dll, "n": r["n"]})
-    return rows, {"model": label, "export_s": t_export, "lm_eval_s": t_theirs, "lmforge_s": t_ours}
+            row = {"model": f"{label} ({summary['hf_class']})", "task": t.name, "metric": m, "ours": v,
+                   "theirs": w, "diff": abs(v - w), "dll": dll, "n": r["n"]}
+            if served is not None:
+                sv = float(served["results"][names[t.name]][f"{m},none"])
+                row.update(served=sv, diff=max(row["diff"], abs(v - sv)), dll_served=dll_served)
+            rows.append(row)
+    return rows, {"model": label, "export_s": t_export, "lm_eval_s": t_theirs, "lmforge_s": t_ours,
+                  "served_s": t_served}
 
 
 def to_markdown(rows: list[dict], times: list[dict], args, env: str) -> str:
@@ -99,14 +127,19 @@ def to_markdown(rows: list[dict], times: list[dict], args, env: str) -> str:
               f"first {args.limit} documents of each task, 0-shot."), "",
              (f"**Largest |lmforge − lm-eval| accuracy difference: {worst:.1e} "
              f"({'equal' if worst < 5e-5 else 'NOT equal'} to 4 decimals).**"), "",
-             "| model | task | metric | lmforge eval | lm-eval (hf, exported) | abs diff | max per-request Δll | n |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+             "| model | task | metric | lmforge eval | lm-eval (hf, exported) | lm-eval (local-completions, "
+             "lmforge serve) | abs diff | max per-request Δll (hf / served) | n |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        served = f"{r['served']:.4f}" if "served" in r else "—"
+        dll = f"{r['dll']:.1e}" + (f" / {r['dll_served']:.1e}" if "dll_served" in r else "")
         lines.append(f"| {r['model']} | {r['task']} | {r['metric']} | {r['ours']:.4f} | {r['theirs']:.4f} | "
-                     f"{r['diff']:.1e} | {r['dll']:.1e} | {r['n']} |")
-    lines += ["", "| model | export s | lm-eval s | lmforge eval s |", "|---|---:|---:|---:|"]
+                     f"{served} | {r['diff']:.1e} | {dll} | {r['n']} |")
+    lines += ["", "| model | export s | lm-eval (hf) s | lm-eval (served) s | lmforge eval s |",
+              "|---|---:|---:|---:|---:|"]
     for t in times:
-        lines.append(f"| {t['model']} | {t['export_s']:.1f} | {t['lm_eval_s']:.1f} | {t['lmforge_s']:.1f} |")
+        lines.append(f"| {t['model']} | {t['export_s']:.1f} | {t['lm_eval_s']:.1f} | {t['served_s']:.1f} | "
+                     f"{t['lmforge_s']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -120,6 +153,8 @@ def main() -> int:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--embd", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
+    ap.add_argument("--serve", action="store_true",
+                    help="also run lm-eval's local-completions against the run under lmforge serve")
     ap.add_argument("--out", help="also write the markdown here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -132,7 +167,7 @@ def main() -> int:
                 for k, s in SHAPES.items()}
     rows, times = [], []
     for label, run in runs.items():
-        r, t = compare(label, run, tmp, names, args.limit, args.batch_size)
+        r, t = compare(label, run, tmp, names, args.limit, args.batch_size, args.serve)
         rows += r
         times.append(t)
         print(f"{label}: max accuracy diff {max(x['diff'] for x in r):.1e}, lm-eval {t['lm_eval_s']:.0f}s, "

@@ -57,3 +57,33 @@ def test_same_numbers_as_lm_eval(setup, shots, tasks, limit):
                 assert m["loglikelihoods"] == pytest.approx([r[0] for r in t["filtered_resps"]], abs=1e-4)
             else:
                 assert m["loglikelihood"] == pytest.approx(t["filtered_resps"][0], rel=1e-5)
+
+
+def test_lm_eval_scores_a_served_model_through_local_completions(tmp_path, setup):
+    """lm-eval's `local-completions` (prompt log-probabilities via echo + logprobs) against
+    `lmforge serve` on loopback gives lmforge's own log-likelihoods and accuracies."""
+    pytest.importorskip("tenacity", reason="lm-eval's API models need tenacity")
+    pytest.importorskip("fastapi")
+    from lmforge.eval import LmforgeLM
+    from lmforge.export import export_run
+    from lmforge.serve.engine import ServedModel
+    from lmforge.serve.server import RunningServer, create_app
+    from lmforge.serve.tiny import make_tiny_run
+
+    _, names, tmp = setup
+    run = make_tiny_run(tmp_path / "run", seed=5, block_size=256, vocab_size=400)  # no request is truncated
+    export_run(run, tmp_path / "hf")  # lm-eval tokenizes with the exported tokenizer
+    tasks = ["arc_easy", "hellaswag"]
+    with RunningServer(create_app([ServedModel.load(f"m={run}")])) as srv:
+        args = (f"model=m,base_url={srv.url}/v1/completions,tokenizer={tmp_path / 'hf'},"
+                "tokenizer_backend=huggingface,tokenized_requests=True,num_concurrent=1,max_retries=1,max_length=256")
+        theirs = run_lm_eval(args, [names[t] for t in tasks], tmp / "tasks", 0, 4, 1, model_type="local-completions")
+    ours = evaluate(LmforgeLM.from_run(run), [t for n in tasks for t in get_tasks(n)], num_fewshot=0, limit=4,
+                    log_samples=True, progress=False)
+    for task in tasks:
+        mine = ours["tasks"][task]
+        for metric in ("acc", "acc_norm"):
+            assert round(mine["metrics"][metric], 4) == round(float(theirs["results"][names[task]][f"{metric},none"]), 4)
+        their_samples = sorted(theirs["samples"][names[task]], key=lambda s: s["doc_id"])
+        for m, t in zip(mine["samples"], their_samples):
+            assert m["loglikelihoods"] == pytest.approx([r[0] for r in t["filtered_resps"]], abs=1e-3)

@@ -171,13 +171,14 @@ def make_harness_lm(lm: LM, batch_size: int = 16):
 
 
 def run_lm_eval(model, tasks: list[str], include_path: Path, num_fewshot: int | None, limit: int | None,
-                batch_size: int = 16) -> dict:
-    """lm_eval.simple_evaluate on local task YAMLs; `model` is an lm-eval LM or a model_args string for `hf`."""
+                batch_size: int = 16, model_type: str = "hf") -> dict:
+    """lm_eval.simple_evaluate on local task YAMLs; `model` is an lm-eval LM or a model_args string for
+    `model_type` (`hf`, or `local-completions` for an OpenAI-compatible server)."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
     tm = TaskManager(include_path=[str(include_path)], include_defaults=False)
-    kwargs = {"model": "hf", "model_args": model} if isinstance(model, str) else {"model": model}
+    kwargs = {"model": model_type, "model_args": model} if isinstance(model, str) else {"model": model}
     return simple_evaluate(**kwargs, tasks=tasks, num_fewshot=num_fewshot, limit=limit, batch_size=batch_size,
                            task_manager=tm, log_samples=True, device="cpu", bootstrap_iters=100)
 
