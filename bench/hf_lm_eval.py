@@ -127,8 +127,8 @@ def to_markdown(rows: list[dict], times: list[dict], args, env: str) -> str:
               f"first {args.limit} documents of each task, 0-shot."), "",
              (f"**Largest |lmforge − lm-eval| accuracy difference: {worst:.1e} "
              f"({'equal' if worst < 5e-5 else 'NOT equal'} to 4 decimals).**"), "",
-             "| model | task | metric | lmforge eval | lm-eval (hf, exported) | lm-eval (local-completions, "
-             "lmforge serve) | abs diff | max per-request Δll (hf / served) | n |",
+             ("| model | task | metric | lmforge eval | lm-eval (hf, exported) | lm-eval (local-completions, "
+              "lmforge serve) | abs diff | max per-request Δll (hf / served) | n |"),
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         served = f"{r['served']:.4f}" if "served" in r else "—"
