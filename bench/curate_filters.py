@@ -83,6 +83,21 @@ def theirs(texts):
     return out
 
 
+def token_agreement(texts) -> str | None:
+    """How many pages get the same token list from lmforge's split_words and datatrove's spaCy."""
+    try:
+        from datatrove.utils.text import split_into_words
+    except ImportError:
+        return None
+    from lmforge.data.curate.words import split_words
+
+    ours = [split_words(t) for t in texts]
+    theirs = [list(split_into_words(t)) for t in texts]
+    same = sum(a == b for a, b in zip(ours, theirs))
+    return (f"word tokens: {same}/{len(texts)} pages identical to spaCy's; "
+            f"{sum(map(len, ours)):,} tokens vs {sum(map(len, theirs)):,}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
@@ -107,6 +122,9 @@ def main() -> None:
                 line += f" {agree / len(texts):7.1%}"
                 disagreements[name] = [i for i, (a, b) in enumerate(zip(keep, k2)) if a != b]
         print(line)
+    agreement = token_agreement(texts) if dt else None
+    if agreement:
+        print(agreement)
     for name, idx in disagreements.items():
         if idx:
             print(f"{name}: {len(idx)} disagreements, documents {idx[:20]}")
