@@ -228,3 +228,34 @@ def test_metrics_truncate_drops_later_steps_and_torn_lines(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [(r["kind"], r["step"]) for r in lines] == [("train", 1), ("train", 2), ("val", 2)]
     assert lines[2]["val_loss"] is None  # NaN is not JSON: written as null
+
+
+def test_tensorboard_scalars_and_resume_purge(tmp_path):
+    """The scalars reach TensorBoard's event files; a resume from step 2 hides the old steps 3-4,
+    so the re-run's curve replaces them instead of doubling back."""
+    pytest.importorskip("tensorboard")
+    log = MetricsLog(tmp_path)
+    for step in (1, 2, 3, 4):
+        log.write({"kind": "train", "step": step, "loss": 10.0 - step, "tokens": 100 * step})
+    log.write({"kind": "val", "step": 4, "val_loss": 5.5})
+    log.close()
+    scalars = lambda tag: [(e.step, e.value) for e in _events(tmp_path).Scalars(tag)]
+    assert scalars("train/loss") == [(1, 9.0), (2, 8.0), (3, 7.0), (4, 6.0)]
+    log = MetricsLog(tmp_path)  # resumed from step 2, then killed before it logged anything
+    log.truncate_after(2)
+    log.close()
+    assert scalars("train/loss") == [(1, 9.0), (2, 8.0)] and scalars("val/val_loss") == []
+    log = MetricsLog(tmp_path)
+    log.truncate_after(2)
+    for step in (3, 4):
+        log.write({"kind": "train", "step": step, "loss": 20.0 + step})
+    log.close()
+    assert scalars("train/loss") == [(1, 9.0), (2, 8.0), (3, 23.0), (4, 24.0)]
+
+
+def _events(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tb"))
+    acc.Reload()
+    return acc

@@ -48,16 +48,16 @@ class MetricsLog:
         self.enabled = enabled  # false on every rank but 0 of a distributed run: it writes nothing
         self._file = None
         self._tb = None
+        self._tb_dir = run_dir / "tb"
         if tensorboard and enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter  # needs the `tensorboard` package
-            except ImportError:
-                pass
-            else:
-                self._tb = SummaryWriter(log_dir=str(run_dir / "tb"))
+            self._tb = _summary_writer(self._tb_dir)
 
     def truncate_after(self, step: int) -> None:
-        """Drop lines of steps after `step` (they are about to be re-run) and any torn last line."""
+        """Drop lines of steps after `step` (they are about to be re-run) and any torn last line;
+        TensorBoard hides its events after `step` too (purge_step), so curves do not double back."""
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = _summary_writer(self._tb_dir, purge_step=step + 1)
         if not self.enabled or not self.path.exists():
             return
         kept = []
@@ -92,6 +92,14 @@ class MetricsLog:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def _summary_writer(log_dir: Path, purge_step: int | None = None):
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # needs the `tensorboard` package
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
 
 def format_duration(seconds: float) -> str:
