@@ -80,6 +80,22 @@ def test_settings(model):
     assert s.sample.top_p == 0.9  # a rejected value changes nothing
 
 
+def test_settings_show_the_prompt_templates_system_and_shots(model):
+    from lmforge.tune.prompts import PromptTemplate
+
+    assert ChatSession(model, GREEDY).describe().startswith("system: (none)\n")
+    template = PromptTemplate(query="Q: {q}", answer=" {a}", shots=2, system="Answer briefly.",
+                              pool=[{"q": "1+1", "a": "2"}, {"q": "2+2", "a": "4"}, {"q": "3+3", "a": "6"}])
+    model.set_prompt_template(template)
+    try:
+        assert ChatSession(model, GREEDY).describe().startswith(
+            "system: Answer briefly. (from the prompt template, with 2 example exchanges before the conversation)\n")
+        own = ChatSession(model, GREEDY, system="Be terse.")  # its own system prompt replaces the template's
+        assert own.describe().startswith("system: Be terse.\n")
+    finally:
+        model.set_prompt_template(None)
+
+
 class Terminal:
     """A child process on a pseudo-terminal: type lines, wait for text on the screen."""
 

@@ -113,9 +113,25 @@ class ChatSession:
 
     def describe(self) -> str:
         s = self.sample
-        return (f"system: {self.system or '(none)'}\n"
+        return (f"system: {self._system_line()}\n"
                 f"temperature {s.temperature}, top_p {s.top_p}, top_k {s.top_k}, max_tokens "
                 f"{s.max_new_tokens}, seed {s.seed}; context {self.model.block_size} tokens")
+
+
+    def _system_line(self) -> str:
+        """What the model sees before the turns: this session's system prompt, else the prompt
+        template's system message and shots (which only apply without a system prompt)."""
+        if self.system:
+            return self.system
+        prefix = self.model.prompt_prefix
+        if not prefix:
+            return "(none)"
+        shots = sum(m["role"] == "user" for m in prefix)
+        system = next((m["content"] for m in prefix if m["role"] == "system"), None)
+        parts = [system if system else "(none)", "(from the prompt template"]
+        parts[-1] += f", with {shots} example exchange{'s' if shots != 1 else ''} before the conversation)" \
+            if shots else ")"
+        return " ".join(parts)
 
 
 def run_repl(session: ChatSession, read: Callable[[str], str] = input, out: TextIO = sys.stdout) -> None:
