@@ -1,7 +1,7 @@
 """`lmforge chat` and `lmforge serve` (and the `eval human` hook), for lmforge/cli.py to wire in:
 
-    lmforge chat --run runs/x [--system TEXT] [--temperature 0.8] [--top-p 0.95] [--max-tokens 200]
-    lmforge serve --run runs/x [--run name=runs/y ...] [--host 127.0.0.1] [--port 8000]
+    lmforge chat --run runs/x [--system TEXT] [--temperature 0.8] [--top-p 0.95] [--max-tokens 200] [--compile]
+    lmforge serve --run runs/x [--run name=runs/y ...] [--host 127.0.0.1] [--port 8000] [--compile]
                   [--api-key KEY | $LMFORGE_API_KEY] [--human-eval human_eval.sqlite]
     lmforge eval human --models runA runB --prompts prompts.jsonl [--output human_eval.sqlite]
 
@@ -34,6 +34,12 @@ def _sampling_args(p: argparse.ArgumentParser, temperature: float, top_p: float 
     g.add_argument("--seed", type=int, default=None, help="seed for reproducible replies (default: random)")
 
 
+def _compile_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the decoding step: faster tokens after seconds of compiling on the first "
+                        "replies (sample.compile)")
+
+
 def _template_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-template", metavar="FILE", default=None,
                    help="YAML/JSON prompt template: its system prompt and few-shot examples (as earlier "
@@ -54,6 +60,7 @@ def add_parsers(subparsers) -> None:
     c.add_argument("--system", default=None, help="system prompt (replaces --prompt-template's, shots included)")
     _template_arg(c)
     c.add_argument("--device", default="cpu", help="cpu, cuda, mps (default cpu)")
+    _compile_arg(c)
     _sampling_args(c, temperature=0.8, top_p=0.95, max_tokens=200)
 
     s = subparsers.add_parser("serve", help="OpenAI-compatible HTTP API, chat page and human evaluation",
@@ -70,6 +77,7 @@ def add_parsers(subparsers) -> None:
     s.add_argument("--human-eval", default=None, metavar="FILE",
                    help="comparisons file from `lmforge eval human`: enables /human and /human/results")
     s.add_argument("--device", default="cpu", help="cpu, cuda, mps (default cpu)")
+    _compile_arg(s)
     _template_arg(s)
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -79,7 +87,7 @@ def _sample(args):
     from lmforge.serve.config import SampleConfig
 
     cfg = SampleConfig(max_new_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
-                       top_p=args.top_p, seed=args.seed)
+                       top_p=args.top_p, seed=args.seed, compile=args.compile)
     cfg.validate()
     return cfg
 
@@ -123,6 +131,7 @@ def run_serve(args) -> int:
     models = []
     for spec in args.run:
         m = ServedModel.load(spec, device=args.device)
+        m.compile = args.compile
         m.set_prompt_template(template)
         print(f"[lmforge] model {m.name!r}: {m.path} ({m.block_size}-token context)", flush=True)
         models.append(m)

@@ -17,6 +17,9 @@ class SampleConfig:
     seed: int | None = 1337  # None = nondeterministic
     num_samples: int = 1
     stop: list[str] = field(default_factory=list)  # stop strings (end-of-text always stops)
+    # torch.compile the one-token decoding step (decoder models): faster tokens after seconds of
+    # compiling on the first call, and once more when batch size or length first vary (bench/RESULTS.md)
+    compile: bool = False
 
     def validate(self) -> None:
         """Raise ConfigError naming the first impossible option."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -66,6 +66,7 @@ class ServedModel:
             raise LmforgeError(f"model {name!r} is a {self.mcfg.kind}; serving and chat need a decoder model")
         self.lock = threading.Lock()
         self.prompt_prefix: list[dict] = []  # a prompt template's system message and shots (set_prompt_template)
+        self.compile = False  # torch.compile every request's decoding step (sample.compile; `serve --compile`)
 
     @classmethod
     def load(cls, spec: str, device: str = "cpu") -> ServedModel:
@@ -131,6 +132,8 @@ class ServedModel:
         stop_ids = [self.tokenizer.eot_id] if stop_ids is None else list(stop_ids)
         # generate_tokens' own budget: the last sampled token may sit at position block_size.
         budget = min(cfg.max_new_tokens, self.block_size - len(prompt_ids) + 1)
+        if self.compile and not cfg.compile:
+            cfg = replace(cfg, compile=True)
         with self.lock:
             # OpenMP keeps its thread count per OS thread, and a new thread (a server worker)
             # starts at the default, one per core, whatever torch.set_num_threads said in the

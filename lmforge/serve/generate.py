@@ -3,7 +3,9 @@
 Two layers, one prompt at a time, and a batched path:
 
 - `generate_tokens` yields token ids. The prompt goes through the model in one forward (prefill)
-  that fills the KV cache; every later token costs a forward over one position.
+  that fills the KV cache; every later token costs a forward over one position (for decoder
+  models a `Decoder` step, lmforge/model/decode.py: the same arithmetic arranged for speed, and
+  torch.compiled with `cfg.compile`).
 - `generate_batch` does the same for a batch of prompts at once (decoder models): prompts of
   different lengths are left-padded, so each step is one forward over B positions.
 - `generate` turns them into text: it decodes incrementally, cuts at stop strings and streams
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 
 from lmforge.errors import LmforgeError
 from lmforge.model.config import ModelConfig
+from lmforge.model.decode import Decoder
 from lmforge.serve.config import SampleConfig
 
 REPLACEMENT = "\ufffd"  # what decode() gives for an incomplete UTF-8 sequence
@@ -84,6 +87,8 @@ def generate_tokens(
     def next_logits(ids: list[int]) -> torch.Tensor:
         """Feed `ids` after what the cache holds; return the logits (V,) for the next token."""
         idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
+        if decoder is not None and cache.length > 0:  # one token after the prefill
+            return decoder(idx[0])[0]
         if mcfg.kind == "encoder-decoder":
             first = cache.length == 0  # the encoder runs once, with the prefill
             src = torch.tensor([list(source_ids)], dtype=torch.long, device=device) if first else None
@@ -99,6 +104,7 @@ def generate_tokens(
         # the caller's code between yields.
         with torch.inference_mode():
             cache = model.new_kv_cache(1, min(mcfg.block_size, n + budget - 1), device=device, dtype=dtype)
+            decoder = Decoder(model, cache, compile=cfg.compile) if Decoder.wanted(model, cfg.compile) else None
             token = sample_next(next_logits(list(prompt_ids)), cfg, gen)  # prefill: the whole prompt at once
         for i in range(budget):
             if token in stops:
@@ -159,9 +165,11 @@ def generate_batch(
         with torch.inference_mode():
             cache = model.new_kv_cache(B, min(mcfg.block_size, n + budget - 1), device=device, dtype=dtype,
                                        pad=pad)
-            logits, _ = model(ids, kv_cache=cache, last_only=True)  # prefill, (B, 1, V)
+            logits = model(ids, kv_cache=cache, last_only=True)[0][:, -1]  # prefill, (B, V)
+            step = (Decoder(model, cache, compile=cfg.compile) if Decoder.wanted(model, cfg.compile)
+                    else lambda tokens: model(tokens[:, None], kv_cache=cache, last_only=True)[0][:, -1])
             for i in range(budget):
-                tokens = sample_rows(logits[:, -1], cfg, gen)  # (B,)
+                tokens = sample_rows(logits, cfg, gen)  # (B,)
                 for row, token in enumerate(tokens.tolist()):
                     if done[row]:
                         continue
@@ -172,7 +180,7 @@ def generate_batch(
                 if all(done) or i == budget - 1:
                     break
                 # Finished rows keep decoding (their tokens are dropped): one shape for every step.
-                logits, _ = model(tokens[:, None], kv_cache=cache, last_only=True)  # (B, 1, V)
+                logits = step(tokens)  # (B, V)
     finally:
         model.train(was_training)
     return out
