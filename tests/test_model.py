@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from lmforge.errors import ConfigError, LmforgeError
 from lmforge.model import KVCache, ModelConfig, Transformer
-from lmforge.model.transformer import alibi_bias, alibi_slopes, apply_rotary, rope_tables, sinusoidal_table
+from lmforge.model.positions import alibi_bias, alibi_slopes, apply_rotary, rope_tables, sinusoidal_table
 
 POSITIONS = ["learned", "sinusoidal", "rope", "alibi"]
 

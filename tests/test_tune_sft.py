@@ -105,6 +105,14 @@ def test_packed_example_sees_only_itself(tok, pos):
     torch.testing.assert_close(packed[0, na:na + nb], alone_b[0], atol=1e-5, rtol=1e-5)
 
 
+def test_packed_forward_checks_its_inputs(tok):
+    batch = collate_packed([examples(tok)[:2]], 40, tok.pad_id)
+    with pytest.raises(LmforgeError, match="needs position_ids"):
+        tiny(tok)(batch.input_ids, segment_ids=batch.segments)
+    with pytest.raises(LmforgeError, match="need a decoder model"):
+        tiny(tok, kind="encoder")(batch.input_ids, segment_ids=batch.segments, position_ids=batch.positions)
+
+
 def test_pack_and_pad_give_the_same_loss(tok):
     model = tiny(tok).eval()
     exs = examples(tok)

@@ -1,6 +1,6 @@
 """The transformer family: decoder-only, encoder-only and encoder-decoder. transformer.py is the
 model (read it top to bottom), config.py its shape and analytic size/FLOPs, kv_cache.py the
-decoding cache, decode.py the fast one-token decoding step, objectives.py the inputs/targets each
+decoding cache, positions.py the position schemes, decode.py the fast one-token decoding step, objectives.py the inputs/targets each
 kind trains on."""
 
 import importlib

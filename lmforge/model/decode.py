@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from lmforge.errors import LmforgeError
 from lmforge.model.kv_cache import KVCache
-from lmforge.model.transformer import GatedMLP, Transformer, apply_rotary
+from lmforge.model.positions import apply_rotary
+from lmforge.model.transformer import GatedMLP, Transformer
 
 # ---------------------------------------------------------------- prepacked matmuls
 

@@ -16,8 +16,8 @@ Choices and the papers behind them:
   biases; tied input/output embeddings (Press & Wolf 2017); residual projections initialised with
   std / sqrt(2 * n_layer) (GPT-2).
 
-Reading order: free functions (residuals, masks, positions), then modules leaf first (positions,
-attention, MLPs, block), then `Transformer`. Parameter names map one-to-one onto a Hugging Face
+Reading order: free functions (residuals, masks, attention), then modules leaf first (attention,
+MLPs, block), then `Transformer`; the position schemes are in positions.py. Parameter names map one-to-one onto a Hugging Face
 export: tok_emb, pos_emb (learned only), blocks.{i}.{attn_norm, attn, cross_norm, cross_attn,
 mlp_norm, mlp}, attention as {q,k,v,o}_proj, MLP as {gate,up,down}_proj, norm_f, lm_head; the
 encoder of an encoder-decoder is encoder_blocks.{i} and encoder_norm. Shapes: B batch, T (query)
@@ -36,8 +36,7 @@ from torch import nn
 from lmforge.errors import LmforgeError
 from lmforge.model.config import ModelConfig
 from lmforge.model.kv_cache import KVCache
-
-Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin: (T, D/2) each
+from lmforge.model.positions import POSITIONS, LearnedPositions, Rope, apply_rotary
 
 # ---------------------------------------------------------------- small free functions
 
@@ -82,48 +81,12 @@ def padded_causal_mask(pad: torch.Tensor, start: int, T: int) -> torch.Tensor:
     return (causal & (real[:, None, :] | itself))[:, None]  # (B, 1, T, S), broadcast over heads
 
 
-def sinusoidal_table(n_pos: int, dim: int) -> torch.Tensor:
-    """(n_pos, dim): PE[p, 2i] = sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos(same) (Vaswani, sec. 3.5)."""
-    angles = torch.outer(torch.arange(n_pos, dtype=torch.float32),
-                         10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim))
-    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)  # interleave sin, cos
-
-
-def rope_tables(n_pos: int, head_dim: int, theta: float) -> Rope:
-    """cos and sin of p * theta^(-2i/D) for positions p < n_pos and pairs i < D/2 (Su et al. 2021)."""
-    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-    angles = torch.outer(torch.arange(n_pos, dtype=torch.float32), inv_freq)  # (n_pos, D/2)
-    return angles.cos(), angles.sin()
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each pair (x[i], x[i + D/2]) of x (B, H, T, D) by its angle. Pairs are the two halves
-    of the head (GPT-NeoX / Hugging Face Llama layout), so q/k_proj export without permutation."""
-    x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, D/2) each
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, H, T, D)
-
-
-def alibi_slopes(n_head: int) -> torch.Tensor:
-    """Per-head slopes (Press et al. 2022, sec. 3): for n a power of two, the geometric sequence
-    2^(-8/n), 2^(-16/n), ..., 2^(-8); otherwise those of the nearest smaller power of two m, then
-    every other slope of 2m's sequence (the paper's code)."""
-    def geometric(n: int) -> list[float]:
-        return [2.0 ** (-8.0 * (i + 1) / n) for i in range(n)]
-    m = 2 ** math.floor(math.log2(n_head))
-    return torch.tensor(geometric(m) + geometric(2 * m)[0::2][: n_head - m])
-
-
-def alibi_bias(slopes: torch.Tensor, start: int, T: int, causal: bool) -> torch.Tensor:
-    """(H, T, start+T) additive attention bias: -slope * distance between query and key. Causal: keys
-    after the query get -inf (the paper). Bidirectional (encoder): the symmetric -slope * |i - j|."""
-    q = torch.arange(start, start + T, device=slopes.device)
-    k = torch.arange(start + T, device=slopes.device)
-    dist = (k[None, :] - q[:, None]).to(slopes.dtype)  # (T, S): j - i, <= 0 for the past
-    if not causal:
-        return -slopes[:, None, None] * dist.abs()
-    bias = slopes[:, None, None] * dist  # (H, T, S)
-    return bias.masked_fill(dist > 0, float("-inf"))
+def segment_mask(segments: torch.Tensor) -> torch.Tensor:
+    """(B, 1, T, T) bool for packed rows: causal, and only within a token's own segment (a
+    block-diagonal causal mask; Krell et al. 2021, Llama 3's per-document masking)."""
+    T = segments.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=segments.device).tril()
+    return ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
 
 
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
@@ -141,82 +104,6 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor |
 
 # SDPA's enable_gqa arrived in torch 2.5; older versions repeat the K/V heads instead.
 _NATIVE_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
-
-# ---------------------------------------------------------------- positions
-
-
-class Positions(nn.Module):
-    """What a position scheme contributes to a forward pass; the defaults contribute nothing.
-
-    A chunk of T tokens sits at positions [start, start+T), or, for left-padded rows of a batch, at
-    per-row positions `pos` (B, T). ALiBi needs no `pos`: padding shifts queries and keys alike."""
-
-    limit: int | None = None  # longest sequence it can encode (a table's size); None = unbounded
-
-    def add(self, x: torch.Tensor, start: int, pos: torch.Tensor | None = None) -> torch.Tensor:
-        return x  # absolute schemes, at the input
-
-    def rotary(self, start: int, T: int, pos: torch.Tensor | None = None) -> Rope | None:
-        return None  # RoPE, on queries and keys
-
-    def bias(self, start: int, T: int, causal: bool) -> torch.Tensor | None:  # ALiBi, on scores
-        return None
-
-
-class LearnedPositions(Positions):
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(cfg.block_size, cfg.n_embd))  # (block_size, C)
-        self.limit = cfg.block_size
-
-    def add(self, x: torch.Tensor, start: int, pos: torch.Tensor | None = None) -> torch.Tensor:
-        table = self.weight[start:start + x.shape[1]] if pos is None else self.weight[pos]
-        return x + table  # (B, T, C) + (T, C) or (B, T, C)
-
-
-class SinusoidalPositions(Positions):
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.register_buffer("table", sinusoidal_table(cfg.block_size, cfg.n_embd), persistent=False)
-        self.limit = cfg.block_size
-        # Vaswani et al. sec. 3.4 scale the token embeddings by sqrt(d_model), so the sinusoids'
-        # unit amplitude does not drown the tokens.
-        self.scale = math.sqrt(cfg.n_embd)
-
-    def add(self, x: torch.Tensor, start: int, pos: torch.Tensor | None = None) -> torch.Tensor:
-        table = self.table[start:start + x.shape[1]] if pos is None else self.table[pos]
-        return x * self.scale + table  # (B, T, C) + (T, C) or (B, T, C)
-
-
-class RotaryPositions(Positions):
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.head_dim, self.theta = cfg.head_dim, cfg.rope_theta
-        cos, sin = rope_tables(cfg.block_size, cfg.head_dim, cfg.rope_theta)  # computed once
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
-
-    def rotary(self, start: int, T: int, pos: torch.Tensor | None = None) -> Rope:
-        cos, sin = self.cos, self.sin
-        if start + T > cos.shape[0]:  # past block_size: extrapolate with fresh tables
-            cos, sin = (t.to(self.cos.device) for t in rope_tables(start + T, self.head_dim, self.theta))
-        if pos is not None:  # per-row positions (pos <= slot < start + T)
-            return cos[pos][:, None], sin[pos][:, None]  # (B, 1, T, D/2): broadcast over heads
-        return cos[start:start + T], sin[start:start + T]
-
-
-class ALiBiPositions(Positions):
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.register_buffer("slopes", alibi_slopes(cfg.n_head), persistent=False)
-
-    def bias(self, start: int, T: int, causal: bool) -> torch.Tensor:
-        # Once per forward, shared by all layers; fp32 even in a bf16 model, as distances grow large.
-        return alibi_bias(self.slopes.float(), start, T, causal)
-
-
-POSITIONS = {"learned": LearnedPositions, "sinusoidal": SinusoidalPositions,
-             "rope": RotaryPositions, "alibi": ALiBiPositions}
 
 # ---------------------------------------------------------------- attention and MLPs
 
@@ -384,9 +271,16 @@ class Transformer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor | None, targets: torch.Tensor | None = None, *,
                 decoder_input_ids: torch.Tensor | None = None, kv_cache: KVCache | None = None,
-                last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        shape = {"decoder": self.causal_lm, "encoder": self.masked_lm, "encoder-decoder": self.seq2seq}
-        x = shape[self.cfg.kind](input_ids, decoder_input_ids, kv_cache)  # (B, T, C)
+                last_only: bool = False, segment_ids: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, V) and the loss against `targets` if given. `segment_ids` with `position_ids`
+        (B, T each; decoder only) run packed rows: a token attends only to earlier tokens of its own
+        segment, at its position within the segment, so each packed example sees what it would alone."""
+        if segment_ids is not None:
+            x = self.packed_lm(input_ids, segment_ids, position_ids)
+        else:
+            shape = {"decoder": self.causal_lm, "encoder": self.masked_lm, "encoder-decoder": self.seq2seq}
+            x = shape[self.cfg.kind](input_ids, decoder_input_ids, kv_cache)  # (B, T, C)
         if last_only:  # decoding needs only the next token's logits: skip T-1 rows of the lm_head
             x = x[:, -1:]  # (B, 1, C)
         logits = self.lm_head(x)  # (B, T, V)
@@ -399,6 +293,13 @@ class Transformer(nn.Module):
         if decoder_ids is not None:
             raise LmforgeError("decoder_input_ids is for encoder-decoder models; this is a decoder")
         return self.stack(ids, self.blocks, self.norm_f, causal=True, cache=cache)
+
+    def packed_lm(self, ids: torch.Tensor, segments: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+        if self.cfg.kind != "decoder":
+            raise LmforgeError(f"packed rows (segment_ids) need a decoder model, this one is {self.cfg.kind}")
+        if positions is None or positions.shape != segments.shape or segments.shape != ids.shape:
+            raise LmforgeError("segment_ids needs position_ids of the same (batch, time) shape as input_ids")
+        return self.stack(ids, self.blocks, self.norm_f, causal=True, segments=(segments, positions))
 
     def masked_lm(self, ids: torch.Tensor, decoder_ids: None, cache: None) -> torch.Tensor:
         if decoder_ids is not None:
@@ -426,8 +327,10 @@ class Transformer(nn.Module):
         return self.stack(target_in, self.blocks, self.norm_f, causal=True, cache=cache, memory_kv=memory_kv)
 
     def stack(self, ids: torch.Tensor, blocks: nn.ModuleList, norm: nn.Module, causal: bool,
-              cache: KVCache | None = None, memory_kv: list | None = None) -> torch.Tensor:
-        """Embed ids (B, T) at positions [start, start+T) and run them through `blocks` -> (B, T, C)."""
+              cache: KVCache | None = None, memory_kv: list | None = None,
+              segments: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Embed ids (B, T) at positions [start, start+T) (or packed rows' (segment ids, positions))
+        and run them through `blocks` -> (B, T, C)."""
         if ids.dim() != 2:
             raise LmforgeError(f"input ids must be (batch, time), got shape {tuple(ids.shape)}")
         B, T = ids.shape
@@ -439,6 +342,8 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.check(B, T)
         pos = cache.positions(T) if cache is not None else None  # (B, T) for left-padded rows, else None
+        if segments is not None:
+            pos = segments[1]
         x = self.emb_drop(self.pos_emb.add(self.tok_emb(ids), start, pos))  # (B, T, C)
         # Attention pattern, built once and shared by every layer. Plain causal: SDPA's is_causal
         # and no mask tensor. A chunk after cached tokens: an explicit (T, start+T) mask. Left-padded
@@ -446,7 +351,8 @@ class Transformer(nn.Module):
         rope = self.pos_emb.rotary(start, T, pos)
         mask = self.pos_emb.bias(start, T, causal)  # ALiBi includes the causal -inf
         if pos is not None:
-            keep = padded_causal_mask(cache.pad, start, T)
+            keep = (segment_mask(segments[0]) if segments is not None
+                    else padded_causal_mask(cache.pad, start, T))
             mask = keep if mask is None else mask.masked_fill(~keep, float("-inf"))  # (B, 1 or H, T, S)
         elif mask is None and causal and start > 0 and T > 1:
             mask = causal_mask(start, T, ids.device)

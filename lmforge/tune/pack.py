@@ -15,8 +15,7 @@ as an assistant token: the loss covers only what the assistant says.
   without cross-contamination" of Krell et al. 2021 and the per-document masking of Llama 3
   (Dubey et al. 2024, §3.2).
 
-`segment_forward` reuses the model's own modules (embedding, position scheme, blocks, final norm,
-head) with a different attention mask, because Transformer.forward takes no mask argument.
+`segment_forward` is the model's own forward with `segment_ids` and `position_ids`.
 """
 
 from __future__ import annotations
@@ -27,13 +26,6 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import LmforgeError
-from lmforge.model.transformer import (
-    ALiBiPositions,
-    LearnedPositions,
-    RotaryPositions,
-    SinusoidalPositions,
-    alibi_bias,
-)
 
 IGNORE = -100
 
@@ -145,32 +137,10 @@ def make_batches(examples: list[Example], batching: str, seq_len: int, batch_siz
 def segment_forward(model: torch.nn.Module, ids: torch.Tensor, segments: torch.Tensor,
                     positions: torch.Tensor) -> torch.Tensor:
     """Logits (B, T, V) of a decoder where token t attends to token s only if s <= t and both lie in
-    the same segment, and where positions restart in every segment."""
-    cfg = model.cfg
-    if cfg.kind != "decoder":
-        raise LmforgeError(f"packed fine-tuning needs a decoder model, this one is {cfg.kind}; use batching=pad")
-    T = ids.shape[1]
-    pe = model.pos_emb
-    x = model.tok_emb(ids)  # (B, T, C)
-    if isinstance(pe, LearnedPositions):
-        x = x + pe.weight[positions]  # (B, T, C)
-    elif isinstance(pe, SinusoidalPositions):
-        x = x * pe.scale + pe.table[positions]
-    x = model.emb_drop(x)
-    rope = None
-    if isinstance(pe, RotaryPositions):
-        # (B, 1, T, D/2): broadcast over heads inside apply_rotary
-        rope = (pe.cos[positions][:, None], pe.sin[positions][:, None])
-    causal = torch.ones(T, T, dtype=torch.bool, device=ids.device).tril()
-    allowed = (segments[:, :, None] == segments[:, None, :]) & causal  # (B, T, T)
-    mask: torch.Tensor = allowed[:, None]  # (B, 1, T, T), True = may attend
-    if isinstance(pe, ALiBiPositions):
-        # ALiBi depends only on the query-key distance, the same within a segment wherever it sits.
-        bias = alibi_bias(pe.slopes, 0, T, causal=True).to(x.dtype)  # (H, T, T)
-        mask = bias[None].masked_fill(~mask, float("-inf"))  # (B, H, T, T)
-    for block in model.blocks:
-        x = block(x, rope, mask, False)
-    return model.lm_head(model.norm_f(x))  # (B, T, V)
+    the same segment, and where positions restart in every segment (the model's packed forward)."""
+    if model.cfg.kind != "decoder":
+        raise LmforgeError(f"packed fine-tuning needs a decoder model, this one is {model.cfg.kind}; use batching=pad")
+    return model(ids, segment_ids=segments, position_ids=positions)[0]
 
 
 def batch_loss(model: torch.nn.Module, batch: Batch, reduction: str = "mean") -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.errors import ConfigError
-from lmforge.model.transformer import Positions
+from lmforge.model.positions import Positions
 
 IGNORE = -100
 
