@@ -74,6 +74,30 @@ def test_curation_records_and_filters_by_perplexity(reference, tmp_path):
 
 
 def test_bad_endpoints_fail_clearly(tmp_path):
+    """No endpoint, an unreachable one, and one that answers without log-probabilities."""
+    import http.server
+    import threading
+
+    class NoLogprobs(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.dumps({"choices": [{"text": "x", "logprobs": None}], "usage": {"prompt_tokens": 3}})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), NoLogprobs)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        scorer = PerplexityScorer(PerplexityConfig(enabled=True, endpoint=f"http://127.0.0.1:{srv.server_port}/v1",
+                                                   model="m"))
+        with pytest.raises(LmforgeError, match="no prompt log-probabilities"):
+            scorer("some text to score")
+    finally:
+        srv.shutdown()
     with pytest.raises(ConfigError, match="perplexity.endpoint"):
         from_dict(CurateConfig, {"perplexity": {"enabled": True}}).validate()
     cfg = PerplexityConfig(enabled=True, endpoint="http://127.0.0.1:9/v1", retries=0, timeout=5)

@@ -84,8 +84,12 @@ class PerplexityScorer:
         else:
             raise LmforgeError("perplexity: no prefix of the document fits the reference model's context; "
                                "lower perplexity.max_chars")
-        n_prompt = out["usage"]["prompt_tokens"]
-        scores = [x for x in out["choices"][0]["logprobs"]["token_logprobs"][1:n_prompt] if x is not None]
+        try:
+            n_prompt = out["usage"]["prompt_tokens"]
+            scores = [x for x in out["choices"][0]["logprobs"]["token_logprobs"][1:n_prompt] if x is not None]
+        except (KeyError, IndexError, TypeError):
+            raise LmforgeError(f"perplexity endpoint {self.base} returned no prompt log-probabilities; it must "
+                               "answer /v1/completions with echo=true and logprobs (lmforge serve and vLLM do)") from None
         if not scores:
             return None
         return math.exp(-sum(scores) / len(scores))
