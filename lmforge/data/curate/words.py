@@ -24,6 +24,7 @@ Common Crawl pages of shared/data/corpora/web, 1,788 pages get token lists ident
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
 from functools import lru_cache
 
@@ -81,10 +82,27 @@ _BARE_TAILS = {"i": ("m", "ll", "d", "ve"), "you": ("re", "ve", "ll", "d"), "he"
                "they": ("re", "ve", "ll", "d"),
                **{w: ("s", "ll", "d", "re", "ve") for w in ("who", "what", "where", "when", "why", "how", "there", "that")}}
 _BARE_WORDS = frozenset(("ill", "its", "hell", "shell", "shed", "were", "well", "whore"))
-_KEEP = frozenset(
-    ["Dr.", "Mr.", "Mrs.", "Ms.", "Mt.", "St.", "Jr.", "Inc.", "Ltd.", "Co.", "Corp.", "vs.", "e.g.", "i.e.", "a.m.", "p.m.", "Jan.", "Feb.", "Mar.", "Apr.", "Jun.", "Jul.", "Aug.", "Sep.", "Sept.", "Oct.", "Nov.", "Dec.", "Prof.", "Gen.", "Gov.", "Sen.", "Rep.", "Rev.", "Sgt.", "Lt.", "Ave.", "Bros.", "Ph.D.", "U.S.", "U.K.", "N.Y.", "D.C.", "Mass.", "Calif.", "Fla.", "Ga.", "Ill.", "Va.", "Wash.", "Pa.", "Ala.", "Ariz.", "Ark.", "Colo.", "Conn.", "Del.", "Ind.", "Kan.", "Ky.", "La.", "Md.", "Mich.", "Minn.", "Miss.", "Mo.", "Neb.", "Nev.", "Okla.", "Ore.", "Tenn.", "Wis.", "Wyo.", "mr.", "dr.", "ms.", "Messrs.", "Geo.", "and/or", "w/o", "''", "’’", "'s", "‘s", "’s", "ma'am", "Ma'am", "'em", "’em", "ol'", "ol’", "'nuff", "’nuff"]
-    + [c + "." for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"]
-    + [":)", ":-)", ":))", ":-))", ":)))", ":(", ":-(", ":((", ";)", ";-)", "(:", "):", "=)", "(=", ":]", ":-]", "[:", "]:", ":o", ":O", ":p", ":P", ":-P", ":-p", ":D", ":-D", "=D", "xD", "XD", "8)", "8-)", ":0", ":/", ":-/", "=/", ":|", ":-|", "=|", ":*", ":-*", "<3", "</3", "<33", "^_^", "^__^", "o.O", "O.o", "0.0", "-_-", "-__-", ">.<", ">:(", ">:o", ":>", ":->", ":'(", ":')", ":'-)", ":'-(", "o_o", "O_O", "o_O", "O_o"])
+_ABBREVIATIONS = [  # keep their period: titles, months, places
+    "Dr.", "Mr.", "Mrs.", "Ms.", "Mt.", "St.", "Jr.", "Inc.", "Ltd.", "Co.", "Corp.", "vs.", "e.g.", "i.e.",
+    "a.m.", "p.m.", "Prof.", "Gen.", "Gov.", "Sen.", "Rep.", "Rev.", "Sgt.", "Lt.", "Ave.", "Bros.",
+    "Ph.D.", "mr.", "dr.", "ms.", "Messrs.", "Geo.", "Jan.", "Feb.", "Mar.", "Apr.", "Jun.", "Jul.", "Aug.",
+    "Sep.", "Sept.", "Oct.", "Nov.", "Dec.", "U.S.", "U.K.", "N.Y.", "D.C.", "Mass.", "Calif.", "Fla.",
+    "Ga.", "Ill.", "Va.", "Wash.", "Pa.", "Ala.", "Ariz.", "Ark.", "Colo.", "Conn.", "Del.", "Ind.", "Kan.",
+    "Ky.", "La.", "Md.", "Mich.", "Minn.", "Miss.", "Mo.", "Neb.", "Nev.", "Okla.", "Ore.", "Tenn.", "Wis.",
+    "Wyo.",
+]
+_OTHER_SPECIALS = [  # one token whatever the affix rules say
+    "and/or", "w/o", "''", "’’", "'s", "‘s", "’s", "ma'am", "Ma'am", "'em", "’em", "ol'", "ol’", "'nuff",
+    "’nuff",
+]
+_EMOTICONS = [
+    ":)", ":-)", ":))", ":-))", ":)))", ":(", ":-(", ":((", ";)", ";-)", "(:", "):", "=)", "(=", ":]",
+    ":-]", "[:", "]:", ":o", ":O", ":p", ":P", ":-P", ":-p", ":D", ":-D", "=D", "xD", "XD", "8)", "8-)",
+    ":0", ":/", ":-/", "=/", ":|", ":-|", "=|", ":*", ":-*", "<3", "</3", "<33", "^_^", "^__^", "o.O",
+    "O.o", "0.0", "-_-", "-__-", ">.<", ">:(", ">:o", ":>", ":->", ":'(", ":')", ":'-)", ":'-(", "o_o",
+    "O_O", "o_O", "O_o",
+]
+_KEEP = frozenset(_ABBREVIATIONS + _OTHER_SPECIALS + _EMOTICONS + [c + "." for c in string.ascii_letters])
 _CONTRACTION = re.compile(r"([A-Za-z]+)(['’](?:m|re|ve|ll|d|s|S)|n['’]t)")
 _BARE = re.compile(r"([A-Za-z]+?)(m|re|ve|ll|d|s|nt)")
 _HOUR = re.compile(r"(1[0-2]|[1-9])([ap]m|[ap]\.m\.)")
