@@ -4,7 +4,8 @@ Three ways of running the same set of chat requests (greedy, fixed max_tokens, s
 generates the same number of tokens in every mode):
   in-process   ServedModel.complete in a loop, no HTTP: the baseline
   1 client     the requests one after another through `lmforge serve` (uvicorn on 127.0.0.1)
-  N clients    N threads sending them at once (default 8), streaming, as a load test would
+  N clients    N threads sending them at once (default 8), streaming, as a load test would,
+               once per --max-batch value (default 1 and 8: one request at a time vs dynamic batching)
 Rounds alternate the three; it prints each one's median requests/s, generated tokens/s, latency
 p50/p95 and time to first token, and its ratio to the baseline. Requests are bounded (rounds x
 clients x requests each) and go only to 127.0.0.1.
@@ -121,6 +122,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2, help="requests per client and round")
     ap.add_argument("--max-tokens", type=int, default=64, help="tokens generated per request")
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds; the median is reported")
+    ap.add_argument("--max-batch", type=int, nargs="+", default=[1, 8],
+                    help="server --max-batch values to measure N clients with (default: 1 8)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--markdown", help="also write the results table to this file")
     args = ap.parse_args()
@@ -136,10 +139,17 @@ def main() -> None:
     load = os.getloadavg()
     runs: dict[str, list[dict]] = {}
     with RunningServer(create_app([model])) as srv:
-        modes = {"in-process (baseline)": lambda: in_process(model, convs, args.max_tokens),
-                 "HTTP, 1 client": lambda: over_http(srv.url, model.name, convs, args.max_tokens, 1),
-                 f"HTTP, {args.clients} clients":
-                     lambda: over_http(srv.url, model.name, convs, args.max_tokens, args.clients)}
+        def with_batch(size: int, measure):
+            def run() -> dict:
+                model.max_batch = size  # read when a batch forms; the server is idle between modes
+                return measure()
+            return run
+
+        modes = {"in-process (baseline)": with_batch(1, lambda: in_process(model, convs, args.max_tokens)),
+                 "HTTP, 1 client": with_batch(1, lambda: over_http(srv.url, model.name, convs, args.max_tokens, 1))}
+        for size in args.max_batch:
+            modes[f"HTTP, {args.clients} clients, max batch {size}"] = with_batch(
+                size, lambda: over_http(srv.url, model.name, convs, args.max_tokens, args.clients))
         in_process(model, convs[:2], 4)  # warm-up
         over_http(srv.url, model.name, convs[:2], 4, 1)
         # Rounds alternate the modes, so a change in machine load (a shared box) hits each alike;

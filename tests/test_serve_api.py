@@ -29,6 +29,7 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     a = ServedModel.load(str(make_tiny_run(root / "alpha", seed=0, block_size=64)))
     b = ServedModel.load(f"beta={make_tiny_run(root / 'b', seed=1, block_size=64)}")
+    a.max_batch = 8  # alpha batches concurrent requests (lmforge/serve/batching.py), beta runs them one at a time
     return a, b
 
 

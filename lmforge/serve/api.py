@@ -3,7 +3,8 @@
 Every request is checked in full (model, parameters, prompt length) before any token is
 generated, so a bad request gets a 4xx error body and a good one either a JSON answer or a
 stream of server-sent events (`data: {chunk}` lines, then `data: [DONE]`, the OpenAI stream
-format). Generation runs in a worker thread; `ServedModel.complete` queues requests per model.
+format). Generation runs in a worker thread; `ServedModel.complete` queues requests per model, or
+hands them to the model's batcher (`--max-batch`), which decodes the requests waiting together.
 A streaming client that disconnects cancels its generation at the next token.
 """
 
@@ -144,7 +145,8 @@ def check_length(served: ServedModel, ids: list[int], param: str) -> None:
 
 
 def run_jobs(served: ServedModel, jobs: list[Job]) -> list[Completion]:
-    return [served.complete(j.ids, j.cfg, j.stop_ids) for j in jobs]
+    rows = [served.submit(j.ids, j.cfg, j.stop_ids) for j in jobs]  # all queued first: one batch for n > 1
+    return [row.wait() for row in rows]
 
 
 def score_jobs(served: ServedModel, jobs: list[Job], results: list[Completion], top: int, echo: bool) -> list[dict]:

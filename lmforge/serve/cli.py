@@ -2,6 +2,7 @@
 
     lmforge chat --run runs/x [--system TEXT] [--temperature 0.8] [--top-p 0.95] [--max-tokens 200] [--compile]
     lmforge serve --run runs/x [--run name=runs/y ...] [--host 127.0.0.1] [--port 8000] [--compile]
+                  [--max-batch 8]
                   [--api-key KEY | $LMFORGE_API_KEY] [--human-eval human_eval.sqlite]
     lmforge eval human --models runA runB --prompts prompts.jsonl [--output human_eval.sqlite]
 
@@ -79,6 +80,9 @@ def add_parsers(subparsers) -> None:
     s.add_argument("--device", default="cpu", help="cpu, cuda, mps (default cpu)")
     _compile_arg(s)
     _template_arg(s)
+    s.add_argument("--max-batch", type=int, default=8, metavar="N",
+                   help="decode up to N waiting requests to a model together, one forward per step for all "
+                        "(default %(default)s; 1 = one request at a time)")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -123,6 +127,8 @@ def run_serve(args) -> int:
         raise LmforgeError("nothing to serve: give --run RUN (repeatable) and/or --human-eval FILE")
     if not 0 <= args.port <= 65535:
         raise LmforgeError(f"--port must be in 0..65535, got {args.port}")
+    if args.max_batch < 1:
+        raise LmforgeError(f"--max-batch must be >= 1, got {args.max_batch}")
     if args.threads:
         import torch
 
@@ -132,6 +138,7 @@ def run_serve(args) -> int:
     for spec in args.run:
         m = ServedModel.load(spec, device=args.device)
         m.compile = args.compile
+        m.max_batch = args.max_batch
         m.set_prompt_template(template)
         print(f"[lmforge] model {m.name!r}: {m.path} ({m.block_size}-token context)", flush=True)
         models.append(m)

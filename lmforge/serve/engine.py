@@ -1,37 +1,33 @@
-"""A loaded model ready to answer: token-id prompts in, streamed text out, one request at a time.
+"""A loaded model ready to answer: token-id prompts in, streamed text out.
 
 `ServedModel` is what the chat REPL, the HTTP server and the human-evaluation preparation share:
 the model and tokenizer of a run, the chat template (lmforge/tune/template.py, the same layout
-training used) and `complete()`, which runs `generate_tokens` under a lock. The lock queues
-concurrent requests, so two requests never share a KV cache, RNG or the model's train/eval flag;
-on a CPU a second concurrent forward would only split the same cores anyway.
+training used) and `complete()`. With `max_batch` 1 (the default; `lmforge serve --max-batch`
+sets it) `complete()` runs `generate_tokens` under a lock, which queues concurrent requests, so
+two requests never share a KV cache, RNG or the model's train/eval flag. With `max_batch` > 1
+the requests go to the model's `Batcher` (lmforge/serve/batching.py), which decodes those
+waiting together, each with its own settings, generator and stream.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from lmforge.errors import LmforgeError
+from lmforge.serve.batching import Batcher, Completion, Row, batchable, run_alone
 from lmforge.serve.config import SampleConfig
-from lmforge.serve.generate import TextStream, generate_tokens
+from lmforge.serve.generate import TextStream
+
+__all__ = ["Completion", "ContextLengthError", "ServedModel", "find_tokenizer", "parse_run_spec"]
 
 
 class ContextLengthError(LmforgeError):
     """The prompt alone is longer than the model's context."""
-
-
-@dataclass
-class Completion:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "stop" (end token or stop string), "length" (max tokens or context), "cancelled"
-    token_ids: list[int] = field(default_factory=list)  # the generated tokens
 
 
 def find_tokenizer(path: Path) -> Path:
@@ -67,6 +63,9 @@ class ServedModel:
         self.lock = threading.Lock()
         self.prompt_prefix: list[dict] = []  # a prompt template's system message and shots (set_prompt_template)
         self.compile = False  # torch.compile every request's decoding step (sample.compile; `serve --compile`)
+        self.max_batch = 1  # requests decoded together at most (`serve --max-batch`); 1 = one at a time
+        self.batcher: Batcher | None = None  # started by the first request with max_batch > 1
+        self._batcher_lock = threading.Lock()
 
     @classmethod
     def load(cls, spec: str, device: str = "cpu") -> ServedModel:
@@ -126,34 +125,35 @@ class ServedModel:
 
         Stops at a token in `stop_ids` (default: end-of-text), a stop string in cfg.stop,
         cfg.max_new_tokens, the context limit, or when `cancelled()` turns true (a client left).
-        Waits for earlier requests to this model to finish first.
+        Waits for earlier requests to this model to finish first (or for their batch to).
         """
+        return self.submit(prompt_ids, cfg, stop_ids, on_text, cancelled).wait()
+
+    def submit(self, prompt_ids: Sequence[int], cfg: SampleConfig, stop_ids: Sequence[int] | None = None,
+               on_text: Callable[[str], None] | None = None,
+               cancelled: Callable[[], bool] | None = None) -> Row:
+        """`complete` in two halves: queue the request and return its Row, whose `wait()` gives the
+        Completion; several submitted at once can share a batch. With max_batch 1, or a model
+        the batch path cannot decode, it runs here and now, one request at a time."""
         self.check_length(prompt_ids)
+        cfg.validate()
         stop_ids = [self.tokenizer.eot_id] if stop_ids is None else list(stop_ids)
-        # generate_tokens' own budget: the last sampled token may sit at position block_size.
-        budget = min(cfg.max_new_tokens, self.block_size - len(prompt_ids) + 1)
         if self.compile and not cfg.compile:
             cfg = replace(cfg, compile=True)
+        # generate_tokens' own budget: the last sampled token may sit at position block_size.
+        budget = min(cfg.max_new_tokens, self.block_size - len(prompt_ids) + 1)
+        row = Row(list(prompt_ids), cfg, set(stop_ids), TextStream(self.tokenizer, cfg.stop, on_text), budget,
+                  cancelled)
+        if self.max_batch > 1 and batchable(self.model):
+            if self.batcher is None:
+                with self._batcher_lock:  # two first requests must not start two batchers
+                    if self.batcher is None:
+                        self.batcher = Batcher(self.model, self.lock, lambda: self.max_batch)
+            return self.batcher.submit(row)
         with self.lock:
             # OpenMP keeps its thread count per OS thread, and a new thread (a server worker)
             # starts at the default, one per core, whatever torch.set_num_threads said in the
             # main thread; re-applying torch's setting here makes it hold in every thread.
             torch.set_num_threads(torch.get_num_threads())
-            stream = TextStream(self.tokenizer, cfg.stop, on_text)
-            tokens = generate_tokens(self.model, prompt_ids, cfg, stop_ids=stop_ids)
-            n, finish, ids = 0, "stop", []
-            try:
-                for token in tokens:
-                    n += 1
-                    ids.append(token)
-                    if stream.add(token):
-                        break  # a stop string
-                    if cancelled is not None and cancelled():
-                        finish = "cancelled"
-                        break
-                else:
-                    finish = "length" if n >= budget else "stop"
-            finally:
-                tokens.close()
-            text = stream.finish()
-        return Completion(text, len(prompt_ids), n, finish, ids)
+            run_alone(self.model, row)
+        return row

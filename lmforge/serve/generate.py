@@ -7,7 +7,9 @@ Two layers, one prompt at a time, and a batched path:
   models a `Decoder` step, lmforge/model/decode.py: the same arithmetic arranged for speed, and
   torch.compiled with `cfg.compile`).
 - `generate_batch` does the same for a batch of prompts at once (decoder models): prompts of
-  different lengths are left-padded, so each step is one forward over B positions.
+  different lengths are left-padded, so each step is one forward over B positions. Its prefill
+  and step (`prefill_batch`) also serve the server's batcher (lmforge/serve/batching.py), which
+  samples each row with its own settings (`sample_each`).
 - `generate` turns them into text: it decodes incrementally, cuts at stop strings and streams
   the new text to a callback.
 
@@ -146,28 +148,18 @@ def generate_batch(
     if n > mcfg.block_size:
         raise LmforgeError(f"a prompt is {n} tokens, longer than the model's context of "
                            f"{mcfg.block_size} tokens (model.block_size); shorten the prompt")
-    B = len(prompts_ids)
     budget = min(cfg.max_new_tokens, mcfg.block_size - n + 1)  # as in generate_tokens
-    out: list[list[int]] = [[] for _ in range(B)]
+    out: list[list[int]] = [[] for _ in prompts_ids]
     if budget <= 0:
         return out
-    param = next(model.parameters())
-    device, dtype = param.device, param.dtype
-    gen = seeded_generator(cfg.seed, device)
+    gen = seeded_generator(cfg.seed, next(model.parameters()).device)
     stops = set(stop_ids)
-    pad = [n - k for k in lengths]
-    # Padding slots are hidden from every real query, so the id they hold does not matter: 0.
-    ids = torch.tensor([[0] * k + list(prompt) for k, prompt in zip(pad, prompts_ids)], device=device)  # (B, n)
-    done = [False] * B
+    done = [False] * len(prompts_ids)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            cache = model.new_kv_cache(B, min(mcfg.block_size, n + budget - 1), device=device, dtype=dtype,
-                                       pad=pad)
-            logits = model(ids, kv_cache=cache, last_only=True)[0][:, -1]  # prefill, (B, V)
-            step = (Decoder(model, cache, compile=cfg.compile) if Decoder.wanted(model, cfg.compile)
-                    else lambda tokens: model(tokens[:, None], kv_cache=cache, last_only=True)[0][:, -1])
+            logits, step = prefill_batch(model, prompts_ids, min(mcfg.block_size, n + budget - 1), cfg.compile)
             for i in range(budget):
                 tokens = sample_rows(logits, cfg, gen)  # (B,)
                 for row, token in enumerate(tokens.tolist()):
@@ -184,6 +176,25 @@ def generate_batch(
     finally:
         model.train(was_training)
     return out
+
+
+def prefill_batch(model: torch.nn.Module, prompts_ids: Sequence[Sequence[int]], max_len: int,
+                  compile: bool = False) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """Run left-padded prompts through a decoder model into a fresh KV cache of `max_len` slots.
+
+    Returns the next-token logits (B, V) and `step`, which feeds one token per row (B,) and
+    returns the logits after it. Call it in eval mode and inside torch.inference_mode.
+    """
+    param = next(model.parameters())
+    n = max(len(p) for p in prompts_ids)
+    pad = [n - len(p) for p in prompts_ids]
+    # Padding slots are hidden from every real query, so the id they hold does not matter: 0.
+    ids = torch.tensor([[0] * k + list(p) for k, p in zip(pad, prompts_ids)], device=param.device)  # (B, n)
+    cache = model.new_kv_cache(len(prompts_ids), max_len, device=param.device, dtype=param.dtype, pad=pad)
+    logits = model(ids, kv_cache=cache, last_only=True)[0][:, -1]  # (B, V)
+    if Decoder.wanted(model, compile):
+        return logits, Decoder(model, cache, compile=compile)
+    return logits, lambda tokens: model(tokens[:, None], kv_cache=cache, last_only=True)[0][:, -1]
 
 
 def sample_next(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> int:
@@ -225,6 +236,15 @@ def sample_rows(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -
         sorted_probs[:, 0] = sorted_probs[:, 0].clamp_min(torch.finfo(sorted_probs.dtype).tiny)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
     return torch.multinomial(probs, 1, generator=gen)[:, 0]
+
+
+def sample_each(logits: torch.Tensor, cfgs: Sequence[SampleConfig], gens: Sequence[torch.Generator]) -> torch.Tensor:
+    """One token id per row of logits (B, V) -> (B,), each row with its own settings and generator.
+
+    `sample_next` row by row rather than `sample_rows`: a row then makes exactly the draws it
+    would make alone, so a served request's seeded sample does not depend on its batch."""
+    return torch.tensor([sample_next(row, cfg, gen) for row, cfg, gen in zip(logits, cfgs, gens)],
+                        device=logits.device)
 
 
 def generate(

@@ -1,0 +1,204 @@
+"""Dynamic batching for the server: the requests waiting for a model are decoded together.
+
+Each request becomes a `Row`: its prompt, its own sampling settings and seeded generator, stop
+ids and stop strings, streaming callback and cancellation. A model's `Batcher` runs on a thread
+of its own; whenever the model is free it takes the rows waiting (up to `max_batch`, in arrival
+order) and decodes them as one left-padded batch (`prefill_batch`, lmforge/serve/generate.py),
+one forward over B positions per step instead of B forwards. Rows arriving meanwhile wait for
+the next batch (no iteration-level scheduling).
+
+A row samples with `sample_next` on its own logits and generator, so it draws what it would
+draw alone; its tokens differ from a lone run only if float rounding in the batched matmuls
+flips a near-tie. A row that ends (stop id or string, its max_tokens, the context limit, its
+client gone) ends its stream and wakes its request at once; the batch goes on for the others.
+A batch of one runs `generate_tokens`, exactly the unbatched path.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from lmforge.serve.config import SampleConfig
+from lmforge.serve.generate import (
+    TextStream,
+    generate_tokens,
+    model_config,
+    prefill_batch,
+    sample_each,
+    seeded_generator,
+)
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (end token or stop string), "length" (max tokens or context), "cancelled"
+    token_ids: list[int] = field(default_factory=list)  # the generated tokens
+
+
+@dataclass(eq=False)
+class Row:
+    """One request: what it decodes with, the tokens so far and, once done, its Completion."""
+
+    ids: list[int]  # the prompt
+    cfg: SampleConfig
+    stop_ids: set[int]
+    stream: TextStream  # streams the text and cuts it at stop strings
+    budget: int  # tokens it may generate: max_new_tokens, fewer at the context limit
+    cancelled: Callable[[], bool] | None = None
+    tokens: list[int] = field(default_factory=list)
+    result: Completion | None = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def take(self, token: int) -> bool:
+        """Add a sampled token; True once the row has ended (and its request was answered)."""
+        if token in self.stop_ids:
+            return self.end("stop")
+        self.tokens.append(token)
+        if self.stream.add(token):
+            return self.end("stop")  # a stop string
+        if self.cancelled is not None and self.cancelled():
+            return self.end("cancelled")
+        if len(self.tokens) >= self.budget:
+            return self.end("length")
+        return False
+
+    def end(self, finish: str) -> bool:
+        text = self.stream.finish()  # flushes the held-back text to the stream first
+        self.result = Completion(text, len(self.ids), len(self.tokens), finish, self.tokens)
+        self.done.set()
+        return True
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+    def wait(self) -> Completion:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def run_alone(model: torch.nn.Module, row: Row) -> None:
+    """Decode one row with `generate_tokens`: the unbatched path."""
+    if row.budget <= 0:
+        row.end("length")
+        return
+    tokens = generate_tokens(model, row.ids, row.cfg, stop_ids=row.stop_ids)
+    try:
+        for token in tokens:
+            if row.take(token):
+                return
+        row.end("stop")  # generate_tokens ended before a stop id
+    finally:
+        tokens.close()
+
+
+def run_batch(model: torch.nn.Module, rows: Sequence[Row]) -> None:
+    """Decode rows together, each with its own settings; a row ends on its own (see `Row.take`)."""
+    for row in rows:
+        if row.budget <= 0:
+            row.end("length")
+    rows = [r for r in rows if not r.done.is_set()]
+    if not rows:
+        return
+    device = next(model.parameters()).device
+    gens = [seeded_generator(r.cfg.seed, device) for r in rows]
+    slots = max(len(r.ids) for r in rows) + max(r.budget for r in rows) - 1  # the last token is not fed back
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            logits, step = prefill_batch(model, [r.ids for r in rows], slots, any(r.cfg.compile for r in rows))
+            while True:
+                live = [i for i, r in enumerate(rows) if not r.done.is_set()]
+                # Ended rows are not sampled (their generators are theirs alone) but still fed a
+                # token: every step keeps the batch's shape, and rows never see each other.
+                tokens = torch.zeros(len(rows), dtype=torch.long, device=device)  # (B,)
+                tokens[live] = sample_each(logits[live], [rows[i].cfg for i in live], [gens[i] for i in live])
+                for i in live:
+                    rows[i].take(int(tokens[i]))
+                if all(r.done.is_set() for r in rows):
+                    return
+                logits = step(tokens)  # (B, V)
+    finally:
+        model.train(was_training)
+
+
+def batchable(model: torch.nn.Module) -> bool:
+    """Whether `run_batch` can decode the model: a decoder whose cache takes left padding."""
+    new_cache = getattr(model, "new_kv_cache", None)
+    return (model_config(model).kind == "decoder" and new_cache is not None
+            and "pad" in inspect.signature(new_cache).parameters)
+
+
+def fits(rows: Sequence[Row], block_size: int) -> bool:
+    """Whether the rows' KV cache fits the context: left padding puts every row's tokens after the
+    longest prompt, so a short prompt with a long budget may have to wait for another batch."""
+    return max(len(r.ids) for r in rows) + max(r.budget for r in rows) - 1 <= block_size
+
+
+class Batcher:
+    """One model's scheduler: rows are submitted from request threads and decoded in batches on
+    the batcher's own thread, under the model's lock (which logprob scoring also takes)."""
+
+    def __init__(self, model: torch.nn.Module, lock: threading.Lock, max_batch: Callable[[], int]) -> None:
+        self.model, self.lock, self.max_batch = model, lock, max_batch
+        self.block_size = model_config(model).block_size
+        self.waiting: list[Row] = []
+        self.cond = threading.Condition()
+        self.sizes: Counter[int] = Counter()  # batch size -> batches run at that size
+        self.thread = threading.Thread(target=self._loop, name="lmforge-batcher", daemon=True)
+        self.thread.start()
+
+    def submit(self, row: Row) -> Row:
+        with self.cond:
+            self.waiting.append(row)
+            self.cond.notify()
+        return row
+
+    def _next_batch(self) -> list[Row]:
+        """The waiting rows for one batch, in arrival order; those that do not fit wait on, first."""
+        batch, rest = [], []
+        for row in self.waiting:
+            if row.cancelled is not None and row.cancelled():
+                row.end("cancelled")  # the client left while waiting
+            elif len(batch) < self.max_batch() and fits(batch + [row], self.block_size):
+                batch.append(row)
+            else:
+                rest.append(row)
+        self.waiting = rest
+        return batch
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                while not self.waiting:
+                    self.cond.wait()
+            with self.lock:  # the batch is taken once the model is free: all that waited meanwhile
+                with self.cond:
+                    batch = self._next_batch()
+                if not batch:
+                    continue
+                self.sizes[len(batch)] += 1
+                # OpenMP's thread count is per OS thread (see ServedModel.complete).
+                torch.set_num_threads(torch.get_num_threads())
+                try:
+                    if len(batch) == 1:
+                        run_alone(self.model, batch[0])
+                    else:
+                        run_batch(self.model, batch)
+                except Exception as e:  # noqa: BLE001 -- raised in each waiting request's thread
+                    for row in batch:
+                        row.fail(e)
