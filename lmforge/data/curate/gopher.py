@@ -78,20 +78,15 @@ def gopher_repetition(doc: Doc, cfg: GopherRepetitionConfig) -> str | None:
     if text_len == 0:
         return None
     spacy = cfg.words == "spacy"
-    paras = doc.paragraphs
-    if paras:
-        n_dup, dup_chars = duplicate_stats(paras)
-        if n_dup / len(paras) > cfg.dup_para_frac:
-            return "dup_para_frac"
-        if dup_chars / text_len > cfg.dup_para_char_frac:
-            return "dup_para_char_frac"
     lines = [line for line in doc.lines if line] if spacy else doc.nonempty_lines
-    if lines:
-        n_dup, dup_chars = duplicate_stats(lines)
-        if n_dup / len(lines) > cfg.dup_line_frac:
-            return "dup_line_frac"
-        if dup_chars / text_len > cfg.dup_line_char_frac:
-            return "dup_line_char_frac"
+    for unit, items, frac, char_frac in (("para", doc.paragraphs, cfg.dup_para_frac, cfg.dup_para_char_frac),
+                                         ("line", lines, cfg.dup_line_frac, cfg.dup_line_char_frac)):
+        if items:
+            n_dup, dup_chars = duplicate_stats(items)
+            if n_dup / len(items) > frac:
+                return f"dup_{unit}_frac"
+            if dup_chars / text_len > char_frac:
+                return f"dup_{unit}_char_frac"
     if spacy:
         hashes, lengths, total = doc.spacy_token_hashes, doc.spacy_token_lengths, text_len
     else:
