@@ -40,19 +40,13 @@ SHAPES = {  # the tiny recipe's size (lmforge/recipes/tiny.yaml); gpt2 swaps in 
 
 
 def random_run(root: Path, name: str, shape: dict, vocab: int) -> Path:
-    from lmforge.config import RunConfig
+    from lmforge.eval.tiny import random_run as save
     from lmforge.eval.tiny import tiny_tokenizer
-    from lmforge.model import ModelConfig, Transformer
-    from lmforge.train.checkpoint import save_checkpoint
+    from lmforge.model import ModelConfig
 
     tok = tiny_tokenizer(vocab_size=vocab)
     cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=256, n_layer=4, n_head=4, n_embd=256, **shape)
-    torch.manual_seed(0)
-    run = root / name
-    run.mkdir(parents=True)
-    tok.save(run / "tokenizer.json")
-    save_checkpoint(run, 0, Transformer(cfg), {}, {"step": 0}, RunConfig(name=name, out_dir=str(root), model=cfg), 1)
-    return run
+    return save(root / name, tok, cfg)
 
 
 def lmforge_generate(model, prompts: list[list[int]], n: int, compile: bool = False) -> list[list[int]]:

@@ -39,20 +39,13 @@ SHAPES = {
 
 def tiny_run(root: Path, name: str, shape: dict, vocab: int, context: int, layers: int, embd: int) -> Path:
     """A run directory with random weights (std 0.1, so the choices' scores differ)."""
-    from lmforge.config import RunConfig
-    from lmforge.eval.tiny import tiny_tokenizer
-    from lmforge.model import ModelConfig, Transformer
-    from lmforge.train.checkpoint import save_checkpoint
+    from lmforge.eval.tiny import random_run, tiny_tokenizer
+    from lmforge.model import ModelConfig
 
     tok = tiny_tokenizer(vocab_size=vocab)
     cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=context, n_layer=layers, n_head=4, n_embd=embd,
                       init_std=0.1, **shape)
-    torch.manual_seed(0)
-    run = root / name
-    run.mkdir(parents=True)
-    tok.save(run / "tokenizer.json")
-    save_checkpoint(run, 0, Transformer(cfg), {}, {"step": 0}, RunConfig(name=name, out_dir=str(root), model=cfg), 1)
-    return run
+    return random_run(root / name, tok, cfg)
 
 
 def lm_eval_lls(res: dict, task: str) -> list[list[float]]:

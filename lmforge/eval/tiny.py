@@ -36,6 +36,22 @@ def tiny_lmforge(tokenizer, block_size: int = 128, n_layer: int = 2, n_embd: int
     return LmforgeLM(Transformer(cfg), tokenizer, name=f"tiny-lmforge-{n_layer}x{n_embd}")
 
 
+def random_run(run_dir: str | Path, tokenizer, model_cfg, seed: int = 0) -> Path:
+    """A run directory (tokenizer.json, a step-0 checkpoint) of a randomly initialised model: what
+    `lmforge export`, `eval`, `generate` and `serve` load, for benchmarks that need no training."""
+    from lmforge.config import RunConfig
+    from lmforge.model import Transformer
+    from lmforge.train.checkpoint import save_checkpoint
+
+    run = Path(run_dir)
+    torch.manual_seed(seed)
+    model = Transformer(model_cfg)
+    run.mkdir(parents=True)
+    tokenizer.save(run / "tokenizer.json")
+    save_checkpoint(run, 0, model, {}, {"step": 0}, RunConfig(name=run.name, out_dir=str(run.parent), model=model_cfg), 1)
+    return run
+
+
 def hf_tokenizer(tokenizer):
     """The lmforge tokenizer as a transformers fast tokenizer (GPT-2 style: no BOS, eos = eot)."""
     from tokenizers import Tokenizer as Raw
