@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import random
@@ -13,7 +14,7 @@ import pytest
 from lmforge.data.curate import dedup
 from lmforge.data.curate.minhash import MinHasher, band_keys, lsh_probability, simplify
 
-WEB = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpora" / "web"
+WEB_SAMPLE = Path(dedup.__file__).resolve().parents[2] / "corpus" / "web_sample.jsonl.gz"  # shipped with lmforge
 
 
 def shingles(text: str, n: int = 5) -> set:
@@ -25,10 +26,13 @@ RATES = [0.0, 0.003, 0.006, 0.01, 0.015]  # word substitution rates: true Jaccar
 
 
 def planted_corpus(seed: int = 0, rates: list[float] = RATES) -> list[str]:
-    """Real C4 pages (150-600 words) plus 3 edited copies each: planted near-duplicates."""
+    """Real C4 pages (150-600 words, from the web sample shipped in lmforge/corpus/) plus 3 edited
+    copies each: planted near-duplicates."""
     rng = random.Random(seed)
-    pages = [json.loads(x)["text"] for x in (WEB / "c4_en_sample_1000.jsonl").read_text().splitlines()]
-    pages = [p for p in pages if 150 <= len(p.split()) <= 600][:60]
+    with gzip.open(WEB_SAMPLE, "rt", encoding="utf-8") as f:
+        rows = [json.loads(x) for x in f]
+    texts = [r["text"] for r in rows if r["meta"].get("origin") == "c4_en_sample_1000"]
+    pages = [p for p in dict.fromkeys(texts) if 150 <= len(p.split()) <= 600][:60]  # distinct pages
     docs = []
     for p in pages:
         docs.append(p)
@@ -53,7 +57,6 @@ def test_signature_estimates_jaccard():
     assert np.mean(err) < 0.02 and np.max(err) < 0.2  # std of the estimate is ~sqrt(J(1-J)/112) <= 0.047
 
 
-@pytest.mark.skipif(not WEB.is_dir(), reason="shared web corpus not present")
 def test_near_dup_recall_and_precision_against_exact_jaccard(tmp_path):
     docs = planted_corpus()
     sig = MinHasher(14 * 8, 5, seed=1).signatures(docs)
