@@ -105,6 +105,21 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor |
 # SDPA's enable_gqa arrived in torch 2.5; older versions repeat the K/V heads instead.
 _NATIVE_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
 
+
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                       is_causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """What SDPA computes, written out so the probabilities P = softmax(QK^T/sqrt(D) + mask) (B, H, T, S)
+    can be kept (lmforge inspect): returns (P V, P). Slower; used only when a module records."""
+    rep = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)  # (B, H, S, D)
+    scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, T, S)
+    if is_causal:
+        mask = causal_mask(0, q.shape[2], q.device)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    probs = scores.softmax(dim=-1)
+    return (probs.to(v.dtype) @ v), probs  # (B, H, T, D), (B, H, T, S)
+
 # ---------------------------------------------------------------- attention and MLPs
 
 
@@ -120,6 +135,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(C, cfg.kv_heads * D, bias=cfg.bias)
         self.o_proj = nn.Linear(cfg.n_head * D, C, bias=cfg.bias)
         self.dropout_p = cfg.attn_dropout
+        self.record: list[torch.Tensor] | None = None  # opt-in: a list receiving each call's probabilities
 
     def heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
         B, T, _ = x.shape
@@ -131,7 +147,11 @@ class Attention(nn.Module):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                is_causal: bool) -> torch.Tensor:
-        y = sdpa(q, k, v, mask, is_causal, self.dropout_p if self.training else 0.0)  # (B, H, T, D)
+        if self.record is not None:  # looking inside (lmforge inspect); SDPA stays the default path
+            y, probs = explicit_attention(q, k, v, mask, is_causal)
+            self.record.append(probs.detach())
+        else:
+            y = sdpa(q, k, v, mask, is_causal, self.dropout_p if self.training else 0.0)  # (B, H, T, D)
         B, H, T, D = y.shape
         return self.o_proj(y.transpose(1, 2).reshape(B, T, H * D))  # (B, T, C)
 
@@ -156,9 +176,6 @@ class CrossAttention(Attention):
         return self.attend(q, *memory_kv, None, False)  # every source token is visible
 
 
-ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "swiglu": F.silu, "geglu": F.gelu}
-
-
 class MLP(nn.Module):
     """down(act(up(x))): the position-wise feed-forward network."""
 
@@ -166,7 +183,7 @@ class MLP(nn.Module):
         super().__init__()
         self.up_proj = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=cfg.bias)
         self.down_proj = nn.Linear(cfg.hidden_dim, cfg.n_embd, bias=cfg.bias)
-        self.act = ACTIVATIONS[cfg.activation]
+        self.act = getattr(F, cfg.act.function)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(self.act(self.up_proj(x)))  # (B, T, C) -> (B, T, F) -> (B, T, C)
@@ -180,7 +197,7 @@ class GatedMLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=cfg.bias)
         self.up_proj = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=cfg.bias)
         self.down_proj = nn.Linear(cfg.hidden_dim, cfg.n_embd, bias=cfg.bias)
-        self.act = ACTIVATIONS[cfg.activation]
+        self.act = getattr(F, cfg.act.function)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))  # (B, T, C)
