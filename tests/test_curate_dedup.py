@@ -1,4 +1,5 @@
-"""MinHash LSH quality against exact Jaccard on planted near-duplicates; the partitioned global step."""
+"""MinHash LSH quality against exact Jaccard on planted near-duplicates; signatures independent of
+their batch; the partitioned global step."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lmforge.data.curate import dedup
-from lmforge.data.curate.minhash import MinHasher, band_keys, lsh_probability, simplify
+from lmforge.data.curate.minhash import MinHasher, band_keys, exact_key, lsh_probability, simplify
 
 WEB_SAMPLE = Path(dedup.__file__).resolve().parents[2] / "corpus" / "web_sample.jsonl.gz"  # shipped with lmforge
 
@@ -40,6 +43,51 @@ def planted_corpus(seed: int = 0, rates: list[float] = RATES) -> list[str]:
         for rate in rng.sample(rates, 3):
             docs.append(" ".join(w if rng.random() > rate else rng.choice(["foo", "bar", "baz", "qux"]) for w in words))
     return docs
+
+
+def paragraph(seed: int, words: int = 250) -> str:
+    rng = random.Random(seed)
+    vocab = [f"{rng.choice('bcdfglmnprst')}{rng.choice('aeiou')}{rng.choice('klmnrst')}{i}" for i in range(400)]
+    return " ".join(rng.choice(vocab) for _ in range(words)) + "."
+
+
+def test_a_short_document_does_not_change_its_neighbours():
+    """Issue 14's report: "ok ok " in the batch changed the other documents' signatures."""
+    m = MinHasher(num_perm=112, shingle_words=5, seed=1)
+    a = paragraph(3)
+    b = a.replace(a.split()[100], "changed", 1)  # ~1.5 kB each, Jaccard ~0.97
+    pair, mixed = m.signatures([a, b]), m.signatures([a, "ok ok ", b])
+    assert (pair[0] == mixed[0]).all() and (pair[1] == mixed[2]).all()
+    assert (pair[0] == pair[1]).mean() > 0.9
+
+
+# Documents of every kind that once took a different code path in the vectorised batch.
+WORDS = ["ok", "the", "Über", "naïve", "日本語", "текст", "نص", "🙂", "👍🏽", "x1", "42", "--", "a.b", "_"]
+documents = st.one_of(
+    st.just(""),
+    st.sampled_from([" ", "\n", " \t\n ", "\u3000"]),  # whitespace only
+    st.lists(st.sampled_from(WORDS), min_size=1, max_size=4).map(" ".join),  # shorter than a shingle
+    st.lists(st.sampled_from(WORDS), min_size=5, max_size=40).map(" ".join),
+    st.sampled_from(["日本語のテキストです", "Съешь же ещё этих мягких булок", "🙂🙂🙂 🎉", "!!! ... ???"]),
+    st.integers(0, 50).map(lambda k: paragraph(k, words=200 + k)),  # long
+    st.text(max_size=60),  # anything, surrogates included
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(batch=st.lists(documents, min_size=1, max_size=12), batch_chars=st.sampled_from([1, 40, 1000, 200_000]))
+def test_signature_and_keys_do_not_depend_on_the_batch(batch, batch_chars):
+    m = MinHasher(num_perm=24, shingle_words=5, seed=7)
+    sig = m.signatures(batch, batch_chars=batch_chars)
+    keys = band_keys(sig, 3, 8)
+    assert sig.shape == (len(batch), 24) and sig.dtype == np.uint32
+    for i, text in enumerate(batch):
+        alone = m.signatures([text])
+        assert (sig[i] == alone[0]).all(), (i, text)
+        assert (keys[i] == band_keys(alone, 3, 8)[0]).all()
+    assert len({exact_key(t) for t in batch}) == len(set(batch))  # exact_key takes one text: no batch at all
+    # the same documents in the reverse order: the same rows, reversed
+    assert (m.signatures(batch[::-1], batch_chars=batch_chars) == sig[::-1]).all()
 
 
 def test_lsh_curve_matches_fineweb():

@@ -135,9 +135,15 @@ class MinHasher:
             pos = np.arange(len(full))
             ok = doc_of_word[pos] == doc_of_word[np.minimum(pos + n - 1, len(words) - 1)]
             short = np.flatnonzero(has_words & (counts < n))
+            # Typed uint64 throughout: concatenating with an empty Python list promoted the batch to
+            # float64, rounding every hash, so a signature depended on whether its batch held a short
+            # document (issue 14).
+            short_vals = np.zeros(len(short), dtype=np.uint64)
+            for c in range(1, n):  # a document of c < n words is one c-word shingle
+                sel = counts[short] == c
+                short_vals[sel] = grams[c - 1][first[short[sel]]]
             pos = np.concatenate((pos[ok], first[short]))
-            vals = np.concatenate((full[ok], [grams[c - 1][first[d]] for d, c in zip(short, counts[short])]
-                                   )).astype(np.uint64)
+            vals = np.concatenate((full[ok], short_vals))
             order = np.argsort(pos, kind="stable")
             shingles = mix64(vals[order])
             seg = np.searchsorted(doc_of_word[pos[order]], np.flatnonzero(has_words))
