@@ -85,7 +85,7 @@ def run_config(args: argparse.Namespace, mesh: tuple[int, int, int], untied: boo
              "block_size": args.block_size, "activation": "swiglu", "norm": "rmsnorm", "pos": "rope",
              "bias": False, "tie_embeddings": not untied}
     train = {"max_steps": args.steps, "batch_size": args.batch_size, "warmup_steps": 2, "log_every": 1,
-             "eval_every": 0, "eval_batches": 0, "ckpt_every": 0, "keep_last": 1, "threads": args.threads,
+             "eval_every": 0, "eval_tokens": 0, "ckpt_every": 0, "keep_last": 1, "threads": args.threads,
              "tensorboard": False, "precision": args.precision, "device": args.device, "progress": "lines"}
     parallel = {"pp": pp, "dp": dp, "tp": tp, "dp_mode": args.dp_mode, "pp_schedule": args.pp_schedule,
                 "pp_microbatches": args.pp_microbatches, "sequence_parallel": args.sequence_parallel,

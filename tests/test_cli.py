@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpora"
 TINY = ["model.n_layer=1", "model.n_embd=32", "model.n_head=2", "model.block_size=64", "tokenizer.vocab_size=300",
         "train.max_steps=12", "train.batch_size=4", "train.warmup_steps=2", "train.eval_every=6",
-        "train.eval_batches=2", "train.ckpt_every=6", "train.log_every=3", "data.workers=1",
+        "train.eval_tokens=512", "train.ckpt_every=6", "train.log_every=3", "data.workers=1",
         "sample.max_new_tokens=16", "data.val_fraction=0.1", "eval.tasks=[arc_easy]", "eval.limit=5"]
 
 
@@ -33,8 +32,11 @@ def assert_clean_error(proc: subprocess.CompletedProcess, fragment: str) -> None
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    """~120 KB of Shakespeare as 60 JSONL documents."""
-    text = (SHARED / "tinyshakespeare.txt").read_text(encoding="utf-8")[:120_000]
+    """~120 KB of Shakespeare (from the corpus shipped in lmforge/corpus/) as 60 JSONL documents."""
+    from lmforge.data.documents import embedded_corpus
+
+    plays = [d["text"] for d in embedded_corpus() if d["meta"]["author"] == "William Shakespeare"]
+    text = "\n\n".join(plays)[:120_000]
     chunks = [text[i:i + 2000] for i in range(0, len(text), 2000)]
     path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
     with path.open("w", encoding="utf-8") as f:

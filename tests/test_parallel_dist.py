@@ -97,7 +97,7 @@ def data(tmp_path_factory):
 def cfg_dict(model=None, train_=None, parallel=None) -> dict:
     m = {"vocab_size": 300, "n_layer": 2, "n_embd": 32, "n_head": 4, "block_size": 32, **LLAMA, **(model or {})}
     t = {"max_steps": 4, "batch_size": 8, "lr": 3e-3, "warmup_steps": 2, "decay": "constant", "grad_clip": 0.5,
-         "log_every": 1, "eval_every": 0, "eval_batches": 2, "ckpt_every": 0, "threads": 1, "tensorboard": False,
+         "log_every": 1, "eval_every": 0, "eval_tokens": 512, "ckpt_every": 0, "threads": 1, "tensorboard": False,
          "precision": "fp32", "device": "cpu", "progress": "lines", **(train_ or {})}
     return {"model": m, "train": t, "parallel": parallel or {}}
 
@@ -244,6 +244,33 @@ def test_3d_mesh_2x2x2_matches_one_process(data, tmp_path_factory):
     model, train_, parallel = EIGHT["3d"]
     assert_same_run(runs["3d"], reference(data, tmp_path_factory, cfg_dict(model, train_, parallel)))
     assert len(list((latest_checkpoint(runs["3d"]) / "dcp").glob("__*_0.distcp"))) == 8
+
+
+# ---- the held-out set does not depend on the layout or the batch (issue 12)
+
+# lr=0: every run keeps the initial weights, so only the validation set could make them differ.
+# 7 windows in batches that leave a rank with padding only (dp), a half-padded pipeline
+# micro-batch (pp) and an odd batch (tp).
+VAL_LAYOUTS = {
+    "val_fsdp": ({}, {"batch_size": 2}, {"dp": 2}),
+    "val_pp": (UNTIED, {"batch_size": 4}, {"pp": 2, "pp_microbatches": 2, "pp_schedule": "gpipe"}),
+    "val_tp": ({}, {"batch_size": 3}, {"tp": 2}),
+}
+
+
+def val_cfg(model, train_, parallel) -> dict:
+    return cfg_dict(model, {"max_steps": 1, "lr": 0.0, "warmup_steps": 0, "eval_tokens": 7 * 32 - 5, **train_},
+                    parallel)
+
+
+def test_validation_loss_is_the_same_on_any_layout_and_batch(data, tmp_path_factory):
+    runs = launch_jobs(data, tmp_path_factory.mktemp("val_layouts"), 2,
+                       {name: val_cfg(*spec) for name, spec in VAL_LAYOUTS.items()})
+    for name, (model, _, _) in VAL_LAYOUTS.items():
+        want = read_metrics(reference(data, tmp_path_factory, val_cfg(model, {"batch_size": 5}, {})), "val")
+        got = read_metrics(runs[name], "val")
+        assert len(got) == len(want) == 1
+        assert got[0]["val_loss"] == pytest.approx(want[0]["val_loss"], rel=1e-6), name
 
 
 # ---- through the CLI: `torchrun -m lmforge train`

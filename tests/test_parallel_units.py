@@ -40,7 +40,7 @@ def data(tmp_path_factory):
 def run_cfg(model=None, train_=None, parallel=None) -> RunConfig:
     m = {"vocab_size": 300, "n_layer": 4, "n_embd": 32, "n_head": 4, "block_size": 32, **(model or {})}
     t = {"max_steps": 3, "batch_size": 8, "lr": 3e-3, "warmup_steps": 1, "log_every": 1, "eval_every": 0,
-         "eval_batches": 1, "ckpt_every": 0, "threads": 1, "tensorboard": False, **(train_ or {})}
+         "eval_tokens": 256, "ckpt_every": 0, "threads": 1, "tensorboard": False, **(train_ or {})}
     return from_dict(RunConfig, {"model": m, "train": t, "parallel": parallel or {}})
 
 

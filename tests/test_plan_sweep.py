@@ -17,7 +17,7 @@ TINY = [
     "tokenizer.vocab_size=300",
     "model.block_size=32",
     "train.batch_size=4",
-    "train.eval_batches=2",
+    "train.eval_tokens=256",
     "data.workers=1",
     "data.val_fraction=0.1",
 ]

@@ -44,7 +44,7 @@ def data(tmp_path_factory):
 def make_cfg(tok, model=None, **train) -> RunConfig:
     m = {"vocab_size": tok.vocab_size, "n_layer": 2, "n_embd": 32, "n_head": 2, "block_size": 32, **(model or {})}
     t = {"max_steps": 30, "batch_size": 4, "lr": 3e-3, "warmup_steps": 3, "log_every": 1, "eval_every": 0,
-         "eval_batches": 2, "ckpt_every": 0, "threads": 1, "tensorboard": False, **train}
+         "eval_tokens": 512, "ckpt_every": 0, "threads": 1, "tensorboard": False, **train}
     return from_dict(RunConfig, {"model": m, "train": t})
 
 

@@ -71,7 +71,7 @@ BASE = {
         "decay": "cosine",
         "weight_decay": 0.1,
         "eval_every": 0,
-        "eval_batches": 32,
+        "eval_tokens": 32768,
         "ckpt_every": 0,
         "keep_last": 1,
         "tensorboard": False,

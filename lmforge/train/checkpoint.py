@@ -166,8 +166,10 @@ def resolve_checkpoint(path: Path | str) -> Path:
 def read_config(ckpt_dir: Path) -> RunConfig:
     path = ckpt_dir / "config.yaml"
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return from_dict(RunConfig, data or {})
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if isinstance(data.get("train"), dict):  # checkpoints from before train.eval_tokens replaced it
+            data["train"].pop("eval_batches", None)
+        return from_dict(RunConfig, data)
     except (OSError, yaml.YAMLError, LmforgeError) as e:
         raise LmforgeError(f"cannot read {path}: {e}") from None
 

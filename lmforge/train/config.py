@@ -45,7 +45,10 @@ class TrainConfig:
     progress: Literal["auto", "bar", "lines"] = "auto"  # auto: a tqdm bar on a terminal, plain lines otherwise
     tensorboard: bool = True  # also write TensorBoard events to <run>/tb when `tensorboard` is installed
     eval_every: int = 200  # validation loss every N steps (and at the end); 0 = only at the end
-    eval_batches: int = 20  # micro-batches of held-out data per validation
+    # Held-out target tokens per validation, rounded up to whole windows (the whole validation split
+    # when smaller; 0 = no validation). A token budget, not a batch count, so the held-out set is the
+    # same whatever batch_size, grad_accum or parallel layout.
+    eval_tokens: int = 131072
     ckpt_every: int = 500  # checkpoint every N steps (and at the end, and on SIGINT/SIGTERM); 0 = end only
     keep_last: int = 2  # checkpoints kept on disk
     max_bad_steps: int = 5  # stop after this many non-finite losses in a row
@@ -74,7 +77,7 @@ class TrainConfig:
             (self.threads >= 0, f"train.threads must be >= 0, got {self.threads}"),
             (self.log_every > 0, f"train.log_every must be positive, got {self.log_every}"),
             (self.eval_every >= 0 and self.ckpt_every >= 0, "train.eval_every and train.ckpt_every must be >= 0"),
-            (self.eval_batches >= 0, f"train.eval_batches must be >= 0, got {self.eval_batches}"),
+            (self.eval_tokens >= 0, f"train.eval_tokens must be >= 0, got {self.eval_tokens}"),
             (self.keep_last >= 1, f"train.keep_last must be at least 1, got {self.keep_last}"),
             (self.max_bad_steps >= 1, f"train.max_bad_steps must be at least 1, got {self.max_bad_steps}"),
         ]

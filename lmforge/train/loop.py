@@ -109,7 +109,7 @@ def _train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path,
             scaler = grad_scaler(device, dtype)
             local_batch = tc.batch_size // env.layout.dp  # this rank's sequences per micro-batch
             loader = TokenLoader(shard_dir, "train", seq_len, tc.seed, rank=env.dp_rank, world_size=env.layout.dp)
-            eval_batches = _val_batches(shard_dir, seq_len, tc, main)
+            eval_tokens = _val_tokens(shard_dir, seq_len, tc, main)
         with env.collectively():
             if resume_from is not None:
                 state = _restore(resume_from, par, optimizer, scaler, loader, cfg, env)
@@ -185,9 +185,9 @@ def _train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path,
                         break
 
                     # -- every eval_every steps and at the end: held-out loss
-                    if eval_batches and ((tc.eval_every and step % tc.eval_every == 0) or step == tc.max_steps):
+                    if eval_tokens and ((tc.eval_every and step % tc.eval_every == 0) or step == tc.max_steps):
                         t0 = time.perf_counter()
-                        val = validate(par, shard_dir, seq_len, tc.batch_size, eval_batches, tc.seed,
+                        val = validate(par, shard_dir, seq_len, eval_tokens, tc.batch_size, tc.seed,
                                        objective, token_bytes, device, amp)
                         state.val_loss, state.val_bpb = val["val_loss"], val["val_bpb"]
                         metrics.write({"kind": "val", "step": step, **val, "tokens": state.tokens})
@@ -354,9 +354,9 @@ def _check_inputs(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir
     return seq_len
 
 
-def _val_batches(shard_dir: Path, seq_len: int, tc: TrainConfig, main: bool) -> int:
-    """tc.eval_batches, or 0 (with a note) when the shards hold no validation window."""
-    if not tc.eval_batches:
+def _val_tokens(shard_dir: Path, seq_len: int, tc: TrainConfig, main: bool) -> int:
+    """tc.eval_tokens, or 0 (with a note) when the shards hold no validation window."""
+    if not tc.eval_tokens:
         return 0
     try:
         TokenLoader(shard_dir, "val", seq_len, tc.seed)
@@ -364,7 +364,7 @@ def _val_batches(shard_dir: Path, seq_len: int, tc: TrainConfig, main: bool) -> 
         if main:
             print(f"note: no validation loss for this run: {e}", file=sys.stderr, flush=True)
         return 0
-    return tc.eval_batches
+    return tc.eval_tokens
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lmforge.config import RunConfig
@@ -109,16 +110,23 @@ class Parallel:
             scaler.scale(loss / n_micro).backward()  # the mean over micro-batches is the full batch's mean
         return loss.detach().float()
 
-    def eval_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """Mean loss of one batch without gradients (None on pipeline stages without the loss)."""
+    def eval_nll(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Summed loss (fp32) over the batch's targets other than -100, without gradients (None on
+        pipeline stages without the loss). A sum, not a mean, so callers can pad a batch with
+        ignored rows and still add up exact token totals."""
+        targets = batch["targets"]
         if self.schedule is not None:
-            self.loss_fn.scale = 1.0 / self.microbatches
+            self.loss_fn.scale, self.loss_fn.reduction = 1.0, "sum"
             losses: list[torch.Tensor] = []
-            self.schedule.eval(*self._stage_inputs(batch), target=batch["targets"] if self.has_loss else None,
-                               losses=losses if self.has_loss else None)
+            try:
+                self.schedule.eval(*self._stage_inputs(batch), target=targets if self.has_loss else None,
+                                   losses=losses if self.has_loss else None)
+            finally:
+                self.loss_fn.reduction = "mean"
             return torch.stack([x.float() for x in losses]).sum() if self.has_loss else None
-        _, loss = self.runner(batch["input_ids"], batch["targets"], decoder_input_ids=batch.get("decoder_input_ids"))
-        return loss
+        logits, _ = self.runner(batch["input_ids"], None, decoder_input_ids=batch.get("decoder_input_ids"))
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
+                               ignore_index=-100, reduction="sum")
 
     def _stage_inputs(self, batch) -> tuple:
         return (batch["input_ids"],) if self.is_first_stage else ()

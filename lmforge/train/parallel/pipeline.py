@@ -85,9 +85,11 @@ class ScaledLoss:
 
     def __init__(self) -> None:
         self.scale = 1.0
+        self.reduction = "mean"  # "sum" while validating: summed NLL, so padded micro-batches add 0
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE,
+                               reduction=self.reduction)
         return loss * self.scale
 
 
