@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 from dataclasses import dataclass
 from typing import Literal
 
 from lmforge.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Activation:
+    """What the model and the planners need to know of an MLP activation."""
+
+    function: str  # the torch.nn.functional function applied to the (gate) projection
+    gated: bool  # GLU variant: down(act(gate(x)) * up(x)), three matrices (Shazeer 2020)
+    saved_per_hidden: int  # values autograd keeps per MLP hidden unit per token (plan/memory.py)
+
+
+# One entry per `ModelConfig.activation` choice (a test checks they match). Saved values: ReLU's
+# backward needs only its output (also down_proj's input); GELU/SiLU their input and output; a GLU
+# the gate and up outputs, the activated gate and the product.
+ACTIVATIONS = {
+    "relu": Activation("relu", gated=False, saved_per_hidden=1),
+    "gelu": Activation("gelu", gated=False, saved_per_hidden=2),
+    "silu": Activation("silu", gated=False, saved_per_hidden=2),
+    "swiglu": Activation("silu", gated=True, saved_per_hidden=4),
+    "geglu": Activation("gelu", gated=True, saved_per_hidden=4),
+}
 
 
 @dataclass
@@ -48,8 +71,12 @@ class ModelConfig:
         return self.n_encoder_layer if self.n_encoder_layer is not None else self.n_layer
 
     @property
+    def act(self) -> Activation:
+        return ACTIVATIONS[self.activation]
+
+    @property
     def is_glu(self) -> bool:
-        return self.activation in ("swiglu", "geglu")
+        return self.act.gated
 
     @property
     def hidden_dim(self) -> int:
@@ -63,44 +90,43 @@ class ModelConfig:
         m = self.ffn_multiple_of
         return m * math.ceil(hidden / m)
 
+    @classmethod
+    def choices(cls) -> dict[str, tuple[str, ...]]:
+        """Each option field and its allowed values, read from the Literal annotations above."""
+        hints = typing.get_type_hints(cls)
+        return {f.name: typing.get_args(hints[f.name]) for f in dataclasses.fields(cls)
+                if typing.get_origin(hints[f.name]) is Literal}
+
     def validate(self) -> None:
-        """Raise ConfigError naming the first impossible shape or unknown option."""
-        choices = {
-            "kind": ("decoder", "encoder", "encoder-decoder"),
-            "activation": ("relu", "gelu", "silu", "swiglu", "geglu"),
-            "norm": ("layernorm", "rmsnorm"),
-            "norm_position": ("pre", "post"),
-            "pos": ("learned", "sinusoidal", "rope", "alibi"),
-        }
-        for name, allowed in choices.items():
+        """Raise ConfigError naming the first impossible shape or unknown option. Checks run in
+        order and each may assume the ones before it passed (n_head > 0 before n_embd % n_head)."""
+        for name, allowed in self.choices().items():
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"model.{name}={value!r} is not one of {', '.join(allowed)}")
+        for name in ("vocab_size", "block_size", "n_layer", "n_encoder_layer", "n_head", "n_kv_head",
+                     "n_embd", "ffn_hidden", "ffn_multiple_of"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
         checks = [
-            (self.vocab_size > 0, f"model.vocab_size must be positive, got {self.vocab_size}"),
-            (self.block_size > 0, f"model.block_size must be positive, got {self.block_size}"),
-            (self.n_layer > 0, f"model.n_layer must be positive, got {self.n_layer}"),
-            (self.encoder_layers > 0, f"model.n_encoder_layer must be positive, got {self.n_encoder_layer}"),
-            (self.n_embd > 0, f"model.n_embd must be positive, got {self.n_embd}"),
-            (self.n_head > 0, f"model.n_head must be positive, got {self.n_head}"),
-            (self.n_embd % max(self.n_head, 1) == 0,
-             f"model.n_head={self.n_head} does not divide model.n_embd={self.n_embd}"),
-            (self.kv_heads > 0 and self.n_head % self.kv_heads == 0,
-             f"model.n_kv_head={self.n_kv_head} must divide model.n_head={self.n_head}"),
-            (self.pos != "rope" or self.head_dim % 2 == 0,
-             f"RoPE needs an even head dim, got n_embd/n_head={self.n_embd}/{self.n_head}"),
-            (self.pos != "sinusoidal" or self.n_embd % 2 == 0,
-             f"sinusoidal positions need an even model.n_embd, got {self.n_embd}"),
-            (self.ffn_multiple_of > 0, f"model.ffn_multiple_of must be positive, got {self.ffn_multiple_of}"),
-            (self.hidden_dim > 0, f"model.ffn_hidden must be positive, got {self.ffn_hidden}"),
-            (self.norm_eps > 0, f"model.norm_eps must be positive, got {self.norm_eps}"),
-            (self.rope_theta > 0, f"model.rope_theta must be positive, got {self.rope_theta}"),
-            (self.init_std > 0, f"model.init_std must be positive, got {self.init_std}"),
+            lambda: (self.n_embd % self.n_head == 0,
+                     f"model.n_head={self.n_head} does not divide model.n_embd={self.n_embd}"),
+            lambda: (self.n_head % self.kv_heads == 0,
+                     f"model.n_kv_head={self.n_kv_head} must divide model.n_head={self.n_head}"),
+            lambda: (self.pos != "rope" or self.head_dim % 2 == 0,
+                     f"RoPE needs an even head dim, got n_embd/n_head={self.n_embd}/{self.n_head}"),
+            lambda: (self.pos != "sinusoidal" or self.n_embd % 2 == 0,
+                     f"sinusoidal positions need an even model.n_embd, got {self.n_embd}"),
+            lambda: (self.norm_eps > 0, f"model.norm_eps must be positive, got {self.norm_eps}"),
+            lambda: (self.rope_theta > 0, f"model.rope_theta must be positive, got {self.rope_theta}"),
+            lambda: (self.init_std > 0, f"model.init_std must be positive, got {self.init_std}"),
         ]
         for d in ("embd_dropout", "attn_dropout", "resid_dropout"):
-            v = getattr(self, d)
-            checks.append((0.0 <= v < 1.0, f"model.{d} must be in [0, 1), got {v}"))
-        for ok, msg in checks:
+            checks.append(lambda d=d: (0.0 <= getattr(self, d) < 1.0,
+                                       f"model.{d} must be in [0, 1), got {getattr(self, d)}"))
+        for check in checks:
+            ok, msg = check()
             if not ok:
                 raise ConfigError(msg)
 

@@ -91,7 +91,7 @@ def activation_elements(model: ModelConfig, seq_len: int, flash: bool = True) ->
         not flash or model.attn_dropout > 0 or model.pos == "alibi"
     ):  # unfused attention keeps the probabilities
         attn += a * seq_len * (1 + (1.25 if model.attn_dropout > 0 else 0))  # + dropped probs and mask
-    mlp = {"relu": 1, "gelu": 2, "silu": 2, "swiglu": 4, "geglu": 4}[model.activation] * f
+    mlp = model.act.saved_per_hidden * f
     masks = 2 * h * 0.25 if model.resid_dropout > 0 else 0.0  # two 1-byte masks, in 4-byte units
     layer = 2 * norm + attn + mlp + masks
     cross = (
