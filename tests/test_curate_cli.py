@@ -10,12 +10,13 @@ import pytest
 
 from lmforge.data.curate.cli import add_parser, load_curate_config, recipe_names, run
 from lmforge.data.curate.report import report_section
+from conftest import needs_shared, shared_path
 from lmforge.errors import ConfigError, LmforgeError
 
 pytest.importorskip("ftfy", reason="needs the curate extra: pip install 'lmforge[curate]'")
 pytest.importorskip("fasttext", reason="needs the curate extra (fasttext-predict)")
 
-WEB = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpora" / "web"
+WEB = shared_path("corpora/web")
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -56,7 +57,7 @@ def test_cli_run_prints_where_outputs_went(tmp_path, capsys):
         run(parse("--input", str(src), "--output", str(tmp_path / "out"), "c4.enabled=true"))
 
 
-@pytest.mark.skipif(not WEB.is_dir(), reason="shared web corpus not present")
+@needs_shared("corpora/web")
 def test_quality_classifier_on_dclm_labels(tmp_path):
     pytest.importorskip("sklearn")
     from lmforge.data.curate.classifier import QualityClassifier, train_classifier

@@ -15,14 +15,15 @@ from lmforge.data.curate.config import CurateConfig
 from lmforge.data.curate.pipeline import curate
 from lmforge.data.curate.shards import read_shard, shard_files
 from lmforge.data.curate.stats import totals
+from conftest import needs_shared, shared_path
 from lmforge.errors import LmforgeError
+from lmforge.eval.tasks.data import BUNDLED
 
 pytest.importorskip("ftfy", reason="needs the curate extra: pip install 'lmforge[curate]'")
 pytest.importorskip("fasttext", reason="needs the curate extra (fasttext-predict)")
 
-WEB = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpora" / "web"
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
-needs_data = pytest.mark.skipif(not WEB.is_dir(), reason="shared/data/corpora/web not present")
+WEB = shared_path("corpora/web")
+needs_data = needs_shared("corpora/web")
 OFF = {"lang_id": {"enabled": False}, "gopher_quality": {"enabled": False}, "gopher_repetition": {"enabled": False},
        "c4": {"enabled": False}, "fineweb": {"enabled": False}, "length": {"min_chars": 1}}
 
@@ -134,17 +135,15 @@ def test_resume_after_a_crash(tmp_path, monkeypatch):
     assert stamps and {p: p.stat().st_mtime_ns for p in stamps} == stamps  # phase 1 was not redone
 
 
-@needs_data
-@pytest.mark.skipif(not BENCH.is_dir(), reason="shared/data/benchmarks not present")
 def test_decontamination_removes_and_flags(tmp_path):
-    arc = json.loads((BENCH / "arc" / "ARC-Easy" / "ARC-Easy-Test.jsonl").read_text().splitlines()[0])
+    arc = json.loads(gzip.open(BUNDLED / "arc" / "ARC-Easy" / "ARC-Easy-Test.jsonl.gz", "rt").readline())
     answer = next(c["text"] for c in arc["question"]["choices"] if c["label"] == arc["answerKey"])
     leak = f"Study guide. {arc['question']['stem']} {answer} That is the end of the question."
     clean = "A completely unrelated text about gardening, soil, compost and the seasons of the year."
     (tmp_path / "in.jsonl").write_text(json.dumps({"text": leak}) + "\n" + json.dumps({"text": clean}) + "\n")
     bench = tmp_path / "bench"
     bench.mkdir()
-    (bench / "arc").symlink_to(BENCH / "arc")  # one benchmark keeps the index build quick
+    (bench / "arc").symlink_to(BUNDLED / "arc")  # the subset shipped with lmforge; one benchmark is quick
     base = {**OFF, "dedup": {"minhash": False}}
     stats = curate(make_cfg(**base, decontamination={"benchmarks": str(bench)}), tmp_path / "o1", [str(tmp_path / "in.jsonl")])
     assert totals(stats)["removed"]["decontamination:arc"]["docs"] == 1
@@ -154,6 +153,21 @@ def test_decontamination_removes_and_flags(tmp_path):
            [str(tmp_path / "in.jsonl")])
     kept = read_dir(tmp_path / "o2" / "kept")
     assert [d["meta"].get("contaminated") for d in kept] == [["arc"], None]
+
+
+def test_decontamination_uses_the_shipped_subsets_by_default(tmp_path, capsys):
+    """A fresh clone has no benchmark folder: the default stage indexes lmforge/benchmarks/ and says so."""
+    with gzip.open(BUNDLED / "hellaswag" / "hellaswag_val.jsonl.gz", "rt") as f:
+        hs = json.loads(f.readline())
+    leak = f"Forum post. {hs['ctx']} {hs['endings'][int(hs['label'])]} Thanks for reading."
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": leak}) + "\n" + json.dumps({"text": "Nothing here."}) + "\n")
+    stats = curate(make_cfg(**OFF, dedup={"minhash": False}), tmp_path / "o", [str(tmp_path / "in.jsonl")])
+    assert stats["counters"]["decontamination"] == {"hellaswag": 1}
+    assert set(stats["resources"]["decontamination"]) == {"arc", "hellaswag", "mmlu", "truthfulqa"}
+    assert "subsets shipped with lmforge" in capsys.readouterr().out
+    curate(make_cfg(**OFF, dedup={"minhash": False}, decontamination={"benchmarks": ""}), tmp_path / "o2",
+           [str(tmp_path / "in.jsonl")])
+    assert "decontamination: off" in capsys.readouterr().out
 
 
 def test_mixing_hits_target_weights(tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import shared_data
 from lmforge.data.documents import embedded_corpus, read_documents
 from lmforge.errors import LmforgeError
 
@@ -118,9 +119,7 @@ def test_embedded_corpus():
 
 
 def test_build_script_reproduces_the_shipped_corpus(tmp_path):
-    data = ROOT.parent / "shared" / "data"
-    if not (data / "corpora").is_dir():
-        pytest.skip("shared/data is not beside the checkout")
+    data = shared_data("corpora").parent
     spec = importlib.util.spec_from_file_location(
         "build_demo_corpus", ROOT / "scripts" / "build_demo_corpus.py"
     )

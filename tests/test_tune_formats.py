@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import needs_shared, shared_path
 from lmforge.errors import LmforgeError
 from lmforge.tune.formats import convert, detect_format, from_oasst, load_conversations
 
-INSTRUCT = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruct"
+INSTRUCT = shared_path("instruct")
 U, A = "user", "assistant"
 
 
@@ -68,7 +69,7 @@ def test_oasst_tree_paths():
     assert [[m["content"] for m in c] for c in from_oasst(tree, "best")] == [["Q", "A0"]]
 
 
-@pytest.mark.skipif(not INSTRUCT.is_dir(), reason="shared/data/instruct not found")
+@needs_shared("instruct")
 def test_real_files_load_without_errors():
     oasst = load_conversations(INSTRUCT / "oasst" / "en_100_tree.jsonl", oasst_paths="all", on_bad="error")
     assert oasst.format == "oasst" and oasst.records == 100 and len(oasst.conversations) > 100

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import needs_shared, shared_path
 from lmforge.errors import LmforgeError
 from lmforge.tune.config import SynthConfig
 from lmforge.tune.formats import load_conversations
@@ -19,7 +20,6 @@ from lmforge.tune.synth import build_prompt, load_seed_tasks, parse_tasks, synth
 
 SEEDS = [{"instruction": f"Seed instruction number {w} about {w} things", "instances": [{"input": "", "output": w}]}
          for w in ("alpha", "beta", "gamma", "delta", "epsilon", "zeta")]
-SHARED_SEEDS = Path(__file__).resolve().parents[2] / "shared/data/instruct/self_instruct/seed_tasks.jsonl"
 
 
 class Teacher:
@@ -182,6 +182,6 @@ def test_prompt_and_parser():
     assert parse_tasks("I'd rather not.", 3) == []
 
 
-@pytest.mark.skipif(not SHARED_SEEDS.exists(), reason="shared seed tasks not found")
+@needs_shared("instruct/self_instruct/seed_tasks.jsonl")
 def test_shared_seed_tasks_load():
-    assert len(load_seed_tasks(SHARED_SEEDS)) == 175
+    assert len(load_seed_tasks(shared_path("instruct/self_instruct/seed_tasks.jsonl"))) == 175

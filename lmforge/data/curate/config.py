@@ -166,7 +166,9 @@ class PIIConfig:
 @dataclass
 class DecontConfig:
     enabled: bool = True
-    benchmarks: str = ""  # folder with arc/ hellaswag/ mmlu/ truthfulqa/ gsm8k/; "" = none (stage skipped)
+    # folder with arc/ hellaswag/ mmlu/ truthfulqa/ gsm8k/; "bundled" = the few hundred items per benchmark
+    # shipped in lmforge/benchmarks/ (catches leaks of those only: point it at the full sets); "" = stage off
+    benchmarks: str = "bundled"
     ngram: int = 13  # GPT-3 (Brown et al. 2020 §4) and NeMo TaskDecontamination use 13-grams
     mode: Literal["remove", "flag"] = "remove"
 

@@ -11,6 +11,8 @@ Items shorter than n words cannot be indexed and are counted as `short_items`.
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,15 +23,26 @@ from lmforge.data.curate.minhash import ngram_hashes, word_hashes
 from lmforge.errors import LmforgeError
 
 
+def _files(root: Path, suffix: str) -> list[Path]:
+    """Files ending in `suffix`, plain or gzipped (the subsets shipped with lmforge are .gz)."""
+    return sorted([*root.rglob(f"*{suffix}"), *root.rglob(f"*{suffix}.gz")])
+
+
+def _text(path: Path) -> io.StringIO:
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt", encoding="utf-8-sig", newline="") as f:
+            return io.StringIO(f.read(), newline="")
+    return io.StringIO(path.read_text(encoding="utf-8-sig"), newline="")
+
+
 def _jsonl(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
+    for line in _text(path):
+        if line.strip():
+            yield json.loads(line)
 
 
 def _arc(root: Path) -> Iterator[str]:
-    for f in sorted(root.rglob("*.jsonl")):
+    for f in _files(root, ".jsonl"):
         for r in _jsonl(f):
             q = r["question"]
             answer = next((c["text"] for c in q["choices"] if c["label"] == r.get("answerKey")), "")
@@ -37,7 +50,7 @@ def _arc(root: Path) -> Iterator[str]:
 
 
 def _hellaswag(root: Path) -> Iterator[str]:
-    for f in sorted(root.rglob("*.jsonl")):
+    for f in _files(root, ".jsonl"):
         for r in _jsonl(f):
             label = r.get("label")
             ending = r["endings"][int(label)] if label not in (None, "") else ""
@@ -45,33 +58,38 @@ def _hellaswag(root: Path) -> Iterator[str]:
 
 
 def _mmlu(root: Path) -> Iterator[str]:
-    for f in sorted(root.rglob("*.csv")):
-        with open(f, encoding="utf-8", newline="") as fh:
-            for row in csv.reader(fh):
-                if len(row) >= 6:
-                    answer = row[1 + "ABCD".index(row[5])] if row[5] in ("A", "B", "C", "D") else ""
-                    yield f"{row[0]} {answer}"
+    for f in _files(root, ".csv"):
+        for row in csv.reader(_text(f)):
+            if len(row) >= 6:
+                answer = row[1 + "ABCD".index(row[5])] if row[5] in ("A", "B", "C", "D") else ""
+                yield f"{row[0]} {answer}"
 
 
 def _truthfulqa(root: Path) -> Iterator[str]:
-    for f in sorted(root.rglob("*.csv")):
-        with open(f, encoding="utf-8-sig", newline="") as fh:
-            for row in csv.DictReader(fh):
-                yield f"{row.get('Question', '')} {row.get('Best Answer', '')}"
+    for f in _files(root, ".csv"):
+        for row in csv.DictReader(_text(f)):
+            yield f"{row.get('Question', '')} {row.get('Best Answer', '')}"
 
 
 def _gsm8k(root: Path) -> Iterator[str]:
-    for f in sorted(root.rglob("*.jsonl")):
+    for f in _files(root, ".jsonl"):
         for r in _jsonl(f):
             yield f"{r['question']} {r.get('answer', '')}"
+
+
+def bundled_benchmarks() -> Path:
+    from lmforge.benchmarks import BUNDLED
+
+    return BUNDLED
 
 
 READERS = {"arc": _arc, "hellaswag": _hellaswag, "mmlu": _mmlu, "truthfulqa": _truthfulqa, "gsm8k": _gsm8k}
 
 
 def build_index(benchmarks: str | Path, n: int, out: Path) -> dict:
-    """Write `out` (.npz: keys, bench, names) for every known benchmark folder; return its summary."""
-    root = Path(benchmarks)
+    """Write `out` (.npz: keys, bench, names) for every known benchmark folder; return its summary.
+    `benchmarks="bundled"`: the subsets shipped with lmforge (lmforge/benchmarks/)."""
+    root = bundled_benchmarks() if benchmarks == "bundled" else Path(benchmarks)
     if not root.is_dir():
         raise LmforgeError(f"decontamination.benchmarks: no such folder {root}")
     names = [name for name in READERS if (root / name).is_dir()]

@@ -215,6 +215,12 @@ def _prepare_resources(cfg: CurateConfig, work: Path) -> dict:
 
             _save_json(work / "decontam_index.json", build_index(dc.benchmarks, dc.ngram, path))
         info["decontamination"] = json.loads((work / "decontam_index.json").read_text())
+        items = sum(v["items"] for v in info["decontamination"].values())
+        where = ("the subsets shipped with lmforge; set decontamination.benchmarks=DIR for the full sets"
+                 if dc.benchmarks == "bundled" else dc.benchmarks)
+        log(f"decontamination: {items:,} items of {', '.join(info['decontamination'])} ({where})")
+    elif dc.enabled:
+        log("decontamination: off (decontamination.benchmarks is empty)")
     if cfg.classifier.enabled:
         from lmforge.data.curate.train import prepare_classifier
 
