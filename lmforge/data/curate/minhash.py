@@ -37,6 +37,7 @@ _P = 0x100000001B3  # FNV-64 prime, multiplier of the byte polynomial
 _P_INV = pow(_P, -1, 2**64)
 _Q = np.uint64(0x9E3779B97F4A7C15)  # golden-ratio constant, multiplier for combining word hashes
 _U64 = np.uint64
+BATCH_CHARS = 200_000  # text hashed per vectorised batch: bounds memory; never changes a signature
 
 
 def simplify(text: str) -> bytes:
@@ -112,8 +113,10 @@ class MinHasher:
         self.num_perm = num_perm
         self.n = shingle_words
 
-    def signatures(self, texts: list[str], batch_chars: int = 200_000) -> np.ndarray:
-        """(len(texts), num_perm) uint32 MinHash signatures, computed `batch_chars` of text at a time."""
+    def signatures(self, texts: list[str], batch_chars: int | None = None) -> np.ndarray:
+        """(len(texts), num_perm) uint32 MinHash signatures, computed `batch_chars` (default
+        BATCH_CHARS) of text at a time; each row is a function of its text alone."""
+        batch_chars = BATCH_CHARS if batch_chars is None else batch_chars
         out, start, size = [], 0, 0
         for i, t in enumerate(texts):
             size += len(t)
