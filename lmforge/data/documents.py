@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,9 @@ from lmforge.errors import LmforgeError
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
 SUFFIXES = JSONL_SUFFIXES + (".txt",)
 DEFAULT_SOURCE = "unknown"
+# A JSON escape of a UTF-16 surrogate (\uD800-\uDFFF): the only way a lone surrogate, which no
+# UTF-8 writer or tokenizer accepts, gets into a decoded str (strict UTF-8 decoding never makes one).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def read_documents(path: str | Path) -> Iterator[dict[str, Any]]:
@@ -87,13 +91,28 @@ def _read_jsonl(f: Path, name: str) -> Iterator[dict[str, Any]]:
             raise LmforgeError(f"{f}: cannot read after line {lineno}: {e}") from None
 
 
+def unencodable(line: bytes, obj: Any) -> str | None:
+    """Why the JSON value parsed from `line` cannot be written as UTF-8 (a lone surrogate), or None.
+    The full check runs only on lines that hold a surrogate escape, so clean lines cost one search."""
+    if not _SURROGATE_ESCAPE.search(line):
+        return None
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"lone surrogate {e.object[e.start]!r} (an escaped half of a UTF-16 pair): not encodable as UTF-8"
+    return None
+
+
 def _record(line: bytes, f: Path, lineno: int, name: str) -> dict[str, Any]:
     try:
         rec = json.loads(line)
-    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
-        raise LmforgeError(f"{f}:{lineno}: malformed JSON line ({e})") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, too deeply nested
+        raise LmforgeError(f"{f}:{lineno}: malformed JSON line ({str(e)[:200]})") from None
     if not isinstance(rec, dict):
         raise LmforgeError(f"{f}:{lineno}: a document must be a JSON object, got {type(rec).__name__}")
+    problem = unencodable(line, rec)
+    if problem:
+        raise LmforgeError(f"{f}:{lineno}: {problem}")
     text = rec.get("text")
     if not isinstance(text, str):
         got = "no 'text' field" if text is None else f"'text' is {type(text).__name__}"
@@ -125,8 +144,51 @@ def open_binary(f: Path | str) -> Iterator[IO[bytes]]:
             import zstandard  # optional: only .zst input needs it
         except ImportError:
             raise LmforgeError(f"reading {f} needs the 'zstandard' package: pip install zstandard") from None
-        with open(f, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as reader:
-            yield io.BufferedReader(reader, 1 << 20)
+        with open(f, "rb") as raw:
+            yield io.BufferedReader(_ZstdStream(raw, zstandard), 1 << 20)
     else:
         with open(f, "rb") as fh:
             yield fh
+
+
+class _ZstdStream(io.RawIOBase):
+    """Every zstd frame of a file, one after another, as a raw byte stream that fails like gzip:
+    OSError for data that is not zstd or is damaged, and for a file that ends inside a frame.
+    (zstandard's stream_reader returns the partial data of a truncated file without an error,
+    and stops after the first frame unless told otherwise.)"""
+
+    FEED = 8192  # compressed bytes per step: bounds what one step can expand to (~256 MB for RLE blocks)
+
+    def __init__(self, raw: IO[bytes], zstandard: Any) -> None:
+        self._raw, self._z = raw, zstandard
+        self._frame: Any = None  # the decompressobj of the frame being read
+        self._carry = b""  # compressed bytes after the end of the last frame
+        self._out = memoryview(b"")  # decompressed, not yet returned
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        while not self._out and not self._done:
+            self._step()
+        n = min(len(buf), len(self._out))
+        buf[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def _step(self) -> None:
+        chunk, self._carry = self._carry or self._raw.read(self.FEED), b""
+        if not chunk:
+            if self._frame is not None:
+                raise OSError("truncated zstd data: the file ends inside a frame")
+            self._done = True
+            return
+        if self._frame is None:
+            self._frame = self._z.ZstdDecompressor().decompressobj()
+        try:
+            self._out = memoryview(self._frame.decompress(chunk))
+        except self._z.ZstdError as e:
+            raise OSError(f"damaged or not zstd data: {e}") from None
+        if self._frame.eof:  # the frame ended inside this chunk; the next frame starts after it
+            self._carry, self._frame = self._frame.unused_data, None

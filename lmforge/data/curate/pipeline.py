@@ -8,6 +8,8 @@ Three phases over shards (one shard = one input file or byte range of a large JS
 3. write (parallel): survivors minus duplicates, boilerplate lines stripped -> kept/part-N.*;
    duplicates (and documents that were nothing but boilerplate) -> removed/part-N.dedup.*.
 Each job leaves a completion marker, so a rerun with the same config skips finished shards.
+inputs.json records every input file's size and mtime when a run starts: a rerun (resume or
+finished) whose inputs differ is refused, naming the files, instead of reusing stale results.
 Then stats.json (input = kept + sum of removed, per source: checked), report.md, errors.jsonl,
 and the optional domain mix (mixed/).
 """
@@ -29,7 +31,7 @@ from lmforge.data.curate.config import CurateConfig, SourceConfig
 from lmforge.data.curate.executors import log, run_jobs
 from lmforge.data.curate.minhash import MinHasher, band_keys, exact_key
 from lmforge.data.curate.shards import ShardWriter, read_shard
-from lmforge.data.curate.sources import WEB_FORMATS, ReadError, Task, plan_tasks, read_task
+from lmforge.data.curate.sources import WEB_FORMATS, ReadError, Task, fingerprint, plan_tasks, read_task
 from lmforge.data.curate.stats import Stats, check_invariant, merge
 from lmforge.errors import LmforgeError
 
@@ -197,6 +199,28 @@ def _prepare_output(cfg: CurateConfig, out: Path) -> dict | None:
     return None
 
 
+def _check_inputs(out: Path, now: dict[str, list[int]], finished: bool) -> None:
+    """Refuse a rerun whose input files differ from the ones the run in `out` started with; record
+    them for a new run. (Outputs from before inputs.json are not checked: nothing to compare with.)"""
+    path = out / "inputs.json"
+    if not path.exists():
+        if finished:
+            log(f"note: {out} predates input fingerprints (inputs.json); its inputs cannot be checked")
+        else:
+            _save_json(path, now)
+        return
+    then = json.loads(path.read_text(encoding="utf-8"))
+    if then == now:
+        return
+    added = [f for f in now if f not in then]
+    gone = [f for f in then if f not in now]
+    changed = [f for f in now if f in then and now[f] != then[f]]
+    parts = [f"{what} {', '.join(files[:3])}{' ...' if len(files) > 3 else ''}"
+             for what, files in (("new:", added), ("changed:", changed), ("gone:", gone)) if files]
+    raise LmforgeError(f"the inputs changed since the run in {out} ({'; '.join(parts)}); use a new --output, "
+                       "or remove it to redo the run")
+
+
 def _identity(cfg: CurateConfig) -> dict:
     d = to_dict(cfg)
     for k in RUN_KEYS:
@@ -240,6 +264,7 @@ def curate(cfg: CurateConfig, output: str | Path, inputs: list[str] | None = Non
     cfg.validate()
     out = Path(output)
     finished = _prepare_output(cfg, out)
+    _check_inputs(out, fingerprint(cfg.sources), finished is not None)
     if finished is not None:
         log(f"{out} already holds this finished run; nothing to do")
         return finished

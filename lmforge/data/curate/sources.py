@@ -3,9 +3,10 @@
 Formats: JSONL (plain, .gz, .zst), Parquet, CSV/TSV, text files (one document per file, or split
 at a separator line), HTML pages (main text by trafilatura), WARC/WET crawl files (warcio), and a
 Hugging Face dataset saved with `save_to_disk` (its Arrow stream files, read with pyarrow).
-Bad input (malformed JSON, invalid UTF-8, a missing or non-string text field, a record over
-`max_record_bytes`, a truncated compressed file) becomes a `ReadError` with file and line, so the
-pipeline counts it under an explicit reason and goes on.
+Bad input (malformed JSON, invalid UTF-8, a lone surrogate escape, a missing or non-string text
+field, a record over `max_record_bytes`) becomes a `ReadError` with file and line, so the pipeline
+counts it under an explicit reason and goes on; a file any reader fails to decode (truncated or
+damaged compression, not the format its name says) ends in one `read:corrupt_file`.
 
 Large plain JSONL files are split into byte ranges (`shard_bytes`): a range owns every line that
 starts inside it, so the tasks, and hence the output, do not depend on the number of workers.
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.data.curate.config import SourceConfig
-from lmforge.data.documents import open_binary
+from lmforge.data.documents import open_binary, unencodable
 from lmforge.errors import LmforgeError
 
 SUFFIXES = {
@@ -87,6 +88,21 @@ def plan_tasks(sources: list[SourceConfig], shard_bytes: int) -> list[Task]:
     return tasks
 
 
+def fingerprint(sources: list[SourceConfig]) -> dict[str, list[int]]:
+    """{file: [size, mtime_ns]} of every file the sources read (a saved dataset folder: each file in
+    it). Stat calls only, no reading: a finished run is tied to exactly these inputs."""
+    out: dict[str, list[int]] = {}
+    for src in sources:
+        root = Path(src.path)
+        if not root.exists():
+            raise LmforgeError(f"source not found: {root}")
+        for f, fmt in _files(root, src.format):
+            for p in sorted(x for x in f.rglob("*") if x.is_file()) if fmt == "hf_disk" else [f]:
+                st = p.stat()
+                out[str(p)] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
 def _files(root: Path, fmt: str) -> list[tuple[Path, str]]:
     if fmt == "hf_disk" or (fmt == "auto" and detect_format(root) == "hf_disk"):
         return [(root, "hf_disk")]
@@ -113,10 +129,18 @@ def read_task(task: Task, src: SourceConfig, max_record_bytes: int) -> Iterator[
     reader = {"jsonl": _jsonl, "parquet": _parquet, "csv": _csv, "txt": _txt, "html": _html, "warc": _warc,
               "hf_disk": _hf_disk}[task.format]
     default = src.domain or ("web" if task.format in WEB_FORMATS else "unknown")
-    for rec in reader(task, src, max_record_bytes):
-        if isinstance(rec, dict):
-            rec["source"] = src.domain or rec.get("source") or default
-        yield rec
+    n = 0
+    try:
+        for rec in reader(task, src, max_record_bytes):
+            n += 1
+            if isinstance(rec, dict):
+                rec["source"] = src.domain or rec.get("source") or default
+            yield rec
+    except LmforgeError:
+        raise  # a missing optional package: the setup is wrong, not this file
+    except Exception as e:  # noqa: BLE001 - whatever a decoder raises on a damaged file ends that file only
+        yield ReadError("read:corrupt_file", task.name, n + 1,
+                        f"cannot read past record {n}: {type(e).__name__}: {e}"[:300])
 
 
 def _record(obj: Any, task: Task, src: SourceConfig, line: int, locator: str) -> dict | ReadError:
@@ -167,8 +191,13 @@ def _jsonl(task: Task, src: SourceConfig, limit: int) -> Iterator[dict | ReadErr
                 except UnicodeDecodeError as e:
                     yield ReadError("read:invalid_utf8", task.name, lineno, str(e)[:200], line[:200].decode("latin-1"))
                     continue
-                except ValueError as e:
+                except (ValueError, RecursionError) as e:  # RecursionError: nested too deep to parse
                     yield ReadError("read:malformed_json", task.name, lineno, str(e)[:200],
+                                    line[:200].decode("utf-8", "replace"))
+                    continue
+                problem = unencodable(line, obj)
+                if problem:  # fastText, tokenizers and the UTF-8 writers all reject it later
+                    yield ReadError("read:lone_surrogate", task.name, lineno, problem,
                                     line[:200].decode("utf-8", "replace"))
                     continue
                 yield _record(obj, task, src, lineno, where)
