@@ -101,10 +101,11 @@ def test_votes_map_the_shown_side_back_to_the_model(db):
     seen_left = set()
     for _ in range(3):
         task = store.next_task("ann")
+        comparison, left, rater = store.read_task(task["task"])
         con = sqlite3.connect(db)
-        left, a = con.execute("SELECT t.left_model, c.model_a FROM tasks t JOIN comparisons c "
-                              "ON c.id = t.comparison_id WHERE t.id = ?", (task["task"],)).fetchone()
+        a = con.execute("SELECT model_a FROM comparisons WHERE id = ?", (comparison,)).fetchone()[0]
         con.close()
+        assert rater == "ann"
         seen_left.add(left)
         store.vote(task["task"], "left", score_left=5, score_right=2)
         v = store.votes()[-1]

@@ -3,9 +3,12 @@
 Every request is checked in full (model, parameters, prompt length) before any token is
 generated, so a bad request gets a 4xx error body and a good one either a JSON answer or a
 stream of server-sent events (`data: {chunk}` lines, then `data: [DONE]`, the OpenAI stream
-format). Generation runs in a worker thread; `ServedModel.complete` queues requests per model, or
-hands them to the model's batcher (`--max-batch`), which decodes the requests waiting together.
-A streaming client that disconnects cancels its generation at the next token.
+format). Nothing slow runs on the event loop: a request's tokenization runs in a thread, and its
+generation in a thread of its own (`in_thread`), never a fixed-size pool, so neither the number
+of streams nor of requests in flight is capped by a pool size the user never set.
+`ServedModel.complete` queues requests per model, or hands them to the model's batcher
+(`--max-batch`), which decodes the requests waiting together. A streaming client that
+disconnects cancels its generation at the next token.
 """
 
 from __future__ import annotations
@@ -15,17 +18,21 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from lmforge.errors import LmforgeError
 from lmforge.serve.config import SampleConfig
 from lmforge.serve.engine import Completion, ContextLengthError, ServedModel
+from lmforge.serve.guards import StrictJSONRoute
 from lmforge.serve.schema import APIError, ChatRequest, CompletionRequest, _Sampling
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -45,7 +52,7 @@ def usage(prompt_tokens: int, results: list[Completion]) -> dict:
 
 
 def make_router(models: dict[str, ServedModel], auth: Callable) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
+    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)], route_class=StrictJSONRoute)
 
     def get_model(name: str) -> ServedModel:
         if name not in models:
@@ -68,15 +75,7 @@ def make_router(models: dict[str, ServedModel], auth: Callable) -> APIRouter:
     @router.post("/completions")
     async def completions(req: CompletionRequest):
         served = get_model(req.model)
-        jobs, prompt_tokens = [], 0
-        for prompt in req.prompts():
-            ids = token_ids(served, prompt) if isinstance(prompt, list) else served.text_ids(prompt)
-            check_length(served, ids, "prompt")
-            prompt_tokens += len(ids)
-            echo = (prompt if isinstance(prompt, str) else served.tokenizer.decode(ids)) if req.echo else ""
-            for c in range(req.n):
-                limit = req.max_tokens if req.max_tokens is not None else served.block_size
-                jobs.append(Job(ids, req.sample_config(limit, c), [served.tokenizer.eot_id], echo))
+        jobs, prompt_tokens = await in_thread(completion_jobs, served, req)
         meta = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": served.name}
 
@@ -86,10 +85,10 @@ def make_router(models: dict[str, ServedModel], auth: Callable) -> APIRouter:
         if req.stream:
             return sse(served, jobs, prompt_tokens, meta, req, lambda i, piece: choice(i, piece, None),
                        lambda i: None, lambda i, r: choice(i, "", r.finish_reason))
-        results = await run_in_threadpool(run_jobs, served, jobs)
+        results = await in_thread(run_jobs, served, jobs)
         scores = [None] * len(jobs)
         if req.logprobs is not None:
-            scores = await run_in_threadpool(score_jobs, served, jobs, results, req.logprobs, req.echo)
+            scores = await in_thread(score_jobs, served, jobs, results, req.logprobs, req.echo)
         return {**meta, "choices": [choice(i, j.prefix + r.text, r.finish_reason, lp)
                                     for i, (j, r, lp) in enumerate(zip(jobs, results, scores))],
                 "usage": usage(prompt_tokens, results)}
@@ -97,15 +96,7 @@ def make_router(models: dict[str, ServedModel], auth: Callable) -> APIRouter:
     @router.post("/chat/completions")
     async def chat_completions(req: ChatRequest):
         served = get_model(req.model)
-        req.check_chat()
-        messages = [m.plain() for m in req.messages]
-        try:
-            ids = served.chat_ids(messages)
-        except LmforgeError as e:  # unknown role, empty content, system message not first
-            raise APIError(400, str(e), "messages") from None
-        check_length(served, ids, "messages")
-        limit = req.limit() if req.limit() is not None else served.block_size
-        jobs = [Job(ids, req.sample_config(limit, c), served.chat_stop_ids()) for c in range(req.n)]
+        jobs, prompt_tokens = await in_thread(chat_jobs, served, req)
         meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
                 "model": served.name, "system_fingerprint": None}
 
@@ -113,16 +104,55 @@ def make_router(models: dict[str, ServedModel], auth: Callable) -> APIRouter:
             def delta(i: int, d: dict, finish: str | None = None) -> dict:
                 return {"index": i, "delta": d, "logprobs": None, "finish_reason": finish}
 
-            return sse(served, jobs, len(ids), {**meta, "object": "chat.completion.chunk"}, req,
+            return sse(served, jobs, prompt_tokens, {**meta, "object": "chat.completion.chunk"}, req,
                        lambda i, piece: delta(i, {"content": piece}),
                        lambda i: delta(i, {"role": "assistant", "content": ""}),
                        lambda i, r: delta(i, {}, r.finish_reason))
-        results = await run_in_threadpool(run_jobs, served, jobs)
+        results = await in_thread(run_jobs, served, jobs)
         choices = [{"index": i, "message": {"role": "assistant", "content": r.text, "refusal": None},
                     "logprobs": None, "finish_reason": r.finish_reason} for i, r in enumerate(results)]
-        return {**meta, "choices": choices, "usage": usage(len(ids), results)}
+        return {**meta, "choices": choices, "usage": usage(prompt_tokens, results)}
 
     return router
+
+
+def completion_jobs(served: ServedModel, req: CompletionRequest) -> tuple[list[Job], int]:
+    """The request's choices as Jobs (each prompt tokenized and checked) and its prompt tokens."""
+    jobs, prompt_tokens = [], 0
+    for prompt in req.prompts():
+        if isinstance(prompt, list):
+            ids = token_ids(served, prompt)
+        else:
+            with context_errors(served, "prompt"):
+                served.check_text_length(len(prompt))
+            try:
+                ids = served.text_ids(prompt)
+            except LmforgeError as e:  # a lone surrogate (requests from JSON never have one)
+                raise APIError(400, str(e), "prompt") from None
+        with context_errors(served, "prompt"):
+            served.check_length(ids)
+        prompt_tokens += len(ids)
+        echo = (prompt if isinstance(prompt, str) else served.tokenizer.decode(ids)) if req.echo else ""
+        for c in range(req.n):
+            limit = req.max_tokens if req.max_tokens is not None else served.block_size
+            jobs.append(Job(ids, req.sample_config(limit, c), [served.tokenizer.eot_id], echo))
+    return jobs, prompt_tokens
+
+
+def chat_jobs(served: ServedModel, req: ChatRequest) -> tuple[list[Job], int]:
+    """The conversation's choices as Jobs (in the chat template, checked) and its prompt tokens."""
+    req.check_chat()
+    messages = [m.plain() for m in req.messages]
+    with context_errors(served, "messages"):
+        served.check_text_length(sum(len(m["content"] or "") for m in messages))
+    try:
+        ids = served.chat_ids(messages)
+    except LmforgeError as e:  # unknown role, empty content, system message not first
+        raise APIError(400, str(e), "messages") from None
+    with context_errors(served, "messages"):
+        served.check_length(ids)
+    limit = req.limit() if req.limit() is not None else served.block_size
+    return [Job(ids, req.sample_config(limit, c), served.chat_stop_ids()) for c in range(req.n)], len(ids)
 
 
 def token_ids(served: ServedModel, ids: list[int]) -> list[int]:
@@ -135,13 +165,44 @@ def token_ids(served: ServedModel, ids: list[int]) -> list[int]:
     return ids
 
 
-def check_length(served: ServedModel, ids: list[int], param: str) -> None:
+@contextmanager
+def context_errors(served: ServedModel, param: str) -> Iterator[None]:
+    """Turns a ContextLengthError inside the block into OpenAI's context_length_exceeded 400."""
     try:
-        served.check_length(ids)
-    except ContextLengthError:
+        yield
+    except ContextLengthError as err:
+        size = f"at least {err.tokens}" if err.at_least else f"{err.tokens}"
         raise APIError(400, f"This model's maximum context length is {served.block_size} tokens, but the "
-                       f"{param} is {len(ids)} tokens. Please shorten it.", param,
-                       "context_length_exceeded") from None
+                       f"{param} is {size} tokens. Please shorten it.", param, "context_length_exceeded") from None
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` on a thread of its own, awaited. Generation mostly waits (for the model, for its
+    batch); a request that waits must not hold a thread of a fixed-size pool, whose size (anyio's
+    40, asyncio's cores + 4) would cap how many requests or streams are in flight."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if done.done():  # the request was cancelled meanwhile
+            return
+        if error is None:
+            done.set_result(result)
+        else:
+            done.set_exception(error)
+
+    def work() -> None:
+        try:
+            result, error = fn(*args), None
+        except BaseException as e:  # noqa: BLE001 -- re-raised in the request's coroutine
+            result, error = None, e
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the event loop is gone (server shutting down)
+            pass
+
+    threading.Thread(target=work, name="lmforge-request", daemon=True).start()
+    return await done
 
 
 def run_jobs(served: ServedModel, jobs: list[Job]) -> list[Completion]:
@@ -223,7 +284,8 @@ async def generate_in_thread(served: ServedModel, jobs: list[Job]) -> AsyncItera
         finally:
             put(("done", -1, None))
 
-    worker = loop.run_in_executor(None, work)
+    # A thread of its own: a stream waits on the model for most of its life (see `in_thread`).
+    threading.Thread(target=work, name="lmforge-stream", daemon=True).start()
     try:
         while True:
             item = await queue.get()
@@ -232,5 +294,3 @@ async def generate_in_thread(served: ServedModel, jobs: list[Job]) -> AsyncItera
             yield item
     finally:
         cancel.set()
-        if worker.done():
-            worker.result()

@@ -12,6 +12,11 @@ draw alone; its tokens differ from a lone run only if float rounding in the batc
 flips a near-tie. A row that ends (stop id or string, its max_tokens, the context limit, its
 client gone) ends its stream and wakes its request at once; the batch goes on for the others.
 A batch of one runs `generate_tokens`, exactly the unbatched path.
+
+One row's failure is its own: an error in what belongs to a row (its seed, its sampling, its
+stream or cancellation callback) ends that row with the error and the batch goes on. The forward
+pass is shared, so a failed prefill retries each row alone (only a row that fails alone fails);
+a failed step, after text was streamed, ends the rows still decoding.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from lmforge.serve.generate import (
     generate_tokens,
     model_config,
     prefill_batch,
-    sample_each,
+    sample_next,
     seeded_generator,
 )
 
@@ -91,49 +96,70 @@ class Row:
 
 
 def run_alone(model: torch.nn.Module, row: Row) -> None:
-    """Decode one row with `generate_tokens`: the unbatched path."""
-    if row.budget <= 0:
-        row.end("length")
-        return
-    tokens = generate_tokens(model, row.ids, row.cfg, stop_ids=row.stop_ids)
+    """Decode one row with `generate_tokens`: the unbatched path. An error ends the row (its
+    `wait()` raises it), not the caller."""
     try:
-        for token in tokens:
-            if row.take(token):
-                return
-        row.end("stop")  # generate_tokens ended before a stop id
-    finally:
-        tokens.close()
+        if row.budget <= 0:
+            row.end("length")
+            return
+        tokens = generate_tokens(model, row.ids, row.cfg, stop_ids=row.stop_ids)
+        try:
+            for token in tokens:
+                if row.take(token):
+                    return
+            row.end("stop")  # generate_tokens ended before a stop id
+        finally:
+            tokens.close()
+    except Exception as e:  # noqa: BLE001 -- raised in the request's thread by row.wait()
+        row.fail(e)
 
 
 def run_batch(model: torch.nn.Module, rows: Sequence[Row]) -> None:
-    """Decode rows together, each with its own settings; a row ends on its own (see `Row.take`)."""
-    for row in rows:
-        if row.budget <= 0:
-            row.end("length")
-    rows = [r for r in rows if not r.done.is_set()]
-    if not rows:
-        return
+    """Decode rows together, each with its own settings; a row ends on its own (see `Row.take`),
+    and so does a row that fails (see the module's docstring)."""
     device = next(model.parameters()).device
-    gens = [seeded_generator(r.cfg.seed, device) for r in rows]
+    gens: dict[Row, torch.Generator] = {}
+    for row in rows:
+        try:
+            if row.budget <= 0:
+                row.end("length")
+            else:
+                gens[row] = seeded_generator(row.cfg.seed, device)
+        except Exception as e:  # noqa: BLE001
+            row.fail(e)
+    rows = [r for r in rows if not r.done.is_set()]
+    if len(rows) <= 1:
+        for row in rows:
+            run_alone(model, row)
+        return
     slots = max(len(r.ids) for r in rows) + max(r.budget for r in rows) - 1  # the last token is not fed back
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            logits, step = prefill_batch(model, [r.ids for r in rows], slots, any(r.cfg.compile for r in rows))
-            while True:
-                live = [i for i, r in enumerate(rows) if not r.done.is_set()]
+            try:
+                logits, step = prefill_batch(model, [r.ids for r in rows], slots, any(r.cfg.compile for r in rows))
+            except Exception:  # noqa: BLE001 -- nothing streamed yet: each row on its own finds the culprit
+                logits = None
+            while logits is not None:
                 # Ended rows are not sampled (their generators are theirs alone) but still fed a
                 # token: every step keeps the batch's shape, and rows never see each other.
                 tokens = torch.zeros(len(rows), dtype=torch.long, device=device)  # (B,)
-                tokens[live] = sample_each(logits[live], [rows[i].cfg for i in live], [gens[i] for i in live])
-                for i in live:
-                    rows[i].take(int(tokens[i]))
+                for i, row in enumerate(rows):
+                    if row.done.is_set():
+                        continue
+                    try:
+                        tokens[i] = sample_next(logits[i], row.cfg, gens[row])
+                        row.take(int(tokens[i]))
+                    except Exception as e:  # noqa: BLE001 -- this row's error ends this row only
+                        row.fail(e)
                 if all(r.done.is_set() for r in rows):
                     return
-                logits = step(tokens)  # (B, V)
+                logits = step(tokens)  # (B, V); an error here ends the rows left (Batcher._loop)
     finally:
         model.train(was_training)
+    for row in rows:  # the prefill failed
+        run_alone(model, row)
 
 
 def batchable(model: torch.nn.Module) -> bool:
@@ -172,9 +198,14 @@ class Batcher:
         """The waiting rows for one batch, in arrival order; those that do not fit wait on, first."""
         batch, rest = [], []
         for row in self.waiting:
-            if row.cancelled is not None and row.cancelled():
-                row.end("cancelled")  # the client left while waiting
-            elif len(batch) < self.max_batch() and fits(batch + [row], self.block_size):
+            try:
+                if row.cancelled is not None and row.cancelled():
+                    row.end("cancelled")  # the client left while waiting
+                    continue
+            except Exception as e:  # noqa: BLE001 -- a failing callback ends its own row
+                row.fail(e)
+                continue
+            if len(batch) < self.max_batch() and fits(batch + [row], self.block_size):
                 batch.append(row)
             else:
                 rest.append(row)
@@ -199,6 +230,6 @@ class Batcher:
                         run_alone(self.model, batch[0])
                     else:
                         run_batch(self.model, batch)
-                except Exception as e:  # noqa: BLE001 -- raised in each waiting request's thread
+                except Exception as e:  # noqa: BLE001 -- a shared step failed: raised in each request's thread
                     for row in batch:
-                        row.fail(e)
+                        row.fail(e)  # rows already answered keep their answer

@@ -2,8 +2,9 @@
 
     lmforge chat --run runs/x [--system TEXT] [--temperature 0.8] [--top-p 0.95] [--max-tokens 200] [--compile]
     lmforge serve --run runs/x [--run name=runs/y ...] [--host 127.0.0.1] [--port 8000] [--compile]
-                  [--max-batch 8]
+                  [--max-batch 8] [--max-request-bytes 8388608]
                   [--api-key KEY | $LMFORGE_API_KEY] [--human-eval human_eval.sqlite]
+                  [--rater-key KEY | $LMFORGE_RATER_KEY]
     lmforge eval human --models runA runB --prompts prompts.jsonl [--output human_eval.sqlite]
 
 `add_parsers(subparsers)` adds chat and serve; `run_chat(args)`, `run_serve(args)` return an exit
@@ -19,6 +20,7 @@ import os
 import sys
 
 from lmforge.errors import LmforgeError
+from lmforge.serve.config import DEFAULT_MAX_REQUEST_BYTES
 from lmforge.serve.human_eval import add_human_parser, run_human
 
 __all__ = ["add_human_parser", "add_parsers", "main", "run_chat", "run_human", "run_serve"]
@@ -77,6 +79,11 @@ def add_parsers(subparsers) -> None:
                    help="require 'Authorization: Bearer KEY' on the API (default: $LMFORGE_API_KEY, else none)")
     s.add_argument("--human-eval", default=None, metavar="FILE",
                    help="comparisons file from `lmforge eval human`: enables /human and /human/results")
+    s.add_argument("--rater-key", default=os.environ.get("LMFORGE_RATER_KEY"),
+                   help="a key for raters: opens human evaluation (/human) only, never the models' API "
+                        "(default: $LMFORGE_RATER_KEY, else none; the API key opens /human too)")
+    s.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES, metavar="N",
+                   help="refuse request bodies larger than N bytes with a 413 (default %(default)s = 8 MiB)")
     s.add_argument("--device", default="cpu", help="cpu, cuda, mps (default cpu)")
     _compile_arg(s)
     _template_arg(s)
@@ -129,6 +136,8 @@ def run_serve(args) -> int:
         raise LmforgeError(f"--port must be in 0..65535, got {args.port}")
     if args.max_batch < 1:
         raise LmforgeError(f"--max-batch must be >= 1, got {args.max_batch}")
+    if args.max_request_bytes < 1:
+        raise LmforgeError(f"--max-request-bytes must be >= 1, got {args.max_request_bytes}")
     if args.threads:
         import torch
 
@@ -142,7 +151,8 @@ def run_serve(args) -> int:
         m.set_prompt_template(template)
         print(f"[lmforge] model {m.name!r}: {m.path} ({m.block_size}-token context)", flush=True)
         models.append(m)
-    app = create_app(models, api_key=args.api_key or None, human_db=args.human_eval)
+    app = create_app(models, api_key=args.api_key or None, human_db=args.human_eval,
+                     rater_key=args.rater_key or None, max_request_bytes=args.max_request_bytes)
     if args.host not in LOOPBACK and not args.api_key:
         print(f"[lmforge] warning: listening on {args.host} without an API key; anyone who can reach it "
               "can use it (set --api-key or $LMFORGE_API_KEY)", file=sys.stderr, flush=True)

@@ -1,10 +1,16 @@
-"""Decoding options."""
+"""Decoding options, and the server's request-size default."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from lmforge.errors import ConfigError
+
+# torch.Generator.manual_seed takes any integer in [-2**63, 2**64 - 1] (a negative seed wraps).
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+# `lmforge serve --max-request-bytes`: 8 MiB is far above any prompt that fits a served context
+# (8 prompts of 32k token ids), and lets a refusal come before any work (lmforge/serve/guards.py).
+DEFAULT_MAX_REQUEST_BYTES = 8 * 2**20
 
 
 @dataclass
@@ -29,6 +35,8 @@ class SampleConfig:
             (self.top_k is None or self.top_k >= 1, f"sample.top_k must be >= 1 or null, got {self.top_k}"),
             (self.top_p is None or 0 < self.top_p <= 1, f"sample.top_p must be in (0, 1] or null, got {self.top_p}"),
             (self.num_samples >= 1, f"sample.num_samples must be >= 1, got {self.num_samples}"),
+            (self.seed is None or SEED_MIN <= self.seed <= SEED_MAX,
+             f"sample.seed must be in [-2**63, 2**64 - 1] or null, got {self.seed}"),
             (all(isinstance(s, str) and s for s in self.stop), f"sample.stop strings must be non-empty, got {self.stop!r}"),
         ]
         for ok, msg in checks:

@@ -11,6 +11,8 @@ waiting together, each with its own settings, generator and stream.
 
 from __future__ import annotations
 
+import functools
+import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -27,7 +29,22 @@ __all__ = ["Completion", "ContextLengthError", "ServedModel", "find_tokenizer", 
 
 
 class ContextLengthError(LmforgeError):
-    """The prompt alone is longer than the model's context."""
+    """The prompt alone is longer than the model's context: `tokens` long (`at_least` that many)."""
+
+    def __init__(self, message: str, tokens: int | None = None, at_least: bool = False) -> None:
+        super().__init__(message)
+        self.tokens, self.at_least = tokens, at_least
+
+
+def check_text(text: str, what: str = "the text") -> str:
+    """`text`, or an LmforgeError if it holds a lone surrogate (not Unicode: no tokenizer takes it)."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise LmforgeError(f"{what} holds a lone UTF-16 surrogate ({text[e.start]!r} at character "
+                               f"{e.start}), which is not Unicode text") from None
+    return text
 
 
 def find_tokenizer(path: Path) -> Path:
@@ -99,6 +116,9 @@ class ServedModel:
         from lmforge.tune.prompts import apply_prefix
         from lmforge.tune.template import render_chat
 
+        for i, m in enumerate(messages):
+            if isinstance(m.get("content"), str):
+                check_text(m["content"], f"message {i}")
         return render_chat(apply_prefix(self.prompt_prefix, list(messages)), self.tokenizer,
                            add_generation_prompt=True)
 
@@ -109,12 +129,35 @@ class ServedModel:
 
     def text_ids(self, prompt: str) -> list[int]:
         """A plain-text prompt; an empty one starts a fresh document (end-of-text), as generate() does."""
-        return self.tokenizer.encode(prompt) or [self.tokenizer.eot_id]
+        return self.tokenizer.encode(check_text(prompt, "the prompt")) or [self.tokenizer.eot_id]
 
     def check_length(self, prompt_ids: Sequence[int]) -> None:
         if len(prompt_ids) > self.block_size:
             raise ContextLengthError(f"the prompt is {len(prompt_ids)} tokens, longer than model "
-                                     f"{self.name!r}'s context of {self.block_size} tokens")
+                                     f"{self.name!r}'s context of {self.block_size} tokens", len(prompt_ids))
+
+    @functools.cached_property
+    def max_token_chars(self) -> int | None:
+        """The most characters of text one token stands for (its byte-level spelling has one
+        character per byte, an added token its content); None when the tokenizer normalizes text
+        first, which could shrink it."""
+        spec = json.loads(self.tokenizer.to_str())
+        vocab = (spec.get("model") or {}).get("vocab")
+        if spec.get("normalizer") is not None or not isinstance(vocab, dict) or not vocab:
+            return None
+        added = [len(t.get("content", "")) for t in spec.get("added_tokens") or []]
+        return max(max(map(len, vocab)), *added, 1)
+
+    def check_text_length(self, chars: int) -> None:
+        """Refuse, before tokenizing it, a text too long for the context whatever it says: `chars`
+        characters need at least chars / max_token_chars tokens. Tokenizing megabytes takes seconds
+        to minutes, and a prompt that cannot fit should not cost them."""
+        per_token = self.max_token_chars
+        if per_token and chars > self.block_size * per_token:
+            tokens = -(-chars // per_token)
+            raise ContextLengthError(f"the prompt is at least {tokens} tokens ({chars} characters), longer "
+                                     f"than model {self.name!r}'s context of {self.block_size} tokens",
+                                     tokens, at_least=True)
 
     # ---- generation
 

@@ -9,7 +9,7 @@ Two layers, one prompt at a time, and a batched path:
 - `generate_batch` does the same for a batch of prompts at once (decoder models): prompts of
   different lengths are left-padded, so each step is one forward over B positions. Its prefill
   and step (`prefill_batch`) also serve the server's batcher (lmforge/serve/batching.py), which
-  samples each row with its own settings (`sample_each`).
+  samples each row with its own settings and generator (`sample_next` per row).
 - `generate` turns them into text: it decodes incrementally, cuts at stop strings and streams
   the new text to a callback.
 
@@ -197,12 +197,23 @@ def prefill_batch(model: torch.nn.Module, prompts_ids: Sequence[Sequence[int]], 
     return logits, lambda tokens: model(tokens[:, None], kv_cache=cache, last_only=True)[0][:, -1]
 
 
+def scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Logits (..., V) divided by a temperature > 0, shifted so each row's largest is 0.
+
+    The shift (softmax does not change with it) keeps a tiny temperature finite: the best token
+    scores 0 and the others -inf at worst, never inf - inf = nan. Below float32's smallest normal
+    number a temperature would round to 0 (and 0/0 is nan), so it is raised to that number: the
+    same limit, the most likely token(s)."""
+    temperature = max(temperature, torch.finfo(logits.dtype).tiny)
+    return (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+
+
 def sample_next(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> int:
     """One token id from next-token logits (V,): greedy, or temperature + top-k + top-p."""
     logits = logits.float()
     if cfg.temperature == 0:
         return int(torch.argmax(logits))
-    logits = logits / cfg.temperature
+    logits = scaled(logits, cfg.temperature)
     if cfg.top_k is not None and cfg.top_k < logits.numel():
         kth = torch.topk(logits, cfg.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -224,7 +235,7 @@ def sample_rows(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -
     logits = logits.float()
     if cfg.temperature == 0:
         return torch.argmax(logits, dim=-1)
-    logits = logits / cfg.temperature
+    logits = scaled(logits, cfg.temperature)
     if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
         kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -4,14 +4,19 @@
 every model's answer to every prompt (the chat template, as served) and writes the comparisons to
 a SQLite file; `lmforge serve --human-eval human.sqlite` shows them at /human. A rater sees the
 prompt, the reference if there is one, and two answers labelled only A and B, their order drawn at
-random per showing; the server remembers which model was on which side (the `tasks` table) and
-stores each vote once. SQLite in WAL mode with `BEGIN IMMEDIATE` transactions serialises
-concurrent raters' writes, so no vote is lost. Results: /human/results (ratings.py).
+random per showing. Showing a comparison writes nothing: which model is on which side travels in
+the task token itself (comparison, left model, rater), signed with HMAC-SHA256 under a secret kept
+in the file's `meta` table, so reading never grows the database and a forged or altered token is
+refused. Each vote is stored once. SQLite in WAL mode with `BEGIN IMMEDIATE` transactions
+serialises concurrent raters' writes, so no vote is lost. Results: /human/results (ratings.py).
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
+import hmac
 import itertools
 import json
 import random
@@ -32,9 +37,7 @@ CREATE TABLE IF NOT EXISTS answers (prompt_id INTEGER NOT NULL REFERENCES prompt
                                     PRIMARY KEY (prompt_id, model));
 CREATE TABLE IF NOT EXISTS comparisons (id INTEGER PRIMARY KEY, prompt_id INTEGER NOT NULL REFERENCES prompts(id),
                                         model_a TEXT NOT NULL, model_b TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tasks (id TEXT PRIMARY KEY, comparison_id INTEGER NOT NULL REFERENCES comparisons(id),
-                                  left_model TEXT NOT NULL, rater TEXT NOT NULL, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS votes (id INTEGER PRIMARY KEY, task_id TEXT NOT NULL UNIQUE REFERENCES tasks(id),
+CREATE TABLE IF NOT EXISTS votes (id INTEGER PRIMARY KEY, task_id TEXT NOT NULL UNIQUE,
                                   comparison_id INTEGER NOT NULL REFERENCES comparisons(id), rater TEXT NOT NULL,
                                   winner TEXT NOT NULL CHECK (winner IN ('a', 'b', 'tie', 'both_bad')),
                                   left_model TEXT NOT NULL, score_a INTEGER CHECK (score_a BETWEEN 1 AND 5),
@@ -43,6 +46,7 @@ CREATE INDEX IF NOT EXISTS votes_by_rater ON votes (rater, comparison_id);
 CREATE INDEX IF NOT EXISTS votes_by_comparison ON votes (comparison_id);
 """
 CHOICES = ("left", "right", "tie", "both_bad")
+MAX_RATER_CHARS = 200  # a rater name travels in every task token
 PROMPT_KEYS = ("prompt", "instruction", "question")  # plain, Alpaca/Dolly, GSM8K-style records
 REFERENCE_KEYS = ("reference", "output", "answer", "response")
 
@@ -65,6 +69,20 @@ class HumanEvalStore:
                 self.models = json.loads(db.execute("SELECT value FROM meta WHERE key = 'models'").fetchone()[0])
             except (sqlite3.DatabaseError, TypeError) as e:
                 raise LmforgeError(f"{self.path} is not a human evaluation file: {e}") from None
+            self.secret = self._secret(db)
+
+    @staticmethod
+    def _secret(db: sqlite3.Connection) -> bytes:
+        """The key that signs task tokens: from `meta`, written once (files older than signed
+        tokens get it on first use); a read-only file gets one for this process only."""
+        row = db.execute("SELECT value FROM meta WHERE key = 'task_secret'").fetchone()
+        if row is None:
+            try:
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('task_secret', ?)", (secrets.token_hex(32),))
+            except sqlite3.OperationalError:  # read-only: no vote can be stored either
+                return secrets.token_bytes(32)
+            row = db.execute("SELECT value FROM meta WHERE key = 'task_secret'").fetchone()
+        return bytes.fromhex(row[0])
 
     @contextmanager
     def connect(self):
@@ -76,10 +94,30 @@ class HumanEvalStore:
         finally:
             db.close()
 
+    # ---- task tokens: base64url(JSON [comparison id, left model, rater, nonce]) "." HMAC
+
+    def _sign(self, payload: str) -> str:
+        return hmac.new(self.secret, payload.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def make_task(self, comparison_id: int, left_model: str, rater: str) -> str:
+        data = json.dumps([comparison_id, left_model, rater, secrets.token_hex(4)], separators=(",", ":"))
+        payload = base64.urlsafe_b64encode(data.encode()).decode().rstrip("=")
+        return f"{payload}.{self._sign(payload)}"
+
+    def read_task(self, task: str) -> tuple[int, str, str] | None:
+        """(comparison id, left model, rater) of a task token this file signed; None otherwise."""
+        payload, dot, sig = task.rpartition(".")
+        if not dot or not hmac.compare_digest(sig.encode(), self._sign(payload).encode()):
+            return None
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return int(data[0]), str(data[1]), str(data[2])
+
     def next_task(self, rater: str) -> dict | None:
-        """A comparison this rater has not voted on (fewest votes first), sides in random order."""
+        """A comparison this rater has not voted on (fewest votes first), sides in random order.
+        Reads only: the task token carries the sides."""
+        if len(rater) > MAX_RATER_CHARS:
+            raise VoteError(400, f"a rater name has at most {MAX_RATER_CHARS} characters, got {len(rater)}")
         with self.connect() as db:
-            db.execute("BEGIN IMMEDIATE")
             row = db.execute(
                 "SELECT c.id, c.model_a, c.model_b, p.prompt, p.reference, p.system, "
                 "(SELECT COUNT(*) FROM votes v WHERE v.comparison_id = c.id) AS n "
@@ -87,18 +125,13 @@ class HumanEvalStore:
                 "WHERE c.id NOT IN (SELECT comparison_id FROM votes WHERE rater = ?) "
                 "ORDER BY n, RANDOM() LIMIT 1", (rater,)).fetchone()
             if row is None:
-                db.execute("COMMIT")
                 return None
-            left, right = random.sample([row["model_a"], row["model_b"]], 2)
-            task = secrets.token_urlsafe(16)
-            db.execute("INSERT INTO tasks (id, comparison_id, left_model, rater, created) VALUES (?, ?, ?, ?, ?)",
-                       (task, row["id"], left, rater, time.time()))
-            db.execute("COMMIT")
             answers = {r["model"]: r["text"] for r in db.execute(
                 "SELECT model, text FROM answers WHERE prompt_id = (SELECT prompt_id FROM comparisons WHERE id = ?)",
                 (row["id"],))}
-        return {"task": task, "prompt": row["prompt"], "reference": row["reference"], "system": row["system"],
-                "a": answers[left], "b": answers[right]}
+        left, right = random.sample([row["model_a"], row["model_b"]], 2)
+        return {"task": self.make_task(row["id"], left, rater), "prompt": row["prompt"],
+                "reference": row["reference"], "system": row["system"], "a": answers[left], "b": answers[right]}
 
     def vote(self, task: str, choice: str, score_left: int | None = None, score_right: int | None = None) -> None:
         """Record a vote on a task ('left' = answer A as shown, 'right' = B, 'tie', 'both_bad')."""
@@ -107,28 +140,40 @@ class HumanEvalStore:
         for s in (score_left, score_right):
             if s is not None and (not isinstance(s, int) or isinstance(s, bool) or not 1 <= s <= 5):
                 raise VoteError(400, f"scores are integers from 1 to 5, got {s!r}")
+        signed = self.read_task(task)
         with self.connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
-                row = db.execute("SELECT t.comparison_id, t.left_model, t.rater, c.model_a FROM tasks t "
-                                 "JOIN comparisons c ON c.id = t.comparison_id WHERE t.id = ?", (task,)).fetchone()
-                if row is None:
+                if signed is None:
+                    signed = self._legacy_task(db, task)
+                if signed is None:
+                    raise VoteError(404, "unknown task; load a new comparison")
+                comparison, left, rater = signed
+                row = db.execute("SELECT model_a, model_b FROM comparisons WHERE id = ?", (comparison,)).fetchone()
+                if row is None or left not in (row["model_a"], row["model_b"]):
                     raise VoteError(404, "unknown task; load a new comparison")
                 if db.execute("SELECT 1 FROM votes WHERE task_id = ? OR (rater = ? AND comparison_id = ?)",
-                              (task, row["rater"], row["comparison_id"])).fetchone():
+                              (task, rater, comparison)).fetchone():
                     raise VoteError(409, "this comparison was already voted on")  # one vote per rater
-                left_is_a = row["left_model"] == row["model_a"]
+                left_is_a = left == row["model_a"]
                 winner = {"tie": "tie", "both_bad": "both_bad",
                           "left": "a" if left_is_a else "b", "right": "b" if left_is_a else "a"}[choice]
                 score_a, score_b = (score_left, score_right) if left_is_a else (score_right, score_left)
                 db.execute("INSERT INTO votes (task_id, comparison_id, rater, winner, left_model, score_a, "
                            "score_b, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           (task, row["comparison_id"], row["rater"], winner, row["left_model"], score_a,
-                            score_b, time.time()))
+                           (task, comparison, rater, winner, left, score_a, score_b, time.time()))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    @staticmethod
+    def _legacy_task(db: sqlite3.Connection, task: str) -> tuple[int, str, str] | None:
+        """A task handed out by a server before signed tokens (a `tasks` row), if the file has one."""
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tasks'").fetchone():
+            return None
+        row = db.execute("SELECT comparison_id, left_model, rater FROM tasks WHERE id = ?", (task,)).fetchone()
+        return None if row is None else (row[0], row[1], row[2])
 
     def votes(self) -> list[dict]:
         with self.connect() as db:
@@ -229,6 +274,7 @@ def prepare(model_specs: list[str], prompts_path: str | Path, output: str | Path
         db.execute("PRAGMA journal_mode = WAL")
         db.executescript(SCHEMA)
         meta = {"models": json.dumps(names), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "task_secret": secrets.token_hex(32),
                 "prompts_file": str(prompts_path), "sample": json.dumps(sample.__dict__),
                 "runs": json.dumps(dict(zip(names, model_specs)))}
         db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())

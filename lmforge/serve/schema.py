@@ -1,7 +1,7 @@
 """Request bodies of the OpenAI-compatible API, as pydantic models, and OpenAI-style errors.
 
 Ranges follow the OpenAI API reference (temperature in [0, 2], top_p in (0, 1], at most 4 stop
-sequences, max_tokens >= 1). Unknown fields are rejected, as OpenAI does ("Unrecognized request
+sequences, max_tokens >= 1, seed a 64-bit integer). Unknown fields are rejected, as OpenAI does ("Unrecognized request
 argument"), so a typo never silently becomes a default. Options the server cannot honour
 (penalties, logit_bias, tools, suffix, chat logprobs) are accepted only at their neutral values
 and otherwise answered with a 400 that names them; completions take `logprobs` (0-5, with or
@@ -49,7 +49,7 @@ class _Sampling(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)  # OpenAI's range (a 64-bit integer)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None

@@ -1,8 +1,12 @@
 """The HTTP app (FastAPI) and how it is run (uvicorn): API, web pages, errors, API key, /health.
 
 Every error leaves as an OpenAI-style body `{"error": {"message", "type", "param", "code"}}`:
-malformed JSON and out-of-range parameters are 400 (FastAPI's own 422 is translated), an unknown
-model 404, a missing or wrong API key 401; the server keeps serving after each.
+malformed JSON (a lone surrogate included) and out-of-range parameters are 400 (FastAPI's own 422
+is translated), an unknown model or path 404, a missing or wrong key 401, a body over
+`max_request_bytes` 413 (lmforge/serve/guards.py); the server keeps serving after each.
+
+Keys: the API key opens everything; a rater key opens only human evaluation (/human/api), so
+raters never hold a credential that reaches the models.
 """
 
 from __future__ import annotations
@@ -22,61 +26,84 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lmforge.errors import LmforgeError
 from lmforge.serve.api import make_router
 from lmforge.serve.engine import ServedModel
+from lmforge.serve.guards import DEFAULT_MAX_REQUEST_BYTES, BodyLimit, ErrorResponse
 from lmforge.serve.schema import APIError
 
 log = logging.getLogger("lmforge.serve")
 
 
 def create_app(models: Sequence[ServedModel], api_key: str | None = None,
-               human_db: str | Path | None = None) -> FastAPI:
-    """The app serving `models` under /v1, the chat page, and (with `human_db`) human evaluation."""
+               human_db: str | Path | None = None, rater_key: str | None = None,
+               max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
+    """The app serving `models` under /v1, the chat page, and (with `human_db`) human evaluation.
+    `api_key` guards /v1 and /human/api; `rater_key` opens /human/api only; request bodies over
+    `max_request_bytes` are refused (413)."""
     by_name: dict[str, ServedModel] = {}
     for m in models:
         if m.name in by_name:
             raise LmforgeError(f"two models are named {m.name!r}; name them with --run NAME=PATH")
         by_name[m.name] = m
+    if max_request_bytes < 1:
+        raise LmforgeError(f"the request size limit must be >= 1 byte, got {max_request_bytes}")
     app = FastAPI(title="lmforge", description="OpenAI-compatible API, chat and human evaluation",
                   docs_url="/docs", redoc_url=None)
+    app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
+    api_keys = [api_key] if api_key else []
+    rater_keys = [k for k in (api_key, rater_key) if k]
 
     def auth(request: Request) -> None:
-        """Bearer API key, when the server has one (compared in constant time)."""
-        if api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-            raise APIError(401, "Incorrect or missing API key: send 'Authorization: Bearer <key>'",
-                           code="invalid_api_key")
+        """The API key, when the server has one: for /v1."""
+        check_key(request, api_keys, "API key")
+
+    def rater_auth(request: Request) -> None:
+        """The rater key or the API key: for /human/api."""
+        check_key(request, rater_keys, "rater key (or API key)")
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return ErrorResponse(exc.body(), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(validation_error(exc).body(), status_code=400)
+        return ErrorResponse(validation_error(exc).body(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found" if exc.status_code == 404 else None
         err = APIError(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}", code=kind)
-        return JSONResponse(err.body(), status_code=exc.status_code)
+        return ErrorResponse(err.body(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         err = APIError(500, f"internal server error: {type(exc).__name__}", type="server_error")
-        return JSONResponse(err.body(), status_code=500)
+        return ErrorResponse(err.body(), status_code=500)
 
     @app.get("/health")
-    def health() -> dict:
+    async def health() -> dict:  # on the event loop: it answers while every worker thread is busy
         return {"status": "ok", "models": list(by_name)}
 
     app.include_router(make_router(by_name, auth))
+    from lmforge.inspect.web import make_inspect_router
+
+    app.include_router(make_inspect_router(by_name, auth))  # /inspect: attention and surprise, behind the API key
     from lmforge.serve.web import make_web_router
 
-    app.include_router(make_web_router(by_name, auth, human_db))
+    app.include_router(make_web_router(by_name, rater_auth, human_db))
     return app
+
+
+def check_key(request: Request, keys: list[str], what: str) -> None:
+    """A 401 unless the request's bearer token is one of `keys` (compared in constant time); no
+    keys, no check."""
+    if not keys:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    given = token.strip().encode()
+    matches = [hmac.compare_digest(given, k.encode()) for k in keys]  # all compared: no early exit
+    if scheme.lower() != "bearer" or not any(matches):
+        raise APIError(401, f"Incorrect or missing {what}: send 'Authorization: Bearer <key>'",
+                       code="invalid_api_key")
 
 
 def validation_error(exc: RequestValidationError) -> APIError:

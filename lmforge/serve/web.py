@@ -3,7 +3,8 @@
     /chat            chat with any served model (streams from /v1/chat/completions)
     /human           rate two anonymised answers: A / B / tie / both bad, optional 1-5 scores
     /human/results   win rates with bootstrap CIs and Bradley-Terry ratings
-    /human/api/...   next (a comparison), vote, tally, results: JSON, behind the API key if set
+    /human/api/...   next (a comparison), vote, tally, results: JSON, behind the rater key or the
+                     API key when the server has either (the rater key opens nothing else)
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from lmforge.serve.engine import ServedModel
+from lmforge.serve.guards import StrictJSONRoute
 from lmforge.serve.human_eval import HumanEvalStore, VoteError
 from lmforge.serve.schema import APIError
 
 WEB = Path(__file__).parent / "web"
 TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+# The files /static serves, listed once: a request's name is looked up, never opened as a path.
+STATIC = frozenset(p.name for p in WEB.iterdir() if p.suffix in TYPES)
 NO_HUMAN_EVAL = ("<!doctype html><title>lmforge</title><p>This server has no human evaluation. Prepare one "
                  "with <code>lmforge eval human --models runA runB --prompts prompts.jsonl</code> and start "
                  "the server with <code>--human-eval human_eval.sqlite</code>. <a href='/chat'>Chat</a></p>")
@@ -36,7 +40,8 @@ class Vote(BaseModel):
 
 
 def make_web_router(models: dict[str, ServedModel], auth: Callable, human_db: str | Path | None) -> APIRouter:
-    router = APIRouter()
+    """The pages and /human/api; `auth` guards /human/api (the rater key or the API key)."""
+    router = APIRouter(route_class=StrictJSONRoute)
     store = HumanEvalStore(human_db) if human_db is not None else None
 
     def page(name: str) -> FileResponse:
@@ -60,9 +65,10 @@ def make_web_router(models: dict[str, ServedModel], auth: Callable, human_db: st
 
     @router.get("/static/{name}", include_in_schema=False)
     def static(name: str):
+        if name not in STATIC:
+            shown = name if len(name) <= 80 else name[:80] + "..."
+            raise APIError(404, f"no static file {shown!r}", code="not_found")
         path = WEB / name
-        if "/" in name or path.suffix not in TYPES or not path.is_file():
-            raise APIError(404, f"no static file {name!r}", code="not_found")
         return FileResponse(path, media_type=TYPES[path.suffix], headers={"Cache-Control": "no-cache"})
 
     def need_store() -> HumanEvalStore:
