@@ -144,8 +144,7 @@ class LmforgeLM(LM):
         return self.tok.encode_batch(list(texts))
 
     def hidden(self, ids: torch.Tensor) -> torch.Tensor:
-        m = self.model
-        return m.stack(ids.to(self.device), m.blocks, m.norm_f, causal=True)  # (B, T, C)
+        return self.model.hidden_states(ids.to(self.device))  # (B, T, C)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         return self.model.lm_head(h)
@@ -154,15 +153,11 @@ class LmforgeLM(LM):
         m = self.model
         (G, P), (R, S) = prefixes.shape, suffixes.shape
         pre = m.new_kv_cache(G, P)
-        hp = m.stack(prefixes.to(self.device), m.blocks, m.norm_f, causal=True, cache=pre)  # (G, P, C)
+        hp = m.hidden_states(prefixes.to(self.device), kv_cache=pre)  # (G, P, C)
         if S == 0:
             return hp[:, -1], hp.new_zeros(R, 0, hp.shape[-1])
-        cache = m.new_kv_cache(R, P + S)
-        for layer in range(len(cache.k)):  # each row gets its prefix's keys/values
-            cache.k[layer][:, :, :P] = pre.k[layer][owner]
-            cache.v[layer][:, :, :P] = pre.v[layer][owner]
-        cache.length = P
-        hs = m.stack(suffixes.to(self.device), m.blocks, m.norm_f, causal=True, cache=cache)  # (R, S, C)
+        cache = pre.select_rows(owner, max_len=P + S)  # row r continues prefix owner[r]
+        hs = m.hidden_states(suffixes.to(self.device), kv_cache=cache)  # (R, S, C)
         return hp[:, -1], hs
 
     def generate_tokens(self, prompt, max_new_tokens, temperature=0.0, seed=None):

@@ -61,6 +61,29 @@ class KVCache:
         slots = torch.arange(self.length, self.length + new_tokens, device=self.pad.device)
         return (slots[None, :] - self.pad[:, None]).clamp_min(0)
 
+    def select_rows(self, rows: torch.Tensor, max_len: int | None = None) -> KVCache:
+        """A new cache whose row i continues row `rows[i]` of this one (rows may repeat): the same
+        filled positions, padding and cross-attention keys/values, room for `max_len` positions
+        (default this cache's). This cache is left as it was."""
+        max_len = self.max_len if max_len is None else max_len
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.k[0].device)
+        if rows.dim() != 1 or not rows.numel() or not 0 <= int(rows.min()) <= int(rows.max()) < self.batch_size:
+            raise LmforgeError(f"select_rows needs a non-empty 1-d tensor of row indices below {self.batch_size}, "
+                               f"got {rows.tolist()}")
+        if max_len < self.length:
+            raise LmforgeError(f"select_rows: max_len={max_len} is shorter than the {self.length} cached positions")
+        k0 = self.k[0]
+        pad = self.pad[rows].tolist() if self.pad is not None else None
+        new = KVCache(len(self.k), rows.numel(), k0.shape[1], max_len, k0.shape[3], device=k0.device,
+                      dtype=k0.dtype, pad=pad)
+        for layer, (k, v) in enumerate(zip(self.k, self.v)):
+            new.k[layer][:, :, :self.length] = k[rows, :, :self.length]
+            new.v[layer][:, :, :self.length] = v[rows, :, :self.length]
+        new.length = self.length
+        if self.cross_kv is not None:
+            new.cross_kv = [(k[rows], v[rows]) for k, v in self.cross_kv]
+        return new
+
     def advance(self, new_tokens: int) -> None:
         self.length += new_tokens
 

@@ -293,11 +293,8 @@ class Transformer(nn.Module):
         """Logits (B, T, V) and the loss against `targets` if given. `segment_ids` with `position_ids`
         (B, T each; decoder only) run packed rows: a token attends only to earlier tokens of its own
         segment, at its position within the segment, so each packed example sees what it would alone."""
-        if segment_ids is not None:
-            x = self.packed_lm(input_ids, segment_ids, position_ids)
-        else:
-            shape = {"decoder": self.causal_lm, "encoder": self.masked_lm, "encoder-decoder": self.seq2seq}
-            x = shape[self.cfg.kind](input_ids, decoder_input_ids, kv_cache)  # (B, T, C)
+        x = self.hidden_states(input_ids, kv_cache, decoder_input_ids=decoder_input_ids,
+                               segment_ids=segment_ids, position_ids=position_ids)  # (B, T, C)
         if last_only:  # decoding needs only the next token's logits: skip T-1 rows of the lm_head
             x = x[:, -1:]  # (B, 1, C)
         logits = self.lm_head(x)  # (B, T, V)
@@ -305,6 +302,15 @@ class Transformer(nn.Module):
             return logits, None
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
         return logits, loss
+
+    def hidden_states(self, input_ids: torch.Tensor | None, kv_cache: KVCache | None = None, *,
+                      decoder_input_ids: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None,
+                      position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The final hidden states (B, T, C) that `forward` projects to logits (same arguments)."""
+        if segment_ids is not None:
+            return self.packed_lm(input_ids, segment_ids, position_ids)
+        shape = {"decoder": self.causal_lm, "encoder": self.masked_lm, "encoder-decoder": self.seq2seq}
+        return shape[self.cfg.kind](input_ids, decoder_input_ids, kv_cache)
 
     def causal_lm(self, ids: torch.Tensor, decoder_ids: None, cache: KVCache | None) -> torch.Tensor:
         if decoder_ids is not None:
