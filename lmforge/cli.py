@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lmforge.data.curate import cli as curate_cli
     from lmforge.eval import cli as eval_cli
     from lmforge.export import cli as export_cli
+    from lmforge.inspect import cli as inspect_cli
     from lmforge.plan import cli as plan_cli
     from lmforge.serve import cli as serve_cli
     from lmforge.tune import cli as tune_cli
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="sample.key=value",
                    help="decoding overrides, e.g. sample.temperature=0 sample.top_p=0.9")
     serve_cli.add_parsers(sub)
+    inspect_cli.add_parser(sub)
     export_cli.add_parsers(sub)
     sub.add_parser("recipes", help="list the shipped recipes")
     return parser
@@ -186,6 +188,7 @@ STAGE_COMMANDS = {
     "export": "lmforge.export.cli:run_export", "import": "lmforge.export.cli:run_import",
     "chat": "lmforge.serve.cli:run_chat", "serve": "lmforge.serve.cli:run_serve",
     "finetune": "lmforge.tune.cli:run_finetune", "synth": "lmforge.tune.cli:run_synth",
+    "inspect": "lmforge.inspect.cli:run",
 }
 
 

@@ -25,6 +25,8 @@ def token_label(tokenizer, token_id: int) -> str:
     if token_id == tokenizer.eot_id:
         return START_LABEL
     text = tokenizer.decode([token_id])
+    if text.startswith("<|") and text.endswith("|>") and token_id < 7:  # the other special tokens
+        return f"<{text[2:-2]}>"
     return text.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") or "\u2205"
 
 
