@@ -26,6 +26,7 @@ DRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs chromium and chromedriver "
                                 "(apt-get install chromium chromium-driver)")
 KEY = "web-key"
+RATER_KEY = "rater-key"
 
 
 
@@ -44,7 +45,7 @@ def server(models, tmp_path_factory):
     prompts.write_text("\n".join(json.dumps({"prompt": f"prompt {i}", "reference": f"ref {i}"}) for i in range(3)))
     db = prepare([str(m.path) for m in models], prompts, root / "human.sqlite",
                  SampleConfig(max_new_tokens=5, temperature=0.0, top_k=None), log=lambda m: None)
-    with RunningServer(create_app(models, api_key=KEY, human_db=db)) as srv:
+    with RunningServer(create_app(models, api_key=KEY, human_db=db, rater_key=RATER_KEY)) as srv:
         yield srv
 
 
@@ -167,3 +168,32 @@ def test_human_eval_page_votes_and_results(browser, server):
     games = [int(r.find_elements(By.TAG_NAME, "td")[5].text) for r in rows]
     assert games == [3, 3]
     assert "Bradley-Terry" in browser.find_element(By.ID, "method").text
+
+
+def test_human_page_asks_for_the_key_and_a_rater_key_opens_only_human_eval(browser, server):
+    """Without a key the page says so at once (no silent '0 comparisons'), takes the key there,
+    and a rater's link (/human#key=...) logs in; the rater key does not open the models."""
+    browser.get(f"{server.url}/human")
+    browser.execute_script("localStorage.clear()")
+    browser.get(f"{server.url}/human")
+    box = wait(browser, lambda d: d.find_element(By.ID, "needkey").is_displayed() and d.find_element(By.ID, "needkey"))
+    assert "needs a key" in box.text and "rater key" in box.text
+    assert browser.find_element(By.ID, "comparisons").text == "–"
+    assert not browser.find_element(By.ID, "task").is_displayed()
+    browser.find_element(By.ID, "needkey-input").send_keys("wrong")
+    browser.find_element(By.ID, "needkey-save").click()
+    wait(browser, lambda d: "was refused" in d.find_element(By.ID, "needkey-msg").text)
+    browser.find_element(By.ID, "needkey-input").send_keys(RATER_KEY + "\n")  # Enter submits
+    wait(browser, lambda d: d.find_element(By.ID, "task").get_attribute("data-task"))
+    assert not browser.find_element(By.ID, "needkey").is_displayed()
+    assert browser.find_element(By.ID, "comparisons").text == "3"
+
+    browser.execute_script("localStorage.clear()")
+    browser.get("about:blank")  # from /human itself, /human#key=... would not load the page again
+    browser.get(f"{server.url}/human#key={RATER_KEY}")
+    wait(browser, lambda d: d.find_element(By.ID, "task").get_attribute("data-task"))
+    assert "#" not in browser.current_url  # the key left the address bar
+    browser.get(f"{server.url}/human/results")
+    wait(browser, lambda d: d.find_element(By.ID, "summary").get_attribute("data-votes") is not None)
+    browser.get(f"{server.url}/chat")
+    wait(browser, lambda d: "Incorrect or missing API key" in d.find_element(By.ID, "status").text)

@@ -14,10 +14,10 @@ function rater() {
   return name;
 }
 
-function showTally(t) {
-  $("tally").textContent = t.votes;
-  $("yours").textContent = t.yours;
-  $("comparisons").textContent = t.comparisons;
+function showTally(t) {  // null: not known (no answer from the server yet)
+  $("tally").textContent = t ? t.votes : "–";
+  $("yours").textContent = t ? t.yours : "–";
+  $("comparisons").textContent = t ? t.comparisons : "–";
 }
 
 function setBusy(on) {
@@ -28,6 +28,11 @@ async function next() {
   setBusy(true);
   try {
     const data = await requestJSON("/human/api/next?rater=" + encodeURIComponent(rater()));
+    needKey(null);
+    if ($("status").className === "error") {  // a new comparison loaded: an old error is over
+      $("status").textContent = "";
+      $("status").className = "muted";
+    }
     showTally(data.tally);
     if (data.done) {
       task = null;
@@ -49,8 +54,15 @@ async function next() {
     $("done").hidden = true;
     $("task").dataset.task = task;
   } catch (err) {
-    $("status").textContent = "error: " + err.message;
-    $("settings").open = true;
+    task = null;
+    $("task").hidden = true;
+    showTally(null);
+    if (err.status === 401) {
+      needKey(err, () => { $("apikey").value = apiKey(); next(); });
+    } else {
+      $("status").textContent = "error: " + err.message;
+      $("status").className = "error";
+    }
   } finally {
     setBusy(false);
   }
@@ -63,8 +75,10 @@ async function vote(choice) {
   try {
     await requestJSON("/human/api/vote", { task, choice, score_a: score("score-a"), score_b: score("score-b") });
     $("status").textContent = "vote saved";
+    $("status").className = "muted";
   } catch (err) {
     $("status").textContent = "error: " + err.message;
+    $("status").className = "error";
   }
   await next();
 }

@@ -19,6 +19,7 @@ function row(cells) {
 async function load() {
   try {
     const r = await requestJSON("/human/api/results");
+    needKey(null);
     $("summary").textContent = `${r.votes} votes on ${r.comparisons} comparisons`;
     $("summary").dataset.votes = r.votes;
     const models = $("models").querySelector("tbody");
@@ -37,6 +38,7 @@ async function load() {
     $("method").textContent = r.method;
   } catch (err) {
     $("summary").textContent = "error: " + err.message;
+    if (err.status === 401) needKey(err, () => { $("apikey").value = apiKey(); load(); });
   }
 }
 
