@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,3 +215,27 @@ def test_ray_executor_gives_the_same_result(corpus, reference, tmp_path):
     finally:
         ray.shutdown()
     assert (kept, removed) == reference
+
+
+def test_signature_text_original_matches_copies_whose_line_rules_differ(tmp_path):
+    """C4's line rules run before dedup (FineWeb's order): a hard-wrapped copy of a page loses most
+    of its lines to them, so by default the two cleaned texts no longer look alike; with
+    dedup.signature_text=original they are compared as read (normalised) and the copy goes."""
+    rng = random.Random(3)
+    sentences = [words(rng, 6).capitalize() + "." for _ in range(4)] + [words(rng, 24).capitalize() + "." for _ in range(6)]
+    page = "\n".join(sentences)
+    wrapped = "\n".join(textwrap.fill(s, 50) for s in sentences)
+    (tmp_path / "in.jsonl").write_text(json.dumps({"id": "page", "text": page}) + "\n"
+                                       + json.dumps({"id": "copy", "text": wrapped}) + "\n")
+    results = {}
+    for how in ("cleaned", "original"):
+        cfg = from_dict(CurateConfig, {**OFF, "c4": {"enabled": True}, "decontamination": {"benchmarks": ""},
+                                       "dedup": {"signature_text": how}, "output_format": "jsonl", "workers": 1})
+        curate(cfg, tmp_path / how, [str(tmp_path / "in.jsonl")])
+        kept = {d["id"]: d["text"] for f in shard_files(tmp_path / how / "kept") for d in read_shard(f)}
+        removed = {d["id"]: d["reason"] for f in shard_files(tmp_path / how / "removed") for d in read_shard(f)}
+        results[how] = kept, removed
+    kept, removed = results["cleaned"]
+    assert set(kept) == {"page", "copy"} and len(kept["copy"]) < len(kept["page"]) / 2  # the copy lost lines
+    kept, removed = results["original"]
+    assert removed == {"copy": "minhash_dedup"} and kept["page"] == results["cleaned"][0]["page"]

@@ -185,6 +185,11 @@ class DedupConfig:
     verify_threshold: float = 0.0  # > 0: drop candidate pairs whose signature Jaccard is below this
     partitions: int = 4  # hash-range partitions per band in the global step (more = less memory each)
     seed: int = 1
+    # The text exact keys and signatures are taken from: "cleaned" = after C4's line rules and PII
+    # placeholders, as FineWeb (its MinHash runs on the filtered output); "original" = the
+    # normalised input, so copies whose line breaks differ (and so lose different lines) still
+    # match (bench/curate_dedup_quality.py). The kept text is the cleaned one either way.
+    signature_text: Literal["cleaned", "original"] = "cleaned"
     # Cross-document boilerplate (off at 0): a line (normalised as cc_net: case, digits, punctuation)
     # in at least this many distinct kept documents is removed from all of them.
     boilerplate_min_docs: int = 0

@@ -76,18 +76,19 @@ def filter_shard(cfg: CurateConfig, task: Task, out: str) -> dict:
     err_tmp = work / "a" / f"{stem}.errors.jsonl.tmp"
     d = cfg.dedup
     hasher = MinHasher(d.bands * d.rows, d.shingle_words, d.seed) if d.minhash else None
-    exact, bands, sigs, batch, line_keys = [], [], [], [], []
+    exact, bands, sigs, batch, line_keys, dedup_texts = [], [], [], [], [], []
     error_label = src.domain or ("web" if task.format in WEB_FORMATS else "unknown")
 
     def flush() -> None:
         if hasher is not None and batch:
-            sig = hasher.signatures([doc["text"] for doc in batch])
+            sig = hasher.signatures(dedup_texts)
             bands.append(band_keys(sig, d.bands, d.rows))
             if d.verify_threshold > 0:
                 sigs.append(sig)
         for doc in batch:
             passed.write(doc)
         batch.clear()
+        dedup_texts.clear()
 
     with open(err_tmp, "w", encoding="utf-8") as errors:
         for rec in read_task(task, src, cfg.length.max_record_bytes):
@@ -107,8 +108,9 @@ def filter_shard(cfg: CurateConfig, task: Task, out: str) -> dict:
                 stats.removed(rec["source"], reason, rec)
                 removed.write({**rec, "reason": reason})
                 continue
+            dedup_texts.append(pipe.normalized if d.signature_text == "original" else rec["text"])
             if d.exact:
-                exact.append(exact_key(rec["text"]))
+                exact.append(exact_key(dedup_texts[-1]))
             if d.boilerplate_min_docs:
                 line_keys.append(boilerplate.document_keys(rec["text"]))
             batch.append(rec)

@@ -29,6 +29,7 @@ from lmforge.data.curate.text import Doc, normalize
 class DocPipeline:
     def __init__(self, cfg: CurateConfig, work: Path):
         self.cfg = cfg
+        self.normalized = ""  # the last document's text after normalisation, before line rules
         self.redact = Redactor(cfg.pii) if cfg.pii.enabled else None
         self.classifier = None
         if cfg.classifier.enabled:
@@ -58,7 +59,7 @@ class DocPipeline:
         if on("normalize", cfg.normalize):
             n = cfg.normalize
             doc["text"] = normalize(doc["text"], nfc=n.nfc, fix_encoding=n.fix_encoding, whitespace=n.whitespace)
-        text = doc["text"]
+        text = self.normalized = doc["text"]  # before any line is dropped: dedup.signature_text=original
         if on("length", cfg.length):
             stats.stage("length")
             if len(text.strip()) < max(1, cfg.length.min_chars):
