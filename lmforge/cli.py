@@ -28,7 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     from lmforge.serve import cli as serve_cli
     from lmforge.tune import cli as tune_cli
 
+    from lmforge import __version__
+
     parser = argparse.ArgumentParser(prog="lmforge", description="Build a language model from raw text, end to end.")
+    parser.add_argument("--version", action="version", version=f"lmforge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="command")
 
     p = sub.add_parser("run", help="every stage on the configured corpus (default: tiny recipe, embedded corpus)")
@@ -70,13 +73,15 @@ def _add_tokenizer_parser(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 1
     try:
-        return COMMANDS[args.command](args, parser)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 1
+        status = COMMANDS[args.command](args, parser)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
+        return status
     except LmforgeError as e:
         from lmforge.train.parallel.launch import is_main_process
 
@@ -86,6 +91,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lmforge: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _reader_went_away()
+
+
+def _reader_went_away() -> int:
+    """The reader of our stdout closed it (`lmforge ... | head`): stop quietly, as Unix tools do.
+    stdout is pointed at devnull so the interpreter's final flush does not raise again."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 141  # 128 + SIGPIPE, the status a shell reports for a command killed by SIGPIPE
 
 
 def cmd_run(args, parser) -> int:
@@ -98,12 +117,21 @@ def cmd_run(args, parser) -> int:
 
 def cmd_train(args, parser) -> int:
     from lmforge.config import load_config
-    from lmforge.pipeline import log, print_summary, result_dict, train_stage
+    from lmforge.pipeline import log, print_summary, result_dict, train_stage, write_training_report
+    from lmforge.train.parallel.launch import is_main_process
 
     cfg = load_config(args.config or "tiny", args.overrides)
     result, _ = train_stage(cfg)
-    print_summary(result_dict(result))
+    if not is_main_process():  # under torchrun rank 0 alone reports
+        return 0
+    summary = result_dict(result)
+    if not result.stopped_early:  # the report card of a finished run, as `lmforge run` writes it
+        report = write_training_report(cfg, summary)
+        log(f"report: {report}")
+    print_summary(summary)
     log(f"checkpoints: {cfg.run_dir / 'checkpoints'}")
+    if result.stopped_early:
+        raise LmforgeError(result.stop_reason or "training stopped early")
     return 0
 
 
@@ -115,12 +143,14 @@ def cmd_tokenizer(args, parser) -> int:
         parser.parse_args(["tokenizer", "--help"])
     cfg = load_config(args.config, args.overrides)
     if args.action == "train":
-        from lmforge.tokenizer import train_tokenizer
+        from lmforge.pipeline import warn
+        from lmforge.tokenizer import train_tokenizer, vocab_shortfall
 
         out = Path(args.output)
         if out.exists():
             raise LmforgeError(f"{out} already exists; choose another --output or remove it")
         tok = train_tokenizer((d["text"] for d in documents(args.input)), cfg.tokenizer)
+        warn(vocab_shortfall(tok, cfg.tokenizer))
         out.parent.mkdir(parents=True, exist_ok=True)
         tok.save(out)
         log(f"tokenizer: vocab {tok.vocab_size} -> {out}")

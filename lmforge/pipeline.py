@@ -23,6 +23,11 @@ def log(msg: str) -> None:
         print(f"[lmforge] {msg}", flush=True)
 
 
+def warn(msg: str | None) -> None:
+    if msg and is_main_process():
+        print(msg, file=sys.stderr, flush=True)
+
+
 def documents(corpus: str) -> Iterator[dict]:
     from lmforge.data.documents import embedded_corpus, read_documents
 
@@ -68,9 +73,54 @@ def curate_stage(cfg: RunConfig) -> tuple[Path, str] | None:
     return out, report_section(stats)
 
 
+# What decides a run's tokens: a run directory keeps training on what it was made from.
+INPUTS_FILE = "inputs.yaml"
+INPUT_KEYS = (("data", "corpus"), ("data", "shards"), ("data", "val_fraction"), ("data", "seed"),
+              ("tokenizer", "vocab_size"), ("tokenizer", "min_frequency"), ("tokenizer", "path"))
+
+
+def run_inputs(cfg: RunConfig, corpus: str | None = None) -> dict:
+    """The data and tokenizer settings of this command (corpus: the one asked for, before curation)."""
+    values = {f"{s}.{k}": getattr(getattr(cfg, s), k) for s, k in INPUT_KEYS}
+    if corpus is not None:
+        values["data.corpus"] = corpus
+    return values
+
+
+def check_run_inputs(cfg: RunConfig, inputs: dict) -> None:
+    """Refuse to reuse a run directory made from another corpus or tokenizer: its tokenizer and
+    shards would be silently reused (and the new data never trained on)."""
+    import yaml
+
+    path = cfg.run_dir / INPUTS_FILE
+    if not path.is_file():
+        return
+    before = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    changed = [f"{k}={inputs[k]} (the run has {before[k]})" for k in inputs if k in before and before[k] != inputs[k]]
+    if changed:
+        raise LmforgeError(f"{cfg.run_dir} was made from other data: {', '.join(changed)}; its tokenizer and "
+                           f"shards would be reused as they are, so start a new run with name={_free_name(cfg)} "
+                           "(or another unused name)")
+
+
+def record_run_inputs(cfg: RunConfig, inputs: dict) -> None:
+    import yaml
+
+    path = cfg.run_dir / INPUTS_FILE
+    if is_main_process() and not path.exists():
+        path.write_text(yaml.safe_dump(inputs, sort_keys=False), encoding="utf-8")
+
+
+def _free_name(cfg: RunConfig) -> str:
+    i = 2
+    while (Path(cfg.out_dir) / f"{cfg.name}-{i}").exists():
+        i += 1
+    return f"{cfg.name}-{i}"
+
+
 def prepare_tokenizer(cfg: RunConfig, run_dir: Path):
     """The run's tokenizer: a given one, the one already in the run dir, or a newly trained one."""
-    from lmforge.tokenizer import Tokenizer, train_tokenizer
+    from lmforge.tokenizer import Tokenizer, train_tokenizer, vocab_shortfall
 
     target = run_dir / "tokenizer.json"
     if cfg.tokenizer.path:
@@ -88,6 +138,7 @@ def prepare_tokenizer(cfg: RunConfig, run_dir: Path):
     t0 = time.time()
     texts = (d["text"] for d in documents(cfg.data.corpus))
     tok = train_tokenizer(texts, cfg.tokenizer)
+    warn(vocab_shortfall(tok, cfg.tokenizer))
     run_dir.mkdir(parents=True, exist_ok=True)
     tok.save(target)
     log(f"tokenizer: trained byte-level BPE, vocab {tok.vocab_size}, in {time.time() - t0:.1f}s -> {target}")
@@ -126,10 +177,9 @@ def fit_model_to_tokenizer(cfg: RunConfig, tok) -> None:
     cfg.model.validate()
 
 
-def train_stage(cfg: RunConfig):
-    """Tokenizer, shards and pre-training; returns (TrainResult, tokenizer)."""
-    from lmforge.train.loop import train
-
+def train_stage(cfg: RunConfig, inputs: dict | None = None):
+    """Tokenizer, shards and pre-training; returns (TrainResult, tokenizer). `inputs`: run_inputs()
+    taken before curation rewrote data.corpus (default: taken now)."""
     run_dir = cfg.run_dir
     # Under torchrun, rank 0 writes the tokenizer and shards; the other ranks then read them.
     with rank_zero_first(cfg.parallel):
@@ -137,12 +187,19 @@ def train_stage(cfg: RunConfig):
             from lmforge.export import apply_init
 
             apply_init(cfg)  # continued training: the initial model's shape and tokenizer become the run's
+        inputs = inputs or run_inputs(cfg)
+        check_run_inputs(cfg, inputs)
+        fresh = not (run_dir / "tokenizer.json").exists()  # a run made now records what it is made from
         tok = prepare_tokenizer(cfg, run_dir)
         fit_model_to_tokenizer(cfg, tok)
         shard_dir = prepare_shards(cfg, tok, run_dir)
+        if fresh:
+            record_run_inputs(cfg, inputs)
     n = cfg.model.num_params()
     log(f"model: {cfg.model.kind}, {n / 1e6:.2f}M parameters, {cfg.model.n_layer} layers x {cfg.model.n_embd} wide, "
         f"{cfg.model.flops_per_token(cfg.train.seq_len or cfg.model.block_size) / 1e6:.1f} MFLOPs/token")
+    from lmforge.train.loop import train
+
     result = train(cfg, shard_dir, tok, run_dir)
     return result, tok
 
@@ -214,14 +271,16 @@ def sft_stage(cfg: RunConfig, tok) -> dict | None:
 
 def run_all(cfg: RunConfig) -> dict:
     """`lmforge run`: every stage that exists, on the configured corpus."""
-    from lmforge.report import update_report_section, write_report
+    from lmforge.report import update_report_section
 
     t0 = time.time()
     run_dir = cfg.run_dir
     log(f"run directory: {run_dir}")
+    inputs = run_inputs(cfg)
+    check_run_inputs(cfg, inputs)  # before curation, which would curate the new corpus for nothing
     with rank_zero_first(cfg.parallel):
         curated = curate_stage(cfg)
-    result, tok = train_stage(cfg)
+    result, tok = train_stage(cfg, inputs)
     if not is_main_process():
         return result_dict(result)  # sampling, evaluation, fine-tuning and the report run once, on rank 0
     if result.stopped_early:
@@ -230,16 +289,24 @@ def run_all(cfg: RunConfig) -> dict:
         raise LmforgeError(result.stop_reason or "training stopped early")
     samples = sample_stage(cfg, tok)
     summary = result_dict(result)
-    report = write_report(run_dir, cfg, summary, samples)
+    report = write_training_report(cfg, summary, samples)
     if curated is not None:
         update_report_section(run_dir, "Data curation", curated[1])
-    update_report_section(run_dir, "Compute", compute_section(cfg, summary))
     eval_stage(cfg)
     sft_stage(cfg, tok)
     summary["total_s"] = time.time() - t0
     print_summary(summary)
     log(f"report: {report}")
     return summary
+
+
+def write_training_report(cfg: RunConfig, summary: dict, samples: list[str] | None = None) -> Path:
+    """report.md's training sections, loss.png and the compute section; returns the report's path."""
+    from lmforge.report import update_report_section, write_report
+
+    report = write_report(cfg.run_dir, cfg, summary, samples or [])
+    update_report_section(cfg.run_dir, "Compute", compute_section(cfg, summary))
+    return report
 
 
 def compute_section(cfg: RunConfig, summary: dict) -> str:

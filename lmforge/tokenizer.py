@@ -128,6 +128,16 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig) -> Tokenizer:
     return Tokenizer(hf)
 
 
+def vocab_shortfall(tok: Tokenizer, cfg: TokenizerConfig) -> str | None:
+    """A warning when the corpus gave fewer tokens than tokenizer.vocab_size asked for (BPE stops
+    when no pair is left that occurs min_frequency times), else None."""
+    if tok.vocab_size >= cfg.vocab_size:
+        return None
+    return (f"warning: tokenizer.vocab_size={cfg.vocab_size:,} asked for, but this corpus gives only "
+            f"{tok.vocab_size:,} tokens (no pair left that occurs tokenizer.min_frequency={cfg.min_frequency} "
+            f"times); the run uses {tok.vocab_size:,}. More text, or a smaller vocab_size, removes this warning")
+
+
 def _checked(texts: Iterable[str]) -> Iterable[str]:
     n = 0
     for t in texts:

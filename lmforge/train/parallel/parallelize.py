@@ -37,8 +37,9 @@ def check_layout(cfg: RunConfig, layout: Layout, seq_len: int) -> None:
             raise ConfigError(f"parallel.tp={layout.tp} does not divide the MLP width {m.hidden_dim} "
                               "(model.ffn_hidden)")
         if m.vocab_size % layout.tp:
+            padded = -(-m.vocab_size // layout.tp) * layout.tp
             raise ConfigError(f"parallel.tp={layout.tp} does not divide model.vocab_size={m.vocab_size}; set "
-                              f"model.vocab_size to a multiple of {layout.tp} (extra rows are unused padding)")
+                              f"model.vocab_size={padded} (a multiple of {layout.tp}; extra rows are unused padding)")
         if pc.dp_mode == "ddp" and layout.dp > 1:
             raise ConfigError("parallel.dp_mode=ddp cannot be combined with parallel.tp > 1; use dp_mode=fsdp")
         if pc.sequence_parallel and seq_len % layout.tp:
