@@ -213,6 +213,9 @@ def test_corrupt_checkpoints_give_clear_errors(data, tmp_path):
     ckpt = latest_checkpoint(run)
     weights = ckpt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated
+    with pytest.raises(LmforgeError, match=r"step_000002 is damaged: model\.safetensors holds \d+ bytes"):
+        load_model(run)  # the manifest in COMPLETE says how big it was
+    (ckpt / "COMPLETE").write_text("step 2\n")  # a checkpoint from before manifests: safetensors finds it
     with pytest.raises(LmforgeError, match=r"cannot load weights from .*step_000002/model\.safetensors"):
         load_model(run)
     with pytest.raises(LmforgeError, match="does not exist"):

@@ -42,6 +42,8 @@ class TokenLoader:
         dtype = np.dtype(meta["dtype"])
         self._maps = [np.memmap(Path(shard_dir) / s["file"], dtype=dtype, mode="r") for s in shards]
         self._starts = np.cumsum([0] + [len(m) for m in self._maps])  # stream offset of each shard
+        self._files = [Path(shard_dir) / s["file"] for s in shards]
+        self.vocab_size = int(meta["vocab_size"])  # every id must be below it (checked per batch)
         self.split, self.seq_len, self.seed = split, seq_len, seed
         self.rank, self.world_size = rank, world_size
         self.tokens = int(self._starts[-1])
@@ -74,6 +76,8 @@ class TokenLoader:
             buf[rows] = self._maps[k][offsets[:, None] + np.arange(w)]
         for row in np.flatnonzero(~inside):  # the few windows that cross a shard boundary
             self._read(int(starts[row]), buf[row])
+        if buf.size and int(buf.max()) >= self.vocab_size:  # damaged shard bytes: one clear error, not an IndexError
+            self._bad_id(buf, starts)
         x = torch.from_numpy(buf[:, :-1].astype(np.int64))  # (B, T)
         y = torch.from_numpy(buf[:, 1:].astype(np.int64))  # (B, T)
         return x, y
@@ -126,6 +130,13 @@ class TokenLoader:
             if self.position == len(order):
                 self.epoch, self.position = self.epoch + 1, 0
         return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+    def _bad_id(self, buf: np.ndarray, starts: np.ndarray) -> None:
+        row, col = (int(i) for i in np.argwhere(buf >= self.vocab_size)[0])
+        pos = int(starts[row]) + col
+        k = int(np.searchsorted(self._starts, pos, side="right")) - 1
+        raise LmforgeError(f"shard {self._files[k]} holds token id {int(buf[row, col])} at token {pos - self._starts[k]}, "
+                           f"outside the vocabulary of {self.vocab_size}: the shard is damaged; re-encode the corpus")
 
     def _read(self, start: int, out: np.ndarray) -> None:
         """Copy stream tokens [start, start + len(out)) into out, across shard boundaries."""

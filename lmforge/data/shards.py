@@ -11,6 +11,9 @@ probability `val_fraction`, independent of order, worker count and batching, so 
 corpus always splits the same way. Encoding runs in worker processes over batches of documents,
 results are written in input order, so the shards are byte-identical for any `workers`.
 
+meta.json records each shard's largest token id (`max_id`); `check_vocab` compares it with the
+model's vocabulary before training, and the loader checks every window it reads.
+
 Everything is written into a fresh temporary folder beside `out_dir` and renamed into place at
 the end: a failure never leaves a half-written shard folder, and never touches an existing one.
 """
@@ -131,6 +134,24 @@ def load_meta(shard_dir: str | Path) -> dict[str, Any]:
             size = f.stat().st_size if f.is_file() else "missing"
             raise LmforgeError(f"shard {f} should hold {tokens * itemsize} bytes, found {size}")
     return {**meta, "dir": str(shard_dir)}
+
+
+def check_vocab(meta: dict[str, Any], vocab_size: int) -> None:
+    """LmforgeError naming the first shard whose largest token id does not fit `vocab_size`.
+    Shards from before max_id was recorded are scanned once here (memory-mapped, ~GB/s)."""
+    shard_dir = Path(meta.get("dir", "."))
+    dtype = np.dtype(meta["dtype"])
+    for s in SPLITS:
+        for sh in meta["splits"][s]["shards"]:
+            if not sh["tokens"]:
+                continue
+            top = sh.get("max_id")
+            if top is None:
+                top = int(np.memmap(shard_dir / sh["file"], dtype=dtype, mode="r").max())
+            if int(top) >= vocab_size:
+                raise LmforgeError(f"shard {shard_dir / sh['file']} holds token id {top}, outside the vocabulary "
+                                   f"of {vocab_size}; the shards are damaged or were encoded for another model: "
+                                   "re-encode them")
 
 
 def check_tokenizer(meta: dict[str, Any], tokenizer: Tokenizer) -> None:
@@ -266,6 +287,8 @@ class _ShardWriter:
             cur = self.shards[-1]
             take = min(len(tokens), self.shard_tokens - cur["tokens"])
             self.fh.write(tokens[:take].tobytes())
+            if take:
+                cur["max_id"] = max(cur.get("max_id", 0), int(tokens[:take].max()))
             cur["tokens"] += take
             tokens = tokens[take:]
             if cur["tokens"] == self.shard_tokens:

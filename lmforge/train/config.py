@@ -55,6 +55,9 @@ class TrainConfig:
     init_from: str | None = None  # a checkpoint or run dir to take the weights from (fresh optimizer and step 0);
     # ignored when this run resumes from its own checkpoint
     resume: bool = True  # continue from the run's latest checkpoint if one exists
+    # A newest checkpoint whose files no longer match their checksums: "previous" reports it, sets it
+    # aside (checkpoints/damaged_step_N) and resumes from the newest intact one; "error" stops.
+    on_damaged_checkpoint: Literal["previous", "error"] = "previous"
 
     def validate(self) -> None:
         """Raise ConfigError naming the first impossible value."""
@@ -80,6 +83,8 @@ class TrainConfig:
             (self.eval_tokens >= 0, f"train.eval_tokens must be >= 0, got {self.eval_tokens}"),
             (self.keep_last >= 1, f"train.keep_last must be at least 1, got {self.keep_last}"),
             (self.max_bad_steps >= 1, f"train.max_bad_steps must be at least 1, got {self.max_bad_steps}"),
+            (self.on_damaged_checkpoint in ("previous", "error"),
+             f"train.on_damaged_checkpoint must be previous or error, got {self.on_damaged_checkpoint!r}"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -35,7 +35,7 @@ from torch import nn
 
 from lmforge.config import RunConfig, to_yaml
 from lmforge.data.loader import TokenLoader
-from lmforge.data.shards import check_tokenizer, load_meta
+from lmforge.data.shards import check_tokenizer, check_vocab, load_meta
 from lmforge.errors import ConfigError, LmforgeError
 from lmforge.model import Transformer
 from lmforge.train import checkpoint as ckpt
@@ -71,6 +71,8 @@ class TrainResult:
     stopped_early: bool  # interrupted by a signal or stopped by non-finite losses
     checkpoint: str | None = None  # the latest complete checkpoint
     stop_reason: str | None = None  # why it stopped early
+    val_step: int | None = None  # the step val_loss/val_bpb are from
+    diverged: bool = False  # stopped by max_bad_steps non-finite losses in a row (a failed run)
 
 
 def train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path) -> TrainResult:
@@ -92,7 +94,7 @@ def _train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path,
     with _torch_threads(tc.threads):
         with env.collectively():  # pure checks first: a failure here reaches every rank before any waits
             seq_len = _check_inputs(cfg, shard_dir, tokenizer, run_dir, env)
-            resume_from = ckpt.latest_checkpoint(run_dir) if tc.resume else None
+            resume_from = ckpt.latest_intact(run_dir, tc.on_damaged_checkpoint, set_aside=main) if tc.resume else None
             if resume_from is not None:
                 _check_compatible(resume_from, cfg)
         with env.collectively():
@@ -180,7 +182,7 @@ def _train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path,
                     if state.bad_steps >= tc.max_bad_steps:
                         stop_reason = (f"stopped after {state.bad_steps} non-finite losses in a row at step {step} "
                                        "(diverged: lower train.lr or raise train.warmup_steps); latest "
-                                       f"checkpoint: {saved_path or 'none'}")
+                                       f"checkpoint: {saved_path or 'none'}; {_figures_note(state)}")
                         progress.message(stop_reason, sys.stderr)
                         break
 
@@ -189,7 +191,8 @@ def _train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path,
                         t0 = time.perf_counter()
                         val = validate(par, shard_dir, seq_len, eval_tokens, tc.batch_size, tc.seed,
                                        objective, token_bytes, device, amp)
-                        state.val_loss, state.val_bpb = val["val_loss"], val["val_bpb"]
+                        if math.isfinite(val["val_loss"]):  # a diverging run keeps its last real figures
+                            state.val_loss, state.val_bpb, state.val_step = val["val_loss"], val["val_bpb"], step
                         metrics.write({"kind": "val", "step": step, **val, "tokens": state.tokens})
                         progress.message(_val_line(step, tc.max_steps, val))
                         throughput.exclude(time.perf_counter() - t0)
@@ -218,7 +221,8 @@ def _train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path,
                  else None),
         val_bpb=state.val_bpb, tokens_per_s=(state.tokens - start_tokens) / train_s if train_s > 0 else 0.0,
         wall_s=time.perf_counter() - t_begin, stopped_early=stop_reason is not None,
-        checkpoint=saved_path, stop_reason=stop_reason)
+        checkpoint=saved_path, stop_reason=stop_reason, val_step=state.val_step,
+        diverged=state.bad_steps >= tc.max_bad_steps)
 
 
 def _forward_backward(par: Parallel, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
@@ -252,7 +256,7 @@ def _restore(ckpt_dir: Path, par: Parallel, optimizer: torch.optim.Optimizer, sc
     elif env.distributed:
         load_full(ckpt_dir, par.module, optimizer, cfg, lambda: _reference_model(cfg))
     else:  # single-process checkpoint, single process
-        ckpt.load_weights(par.module, ckpt_dir)
+        ckpt.load_weights(par.module, ckpt_dir, verify=False)  # checked against its manifest when chosen
         opt_state = ckpt.read_optimizer(ckpt_dir, env.device)
         optimizer.load_state_dict(opt_state["optimizer"])
         scaler.load_state_dict(opt_state["scaler"])
@@ -323,6 +327,14 @@ def _save(run_dir: Path, par: Parallel, optimizer, scaler, loader, state: TrainS
     return save_sharded(run_dir, state.step, par.module, optimizer, state.to_dict(), cfg, cfg.train.keep_last, env)
 
 
+def _figures_note(state: TrainState) -> str:
+    """Which step the held-out figures of a diverged run are from (they are not current)."""
+    if state.val_loss is None:
+        return "no held-out figures"
+    at = f"step {state.val_step}" if state.val_step is not None else "an earlier validation"
+    return f"the held-out figures are from {at}, before it diverged"
+
+
 def _val_line(step: int, total: int, val: dict) -> str:
     line = f"val  {step:>{len(str(total))}}/{total} | loss {val['val_loss']:.4f}"
     if val["val_ppl"] is not None:
@@ -347,7 +359,9 @@ def _check_inputs(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir
     check_layout(cfg, env.layout, seq_len)
     if not (shard_dir / "meta.json").is_file():
         raise LmforgeError(f"no token shards in {shard_dir} (meta.json missing)")
-    check_tokenizer(load_meta(shard_dir), tokenizer)
+    meta = load_meta(shard_dir)
+    check_tokenizer(meta, tokenizer)
+    check_vocab(meta, tokenizer.vocab_size)  # <= model.vocab_size (checked above)
     if not tc.resume and ckpt.latest_checkpoint(run_dir) is not None:
         raise LmforgeError(f"{run_dir} already has checkpoints and train.resume=false; use another run name "
                            "or set train.resume=true")

@@ -23,6 +23,7 @@ class TrainState:
     last_loss: float | None = None  # last finite training loss
     val_loss: float | None = None  # last validation results
     val_bpb: float | None = None
+    val_step: int | None = None  # the step they are from
     loader: dict[str, Any] = field(default_factory=dict)  # TokenLoader.state_dict()
     rng: dict[str, Any] = field(default_factory=dict)  # see capture_rng()
     # Distributed runs: the (pp, dp, tp) layout that saved the state, and every rank's own loader
