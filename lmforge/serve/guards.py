@@ -14,7 +14,6 @@ that always encode.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -110,8 +109,9 @@ class BodyLimit:
 # ---- strict JSON
 
 # Where a lone surrogate can come from: a \uD800-\uDFFF escape, or its raw (CESU-8) bytes, which
-# json.loads lets through ('surrogatepass'). Bodies without either skip the walk over the values.
-_SURROGATE_HINT = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+# json.loads lets through ('surrogatepass'). Bodies with neither prefix skip the walk over the
+# values; substring search is memchr-fast, where a regular expression took 150 ms on 10 MB.
+_SURROGATE_HINTS = (b"\\ud", b"\\uD", b"\xed")
 
 
 def lone_surrogate(value: Any, path: str = "") -> str | None:
@@ -143,7 +143,7 @@ def lone_surrogate(value: Any, path: str = "") -> str | None:
 def loads_strict(body: bytes) -> Any:
     """json.loads, refusing lone surrogates with a JSONDecodeError (FastAPI answers it as a 400)."""
     value = json.loads(body)
-    if _SURROGATE_HINT.search(body):
+    if any(hint in body for hint in _SURROGATE_HINTS):
         where = lone_surrogate(value)
         if where is not None:
             raise json.JSONDecodeError(f"the string at {where} holds a lone UTF-16 surrogate (an "
