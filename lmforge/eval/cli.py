@@ -3,6 +3,7 @@
     lmforge eval --run runs/x --tasks arc_easy,arc_challenge,hellaswag,mmlu,truthfulqa_mc2,wikitext
     lmforge eval --run runs/x --tasks mmlu --num-fewshot 5
     lmforge eval --run runs/x --task-file my_task.yaml
+    lmforge eval --run runs/x --include-path my_lm_eval_tasks/ --tasks winogrande   # lm-eval's YAML
     lmforge eval --run runs/x --text-file notes.txt          # perplexity of any text
     lmforge eval --hf-model path/to/hf_folder --tasks arc_easy --output out/
     lmforge eval compare runs/a runs/b
@@ -46,6 +47,9 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--tasks", default="", help="comma-separated: arc_easy, arc_challenge, hellaswag, mmlu, "
                    "mmlu_<category|subject>, truthfulqa_mc1, truthfulqa_mc2, truthfulqa_gen, wikitext")
     t.add_argument("--task-file", action="append", default=[], help="a YAML task file (repeatable)")
+    t.add_argument("--include-path", action="append", default=[], metavar="DIR",
+                   help="a folder of lm-evaluation-harness task YAMLs (repeatable): --tasks may then name its "
+                        "tasks, groups and tags; their `!function` Python files are run, as lm-eval does")
     t.add_argument("--text-file", action="append", default=[], help="perplexity of a .txt/.jsonl file or folder")
     t.add_argument("--shards", help="perplexity / bits per byte of a token shard folder (meta.json)")
     t.add_argument("--shard-split", default="val", help="split of --shards (default val)")
@@ -61,11 +65,12 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
                         "few-shot examples and the question, then <|assistant|>), as lm-eval's "
                         "--apply_chat_template without --fewshot_as_multiturn; lmforge runs only")
     d = p.add_argument_group("data and output")
-    d.add_argument("--data-dir", default=None, help="benchmark folder (default: $LMFORGE_EVAL_DATA or "
-                   "shared/data/benchmarks)")
-    d.add_argument("--hub", action="store_true", help="load the datasets from the Hugging Face hub instead "
-                   "(needs `datasets` and network)")
-    d.add_argument("--output", default=None, help="where results go (default: <run>/eval)")
+    d.add_argument("--data-dir", default=None, help="benchmark folder (default: $LMFORGE_EVAL_DATA, else the "
+                   "few-hundred-item subsets shipped with lmforge, lmforge/benchmarks/)")
+    d.add_argument("--hub", action="store_true", help="load the full datasets from the Hugging Face hub "
+                   "(needs `datasets`, in the eval extra, and a network, or $LMFORGE_HUB_MIRROR)")
+    d.add_argument("--output", default=None, help="where results go (default: <run>/eval); results.json "
+                   "keeps the tasks of earlier evaluations of the same model")
     d.add_argument("--log-samples", action="store_true", help="also write per-example predictions")
     d.add_argument("--no-cache", action="store_true", help="do not reuse or store per-request results")
     e = p.add_argument_group("engine")
@@ -90,9 +95,14 @@ def collect_tasks(args) -> list:
     from lmforge.eval.tasks import get_tasks
     from lmforge.eval.tasks.custom import load_task_file
 
+    folder = None
+    if getattr(args, "include_path", None):
+        from lmforge.eval.tasks.lmeval_yaml import TaskFolder
+
+        folder = TaskFolder(args.include_path)
     tasks = []
     for name in [t.strip() for t in args.tasks.split(",") if t.strip()]:
-        tasks += get_tasks(name, args.data_dir, args.hub)
+        tasks += folder.get(name) if folder is not None and name in folder else get_tasks(name, args.data_dir, args.hub)
     tasks += [load_task_file(f) for f in args.task_file]
     return tasks
 
@@ -146,12 +156,28 @@ def run_eval(args) -> int:
         if cache is not None:
             cache.close()
     _add_text_perplexity(lm, args, results)
+    results["notes"] = subset_notes(tasks)
     jp, mp = write_results(results, out)
     print(text_table(summary_rows(results)))
+    for note in results["notes"]:
+        print(f"note: {note}")
     if results["errors"]:
         print(f"{len(results['errors'])} task(s) failed: {', '.join(results['errors'])}", file=sys.stderr)
     print(f"results: {jp}  {mp}")
-    return 1 if results["errors"] and not results["tasks"] else 0
+    return 1 if results["errors"] else 0  # the others' results are written all the same
+
+
+def subset_notes(tasks) -> list[str]:
+    """A line for the output when some benchmark was scored on the subsets shipped with lmforge."""
+    from lmforge.benchmarks import BUNDLED
+    from lmforge.eval.tasks.data import FULL_SETS_HINT
+
+    names = [t.name for t in tasks if t.source.startswith(str(BUNDLED))]
+    if not names:
+        return []
+    shown = ", ".join(sorted({n.split("_")[0] if n.startswith("mmlu_") else n for n in names}))
+    return [f"{shown}: scored on the subsets shipped with lmforge (the first 300 questions; 5 per MMLU "
+            f"subject), not the full benchmarks; {FULL_SETS_HINT}"]
 
 
 def _add_text_perplexity(lm, args, results: dict) -> None:
@@ -160,11 +186,15 @@ def _add_text_perplexity(lm, args, results: dict) -> None:
 
     from lmforge.eval.perplexity import perplexity_of_shards, perplexity_of_texts, read_text_documents
 
+    from lmforge.eval.runner import WindowBar
+
+    show = getattr(args, "progress", True)
     for f in args.text_file:
         name = f"text:{Path(f).name}"
         try:
             t0 = time.perf_counter()
-            s, _ = perplexity_of_texts(lm, read_text_documents(f), batch_size=args.batch_size)
+            with WindowBar(name, show) as bar:
+                s, _ = perplexity_of_texts(lm, read_text_documents(f), batch_size=args.batch_size, progress=bar)
             results["tasks"][name] = _ppl_entry(s, str(f), time.perf_counter() - t0,
                                                 ("word_perplexity", "byte_perplexity", "bits_per_byte", "token_perplexity"))
         except LmforgeError as e:
@@ -175,8 +205,9 @@ def _add_text_perplexity(lm, args, results: dict) -> None:
             if not hasattr(lm, "tok") or not hasattr(lm.tok, "token_bytes"):
                 raise LmforgeError("--shards needs an lmforge run (its tokenizer wrote the shards)")
             t0 = time.perf_counter()
-            s = perplexity_of_shards(lm, args.shards, lm.tok.token_bytes(), args.shard_split,
-                                     batch_size=args.batch_size)
+            with WindowBar(name, show) as bar:
+                s = perplexity_of_shards(lm, args.shards, lm.tok.token_bytes(), args.shard_split,
+                                         batch_size=args.batch_size, progress=bar)
             results["tasks"][name] = _ppl_entry(s, str(args.shards), time.perf_counter() - t0,
                                                 ("bits_per_byte", "byte_perplexity", "token_perplexity"))
         except LmforgeError as e:
@@ -198,8 +229,9 @@ def evaluate_run(run_dir: str | Path, tasks: tuple[str, ...] = RUN_TASKS, limit:
                  batch_size: int = 16) -> dict:
     """The eval stage of `lmforge run`: multiple-choice tasks (their chance levels are in the
     results) on the first `limit` documents, plus bits per byte on the held-out token shards.
-    Writes <run>/eval/results.{json,md}; benchmarks that are missing are skipped with a note
-    in `errors`, so a machine without the benchmark data still gets the perplexity."""
+    Writes <run>/eval/results.{json,md}. Without `data_dir` (or $LMFORGE_EVAL_DATA) the benchmarks
+    are the subsets shipped with lmforge, and `notes` says so; a task that cannot be scored is
+    noted in `errors` and the others still run."""
     from lmforge.eval.lm import LmforgeLM
     from lmforge.eval.results import write_results
     from lmforge.eval.runner import evaluate
@@ -214,8 +246,10 @@ def evaluate_run(run_dir: str | Path, tasks: tuple[str, ...] = RUN_TASKS, limit:
             errors[name] = str(e)
     results = evaluate(lm, task_objs, limit=limit, batch_size=batch_size, progress=False)
     results["errors"].update(errors)
+    results["notes"] = subset_notes(task_objs)
     if shard_dir is not None:
-        args = argparse.Namespace(text_file=[], shards=str(shard_dir), shard_split="val", batch_size=batch_size)
+        args = argparse.Namespace(text_file=[], shards=str(shard_dir), shard_split="val", batch_size=batch_size,
+                                  progress=True)
         _add_text_perplexity(lm, args, results)
     write_results(results, Path(run_dir) / "eval")
     return results

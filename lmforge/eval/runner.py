@@ -6,6 +6,8 @@ A task that fails (bad data, a prompt longer than the model's context, ...) is r
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -20,12 +22,34 @@ from lmforge.eval.metrics import mean, mean_stderr, multiple_choice, pooled_stde
 from lmforge.eval.perplexity import perplexity_of_texts
 from lmforge.eval.tasks.base import Task
 
-LOWER_IS_BETTER = {"word_perplexity", "byte_perplexity", "bits_per_byte", "token_perplexity"}
+LOWER_IS_BETTER = {"word_perplexity", "byte_perplexity", "bits_per_byte", "token_perplexity", "perplexity"}
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    return tqdm(total=total, desc=desc, unit="req", disable=not enabled or not sys.stderr.isatty(),
+def _progress(total: int, desc: str, enabled: bool, unit: str = "req"):
+    """A progress bar on a terminal, on rank 0 only (torchrun sets RANK); nothing in logs and CI."""
+    rank0 = os.environ.get("RANK", "0") in ("", "0")
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled or not rank0 or not sys.stderr.isatty(),
                 leave=False, dynamic_ncols=True)
+
+
+class WindowBar:
+    """Progress of a perplexity evaluation, counted in context windows: the scorer learns their
+    number only after tokenising (loglik.loglikelihood_rolling_tokens calls set_total)."""
+
+    def __init__(self, desc: str, enabled: bool = True):
+        self.bar = _progress(0, desc, enabled, unit="window")
+
+    def set_total(self, n: int) -> None:
+        self.bar.reset(total=n)
+
+    def __call__(self, n: int) -> None:
+        self.bar.update(n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
 
 
 def run_task(lm: LM, task: Task, *, num_fewshot: int | None = None, limit: int | None = None,
@@ -55,9 +79,12 @@ def run_task(lm: LM, task: Task, *, num_fewshot: int | None = None, limit: int |
     if task.output_type == "multiple_choice":
         if chat_ids is None:
             contexts = task.build_contexts(docs, k, seed, system_prompt)
+        if chat_ids is not None and task.multiple_inputs(docs):
+            raise LmforgeError(f"task {task.name} scores one continuation after several contexts; "
+                               "--apply-chat-template does not support that")
         choices = [task.choices(d) for d in docs]
         golds = [task.gold(d) for d in docs]
-        requests = [(ctx, task.target_delimiter + c) for ctx, ch in zip(contexts, choices) for c in ch]
+        requests = [r for rs in task.mc_requests(contexts, docs) for r in rs]
         stats: dict = {}
         with _progress(len(requests), task.name, progress) as bar:
             if chat_ids is None:
@@ -93,6 +120,26 @@ def run_task(lm: LM, task: Task, *, num_fewshot: int | None = None, limit: int |
         chance = task.chance(docs) if task.chance else mean([1.0 / len(ch) for ch in choices])
         extra["chance"] = chance
 
+    elif task.output_type == "loglikelihood":  # one continuation per document (lm-eval's LAMBADA)
+        if chat_ids is not None:
+            raise LmforgeError(f"task {task.name}: --apply-chat-template scores choices or generations only")
+        contexts = task.build_contexts(docs, k, seed, system_prompt)
+        requests = [(ctx, str(task.doc_to_target(d))) for ctx, d in zip(contexts, docs)]  # no delimiter, as lm-eval
+        stats = {}
+        with _progress(len(requests), task.name, progress) as bar:
+            scored = loglikelihood(lm, requests, batch_size, share_prefix=share_prefix, cache=cache,
+                                   progress=bar.update, encoder=Encoder(lm), stats=stats)
+        if stats["truncated"]:
+            extra["truncated_requests"] = stats["truncated"]
+        for d, (ctx, cont), s in zip(docs, requests, scored):
+            if task.process_results is not None:
+                m = task.process_results(d, [s])
+            else:  # perplexity is aggregated below as exp(-mean log-likelihood)
+                m = {name: (s.ll if name == "perplexity" else float(s.greedy)) for name in task.metrics}
+            per_doc.append(m)
+            if log_samples:
+                samples.append({"context": ctx, "continuation": cont, "loglikelihood": s.ll, "greedy": s.greedy, **m})
+
     elif task.output_type == "generate_until":
         if chat_ids is None:
             contexts = task.build_contexts(docs, k, seed, system_prompt)
@@ -114,8 +161,8 @@ def run_task(lm: LM, task: Task, *, num_fewshot: int | None = None, limit: int |
     elif task.output_type == "loglikelihood_rolling":
         texts = [task.doc_to_target(d) for d in docs]
         counted = [task.count_text(d) for d in docs] if task.count_text else texts
-        with _progress(len(docs), task.name, progress) as bar:
-            summary, lls = perplexity_of_texts(lm, texts, counted, batch_size, bar.update)
+        with WindowBar(task.name, progress) as bar:
+            summary, lls = perplexity_of_texts(lm, texts, counted, batch_size, bar)
         metrics = {m: summary[m] for m in (*task.metrics, "token_perplexity")}
         if log_samples:
             samples = [{"loglikelihood": ll, "text_chars": len(t)} for ll, t in zip(lls, texts)]
@@ -129,6 +176,9 @@ def run_task(lm: LM, task: Task, *, num_fewshot: int | None = None, limit: int |
     names = list(per_doc[0])
     metrics = {m: mean([p[m] for p in per_doc]) for m in names}
     stderr = {m: mean_stderr([p[m] for p in per_doc]) for m in names}
+    if task.output_type == "loglikelihood" and "perplexity" in metrics and task.process_results is None:
+        metrics["perplexity"] = math.exp(-metrics["perplexity"])  # lm-eval bootstraps its stderr: none here
+        stderr["perplexity"] = None
     res = {"metrics": metrics, "stderr": stderr, "n": len(docs), "num_fewshot": k, **extra}
     return _finish(res, task, time.perf_counter() - t0, samples if log_samples else None)
 

@@ -8,6 +8,12 @@ and a user's YAML task (`custom.py`) are the same object. Prompt assembly follow
               + sum_k [ text(shot_k) + target_delimiter + target(shot_k) + fewshot_delimiter ]
               + text(doc)
     continuation_i = target_delimiter + choice_i
+
+Partial scoring (lm-eval's "multiple inputs", e.g. WinoGrande): `doc_to_text` gives the gold
+option's index, `doc_to_choice` the contexts (one per option) and `doc_to_target` the continuation
+they share; request i = (shots + choice_i, target_delimiter + target), and a few-shot example shows
+its gold context followed by the target (`ConfigurableTask.fewshot_context, multiple_input_context,
+construct_requests`). As in lm-eval, a task is partial when doc_to_text gives an int.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class Task:
     group: tuple[str, ...] = ()  # group path, outermost first, e.g. ("mmlu", "mmlu_stem")
     count_text: Callable[[Doc], str] | None = None  # rolling: text whose words/bytes are counted
     chance: Callable[[list[Doc]], float] | None = None  # score of a random guesser
+    partial: bool | None = None  # multiple contexts, one continuation; None: doc_to_text gives an int
     source: str = ""  # which files / dataset the documents came from (recorded in results)
     version: str = "1.0"
     _cache: dict = field(default_factory=dict, repr=False)
@@ -83,6 +90,18 @@ class Task:
 
     # ---- prompts
 
+    def multiple_inputs(self, docs: Sequence[Doc] | None = None) -> bool:
+        """Whether the task is partially scored; decided from the first document (lm-eval's rule)."""
+        if self.partial is None:
+            docs = docs or self.eval_docs()
+            self.partial = (self.output_type == "multiple_choice" and self.doc_to_choice is not None
+                            and bool(docs) and isinstance(self.doc_to_text(docs[0]), int))
+        return self.partial
+
+    def query_text(self, doc: Doc) -> str:
+        """A few-shot example's question: doc_to_text, or the gold context of a partial task."""
+        return self.choices(doc)[self.gold(doc)] if self.partial else self.doc_to_text(doc)
+
     def target_text(self, doc: Doc) -> str:
         """What a few-shot example shows as its answer: the gold choice's text for an index."""
         t = self.doc_to_target(doc)
@@ -98,7 +117,7 @@ class Task:
         return self.doc_to_choice(doc)
 
     def gold(self, doc: Doc) -> int:
-        t = self.doc_to_target(doc)
+        t = self.doc_to_text(doc) if self.partial else self.doc_to_target(doc)
         if isinstance(t, str):
             choices = self.choices(doc)
             if t.strip().isdigit():
@@ -119,21 +138,30 @@ class Task:
         once per task and consumed document by document, so shots depend on document order, as in
         lm-eval."""
         k = self.num_fewshot if num_fewshot is None else num_fewshot
+        partial = self.multiple_inputs(docs)
         sampler = FewshotSampler(self, k, seed) if k > 0 else None
         out = []
         for doc in docs:
             desc = self.description(doc) if callable(self.description) else self.description
             head = join_with(system_prompt, desc, self.fewshot_delimiter)
             shots = sampler.sample(doc) if sampler else []
-            body = "".join(self.doc_to_text(s) + self.target_delimiter + self.target_text(s) + self.fewshot_delimiter
+            body = "".join(self.query_text(s) + self.target_delimiter + self.target_text(s) + self.fewshot_delimiter
                            for s in shots)
-            out.append((head, body, self.doc_to_text(doc)))
+            out.append((head, body, "" if partial else self.doc_to_text(doc)))  # partial: the choices follow
         return out
 
     def build_contexts(self, docs: Sequence[Doc], num_fewshot: int | None = None, seed: int = 1234,
                        system_prompt: str | None = None) -> list[str]:
-        """The prompt of every document, in order (see build_parts)."""
+        """The prompt of every document, in order (see build_parts); for a partial task, the part
+        before the contexts (see mc_requests)."""
         return [head + body + query for head, body, query in self.build_parts(docs, num_fewshot, seed, system_prompt)]
+
+    def mc_requests(self, contexts: Sequence[str], docs: Sequence[Doc]) -> list[list[tuple[str, str]]]:
+        """The (context, continuation) requests of every multiple-choice document, given its prompt."""
+        if self.multiple_inputs(docs):
+            return [[(ctx + c, self.target_delimiter + str(self.doc_to_target(d))) for c in self.choices(d)]
+                    for ctx, d in zip(contexts, docs)]
+        return [[(ctx, self.target_delimiter + c) for c in self.choices(d)] for ctx, d in zip(contexts, docs)]
 
     def build_chat_messages(self, docs: Sequence[Doc], num_fewshot: int | None = None, seed: int = 1234,
                             system_prompt: str | None = None) -> list[list[dict]]:

@@ -17,7 +17,14 @@
     generation: {until: ["\\n"], max_gen_toks: 32, temperature: 0}
 
 Templates follow lm-eval's conventions: a value that names a column takes that column; a template
-that renders to digits is a choice index. Every document is checked when the task loads, so a
+that renders to digits is a choice index. Partial scoring (lm-eval's WinoGrande): when doc_to_text
+gives an index, doc_to_choice gives the contexts and doc_to_target the continuation they share;
+the gold is doc_to_text's index and each context is scored by the likelihood of that continuation:
+
+    doc_to_text: "{{answer}}"                        # 1-based in the file? "{{answer|int - 1}}"
+    doc_to_choice: "{{[prefix + option1, prefix + option2]}}"
+    doc_to_target: "{{suffix}}"
+ Every document is checked when the task loads, so a
 template naming an absent column or a gold index out of range is reported with file, line and field.
 """
 
@@ -148,6 +155,12 @@ def load_task_file(path: str | Path) -> Task:
             raise LmforgeError(f"doc_to_choice gave {type(v).__name__} {str(v)[:40]!r}, not a non-empty list")
         return [str(c) for c in v]
 
+    def to_text(doc):
+        v = text(doc)
+        if kind == "multiple_choice" and isinstance(v, str) and v.isdigit() and text.spec not in doc:
+            return int(v)  # a template rendering digits is an index: partial scoring (see above)
+        return v if isinstance(v, int) and kind == "multiple_choice" else str(v)
+
     def to_target(doc):
         v = target(doc)
         if kind == "multiple_choice" and isinstance(v, str) and v.strip().isdigit():
@@ -156,7 +169,7 @@ def load_task_file(path: str | Path) -> Task:
 
     task = Task(
         name=str(spec["task"]), output_type=kind, load_split=lambda s: None,
-        doc_to_text=lambda d: str(text(d)), doc_to_target=to_target,
+        doc_to_text=to_text, doc_to_target=to_target,
         doc_to_choice=to_choices if kind == "multiple_choice" else None,
         description=lambda d: str(desc(d)),
         target_delimiter=spec.get("target_delimiter", " "), fewshot_delimiter=spec.get("fewshot_delimiter", "\n\n"),
@@ -173,6 +186,11 @@ def load_task_file(path: str | Path) -> Task:
         if split not in files:
             return None
         docs = _read(files[split], spec.get("columns"))
+        if task.partial is None and kind == "multiple_choice":  # lm-eval decides from one document too
+            try:
+                task.partial = isinstance(task.doc_to_text(docs[0]), int)
+            except Exception:  # noqa: BLE001 -- reported with file and line by the checks below
+                pass
         for i, d in enumerate(docs, 1):  # validate every document now, naming file, line and field
             line = i + (1 if files[split].name.lower().endswith(".csv") and not spec.get("columns") else 0)
             for field, fn in (("doc_to_text", task.doc_to_text), ("description", task.description),
