@@ -134,3 +134,18 @@ def test_load_meta_errors(tok, docs, tmp_path):
     (tmp_path / "sh" / "meta.json").write_text("{}")
     with pytest.raises(LmforgeError, match="not a valid shard meta"):
         load_meta(tmp_path / "sh")
+
+
+def test_shards_do_not_depend_on_batching_or_workers(tok, docs, tmp_path, monkeypatch):
+    """Issue 14: every batch size (down to one document per batch) and worker count writes the same
+    bytes, with empty, whitespace-only, one-character, emoji and non-Latin documents among them."""
+    odd = [{"id": "empty", "text": ""}, {"id": "ws", "text": " \n\t "}, {"id": "one", "text": "a"},
+           {"id": "emoji", "text": "🙂 👍🏽 🎉"}, {"id": "cjk", "text": "日本語のテキスト"}, {"id": "cyr", "text": "Съешь ещё"}]
+    corpus = [d for pair in itertools.zip_longest(docs[:24], odd) for d in pair if d]
+    files = []
+    for workers, batch_chars in itertools.product([1, 2], [shards.BATCH_CHARS, 1]):
+        monkeypatch.setattr(shards, "BATCH_CHARS", batch_chars)
+        out = tmp_path / f"{workers}-{batch_chars}"
+        encode_corpus(corpus, tok, out, DataConfig(val_fraction=0.2, shard_tokens=700, workers=workers))
+        files.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
+    assert len(files[0]) > 3 and all(f == files[0] for f in files[1:])
