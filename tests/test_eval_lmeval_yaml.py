@@ -210,3 +210,17 @@ def test_exact_match_as_lm_eval():
              ("a1", "a", {"ignore_numbers": True}), ("The end", "end", {"regexes_to_ignore": ["The "]})]
     for ref, pred, kw in cases:
         assert exact_match_hf(ref, pred, **kw) == em([pred], [ref], **kw)["exact_match"]
+
+
+@pytest.mark.slow
+def test_cli_include_path(setup, tmp_path):
+    from lmforge.eval.cli import main
+
+    _, tmp = setup
+    rc = main(["--hf-model", str(tmp / "gpt2"), "--include-path", str(tmp / "tasks"), "--tasks", "winogrande,mine",
+               "--output", str(tmp_path), "--no-cache", "--batch-size", "4"])
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert rc == 0
+    assert {"winogrande", "boolq", "piqa"} <= set(res["tasks"]) and "mine" in res["groups"]
+    assert main(["--hf-model", str(tmp / "gpt2"), "--include-path", str(tmp / "tasks"), "--tasks", "nope",
+                 "--output", str(tmp_path)]) == 2  # unknown name: the built-in registry's clear error
