@@ -138,6 +138,7 @@ def make_plan(args: argparse.Namespace) -> dict:
         if params is not None:
             raise LmforgeError("--params and --config both set the model size; give one")
         cfg = load_config(args.config)
+        _fit_vocab(cfg)
         model = cfg.model
         seq_len = _int(args.seq_len, "--seq-len") if args.seq_len else (cfg.train.seq_len or model.block_size)
         params = float(model.num_params())
@@ -227,6 +228,47 @@ def _memory(args, model, gpu, num_gpus: int, seq_len: int, micro_batch: int) -> 
     return out
 
 
+def _fit_vocab(cfg) -> None:
+    """The recipe's model as `lmforge train` builds it: its vocabulary fitted to the tokenizer (the
+    run's tokenizer.json when it exists, else tokenizer.vocab_size, which BPE reaches on a large
+    enough corpus)."""
+    from types import SimpleNamespace
+
+    from lmforge.pipeline import fit_model_to_tokenizer
+
+    path = cfg.run_dir / "tokenizer.json"
+    if cfg.tokenizer.path or path.is_file():
+        from lmforge.tokenizer import Tokenizer
+
+        vocab = Tokenizer.load(cfg.tokenizer.path or path).vocab_size
+    else:
+        vocab = cfg.tokenizer.vocab_size
+    fit_model_to_tokenizer(cfg, SimpleNamespace(vocab_size=vocab))
+
+
+def _mfu_from_throughput(run_dir: Path, rows: list[dict]) -> tuple[float, str]:
+    """A run without logged MFU (a CPU run, an unknown GPU): its median tokens/s x FLOPs per token
+    over this machine's peak, as the run's report card computes it."""
+    import yaml
+
+    from lmforge.config import RunConfig, from_dict
+
+    speeds = [r["tokens_per_s"] for r in rows
+              if r.get("kind", "train") == "train" and isinstance(r.get("tokens_per_s"), (int, float))]
+    config = run_dir / "config.yaml"
+    if not speeds or not config.is_file():
+        raise LmforgeError(f"{run_dir} has no logged MFU or throughput (metrics.jsonl and config.yaml of a "
+                           "training run)")
+    data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    if isinstance(data.get("train"), dict):
+        data["train"].pop("eval_batches", None)  # runs from before train.eval_tokens
+    cfg = from_dict(RunConfig, data)
+    fpt = cfg.model.flops_per_token(cfg.train.seq_len or cfg.model.block_size)
+    peak, source = hardware.device_peak(cfg.train.device if cfg.train.device != "auto" else "cpu")
+    mfu = statistics.median(speeds) * fpt / peak
+    return hardware.check_mfu(min(mfu, 1.0)), f"{run_dir}: median tokens/s x FLOPs per token over {source}"
+
+
 def _mfu(args) -> tuple[float, str]:
     if args.mfu and args.mfu_from:
         raise LmforgeError("give --mfu or --mfu-from, not both")
@@ -239,13 +281,11 @@ def _mfu(args) -> tuple[float, str]:
             for r in rows
             if r.get("kind", "train") == "train" and isinstance(r.get("mfu"), (int, float))
         ]
-        if not values:
-            raise LmforgeError(
-                f"{args.mfu_from}/metrics.jsonl has no logged MFU (the trainer logs it on known GPUs)"
-            )
-        return hardware.check_mfu(
-            statistics.median(values)
-        ), f"median of {len(values)} values in {args.mfu_from}"
+        if values:
+            return hardware.check_mfu(
+                statistics.median(values)
+            ), f"median of {len(values)} values in {args.mfu_from}"
+        return _mfu_from_throughput(Path(args.mfu_from), rows)
     if args.mfu is None:
         return hardware.DEFAULT_MFU, "default"
     try:

@@ -41,7 +41,40 @@ def fit_points(rows: list[dict]) -> dict:
         a2["tokens_per_param"] = {
             f"{m['compute']:.3g}": m["tokens"] / m["params"] for m in a2["minima"] if m["params"] is not None
         }
+    out["warnings"] = fit_warnings(out)
     return out
+
+
+# Published compute-optimal exponents a (N_opt ∝ C^a): Kaplan et al. 2020 0.73, Hoffmann et al.
+# 2022 0.46-0.50; outside a generous band around them, a fit says more about the grid than the model.
+PLAUSIBLE_A = (0.25, 0.85)
+MIN_BUDGET_SPAN = 4.0  # largest / smallest budget; closer budgets cannot separate the exponents
+
+
+def fit_warnings(fits: dict) -> list[str]:
+    """Why a fit should not be trusted: minima at the grid's edge, budgets too close together, an
+    exponent far from every published one (as too-small budgets give)."""
+    a2 = fits.get("approach2", {})
+    if "minima" not in a2:
+        return []
+    warnings = []
+    minima = a2["minima"]
+    edge = [m for m in minima if not m["inside"]]
+    if edge:
+        warnings.append(f"{len(edge)} of {len(minima)} budgets have their lowest loss at the edge of the sampled "
+                        "sizes (or no minimum), so their optimum is extrapolated")
+    budgets = [m["compute"] for m in minima]
+    if len(budgets) >= 2 and max(budgets) / min(budgets) < MIN_BUDGET_SPAN:
+        warnings.append(f"the budgets span only {max(budgets) / min(budgets):.1f}x (at least "
+                        f"{MIN_BUDGET_SPAN:.0f}x is needed to tell the exponents apart)")
+    lo, hi = PLAUSIBLE_A
+    if not lo <= a2["a"] <= hi:
+        warnings.append(f"N_opt ∝ C^{a2['a']:.3f} is far from the published 0.46-0.73 (Hoffmann et al. 2022, "
+                        "Kaplan et al. 2020)")
+    if warnings:
+        warnings.append("the fit is not meaningful: use larger budgets (--budgets) spread over at least "
+                        f"{MIN_BUDGET_SPAN:.0f}x, so every budget's best size lies inside its grid")
+    return warnings
 
 
 def write_outputs(out: Path, rows: list[dict], log=print) -> dict:
@@ -78,6 +111,7 @@ def summary_lines(fits: dict) -> list[str]:
         f"Chinchilla for comparison: approach 2 a = 0.49, b = 0.51; approach 3 alpha = {chinchilla.ALPHA}, "
         f"beta = {chinchilla.BETA} (a = 0.46, b = 0.54); Table 3: ~20 tokens per parameter"
     )
+    lines += [f"warning: {w}" for w in fits.get("warnings", [])]
     return lines
 
 
