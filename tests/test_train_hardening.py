@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from itertools import islice
 
 import numpy as np
@@ -167,3 +168,21 @@ def test_a_diverged_run_says_it_failed_and_which_step_its_figures_are_from(data,
                    tok, run)
     assert result.diverged and result.stopped_early and result.val_step == 4
     assert "the held-out figures are from step 4, before it diverged" in result.stop_reason
+
+
+def test_lmforge_train_exits_non_zero_when_the_run_diverges(tmp_path, monkeypatch, capsys):
+    from lmforge.cli import main
+
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": d["text"]}) + "\n"
+                                              for d in islice(embedded_corpus(), 40)), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    status = main(["train", "--config", "tiny", "model.n_layer=1", "model.n_embd=32", "model.n_head=2",
+                   "model.block_size=32", "tokenizer.vocab_size=300", "train.batch_size=4", "train.warmup_steps=1",
+                   "train.eval_tokens=256", "train.tensorboard=false", "train.threads=1", "data.workers=1",
+                   "data.val_fraction=0.1", "data.corpus=a.jsonl", "train.max_bad_steps=2", "train.max_steps=40",
+                   "train.eval_every=1", "train.lr=1e30"])
+    out, err = capsys.readouterr()
+    assert status == 2
+    error = [x for x in err.splitlines() if x.startswith("lmforge: error:")]
+    assert len(error) == 1 and "non-finite losses" in error[0], err[-2000:]
+    assert re.search(r"the held-out figures are from step \d+, before it diverged", error[0])
