@@ -224,3 +224,13 @@ def test_cli_include_path(setup, tmp_path):
     assert {"winogrande", "boolq", "piqa"} <= set(res["tasks"]) and "mine" in res["groups"]
     assert main(["--hf-model", str(tmp / "gpt2"), "--include-path", str(tmp / "tasks"), "--tasks", "nope",
                  "--output", str(tmp_path)]) == 2  # unknown name: the built-in registry's clear error
+
+
+def test_a_template_failing_on_a_document_is_one_clear_error(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"q": "a", "label": 0}\n')
+    (tmp_path / "t.yaml").write_text("task: t\ndataset_path: json\ndataset_kwargs:\n  data_files: {test: d.jsonl}\n"
+                                     "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{question}}'\n"
+                                     "doc_to_target: label\ndoc_to_choice: ['x', 'y']\n")
+    task = TaskFolder([tmp_path]).get("t")[0]
+    with pytest.raises(LmforgeError, match=r"task t: doc_to_text failed .*'question' is undefined \(columns: q, label\)"):
+        task.build_contexts(task.eval_docs())

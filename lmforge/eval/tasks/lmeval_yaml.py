@@ -142,7 +142,12 @@ class Resolver:
     def render(self, template: str, doc: dict) -> str:
         t = self.templates.get(template)
         if t is None:
-            t = self.templates[template] = self.env.from_string(template)
+            import jinja2
+
+            try:
+                t = self.templates[template] = self.env.from_string(template)
+            except jinja2.TemplateSyntaxError as e:
+                raise LmforgeError(f"bad template {template[:60]!r}: {e.message}") from None
         return t.render(**doc)
 
 
@@ -385,11 +390,14 @@ def build_task(cfg: dict, where: Path, resolver: Resolver, group: tuple[str, ...
         return resolver.function(v, where) if isinstance(v, FunctionRef) else v
 
     has_choices = cfg.get("doc_to_choice") is not None
-    text = _text(fn("doc_to_text") if cfg.get("doc_to_text") is not None else "", has_choices, resolver)
-    target = _target(fn("doc_to_target") if cfg.get("doc_to_target") is not None else "", has_choices, resolver)
-    choice = _choice(fn("doc_to_choice"), resolver) if has_choices else None
+    text = _guard(_text(fn("doc_to_text") if cfg.get("doc_to_text") is not None else "", has_choices, resolver),
+                  name, "doc_to_text")
+    target = _guard(_target(fn("doc_to_target") if cfg.get("doc_to_target") is not None else "", has_choices,
+                            resolver), name, "doc_to_target")
+    choice = _guard(_choice(fn("doc_to_choice"), resolver), name, "doc_to_choice") if has_choices else None
     desc = cfg.get("description", "") or ""
-    description = (lambda d: resolver.render(desc, d)) if ("{{" in desc or "{%" in desc) else desc
+    description = (_guard(lambda d: resolver.render(desc, d), name, "description")
+                   if ("{{" in desc or "{%" in desc) else desc)
     metrics, metric_kwargs = _metrics(cfg, kind, where)
     docs = Documents(cfg, where, resolver)
     gen = dict(cfg.get("generation_kwargs") or {})
@@ -435,6 +443,20 @@ def build_task(cfg: dict, where: Path, resolver: Resolver, group: tuple[str, ...
         em = metric_kwargs.get("exact_match", {})
         task.process_results = lambda d, out: {"exact_match": exact_match_hf(task.doc_to_target(d), out, **em)}
     return task
+
+
+def _guard(field: Callable, task: str, key: str) -> Callable:
+    """A field's template or the user's function failing on a document: one error naming both."""
+    def call(doc):
+        try:
+            return field(doc)
+        except LmforgeError:
+            raise
+        except Exception as e:  # noqa: BLE001 -- jinja2 UndefinedError, KeyError from a user function, ...
+            cols = ", ".join(doc) if isinstance(doc, dict) else type(doc).__name__
+            raise LmforgeError(f"task {task}: {key} failed on a document: {type(e).__name__}: {e} "
+                               f"(columns: {cols})") from None
+    return call
 
 
 def _wrap_process(process: Callable, kind: str, name: str) -> Callable:
