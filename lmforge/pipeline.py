@@ -251,6 +251,8 @@ def eval_stage(cfg: RunConfig) -> dict | None:
     from lmforge.eval.results import summary_rows, text_table
 
     print(text_table(summary_rows(results)), flush=True)
+    for note in results.get("notes", []):
+        log(f"eval: {note}")
     log(f"eval: {len(tasks)} tasks in {time.time() - t0:.1f}s -> {cfg.run_dir / 'eval'}")
     return results
 

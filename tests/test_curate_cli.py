@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import pytest
+from conftest import needs_shared, shared_path
 
 from lmforge.data.curate.cli import add_parser, load_curate_config, recipe_names, run
 from lmforge.data.curate.report import report_section
-from conftest import needs_shared, shared_path
 from lmforge.errors import ConfigError, LmforgeError
 
 pytest.importorskip("ftfy", reason="needs the curate extra: pip install 'lmforge[curate]'")

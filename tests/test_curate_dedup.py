@@ -7,7 +7,7 @@ import gzip
 import itertools
 import json
 import random
-from pathlib import Path
+from importlib import resources
 
 import numpy as np
 import pytest
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from lmforge.data.curate import dedup
 from lmforge.data.curate.minhash import MinHasher, band_keys, exact_key, lsh_probability, simplify
 
-WEB_SAMPLE = Path(dedup.__file__).resolve().parents[2] / "corpus" / "web_sample.jsonl.gz"  # shipped with lmforge
+WEB_SAMPLE = resources.files("lmforge") / "corpus" / "web_sample.jsonl.gz"  # shipped with lmforge
 
 
 def shingles(text: str, n: int = 5) -> set:

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import needs_shared, shared_path
 
 from lmforge.config import from_dict
 from lmforge.data.curate import pipeline
@@ -15,7 +16,6 @@ from lmforge.data.curate.config import CurateConfig
 from lmforge.data.curate.pipeline import curate
 from lmforge.data.curate.shards import read_shard, shard_files
 from lmforge.data.curate.stats import totals
-from conftest import needs_shared, shared_path
 from lmforge.errors import LmforgeError
 from lmforge.eval.tasks.data import BUNDLED
 
@@ -136,7 +136,8 @@ def test_resume_after_a_crash(tmp_path, monkeypatch):
 
 
 def test_decontamination_removes_and_flags(tmp_path):
-    arc = json.loads(gzip.open(BUNDLED / "arc" / "ARC-Easy" / "ARC-Easy-Test.jsonl.gz", "rt").readline())
+    with gzip.open(BUNDLED / "arc" / "ARC-Easy" / "ARC-Easy-Test.jsonl.gz", "rt") as f:
+        arc = json.loads(f.readline())
     answer = next(c["text"] for c in arc["question"]["choices"] if c["label"] == arc["answerKey"])
     leak = f"Study guide. {arc['question']['stem']} {answer} That is the end of the question."
     clean = "A completely unrelated text about gardening, soil, compost and the seasons of the year."

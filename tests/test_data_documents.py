@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import shared_data
+
 from lmforge.data.documents import embedded_corpus, read_documents
 from lmforge.errors import LmforgeError
 

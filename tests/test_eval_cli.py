@@ -4,16 +4,12 @@ import json
 
 import pytest
 
+from lmforge.benchmarks import BUNDLED
 from lmforge.errors import LmforgeError
 from lmforge.eval.cli import main
 from lmforge.eval.tasks import data
 from lmforge.eval.tasks.custom import load_task_file
 from lmforge.eval.tiny import tiny_lmforge, tiny_tokenizer
-
-try:
-    DATA = data.default_data_dir()
-except LmforgeError:
-    DATA = None
 
 
 def make_run(path, seed=0):
@@ -52,8 +48,7 @@ def test_eval_cli_end_to_end_and_compare(tmp_path, capsys):
     task = write_task(tmp_path)
     text = tmp_path / "notes.txt"
     text.write_text("A short note about capitals. Paris is in France.\n" * 5)
-    tasks = "arc_easy,mmlu_anatomy" if DATA else ""
-    args = ["--run", str(run_a), "--tasks", tasks, "--limit", "3", "--task-file", str(task),
+    args = ["--run", str(run_a), "--tasks", "arc_easy,mmlu_anatomy", "--limit", "3", "--task-file", str(task),
             "--text-file", str(text), "--log-samples"]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -64,8 +59,7 @@ def test_eval_cli_end_to_end_and_compare(tmp_path, capsys):
     assert "capitals" in out and "acc_norm" in out and "results:" in out
     md = (run_a / "eval" / "results.md").read_text()
     assert "| capitals |" in md and (run_a / "eval" / "samples_capitals.jsonl").is_file()
-    if DATA:
-        assert res["groups"]["mmlu"]["n"] == 3 and res["tasks"]["arc_easy"]["chance"] == pytest.approx(0.25)
+    assert res["groups"]["mmlu"]["n"] == 3 and res["tasks"]["arc_easy"]["chance"] == pytest.approx(0.25)
     assert main(["--run", str(run_b), "--task-file", str(task), "--text-file", str(text)]) == 0
     capsys.readouterr()
     assert main(["compare", str(run_a), str(run_b)]) == 0
@@ -95,8 +89,6 @@ def test_a_failing_task_keeps_the_others(tmp_path):
 
 
 def test_yaml_task_matches_builtin_arc():
-    if DATA is None:
-        pytest.skip("benchmark data not found")
     import tempfile
     from pathlib import Path
 
@@ -104,8 +96,7 @@ def test_yaml_task_matches_builtin_arc():
 
     from lmforge.eval.tasks import get_tasks
 
-    spec = {"task": "arc_easy_yaml", "data": {"test": str(DATA / "arc/ARC-Easy/ARC-Easy-Test.jsonl"),
-                                              "validation": str(DATA / "arc/ARC-Easy/ARC-Easy-Dev.jsonl")},
+    spec = {"task": "arc_easy_yaml", "data": {"test": "ARC-Easy-Test.jsonl", "validation": "ARC-Easy-Dev.jsonl"},
             "doc_to_text": "Question: {{question.stem}}\nAnswer:",
             "doc_to_choice": "{{question.choices | map(attribute='text') | list}}",
             "doc_to_target": "{{(question.choices | map(attribute='label') | list).index(answerKey)}}",
@@ -113,6 +104,9 @@ def test_yaml_task_matches_builtin_arc():
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "arc.yaml"
         path.write_text(yaml.safe_dump(spec))
+        for split in ("Test", "Dev"):  # the original AI2 files, as shipped (gzipped) with lmforge
+            f = BUNDLED / "arc" / "ARC-Easy" / f"ARC-Easy-{split}.jsonl.gz"
+            (Path(d) / f.name[:-3]).write_text(data.read_text(f), encoding="utf-8")
         mine = load_task_file(path)
         builtin = get_tasks("arc_easy")[0]
         a, b = mine.eval_docs()[:20], builtin.eval_docs()[:20]
@@ -168,9 +162,9 @@ def test_evaluate_run_stage_with_shard_perplexity(tmp_path):
     docs = [{"id": str(i), "text": f"Document {i} talks about capitals and rivers. " * 3, "source": "t", "meta": {}}
             for i in range(12)]
     encode_corpus(iter(docs), tiny_tokenizer(), tmp_path / "shards", DataConfig(workers=1, val_fraction=0.5))
-    res = evaluate_run(run, tasks=("arc_easy",) if DATA else (), limit=2, shard_dir=tmp_path / "shards")
+    res = evaluate_run(run, tasks=("arc_easy",), limit=2, shard_dir=tmp_path / "shards")
     shard = res["tasks"]["shards:shards/val"]
     assert 0 < shard["metrics"]["bits_per_byte"] < 30 and shard["counts"]["tokens"] > 0
     assert (run / "eval" / "results.md").is_file()
-    if DATA:
-        assert res["tasks"]["arc_easy"]["chance"] == pytest.approx(0.25)
+    assert res["tasks"]["arc_easy"]["chance"] == pytest.approx(0.25)
+    assert "subsets shipped with lmforge" in res["notes"][0]

@@ -96,3 +96,31 @@ def test_unreachable_judge_is_a_user_error():
     judge = openai_judge("http://127.0.0.1:9/v1", "x", timeout=2)
     with pytest.raises(LmforgeError, match="cannot reach the judge endpoint"):
         judge("hi")
+
+
+def judge_args(url, tmp_path, **kw):
+    a = tmp_path / "a.jsonl"
+    a.write_text(json.dumps({"question": "Capital of France?", "answer": "Paris."}) + "\n")
+    return type("Args", (), {"judge_url": url, "judge_run": None, "judge_model": None, "api_key_env": "NONE_SET",
+                             "answers": str(a), "answers_b": None, "output": str(tmp_path / "out"), **kw})()
+
+
+def test_judge_without_judge_model_uses_the_one_model_lmforge_serve_serves(tmp_path):
+    """The README's `eval judge --judge-url ...` (no --judge-model) against a real `lmforge serve`."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    from lmforge.eval.judge import served_model
+    from lmforge.serve.engine import ServedModel
+    from lmforge.serve.server import RunningServer, create_app
+    from lmforge.serve.tiny import make_tiny_run
+
+    one = ServedModel.load(f"sft={make_tiny_run(tmp_path / 'r1', seed=0, block_size=1536)}")  # judge asks 1024 tokens
+    with RunningServer(create_app([one])) as srv:
+        assert served_model(f"{srv.url}/v1") == "sft"
+        assert run_judge(judge_args(f"{srv.url}/v1", tmp_path)) == 0  # a random model: its rating may not parse
+        summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+        assert summary["answers"] == 1
+    two = ServedModel.load(f"other={make_tiny_run(tmp_path / 'r2', seed=1, block_size=64)}")
+    with RunningServer(create_app([one, two])) as srv, \
+            pytest.raises(LmforgeError, match=r"serves 2 models \(sft, other\): choose one with --judge-model"):
+        run_judge(judge_args(f"{srv.url}/v1", tmp_path))

@@ -4,14 +4,14 @@ log-likelihoods and every metric must agree (metrics to 4 decimals)."""
 
 import pytest
 
-from lmforge.errors import LmforgeError
-
 pytest.importorskip("lm_eval")
 pytest.importorskip("transformers")
 
+from conftest import shared_path
+
+from lmforge.benchmarks import BUNDLED
 from lmforge.eval import evaluate, get_tasks
 from lmforge.eval.parity import run_lm_eval, write_lm_eval_tasks
-from lmforge.eval.tasks.data import default_data_dir
 from lmforge.eval.tiny import tiny_gpt2, tiny_tokenizer
 
 pytestmark = pytest.mark.slow
@@ -19,14 +19,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    try:
-        data_dir = default_data_dir()
-    except LmforgeError:
-        pytest.skip("benchmark data not found")
+    data_dir = shared_path("benchmarks") or BUNDLED  # the full files, else the shipped subsets (first records)
     tmp = tmp_path_factory.mktemp("parity")
     lm = tiny_gpt2(tiny_tokenizer(), n_positions=64, save_to=tmp / "gpt2")  # short: exercises truncation
     names = write_lm_eval_tasks(tmp / "tasks", data_dir, ["anatomy"])
-    return lm, names, tmp
+    return lm, names, tmp, data_dir
 
 
 @pytest.mark.parametrize("shots, tasks, limit", [
@@ -35,11 +32,13 @@ def setup(tmp_path_factory):
     (0, ["wikitext"], 1),  # one article, ~130 windows of 64 tokens
 ])
 def test_same_numbers_as_lm_eval(setup, shots, tasks, limit):
-    lm, names, tmp = setup
+    lm, names, tmp, data_dir = setup
+    if "wikitext" in tasks and "wikitext" not in names:
+        pytest.skip("WikiText is not shipped with lmforge: needs ../shared/data/corpora/wikitext-2")
     theirs = run_lm_eval(f"pretrained={tmp / 'gpt2'},dtype=float32", [names[t] for t in tasks], tmp / "tasks",
                          shots, limit, batch_size=8)
-    ours = evaluate(lm, [t for n in tasks for t in get_tasks(n)], num_fewshot=shots, limit=limit, batch_size=8,
-                    log_samples=True, progress=False)
+    ours = evaluate(lm, [t for n in tasks for t in get_tasks(n, data_dir)], num_fewshot=shots, limit=limit,
+                    batch_size=8, log_samples=True, progress=False)
     assert not ours["errors"]
     for task in tasks:
         mine, other = ours["tasks"][task], theirs["results"][names[task]]
@@ -70,7 +69,7 @@ def test_lm_eval_scores_a_served_model_through_local_completions(tmp_path, setup
     from lmforge.serve.server import RunningServer, create_app
     from lmforge.serve.tiny import make_tiny_run
 
-    _, names, tmp = setup
+    _, names, tmp, data_dir = setup
     run = make_tiny_run(tmp_path / "run", seed=5, block_size=256, vocab_size=400)  # no request is truncated
     export_run(run, tmp_path / "hf")  # lm-eval tokenizes with the exported tokenizer
     tasks = ["arc_easy", "hellaswag"]
@@ -78,7 +77,7 @@ def test_lm_eval_scores_a_served_model_through_local_completions(tmp_path, setup
         args = (f"model=m,base_url={srv.url}/v1/completions,tokenizer={tmp_path / 'hf'},"
                 "tokenizer_backend=huggingface,tokenized_requests=True,num_concurrent=1,max_retries=1,max_length=256")
         theirs = run_lm_eval(args, [names[t] for t in tasks], tmp / "tasks", 0, 4, 1, model_type="local-completions")
-    ours = evaluate(LmforgeLM.from_run(run), [t for n in tasks for t in get_tasks(n)], num_fewshot=0, limit=4,
+    ours = evaluate(LmforgeLM.from_run(run), [t for n in tasks for t in get_tasks(n, data_dir)], num_fewshot=0, limit=4,
                     log_samples=True, progress=False)
     for task in tasks:
         mine = ours["tasks"][task]

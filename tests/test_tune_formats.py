@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import needs_shared, shared_path
+
 from lmforge.errors import LmforgeError
 from lmforge.tune.formats import convert, detect_format, from_oasst, load_conversations
 

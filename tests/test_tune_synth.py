@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from conftest import needs_shared, shared_path
+
 from lmforge.errors import LmforgeError
 from lmforge.tune.config import SynthConfig
 from lmforge.tune.formats import load_conversations

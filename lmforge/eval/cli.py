@@ -176,8 +176,9 @@ def subset_notes(tasks) -> list[str]:
     if not names:
         return []
     shown = ", ".join(sorted({n.split("_")[0] if n.startswith("mmlu_") else n for n in names}))
-    return [f"{shown}: scored on the subsets shipped with lmforge (the first 300 questions; 5 per MMLU "
-            f"subject), not the full benchmarks; {FULL_SETS_HINT}"]
+    note = (f"{shown}: scored on the subsets shipped with lmforge (the first 300 questions; 5 per MMLU "
+            f"subject), not the full benchmarks; {FULL_SETS_HINT}")
+    return [note]
 
 
 def _add_text_perplexity(lm, args, results: dict) -> None:
@@ -185,7 +186,6 @@ def _add_text_perplexity(lm, args, results: dict) -> None:
     import time
 
     from lmforge.eval.perplexity import perplexity_of_shards, perplexity_of_texts, read_text_documents
-
     from lmforge.eval.runner import WindowBar
 
     show = getattr(args, "progress", True)

@@ -1,6 +1,6 @@
 """An LLM as judge: rubric grading (1-10) and pairwise comparison in both orders.
 
-Protocol after MT-Bench (Zheng et al. 2023, FastChat `fastchat/llm_judge/`, notes §5.1): the judge
+Protocol after MT-Bench (Zheng et al. 2023, FastChat `fastchat/llm_judge/`, docs/eval-semantics.md §5.1): the judge
 answers at temperature 0 and ends with a verdict in double brackets, `[[7]]` or `[[A]]`/`[[B]]`/`[[C]]`
 (C = tie); a pair is judged twice with the answers swapped and a verdict that changes with the
 order counts as a tie, which cancels position bias; the agreement between the two orders is reported.
@@ -68,6 +68,26 @@ def openai_judge(base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
             raise LmforgeError(f"judge endpoint {url}: unexpected answer {str(data)[:200]}") from None
 
     return ask
+
+
+def served_model(base_url: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 30.0) -> str:
+    """The model an OpenAI-compatible endpoint serves, when it lists exactly one at GET /models."""
+    url = base_url.rstrip("/") + "/models"
+    key = os.environ.get(api_key_env, "")
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            ids = [m["id"] for m in json.loads(r.read().decode())["data"]]
+    except urllib.error.HTTPError as e:
+        raise LmforgeError(f"no --judge-model given and {url} answered HTTP {e.code}: pass --judge-model NAME") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as e:
+        raise LmforgeError(f"cannot reach the judge endpoint {url}: {e}") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise LmforgeError(f"no --judge-model given and {url} does not list models: pass --judge-model NAME") from None
+    if len(ids) != 1:
+        listed = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "") if ids else "none"
+        raise LmforgeError(f"{url} serves {len(ids)} models ({listed}): choose one with --judge-model NAME")
+    return ids[0]
 
 
 def local_judge(lm, max_new_tokens: int = 256) -> Judge:
@@ -151,7 +171,8 @@ def add_judge_parser(sub) -> None:
     j.add_argument("--answers", required=True, help='JSONL of {"question", "answer"} (set A)')
     j.add_argument("--answers-b", help="JSONL of set B (same questions, same order): pairwise mode")
     j.add_argument("--judge-url", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
-    j.add_argument("--judge-model", default="judge", help="model name sent to the endpoint")
+    j.add_argument("--judge-model", default=None, help="model name sent to the endpoint (default: the one "
+                   "model the endpoint lists at /models, e.g. what `lmforge serve` serves)")
     j.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     j.add_argument("--judge-run", help="a local lmforge run as the judge instead of an endpoint")
     j.add_argument("--output", required=True, help="folder for judgments.jsonl and summary.json")
@@ -161,7 +182,8 @@ def run_judge(args) -> int:
     if bool(args.judge_url) == bool(args.judge_run):
         raise LmforgeError("give exactly one judge: --judge-url URL or --judge-run RUN_DIR")
     if args.judge_url:
-        judge = openai_judge(args.judge_url, args.judge_model, args.api_key_env)
+        model = args.judge_model or served_model(args.judge_url, args.api_key_env)
+        judge = openai_judge(args.judge_url, model, args.api_key_env)
     else:
         from lmforge.eval.lm import LmforgeLM
 

@@ -2,7 +2,7 @@
 
 Semantics follow lm-evaluation-harness 0.4 exactly (`lm_eval/api/model.py: TemplateLM._encode_pair,
 loglikelihood`; `lm_eval/models/huggingface.py: _loglikelihood_tokens`; `lm_eval/utils.py:
-get_rolling_token_windows, make_disjoint_window`; summarised in shared/notes/eval-semantics.md §1.2,
+get_rolling_token_windows, make_disjoint_window`; summarised in docs/eval-semantics.md §1.2,
 §1.4):
 
 - trailing whitespace of the context moves to the front of the continuation;
@@ -265,6 +265,8 @@ def loglikelihood_rolling_tokens(lm: LM, docs: Sequence[Sequence[int]], batch_si
         for _inp, k in rolling_windows(toks, lm.prefix_token_id, lm.max_length):
             targets.append(list(toks[done:done + k]))
             done += k
+    if hasattr(progress, "set_total"):  # e.g. runner.WindowBar: counts windows, known only now
+        progress.set_total(len(windows))
     order = sorted(range(len(windows)), key=lambda j: len(windows[j][1]), reverse=True)
     totals = [0.0] * len(docs)
     for b in range(0, len(order), batch_size):

@@ -3,7 +3,7 @@
 Sources (lm-eval 0.4.13): `lm_eval/api/task.py: ConfigurableTask.process_results` (acc, acc_norm,
 acc_bytes, exact_match), `lm_eval/tasks/truthfulqa/utils.py` (mc2, BLEU, ROUGE),
 `lm_eval/api/metrics.py` (mean_stderr, pooled_sample_stderr, weighted_perplexity, bits_per_byte);
-see shared/notes/eval-semantics.md §1.3, §1.4, §2.4.
+see docs/eval-semantics.md §1.3, §1.4, §2.4.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Two pieces (lm-eval is imported lazily; `pip install "lm-eval[hf]"`):
 
 - `write_lm_eval_tasks(dir, data_dir, ...)`: task YAMLs that `include` lm-eval's *own* task files
   (by absolute path) and only point them at the local files (`dataset_path: json|csv`), so lm-eval
-  renders prompts and scores with its own definitions (notes §11).
+  renders prompts and scores with its own definitions (docs/eval-semantics.md §11).
 - `HarnessLM`: an lmforge `LM` (e.g. an lmforge model) wrapped as an lm-eval `TemplateLM`; lm-eval
   does the tokenisation split and request building, this class scores token ids naively (full
   forward per request, batched like lm-eval's HFLM), so it is an independent implementation.
@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 import yaml
 
+from lmforge.errors import LmforgeError
 from lmforge.eval.lm import LM
 from lmforge.eval.tasks.builtin import MMLU_SUBJECTS
-from lmforge.eval.tasks.data import split_wikitext_articles, wikitext_file
+from lmforge.eval.tasks.data import find, read_text, split_wikitext_articles, wikitext_file
 
 ARC_PROCESS = '''
 def process_arc(dataset):
@@ -44,8 +45,21 @@ def lm_eval_dir() -> Path:
 
 
 def write_lm_eval_tasks(out: Path, data_dir: Path, subjects: list[str]) -> dict[str, str]:
-    """Write local-data task YAMLs into `out`; returns {lmforge task name: lm-eval task name}."""
+    """Write local-data task YAMLs into `out`; returns {lmforge task name: lm-eval task name}.
+    Gzipped files (the subsets shipped with lmforge) are unpacked into `out` for lm-eval."""
     out.mkdir(parents=True, exist_ok=True)
+
+    def local(rel: str) -> str:
+        path = find(data_dir / rel)
+        if path is None:
+            raise LmforgeError(f"{data_dir / rel}: not found")
+        if path.suffix != ".gz":
+            return str(path)
+        plain = out / "data" / rel
+        plain.parent.mkdir(parents=True, exist_ok=True)
+        plain.write_text(read_text(path), encoding="utf-8")
+        return str(plain)
+
     (out / "local_utils.py").write_text(ARC_PROCESS)
     lt = lm_eval_dir()
     names: dict[str, str] = {}
@@ -57,18 +71,18 @@ def write_lm_eval_tasks(out: Path, data_dir: Path, subjects: list[str]) -> dict[
         (out / f"{name}.yaml").write_text(text + "".join(f"{k}: {v}\n" for k, v in funcs.items()))
 
     for config, ours in (("ARC-Easy", "arc_easy"), ("ARC-Challenge", "arc_challenge")):
-        files = {"test": str(data_dir / f"arc/{config}/{config}-Test.jsonl"),
-                 "validation": str(data_dir / f"arc/{config}/{config}-Dev.jsonl")}
+        files = {"test": local(f"arc/{config}/{config}-Test.jsonl"),
+                 "validation": local(f"arc/{config}/{config}-Dev.jsonl")}
         write(f"{ours}_local", lt / f"arc/{ours}.yaml",
               {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": files},
                "training_split": None, "process_docs": "!function local_utils.process_arc"})
         names[ours] = f"{ours}_local"
     write("hellaswag_local", lt / "hellaswag/hellaswag.yaml",
           {"dataset_path": "json", "dataset_name": None, "training_split": None,
-           "dataset_kwargs": {"data_files": {"validation": str(data_dir / "hellaswag/hellaswag_val.jsonl")}}})
+           "dataset_kwargs": {"data_files": {"validation": local("hellaswag/hellaswag_val.jsonl")}}})
     names["hellaswag"] = "hellaswag_local"
     for s in subjects:
-        files = {sp: str(data_dir / f"mmlu/{sp}/{s}_{sp}.csv") for sp in ("test", "dev")}
+        files = {sp: local(f"mmlu/{sp}/{s}_{sp}.csv") for sp in ("test", "dev")}
         write(f"mmlu_{s}_local", lt / "mmlu/default/_default_template_yaml",
               {"dataset_path": "csv", "dataset_name": None,
                "dataset_kwargs": {"data_files": files, "column_names": ["question", "A", "B", "C", "D", "target"]},
@@ -77,7 +91,7 @@ def write_lm_eval_tasks(out: Path, data_dir: Path, subjects: list[str]) -> dict[
                "process_docs": "!function local_utils.process_mmlu"})
         names[f"mmlu_{s}"] = f"mmlu_{s}_local"
     # TruthfulQA: the original mc_task.json as hub-layout JSONL (answers -> choices/labels lists).
-    tq = json.loads((data_dir / "truthfulqa/v0/mc_task.json").read_text())
+    tq = json.loads(Path(local("truthfulqa/v0/mc_task.json")).read_text(encoding="utf-8"))
     rows = [{"question": d["question"], **{k: {"choices": list(d[k]), "labels": list(d[k].values())}
                                            for k in ("mc1_targets", "mc2_targets")}} for d in tq]
     (out / "truthfulqa_mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

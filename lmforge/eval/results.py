@@ -2,7 +2,9 @@
 
 results.json = the dict `runner.evaluate` returns (+ when it was written); samples, if logged,
 go to eval/samples_<task>.jsonl so results.json stays small. Files are written under a temporary
-name and renamed, so a crash never leaves a half-written results file.
+name and renamed, so a crash never leaves a half-written results file. A later evaluation of the
+same model into the same folder adds its tasks to results.json (a task evaluated again replaces
+its earlier entry; groups are recomputed); results of another model are replaced.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def to_markdown(results: dict) -> str:
              (f"Context length {results.get('max_length')} tokens; {results.get('seconds', 0):.1f} s; "
               f"settings: `{json.dumps(results.get('settings', {}), default=str)}`"), "",
              markdown_table(summary_rows(results)), ""]
+    parts += [f"Note: {n}\n" for n in results.get("notes", [])]
     tasks = results.get("tasks", {})
     if any(r.get("group") for r in tasks.values()):
         parts += ["## Per subject", "", markdown_table([r for r in summary_rows(results, subjects=True)
@@ -103,10 +106,36 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def write_results(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
+def merge_results(old: dict, new: dict) -> dict:
+    """`new` on top of `old` (same model): every task keeps its latest entry, with the settings it
+    was run with; a task that failed now drops its earlier score; groups are recomputed."""
+    from lmforge.eval.runner import aggregate_groups
+
+    tasks = {k: v for k, v in old.get("tasks", {}).items() if k not in new["errors"] and k not in new["tasks"]}
+    tasks.update(new["tasks"])
+    errors = {k: v for k, v in old.get("errors", {}).items() if k not in new["tasks"]}
+    errors.update(new["errors"])
+    notes = list(dict.fromkeys([*old.get("notes", []), *new.get("notes", [])]))
+    return {**new, "tasks": tasks, "groups": aggregate_groups(tasks), "errors": errors, "notes": notes}
+
+
+def write_results(results: dict, out_dir: str | Path, merge: bool = True) -> tuple[Path, Path]:
+    """Write results.json / results.md in `out_dir`; with `merge`, keep the tasks an earlier
+    evaluation of the same model wrote there (see merge_results)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results = dict(results, written=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    results = dict(results, written=stamp,
+                   tasks={k: {"settings": results.get("settings", {}), "written": stamp, **v}
+                          for k, v in results["tasks"].items()})
+    old_path = out / "results.json"
+    if merge and old_path.is_file():
+        try:
+            old = json.loads(old_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, OSError):
+            old = {}
+        if old.get("model") == results.get("model"):
+            results = merge_results(old, results)
     slim = {**results, "tasks": {}}
     for name, r in results["tasks"].items():
         r = dict(r)
@@ -164,6 +193,7 @@ def report_section(results: dict) -> str:
              ("Chance = the score of a uniform random guess (mean over questions of 1/choices; for "
               "truthfulqa_mc2 the mass of the true answers). Perplexities: lower is better; bits per "
               "byte of a uniform byte model is 8.")]
+    lines += ["", *[f"Note: {n}" for n in results.get("notes", [])]] if results.get("notes") else []
     if results.get("errors"):
         lines += ["", "Failed: " + "; ".join(f"{t}: {e}" for t, e in results["errors"].items())]
     return "\n".join(lines) + "\n"

@@ -4,7 +4,7 @@ Written from the paper and the TFDS code that built C4 (tensorflow_datasets/text
 _MIN_WORDS_PER_LINE = 5, _MIN_NUM_SENTENCES = 3, _MAX_WORD_LENGTH = 1000, the end marks, the
 policy substrings, the citation regex and the LDNOOBW bad-words regex), checked in that code's
 order, so "lorem ipsum" and "{" remove a page only on a line that survived the line rules
-before them (shared/notes/curation-reference.md §3.1). Line rules drop lines and leave the page;
+before them (docs/curation-reference.md §2.3). Line rules drop lines and leave the page;
 page rules drop the page and name the rule. Sentences are counted as spaCy's Sentencizer splits
 the line's tokens (datatrove's counter; TFDS used NLTK punkt, which needs a model download);
 `lines_dropped` counts every line rule for stats.

@@ -1,7 +1,7 @@
 """Typed options for `lmforge curate`: one dataclass per stage, defaults = the published values.
 
 Every threshold below names the paper or reference code it comes from (see
-README ("Data curation") and shared/notes/curation-reference.md for the full comparison). A stage whose
+README ("Data curation") and docs/curation-reference.md for the full comparison). A stage whose
 `enabled` is false is skipped; a recipe YAML sets any subset of fields, dotted overrides win.
 """
 

@@ -4,7 +4,7 @@ Each function returns the name of the first rule that fires, or None to keep the
 Thresholds are in `GopherQualityConfig` / `GopherRepetitionConfig` with their sources.
 
 The paper gives the rules in words; implementations count differently
-(shared/notes/curation-reference.md §2.1-2.2), and `cfg.words` picks one:
+(docs/curation-reference.md §2.1-2.2), and `cfg.words` picks one:
 
 - "spacy" (default): datatrove's counting, with which FineWeb was built. Tokens are spaCy's
   English tokens (`words.split_words`), punctuation marks included: the "#"/ellipsis ratios and

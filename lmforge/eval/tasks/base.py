@@ -2,7 +2,7 @@
 
 The fields mirror lm-evaluation-harness's task YAML (`lm_eval/config/task.py`), so a built-in task
 and a user's YAML task (`custom.py`) are the same object. Prompt assembly follows
-`lm_eval/api/task.py: ConfigurableTask.fewshot_context, build_qa_turn` (notes §1.1):
+`lm_eval/api/task.py: ConfigurableTask.fewshot_context, build_qa_turn` (docs/eval-semantics.md §1.1):
 
     context = [system + fewshot_delimiter] + description
               + sum_k [ text(shot_k) + target_delimiter + target(shot_k) + fewshot_delimiter ]

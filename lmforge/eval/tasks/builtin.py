@@ -1,6 +1,6 @@
 """The built-in tasks, field for field as lm-evaluation-harness 0.4.13 defines them.
 
-Each definition cites its lm-eval file; shared/notes/eval-semantics.md §2 has the details.
+Each definition cites its lm-eval file; docs/eval-semantics.md §2 has the details.
 """
 
 from __future__ import annotations

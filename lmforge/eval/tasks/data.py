@@ -1,22 +1,28 @@
-"""Reading benchmark files: the local data directory (original formats) or the Hugging Face hub.
+"""Reading benchmark files: a local folder (original formats), the subsets bundled with lmforge,
+or the Hugging Face hub.
 
-Local layout (shared/data/benchmarks, the files as their authors published them):
+Local layout (the files as their authors published them; any file may also be gzipped, `.gz`):
 
     arc/ARC-Easy/ARC-Easy-{Test,Dev,Train}.jsonl       AI2 layout (question.stem, question.choices)
     arc/ARC-Challenge/ARC-Challenge-{Test,Dev,Train}.jsonl
     hellaswag/hellaswag_{val,train}.jsonl              rowanz/hellaswag
     mmlu/{test,dev,val}/<subject>_{test,dev,val}.csv   Hendrycks CSV, no header
     truthfulqa/v0/{mc_task.json,TruthfulQA.csv}        sylinrl/TruthfulQA, Sep-2021 release
-    ../corpora/wikitext-2/{test,valid}.txt             tokenized WikiText-2 (or wikitext-2/ here)
+    wikitext-2/{test,valid}.txt                        tokenized WikiText-2 (or ../corpora/wikitext-2/)
 
+Without --data-dir or $LMFORGE_EVAL_DATA, the subsets in lmforge/benchmarks/ are used (the
+first few hundred items of each file in this layout; their README names sources and licences).
 Every loader returns documents in the *hub* layout that lm-eval's task definitions read, so prompts
 are built by one code path whichever source is used. `--hub` loads the same datasets with
-`datasets.load_dataset` on a machine that is online.
+`datasets.load_dataset` on a machine that is online, or from $LMFORGE_HUB_MIRROR, a folder holding
+hub dataset repositories as <owner>/<name>/ (e.g. `git clone`d onto an offline cluster).
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -24,35 +30,52 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from lmforge.benchmarks import BUNDLED
 from lmforge.errors import LmforgeError
 
 ENV_VAR = "LMFORGE_EVAL_DATA"
 
 
+HUB_MIRROR_VAR = "LMFORGE_HUB_MIRROR"
+FULL_SETS_HINT = (f"for the full sets: --data-dir DIR or ${ENV_VAR} (a folder in the layout of "
+                  "lmforge/benchmarks/README.md), or --hub (Hugging Face hub, needs `datasets`)")
+
+
 def default_data_dir() -> Path:
-    """$LMFORGE_EVAL_DATA, else shared/data/benchmarks beside or above the working directory or
-    the repository (where the project keeps its real data)."""
+    """$LMFORGE_EVAL_DATA, else the subsets bundled with lmforge."""
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR])
-    repo = Path(__file__).resolve().parents[3]
-    for base in (Path.cwd(), Path.cwd().parent, repo, repo.parent):
-        cand = base / "shared" / "data" / "benchmarks"
-        if cand.is_dir():
+    return BUNDLED
+
+
+def is_bundled(root: Path | None) -> bool:
+    return root is not None and Path(root).resolve() == BUNDLED
+
+
+def find(path: Path) -> Path | None:
+    """`path`, or its gzipped twin `path.gz`, whichever exists."""
+    for cand in (path, path.with_name(path.name + ".gz")):
+        if cand.is_file():
             return cand
-    raise LmforgeError(f"benchmark data not found: pass --data-dir DIR or set {ENV_VAR} "
-                       "(expects arc/, hellaswag/, mmlu/, truthfulqa/ inside), or use --hub")
+    return None
+
+
+def read_text(path: Path) -> str:
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return f.read()
+    return path.read_text(encoding="utf-8")
 
 
 def read_jsonl(path: Path) -> list[dict]:
     docs = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                docs.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise LmforgeError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+    for lineno, line in enumerate(read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            docs.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise LmforgeError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
     return docs
 
 
@@ -78,21 +101,28 @@ class LazyDocs(Sequence):
 
 
 def read_csv_rows(path: Path, header: bool) -> list[dict] | list[list[str]]:
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        return list(csv.DictReader(f)) if header else [row for row in csv.reader(f) if row]
+    f = io.StringIO(read_text(path).removeprefix("\ufeff"), newline="")
+    return list(csv.DictReader(f)) if header else [row for row in csv.reader(f) if row]
 
 
 def hub_split(path: str, name: str | None, split: str) -> list[dict] | None:
-    """One split of a hub dataset as a list of dicts (None if the dataset has no such split)."""
+    """One split of a hub dataset as a list of dicts (None if the dataset has no such split).
+    With $LMFORGE_HUB_MIRROR set, the repository is read from <mirror>/<path> instead."""
     try:
         import datasets
     except ImportError:
-        raise LmforgeError("--hub needs the `datasets` package: pip install datasets") from None
+        raise LmforgeError("--hub needs the `datasets` package: pip install 'lmforge[eval]'") from None
+    where = path
+    if os.environ.get(HUB_MIRROR_VAR):
+        local = Path(os.environ[HUB_MIRROR_VAR]) / path
+        if not local.is_dir():
+            raise LmforgeError(f"{path} is not in ${HUB_MIRROR_VAR} (no folder {local})")
+        where = str(local)
     try:
-        ds = datasets.load_dataset(path, name)
+        ds = datasets.load_dataset(where, name)
     except Exception as e:  # noqa: BLE001 -- network, auth, missing dataset: one line for the user
         raise LmforgeError(f"cannot load {path}{'/' + name if name else ''} from the hub: "
-                           f"{str(e).splitlines()[0]}") from None
+                           f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     return [dict(r) for r in ds[split]] if split in ds else None
 
 
@@ -101,8 +131,8 @@ def hub_split(path: str, name: str | None, split: str) -> list[dict] | None:
 
 def arc_local(root: Path, config: str, split: str) -> list[dict] | None:
     name = {"test": "Test", "validation": "Dev", "train": "Train"}[split]
-    path = root / "arc" / config / f"{config}-{name}.jsonl"
-    if not path.is_file():
+    path = find(root / "arc" / config / f"{config}-{name}.jsonl")
+    if path is None:
         return None
     out = []
     for lineno, d in enumerate(read_jsonl(path), 1):
@@ -122,10 +152,10 @@ def arc_local(root: Path, config: str, split: str) -> list[dict] | None:
 
 def hellaswag_local(root: Path, split: str, process: Callable[[dict], dict]) -> Sequence[dict] | None:
     name = {"validation": "val", "train": "train", "test": "test"}[split]
-    path = root / "hellaswag" / f"hellaswag_{name}.jsonl"
-    if split == "test" or not path.is_file():  # the public test file has no labels
+    path = find(root / "hellaswag" / f"hellaswag_{name}.jsonl")
+    if split == "test" or path is None:  # the public test file has no labels
         return None
-    lines = [ln for ln in path.read_text(encoding="utf-8").split("\n") if ln.strip()]
+    lines = [ln for ln in read_text(path).split("\n") if ln.strip()]
 
     def parse(line: str) -> dict:
         try:
@@ -143,8 +173,8 @@ def mmlu_local(root: Path, subject: str, split: str) -> list[dict] | None:
     name = {"test": "test", "validation": "val", "dev": "dev"}.get(split)
     if name is None:
         return None
-    path = root / "mmlu" / name / f"{subject}_{name}.csv"
-    if not path.is_file():
+    path = find(root / "mmlu" / name / f"{subject}_{name}.csv")
+    if path is None:
         return None
     out = []
     for lineno, row in enumerate(read_csv_rows(path, header=False), 1):
@@ -158,11 +188,12 @@ def mmlu_local(root: Path, subject: str, split: str) -> list[dict] | None:
 
 
 def truthfulqa_mc_local(root: Path, release: str = "v0") -> list[dict]:
-    path = root / "truthfulqa" / release / "mc_task.json" if release else root / "truthfulqa" / "mc_task.json"
-    if not path.is_file():
-        raise LmforgeError(f"TruthfulQA file not found: {path}")
+    want = root / "truthfulqa" / release / "mc_task.json" if release else root / "truthfulqa" / "mc_task.json"
+    path = find(want)
+    if path is None:
+        raise LmforgeError(f"TruthfulQA file not found: {want}")
     out = []
-    for d in json.loads(path.read_text(encoding="utf-8")):
+    for d in json.loads(read_text(path)):
         out.append({"question": d["question"],
                     **{k: {"choices": list(d[k]), "labels": list(d[k].values())}
                        for k in ("mc1_targets", "mc2_targets")}})
@@ -170,9 +201,10 @@ def truthfulqa_mc_local(root: Path, release: str = "v0") -> list[dict]:
 
 
 def truthfulqa_gen_local(root: Path, release: str = "v0") -> list[dict]:
-    path = root / "truthfulqa" / release / "TruthfulQA.csv" if release else root / "truthfulqa" / "TruthfulQA.csv"
-    if not path.is_file():
-        raise LmforgeError(f"TruthfulQA file not found: {path}")
+    want = root / "truthfulqa" / release / "TruthfulQA.csv" if release else root / "truthfulqa" / "TruthfulQA.csv"
+    path = find(want)
+    if path is None:
+        raise LmforgeError(f"TruthfulQA file not found: {want}")
 
     def answers(s: str) -> list[str]:
         return [a.strip() for a in s.split(";") if a.strip()]
