@@ -29,7 +29,6 @@ from fastapi.responses import StreamingResponse
 from lmforge.errors import LmforgeError
 from lmforge.serve.config import SampleConfig
 from lmforge.serve.engine import Completion, ContextLengthError, ServedModel
-from lmforge.serve.guards import StrictJSONRoute
 from lmforge.serve.schema import APIError, ChatRequest, CompletionRequest, _Sampling
 
 T = TypeVar("T")
@@ -52,7 +51,7 @@ def usage(prompt_tokens: int, results: list[Completion]) -> dict:
 
 
 def make_router(models: dict[str, ServedModel], auth: Callable) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)], route_class=StrictJSONRoute)
+    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
 
     def get_model(name: str) -> ServedModel:
         if name not in models:

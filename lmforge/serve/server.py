@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lmforge.errors import LmforgeError
 from lmforge.serve.api import make_router
 from lmforge.serve.engine import ServedModel
-from lmforge.serve.guards import DEFAULT_MAX_REQUEST_BYTES, BodyLimit, ErrorResponse
+from lmforge.serve.guards import DEFAULT_MAX_REQUEST_BYTES, ErrorResponse, RequestGuard
 from lmforge.serve.schema import APIError
 
 log = logging.getLogger("lmforge.serve")
@@ -47,7 +47,7 @@ def create_app(models: Sequence[ServedModel], api_key: str | None = None,
         raise LmforgeError(f"the request size limit must be >= 1 byte, got {max_request_bytes}")
     app = FastAPI(title="lmforge", description="OpenAI-compatible API, chat and human evaluation",
                   docs_url="/docs", redoc_url=None)
-    app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
+    app.add_middleware(RequestGuard, max_bytes=max_request_bytes)
     api_keys = [api_key] if api_key else []
     rater_keys = [k for k in (api_key, rater_key) if k]
 

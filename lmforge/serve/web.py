@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from lmforge.serve.engine import ServedModel
-from lmforge.serve.guards import StrictJSONRoute
 from lmforge.serve.human_eval import HumanEvalStore, VoteError
 from lmforge.serve.schema import APIError
 
@@ -41,7 +40,7 @@ class Vote(BaseModel):
 
 def make_web_router(models: dict[str, ServedModel], auth: Callable, human_db: str | Path | None) -> APIRouter:
     """The pages and /human/api; `auth` guards /human/api (the rater key or the API key)."""
-    router = APIRouter(route_class=StrictJSONRoute)
+    router = APIRouter()
     store = HumanEvalStore(human_db) if human_db is not None else None
 
     def page(name: str) -> FileResponse:
