@@ -294,6 +294,9 @@ def run_all(cfg: RunConfig) -> dict:
     report = write_training_report(cfg, summary, samples)
     if curated is not None:
         update_report_section(run_dir, "Data curation", curated[1])
+    from lmforge.inspect.report import SECTION, inside_the_model
+
+    update_report_section(run_dir, SECTION, inside_the_model(run_dir))  # attention, surprise, lens
     eval_stage(cfg)
     sft_stage(cfg, tok)
     summary["total_s"] = time.time() - t0
@@ -335,4 +338,3 @@ def print_summary(s: dict) -> None:
         print(f"throughput: {s['tokens_per_s']:,.0f} tokens/s")
     if s.get("total_s"):
         print(f"time: {s['total_s']:.1f}s")
-

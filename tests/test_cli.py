@@ -61,6 +61,8 @@ def test_run_writes_every_artifact_and_reports_bits_per_byte(finished_run):
     steps = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert steps[-1] == "step_000012"
     assert "runs/t/report.md" in proc.stdout
+    inside = (run / "report.md").read_text().split("## Inside the model")[1]  # lmforge/inspect/report.py
+    assert "(inside/attention/heads.png)" in inside and (run / "inside/attention/heads.json").is_file()
 
 
 def test_rerun_resumes_instead_of_retraining(finished_run, corpus):

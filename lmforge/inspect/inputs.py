@@ -27,7 +27,8 @@ def token_label(tokenizer, token_id: int) -> str:
     text = tokenizer.decode([token_id])
     if text.startswith("<|") and text.endswith("|>") and token_id < 7:  # the other special tokens
         return f"<{text[2:-2]}>"
-    return text.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") or "\u2205"
+    text = text.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text) or "\u2205"
 
 
 @dataclass

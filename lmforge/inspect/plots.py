@@ -154,9 +154,11 @@ def plot_surprise(s: Surprise, path: Path, width: int = 48, rows: int = 24) -> P
                  fontsize=10, loc="left")
     table = fig.add_subplot(grid[1])
     table.axis("off")
-    cells = [[shown(t.token), f"{t.bits:.2f}"] + [f"{shown(w)} {p:.2f}" for w, p in t.top[:3]] for t in rows_]
-    tab = table.table(cellText=cells, colLabels=["token", "bits", "top 1", "top 2", "top 3"], loc="upper left",
-                      cellLoc="left", cellColours=[["white", surprise_colour(t.bits)] + ["white"] * 3 for t in rows_])
+    k = min(3, min(len(t.top) for t in rows_))
+    cells = [[shown(t.token), f"{t.bits:.2f}"] + [f"{shown(w)} {p:.2f}" for w, p in t.top[:k]] for t in rows_]
+    tab = table.table(cellText=cells, colLabels=["token", "bits"] + [f"top {i + 1}" for i in range(k)],
+                      loc="upper left", cellLoc="left",
+                      cellColours=[["white", surprise_colour(t.bits)] + ["white"] * k for t in rows_])
     tab.auto_set_font_size(False)
     tab.set_fontsize(8)
     for r, t in enumerate(rows_, start=1):  # light text on the dark (surprising) cells
