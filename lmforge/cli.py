@@ -130,8 +130,8 @@ def cmd_train(args, parser) -> int:
         log(f"report: {report}")
     print_summary(summary)
     log(f"checkpoints: {cfg.run_dir / 'checkpoints'}")
-    if result.stopped_early:
-        raise LmforgeError(result.stop_reason or "training stopped early")
+    if result.diverged:  # a failed run; one interrupted by a signal saved its checkpoint and resumes cleanly
+        raise LmforgeError(result.stop_reason or "training diverged")
     return 0
 
 
