@@ -8,7 +8,6 @@ record their largest id: an id outside the vocabulary is one clear error, never 
 from __future__ import annotations
 
 import json
-import os
 import re
 from itertools import islice
 
@@ -186,3 +185,4 @@ def test_lmforge_train_exits_non_zero_when_the_run_diverges(tmp_path, monkeypatc
     error = [x for x in err.splitlines() if x.startswith("lmforge: error:")]
     assert len(error) == 1 and "non-finite losses" in error[0], err[-2000:]
     assert re.search(r"the held-out figures are from step \d+, before it diverged", error[0])
+    assert "held-out loss" in out  # those figures, printed above the error
