@@ -77,18 +77,20 @@ def _read_txt(f: Path, name: str) -> Iterator[dict[str, Any]]:
         text = f.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise LmforgeError(f"{f}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise LmforgeError(f"cannot read {f}: {e}") from None
     yield {"id": name, "text": text, "source": DEFAULT_SOURCE, "meta": {"path": name}}
 
 
 def _read_jsonl(f: Path, name: str) -> Iterator[dict[str, Any]]:
-    with open_binary(f) as fh:
-        lineno = 0
-        try:
+    lineno = 0
+    try:
+        with open_binary(f) as fh:
             for lineno, line in enumerate(fh, 1):
                 if line.strip():
                     yield _record(line, f, lineno, name)
-        except (OSError, EOFError, zlib.error) as e:  # truncated or corrupt compressed stream
-            raise LmforgeError(f"{f}: cannot read after line {lineno}: {e}") from None
+    except (OSError, EOFError, zlib.error) as e:  # unreadable, truncated or corrupt compressed stream
+        raise LmforgeError(f"{f}: cannot read after line {lineno}: {e}") from None
 
 
 def unencodable(line: bytes, obj: Any) -> str | None:
