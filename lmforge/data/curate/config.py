@@ -7,14 +7,17 @@ README ("Data curation") and docs/curation-reference.md for the full comparison)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from lmforge.errors import ConfigError
 
-SKIPPABLE = ("normalize", "length", "lang_id", "gopher_repetition", "gopher_quality", "c4", "fineweb",
-             "classifier", "perplexity", "pii", "decontamination")
 FORMATS = ("auto", "jsonl", "parquet", "csv", "txt", "html", "warc", "hf_disk")
+
+
+class StageConfig:
+    """Marks the options of a per-document stage (stages.STAGES runs them). The CurateConfig field
+    holding them is the stage's name: what `skip` lists and what removal reasons start with."""
 
 
 @dataclass
@@ -28,7 +31,7 @@ class SourceConfig:
 
 
 @dataclass
-class NormalizeConfig:
+class NormalizeConfig(StageConfig):
     enabled: bool = True
     nfc: bool = True  # Unicode NFC (canonical composition)
     fix_encoding: bool = True  # ftfy.fix_text: mojibake, HTML entities left by scrapers, bad quotes
@@ -36,7 +39,7 @@ class NormalizeConfig:
 
 
 @dataclass
-class LengthConfig:
+class LengthConfig(StageConfig):
     enabled: bool = True
     min_chars: int = 1  # empty documents are counted as `length:too_short`
     max_chars: int = 1_000_000  # C4's page cap is 1.9e5 (tfds c4_utils.is_valid_length); we only cap outliers
@@ -44,7 +47,7 @@ class LengthConfig:
 
 
 @dataclass
-class LangIdConfig:
+class LangIdConfig(StageConfig):
     enabled: bool = True
     backend: Literal["fasttext", "py3langid"] = "fasttext"  # fastText lid.176 (as FineWeb) or langid.py
     languages: list[str] = field(default_factory=lambda: ["en"])  # ISO 639 codes kept; [] = keep any
@@ -54,7 +57,7 @@ class LangIdConfig:
 
 
 @dataclass
-class GopherQualityConfig:
+class GopherQualityConfig(StageConfig):
     """Rae et al. 2021 (Gopher, arXiv 2112.11446) §A.1.1; defaults as datatrove gopher_quality_filter.py#L18-25."""
 
     enabled: bool = True
@@ -71,7 +74,7 @@ class GopherQualityConfig:
 
 
 @dataclass
-class GopherRepetitionConfig:
+class GopherRepetitionConfig(StageConfig):
     """Gopher Table A1 (arXiv 2112.11446); datatrove gopher_repetition_filter.py#L78-83 uses the same."""
 
     enabled: bool = True
@@ -86,7 +89,7 @@ class GopherRepetitionConfig:
 
 
 @dataclass
-class C4Config:
+class C4Config(StageConfig):
     """Raffel et al. 2020 (T5, arXiv 1910.10683) §2.2 rules, as the TFDS code that built C4."""
 
     enabled: bool = True
@@ -107,7 +110,7 @@ class C4Config:
 
 
 @dataclass
-class FineWebConfig:
+class FineWebConfig(StageConfig):
     """Penedo et al. 2024 (FineWeb, arXiv 2406.17557); defaults of datatrove fineweb_quality_filter.py#L11-21."""
 
     enabled: bool = True
@@ -119,7 +122,7 @@ class FineWebConfig:
 
 
 @dataclass
-class PerplexityConfig:
+class PerplexityConfig(StageConfig):
     """CCNet-style perplexity filter (Wenzek et al. 2020) with a reference LM behind an OpenAI-compatible
     /v1/completions endpoint (lmforge serve, vLLM); see perplexity.py."""
 
@@ -134,7 +137,7 @@ class PerplexityConfig:
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(StageConfig):
     """fastText-style quality classifier (hashed word 1-2-grams + logistic regression, scikit-learn)."""
 
     enabled: bool = False
@@ -153,7 +156,7 @@ class ClassifierConfig:
 
 
 @dataclass
-class PIIConfig:
+class PIIConfig(StageConfig):
     enabled: bool = True
     email: bool = True
     ip: bool = True  # IPv4 and IPv6; only globally routable addresses (as datatrove PIIFormatter)
@@ -164,7 +167,7 @@ class PIIConfig:
 
 
 @dataclass
-class DecontConfig:
+class DecontConfig(StageConfig):
     enabled: bool = True
     # folder with arc/ hellaswag/ mmlu/ truthfulqa/ gsm8k/; "bundled" = the few hundred items per benchmark
     # shipped in lmforge/benchmarks/ (catches leaks of those only: point it at the full sets); "" = stage off
@@ -278,3 +281,12 @@ class CurateConfig:
                               "or classifier.labelled to train one")
         if not 0.0 < c.holdout < 1.0:
             raise ConfigError(f"classifier.holdout must be between 0 and 1, got {c.holdout}")
+
+
+def _stage_fields() -> tuple[str, ...]:
+    # dataclass fields know their factory, not their (string) annotation, under `from __future__ import annotations`
+    return tuple(f.name for f in fields(CurateConfig)
+                 if isinstance(f.default_factory, type) and issubclass(f.default_factory, StageConfig))
+
+
+SKIPPABLE = _stage_fields()  # the per-document stages, in run order (tests check it against stages.STAGES)

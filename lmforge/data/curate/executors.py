@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from tqdm import tqdm
+
 from lmforge.errors import LmforgeError
 
 
@@ -23,30 +25,38 @@ def log(msg: str) -> None:
 
 
 class Progress:
-    """One line per finished job on a terminal rewrite, plain lines otherwise; rate and ETA."""
+    """A tqdm bar on a terminal; elsewhere (logs, CI, Ray drivers) tqdm's meter as a plain line at
+    most every `every` seconds and at the end, so a log shows rate and ETA without carriage returns.
+    Only the driver counts jobs (workers report nothing), and only on rank 0 if RANK is set."""
 
-    def __init__(self, label: str, total: int):
-        self.label, self.total, self.done, self.t0 = label, total, 0, time.time()
-        self.tty = sys.stdout.isatty()
-        self.last = 0.0
+    def __init__(self, label: str, total: int, workers: str, every: float = 10.0):
+        self.prefix = f"[curate] {label} ({workers})"
+        self.total, self.done, self.every = total, 0, every
+        self.t0 = self.last = time.monotonic()
+        self.on = os.environ.get("RANK", "0") in ("", "0")
+        self.bar = tqdm(total=total, desc=self.prefix, unit="job", file=sys.stdout, dynamic_ncols=True,
+                        leave=True) if self.on and sys.stdout.isatty() else None
 
-    def step(self, docs: int = 0) -> None:
+    def step(self) -> None:
         self.done += 1
-        now = time.time()
-        if not self.tty and now - self.last < 5 and self.done < self.total:
+        if self.bar is not None:
+            self.bar.update(1)
+            if self.done == self.total:
+                self.bar.close()
             return
-        self.last = now
-        el = now - self.t0
-        eta = el / self.done * (self.total - self.done)
-        msg = f"[curate] {self.label}: {self.done}/{self.total} jobs, {el:.1f}s elapsed, ETA {eta:.0f}s"
-        print(("\r" + msg) if self.tty else msg, end="" if self.tty and self.done < self.total else "\n", flush=True)
+        now = time.monotonic()
+        if self.on and (self.done == self.total or now - self.last >= self.every):
+            self.last = now
+            print(tqdm.format_meter(self.done, self.total, now - self.t0, ncols=0, unit="job", prefix=self.prefix),
+                  flush=True)
 
 
 def run_jobs(fn: Callable[..., dict], jobs: list[tuple], executor: str, workers: int, label: str,
              ray_address: str = "") -> list[dict]:
     if not jobs:
         return []
-    bar = Progress(label, len(jobs))
+    procs = min(workers or os.cpu_count() or 1, len(jobs))
+    bar = Progress(label, len(jobs), "Ray" if executor == "ray" else f"{procs} process{'es' * (procs > 1)}")
     results = []
     for r in _iter(fn, jobs, executor, workers, ray_address):
         results.append(r)

@@ -32,6 +32,7 @@ from lmforge.data.curate.executors import log, run_jobs
 from lmforge.data.curate.minhash import MinHasher, band_keys, exact_key
 from lmforge.data.curate.shards import ShardWriter, read_shard
 from lmforge.data.curate.sources import WEB_FORMATS, ReadError, Task, fingerprint, plan_tasks, read_task
+from lmforge.data.curate.stages import DocPipeline
 from lmforge.data.curate.stats import Stats, check_invariant, merge
 from lmforge.errors import LmforgeError
 
@@ -39,9 +40,7 @@ RUN_KEYS = ("workers", "executor", "ray_address")  # may change between a run an
 _PIPE: dict[str, Any] = {}  # per process: the DocPipeline for a work dir
 
 
-def _pipeline(cfg: CurateConfig, work: Path):
-    from lmforge.data.curate.stages import DocPipeline
-
+def _pipeline(cfg: CurateConfig, work: Path) -> DocPipeline:
     key = str(work)
     if key not in _PIPE:
         _PIPE.clear()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lmforge.data.curate.stats import STAGES, totals
+from lmforge.data.curate.stages import run_order
+from lmforge.data.curate.stats import totals
 
 
 def _pct(a: float, b: float) -> str:
@@ -33,7 +34,7 @@ def report_section(stats: dict[str, Any]) -> str:
         lines.append(f"| {name} | {i.get('docs', 0):,} | {k.get('docs', 0):,} | {_pct(k.get('docs', 0), i.get('docs', 0))} "
                      f"| {i.get('words', 0):,} | {k.get('words', 0):,} |")
     lines += ["", "### Stages", "", "| stage | docs in | removed | removed % |", "|---|---:|---:|---:|"]
-    for st in STAGES:
+    for st in run_order():
         c = stats["stages"].get(st)
         if c:
             lines.append(f"| {st} | {c.get('in', 0):,} | {c.get('removed', 0):,} | {_pct(c.get('removed', 0), c.get('in', 0))} |")

@@ -10,9 +10,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-STAGES = ["read", "length", "lang_id", "gopher_repetition", "gopher_quality", "c4", "fineweb", "classifier",
-          "perplexity", "pii", "decontamination", "exact_dedup", "minhash_dedup", "boilerplate"]
-
 
 def _blank_source() -> dict:
     return {"input": Counter(), "kept": Counter(), "removed": defaultdict(Counter)}
