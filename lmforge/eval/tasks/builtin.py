@@ -222,7 +222,8 @@ def wikitext(root: Path | None, hub: bool) -> Task:
     src = "hub:EleutherAI/wikitext_document_level/wikitext-2-raw-v1 (raw, document level)"
     if not hub:
         f = data.wikitext_file(root, "test") or data.wikitext_file(root, "validation")
-        src = f"{f.parent if f else root / 'wikitext-2'} (tokenized WikiText-2, cut into articles)"
+        src = (f"{f.parent} (tokenized WikiText-2, cut into articles)" if f else
+               f"no wikitext-2/ in {root}: WikiText is not shipped with lmforge; use --data-dir DIR or --hub")
     return Task(
         name="wikitext", output_type="loglikelihood_rolling", load_split=load,
         doc_to_text=lambda d: "", doc_to_target=wikitext_detokenizer,
