@@ -24,7 +24,7 @@ def run(tmp_path_factory):
 def test_serve_command_answers_and_stops_on_ctrl_c(run):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "LMFORGE_API_KEY": "secret"}
     proc = subprocess.Popen([sys.executable, "-m", "lmforge.serve.cli", "serve", "--run", f"mini={run}",
-                             "--port", "0", "--log-level", "warning"],
+                             "--port", "0", "--log-level", "warning", "--max-request-bytes", "1000"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         lines = []
@@ -41,6 +41,9 @@ def test_serve_command_answers_and_stops_on_ctrl_c(run):
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="secret", max_retries=0, timeout=60)
         r = client.chat.completions.create(model="mini", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
         assert r.usage.completion_tokens == 3
+        big = httpx.post(f"{url}/v1/completions", json={"model": "mini", "prompt": "x" * 1000},
+                         headers={"Authorization": "Bearer secret"}, timeout=30)
+        assert big.status_code == 413 and "limit of 1,000 bytes" in big.json()["error"]["message"]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
     finally:
@@ -61,3 +64,5 @@ def test_serve_user_errors_are_one_line(run, tmp_path, capsys):
     assert "human evaluation file not found" in capsys.readouterr().err
     assert main(["serve", "--run", str(run), "--run", str(run)]) == 2
     assert "two models are named 'cli-model'" in capsys.readouterr().err
+    assert main(["serve", "--run", str(run), "--max-request-bytes", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "lmforge: error: --max-request-bytes must be >= 1, got 0"
