@@ -27,3 +27,19 @@ def test_tests_reach_shared_data_only_through_the_helper():
         code = "\n".join(ln for ln in f.read_text(encoding="utf-8").splitlines()
                          if not ln.lstrip().startswith("#") and "pytest.skip(" not in ln)
         assert not pattern.search(code), f"{f.name}: reads ../shared directly; use conftest.shared_path"
+
+
+def test_shipped_benchmark_files_are_package_data():
+    """Every file of lmforge/benchmarks/ is named by pyproject's package-data, so a wheel has them."""
+    from fnmatch import fnmatch
+
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["lmforge"]
+    files = [p.relative_to(ROOT / "lmforge").as_posix() for p in (ROOT / "lmforge" / "benchmarks").rglob("*")
+             if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts]
+    assert len(files) > 100
+    for f in files:
+        assert any(fnmatch(f, g.replace("**/", "*")) or fnmatch(f, g) for g in globs), f
