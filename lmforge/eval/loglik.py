@@ -15,12 +15,18 @@ How it is computed is ours, and faster (§7 of the notes): requests that share a
 from one pass over it (`LM.hidden_shared`, a KV cache), single-token continuations (MMLU letters)
 need only the context's last position, only scored positions go through the output layer, batches
 are sorted by length, every string is tokenised once, and a result cache skips requests seen before.
-Scores do not depend on the batch size: each context group is computed alone.
+Prefix sharing is decided per context group from its token counts: it is used only when the
+context once plus the continuations padded to their longest is fewer positions than every request
+whole (short contexts with long continuations of varying length, PIQA-like, go the whole way);
+shared batches are ordered by continuation length so little is padded. The decision depends on
+the group alone, so scores do not depend on the batch size. `stats` receives the positions run
+through the model (padded and real) and the seconds spent in model calls.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -122,13 +128,33 @@ def loglikelihood(lm: LM, requests: Sequence[tuple[str, str]], batch_size: int =
     pairs = [enc.pair(c, x) for c, x in requests]
     if stats is not None:
         stats["truncated"] = sum(len(c) + len(x) > lm.max_length + 1 for c, x in pairs)
-    return loglikelihood_tokens(lm, pairs, batch_size, share_prefix=share_prefix, cache=cache, progress=progress)
+    return loglikelihood_tokens(lm, pairs, batch_size, share_prefix=share_prefix, cache=cache, progress=progress,
+                                stats=stats)
+
+
+class _Meter:
+    """Counts positions through the model (padded, real) and the seconds of model calls."""
+
+    def __init__(self, stats: dict | None):
+        self.stats = stats if stats is not None else {}
+        for k in ("positions_padded", "positions_real", "model_seconds"):
+            self.stats.setdefault(k, 0)
+
+    def run(self, fn, *args, real: int, padded: int):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        self.stats["model_seconds"] += time.perf_counter() - t0
+        self.stats["positions_real"] += real
+        self.stats["positions_padded"] += padded
+        return out
 
 
 @torch.inference_mode()
 def loglikelihood_tokens(lm: LM, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 16, *,
-                         share_prefix: bool = True, cache=None, progress: Progress | None = None) -> list[Scored]:
+                         share_prefix: bool = True, cache=None, progress: Progress | None = None,
+                         stats: dict | None = None) -> list[Scored]:
     """Score (context ids, continuation ids) pairs; see the module docstring for the semantics."""
+    meter = _Meter(stats)
     L = lm.max_length
     results: list[Scored | None] = [None] * len(pairs)
     fp = lm.fingerprint() if cache is not None else ""
@@ -162,6 +188,10 @@ def loglikelihood_tokens(lm: LM, pairs: Sequence[tuple[list[int], list[int]]], b
             groups.setdefault(tuple(ctx), []).append(i)
         else:
             flat.append(i)
+    for ctx in list(groups):  # share only where it saves positions (see the module docstring)
+        rest = [len(pairs[i][1]) - 1 for i in groups[ctx]]  # continuation rows after the context
+        if len(ctx) + len(rest) * max(rest) >= sum(len(ctx) + r for r in rest):
+            flat.extend(groups.pop(ctx))
 
     def done(idx: list[int], scored: list[Scored]) -> None:
         for i, s in zip(idx, scored):
@@ -175,14 +205,14 @@ def loglikelihood_tokens(lm: LM, pairs: Sequence[tuple[list[int], list[int]]], b
     ctxs = sorted(last, key=len, reverse=True)
     for b in range(0, len(ctxs), batch_size):
         chunk = ctxs[b:b + batch_size]
-        h = lm.hidden(_pad(chunk, lm.device))  # (B, T, C)
+        h = meter.run(lm.hidden, _pad(chunk, lm.device), real=sum(map(len, chunk)), padded=len(chunk) * len(chunk[0]))
         idx, rows, targets = [], [], []
         for r, c in enumerate(chunk):
             for i in last[c]:
                 idx.append(i)
                 rows.append(h[r, len(c) - 1])
                 targets.append(pairs[i][1][0])
-        done(idx, score_rows(lm, torch.stack(rows), targets, [1] * len(idx)))
+        done(idx, meter.run(score_rows, lm, torch.stack(rows), targets, [1] * len(idx), real=0, padded=0))
 
     # 2. shared context: contexts of equal length go together; each runs once, then the rows of
     #    its continuations (minus their last token) run after it from the KV cache.
@@ -192,12 +222,16 @@ def loglikelihood_tokens(lm: LM, pairs: Sequence[tuple[list[int], list[int]]], b
     for P in sorted(by_len, reverse=True):
         batch: list[tuple[int, ...]] = []
         rows_in_batch = 0
-        ctxs_p = by_len[P]
+        longest = {c: max(len(pairs[i][1]) for i in groups[c]) for c in by_len[P]}
+        ctxs_p = sorted(by_len[P], key=lambda c: longest[c], reverse=True)  # similar lengths batch together
         for j, ctx in enumerate(ctxs_p):
+            if batch and longest[ctx] < 0.8 * longest[batch[0]]:  # keep padding under ~20% of the rows
+                done(*_shared_batch(lm, batch, groups, pairs, meter))
+                batch, rows_in_batch = [], 0
             batch.append(ctx)
             rows_in_batch += len(groups[ctx])
             if rows_in_batch >= batch_size or j == len(ctxs_p) - 1:
-                done(*_shared_batch(lm, batch, groups, pairs))
+                done(*_shared_batch(lm, batch, groups, pairs, meter))
                 batch, rows_in_batch = [], 0
 
     # 3. everything else, as lm-eval batches it: whole truncated rows, longest first.
@@ -205,24 +239,30 @@ def loglikelihood_tokens(lm: LM, pairs: Sequence[tuple[list[int], list[int]]], b
     for b in range(0, len(flat), batch_size):
         idx = flat[b:b + batch_size]
         inputs = [(pairs[i][0] + pairs[i][1])[-(L + 1):][:-1] for i in idx]
-        h = lm.hidden(_pad(inputs, lm.device))
+        h = meter.run(lm.hidden, _pad(inputs, lm.device), real=sum(map(len, inputs)),
+                      padded=len(inputs) * max(map(len, inputs)))
         rows, targets, lengths = [], [], []
         for r, i in enumerate(idx):
             cont, n = pairs[i][1], len(inputs[r])
             rows.append(h[r, n - len(cont):n])
             targets.extend(cont)
             lengths.append(len(cont))
-        done(idx, score_rows(lm, torch.cat(rows), targets, lengths))
+        done(idx, meter.run(score_rows, lm, torch.cat(rows), targets, lengths, real=0, padded=0))
     return results  # type: ignore[return-value]
 
 
-def _shared_batch(lm: LM, ctxs: list[tuple[int, ...]], groups: dict, pairs) -> tuple[list[int], list[Scored]]:
+def _shared_batch(lm: LM, ctxs: list[tuple[int, ...]], groups: dict, pairs, meter: _Meter,
+                  ) -> tuple[list[int], list[Scored]]:
     idx = [i for c in ctxs for i in groups[c]]
     owner = torch.tensor([g for g, c in enumerate(ctxs) for _ in groups[c]], device=lm.device)
     conts = [pairs[i][1] for i in idx]
-    h_last, hs = lm.hidden_shared(_pad(ctxs, lm.device), _pad([c[:-1] for c in conts], lm.device), owner)
+    rest = [len(c) - 1 for c in conts]
+    P = len(ctxs[0])
+    h_last, hs = meter.run(lm.hidden_shared, _pad(ctxs, lm.device), _pad([c[:-1] for c in conts], lm.device), owner,
+                           real=len(ctxs) * P + sum(rest), padded=len(ctxs) * P + len(conts) * max(rest))
     rows = [torch.cat([h_last[owner[r]][None], hs[r, :len(c) - 1]]) for r, c in enumerate(conts)]
-    return idx, score_rows(lm, torch.cat(rows), [t for c in conts for t in c], [len(c) for c in conts])
+    return idx, meter.run(score_rows, lm, torch.cat(rows), [t for c in conts for t in c],
+                          [len(c) for c in conts], real=0, padded=0)
 
 
 # ---------------------------------------------------------------- rolling windows (perplexity)

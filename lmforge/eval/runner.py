@@ -71,6 +71,7 @@ def run_task(lm: LM, task: Task, *, num_fewshot: int | None = None, limit: int |
     per_doc: list[dict[str, float]] = []
     samples: list[dict] = []
     extra: dict = {}
+    stats: dict = {}  # filled by the log-likelihood engine
 
     chat_ids: list[list[int]] | None = None
     if apply_chat_template and task.output_type in ("multiple_choice", "generate_until"):
@@ -85,7 +86,6 @@ def run_task(lm: LM, task: Task, *, num_fewshot: int | None = None, limit: int |
         choices = [task.choices(d) for d in docs]
         golds = [task.gold(d) for d in docs]
         requests = [r for rs in task.mc_requests(contexts, docs) for r in rs]
-        stats: dict = {}
         with _progress(len(requests), task.name, progress) as bar:
             if chat_ids is None:
                 scored = loglikelihood(lm, requests, batch_size, share_prefix=share_prefix, cache=cache,
@@ -99,7 +99,7 @@ def run_task(lm: LM, task: Task, *, num_fewshot: int | None = None, limit: int |
                     raise LmforgeError(f"task {task.name}: empty continuation: nothing to score")
                 stats["truncated"] = sum(len(c) + len(x) > lm.max_length + 1 for c, x in pairs)
                 scored = loglikelihood_tokens(lm, pairs, batch_size, share_prefix=share_prefix, cache=cache,
-                                              progress=bar.update)
+                                              progress=bar.update, stats=stats)
         if stats["truncated"]:  # lm-eval cuts such prompts from the left too; say so, don't hide it
             extra["truncated_requests"] = stats["truncated"]
             if progress:  # else the caller summarises; one line per MMLU subject would drown the output
@@ -125,7 +125,6 @@ def run_task(lm: LM, task: Task, *, num_fewshot: int | None = None, limit: int |
             raise LmforgeError(f"task {task.name}: --apply-chat-template scores choices or generations only")
         contexts = task.build_contexts(docs, k, seed, system_prompt)
         requests = [(ctx, str(task.doc_to_target(d))) for ctx, d in zip(contexts, docs)]  # no delimiter, as lm-eval
-        stats = {}
         with _progress(len(requests), task.name, progress) as bar:
             scored = loglikelihood(lm, requests, batch_size, share_prefix=share_prefix, cache=cache,
                                    progress=bar.update, encoder=Encoder(lm), stats=stats)
@@ -179,6 +178,9 @@ def run_task(lm: LM, task: Task, *, num_fewshot: int | None = None, limit: int |
     if task.output_type == "loglikelihood" and "perplexity" in metrics and task.process_results is None:
         metrics["perplexity"] = math.exp(-metrics["perplexity"])  # lm-eval bootstraps its stderr: none here
         stderr["perplexity"] = None
+    if "model_seconds" in stats:  # model compute, and how much of it was padding (loglik._Meter)
+        extra["model_seconds"] = round(stats["model_seconds"], 3)
+        extra["positions"] = {"real": stats["positions_real"], "padded": stats["positions_padded"]}
     res = {"metrics": metrics, "stderr": stderr, "n": len(docs), "num_fewshot": k, **extra}
     return _finish(res, task, time.perf_counter() - t0, samples if log_samples else None)
 
