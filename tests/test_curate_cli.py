@@ -60,7 +60,7 @@ def test_cli_run_prints_where_outputs_went(tmp_path, capsys):
 def test_quality_classifier_on_dclm_labels(tmp_path):
     pytest.importorskip("sklearn")
     from lmforge.data.curate.classifier import QualityClassifier, train_classifier
-    from lmforge.data.curate.train import read_texts
+    from lmforge.data.curate.classifier_training import read_texts
 
     texts, labels = read_texts([str(WEB / "dclm_majority_data.jsonl")], label_field="label")
     clf = train_classifier(texts, labels, n_features=2**16, holdout=0.25)

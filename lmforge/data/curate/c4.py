@@ -16,6 +16,7 @@ import re
 from collections import Counter
 from functools import lru_cache
 
+from lmforge.data.curate.badwords import bad_words
 from lmforge.data.curate.config import C4Config
 from lmforge.data.curate.words import count_sentences, split_words
 
@@ -79,9 +80,7 @@ def has_bad_word(low: str) -> bool:
 
 @lru_cache(maxsize=1)
 def _bad_words() -> tuple[frozenset, re.Pattern | None]:
-    from lmforge.data.curate.badwords import BAD_WORDS_EN
-
-    words = [w.lower() for w in BAD_WORDS_EN]
+    words = [w.lower() for w in bad_words("en")]
     simple = frozenset(w for w in words if w.isalpha() and w.isascii())
     rest = sorted((w for w in words if w not in simple), key=len, reverse=True)
     alts = "|".join(re.escape(w) for w in rest)

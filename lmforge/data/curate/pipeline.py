@@ -25,11 +25,15 @@ from typing import Any
 
 import numpy as np
 
-from lmforge.config import from_dict, to_dict, to_yaml
+from lmforge.config import from_dict, read_recipe, to_dict, to_yaml
 from lmforge.data.curate import boilerplate, dedup
+from lmforge.data.curate.classifier_training import prepare_classifier
 from lmforge.data.curate.config import CurateConfig, SourceConfig
+from lmforge.data.curate.decontam import build_index
 from lmforge.data.curate.executors import log, run_jobs
 from lmforge.data.curate.minhash import MinHasher, band_keys, exact_key
+from lmforge.data.curate.mix import mix
+from lmforge.data.curate.report import write_report
 from lmforge.data.curate.shards import ShardWriter, read_shard
 from lmforge.data.curate.sources import WEB_FORMATS, ReadError, Task, fingerprint, plan_tasks, read_task
 from lmforge.data.curate.stages import DocPipeline
@@ -186,8 +190,6 @@ def _prepare_output(cfg: CurateConfig, out: Path) -> dict | None:
     if out.exists() and any(out.iterdir()):
         if not record.exists():
             raise LmforgeError(f"output folder {out} exists and is not a curate run; choose a new --output")
-        from lmforge.config import read_recipe
-
         old = from_dict(CurateConfig, read_recipe(str(record)))
         if _identity(old) != _identity(cfg):
             raise LmforgeError(f"{out} holds a curate run with a different config or inputs; use a new --output "
@@ -236,8 +238,6 @@ def _prepare_resources(cfg: CurateConfig, work: Path) -> dict:
     if dc.enabled and dc.benchmarks:
         path = work / "decontam_index.npz"
         if not path.exists() or not (work / "decontam_index.json").exists():
-            from lmforge.data.curate.decontam import build_index
-
             _save_json(work / "decontam_index.json", build_index(dc.benchmarks, dc.ngram, path))
         info["decontamination"] = json.loads((work / "decontam_index.json").read_text())
         items = sum(v["items"] for v in info["decontamination"].values())
@@ -247,8 +247,6 @@ def _prepare_resources(cfg: CurateConfig, work: Path) -> dict:
     elif dc.enabled:
         log("decontamination: off (decontamination.benchmarks is empty)")
     if cfg.classifier.enabled:
-        from lmforge.data.curate.train import prepare_classifier
-
         info["classifier"] = prepare_classifier(cfg, work / "classifier.npz")
     return info
 
@@ -294,13 +292,9 @@ def curate(cfg: CurateConfig, output: str | Path, inputs: list[str] | None = Non
     stats["seconds"] = round(time.time() - t0, 2)
     _concat_errors(work, out, len(tasks))
     if cfg.mix.enabled:
-        from lmforge.data.curate.mix import mix
-
         stats["mix"] = mix(cfg.mix, stats, out, cfg.output_format)
     if (work / "classifier.npz").exists():
         shutil.copyfile(work / "classifier.npz", out / "classifier.npz")
-    from lmforge.data.curate.report import write_report
-
     _save_json(out / "stats.json", stats)
     write_report(out, stats)
     shutil.rmtree(work, ignore_errors=True)
