@@ -96,7 +96,7 @@ NOT_RUN = {norm(c): reason for c, reason in {
     "pip install 'lmforge[ray]'": NETWORK,
     "lmforge curate ... --executor ray --address auto": "needs a Ray cluster; `...` stands for any curate arguments",
     "lmforge serve --run runs/tiny &": SERVER,
-    "lmforge curate --input crawl/ --output out/ perplexity.enabled=true "
+    "lmforge curate --input crawl/ --output out/ppl perplexity.enabled=true "
     "perplexity.endpoint=http://127.0.0.1:8000/v1 perplexity.max_perplexity=500":
         "needs the server started by the line above; tests/test_curate_perplexity.py runs the filter against "
         "lmforge serve on loopback",
@@ -128,20 +128,29 @@ NOT_RUN = {norm(c): reason for c, reason in {
     "lmforge import --hf path/to/SmolLM-135M --out runs/smollm":
         "needs a downloaded Hugging Face model (network); tests/test_export_import.py imports generated ones",
     "lmforge train --config my.yaml train.init_from=hf:path/to/SmolLM-135M": "the downloaded model above (network)",
+    "lmforge eval --run runs/x --include-path my_tasks/ --tasks winogrande,piqa,my_group --num-fewshot 5":
+        "lm-eval task YAMLs whose datasets come from the Hugging Face hub (network); "
+        "tests/test_eval_lmeval_yaml.py runs --include-path on local files",
+    "lmforge eval --run runs/tiny --tasks wikitext --data-dir path/to/benchmarks":
+        "needs the full benchmark files, which lmforge does not ship (`path/to` is your folder); "
+        "tests/test_eval_data.py reads a folder in that layout",
+    "lmforge eval --run runs/tiny --tasks arc_easy,hellaswag --hub": "downloads the full sets from the hub (network); "
+                                                                      "tests/test_eval_data.py reads a local mirror",
     "lm_eval --model hf --model_args pretrained=hf/tiny,dtype=float32 --tasks arc_easy,hellaswag":
         "lm-eval downloads the datasets (network); tests/test_eval_parity.py compares with it offline",
 }.items()}
 
 # ---- what runs, shrunk
 
-TINY_MODEL = ["model.n_layer=1", "model.n_embd=32", "model.n_head=2", "model.n_kv_head=2", "model.block_size=64",
-              "tokenizer.vocab_size=300"]
-SHORT_TRAIN = ["train.max_steps=2", "train.warmup_steps=1", "train.eval_every=0", "train.eval_tokens=256",
+TINY_MODEL = ["model.n_layer=1", "model.n_embd=32", "model.n_head=2", "model.n_kv_head=2", "model.block_size=256",
+              "tokenizer.vocab_size=300"]  # a context long enough for the benchmarks' and templates' prompts
+SHORT_TRAIN = ["train.max_steps=2", "train.seq_len=64", "train.warmup_steps=1", "train.eval_every=0", "train.eval_tokens=256",
                "train.ckpt_every=0", "train.log_every=1", "train.tensorboard=false", "train.progress=lines",
                "data.workers=1"]
 SHORT_RUN = [*TINY_MODEL, *SHORT_TRAIN, "data.curate=false", "eval.limit=2", "sft.max_steps=1",
              "sample.max_new_tokens=8"]
 SHORT_TUNE = ["max_steps=1", "eval_every=0", "log_every=1", "batch_size=2", "max_new_tokens=4", "seq_len=64"]
+SETUP = "lmforge run --config tiny"  # what `make demo` runs: runs/tiny, trained, evaluated and fine-tuned
 
 
 @dataclass
@@ -151,19 +160,20 @@ class Run:
     stdin: str = ""
     status: int = 0
     output: str | None = None  # text the command must print (stdout + stderr)
+    once: tuple[str, ...] = ()  # texts it must print exactly once (under torchrun: rank 0 alone)
 
 
 RUN = {norm(c): r for c, r in {
-    # the run every later command uses: runs/tiny, trained, evaluated and fine-tuned
-    "lmforge run --config tiny train.max_steps=100 model.pos=alibi": Run(SHORT_RUN),
+    "lmforge run --config tiny name=tiny-alibi train.max_steps=100 model.pos=alibi":
+        Run([*SHORT_RUN, "eval.enabled=false", "sft.enabled=false"]),
     "lmforge train --config path/to/my_recipe.yaml train.lr=3e-4": Run(SHORT_TRAIN),
     "lmforge run train.lrr=1": Run(status=2, output="lmforge: error: unknown config key 'train.lrr' (did you mean "
                                                     "'train.lr'?)"),
     "lmforge curate --input data/raw --output data/curated": Run(["--workers", "1"]),
-    "lmforge curate --config fineweb --input crawl/ --output out/ --workers 8": Run(replace={"8": "1"}),
-    "lmforge curate --config my_recipe.yaml --output out/ c4.min_words_per_line=3 lang_id.min_score=0.5":
+    "lmforge curate --config fineweb --input crawl/ --output out/fineweb --workers 8": Run(replace={"8": "1"}),
+    "lmforge curate --config my_recipe.yaml --output out/mine c4.min_words_per_line=3 lang_id.min_score=0.5":
         Run(["--workers", "1"]),
-    "lmforge curate --input data/raw --output out/ --tokenizer tokenizer.json": Run(["--workers", "1"]),
+    "lmforge curate --input data/raw --output out/tok --tokenizer tokenizer.json": Run(["--workers", "1"]),
     "lmforge tokenizer train --input docs.jsonl --output tokenizer.json tokenizer.vocab_size=8192":
         Run(output="warning: tokenizer.vocab_size=8,192 asked for"),
     "lmforge tokenizer encode --tokenizer tokenizer.json --input docs.jsonl --output shards/": Run(),
@@ -178,8 +188,8 @@ RUN = {norm(c): r for c, r in {
     "lmforge plan sweep --dry-run": Run(),
     "lmforge train --config tiny name=my-model data.corpus=my_docs.jsonl train.max_steps=2000":
         Run([*TINY_MODEL, *SHORT_TRAIN]),
-    "lmforge eval --run runs/tiny --tasks arc_easy,arc_challenge,hellaswag,mmlu,truthfulqa_mc2,wikitext":
-        Run(["--limit", "2"]),
+    "lmforge eval --run runs/tiny --tasks arc_easy,arc_challenge,hellaswag,mmlu,truthfulqa_mc2":
+        Run(["--limit", "2"], output="subsets shipped with lmforge"),
     "lmforge eval --run runs/tiny --tasks mmlu --num-fewshot 5": Run(["--limit", "2"]),
     "lmforge eval --run runs/tiny --task-file my_task.yaml": Run(["--limit", "2"]),
     "lmforge eval --run runs/tiny --text-file notes.txt": Run(),
@@ -205,18 +215,18 @@ RUN = {norm(c): r for c, r in {
     "lmforge chat --run runs/tiny/sft --system 'You are terse.' --temperature 0.7 --top-p 0.9 --max-tokens 200":
         Run(replace={"200": "4"}, stdin="Hi!\n/quit\n"),
     "lmforge eval human --models runs/base runs/sft --prompts prompts.jsonl --output human_eval.sqlite":
-        Run(["max_new_tokens=4"]),
+        Run(["--max-tokens", "4"]),
     "lmforge export --run runs/tiny --out hf/tiny": Run(),
     "lmforge export --run runs/tiny --out hf/tiny-bf16 --dtype bfloat16": Run(),
 }.items()}
 # Separate processes (torchrun), after the in-process commands.
 PROCESSES = {norm(c): r for c, r in {
     "OMP_NUM_THREADS=1 torchrun --nproc_per_node 2 -m lmforge train --config tiny train.device=cpu parallel.tp=2":
-        Run([*TINY_MODEL, *SHORT_TRAIN, "name=tiny-tp", "train.threads=1"]),
+        Run([*TINY_MODEL, *SHORT_TRAIN, "name=tiny-tp", "train.threads=1"],
+            once=("bits per byte:", "[lmforge] report:", "held-out loss:")),
 }.items()}
 # Order: what later commands read is made first.
-FIRST = [norm(c) for c in ("lmforge run --config tiny train.max_steps=100 model.pos=alibi",
-                           "lmforge tokenizer train --input docs.jsonl --output tokenizer.json tokenizer.vocab_size=8192",
+FIRST = [norm(c) for c in ("lmforge tokenizer train --input docs.jsonl --output tokenizer.json tokenizer.vocab_size=8192",
                            "lmforge export --run runs/tiny --out hf/tiny")]
 
 
@@ -308,47 +318,61 @@ def make_workspace(root: Path) -> None:
     _jsonl(root / "train.jsonl", [{"question": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(6)])
     _jsonl(root / "my_gsm8k.jsonl", [{"question": f"What is {i}+{i}?", "answer": f"{i}+{i}={2 * i}\n#### {2 * i}"}
                                      for i in range(20)])
-    _jsonl(root / "my_oasst.jsonl", [{"message_id": f"m{i}", "role": "prompter", "text": f"Say {i}.", "lang": "en",
-                                      "replies": [{"message_id": f"r{i}", "role": "assistant", "text": f"{i}.",
-                                                   "lang": "en", "rank": 0, "replies": []}]} for i in range(20)])
+    _jsonl(root / "my_oasst.jsonl", [{"message_tree_id": f"t{i}", "prompt": {
+        "message_id": f"m{i}", "role": "prompter", "text": f"Say {i}.", "lang": "en",
+        "replies": [{"message_id": f"r{i}", "role": "assistant", "text": f"{i}.", "lang": "en", "rank": 0,
+                     "replies": []}]}} for i in range(20)])
     (root / "my_sft.yaml").write_text("init: runs/tiny\ndata: my_gsm8k.jsonl\nout: runs/tiny-mine\n")
     _jsonl(root / "prompts.jsonl", [{"prompt": "Hello"}, {"prompt": "What is 2+3?"}])
 
 
 def prepare_copies(root: Path) -> None:
     """Runs the README names beside runs/tiny: two to compare, a base and a fine-tuned model."""
-    for name in ("a", "b", "base"):
-        shutil.copytree(root / "runs" / "tiny", root / "runs" / name, ignore=shutil.ignore_patterns("sft"))
-    shutil.copytree(root / "runs" / "tiny" / "sft", root / "runs" / "sft")
-    shutil.copytree(root / "hf" / "tiny", root / "path" / "to" / "hf_model")
+    copies = [(root / "runs" / "tiny", root / "runs" / name) for name in ("a", "b", "base")]
+    copies += [(root / "runs" / "tiny" / "sft", root / "runs" / "sft"), (root / "hf" / "tiny", root / "path" / "to" / "hf_model")]
+    for source, target in copies:
+        if source.is_dir():  # else the command that makes it failed, and says so itself
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("sft"))
 
 
 RUNNER = textwrap.dedent("""
-    import contextlib, io, json, os, sys, traceback
-    from lmforge.cli import main
-    jobs = json.loads(open(sys.argv[1]).read())
-    results = {}
-    for job in jobs:
-        if job.get("hook") == "copies":
-            import test_readme
-            test_readme.prepare_copies(__import__("pathlib").Path.cwd())
-            continue
-        out, err = io.StringIO(), io.StringIO()
-        sys.stdin = io.StringIO(job["stdin"])
-        env = dict(os.environ)
-        os.environ.update(job["env"])
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                status = main(job["argv"])
-            except SystemExit as e:
-                status = e.code if isinstance(e.code, int) else 1
-            except BaseException:
-                status = "crash"
-                traceback.print_exc()
-        os.environ.clear(); os.environ.update(env)
-        results[job["command"]] = {"status": status, "output": out.getvalue() + err.getvalue()}
-        json.dump(results, open(sys.argv[2], "w"))
+    import contextlib, io, json, os, sys, time, traceback
+    from pathlib import Path
+
+
+    def run_jobs(jobs_file, results_file):
+        from lmforge.cli import main
+
+        results = {}
+        for job in json.loads(open(jobs_file).read()):
+            if job.get("hook") == "copies":
+                import test_readme
+                test_readme.prepare_copies(Path.cwd())
+                continue
+            out, err = io.StringIO(), io.StringIO()
+            sys.stdin = io.StringIO(job["stdin"])
+            env = dict(os.environ)
+            os.environ.update(job["env"])
+            t0 = time.perf_counter()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    status = main(job["argv"])
+                except SystemExit as e:
+                    status = e.code if isinstance(e.code, int) else 1
+                except BaseException:
+                    status = "crash"
+                    traceback.print_exc()
+            os.environ.clear()
+            os.environ.update(env)
+            results[job["command"]] = {"status": status, "output": out.getvalue() + err.getvalue(),
+                                       "seconds": round(time.perf_counter() - t0, 1)}
+            json.dump(results, open(results_file, "w"))
+
+
+    if __name__ == "__main__":  # worker processes (spawn) import this file too
+        run_jobs(sys.argv[1], sys.argv[2])
 """)
+
 
 
 def shrunk_argv(command: str, run: Run) -> tuple[dict[str, str], list[str]]:
@@ -358,7 +382,9 @@ def shrunk_argv(command: str, run: Run) -> tuple[dict[str, str], list[str]]:
         key, _, value = tokens.pop(0).partition("=")
         env[key] = value
     tokens = [run.replace.get(t, t) for t in tokens]
-    return env, tokens + run.extra
+    # after the command's own key=value overrides (argparse takes one run of them), else at the end
+    last = max((i for i, t in enumerate(tokens) if "=" in t and not t.startswith("-")), default=len(tokens) - 1)
+    return env, tokens[:last + 1] + run.extra + tokens[last + 1:]
 
 
 @pytest.fixture(scope="module")
@@ -366,7 +392,7 @@ def results(tmp_path_factory) -> dict[str, dict]:
     root = tmp_path_factory.mktemp("readme")
     make_workspace(root)
     order = FIRST + [c for c in RUN if c not in FIRST]
-    jobs = []
+    jobs = [{"command": SETUP, "argv": shlex.split(SETUP)[1:] + SHORT_RUN, "env": {}, "stdin": ""}]
     for command in order:
         env, argv = shrunk_argv(command, RUN[command])
         assert argv[0] == "lmforge"
@@ -381,6 +407,7 @@ def results(tmp_path_factory) -> dict[str, dict]:
                           capture_output=True, text=True, timeout=900)
     found = json.loads((root / "results.json").read_text()) if (root / "results.json").exists() else {}
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert found.pop(SETUP)["status"] == 0, "the demo run (runs/tiny) failed; every other command needs it"
     for command, run in PROCESSES.items():
         penv, argv = shrunk_argv(command, run)
         assert argv[0] == "torchrun"
@@ -399,3 +426,5 @@ def test_readme_command_works(command, results):
     if run.output:
         assert run.output in got["output"], got["output"][-3000:]
     assert "Traceback" not in got["output"], got["output"][-3000:]
+    for text in run.once:
+        assert got["output"].count(text) == 1, (text, got["output"][-3000:])
