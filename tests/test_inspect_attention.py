@@ -17,12 +17,12 @@ from lmforge.model.positions import apply_rotary
 from lmforge.model.transformer import CrossAttention, SelfAttention
 
 VARIANTS = [
-    dict(kind="decoder", pos="learned"),
-    dict(kind="decoder", pos="rope", n_kv_head=1),  # multi-query: K/V heads shared
-    dict(kind="decoder", pos="alibi", norm_position="post"),
-    dict(kind="encoder", pos="sinusoidal"),
-    dict(kind="encoder", pos="alibi"),
-    dict(kind="encoder-decoder", pos="rope", n_kv_head=2),
+    {"kind": "decoder", "pos": "learned"},
+    {"kind": "decoder", "pos": "rope", "n_kv_head": 1},  # multi-query: K/V heads shared
+    {"kind": "decoder", "pos": "alibi", "norm_position": "post"},
+    {"kind": "encoder", "pos": "sinusoidal"},
+    {"kind": "encoder", "pos": "alibi"},
+    {"kind": "encoder-decoder", "pos": "rope", "n_kv_head": 2},
 ]
 
 

@@ -113,14 +113,14 @@ def test_page_renders_hover_moves_the_highlighted_row_and_screenshot_is_not_blan
     browser.get(f"{server.url}/inspect")
     wait(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
     queries = browser.find_elements(By.CSS_SELECTOR, "#queries span")
-    assert [q.text for q in queries][0] == "<eot>" and len(queries) > 5
+    assert queries[0].text == "<eot>" and len(queries) > 5
     n = len(queries)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#grid div.cell")) == n * n
     assert browser.find_element(By.ID, "grid").get_attribute("data-row") == str(n - 1)  # the last token
 
     for i in (2, 4):
         ActionChains(browser).move_to_element(queries[i]).perform()
-        wait(lambda d: d.find_element(By.ID, "grid").get_attribute("data-row") == str(i))
+        wait(lambda d, i=i: d.find_element(By.ID, "grid").get_attribute("data-row") == str(i))
         active = browser.find_elements(By.CSS_SELECTOR, "#grid div.cell.active")
         assert len(active) == n and {a.get_attribute("data-row") for a in active} == {str(i)}
         # the keys are shaded by that row: causal, so keys after the query are transparent

@@ -218,6 +218,8 @@ RUN = {norm(c): r for c, r in {
         Run(["--max-tokens", "4"]),
     "lmforge export --run runs/tiny --out hf/tiny": Run(),
     "lmforge export --run runs/tiny --out hf/tiny-bf16 --dtype bfloat16": Run(),
+    "lmforge inspect --run runs/tiny 'I hit the baseball with a bat' --compare 'I hit the bat with a baseball' "
+    "--json": Run(["--layers", "0"]),
 }.items()}
 # Separate processes (torchrun), after the in-process commands.
 PROCESSES = {norm(c): r for c, r in {

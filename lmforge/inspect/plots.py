@@ -23,7 +23,7 @@ def _figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=100)
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -140,16 +140,17 @@ def plot_surprise(s: Surprise, path: Path, width: int = 48, rows: int = 24) -> P
         col += len(t.token)
     rows_ = s.tokens[:rows]  # the table's rows
     text_h, table_h = 0.4 * len(lines) + 0.4, 0.25 * (len(rows_) + 1)
-    fig = _figure(0.14 * width + 1.0, text_h + table_h)
+    fig = _figure(max(0.602 * 11 / 72 * width + 0.6, 7.0), text_h + table_h)
     grid = fig.add_gridspec(2, 1, height_ratios=[text_h, table_h], hspace=0.05)
     ax = fig.add_subplot(grid[0])
-    ax.set_xlim(0, width)
     ax.set_ylim(len(lines), -0.6)
     ax.axis("off")
+    advance = 0.602 * 11  # points per character: DejaVu Sans Mono's advance width is 0.602 em
     for r, line in enumerate(lines):
         for c, token, bits in line:
-            ax.text(c, r, shown(token), family=MONO, fontsize=11, va="top",
-                    bbox={"facecolor": surprise_colour(bits), "edgecolor": "none", "pad": 1.5})
+            ax.annotate(shown(token), xy=(0, r), xycoords=("axes fraction", "data"), xytext=(c * advance, 0),
+                        textcoords="offset points", family=MONO, fontsize=11, va="top",
+                        bbox={"facecolor": surprise_colour(bits), "edgecolor": "none", "pad": 1.0})
     ax.set_title(f"surprise per token, bits (mean {s.mean_bits:.2f}; \u00b7 = space; colour 0 \u2192 16 bits)",
                  fontsize=10, loc="left")
     table = fig.add_subplot(grid[1])
@@ -172,16 +173,17 @@ def plot_lens(lens: Lens, path: Path) -> Path:
     n, L = len(lens.tokens), len(lens.layers)
     fig = _figure(1.8 + 0.75 * n, 1.6 + 0.42 * L)
     ax = fig.add_subplot()
-    image = ax.imshow(lens.target_prob[::-1], cmap="Greens", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    vmax = max(float(lens.target_prob.max()), 0.1)  # an undertrained model's probabilities stay visible
+    image = ax.imshow(lens.target_prob[::-1], cmap="Greens", vmin=0, vmax=vmax, aspect="auto", interpolation="nearest")
     for r in range(L):
         for c in range(n):
             p = lens.target_prob[L - 1 - r, c]
             ax.text(c, r, shown(lens.top[L - 1 - r][c][:8]), ha="center", va="center", fontsize=7,
-                    color="white" if p > 0.6 else "black")
+                    color="white" if p > 0.6 * vmax else "black")
     ax.set_yticks(range(L), lens.layers[::-1], fontsize=8)
     ax.set_xticks(range(n), [f"{shown(i)} \u2192 {shown(t)}" for i, t in zip(lens.inputs, lens.tokens)], rotation=60,
                   ha="right", fontsize=8)
     ax.set_xlabel("position: input \u2192 actual next token", fontsize=8)
     ax.set_title("logit lens: each layer's top token (text), p(actual next token) (colour)", fontsize=10)
-    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
+    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02, label="p(actual next token)")
     return _save(fig, path)

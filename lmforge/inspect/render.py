@@ -9,6 +9,10 @@ from lmforge.inspect.plots import surprise_colour
 from lmforge.inspect.surprise import Surprise
 
 
+def quote(label: str) -> str:
+    return f"'{label}'"  # labels are already escaped (inputs.token_label): no repr, no double backslashes
+
+
 def _hex(rgb: tuple[float, float, float]) -> str:
     return "#" + "".join(f"{round(255 * c):02x}" for c in rgb)
 
@@ -18,10 +22,10 @@ def surprise_html(s: Surprise, title: str = "surprise per token") -> str:
     its bits and the top-k predictions (title attribute), and a table lists them all."""
     spans, rows = [], []
     for t in s.tokens:
-        tip = f"{t.bits:.2f} bits, p={t.prob:.4f}; expected: " + ", ".join(f"{w!r} {p:.3f}" for w, p in t.top)
+        tip = f"{t.bits:.2f} bits, p={t.prob:.4f}; expected: " + ", ".join(f"{quote(w)} {p:.3f}" for w, p in t.top)
         spans.append(f'<span class="tok" style="background:{_hex(surprise_colour(t.bits))}" '
                      f'data-bits="{t.bits:.4f}" title="{html.escape(tip)}">{html.escape(t.token)}</span>')
-        top = "".join(f"<td>{html.escape(repr(w))} {p:.3f}</td>" for w, p in t.top)
+        top = "".join(f"<td>{html.escape(quote(w))} {p:.3f}</td>" for w, p in t.top)
         rows.append(f"<tr><td>{html.escape(t.token)}</td><td>{t.bits:.2f}</td>{top}</tr>")
     k = max((len(t.top) for t in s.tokens), default=0)
     head = "".join(f"<th>top {i + 1}</th>" for i in range(k))
@@ -60,7 +64,7 @@ def surprise_ansi(s: Surprise, colour: bool = True, top_k: int = 3) -> str:
     lines = [text, "", f"surprise per token ({s.mean_bits:.2f} bits mean); expected instead:"]
     for t in s.tokens:
         label = f"{_ansi_bg(surprise_colour(t.bits))}{t.token:<{width}}{RESET}" if colour else f"{t.token:<{width}}"
-        top = "  ".join(f"{w!r} {p:.2f}" for w, p in t.top[:top_k])
+        top = "  ".join(f"{quote(w)} {p:.2f}" for w, p in t.top[:top_k])
         lines.append(f"  {label} {t.bits:6.2f} bits | {top}")
     return "\n".join(lines)
 
@@ -70,9 +74,9 @@ def lens_table(lens: Lens) -> str:
     def cell(x: str) -> str:
         return x.replace("|", "\\|")
 
-    head = "| layer | " + " | ".join(cell(f"{i!r} \u2192 {t!r}") for i, t in zip(lens.inputs, lens.tokens)) + " |"
+    head = "| layer | " + " | ".join(cell(f"{quote(i)} \u2192 {quote(t)}") for i, t in zip(lens.inputs, lens.tokens)) + " |"
     lines = [head, "|---" * (len(lens.tokens) + 1) + "|"]
     for r, layer in enumerate(lens.layers):
-        cells = [cell(f"{lens.top[r][c]!r} ({lens.target_prob[r, c]:.2f})") for c in range(len(lens.tokens))]
+        cells = [cell(f"{quote(lens.top[r][c])} ({lens.target_prob[r, c]:.2f})") for c in range(len(lens.tokens))]
         lines.append(f"| {layer} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
