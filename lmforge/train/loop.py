@@ -14,6 +14,10 @@ the model (pipeline stage, tensor and data shards; parallel/parallelize.py), eac
 rank reads its own part of every batch, the loss and stop signals are agreed over all ranks, and
 only rank 0 prints and writes run-directory files (checkpoint shards excepted: every rank writes
 its own).
+
+What the loop trains on is an `Inputs`: a batch source (train/source.py), an optional
+validation function and model hooks. `train` builds the pre-training one (token shards);
+fine-tuning (tune/sft.py) builds its own and calls `train_on`, so both share one engine.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -49,7 +54,8 @@ from lmforge.train.parallel.parallelize import Parallel, check_layout, paralleli
 from lmforge.train.parallel.sharded import is_sharded, load_full, load_sharded, save_sharded
 from lmforge.train.precision import autocast, dtype_name, grad_scaler, resolve_dtype
 from lmforge.train.schedule import lr_at, micro_batches_at
-from lmforge.train.state import TrainState, capture_rng, loader_state_for, restore_rng
+from lmforge.train.source import BatchSource, TokenSource
+from lmforge.train.state import TrainState, capture_rng, restore_rng
 from lmforge.train.validate import validate
 
 if TYPE_CHECKING:
@@ -75,17 +81,64 @@ class TrainResult:
     diverged: bool = False  # stopped by max_bad_steps non-finite losses in a row (a failed run)
 
 
+Validator = Callable[[Parallel, Any], dict]  # (model, autocast) -> {"val_loss", "val_ppl", "val_bpb", ...}
+
+
+@dataclass
+class Inputs:
+    """What a run trains on. Every callable runs on every rank."""
+
+    check: Callable[[int, Dist], None]  # (seq_len, env): raise on unusable data before anything is written
+    source: Callable[[int, Dist], BatchSource]  # (seq_len, env) -> this rank's batch source
+    validator: Callable[[int, bool], Validator | None]  # (seq_len, is_main) -> held-out loss, or None
+    prepare_model: Callable[[nn.Module], None] | None = None  # after the weights are loaded (e.g. LoRA)
+    on_complete: Callable[[Parallel], None] | None = None  # after the last step (collective)
+
+
 def train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path) -> TrainResult:
     """Pre-train cfg.model on the token shards in shard_dir; everything is written under run_dir.
 
     Under torchrun every rank calls this; a user error on any rank ends all of them (status 2 on
     the others) with one message, raised on rank 0."""
+    return train_on(cfg, shard_inputs(cfg, Path(shard_dir), tokenizer), tokenizer, run_dir)
+
+
+def train_on(cfg: RunConfig, inputs: Inputs, tokenizer: Tokenizer, run_dir: Path) -> TrainResult:
+    """Train on any batch source (see Inputs); otherwise as `train`."""
     with errors_on_rank_zero():
         env = dist_setup(cfg.parallel, cfg.train.device)
-        return _train(cfg, Path(shard_dir), tokenizer, Path(run_dir), env)
+        return _train(cfg, inputs, tokenizer, Path(run_dir), env)
 
 
-def _train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path, env: Dist) -> TrainResult:
+def shard_inputs(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer) -> Inputs:
+    """Pre-training's inputs: windows of the token shards, the model kind's objective, and the
+    held-out loss over train.eval_tokens of the val split."""
+    tc = cfg.train
+    objective = Objective(cfg.model.kind, tc, tokenizer)
+
+    def check(seq_len: int, env: Dist) -> None:
+        if not (shard_dir / "meta.json").is_file():
+            raise LmforgeError(f"no token shards in {shard_dir} (meta.json missing)")
+        meta = load_meta(shard_dir)
+        check_tokenizer(meta, tokenizer)
+        check_vocab(meta, tokenizer.vocab_size)  # <= model.vocab_size (checked before)
+
+    def source(seq_len: int, env: Dist) -> BatchSource:
+        loader = TokenLoader(shard_dir, "train", seq_len, tc.seed, rank=env.dp_rank, world_size=env.layout.dp)
+        return TokenSource(loader, objective, tc.seed, env.dp_rank, env.layout.dp)
+
+    def validator(seq_len: int, main: bool) -> Validator | None:
+        eval_tokens = _val_tokens(shard_dir, seq_len, tc, main)
+        if not eval_tokens:
+            return None
+        token_bytes = tokenizer.token_bytes()
+        return lambda par, amp: validate(par, shard_dir, seq_len, eval_tokens, tc.batch_size, tc.seed,
+                                         objective, token_bytes, par.env.device, amp)
+
+    return Inputs(check, source, validator)
+
+
+def _train(cfg: RunConfig, inputs: Inputs, tokenizer: Tokenizer, run_dir: Path, env: Dist) -> TrainResult:
     t_begin = time.perf_counter()
     tc, device, main = cfg.train, env.device, env.is_main
     dtype = resolve_dtype(tc.precision, device)
@@ -93,7 +146,8 @@ def _train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path,
 
     with _torch_threads(tc.threads):
         with env.collectively():  # pure checks first: a failure here reaches every rank before any waits
-            seq_len = _check_inputs(cfg, shard_dir, tokenizer, run_dir, env)
+            seq_len = _check_inputs(cfg, tokenizer, run_dir, env)
+            inputs.check(seq_len, env)
             resume_from = ckpt.latest_intact(run_dir, tc.on_damaged_checkpoint, set_aside=main) if tc.resume else None
             if resume_from is not None:
                 _check_compatible(resume_from, cfg)
@@ -102,6 +156,8 @@ def _train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path,
             model = Transformer(cfg.model).to(device)
             if resume_from is None and tc.init_from:
                 ckpt.load_weights(model, ckpt.resolve_checkpoint(tc.init_from))
+            if inputs.prepare_model is not None:
+                inputs.prepare_model(model)
             n_params = sum(p.numel() for p in model.parameters())
             par = parallelize(model, cfg, env, dtype)
             del model  # a pipeline rank keeps only its stage
@@ -110,11 +166,11 @@ def _train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path,
             optimizer = build_optimizer(par.module, tc, device, par.no_decay)
             scaler = grad_scaler(device, dtype)
             local_batch = tc.batch_size // env.layout.dp  # this rank's sequences per micro-batch
-            loader = TokenLoader(shard_dir, "train", seq_len, tc.seed, rank=env.dp_rank, world_size=env.layout.dp)
-            eval_tokens = _val_tokens(shard_dir, seq_len, tc, main)
+            source = inputs.source(seq_len, env)
+            validator = inputs.validator(seq_len, main)
         with env.collectively():
             if resume_from is not None:
-                state = _restore(resume_from, par, optimizer, scaler, loader, cfg, env)
+                state = _restore(resume_from, par, optimizer, scaler, source, cfg, env)
             else:
                 state = TrainState()
             # Only now, with the inputs checked and the checkpoint loaded, is anything written.
@@ -123,8 +179,6 @@ def _train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path,
                 _write_atomic(run_dir / "config.yaml", to_yaml(cfg))
                 if not (run_dir / "tokenizer.json").exists():
                     tokenizer.save(run_dir / "tokenizer.json")
-        objective = Objective(cfg.model.kind, tc, tokenizer)
-        token_bytes = tokenizer.token_bytes()
         tokens_per_micro = tc.batch_size * seq_len
         mfu_scale = _mfu_scale(cfg, seq_len, device, env.world_size)
 
@@ -147,7 +201,7 @@ def _train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path,
                     lr = lr_at(state.step, tc)
                     set_lr(optimizer, lr)
                     n_micro = micro_batches_at(state.tokens, tc, seq_len)
-                    loss, grad_norm = _forward_backward(par, optimizer, scaler, loader, objective, n_micro,
+                    loss, grad_norm = _forward_backward(par, optimizer, scaler, source, n_micro,
                                                         state.step, tc, local_batch, device, amp)
                     # fp16's scaler skips steps with inf grads by itself (normal while it calibrates).
                     if math.isfinite(loss) and (scaler.is_enabled() or math.isfinite(grad_norm)):
@@ -187,10 +241,9 @@ def _train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path,
                         break
 
                     # -- every eval_every steps and at the end: held-out loss
-                    if eval_tokens and ((tc.eval_every and step % tc.eval_every == 0) or step == tc.max_steps):
+                    if validator and ((tc.eval_every and step % tc.eval_every == 0) or step == tc.max_steps):
                         t0 = time.perf_counter()
-                        val = validate(par, shard_dir, seq_len, eval_tokens, tc.batch_size, tc.seed,
-                                       objective, token_bytes, device, amp)
+                        val = validator(par, amp)
                         if math.isfinite(val["val_loss"]):  # a diverging run keeps its last real figures
                             state.val_loss, state.val_bpb, state.val_step = val["val_loss"], val["val_bpb"], step
                         metrics.write({"kind": "val", "step": step, **val, "tokens": state.tokens})
@@ -204,7 +257,7 @@ def _train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path,
                         t0 = time.perf_counter()
                         state.elapsed += t0 - t_session
                         t_session = t0
-                        saved_path = str(_save(run_dir, par, optimizer, scaler, loader, state, cfg, env))
+                        saved_path = str(_save(run_dir, par, optimizer, scaler, source, state, cfg, env))
                         throughput.exclude(time.perf_counter() - t0)
                     if stop:
                         stop_reason = (f"interrupted by {signal.Signals(stop).name} at step {step}/{tc.max_steps}; "
@@ -214,6 +267,9 @@ def _train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path,
         finally:
             progress.close()
             metrics.close()
+        if inputs.on_complete is not None and state.step >= tc.max_steps and stop_reason is None:
+            with env.collectively():
+                inputs.on_complete(par)
 
     return TrainResult(
         steps=state.step, tokens=state.tokens, final_train_loss=state.last_loss, val_loss=state.val_loss,
@@ -226,17 +282,16 @@ def _train(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path,
 
 
 def _forward_backward(par: Parallel, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                      loader: TokenLoader, objective: Objective, n_micro: int, step: int, tc: TrainConfig,
+                      source: BatchSource, n_micro: int, step: int, tc: TrainConfig,
                       local_batch: int, device: torch.device, amp) -> tuple[float, float]:
     """Accumulate one optimizer step's gradient over n_micro micro-batches, then clip it.
     Returns (mean loss over all ranks, global grad norm before clipping), read with the step's
     one host sync."""
-    dp, dp_rank = par.env.layout.dp, par.env.dp_rank
+    if source.token_weighted:
+        return _forward_backward_tokens(par, optimizer, scaler, source, n_micro, step, tc, local_batch, device, amp)
     loss_sum = torch.zeros((), device=device)
     for micro in range(n_micro):
-        x, y = loader.next_batch(local_batch)
-        mask_seed = batch_seed(tc.seed, step, micro) if dp == 1 else batch_seed(tc.seed, step, micro, dp_rank)
-        batch = {k: v.to(device, non_blocking=True) for k, v in objective(x, y, mask_seed).items()}
+        batch = {k: v.to(device, non_blocking=True) for k, v in source.next_batch(local_batch, step, micro).items()}
         with amp():
             loss_sum += par.forward_backward(batch, n_micro, micro == n_micro - 1, scaler)
     scaler.unscale_(optimizer)  # no-op unless fp16
@@ -246,8 +301,29 @@ def _forward_backward(par: Parallel, optimizer: torch.optim.Optimizer, scaler: t
     return loss_val, norm_val
 
 
+def _forward_backward_tokens(par: Parallel, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                             source: BatchSource, n_micro: int, step: int, tc: TrainConfig,
+                             local_batch: int, device: torch.device, amp) -> tuple[float, float]:
+    """The loss-masked objective: every loss token of the step weighs the same, whatever its
+    micro-batch or rank. The step's micro-batches are drawn first to count its loss tokens; each
+    rank's summed loss is scaled by dp / that count, as data parallelism averages gradients over dp."""
+    batches = [source.next_batch(local_batch, step, micro) for micro in range(n_micro)]
+    total = sum(int(b.pop("step_tokens")) for b in batches)
+    weight = par.env.layout.dp / max(total, 1)
+    loss_sum = torch.zeros((), device=device)
+    for micro, cpu_batch in enumerate(batches):
+        batch = {k: v.to(device, non_blocking=True) for k, v in cpu_batch.items()}
+        with amp():
+            loss_sum += par.forward_backward(batch, n_micro, micro == n_micro - 1, scaler, weight=weight)
+    scaler.unscale_(optimizer)  # no-op unless fp16
+    grad_norm = par.clip_grad_norm(tc.grad_clip)
+    loss = par.mean_over_ranks(loss_sum)
+    loss_val, norm_val = torch.stack([loss, grad_norm.float()]).tolist()  # the host sync
+    return loss_val, norm_val
+
+
 def _restore(ckpt_dir: Path, par: Parallel, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-             loader: TokenLoader, cfg: RunConfig, env: Dist) -> TrainState:
+             source: BatchSource, cfg: RunConfig, env: Dist) -> TrainState:
     """Load a checkpoint, saved under any layout, into this rank's objects; the returned state
     (RNG states included, restored by the caller right before the loop) continues where it stopped."""
     state = TrainState.from_dict(ckpt.read_state(ckpt_dir))
@@ -263,10 +339,10 @@ def _restore(ckpt_dir: Path, par: Parallel, optimizer: torch.optim.Optimizer, sc
     same_layout = env.distributed and state.layout == asdict(env.layout) and len(state.ranks) == env.world_size
     if same_layout:  # this rank's own data position and RNG states
         mine = state.ranks[env.rank]
-        loader.load_state_dict(mine["loader"])
+        source.load_state_dict(mine["loader"])
         state.rng = mine["rng"]
     else:  # another layout: the same place in the data, re-dealt to this layout's ranks
-        loader.load_state_dict(loader_state_for(state.loader, env.dp_rank, env.layout.dp))
+        source.load_state_dict(source.state_for_layout(state.loader))
     return state
 
 
@@ -313,9 +389,9 @@ def _banner(cfg: RunConfig, n: int, par: Parallel, env: Dist, device: torch.devi
     return line
 
 
-def _save(run_dir: Path, par: Parallel, optimizer, scaler, loader, state: TrainState, cfg: RunConfig,
-          env: Dist) -> Path:
-    state.loader = loader.state_dict()
+def _save(run_dir: Path, par: Parallel, optimizer, scaler, source: BatchSource, state: TrainState,
+          cfg: RunConfig, env: Dist) -> Path:
+    state.loader = source.state_dict()
     state.rng = capture_rng()
     state.layout = asdict(env.layout)
     if not env.distributed:
@@ -344,9 +420,9 @@ def _val_line(step: int, total: int, val: dict) -> str:
     return line
 
 
-def _check_inputs(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir: Path, env: Dist) -> int:
-    """Validate the config against the data, tokenizer and process layout before anything is
-    written; returns seq_len."""
+def _check_inputs(cfg: RunConfig, tokenizer: Tokenizer, run_dir: Path, env: Dist) -> int:
+    """Validate the config against the tokenizer and process layout before anything is written
+    (the data: Inputs.check); returns seq_len."""
     tc = cfg.train
     tc.validate()
     cfg.model.validate()
@@ -357,11 +433,6 @@ def _check_inputs(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer, run_dir
         raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
                           f"{tokenizer.vocab_size} tokens")
     check_layout(cfg, env.layout, seq_len)
-    if not (shard_dir / "meta.json").is_file():
-        raise LmforgeError(f"no token shards in {shard_dir} (meta.json missing)")
-    meta = load_meta(shard_dir)
-    check_tokenizer(meta, tokenizer)
-    check_vocab(meta, tokenizer.vocab_size)  # <= model.vocab_size (checked above)
     if not tc.resume and ckpt.latest_checkpoint(run_dir) is not None:
         raise LmforgeError(f"{run_dir} already has checkpoints and train.resume=false; use another run name "
                            "or set train.resume=true")

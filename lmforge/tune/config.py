@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from lmforge.errors import ConfigError
+from lmforge.train.config import ParallelConfig
 
 FORMATS = ("auto", "alpaca", "dolly", "prompt_response", "gsm8k", "self_instruct", "messages",
            "sharegpt", "oasst")
@@ -61,7 +62,8 @@ class FinetuneConfig:
     # seq_len tokens (keeps the start; dropped if no assistant token is left) or drop it
     epochs: float = 3.0  # passes over the training set (max_steps wins when set)
     max_steps: int | None = None
-    batch_size: int = 8  # rows per optimizer step
+    batch_size: int = 8  # rows per micro-batch (over all data-parallel ranks)
+    grad_accum: int = 1  # micro-batches per optimizer step; each assistant token of a step weighs the same
     lr: float = 1e-4  # peak; LoRA usually wants ~10x more than full fine-tuning (Hu et al. Table 9)
     warmup_steps: int = 10
     min_lr_ratio: float = 0.1
@@ -69,6 +71,8 @@ class FinetuneConfig:
     grad_clip: float = 1.0
     eval_every: int = 50  # validation loss every N steps and at the end; 0 = end only
     log_every: int = 10
+    ckpt_every: int = 100  # a resumable checkpoint every N steps in <out>/train (and on SIGINT/SIGTERM)
+    keep_last: int = 2  # such checkpoints kept; removed once the fine-tuned model is saved
     seed: int = 1337
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -76,9 +80,14 @@ class FinetuneConfig:
     max_new_tokens: int = 64  # for the chat samples
     chat_temperature: float = 0.0  # 0 = greedy
     chat_top_k: int | None = None
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)  # under torchrun: dp (FSDP/DDP), tp
 
     def validate(self) -> None:
         checks = [
+            (self.grad_accum > 0, f"grad_accum must be positive, got {self.grad_accum}"),
+            (self.ckpt_every >= 0, f"ckpt_every must be >= 0 (0 = end only), got {self.ckpt_every}"),
+            (self.keep_last > 0, f"keep_last must be positive, got {self.keep_last}"),
+            (self.parallel.pp == 1, "finetune does not run pipeline parallel (parallel.pp > 1) yet; use dp or tp"),
             (bool(self.init), "finetune needs a base model: init=RUN_DIR (or --init)"),
             (bool(self.data), "finetune needs training records: data=FILE.jsonl (or --data)"),
             (0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}"),

@@ -4,6 +4,11 @@ a chat model out.
     records --formats--> conversations --template--> (ids, loss mask) --pack--> batches
     base checkpoint --(LoRA adapters)--> training loop --(merge)--> <out>/checkpoints/step_N
 
+The training loop is pre-training's (train/loop.py `train_on`, with tune/source.py's batch source
+and its loss-masked, token-weighted objective), so fine-tuning runs under torchrun (FSDP, DDP,
+TP), accumulates gradients (grad_accum), saves on SIGINT/SIGTERM and resumes a killed run exactly
+from its checkpoints in <out>/train (removed once the fine-tuned model is saved).
+
 The output directory is a run directory like pre-training's (config.yaml of the model,
 tokenizer.json, checkpoints/, metrics.jsonl), so generate, chat, serve, eval and export load the
 fine-tuned model unchanged. LoRA adapters are merged before saving; the adapter alone is also kept
@@ -17,9 +22,10 @@ import json
 import math
 import random
 import resource
+import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -28,25 +34,21 @@ from lmforge.config import RunConfig, to_yaml
 from lmforge.errors import LmforgeError
 from lmforge.model import Transformer
 from lmforge.tokenizer import Tokenizer
-from lmforge.train.checkpoint import (
-    latest_checkpoint,
-    load_weights,
-    read_config,
-    resolve_checkpoint,
-    save_checkpoint,
-)
+from lmforge.train.checkpoint import latest_checkpoint, read_config, resolve_checkpoint, save_checkpoint
 from lmforge.train.config import TrainConfig
-from lmforge.train.metrics import MetricsLog, Progress, format_duration
-from lmforge.train.optim import param_groups
-from lmforge.train.precision import autocast, grad_scaler, resolve_device, resolve_dtype
-from lmforge.train.schedule import lr_at
+from lmforge.train.loop import Inputs, train_on
+from lmforge.train.metrics import format_duration
+from lmforge.train.parallel.launch import is_main_process
+from lmforge.train.precision import autocast, resolve_device, resolve_dtype
 from lmforge.tune.config import FinetuneConfig
 from lmforge.tune.formats import Loaded, load_conversations
 from lmforge.tune.lora import apply_lora, count_params, lora_state_dict, merge_lora
 from lmforge.tune.pack import Batch, Example, batch_loss, fit_examples, make_batches
+from lmforge.tune.source import SftSource, sft_validator
 from lmforge.tune.template import encode_chat
 
 MAX_REPORTED = 5  # malformed records listed one per line; the rest are counted
+TRAIN_DIR = "train"  # <out>/train: the training loop's run directory (resumable checkpoints, metrics)
 
 
 @dataclass
@@ -67,9 +69,10 @@ class FinetuneResult:
     val_loss: float | None
     peak_memory_mb: float
     memory_kind: str  # "cuda max allocated" or "process peak RSS"
-    tokens_per_s: float
+    tokens_per_s: float  # training positions (padding included) per second
     wall_s: float
     samples: list[dict] = field(default_factory=list)  # [{"user", "assistant"}]
+    stopped: str | None = None  # why the run stopped before its last step (a signal: rerun to resume)
 
 
 def default_log(msg: str) -> None:
@@ -161,21 +164,38 @@ def output_dir(cfg: FinetuneConfig, ckpt: Path) -> Path:
     return run_dir.with_name(run_dir.name + "-sft")
 
 
+def train_config(cfg: FinetuneConfig, run_cfg: RunConfig, out: Path, ckpt: Path, seq_len: int,
+                 total_steps: int) -> RunConfig:
+    """The training loop's config of this fine-tune: the base model's shape, the base weights as
+    init_from, and the run directory <out>/train (resumable checkpoints, metrics)."""
+    tc = TrainConfig(max_steps=total_steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, seq_len=seq_len,
+                     lr=cfg.lr, warmup_steps=min(cfg.warmup_steps, total_steps), min_lr_ratio=cfg.min_lr_ratio,
+                     betas=(0.9, 0.999), weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
+                     precision=cfg.precision, device=cfg.device, seed=cfg.seed, log_every=cfg.log_every,
+                     tensorboard=False, eval_every=cfg.eval_every, ckpt_every=cfg.ckpt_every,
+                     keep_last=cfg.keep_last, init_from=str(ckpt), resume=True)
+    return replace(run_cfg, name=TRAIN_DIR, out_dir=str(out), train=tc, parallel=cfg.parallel)
+
+
 def finetune(cfg: FinetuneConfig, log=default_log) -> FinetuneResult:
-    """Fine-tune cfg.init on cfg.data and save the result to cfg.out; see the module docstring."""
+    """Fine-tune cfg.init on cfg.data and save the result to cfg.out; see the module docstring.
+
+    Training runs on the pre-training loop (train.loop.train_on) in <out>/train: under torchrun
+    every rank calls this; a killed run started again resumes from its latest checkpoint there."""
     t_start = time.time()
     cfg.validate()
-    device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.precision, device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    main = is_main_process()
+    log = log if main else (lambda msg: None)
     ckpt = resolve_checkpoint(cfg.init)
     out = output_dir(cfg, ckpt)
     if latest_checkpoint(out) is not None:
         raise LmforgeError(f"{out} already holds a model checkpoint; choose another out=")
-    if (out / "metrics.jsonl").exists():  # an earlier fine-tune into `out` was interrupted
-        log(f"{out} holds an interrupted fine-tune; starting it again")
-        (out / "metrics.jsonl").unlink()
+    settings = to_yaml(cfg)
+    if (out / "finetune.yaml").exists() and latest_checkpoint(out / TRAIN_DIR) is not None:
+        if (out / "finetune.yaml").read_text(encoding="utf-8") != settings:
+            raise LmforgeError(f"{out} holds an interrupted fine-tune with other settings ({out / 'finetune.yaml'}); "
+                               "run it with the same settings to resume, or choose another out=")
+        log(f"resuming the interrupted fine-tune in {out}")
     run_cfg = read_config(ckpt)
     mcfg = run_cfg.model
     if mcfg.kind != "decoder":
@@ -197,101 +217,90 @@ def finetune(cfg: FinetuneConfig, log=default_log) -> FinetuneResult:
         raise LmforgeError("no training conversation is left after the overlong rule")
     log(f"split: {len(train_ex)} train / {len(val_ex)} held-out conversations")
 
-    torch.manual_seed(cfg.seed)
-    model = Transformer(mcfg).to(device)
-    load_weights(model, ckpt)
-    if cfg.method == "lora":
-        wrapped = apply_lora(model, cfg.lora)
-        log(f"lora: rank {cfg.lora.rank}, alpha {cfg.lora.alpha:g}, dropout {cfg.lora.dropout:g} on "
-            f"{len(wrapped)} layers ({', '.join(cfg.lora.targets)})")
-    trainable, total = count_params(model)
-    if cfg.method == "lora":
-        total -= trainable  # the base model's size; the adapters are what trains
-    log(f"model: {total:,} parameters, {trainable:,} trainable ({100 * trainable / total:.2f}% of that), "
-        f"method={cfg.method}, batching={cfg.batching}, seq_len={seq_len}, device={device}")
+    rows_per_step = cfg.batch_size * cfg.grad_accum
+    steps_per_epoch = SftSource(train_ex, cfg.batching, seq_len, tok.pad_id, cfg.seed).steps_per_epoch(rows_per_step)
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    train_cfg = train_config(cfg, run_cfg, out, ckpt, seq_len, total_steps)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    val_file = out / TRAIN_DIR / "val_before.json"
+    counts: dict[str, int] = {}
+    final: dict[str, dict] = {}
 
-    def epoch_batches(epoch: int) -> list[Batch]:
-        order = list(train_ex)
-        random.Random(cfg.seed + epoch).shuffle(order)
-        return make_batches(order, cfg.batching, seq_len, cfg.batch_size, tok.pad_id)
+    def prepare_model(model: torch.nn.Module) -> None:
+        """On the full model with the base weights: the held-out loss before (once, rank 0), then LoRA."""
+        if main and val_ex and not val_file.exists():
+            batches = make_batches(val_ex, "pad", seq_len, cfg.batch_size, tok.pad_id)
+            before = validation_loss(model, batches, next(model.parameters()).device,
+                                     resolve_dtype(cfg.precision, device))
+            log(f"held-out loss before: {before:.4f} nats per assistant token")
+            val_file.parent.mkdir(parents=True, exist_ok=True)
+            val_file.write_text(json.dumps({"val_loss": before}) + "\n", encoding="utf-8")
+        if cfg.method == "lora":
+            wrapped = apply_lora(model, cfg.lora)
+            log(f"lora: rank {cfg.lora.rank}, alpha {cfg.lora.alpha:g}, dropout {cfg.lora.dropout:g} on "
+                f"{len(wrapped)} layers ({', '.join(cfg.lora.targets)})")
+        trainable, total = count_params(model)
+        if cfg.method == "lora":
+            total -= trainable  # the base model's size; the adapters are what trains
+        counts.update(trainable=trainable, total=total)
+        log(f"model: {total:,} parameters, {trainable:,} trainable ({100 * trainable / total:.2f}% of that), "
+            f"method={cfg.method}, batching={cfg.batching}, seq_len={seq_len}, {total_steps} steps")
 
-    val_batches = make_batches(val_ex, "pad", seq_len, cfg.batch_size, tok.pad_id) if val_ex else []
-    batches = epoch_batches(0)
-    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(batches)))
-    sched = TrainConfig(max_steps=total_steps, lr=cfg.lr, warmup_steps=min(cfg.warmup_steps, total_steps),
-                        min_lr_ratio=cfg.min_lr_ratio)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999),
-                                  fused=device.type == "cuda")
-    scaler = grad_scaler(device, dtype)
-    trainable_list = [p for p in model.parameters() if p.requires_grad]
+    def on_complete(par) -> None:
+        final["state"] = full_state_dict(par.module, par.env.distributed)
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "finetune.yaml").write_text(to_yaml(cfg), encoding="utf-8")
-    metrics = MetricsLog(out, tensorboard=False)
-    val_before = validation_loss(model, val_batches, device, dtype)
-    if val_before is not None:
-        log(f"held-out loss before: {val_before:.4f} nats per assistant token")
-    metrics.write({"step": 0, "kind": "val", "val_loss": val_before})
-
-    progress = Progress(total_steps, 0, "auto")
-    model.train()
-    epoch, cursor, tokens, window_loss, window_n = 0, 0, 0, 0.0, 0
-    t0 = t_log = time.perf_counter()
-    tokens_at_log, val_loss = 0, val_before
-    for step in range(1, total_steps + 1):
-        if cursor == len(batches):
-            epoch, cursor = epoch + 1, 0
-            batches = epoch_batches(epoch)
-        batch = batches[cursor].to(device)
-        cursor += 1
-        lr = lr_at(step - 1, sched)
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        with autocast(device, dtype):
-            loss = batch_loss(model, batch)
-        if not torch.isfinite(loss):  # nothing is saved; the base checkpoint is untouched
-            raise LmforgeError(f"the loss is {float(loss)} at step {step}; lower lr= (now {cfg.lr:g})")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        gnorm = torch.nn.utils.clip_grad_norm_(trainable_list, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        scaler.step(optimizer)
-        scaler.update()
-        tokens += int(batch.input_ids.numel())
-        window_loss, window_n = window_loss + float(loss.detach()), window_n + 1
-        if step % cfg.log_every == 0 or step == total_steps:
-            now = time.perf_counter()
-            rec = {"step": step, "kind": "train", "loss": window_loss / window_n, "lr": lr,
-                   "grad_norm": float(gnorm), "tokens": tokens, "epoch": epoch,
-                   "tokens_per_s": (tokens - tokens_at_log) / max(now - t_log, 1e-9), "elapsed": now - t0}
-            metrics.write(rec)
-            progress.step(step, rec, (now - t0) / step * (total_steps - step))
-            train_loss, window_loss, window_n, t_log, tokens_at_log = rec["loss"], 0.0, 0, now, tokens
-        if val_batches and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total_steps):
-            val_loss = validation_loss(model, val_batches, device, dtype)
-            metrics.write({"step": step, "kind": "val", "val_loss": val_loss})
-            progress.message(f"step {step}/{total_steps} | held-out loss {val_loss:.4f}")
-    progress.close()
-    metrics.close()
-    train_s = time.perf_counter() - t0
+    inputs = Inputs(check=lambda seq_len, env: None,
+                    source=lambda seq_len, env: SftSource(train_ex, cfg.batching, seq_len, tok.pad_id, cfg.seed,
+                                                          env.dp_rank, env.layout.dp),
+                    validator=lambda seq_len, is_main: sft_validator(val_ex, seq_len, cfg.batch_size, tok.pad_id),
+                    prepare_model=prepare_model, on_complete=on_complete)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "finetune.yaml").write_text(settings, encoding="utf-8")
+    tr = train_on(train_cfg, inputs, tok, out / TRAIN_DIR)
+    if tr.diverged:  # nothing is saved; the base checkpoint is untouched
+        raise LmforgeError(f"{tr.stop_reason}; lower lr= (now {cfg.lr:g})")
     peak, kind = peak_memory_mb(device)
+    val_before = json.loads(val_file.read_text(encoding="utf-8"))["val_loss"] if val_file.exists() else None
+    result = FinetuneResult(
+        out_dir=str(out), method=cfg.method, steps=tr.steps, epochs=tr.steps / max(steps_per_epoch, 1),
+        train_conversations=len(train_ex), val_conversations=len(val_ex), bad_records=n_bad,
+        truncated=trunc + vtrunc, dropped=drop + vdrop, trainable_params=counts.get("trainable", 0),
+        total_params=counts.get("total", 0), train_loss=tr.final_train_loss, val_loss_before=val_before,
+        val_loss=tr.val_loss, peak_memory_mb=peak, memory_kind=kind, tokens_per_s=tr.tokens_per_s,
+        wall_s=time.time() - t_start, stopped=tr.stop_reason if tr.stopped_early else None)
+    if result.stopped or not main:
+        return result
 
+    model = Transformer(mcfg)
+    if cfg.method == "lora":
+        apply_lora(model, cfg.lora)
+    model.load_state_dict(final["state"])
     if cfg.method == "lora":
         save_adapter(model, cfg, out)
         merge_lora(model)
     model.eval()
-    saved = save_model(out, model, run_cfg, tok, total_steps, cfg)
-    log(f"saved {saved} ({format_duration(train_s)} training, peak memory {peak:,.0f} MB {kind})")
-    samples = sample_chats(model, tok, cfg, log)
-    result = FinetuneResult(
-        out_dir=str(out), method=cfg.method, steps=total_steps, epochs=total_steps / max(len(batches), 1),
-        train_conversations=len(train_ex), val_conversations=len(val_ex), bad_records=n_bad,
-        truncated=trunc + vtrunc, dropped=drop + vdrop, trainable_params=trainable, total_params=total,
-        train_loss=train_loss, val_loss_before=val_before, val_loss=val_loss, peak_memory_mb=peak,
-        memory_kind=kind, tokens_per_s=tokens / max(train_s, 1e-9), wall_s=time.time() - t_start,
-        samples=samples)
+    saved = save_model(out, model, run_cfg, tok, tr.steps, cfg)
+    if (out / TRAIN_DIR / "metrics.jsonl").exists():  # the run dir's own metrics, as pre-training's
+        shutil.copyfile(out / TRAIN_DIR / "metrics.jsonl", out / "metrics.jsonl")
+    shutil.rmtree(out / TRAIN_DIR / "checkpoints", ignore_errors=True)  # the resume state is no longer needed
+    log(f"saved {saved} ({format_duration(tr.wall_s)} training, peak memory {peak:,.0f} MB {kind})")
+    result.samples = sample_chats(model, tok, cfg, log)
+    result.wall_s = time.time() - t_start
     (out / "finetune.json").write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def full_state_dict(module: torch.nn.Module, distributed: bool) -> dict[str, torch.Tensor]:
+    """The whole model's weights on the CPU (collective under torchrun: FSDP/TP shards are gathered;
+    rank 0 gets them)."""
+    if not distributed:
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def save_adapter(model, cfg: FinetuneConfig, out: Path) -> None:

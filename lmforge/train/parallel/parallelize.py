@@ -94,9 +94,21 @@ class Parallel:
         self.is_first_stage = schedule is None or env.pp_rank == 0
 
     def forward_backward(self, batch: dict[str, torch.Tensor], n_micro: int, last: bool,
-                         scaler: torch.amp.GradScaler) -> torch.Tensor:
+                         scaler: torch.amp.GradScaler, weight: float | None = None) -> torch.Tensor:
         """Forward and backward of one micro-batch, its gradient weighted 1 / n_micro; returns
-        its (detached) mean loss on ranks with a loss, else 0."""
+        its (detached) mean loss on ranks with a loss, else 0. With `weight` (token-weighted
+        sources, train/source.py) the loss is instead the batch's summed token loss times weight,
+        returned as such; packed rows (segment_ids, position_ids) are passed to the model."""
+        if weight is not None:
+            if self.schedule is not None:
+                raise ConfigError("token-weighted batches (fine-tuning) do not run with parallel.pp > 1 yet")
+            with self._sync_grads(last):
+                logits, _ = self.runner(batch["input_ids"], None, segment_ids=batch.get("segment_ids"),
+                                        position_ids=batch.get("position_ids"))
+                loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), batch["targets"].reshape(-1),
+                                       ignore_index=-100, reduction="sum") * weight
+                scaler.scale(loss).backward()
+            return loss.detach()
         if self.schedule is not None:
             self.loss_fn.scale = 1.0 / (self.microbatches * n_micro)
             losses: list[torch.Tensor] = []
@@ -125,7 +137,8 @@ class Parallel:
             finally:
                 self.loss_fn.reduction = "mean"
             return torch.stack([x.float() for x in losses]).sum() if self.has_loss else None
-        logits, _ = self.runner(batch["input_ids"], None, decoder_input_ids=batch.get("decoder_input_ids"))
+        logits, _ = self.runner(batch["input_ids"], None, decoder_input_ids=batch.get("decoder_input_ids"),
+                                segment_ids=batch.get("segment_ids"), position_ids=batch.get("position_ids"))
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
                                ignore_index=-100, reduction="sum")
 
@@ -203,9 +216,11 @@ def parallelize(model: nn.Module, cfg: RunConfig, env: Dist, dtype: torch.dtype)
                                                      process_group=env.group("dp"))
     elif layout.dp > 1:
         # DDP's reducer cannot follow a pipeline's per-micro-batch backward passes (torch 2.13:
-        # "rebuilt parameter indices size is not same"); FSDP2's replicate mode does the same
-        # math (replicated parameters, all-reduced gradients) and the pipeline drives it.
-        _replicate(module, [b for _, b in blocks], env.submesh("dp"), dtype)
+        # "rebuilt parameter indices size is not same"). FSDP2 on the 2-D (dp, tp) mesh is hybrid
+        # sharding, replicated over dp and sharded over tp, which is 1 here (ddp refuses tp > 1):
+        # plain replication with all-reduced gradients, as DDP, and the pipeline drives it.
+        units = [b for _, b in blocks if not hasattr(b, "cross_attn")]
+        _fully_shard(module, units, env.submesh("dp", "tp"), dtype, reshard=False)
     if layout.pp == 1:
         return Parallel(module, env, runner=runner, no_decay=no_decay)
     loss_fn = ScaledLoss()
@@ -236,15 +251,3 @@ def _fully_shard(module: nn.Module, blocks: list[nn.Module], dp_mesh, dtype: tor
     for block in blocks:
         fully_shard(block, mesh=dp_mesh, mp_policy=mp, reshard_after_forward=reshard)
     fully_shard(module, mesh=dp_mesh, mp_policy=mp, reshard_after_forward=reshard)
-
-
-def _replicate(module: nn.Module, blocks: list[nn.Module], dp_mesh, dtype: torch.dtype) -> None:
-    """DDP-style data parallelism built on FSDP2 (torch.distributed._composable.replicate_with_fsdp)."""
-    from torch.distributed._composable.replicate_with_fsdp import replicate
-    from torch.distributed.fsdp import MixedPrecisionPolicy
-
-    mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype != torch.float32 \
-        else MixedPrecisionPolicy()
-    for block in blocks:
-        replicate(block, mesh=dp_mesh, mp_policy=mp)
-    replicate(module, mesh=dp_mesh, mp_policy=mp)
