@@ -1,0 +1,104 @@
+"""Model compute of `lmforge eval` vs lm-evaluation-harness on five task shapes, same model, one thread.
+
+Shapes: PIQA-like (short question, two long answers of varying length) and BoolQ-like (long passage,
+answers "no"/"yes"), both as lm-eval's own `piqa` / `boolq` task files over synthetic local data and
+run by lmforge through `--include-path` (lmeval_yaml.py); ARC-Easy, HellaSwag and one MMLU subject
+from the benchmark files (`lmforge.eval.parity.write_lm_eval_tasks`). One random GPT-2 (transformers)
+serves both: lm-eval's `HFLM` wraps the same model object, and its `_model_call` (every forward
+pass) is timed; lmforge's time is the engine's `model_seconds` (forward passes and the output layer).
+Positions: token positions through the model, padded and real (lmforge); lm-eval's padded count is
+the size of every batch it runs.
+
+    python bench/eval_shapes.py --docs 200 --layers 4 --embd 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from lmforge.eval import evaluate, get_tasks
+from lmforge.eval.parity import lm_eval_dir, run_lm_eval, write_lm_eval_tasks
+from lmforge.eval.tasks.data import default_data_dir
+from lmforge.eval.tasks.lmeval_yaml import TaskFolder
+from lmforge.eval.tiny import tiny_gpt2, tiny_tokenizer
+
+WORDS = ("the cat dog sat on a mat and ran to house tree red blue big small it was there when you see water "
+         "fire stone who what why because people time year way day thing man world life hand part child").split()
+
+
+def synthetic(root: Path, docs: int) -> None:
+    """lm-eval's piqa.yaml and boolq default.yaml, pointed at synthetic local documents."""
+    rnd = random.Random(0)
+    s = lambda n: " ".join(rnd.choice(WORDS) for _ in range(n))  # noqa: E731
+    rows = {"piqa": lambda: {"goal": s(rnd.randint(5, 20)), "sol1": s(rnd.randint(3, 60)),
+                             "sol2": s(rnd.randint(3, 60)), "label": rnd.randint(0, 1)},
+            "boolq": lambda: {"passage": s(rnd.randint(80, 160)), "question": s(rnd.randint(5, 10)),
+                              "label": rnd.randint(0, 1)}}
+    for task, rel in (("piqa", "piqa/piqa.yaml"), ("boolq", "super_glue/boolq/default.yaml")):
+        data = root / f"{task}.jsonl"
+        data.write_text("".join(json.dumps(rows[task]()) + "\n" for _ in range(docs)))
+        src = lm_eval_dir() / rel
+        lines = [ln for ln in src.read_text().splitlines() if not ln.startswith(("dataset_", "tag:", "  - super"))]
+        (root / f"{task}.yaml").write_text("\n".join(lines) + f"\ndataset_path: json\ndataset_kwargs:\n"
+                                           f"  data_files:\n    validation: {data}\n    train: {data}\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--docs", type=int, default=200)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--embd", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--subject", default="high_school_psychology")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    from lm_eval.models.huggingface import HFLM
+
+    tmp = Path(tempfile.mkdtemp(prefix="eval_shapes_"))
+    lm = tiny_gpt2(tiny_tokenizer(4096), n_positions=1024, n_layer=args.layers, n_embd=args.embd)
+    synthetic(tmp, args.docs)
+    names = write_lm_eval_tasks(tmp / "bench", default_data_dir(), [args.subject])
+    folder = TaskFolder([tmp])
+    shapes = [("PIQA-like", "piqa", folder.get("piqa")), ("BoolQ-like", "boolq", folder.get("boolq")),
+              ("ARC-Easy", names["arc_easy"], get_tasks("arc_easy")),
+              ("HellaSwag", names["hellaswag"], get_tasks("hellaswag")),
+              (f"MMLU {args.subject}", names[f"mmlu_{args.subject}"], get_tasks(f"mmlu_{args.subject}"))]
+    hflm = HFLM(pretrained=lm.model, tokenizer=lm.tok, batch_size=args.batch_size, max_length=1024)
+    clock = {"s": 0.0, "positions": 0}
+    inner = hflm._model_call
+
+    def timed(inps, *a, **kw):
+        t0 = time.perf_counter()
+        out = inner(inps, *a, **kw)
+        clock["s"] += time.perf_counter() - t0
+        clock["positions"] += inps.numel()
+        return out
+
+    hflm._model_call = timed
+    print("| shape | docs | lm-eval model s | lmforge model s | speed-up | lm-eval positions | lmforge positions "
+          "(padded / real) | padding ratio | same acc |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for label, theirs_name, tasks in shapes:
+        include = tmp if theirs_name in ("piqa", "boolq") else tmp / "bench"
+        clock.update(s=0.0, positions=0)
+        theirs = run_lm_eval(hflm, [theirs_name], include, 0, args.docs, args.batch_size)
+        ours = evaluate(lm, tasks, num_fewshot=0, limit=args.docs, batch_size=args.batch_size, progress=False)
+        r = ours["tasks"][tasks[0].name]
+        same = round(r["metrics"]["acc"], 4) == round(float(theirs["results"][theirs_name]["acc,none"]), 4)
+        pos = r["positions"]
+        print(f"| {label} | {r['n']} | {clock['s']:.2f} | {r['model_seconds']:.2f} | "
+              f"{clock['s'] / r['model_seconds']:.2f}× | {clock['positions']} | {pos['padded']} / {pos['real']} | "
+              f"{pos['padded'] / pos['real']:.3f} | {same} |", flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
