@@ -21,7 +21,7 @@ from lmforge.config import RunConfig
 from lmforge.data.config import TokenizerConfig
 from lmforge.model import ModelConfig, Transformer
 from lmforge.tokenizer import train_tokenizer
-from lmforge.train.checkpoint import load_model, save_checkpoint
+from lmforge.train.checkpoint import latest_checkpoint, load_model, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 420  # a hang fails instead of blocking CI
@@ -128,8 +128,7 @@ def test_sigterm_then_sigkill_resumes_step_for_step(setup, tmp_path):
     cfg = settings(setup, out, ckpt_every=4, **lora)
     stopped = result(run_worker(setup, cfg, (signal.SIGTERM, 2)))  # saved at the end of step 3
     assert "interrupted by SIGTERM at step 3/8" in stopped["stopped"]
-    assert (out / "train" / "checkpoints" / "step_00000003").is_dir() or any(
-        p.name.endswith("3") for p in (out / "train" / "checkpoints").iterdir())
+    assert latest_checkpoint(out / "train").name == "step_000003"
     killed = run_worker(setup, cfg, (signal.SIGKILL, 5))  # resumed at 3, saved at 4, killed in step 6
     assert killed.returncode == -signal.SIGKILL
     assert result(run_worker(setup, cfg))["steps"] == 8  # resumes from step 4

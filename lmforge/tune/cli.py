@@ -58,14 +58,20 @@ def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
 
 
 def run_finetune(args: argparse.Namespace, parser: Any = None) -> int:
+    from lmforge.train.parallel.launch import is_main_process
     from lmforge.tune.sft import default_log, finetune
 
     cfg = finetune_config(args)
     r = finetune(cfg)
+    if not is_main_process():  # under torchrun rank 0 reports
+        return 0
+    if r.stopped:  # a signal: the checkpoint in <out>/train is saved; the same command resumes
+        default_log(r.stopped)
+        return 0
     mem = f"{r.peak_memory_mb:,.0f} MB ({r.memory_kind})"
     print(f"trainable parameters: {r.trainable_params:,} of {r.total_params:,} "
           f"({100 * r.trainable_params / r.total_params:.2f}%)")
-    if r.val_loss is not None:
+    if r.val_loss is not None and r.val_loss_before is not None:
         print(f"held-out loss: {r.val_loss_before:.4f} -> {r.val_loss:.4f} nats per assistant token "
               f"({r.val_conversations} conversations)")
     print(f"peak memory: {mem}")
