@@ -78,8 +78,9 @@ def inspect_to(model, tokenizer, text: str, out: Path, *, compare: str | None = 
 
     reading = read(model, tokenizer, text)
     second = read(model, tokenizer, compare) if compare is not None else None  # errors before writing
-    if layers is not None and (bad := [x for x in layers if not 0 <= x < model.cfg.n_layer]):
-        raise LmforgeError(f"--layers {bad[0]}: the model has layers 0..{model.cfg.n_layer - 1}")
+    deepest = max(model.cfg.n_layer, model.cfg.encoder_layers if model.cfg.kind == "encoder-decoder" else 0)
+    if layers is not None and (bad := [x for x in layers if not 0 <= x < deepest]):
+        raise LmforgeError(f"--layers {bad[0]}: the model has layers 0..{deepest - 1}")
     out = Path(out)
     (out / "attention").mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
