@@ -120,6 +120,8 @@ def completion_jobs(served: ServedModel, req: CompletionRequest) -> tuple[list[J
     jobs, prompt_tokens = [], 0
     for prompt in req.prompts():
         if isinstance(prompt, list):
+            with context_errors(served, "prompt"):
+                served.check_length(prompt)  # before looking at each of a million ids
             ids = token_ids(served, prompt)
         else:
             with context_errors(served, "prompt"):
