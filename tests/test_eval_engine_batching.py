@@ -37,7 +37,7 @@ def test_sharing_never_runs_more_positions_than_whole_requests(lm, shape):
     assert [x.ll for x in a] == pytest.approx([x.ll for x in b], abs=1e-4)
     assert [x.greedy for x in a] == [x.greedy for x in b]
     assert shared["positions_padded"] <= flat["positions_padded"]
-    assert shared["positions_real"] < flat["positions_real"]  # each shared context runs once
+    assert shared["positions_real"] <= flat["positions_real"]  # a shared context runs once
     assert shared["model_seconds"] > 0
 
 

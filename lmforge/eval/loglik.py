@@ -16,8 +16,8 @@ from one pass over it (`LM.hidden_shared`, a KV cache), single-token continuatio
 need only the context's last position, only scored positions go through the output layer, batches
 are sorted by length, every string is tokenised once, and a result cache skips requests seen before.
 Prefix sharing is decided per context group from its token counts: it is used only when the
-context once plus the continuations padded to their longest is fewer positions than every request
-whole (short contexts with long continuations of varying length, PIQA-like, go the whole way);
+context once plus the continuations padded to their longest, weighted by SHARED_COST, is fewer
+positions than every request whole (short contexts with long continuations of varying length, PIQA-like, go the whole way);
 shared batches are ordered by continuation length so little is padded. The decision depends on
 the group alone, so scores do not depend on the batch size. `stats` receives the positions run
 through the model (padded and real) and the seconds spent in model calls.
@@ -36,6 +36,10 @@ from lmforge.errors import LmforgeError
 from lmforge.eval.lm import LM
 
 Progress = Callable[[int], None]  # called with the number of requests just finished
+# A position on the shared path (small equal-length batches, two model calls, a KV-cache reorder)
+# costs about 1.5 positions of whole requests (bench/eval_shapes.py, HF GPT-2 on CPU): sharing must
+# save more than that.
+SHARED_COST = 1.5
 
 
 @dataclass
@@ -190,7 +194,7 @@ def loglikelihood_tokens(lm: LM, pairs: Sequence[tuple[list[int], list[int]]], b
             flat.append(i)
     for ctx in list(groups):  # share only where it saves positions (see the module docstring)
         rest = [len(pairs[i][1]) - 1 for i in groups[ctx]]  # continuation rows after the context
-        if len(ctx) + len(rest) * max(rest) >= sum(len(ctx) + r for r in rest):
+        if SHARED_COST * (len(ctx) + len(rest) * max(rest)) >= sum(len(ctx) + r for r in rest):
             flat.extend(groups.pop(ctx))
 
     def done(idx: list[int], scored: list[Scored]) -> None:
