@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lmforge.config import RunConfig
 from lmforge.errors import LmforgeError
-from lmforge.train.parallel.launch import is_main_process, rank_zero_first
+from lmforge.train.parallel.launch import is_main_process
 
 
 def log(msg: str) -> None:
@@ -182,6 +182,8 @@ def train_stage(cfg: RunConfig, inputs: dict | None = None):
     taken before curation rewrote data.corpus (default: taken now)."""
     run_dir = cfg.run_dir
     # Under torchrun, rank 0 writes the tokenizer and shards; the other ranks then read them.
+    from lmforge.train.parallel.dist import rank_zero_first  # torch.distributed: not at start-up
+
     with rank_zero_first(cfg.parallel):
         if cfg.train.init_from:
             from lmforge.export import apply_init
@@ -280,6 +282,8 @@ def run_all(cfg: RunConfig) -> dict:
     log(f"run directory: {run_dir}")
     inputs = run_inputs(cfg)
     check_run_inputs(cfg, inputs)  # before curation, which would curate the new corpus for nothing
+    from lmforge.train.parallel.dist import rank_zero_first  # torch.distributed: not at start-up
+
     with rank_zero_first(cfg.parallel):
         curated = curate_stage(cfg)
     result, tok = train_stage(cfg, inputs)

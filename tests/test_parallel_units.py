@@ -20,8 +20,7 @@ from lmforge.model import ModelConfig, Transformer
 from lmforge.tokenizer import train_tokenizer
 from lmforge.train.config import ParallelConfig
 from lmforge.train.loop import train
-from lmforge.train.parallel.dist import Layout, resolve_layout
-from lmforge.train.parallel.launch import rank_zero_first
+from lmforge.train.parallel.dist import Layout, rank_zero_first, resolve_layout
 from lmforge.train.parallel.parallelize import check_layout
 from lmforge.train.parallel.pipeline import StageModule, split_layers
 from lmforge.train.parallel.recompute import checkpoint_blocks

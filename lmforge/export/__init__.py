@@ -4,7 +4,7 @@
     export_run("runs/tiny", "hf/tiny")          # Llama or GPT-2 folder, tokenizer + chat template
     import_hf("path/to/hf-model", "runs/imported")   # a run directory every stage reads
 
-Modules: arch (which architecture, tensor bookkeeping), llama and gpt2 (one mapping each),
+Modules: arch (which architecture), mapping (tensor bookkeeping both directions share), llama and gpt2 (one mapping each),
 hf_tokenizer (tokenizer files out, id permutation in), hf_export, hf_import (also `resolve_init`
 for `train.init_from: hf:DIR`), cli. transformers is needed only to load the result, not to write it.
 """
@@ -12,7 +12,7 @@ for `train.init_from: hf:DIR`), cli. transformers is needed only to load the res
 import importlib
 
 # Imported on first use so the CLI's start-up doesn't pay for torch.
-_EXPORTS = {"ExportError": "arch", "architecture": "arch", "export_model": "hf_export", "export_run": "hf_export",
+_EXPORTS = {"ExportError": "mapping", "architecture": "arch", "export_model": "hf_export", "export_run": "hf_export",
             "apply_init": "hf_import", "import_hf": "hf_import", "resolve_init": "hf_import"}
 
 

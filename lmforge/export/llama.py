@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.export.arch import ExportError, Reader, need
+from lmforge.export.mapping import ExportError, Reader, need
 from lmforge.model.config import ModelConfig
 
 NAME = "llama"

@@ -271,7 +271,7 @@ def load_weights(model: nn.Module, ckpt_dir: Path, verify: bool = True) -> None:
     """Load a checkpoint's weights into `model` (same architecture, one process): model.safetensors,
     or the shards of a distributed run (dcp/); LmforgeError naming the file otherwise. `verify`:
     first check the weight files against the checkpoint's manifest (skip when already checked)."""
-    from lmforge.train.parallel.sharded import is_sharded, load_sharded
+    from lmforge.train.parallel.dcp_read import is_sharded, load_sharded  # torch.distributed: when loading
 
     problem = damage(ckpt_dir, ("model.safetensors", "dcp")) if verify else None
     if problem:

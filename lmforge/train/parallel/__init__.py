@@ -1,7 +1,8 @@
 """Training on many processes with torch.distributed: a (pp, dp, tp) mesh applied from outside the model.
 
-    launch.py       what torchrun set in the environment (rank, world size), torch-free; rank_zero_first
-    dist.py         the process group and DeviceMesh, this rank's coordinates, errors agreed over ranks
+    launch.py       what torchrun set in the environment (rank, world size), torch-free
+    dist.py         the process group and DeviceMesh, this rank's coordinates, errors agreed over ranks,
+                    rank_zero_first
     parallelize.py  parallelize(model, cfg, env) -> Parallel: layout checks, the composition order,
                     FSDP2 / DDP, and one micro-batch's forward+backward for any layout
     tensor.py       tensor (and sequence) parallel plan with DTensor's parallelize_module

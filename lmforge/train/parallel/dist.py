@@ -219,6 +219,22 @@ def _destroy() -> None:
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def rank_zero_first(pc):
+    """Rank 0 runs the block first (e.g. training the tokenizer, encoding shards); the others run it
+    after rank 0 finished, when its files exist and they only read them. A no-op in a world of one.
+    The others wait at most pc.timeout_s (pc: the run's ParallelConfig)."""
+    if launched_world_size() == 1:
+        yield
+        return
+    init_process_group(pc)
+    if not is_main_process():
+        dist.barrier()
+    yield
+    if is_main_process():
+        dist.barrier()
+
+
 def setup(pc: ParallelConfig, device_name: str = "auto") -> Dist:
     """This process's Dist: a world of one, or (under torchrun) the process group and the mesh.
 

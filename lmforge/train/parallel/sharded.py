@@ -9,12 +9,12 @@ layout loads under any other, a single process included; and the single-process 
 (model.safetensors + optimizer.pt) loads into any layout through the same parameter names.
 
 Atomicity is the single-process recipe: all ranks write into checkpoints/.tmp_step_N/, and rank 0
-adds COMPLETE and renames the directory only after every rank's shard is written.
+adds COMPLETE and renames the directory only after every rank's shard is written. Reading shards
+(also in a single process) is dcp_read.py.
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,28 +29,10 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from lmforge.config import RunConfig
-from lmforge.errors import LmforgeError
 from lmforge.train import checkpoint as ckpt
+from lmforge.train.parallel.dcp_read import SHARDED_DIR, is_sharded, load_sharded, run_dcp, state_dicts
 
-SHARDED_DIR = "dcp"
-FLAT = StateDictOptions(flatten_optimizer_state_dict=True)  # per-parameter keys: stages never collide
-
-
-def is_sharded(ckpt_dir: Path) -> bool:
-    return (Path(ckpt_dir) / SHARDED_DIR / ".metadata").is_file()
-
-
-def _state_dicts(module: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
-    sd = {"model": get_model_state_dict(module)}
-    if optimizer is not None:
-        sd["optim"] = get_optimizer_state_dict(module, optimizer, options=FLAT)
-    return sd
-
-
-def _dcp(fn, *args, distributed: bool, **kwargs):
-    with warnings.catch_warnings():  # "assuming the intent is to ... in a single process": it is
-        warnings.filterwarnings("ignore", message=".*single process.*")
-        return fn(*args, no_dist=not distributed, **kwargs)
+__all__ = ["is_sharded", "load_full", "load_sharded", "save_sharded"]
 
 
 def save_sharded(run_dir: Path, step: int, module: nn.Module, optimizer: torch.optim.Optimizer,
@@ -62,26 +44,11 @@ def save_sharded(run_dir: Path, step: int, module: nn.Module, optimizer: torch.o
     if env.is_main:
         ckpt.begin_checkpoint(run_dir, step)
     env.barrier()
-    _dcp(dcp.save, _state_dicts(module, optimizer), checkpoint_id=str(tmp / SHARDED_DIR),
-         distributed=env.distributed)  # returns once the metadata (rank 0) is written
+    run_dcp(dcp.save, state_dicts(module, optimizer), checkpoint_id=str(tmp / SHARDED_DIR),
+            distributed=env.distributed)  # returns once the metadata (rank 0) is written
     final = ckpt.finish_checkpoint(run_dir, step, state, cfg, keep_last) if env.is_main else None
     env.barrier()  # nobody starts the next step (or the next save) before the rename
     return final or Path(run_dir) / "checkpoints" / ckpt.step_dir_name(step)
-
-
-def load_sharded(ckpt_dir: Path, module: nn.Module, optimizer: torch.optim.Optimizer | None,
-                 distributed: bool) -> None:
-    """Load a sharded checkpoint into `module` (any layout, or a plain model) and `optimizer`."""
-    import torch.distributed.checkpoint as dcp
-
-    sd = _state_dicts(module, optimizer)
-    try:
-        _dcp(dcp.load, sd, checkpoint_id=str(Path(ckpt_dir) / SHARDED_DIR), distributed=distributed)
-    except Exception as e:  # noqa: BLE001 -- DCP wraps every rank's failure in CheckpointException
-        raise LmforgeError(f"cannot load the sharded checkpoint {ckpt_dir}: {_first_line(e)}") from None
-    set_model_state_dict(module, sd["model"])
-    if optimizer is not None:
-        set_optimizer_state_dict(module, optimizer, sd["optim"], options=FLAT)
 
 
 def load_full(ckpt_dir: Path, module: nn.Module, optimizer: torch.optim.Optimizer | None, cfg: RunConfig,
@@ -105,8 +72,3 @@ def load_full(ckpt_dir: Path, module: nn.Module, optimizer: torch.optim.Optimize
     mine = {"state": {n: v for n, v in full_osd["state"].items() if n in names},
             "param_groups": [g for g in groups if g["params"]]}  # a stage drops empty groups, as its optimizer
     set_optimizer_state_dict(module, optimizer, mine, options=StateDictOptions(full_state_dict=True))
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0] if lines else type(e).__name__
