@@ -30,7 +30,8 @@ import torch
 
 from lmforge.export import export_run
 from lmforge.serve.config import SampleConfig
-from lmforge.serve.generate import generate_batch, generate_tokens
+from lmforge.serve.batching import generate_batch
+from lmforge.serve.generate import generate_tokens
 from lmforge.train.checkpoint import load_model
 
 SHAPES = {  # the tiny recipe's size (lmforge/recipes/tiny.yaml); gpt2 swaps in GPT-2's choices

@@ -10,7 +10,8 @@ from lmforge.data.config import TokenizerConfig
 from lmforge.errors import ConfigError, LmforgeError
 from lmforge.model import ModelConfig, Transformer
 from lmforge.serve.config import SampleConfig
-from lmforge.serve.generate import generate, generate_tokens, sample_next
+from lmforge.serve.generate import generate, generate_tokens
+from lmforge.serve.sampling import sample
 from lmforge.tokenizer import train_tokenizer
 
 TEXT = "the quick brown fox jumps over the lazy dog. héllo wörld ☃ 日本 "
@@ -122,7 +123,7 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     g = torch.Generator().manual_seed(0)
     for p, allowed in [(0.5, {0}), (0.6, {0, 1}), (0.8, {0, 1}), (0.81, {0, 1, 2})]:
         cfg = SampleConfig(temperature=1.0, top_k=None, top_p=p)
-        seen = {sample_next(logits, cfg, g) for _ in range(300)}
+        seen = {int(sample(logits, cfg, g)) for _ in range(300)}
         assert seen == allowed, (p, seen)
 
 

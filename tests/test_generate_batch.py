@@ -10,7 +10,8 @@ import torch
 from lmforge.errors import LmforgeError
 from lmforge.model import ModelConfig, Transformer
 from lmforge.serve.config import SampleConfig
-from lmforge.serve.generate import generate_batch, generate_tokens
+from lmforge.serve.batching import generate_batch
+from lmforge.serve.generate import generate_tokens
 
 GREEDY = {"temperature": 0.0, "top_k": None, "top_p": None}
 PROMPTS = [[5, 9, 2, 7, 11, 3, 8], [4], [13, 1, 6], [2, 2, 9, 12, 5]]  # lengths 7, 1, 3, 5
@@ -96,3 +97,11 @@ def test_context_limit_and_errors():
     with pytest.raises(LmforgeError, match="pad"):
         model.new_kv_cache(2, 8, pad=[1])
     assert model.training is False
+
+
+def test_seeded_rows_sample_what_their_prompt_samples_alone():
+    """Each row has its own generator seeded by cfg.seed (the server's batch path), so a sampled
+    row equals generating its prompt alone with that seed."""
+    model = tiny(pos="rope", n_kv_head=2)
+    cfg = SampleConfig(max_new_tokens=10, temperature=0.9, top_k=20, top_p=0.95, seed=11)
+    assert generate_batch(model, PROMPTS, cfg) == [list(generate_tokens(model, p, cfg)) for p in PROMPTS]

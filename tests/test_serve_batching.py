@@ -20,7 +20,6 @@ from lmforge.model import ModelConfig, Transformer
 from lmforge.serve.batching import batchable
 from lmforge.serve.config import SampleConfig
 from lmforge.serve.engine import ServedModel
-from lmforge.serve.generate import sample_each, sample_next, seeded_generator
 from lmforge.serve.server import RunningServer, create_app
 from lmforge.serve.tiny import make_tiny_run
 
@@ -203,15 +202,3 @@ def test_max_batch_1_and_unbatchable_models_run_one_at_a_time(alone):
     enc_dec = Transformer(ModelConfig(kind="encoder-decoder", vocab_size=32, block_size=16, n_layer=1,
                                       n_embd=16, n_head=2))
     assert not batchable(enc_dec) and batchable(alone.model)
-
-
-def test_sample_each_draws_what_each_row_draws_alone():
-    import torch
-
-    torch.manual_seed(0)
-    logits = torch.randn(4, 50) * 3
-    cfgs = [SampleConfig(temperature=0), SampleConfig(temperature=1.0, top_k=5, seed=1),
-            SampleConfig(temperature=0.7, top_k=None, top_p=0.8, seed=2), SampleConfig(temperature=1.3, seed=3)]
-    got = sample_each(logits, cfgs, [seeded_generator(c.seed, "cpu") for c in cfgs])
-    want = [sample_next(row, c, seeded_generator(c.seed, "cpu")) for row, c in zip(logits, cfgs)]
-    assert got.tolist() == want

@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 
 from lmforge.errors import LmforgeError
+from lmforge.serve.config import SampleConfig
+from lmforge.serve.sampling import sample
 
 
 class LM(ABC):
@@ -79,21 +81,14 @@ class LM(ABC):
             x = torch.tensor([ids[-self.max_length:]], dtype=torch.long, device=self.device)
             with torch.inference_mode():
                 logits = self.head(self.hidden(x)[0, -1:])[0].float()
-            tok = pick_token(logits, temperature, gen)
+            # greedy (the first index on ties, as lm-eval and HF) or a plain temperature sample
+            tok = int(sample(logits.cpu(), SampleConfig(temperature=max(temperature, 0.0), top_k=None), gen))
             yield tok
             ids.append(tok)
 
     def fingerprint(self) -> str:
         """Identifies the weights, for the result cache; override when the name is not enough."""
         return self.name
-
-
-def pick_token(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> int:
-    """Greedy (argmax, first index on ties as in lm-eval/HF) or a temperature sample."""
-    if temperature <= 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits.cpu() / temperature, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=gen))
 
 
 # ---------------------------------------------------------------- lmforge models

@@ -7,8 +7,8 @@ order) and decodes them as one left-padded batch (`prefill_batch`, lmforge/serve
 one forward over B positions per step instead of B forwards. Rows arriving meanwhile wait for
 the next batch (no iteration-level scheduling).
 
-A row samples with `sample_next` on its own logits and generator, so it draws what it would
-draw alone; its tokens differ from a lone run only if float rounding in the batched matmuls
+A row samples (lmforge/serve/sampling.py) with its own settings and generator, so it draws what
+it would draw alone; its tokens differ from a lone run only if float rounding in the batched matmuls
 flips a near-tie. A row that ends (stop id or string, its max_tokens, the context limit, its
 client gone) ends its stream and wakes its request at once; the batch goes on for the others.
 A batch of one runs `generate_tokens`, exactly the unbatched path.
@@ -17,6 +17,8 @@ One row's failure is its own: an error in what belongs to a row (its seed, its s
 stream or cancellation callback) ends that row with the error and the batch goes on. The forward
 pass is shared, so a failed prefill retries each row alone (only a row that fails alone fails);
 a failed step, after text was streamed, ends the rows still decoding.
+
+`generate_batch` is the same decoding for a list of token-id prompts, without a server.
 """
 
 from __future__ import annotations
@@ -29,15 +31,16 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lmforge.errors import LmforgeError
 from lmforge.serve.config import SampleConfig
 from lmforge.serve.generate import (
     TextStream,
     generate_tokens,
     model_config,
     prefill_batch,
-    sample_next,
     seeded_generator,
 )
+from lmforge.serve.sampling import cache_slots, sample, token_budget
 
 
 @dataclass
@@ -56,7 +59,7 @@ class Row:
     ids: list[int]  # the prompt
     cfg: SampleConfig
     stop_ids: set[int]
-    stream: TextStream  # streams the text and cuts it at stop strings
+    stream: TextStream | None  # streams the text and cuts it at stop strings; None: token ids only
     budget: int  # tokens it may generate: max_new_tokens, fewer at the context limit
     cancelled: Callable[[], bool] | None = None
     tokens: list[int] = field(default_factory=list)
@@ -69,7 +72,7 @@ class Row:
         if token in self.stop_ids:
             return self.end("stop")
         self.tokens.append(token)
-        if self.stream.add(token):
+        if self.stream is not None and self.stream.add(token):
             return self.end("stop")  # a stop string
         if self.cancelled is not None and self.cancelled():
             return self.end("cancelled")
@@ -78,7 +81,7 @@ class Row:
         return False
 
     def end(self, finish: str) -> bool:
-        text = self.stream.finish()  # flushes the held-back text to the stream first
+        text = "" if self.stream is None else self.stream.finish()  # flushes held-back text first
         self.result = Completion(text, len(self.ids), len(self.tokens), finish, self.tokens)
         self.done.set()
         return True
@@ -132,7 +135,7 @@ def run_batch(model: torch.nn.Module, rows: Sequence[Row]) -> None:
         for row in rows:
             run_alone(model, row)
         return
-    slots = max(len(r.ids) for r in rows) + max(r.budget for r in rows) - 1  # the last token is not fed back
+    slots = cache_slots(max(len(r.ids) for r in rows), max(r.budget for r in rows))
     was_training = model.training
     model.eval()
     try:
@@ -149,7 +152,7 @@ def run_batch(model: torch.nn.Module, rows: Sequence[Row]) -> None:
                     if row.done.is_set():
                         continue
                     try:
-                        tokens[i] = sample_next(logits[i], row.cfg, gens[row])
+                        tokens[i] = sample(logits[i], row.cfg, gens[row])
                         row.take(int(tokens[i]))
                     except Exception as e:  # noqa: BLE001 -- this row's error ends this row only
                         row.fail(e)
@@ -172,7 +175,46 @@ def batchable(model: torch.nn.Module) -> bool:
 def fits(rows: Sequence[Row], block_size: int) -> bool:
     """Whether the rows' KV cache fits the context: left padding puts every row's tokens after the
     longest prompt, so a short prompt with a long budget may have to wait for another batch."""
-    return max(len(r.ids) for r in rows) + max(r.budget for r in rows) - 1 <= block_size
+    return cache_slots(max(len(r.ids) for r in rows), max(r.budget for r in rows)) <= block_size
+
+
+def generate_batch(
+    model: torch.nn.Module,
+    prompts_ids: Sequence[Sequence[int]],
+    cfg: SampleConfig,
+    stop_ids: Sequence[int] = (),
+) -> list[list[int]]:
+    """Continue every prompt of a batch at once; return the new token ids of each (decoder models).
+
+    The server's batch decoding (`run_batch`) without a server: prompts of different lengths are
+    left-padded to the longest, with per-row positions and the padding hidden from attention, so
+    rows equal `generate_tokens` of each prompt alone (up to float rounding in the batched
+    matmuls). Each row samples with its own generator seeded by cfg.seed, so a seeded row draws
+    what its prompt alone draws. A row stops before any id in `stop_ids`, the others go on; every
+    row shares the longest prompt's context limit (one KV cache holds them all).
+    """
+    cfg.validate()
+    mcfg = model_config(model)
+    if mcfg.kind != "decoder":
+        raise LmforgeError(f"batched generation is for decoder models; this model is a {mcfg.kind} "
+                           "(use generate_tokens, one prompt at a time)")
+    if not prompts_ids:
+        return []
+    lengths = [len(p) for p in prompts_ids]
+    if min(lengths) == 0:
+        raise LmforgeError("a prompt of the batch is empty: give at least one token per prompt")
+    n = max(lengths)
+    if n > mcfg.block_size:
+        raise LmforgeError(f"a prompt is {n} tokens, longer than the model's context of "
+                           f"{mcfg.block_size} tokens (model.block_size); shorten the prompt")
+    budget = token_budget(cfg.max_new_tokens, n, mcfg.block_size)
+    rows = [Row(list(p), cfg, set(stop_ids), None, budget) for p in prompts_ids]
+    if len(rows) == 1 or not batchable(model):
+        for row in rows:
+            run_alone(model, row)
+    else:
+        run_batch(model, rows)
+    return [row.wait().token_ids for row in rows]
 
 
 class Batcher:

@@ -1,7 +1,7 @@
 """A loaded model ready to answer: token-id prompts in, streamed text out.
 
 `ServedModel` is what the chat REPL, the HTTP server and the human-evaluation preparation share:
-the model and tokenizer of a run, the chat template (lmforge/tune/template.py, the same layout
+the model and tokenizer of a run, the chat template (lmforge/chat/template.py, the same layout
 training used) and `complete()`. With `max_batch` 1 (the default; `lmforge serve --max-batch`
 sets it) `complete()` runs `generate_tokens` under a lock, which queues concurrent requests, so
 two requests never share a KV cache, RNG or the model's train/eval flag. With `max_batch` > 1
@@ -24,6 +24,7 @@ from lmforge.errors import LmforgeError
 from lmforge.serve.batching import Batcher, Completion, Row, batchable, run_alone
 from lmforge.serve.config import SampleConfig
 from lmforge.serve.generate import TextStream
+from lmforge.serve.sampling import token_budget
 
 __all__ = ["Completion", "ContextLengthError", "ServedModel", "find_tokenizer", "parse_run_spec"]
 
@@ -105,7 +106,7 @@ class ServedModel:
     def set_prompt_template(self, template) -> None:
         """Prepend `template`'s system prompt and few-shot turns (drawn once, seeded, so every
         conversation sees the same ones) to every conversation without its own system message."""
-        from lmforge.tune.prompts import prefix_messages, template_pool
+        from lmforge.chat.prompts import prefix_messages, template_pool
 
         self.prompt_prefix = prefix_messages(template, template_pool(template)) if template is not None else []
 
@@ -113,8 +114,8 @@ class ServedModel:
         """The conversation in the chat template, ending in <|assistant|> for the reply. With a
         prompt template, its system message and shots come first unless the conversation has its
         own system message (then it is used as it is)."""
-        from lmforge.tune.prompts import apply_prefix
-        from lmforge.tune.template import render_chat
+        from lmforge.chat.prompts import apply_prefix
+        from lmforge.chat.template import render_chat
 
         for i, m in enumerate(messages):
             if isinstance(m.get("content"), str):
@@ -123,7 +124,7 @@ class ServedModel:
                            add_generation_prompt=True)
 
     def chat_stop_ids(self) -> list[int]:
-        from lmforge.tune.template import chat_stop_ids
+        from lmforge.chat.template import chat_stop_ids
 
         return chat_stop_ids(self.tokenizer)
 
@@ -183,8 +184,7 @@ class ServedModel:
         stop_ids = [self.tokenizer.eot_id] if stop_ids is None else list(stop_ids)
         if self.compile and not cfg.compile:
             cfg = replace(cfg, compile=True)
-        # generate_tokens' own budget: the last sampled token may sit at position block_size.
-        budget = min(cfg.max_new_tokens, self.block_size - len(prompt_ids) + 1)
+        budget = token_budget(cfg.max_new_tokens, len(prompt_ids), self.block_size)  # as generate_tokens'
         row = Row(list(prompt_ids), cfg, set(stop_ids), TextStream(self.tokenizer, cfg.stop, on_text), budget,
                   cancelled)
         if self.max_batch > 1 and batchable(self.model):

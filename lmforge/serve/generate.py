@@ -1,15 +1,14 @@
-"""Text generation with a KV cache: greedy, temperature, top-k, top-p, stop strings, streaming.
+"""Text generation with a KV cache: stop strings, streaming; sampling is lmforge/serve/sampling.py.
 
-Two layers, one prompt at a time, and a batched path:
+Two layers, one prompt at a time, and a batched prefill:
 
 - `generate_tokens` yields token ids. The prompt goes through the model in one forward (prefill)
-  that fills the KV cache; every later token costs a forward over one position (for decoder
-  models a `Decoder` step, lmforge/model/decode.py: the same arithmetic arranged for speed, and
-  torch.compiled with `cfg.compile`).
-- `generate_batch` does the same for a batch of prompts at once (decoder models): prompts of
-  different lengths are left-padded, so each step is one forward over B positions. Its prefill
-  and step (`prefill_batch`) also serve the server's batcher (lmforge/serve/batching.py), which
-  samples each row with its own settings and generator (`sample_next` per row).
+  that fills the KV cache; every later token costs a forward over one position (the model's own
+  cached forward; with `cfg.compile`, through torch.compile: `Decoder`, lmforge/model/decode.py).
+- `prefill_batch` starts a batch of prompts at once (decoder models): prompts of different
+  lengths are left-padded, so each step is one forward over B positions. The server's batcher
+  (lmforge/serve/batching.py, also `generate_batch` there) decodes with it, sampling each row
+  with its own settings and generator.
 - `generate` turns them into text: it decodes incrementally, cuts at stop strings and streams
   the new text to a callback.
 
@@ -24,12 +23,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from lmforge.errors import LmforgeError
 from lmforge.model.config import ModelConfig
 from lmforge.model.decode import Decoder
 from lmforge.serve.config import SampleConfig
+from lmforge.serve.sampling import cache_slots, sample, token_budget
 
 REPLACEMENT = "\ufffd"  # what decode() gives for an incomplete UTF-8 sequence
 
@@ -76,8 +75,7 @@ def generate_tokens(
     if n > mcfg.block_size:
         raise LmforgeError(f"the prompt is {n} tokens, longer than the model's context of "
                            f"{mcfg.block_size} tokens (model.block_size); shorten the prompt")
-    # The last sampled token is never fed back, so a full context still yields one more token.
-    budget = min(cfg.max_new_tokens, mcfg.block_size - n + 1)
+    budget = token_budget(cfg.max_new_tokens, n, mcfg.block_size)
     if budget <= 0:
         return
     param = next(model.parameters())
@@ -105,9 +103,9 @@ def generate_tokens(
         # inference_mode only around model calls: a generator must not leave it switched on in
         # the caller's code between yields.
         with torch.inference_mode():
-            cache = model.new_kv_cache(1, min(mcfg.block_size, n + budget - 1), device=device, dtype=dtype)
+            cache = model.new_kv_cache(1, cache_slots(n, budget), device=device, dtype=dtype)
             decoder = Decoder(model, cache, compile=cfg.compile) if Decoder.wanted(model, cfg.compile) else None
-            token = sample_next(next_logits(list(prompt_ids)), cfg, gen)  # prefill: the whole prompt at once
+            token = int(sample(next_logits(list(prompt_ids)), cfg, gen))  # prefill: the whole prompt at once
         for i in range(budget):
             if token in stops:
                 return
@@ -115,67 +113,9 @@ def generate_tokens(
             if i == budget - 1:
                 return
             with torch.inference_mode():  # one context per token: forward and sampling together
-                token = sample_next(next_logits([token]), cfg, gen)
+                token = int(sample(next_logits([token]), cfg, gen))
     finally:
         model.train(was_training)
-
-
-def generate_batch(
-    model: torch.nn.Module,
-    prompts_ids: Sequence[Sequence[int]],
-    cfg: SampleConfig,
-    stop_ids: Sequence[int] = (),
-) -> list[list[int]]:
-    """Continue every prompt of a batch at once; return the new token ids of each (decoder models).
-
-    Prompts of different lengths are left-padded to the longest, with per-row positions and the
-    padding hidden from attention, so greedy rows equal `generate_tokens` of each prompt alone (up
-    to float rounding in the batched matmuls). A row stops before any id in `stop_ids`, the others
-    go on; every row shares the longest prompt's context limit. Sampling draws from one generator
-    seeded by cfg.seed, so a batch's samples are reproducible but not those of the prompts alone.
-    """
-    cfg.validate()
-    mcfg = model_config(model)
-    if mcfg.kind != "decoder":
-        raise LmforgeError(f"batched generation is for decoder models; this model is a {mcfg.kind} "
-                           "(use generate_tokens, one prompt at a time)")
-    if not prompts_ids:
-        return []
-    lengths = [len(p) for p in prompts_ids]
-    if min(lengths) == 0:
-        raise LmforgeError("a prompt of the batch is empty: give at least one token per prompt")
-    n = max(lengths)
-    if n > mcfg.block_size:
-        raise LmforgeError(f"a prompt is {n} tokens, longer than the model's context of "
-                           f"{mcfg.block_size} tokens (model.block_size); shorten the prompt")
-    budget = min(cfg.max_new_tokens, mcfg.block_size - n + 1)  # as in generate_tokens
-    out: list[list[int]] = [[] for _ in prompts_ids]
-    if budget <= 0:
-        return out
-    gen = seeded_generator(cfg.seed, next(model.parameters()).device)
-    stops = set(stop_ids)
-    done = [False] * len(prompts_ids)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            logits, step = prefill_batch(model, prompts_ids, min(mcfg.block_size, n + budget - 1), cfg.compile)
-            for i in range(budget):
-                tokens = sample_rows(logits, cfg, gen)  # (B,)
-                for row, token in enumerate(tokens.tolist()):
-                    if done[row]:
-                        continue
-                    if token in stops:
-                        done[row] = True
-                    else:
-                        out[row].append(token)
-                if all(done) or i == budget - 1:
-                    break
-                # Finished rows keep decoding (their tokens are dropped): one shape for every step.
-                logits = step(tokens)  # (B, V)
-    finally:
-        model.train(was_training)
-    return out
 
 
 def prefill_batch(model: torch.nn.Module, prompts_ids: Sequence[Sequence[int]], max_len: int,
@@ -195,67 +135,6 @@ def prefill_batch(model: torch.nn.Module, prompts_ids: Sequence[Sequence[int]], 
     if Decoder.wanted(model, compile):
         return logits, Decoder(model, cache, compile=compile)
     return logits, lambda tokens: model(tokens[:, None], kv_cache=cache, last_only=True)[0][:, -1]
-
-
-def scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Logits (..., V) divided by a temperature > 0, shifted so each row's largest is 0.
-
-    The shift (softmax does not change with it) keeps a tiny temperature finite: the best token
-    scores 0 and the others -inf at worst, never inf - inf = nan. Below float32's smallest normal
-    number a temperature would round to 0 (and 0/0 is nan), so it is raised to that number: the
-    same limit, the most likely token(s)."""
-    temperature = max(temperature, torch.finfo(logits.dtype).tiny)
-    return (logits - logits.amax(dim=-1, keepdim=True)) / temperature
-
-
-def sample_next(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> int:
-    """One token id from next-token logits (V,): greedy, or temperature + top-k + top-p."""
-    logits = logits.float()
-    if cfg.temperature == 0:
-        return int(torch.argmax(logits))
-    logits = scaled(logits, cfg.temperature)
-    if cfg.top_k is not None and cfg.top_k < logits.numel():
-        kth = torch.topk(logits, cfg.top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = F.softmax(logits, dim=-1)
-    if cfg.top_p is not None and cfg.top_p < 1.0:
-        # Nucleus sampling (Holtzman et al. 2020): keep the smallest set of most likely tokens
-        # whose mass reaches top_p; a token is kept if the mass before it is still below top_p,
-        # so the most likely token always survives.
-        sorted_probs, order = torch.sort(probs, descending=True)
-        mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
-        sorted_probs = sorted_probs.masked_fill(mass_before >= cfg.top_p, 0.0)
-        sorted_probs[0] = sorted_probs[0].clamp_min(torch.finfo(sorted_probs.dtype).tiny)
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=gen))
-
-
-def sample_rows(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> torch.Tensor:
-    """One token id per row of next-token logits (B, V) -> (B,): `sample_next` for a batch."""
-    logits = logits.float()
-    if cfg.temperature == 0:
-        return torch.argmax(logits, dim=-1)
-    logits = scaled(logits, cfg.temperature)
-    if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
-        kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = F.softmax(logits, dim=-1)
-    if cfg.top_p is not None and cfg.top_p < 1.0:  # nucleus, as in sample_next
-        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
-        mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
-        sorted_probs = sorted_probs.masked_fill(mass_before >= cfg.top_p, 0.0)
-        sorted_probs[:, 0] = sorted_probs[:, 0].clamp_min(torch.finfo(sorted_probs.dtype).tiny)
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=gen)[:, 0]
-
-
-def sample_each(logits: torch.Tensor, cfgs: Sequence[SampleConfig], gens: Sequence[torch.Generator]) -> torch.Tensor:
-    """One token id per row of logits (B, V) -> (B,), each row with its own settings and generator.
-
-    `sample_next` row by row rather than `sample_rows`: a row then makes exactly the draws it
-    would make alone, so a served request's seeded sample does not depend on its batch."""
-    return torch.tensor([sample_next(row, cfg, gen) for row, cfg, gen in zip(logits, cfgs, gens)],
-                        device=logits.device)
 
 
 def generate(
