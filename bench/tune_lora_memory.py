@@ -59,13 +59,13 @@ def tensor_bytes(cfg, args) -> dict:
     """Exact bytes of weights, gradients, optimizer state and saved activations for one step."""
     import torch
 
+    from lmforge.chat.template import encode_chat
     from lmforge.train.checkpoint import load_model
     from lmforge.train.optim import param_groups
     from lmforge.tune.formats import load_conversations
     from lmforge.tune.lora import apply_lora
     from lmforge.tune.pack import Example, batch_loss, make_batches
     from lmforge.tune.sft import find_tokenizer
-    from lmforge.tune.template import encode_chat
 
     model, _ = load_model(args.base)
     model.train()

@@ -20,6 +20,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     # Each stage's package owns its arguments; the subcommands are listed in pipeline order.
+    from lmforge import __version__
     from lmforge.data.curate import cli as curate_cli
     from lmforge.eval import cli as eval_cli
     from lmforge.export import cli as export_cli
@@ -27,8 +28,6 @@ def build_parser() -> argparse.ArgumentParser:
     from lmforge.plan import cli as plan_cli
     from lmforge.serve import cli as serve_cli
     from lmforge.tune import cli as tune_cli
-
-    from lmforge import __version__
 
     parser = argparse.ArgumentParser(prog="lmforge", description="Build a language model from raw text, end to end.")
     parser.add_argument("--version", action="version", version=f"lmforge {__version__}")
@@ -47,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run directory (latest checkpoint) or a checkpoint directory")
     p.add_argument("--prompt", help="text to continue (default: sample.prompt)")
     p.add_argument("--prompt-template", metavar="FILE", default=None,
-                   help="YAML/JSON prompt template (lmforge/tune/prompts.py): the prompt fills its query and "
+                   help="YAML/JSON prompt template (lmforge/chat/prompts.py): the prompt fills its query and "
                         "is rendered with its system prompt and k seeded shots before generation")
     p.add_argument("overrides", nargs="*", metavar="sample.key=value",
                    help="decoding overrides, e.g. sample.temperature=0 sample.top_p=0.9")
@@ -186,7 +185,7 @@ def cmd_generate(args, parser) -> int:
     if args.prompt is not None:
         sc.prompt = args.prompt
     if args.prompt_template:
-        from lmforge.tune.prompts import load_template, record_from_text, render_text, template_pool
+        from lmforge.chat.prompts import load_template, record_from_text, render_text, template_pool
 
         t = load_template(args.prompt_template)
         sc.prompt = render_text(t, record_from_text(t, sc.prompt), template_pool(t))

@@ -81,7 +81,7 @@ def test_settings(model):
 
 
 def test_settings_show_the_prompt_templates_system_and_shots(model):
-    from lmforge.tune.prompts import PromptTemplate
+    from lmforge.chat.prompts import PromptTemplate
 
     assert ChatSession(model, GREEDY).describe().startswith("system: (none)\n")
     template = PromptTemplate(query="Q: {q}", answer=" {a}", shots=2, system="Answer briefly.",

@@ -13,6 +13,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from lmforge.chat.template import render_chat
 from lmforge.data.config import TokenizerConfig
 from lmforge.data.documents import embedded_corpus
 from lmforge.errors import LmforgeError
@@ -22,7 +23,6 @@ from lmforge.serve.config import SampleConfig
 from lmforge.serve.generate import generate_tokens
 from lmforge.tokenizer import Tokenizer, train_tokenizer
 from lmforge.train.checkpoint import load_model
-from lmforge.tune.template import render_chat
 
 SHAPES = {
     "llama-gqa-untied": {"pos": "rope", "norm": "rmsnorm", "activation": "swiglu", "bias": False,

@@ -1,4 +1,4 @@
-"""Prompt templates (lmforge/tune/prompts.py) wired into generate, chat, serve and eval, plus eval's
+"""Prompt templates (lmforge/chat/prompts.py) wired into generate, chat, serve and eval, plus eval's
 --apply-chat-template; on tiny random runs, checking rendered token ids through the real engine."""
 
 from __future__ import annotations
@@ -8,11 +8,7 @@ import json
 
 import pytest
 
-from lmforge.errors import LmforgeError
-from lmforge.serve.config import SampleConfig
-from lmforge.serve.engine import ServedModel
-from lmforge.serve.tiny import make_tiny_run
-from lmforge.tune.prompts import (
+from lmforge.chat.prompts import (
     PromptTemplate,
     load_template,
     prefix_messages,
@@ -20,7 +16,11 @@ from lmforge.tune.prompts import (
     render_text,
     template_pool,
 )
-from lmforge.tune.template import render_chat
+from lmforge.chat.template import render_chat
+from lmforge.errors import LmforgeError
+from lmforge.serve.config import SampleConfig
+from lmforge.serve.engine import ServedModel
+from lmforge.serve.tiny import make_tiny_run
 
 POOL = [{"question": "2+2?", "answer": "4"}, {"question": "capital of France?", "answer": "Paris"},
         {"question": "color of the sky?", "answer": "blue"}]

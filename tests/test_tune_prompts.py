@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from lmforge.errors import LmforgeError
-from lmforge.tune.prompts import (
+from lmforge.chat.prompts import (
     PromptTemplate,
     draw_shots,
     load_pool,
@@ -15,6 +14,7 @@ from lmforge.tune.prompts import (
     render_text,
     with_system,
 )
+from lmforge.errors import LmforgeError
 
 POOL = [{"q": f"{i}+{i}?", "a": str(2 * i)} for i in range(10)]
 QA = PromptTemplate(query="Q: {q}\nA:", answer=" {a}")

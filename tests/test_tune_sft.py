@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from lmforge.chat.template import encode_chat
 from lmforge.config import RunConfig
 from lmforge.data.config import TokenizerConfig
 from lmforge.errors import LmforgeError
@@ -30,7 +31,6 @@ from lmforge.tune.pack import (
 )
 from lmforge.tune.reply import chat_reply
 from lmforge.tune.sft import finetune
-from lmforge.tune.template import encode_chat
 
 PAIRS = [("hi", "hello there"), ("how are you", "fine thanks"), ("what is red", "a color"),
          ("name a fruit", "an apple"), ("count to three", "one two three"), ("say bye", "goodbye now")]

@@ -6,16 +6,16 @@ import json
 
 import pytest
 
-from lmforge.data.config import TokenizerConfig
-from lmforge.errors import LmforgeError
-from lmforge.tokenizer import train_tokenizer
-from lmforge.tune.template import (
+from lmforge.chat.template import (
     CHAT_TEMPLATE_JINJA,
     chat_stop_ids,
     encode_chat,
     render_chat,
     render_chat_text,
 )
+from lmforge.data.config import TokenizerConfig
+from lmforge.errors import LmforgeError
+from lmforge.tokenizer import train_tokenizer
 
 CONV = [{"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hi there"},

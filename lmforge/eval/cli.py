@@ -134,7 +134,7 @@ def run_eval(args) -> int:
         raise LmforgeError(f"--num-fewshot must be >= 0, got {args.num_fewshot}")
     system_prompt = args.system_prompt
     if getattr(args, "prompt_template", None):
-        from lmforge.tune.prompts import load_template, template_system
+        from lmforge.chat.prompts import load_template, template_system
 
         if system_prompt is not None:
             raise LmforgeError("give --system-prompt or --prompt-template, not both")

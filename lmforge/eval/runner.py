@@ -59,7 +59,7 @@ def run_task(lm: LM, task: Task, *, num_fewshot: int | None = None, limit: int |
     """Evaluate one task; returns {metrics, stderr, n, num_fewshot, ...} (+ samples).
 
     apply_chat_template: each context is rendered in the chat template (Task.build_chat_messages,
-    lmforge/tune/template.py) and scored by token ids; the continuation follows <|assistant|>."""
+    lmforge/chat/template.py) and scored by token ids; the continuation follows <|assistant|>."""
     t0 = time.perf_counter()
     docs = task.eval_docs()
     docs = list(docs[:limit] if limit is not None else docs)
@@ -189,7 +189,7 @@ def chat_contexts(lm: LM, task: Task, docs, k: int, seed: int, system_prompt: st
                   ) -> tuple[list[str], list[list[int]]]:
     """(display text, token ids) of every document's context in the chat template, ending in
     <|assistant|>. Needs an lmforge run: the role tokens are its tokenizer's."""
-    from lmforge.tune.template import render_chat, render_chat_text
+    from lmforge.chat.template import render_chat, render_chat_text
 
     tok = getattr(lm, "tok", None)
     if not all(hasattr(tok, a) for a in ("user_id", "assistant_id", "system_id", "end_id", "eot_id")):

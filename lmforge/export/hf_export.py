@@ -6,7 +6,7 @@
     out/generation_config.json  special ids and the run's decoding defaults
     out/model.safetensors       the weights under transformers' names (tied output layer stored once)
     out/tokenizer.json          lmforge's tokenizer, unchanged
-    out/tokenizer_config.json   special tokens and the chat template (lmforge.tune.template)
+    out/tokenizer_config.json   special tokens and the chat template (lmforge.chat.template)
     out/special_tokens_map.json
 
 The folder is written under a temporary name beside `out` and renamed when complete, so a failure
@@ -97,7 +97,7 @@ def export_model(model: Transformer, tokenizer: Tokenizer, out: str | Path, samp
 
 def generation_config(sample: SampleConfig) -> dict:
     """Greedy or sampled as the run's `sample` section says; a reply ends at <|end|> or <|endoftext|>
-    (lmforge.tune.template.chat_stop_ids)."""
+    (lmforge.chat.template.chat_stop_ids)."""
     cfg = {"bos_token_id": SPECIAL_IDS["bos_token_id"], "eos_token_id": [SPECIAL_IDS["eos_token_id"], END],
            "pad_token_id": SPECIAL_IDS["pad_token_id"], "max_new_tokens": sample.max_new_tokens,
            "do_sample": sample.temperature > 0}

@@ -39,7 +39,7 @@ SPECIAL_IDS = {"bos_token_id": EOT, "eos_token_id": EOT, "pad_token_id": PAD}
 
 def tokenizer_config(block_size: int) -> dict:
     """tokenizer_config.json for an lmforge tokenizer: special tokens, chat template, no cleanup."""
-    from lmforge.tune.template import CHAT_TEMPLATE_JINJA
+    from lmforge.chat.template import CHAT_TEMPLATE_JINJA
 
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",

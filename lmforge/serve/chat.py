@@ -1,6 +1,6 @@
 """`lmforge chat`: a conversation with a model in the terminal.
 
-The whole conversation goes through the chat template (lmforge/tune/template.py) on every turn,
+The whole conversation goes through the chat template (lmforge/chat/template.py) on every turn,
 exactly as in training and serving, and the reply streams as it is generated. When the
 conversation no longer fits the model's context, the oldest exchanges (a user message and its
 reply) are dropped and the user is told so; the system prompt and the newest message always stay.

@@ -50,7 +50,7 @@ def _template_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _load_template(args):
-    from lmforge.tune.prompts import load_template
+    from lmforge.chat.prompts import load_template
 
     return load_template(args.prompt_template) if getattr(args, "prompt_template", None) else None
 

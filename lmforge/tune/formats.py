@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmforge.chat.template import check_messages
 from lmforge.errors import LmforgeError
-from lmforge.tune.template import check_messages
 
 
 class RecordError(ValueError):

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import torch
 
+from lmforge.chat.template import chat_stop_ids, render_chat
 from lmforge.serve.config import SampleConfig
 from lmforge.serve.generate import stream_text
-from lmforge.tune.template import chat_stop_ids, render_chat
 
 
 def chat_reply(model: torch.nn.Module, tokenizer, messages: list[dict], cfg: SampleConfig,

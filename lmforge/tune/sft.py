@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from lmforge.chat.template import encode_chat
 from lmforge.config import RunConfig, to_yaml
 from lmforge.errors import LmforgeError
 from lmforge.model import Transformer
@@ -45,7 +46,6 @@ from lmforge.tune.formats import Loaded, load_conversations
 from lmforge.tune.lora import apply_lora, count_params, lora_state_dict, merge_lora
 from lmforge.tune.pack import Batch, Example, batch_loss, fit_examples, make_batches
 from lmforge.tune.source import SftSource, sft_validator
-from lmforge.tune.template import encode_chat
 
 MAX_REPORTED = 5  # malformed records listed one per line; the rest are counted
 TRAIN_DIR = "train"  # <out>/train: the training loop's run directory (resumable checkpoints, metrics)
