@@ -32,6 +32,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from lmforge.errors import LmforgeError
 from lmforge.model.config import ModelConfig
@@ -129,6 +130,8 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
         C, D = cfg.n_embd, cfg.head_dim
+        # The model's head counts; a tensor-parallel rank holds a slice of the projections, so the
+        # forward reads the head count of a projection from its width (`heads`).
         self.n_head, self.n_kv_head, self.head_dim, self.layer = cfg.n_head, cfg.kv_heads, D, layer
         self.q_proj = nn.Linear(C, cfg.n_head * D, bias=cfg.bias)
         self.k_proj = nn.Linear(C, cfg.kv_heads * D, bias=cfg.bias)
@@ -137,13 +140,13 @@ class Attention(nn.Module):
         self.dropout_p = cfg.attn_dropout
         self.record: list[torch.Tensor] | None = None  # opt-in: a list receiving each call's probabilities
 
-    def heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
-        B, T, _ = x.shape
-        return x.view(B, T, n, self.head_dim).transpose(1, 2)  # (B, T, n*D) -> (B, n, T, D)
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, width = x.shape
+        return x.view(B, T, width // self.head_dim, self.head_dim).transpose(1, 2)  # (B, T, n*D) -> (B, n, T, D)
 
     def project_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values (B, H_kv, S, D) of a (B, S, C) sequence."""
-        return self.heads(self.k_proj(memory), self.n_kv_head), self.heads(self.v_proj(memory), self.n_kv_head)
+        return self.heads(self.k_proj(memory)), self.heads(self.v_proj(memory))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                is_causal: bool) -> torch.Tensor:
@@ -159,7 +162,7 @@ class Attention(nn.Module):
 class SelfAttention(Attention):
     def forward(self, x: torch.Tensor, rope: Rope | None, mask: torch.Tensor | None, is_causal: bool,
                 cache: KVCache | None) -> torch.Tensor:
-        q = self.heads(self.q_proj(x), self.n_head)  # (B, H, T, D)
+        q = self.heads(self.q_proj(x))  # (B, H, T, D)
         k, v = self.project_kv(x)  # (B, H_kv, T, D)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
@@ -172,7 +175,7 @@ class CrossAttention(Attention):
     """Decoder queries over the encoder's output; its keys/values come precomputed (once per source)."""
 
     def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        q = self.heads(self.q_proj(x), self.n_head)  # (B, H, T, D)
+        q = self.heads(self.q_proj(x))  # (B, H, T, D)
         return self.attend(q, *memory_kv, None, False)  # every source token is visible
 
 
@@ -221,10 +224,16 @@ class Block(nn.Module):
         self.mlp = GatedMLP(cfg) if cfg.is_glu else MLP(cfg)
         self.drop = dropout(cfg.resid_dropout)
         self.residual = RESIDUALS[cfg.norm_position]
+        self.recompute = False  # activation checkpointing, opt-in (lmforge/train/parallel/recompute.py)
 
-    def forward(self, x: torch.Tensor, rope: Rope | None, mask: torch.Tensor | None, is_causal: bool,
-                cache: KVCache | None = None, memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-                ) -> torch.Tensor:
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        if self.recompute and torch.is_grad_enabled():  # keep the input, recompute the rest in backward
+            return checkpoint(self.sublayers, *args, use_reentrant=False, **kwargs)
+        return self.sublayers(*args, **kwargs)
+
+    def sublayers(self, x: torch.Tensor, rope: Rope | None, mask: torch.Tensor | None, is_causal: bool,
+                  cache: KVCache | None = None, memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+                  ) -> torch.Tensor:
         x = self.residual(x, self.attn_norm, lambda h: self.drop(self.attn(h, rope, mask, is_causal, cache)))
         if memory_kv is not None:
             x = self.residual(x, self.cross_norm, lambda h: self.drop(self.cross_attn(h, memory_kv)))

@@ -11,7 +11,7 @@ split along the sequence instead of replicated: norms and dropout work on T/tp p
 the all-reduces become reduce-scatter + all-gather pairs of the same volume.
 
 Nothing in the model changes: parallelize_module swaps the weights for DTensor shards and hooks
-the inputs and outputs; the head counts the attention reshapes with become per-rank counts.
+the inputs and outputs; the attention reads its per-rank head count from its projections' width.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ def apply_tensor_parallel(model: nn.Module, blocks: list[nn.Module], tp_mesh, se
     """Split `blocks` (and, when `model` holds them, tok_emb, norm_f and lm_head) over tp_mesh.
 
     `model` is a Transformer or one pipeline stage of it; parameter names do not change."""
-    tp = tp_mesh.size()
     sp = sequence_parallel
     between = Shard(1) if sp else Replicate()  # layout of the residual stream between sublayers
     for block in blocks:
@@ -40,8 +39,6 @@ def apply_tensor_parallel(model: nn.Module, blocks: list[nn.Module], tp_mesh, se
                 plan.update({f"{name}.q_proj": ColwiseParallel(), f"{name}.k_proj": ColwiseParallel(),
                              f"{name}.v_proj": ColwiseParallel(),
                              f"{name}.o_proj": RowwiseParallel(output_layouts=between)})
-                attn = getattr(block, name)
-                attn.n_head, attn.n_kv_head = attn.n_head // tp, attn.n_kv_head // tp  # heads on this rank
         for proj in ("gate_proj", "up_proj"):
             if hasattr(block.mlp, proj):
                 plan[f"mlp.{proj}"] = ColwiseParallel()
