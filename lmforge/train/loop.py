@@ -314,7 +314,8 @@ def _forward_backward_tokens(par: Parallel, optimizer: torch.optim.Optimizer, sc
     for micro, cpu_batch in enumerate(batches):
         batch = {k: v.to(device, non_blocking=True) for k, v in cpu_batch.items()}
         with amp():
-            loss_sum += par.forward_backward(batch, n_micro, micro == n_micro - 1, scaler, weight=weight)
+            loss_sum += par.forward_backward(batch, n_micro, micro == n_micro - 1, scaler, weight=weight,
+                                             loss_sum=source.loss_sum)
     scaler.unscale_(optimizer)  # no-op unless fp16
     grad_norm = par.clip_grad_norm(tc.grad_clip)
     loss = par.mean_over_ranks(loss_sum)

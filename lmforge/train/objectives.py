@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from lmforge.train.config import TrainConfig
 
@@ -55,6 +56,16 @@ class Objective:
                 return infill_batch(x, noise, self.mask_id, self.start_id)
             return span_corruption_batch(x, noise, self.mask_id, self.start_id, self.eot_id)
         raise ValueError(f"unknown model kind {self.kind!r}")
+
+
+def masked_nll_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The loss-masked objective of fine-tuning: summed cross-entropy (fp32) over the targets other
+    than IGNORE; packed rows (segment_ids, position_ids) keep their examples apart. A sum, so the
+    loop can weigh every loss token of a step the same (train/source.py)."""
+    logits, _ = model(batch["input_ids"], None, segment_ids=batch.get("segment_ids"),
+                      position_ids=batch.get("position_ids"))
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), batch["targets"].reshape(-1),
+                           ignore_index=IGNORE, reduction="sum")
 
 
 def mlm_batch(x: torch.Tensor, probability: float, mask_id: int, is_special: torch.Tensor,

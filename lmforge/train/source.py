@@ -11,15 +11,20 @@ rows of every global batch) and resumable (state_dict / load_state_dict, saved i
 loss: the loss-masked objective). For them the loop weighs each token of the optimizer step
 equally, over all micro-batches and all data-parallel ranks, so that a step's gradient does not
 depend on how its rows are split into micro-batches or ranks (batch_size x grad_accum and dp are
-interchangeable). Their batches carry "step_tokens": the loss tokens of the global micro-batch
-(every rank's rows), which the loop adds up over the step instead of an all-reduce.
+interchangeable). Their batches carry "step_tokens": the loss units of the global micro-batch
+(every rank's rows), which the loop adds up over the step instead of an all-reduce, and their
+`loss_sum(model, batch)` is the objective: the batch's summed loss over those units
+(objectives.masked_nll_sum for fine-tuning: assistant tokens; a preference objective would sum
+over pairs). The loop scales it by dp / the step's units, so the step's loss is the mean per unit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from lmforge.data.loader import TokenLoader
 from lmforge.train.objectives import Objective, batch_seed
@@ -28,6 +33,7 @@ from lmforge.train.state import loader_state_for
 
 class BatchSource(Protocol):
     token_weighted: bool
+    loss_sum: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None  # token-weighted only
 
     def next_batch(self, rows: int, step: int, micro: int) -> dict[str, torch.Tensor]: ...
 
@@ -45,6 +51,7 @@ class TokenSource:
     of MLM and span corruption are seeded per step and micro-batch, so they need no saved state)."""
 
     token_weighted = False  # every position has a target (decoder), or the objective's own mean
+    loss_sum = None  # the model's own loss
 
     def __init__(self, loader: TokenLoader, objective: Objective, seed: int, dp_rank: int, dp: int) -> None:
         self.loader, self.objective, self.seed, self.dp_rank, self.dp = loader, objective, seed, dp_rank, dp

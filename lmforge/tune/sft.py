@@ -249,7 +249,10 @@ def finetune(cfg: FinetuneConfig, log=default_log) -> FinetuneResult:
             f"method={cfg.method}, batching={cfg.batching}, seq_len={seq_len}, {total_steps} steps")
 
     def on_complete(par) -> None:
-        final["state"] = full_state_dict(par.module, par.env.distributed)
+        if par.env.distributed:  # FSDP/TP shards gathered on rank 0's CPU
+            final["state"] = full_state_dict(par.module)
+        else:  # the trained model itself: no second copy in memory
+            final["model"] = par.module
 
     inputs = Inputs(check=lambda seq_len, env: None,
                     source=lambda seq_len, env: SftSource(train_ex, cfg.batching, seq_len, tok.pad_id, cfg.seed,
@@ -274,10 +277,12 @@ def finetune(cfg: FinetuneConfig, log=default_log) -> FinetuneResult:
     if result.stopped or not main:
         return result
 
-    model = Transformer(mcfg)
-    if cfg.method == "lora":
-        apply_lora(model, cfg.lora)
-    model.load_state_dict(final["state"])
+    model = final.get("model")
+    if model is None:
+        model = Transformer(mcfg)
+        if cfg.method == "lora":
+            apply_lora(model, cfg.lora)
+        model.load_state_dict(final["state"])
     if cfg.method == "lora":
         save_adapter(model, cfg, out)
         merge_lora(model)
@@ -293,11 +298,9 @@ def finetune(cfg: FinetuneConfig, log=default_log) -> FinetuneResult:
     return result
 
 
-def full_state_dict(module: torch.nn.Module, distributed: bool) -> dict[str, torch.Tensor]:
-    """The whole model's weights on the CPU (collective under torchrun: FSDP/TP shards are gathered;
-    rank 0 gets them)."""
-    if not distributed:
-        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+def full_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole model's weights on the CPU, gathered from this run's FSDP/TP shards (collective
+    under torchrun; rank 0 gets them)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from lmforge.errors import LmforgeError
+from lmforge.train.objectives import masked_nll_sum
 from lmforge.train.parallel.parallelize import Parallel
 from lmforge.tune.pack import Batch, Example, collate_packed, collate_padded, make_batches, pack_rows
 
@@ -36,6 +37,7 @@ def fingerprint(examples: list[Example]) -> str:
 
 class SftSource:
     token_weighted = True
+    loss_sum = staticmethod(masked_nll_sum)  # cross-entropy over the assistant tokens
 
     def __init__(self, examples: list[Example], batching: str, seq_len: int, pad_id: int, seed: int,
                  dp_rank: int = 0, dp: int = 1) -> None:

@@ -94,19 +94,17 @@ class Parallel:
         self.is_first_stage = schedule is None or env.pp_rank == 0
 
     def forward_backward(self, batch: dict[str, torch.Tensor], n_micro: int, last: bool,
-                         scaler: torch.amp.GradScaler, weight: float | None = None) -> torch.Tensor:
+                         scaler: torch.amp.GradScaler, weight: float | None = None,
+                         loss_sum=None) -> torch.Tensor:
         """Forward and backward of one micro-batch, its gradient weighted 1 / n_micro; returns
         its (detached) mean loss on ranks with a loss, else 0. With `weight` (token-weighted
-        sources, train/source.py) the loss is instead the batch's summed token loss times weight,
-        returned as such; packed rows (segment_ids, position_ids) are passed to the model."""
+        sources, train/source.py) the loss is instead loss_sum(model, batch) (a sum over the
+        batch's loss units) times weight, returned as such."""
         if weight is not None:
             if self.schedule is not None:
                 raise ConfigError("token-weighted batches (fine-tuning) do not run with parallel.pp > 1 yet")
             with self._sync_grads(last):
-                logits, _ = self.runner(batch["input_ids"], None, segment_ids=batch.get("segment_ids"),
-                                        position_ids=batch.get("position_ids"))
-                loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), batch["targets"].reshape(-1),
-                                       ignore_index=-100, reduction="sum") * weight
+                loss = loss_sum(self.runner, batch) * weight
                 scaler.scale(loss).backward()
             return loss.detach()
         if self.schedule is not None:
