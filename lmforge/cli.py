@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="pre-train a model (trains the tokenizer and encodes shards if needed)")
     _add_config_args(p)
     plan_cli.add_parser(sub)
-    eval_cli.add_parser(sub)
+    # `eval human` is serve's (the server's page collects the ratings); registered here so eval
+    # need not import serve.
+    eval_cli.add_parser(sub, extra_actions=[("human", serve_cli.add_human_parser, serve_cli.run_human)])
     tune_cli.add_parsers(sub)
     p = sub.add_parser("generate", help="sample text from a trained model")
     p.add_argument("--run", required=True, help="run directory (latest checkpoint) or a checkpoint directory")

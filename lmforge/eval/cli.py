@@ -9,19 +9,24 @@
     lmforge eval compare runs/a runs/b
     lmforge eval judge --answers a.jsonl [--answers-b b.jsonl] --output judge/   (see judge.py)
 
-Wiring (lmforge/cli.py): `add_parser(subparsers)` and `run(args) -> int`; user errors raise LmforgeError.
+Wiring (lmforge/cli.py): `add_parser(subparsers, extra_actions)` and `run(args) -> int`; user errors
+raise LmforgeError. `eval human` lives in lmforge.serve (its ratings are collected by the server's
+page): cli.py passes it in as an extra action, so this package imports nothing of serve's CLI.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lmforge.errors import LmforgeError
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers, extra_actions: Sequence[tuple[str, Callable, Callable]] = ()) -> argparse.ArgumentParser:
+    """The `eval` parser. extra_actions: (name, add_parser(action_subparsers), run(args)) for actions
+    a package above eval provides (`eval human`, from lmforge.serve)."""
     p = subparsers.add_parser("eval", help="evaluate a model: benchmarks, perplexity, custom tasks, LLM judge",
                               description="Evaluate a model on benchmarks (lm-evaluation-harness semantics), "
                                           "perplexity, YAML tasks; compare runs; grade answers with an LLM judge.")
@@ -31,10 +36,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     c.add_argument("a", help="run directory, eval folder or results.json")
     c.add_argument("b", help="run directory, eval folder or results.json")
     from lmforge.eval.judge import add_judge_parser
-    from lmforge.serve.cli import add_human_parser
 
     add_judge_parser(sub)
-    add_human_parser(sub)  # human ratings are collected by the server's web page
+    for name, add_action, run_action in extra_actions:
+        add_action(sub)
+        sub.choices[name].set_defaults(eval_run=run_action)
     return p
 
 
@@ -114,10 +120,8 @@ def run(args) -> int:
         from lmforge.eval.judge import run_judge
 
         return run_judge(args)
-    if getattr(args, "eval_action", None) == "human":
-        from lmforge.serve.cli import run_human
-
-        return run_human(args)
+    if getattr(args, "eval_run", None) is not None:
+        return args.eval_run(args)
     return run_eval(args)
 
 
