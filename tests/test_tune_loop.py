@@ -140,11 +140,19 @@ def test_sigterm_then_sigkill_resumes_step_for_step(setup, tmp_path):
     assert (out / "lora" / "adapter.safetensors").exists()
 
 
+_ONE_PROCESS: dict[str, Path] = {}
+
+
 @pytest.mark.slow
-def test_two_fsdp_processes_train_as_one(setup, tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
-    result(run_worker(setup, settings(setup, one)))
-    result(run_worker(setup, settings(setup, two, parallel={"dp": 2}), nproc=2))
+@pytest.mark.parametrize("layout", [{"dp": 2}, {"tp": 2}], ids=["fsdp", "tp"])
+def test_two_processes_train_as_one(setup, tmp_path_factory, layout):
+    """FSDP (each rank its half of every micro-batch's rows) and tensor parallelism (packed rows
+    through split heads) give one process's losses, held-out losses and weights."""
+    if "one" not in _ONE_PROCESS:
+        _ONE_PROCESS["one"] = tmp_path_factory.mktemp("one") / "out"
+        result(run_worker(setup, settings(setup, _ONE_PROCESS["one"])))
+    one, two = _ONE_PROCESS["one"], tmp_path_factory.mktemp("two") / "out"
+    result(run_worker(setup, settings(setup, two, parallel=layout), nproc=2))
     assert losses(two) == pytest.approx(losses(one), abs=1e-5)
     val = [[json.loads(x)["val_loss"] for x in (d / "metrics.jsonl").read_text().splitlines()
             if json.loads(x)["kind"] == "val"] for d in (one, two)]
