@@ -147,22 +147,39 @@ def run_batch(model: torch.nn.Module, rows: Sequence[Row]) -> None:
             while logits is not None:
                 # Ended rows are not sampled (their generators are theirs alone) but still fed a
                 # token: every step keeps the batch's shape, and rows never see each other.
-                tokens = torch.zeros(len(rows), dtype=torch.long, device=device)  # (B,)
-                for i, row in enumerate(rows):
-                    if row.done.is_set():
-                        continue
+                tokens = [0] * len(rows)
+                for group in sampling_groups(rows):
                     try:
-                        tokens[i] = sample(logits[i], row.cfg, gens[row])
-                        row.take(int(tokens[i]))
+                        whole = len(group) == len(rows)  # no copy of the logits
+                        picked = sample(logits if whole else logits[group], [rows[i].cfg for i in group],
+                                        [gens[rows[i]] for i in group]).tolist()
                     except Exception as e:  # noqa: BLE001 -- this row's error ends this row only
-                        row.fail(e)
+                        for i in group:
+                            rows[i].fail(e)
+                        continue
+                    for i, token in zip(group, picked):
+                        tokens[i] = token
+                        try:
+                            rows[i].take(token)
+                        except Exception as e:  # noqa: BLE001 -- its stream or cancel callback
+                            rows[i].fail(e)
                 if all(r.done.is_set() for r in rows):
                     return
-                logits = step(tokens)  # (B, V); an error here ends the rows left (Batcher._loop)
+                # (B, V); an error here ends the rows left (Batcher._loop)
+                logits = step(torch.tensor(tokens, device=device))
     finally:
         model.train(was_training)
     for row in rows:  # the prefill failed
         run_alone(model, row)
+
+
+def sampling_groups(rows: Sequence[Row]) -> list[list[int]]:
+    """Indices of the rows still decoding, grouped for `sample`: the greedy rows together (one
+    argmax; they have no generator, nothing of their own that can fail), every sampled row alone
+    (an error in its generator or its draw then ends that row only)."""
+    live = [i for i, r in enumerate(rows) if not r.done.is_set()]
+    greedy = [i for i in live if rows[i].cfg.temperature == 0]
+    return ([greedy] if greedy else []) + [[i] for i in live if rows[i].cfg.temperature != 0]
 
 
 def batchable(model: torch.nn.Module) -> bool:

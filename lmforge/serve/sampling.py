@@ -89,6 +89,14 @@ def sample(logits: torch.Tensor, settings: SampleConfig | Sequence[SampleConfig]
     if not per_row_gen:
         raise LmforgeError("sample: per-row settings need per-row generators (one shared generator "
                          "would make each row's draws depend on the rows before it)")
-    out = [_sample_shared(logits[i:i + 1], settings[i] if per_row_cfg else settings, generators[i])
-           for i in range(rows)]
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=logits.device)
+    cfgs = settings if per_row_cfg else [settings] * rows
+    out = torch.empty(rows, dtype=torch.long, device=logits.device)
+    greedy = [i for i, cfg in enumerate(cfgs) if cfg.temperature == 0]
+    if len(greedy) == rows:  # the common all-greedy batch: no copies
+        return torch.argmax(logits, dim=-1)
+    if greedy:  # one argmax for all greedy rows: row by row it gives the same ids, slower
+        out[greedy] = torch.argmax(logits[greedy], dim=-1)
+    for i, cfg in enumerate(cfgs):
+        if cfg.temperature != 0:
+            out[i] = _sample_shared(logits[i:i + 1], cfg, generators[i])[0]
+    return out
