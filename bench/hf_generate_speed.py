@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 
 from lmforge.export import export_run
-from lmforge.serve.config import SampleConfig
 from lmforge.serve.batching import generate_batch
+from lmforge.serve.config import SampleConfig
 from lmforge.serve.generate import generate_tokens
 from lmforge.train.checkpoint import load_model
 

@@ -9,8 +9,8 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.model import ModelConfig, Transformer
-from lmforge.serve.config import SampleConfig
 from lmforge.serve.batching import generate_batch
+from lmforge.serve.config import SampleConfig
 from lmforge.serve.generate import generate_tokens
 
 GREEDY = {"temperature": 0.0, "top_k": None, "top_p": None}
