@@ -342,3 +342,4 @@ def print_summary(s: dict) -> None:
         print(f"throughput: {s['tokens_per_s']:,.0f} tokens/s")
     if s.get("total_s"):
         print(f"time: {s['total_s']:.1f}s")
+
