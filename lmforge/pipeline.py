@@ -342,4 +342,3 @@ def print_summary(s: dict) -> None:
         print(f"throughput: {s['tokens_per_s']:,.0f} tokens/s")
     if s.get("total_s"):
         print(f"time: {s['total_s']:.1f}s")
-
