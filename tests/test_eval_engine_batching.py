@@ -9,7 +9,7 @@ import pytest
 from lmforge.eval.loglik import loglikelihood
 from lmforge.eval.tiny import tiny_lmforge, tiny_tokenizer
 
-WORDS = "the cat dog sat on a mat and ran to house tree red blue big small it was there when you see water".split()
+WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "and", "ran", "to", "house", "tree", "red", "blue", "big", "small", "it", "was", "there", "when", "you", "see", "water"]
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def lm():
 
 def _requests(seed, n_docs, n_choices, ctx_words, cont_words):
     rnd = random.Random(seed)
-    s = lambda n: " ".join(rnd.choice(WORDS) for _ in range(n))  # noqa: E731
+    s = lambda n: " ".join(rnd.choice(WORDS) for _ in range(n))
     return [(q, " " + s(rnd.randint(*cont_words)))
             for q in [f"Question: {s(rnd.randint(*ctx_words))}\nAnswer:" for _ in range(n_docs)]
             for _ in range(n_choices)]

@@ -14,8 +14,7 @@ from lmforge.errors import LmforgeError
 from lmforge.eval import evaluate
 from lmforge.eval.tasks.lmeval_yaml import TaskFolder, exact_match_hf
 
-WORDS = ("the cat dog sat on a mat and ran to house tree red blue big small it was there when you see "
-         "water fire stone who what why").split()
+WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "and", "ran", "to", "house", "tree", "red", "blue", "big", "small", "it", "was", "there", "when", "you", "see", "water", "fire", "stone", "who", "what", "why"]
 
 
 def _sentence(rnd, n):

@@ -64,8 +64,7 @@ def _take(pending: str, line: str, out: list[str], shell_block: bool) -> str:
     text = (pending + " " + line.strip()).strip() if pending else line.strip()
     if text.endswith("\\"):
         return text[:-1].rstrip()
-    if text.startswith("$ "):
-        text = text[2:]
+    text = text.removeprefix("$ ")
     try:
         tokens = shlex.split(text, comments=True)
     except ValueError:
@@ -269,7 +268,7 @@ def test_the_plan_tables_commands_give_their_figures(capsys):
     """The cost table's `lmforge plan` arguments print the bold figure of their row."""
     from lmforge.cli import main
 
-    rows = re.findall(r"^\|[^|\n]*\| `(--[^`]+)` \| ([^\n]*)\|$", README.read_text(encoding="utf-8"), re.M)
+    rows = re.findall(r"^\|[^|\n]*\| `(--[^`]+)` \| ([^\n]*)\|$", README.read_text(encoding="utf-8"), re.MULTILINE)
     assert len(rows) >= 5
     for args, computed in rows:
         figures = re.findall(r"\*\*([^*]+)\*\*", computed)
@@ -307,14 +306,14 @@ def make_workspace(root: Path) -> None:
     (root / "my_recipe.yaml").write_text("sources:\n  - {path: crawl/, domain: web}\n")
     (root / "notes.txt").write_text(docs[0]["text"][:2000])
     readme = README.read_text(encoding="utf-8")
-    task = re.search(r"```yaml\n(task: capitals\n.*?)```", readme, re.S)
+    task = re.search(r"```yaml\n(task: capitals\n.*?)```", readme, re.DOTALL)
     assert task, "the README's custom-task YAML example (task: capitals) is gone"
     (root / "my_task.yaml").write_text(task.group(1))
     capitals = [("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo"), ("Peru", "Lima")]
     rows = [{"country": c, "options": [p, "Oslo", "Cairo"], "answer": 0} for c, p in capitals]
     _jsonl(root / "capitals.jsonl", rows[:3])
     _jsonl(root / "capitals_train.jsonl", rows[3:])
-    template = re.search(r"```yaml\n(system: .*?)```", readme, re.S)
+    template = re.search(r"```yaml\n(system: .*?)```", readme, re.DOTALL)
     assert template, "the README's prompt-template example (system: ...) is gone"
     (root / "qa.yaml").write_text(template.group(1))
     _jsonl(root / "train.jsonl", [{"question": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(6)])
@@ -405,7 +404,7 @@ def results(tmp_path_factory) -> dict[str, dict]:
     (root / "runner.py").write_text(RUNNER)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "OMP_NUM_THREADS": "1",
            "LMFORGE_EVAL_DATA": os.environ.get("LMFORGE_EVAL_DATA", "")}
-    proc = subprocess.run([sys.executable, "runner.py", "jobs.json", "results.json"], cwd=root, env=env,
+    proc = subprocess.run([sys.executable, "runner.py", "jobs.json", "results.json"], check=False, cwd=root, env=env,
                           capture_output=True, text=True, timeout=900)
     found = json.loads((root / "results.json").read_text()) if (root / "results.json").exists() else {}
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -414,7 +413,7 @@ def results(tmp_path_factory) -> dict[str, dict]:
         penv, argv = shrunk_argv(command, run)
         assert argv[0] == "torchrun"
         argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", *argv[1:]]
-        p = subprocess.run(argv, cwd=root, env={**env, **penv}, capture_output=True, text=True, timeout=600)
+        p = subprocess.run(argv, check=False, cwd=root, env={**env, **penv}, capture_output=True, text=True, timeout=600)
         found[command] = {"status": p.returncode, "output": p.stdout + p.stderr}
     return found
 

@@ -31,6 +31,7 @@ template naming an absent column or a gold index out of range is reported with f
 from __future__ import annotations
 
 import ast
+import contextlib
 import re
 from pathlib import Path
 from typing import Any
@@ -187,10 +188,9 @@ def load_task_file(path: str | Path) -> Task:
             return None
         docs = _read(files[split], spec.get("columns"))
         if task.partial is None and kind == "multiple_choice":  # lm-eval decides from one document too
-            try:
+            # a failure here is reported with file and line by the checks below
+            with contextlib.suppress(Exception):
                 task.partial = isinstance(task.doc_to_text(docs[0]), int)
-            except Exception:  # noqa: BLE001 -- reported with file and line by the checks below
-                pass
         for i, d in enumerate(docs, 1):  # validate every document now, naming file, line and field
             line = i + (1 if files[split].name.lower().endswith(".csv") and not spec.get("columns") else 0)
             for field, fn in (("doc_to_text", task.doc_to_text), ("description", task.description),

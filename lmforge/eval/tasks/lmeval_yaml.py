@@ -70,7 +70,7 @@ def _read_yaml(path: Path) -> Any:
 
     Loader.add_constructor("!function", lambda loader, node: FunctionRef(loader.construct_scalar(node), path.parent))
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)  # noqa: S506 -- SafeLoader subclass
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)
     except yaml.YAMLError as e:
         raise LmforgeError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
 
