@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lmforge.model import ModelConfig, Transformer
-from lmforge.model.objectives import mask_tokens, prefix_to_continuation
+from lmforge.train.objectives import mlm_batch
 
 
 def tiny(**overrides) -> ModelConfig:
@@ -81,9 +81,11 @@ def test_encoder_learns_masked_lm():
     gen = torch.Generator().manual_seed(0)
     model = Transformer(tiny(kind="encoder", pos="rope"))
     x = torch.randint(3, 32, (8, 16))
-    inputs, targets = mask_tokens(x, mask_id=2, vocab_size=32, prob=0.25, generator=gen)
-    assert (targets != -100).sum() > 16
-    first, last = train(model, {"input_ids": inputs, "targets": targets}, steps=120, lr=5e-3)
+    is_special = torch.zeros(32, dtype=torch.bool)
+    is_special[:3] = True
+    batch = mlm_batch(x, 0.25, mask_id=2, is_special=is_special, normal_ids=torch.arange(3, 32), gen=gen)
+    assert (batch["targets"] != -100).sum() > 16
+    first, last = train(model, batch, steps=120, lr=5e-3)
     assert last < 0.1 * first, (first, last)
 
 
@@ -107,28 +109,3 @@ def test_encoder_decoder_learns_to_reverse():
             token = logits[:, -1:].argmax(-1)
             out.append(token.item())
     assert out == target[0].tolist()
-
-
-def test_mask_tokens_follows_bert_recipe():
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(3, 1000, (64, 256))
-    ids[:, 0] = 0  # a special token that must never be chosen
-    inputs, targets = mask_tokens(ids, mask_id=2, vocab_size=1000, prob=0.15, generator=gen, keep_ids=(0,))
-    chosen = targets != -100
-    assert chosen.float().mean().item() == pytest.approx(0.15, abs=0.01)
-    assert not chosen[:, 0].any()
-    assert torch.equal(targets[chosen], ids[chosen]) and torch.equal(inputs[~chosen], ids[~chosen])
-    masked = (inputs[chosen] == 2).float().mean().item()
-    kept = (inputs[chosen] == ids[chosen]).float().mean().item()
-    assert masked == pytest.approx(0.8, abs=0.02) and kept == pytest.approx(0.1, abs=0.02)
-
-
-def test_prefix_to_continuation_feeds_a_shifted_target():
-    ids = torch.arange(10).repeat(2, 1)
-    batch = prefix_to_continuation(ids, start_id=0)
-    assert batch["input_ids"][0].tolist() == [0, 1, 2, 3, 4]
-    assert batch["targets"][0].tolist() == [5, 6, 7, 8, 9]
-    assert batch["decoder_input_ids"][0].tolist() == [0, 5, 6, 7, 8]
-    model = Transformer(tiny(kind="encoder-decoder"))
-    logits, loss = model(**batch)
-    assert logits.shape == (2, 5, 32) and loss.item() > 0

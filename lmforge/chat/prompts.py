@@ -26,8 +26,6 @@ from pathlib import Path
 
 from lmforge.errors import LmforgeError
 
-DEFAULT_SYSTEM = "You are a helpful assistant. Answer the user's question accurately and concisely."
-
 
 @dataclass
 class PromptTemplate:

@@ -14,8 +14,6 @@ import torch
 
 from lmforge.errors import LmforgeError
 
-MAX_TOP = 5  # OpenAI's limit for completions logprobs
-
 
 def token_logprobs(model: torch.nn.Module, ids: Sequence[int], top: int) -> tuple[list, list]:
     """(log P(ids[i] | ids[:i]) per position, the `top` likeliest ids there as {id: logprob});

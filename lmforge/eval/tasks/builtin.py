@@ -21,11 +21,6 @@ def _source(root: Path | None, hub: bool, local: str, hub_name: str) -> str:
     return f"hub:{hub_name}" if hub else str(root / local)
 
 
-def _mean_inverse_choices(task: Task, docs: list[dict]) -> float:
-    """Chance accuracy of a uniform guesser: mean over documents of 1 / number of choices."""
-    return float(np.mean([1.0 / len(task.choices(d)) for d in docs]))
-
-
 # ---------------------------------------------------------------- ARC  (lm_eval/tasks/arc/arc_easy.yaml)
 
 
