@@ -18,11 +18,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
 
+from lmforge.atomic import write_atomic, write_text_atomic
 from lmforge.errors import LmforgeError
 
 REPORT_FILE = "report.md"
@@ -76,7 +76,7 @@ def update_report_section(run_dir: str | Path, name: str, markdown: str) -> Path
         text = text[:start] + block + text[stop:]
     else:
         text = text.rstrip("\n") + "\n\n" + block
-    _write_atomic(path, text)
+    write_text_atomic(path, text)
     return path
 
 
@@ -94,10 +94,6 @@ def read_report_section(run_dir: str | Path, name: str) -> str | None:
     return body.removeprefix(f"## {name}\n").strip("\n")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # --- the training report ------------------------------------------------------------------------
@@ -242,10 +238,7 @@ def plot_loss_curve(path: Path, train: list[tuple[int, float]], val: list[tuple[
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, fig.savefig, suffix=".png")
 
 
 # --- formatting ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
+from lmforge.atomic import write_atomic
 from lmforge.data.config import TokenizerConfig
 from lmforge.errors import LmforgeError
 
@@ -74,9 +75,7 @@ class Tokenizer:
         """Write tokenizer.json atomically (temp name, then rename)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        self._hf.save(str(tmp), pretty=True)
-        tmp.replace(path)
+        write_atomic(path, lambda tmp: self._hf.save(str(tmp), pretty=True))
 
     def to_str(self) -> str:
         return self._hf.to_str()

@@ -14,6 +14,7 @@ import math
 import time
 from pathlib import Path
 
+from lmforge.atomic import write_text_atomic
 from lmforge.errors import LmforgeError
 from lmforge.eval.runner import LOWER_IS_BETTER
 
@@ -100,10 +101,6 @@ def to_markdown(results: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def merge_results(old: dict, new: dict) -> dict:
@@ -141,12 +138,12 @@ def write_results(results: dict, out_dir: str | Path, merge: bool = True) -> tup
         r = dict(r)
         samples = r.pop("samples", None)
         if samples is not None:
-            _atomic_write(out / f"samples_{name}.jsonl", "".join(json.dumps(s, default=str) + "\n" for s in samples))
+            write_text_atomic(out / f"samples_{name}.jsonl", "".join(json.dumps(s, default=str) + "\n" for s in samples))
             r["samples_file"] = f"samples_{name}.jsonl"
         slim["tasks"][name] = r
     jp, mp = out / "results.json", out / "results.md"
-    _atomic_write(jp, json.dumps(slim, indent=2, default=str) + "\n")
-    _atomic_write(mp, to_markdown(slim))
+    write_text_atomic(jp, json.dumps(slim, indent=2, default=str) + "\n")
+    write_text_atomic(mp, to_markdown(slim))
     return jp, mp
 
 

@@ -4,11 +4,11 @@ JSON behind it (cli.py)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from lmforge.atomic import write_atomic
 from lmforge.inspect.attention import AttentionMap
 from lmforge.inspect.lens import Lens
 from lmforge.inspect.surprise import Surprise
@@ -31,10 +31,7 @@ def _figure(width: float, height: float):
 def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, bbox_inches="tight"), suffix=".png")
 
 
 def shown(label: str) -> str:

@@ -31,6 +31,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmforge.atomic import write_text_atomic
 from lmforge.config import RunConfig, from_dict, merge, parse_overrides, to_dict
 from lmforge.errors import LmforgeError
 from lmforge.plan import chinchilla
@@ -369,11 +370,7 @@ def _check_same_sweep(out: Path, cfg: RunConfig, budgets, sizes: int) -> None:
                 f"differ; see {path}); use another --out, or the same overrides as before"
             )
     out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(
-        json.dumps({"config": spec, "budgets": list(budgets), "sizes": sizes}, indent=1), encoding="utf-8"
-    )
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps({"config": spec, "budgets": list(budgets), "sizes": sizes}, indent=1))
 
 
 if __name__ == "__main__":  # python -m lmforge.plan.sweep OUT [overrides] (same as `lmforge plan sweep`)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
+from lmforge.atomic import write_atomic, write_text_atomic
 from lmforge.errors import LmforgeError
 from lmforge.plan import chinchilla
 from lmforge.plan.fit import fit_isoflop, fit_parametric, parametric_optimum
@@ -198,10 +198,7 @@ def plot_isoflop(path: Path, rows: list[dict], fits: dict) -> Path:
     right.legend(fontsize=8)
     right.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, fig.savefig, suffix=".png")
 
 
 def _si_tick(x: float, _pos=None) -> str:
@@ -223,6 +220,4 @@ def _write_json(path: Path, data: dict) -> None:
             return x.item()
         return x
 
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(clean(data), indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(clean(data), indent=1))

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import os
 import signal
 import sys
 import threading
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from lmforge.atomic import write_text_atomic
 from lmforge.config import RunConfig, to_yaml
 from lmforge.data.loader import TokenLoader
 from lmforge.data.shards import check_tokenizer, check_vocab, load_meta
@@ -176,7 +176,7 @@ def _train(cfg: RunConfig, inputs: Inputs, tokenizer: Tokenizer, run_dir: Path, 
             # Only now, with the inputs checked and the checkpoint loaded, is anything written.
             if main:
                 run_dir.mkdir(parents=True, exist_ok=True)
-                _write_atomic(run_dir / "config.yaml", to_yaml(cfg))
+                write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
                 if not (run_dir / "tokenizer.json").exists():
                     tokenizer.save(run_dir / "tokenizer.json")
         tokens_per_micro = tc.batch_size * seq_len
@@ -453,10 +453,6 @@ def _val_tokens(shard_dir: Path, seq_len: int, tc: TrainConfig, main: bool) -> i
     return tc.eval_tokens
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

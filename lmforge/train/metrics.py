@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from lmforge.atomic import write_text_atomic
 
 # Dense bf16 tensor-core peak FLOP/s by device name (NVIDIA datasheets; MFU as in PaLM, Chowdhery
 # et al. 2022, App. B). Checked in order, so the more specific name comes first.
@@ -68,9 +69,7 @@ class MetricsLog:
                 continue
             if isinstance(rec, dict) and rec.get("step", 0) <= step:
                 kept.append(line)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(k + "\n" for k in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from lmforge.atomic import write_atomic, write_text_atomic
 from lmforge.config import from_dict, read_recipe, to_dict, to_yaml
 from lmforge.data.curate import boilerplate, dedup
 from lmforge.data.curate.classifier_training import prepare_classifier
@@ -53,15 +54,11 @@ def _pipeline(cfg: CurateConfig, work: Path) -> DocPipeline:
 
 
 def _save_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=1))
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, arr)
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: np.save(tmp, arr), suffix=".npy")
 
 
 def filter_shard(cfg: CurateConfig, task: Task, out: str) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lmforge.atomic import write_text_atomic
 from lmforge.data.curate.stages import run_order
 from lmforge.data.curate.stats import totals
 
@@ -101,7 +102,4 @@ def _extras(stats: dict[str, Any]) -> list[str]:
 def write_report(out: Path, stats: dict[str, Any]) -> Path:
     path = Path(out) / "report.md"
     body = "# Curation report\n\n" + report_section(stats).split("\n", 2)[2]
-    tmp = path.with_name("report.md.tmp")
-    tmp.write_text(body, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, body)
