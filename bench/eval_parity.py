@@ -28,7 +28,7 @@ import torch
 from lmforge.eval import evaluate, get_tasks
 from lmforge.eval.parity import make_harness_lm, run_lm_eval, subjects_one_per_category, write_lm_eval_tasks
 from lmforge.eval.tasks.data import default_data_dir
-from lmforge.eval.tiny import tiny_gpt2, tiny_lmforge, tiny_tokenizer
+from lmforge.tiny import tiny_gpt2, tiny_lmforge, tiny_tokenizer
 
 METRIC_KEYS = ("acc", "acc_norm", "word_perplexity", "byte_perplexity", "bits_per_byte")
 

@@ -28,7 +28,7 @@ from lmforge.eval import evaluate, get_tasks
 from lmforge.eval.parity import lm_eval_dir, run_lm_eval, write_lm_eval_tasks
 from lmforge.eval.tasks.data import default_data_dir
 from lmforge.eval.tasks.lmeval_yaml import TaskFolder
-from lmforge.eval.tiny import tiny_gpt2, tiny_tokenizer
+from lmforge.tiny import tiny_gpt2, tiny_tokenizer
 
 WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "and", "ran", "to", "house", "tree", "red", "blue", "big", "small", "it", "was", "there", "when", "you", "see", "water", "fire", "stone", "who", "what", "why", "because", "people", "time", "year", "way", "day", "thing", "man", "world", "life", "hand", "part", "child"]
 

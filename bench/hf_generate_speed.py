@@ -41,9 +41,9 @@ SHAPES = {  # the tiny recipe's size (lmforge/recipes/tiny.yaml); gpt2 swaps in 
 
 
 def random_run(root: Path, name: str, shape: dict, vocab: int) -> Path:
-    from lmforge.eval.tiny import random_run as save
-    from lmforge.eval.tiny import tiny_tokenizer
     from lmforge.model import ModelConfig
+    from lmforge.tiny import random_run as save
+    from lmforge.tiny import tiny_tokenizer
 
     tok = tiny_tokenizer(vocab_size=vocab)
     cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=256, n_layer=4, n_head=4, n_embd=256, **shape)

@@ -39,8 +39,8 @@ SHAPES = {
 
 def tiny_run(root: Path, name: str, shape: dict, vocab: int, context: int, layers: int, embd: int) -> Path:
     """A run directory with random weights (std 0.1, so the choices' scores differ)."""
-    from lmforge.eval.tiny import random_run, tiny_tokenizer
     from lmforge.model import ModelConfig
+    from lmforge.tiny import random_run, tiny_tokenizer
 
     tok = tiny_tokenizer(vocab_size=vocab)
     cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=context, n_layer=layers, n_head=4, n_embd=embd,

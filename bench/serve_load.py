@@ -34,7 +34,7 @@ import torch
 from lmforge.serve.config import SampleConfig
 from lmforge.serve.engine import ServedModel
 from lmforge.serve.server import RunningServer, create_app
-from lmforge.serve.tiny import make_tiny_run
+from lmforge.tiny import make_tiny_run
 
 
 def prompts(n: int) -> list[list[dict]]:

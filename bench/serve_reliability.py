@@ -25,7 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lmforge.serve.tiny import make_tiny_run
+from lmforge.tiny import make_tiny_run
 
 
 def serve(run: Path, *flags: str) -> tuple[subprocess.Popen, str]:

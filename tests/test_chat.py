@@ -15,7 +15,7 @@ from lmforge.errors import LmforgeError
 from lmforge.serve.chat import ChatSession
 from lmforge.serve.config import SampleConfig
 from lmforge.serve.engine import ContextLengthError, ServedModel
-from lmforge.serve.tiny import make_tiny_run
+from lmforge.tiny import make_tiny_run
 
 GREEDY = SampleConfig(max_new_tokens=8, temperature=0.0, top_k=None, seed=None)
 

@@ -104,7 +104,7 @@ def test_cli_encodes_the_kept_documents_into_shards(tmp_path, capsys):
     import random
 
     from lmforge.data.shards import load_meta
-    from lmforge.eval.tiny import tiny_tokenizer
+    from lmforge.tiny import tiny_tokenizer
 
     src = tmp_path / "in.jsonl"
     words = ["river", "mountain", "forest", "window", "garden", "teacher", "market", "village", "silver", "winter", "orange", "bottle"]

@@ -22,7 +22,7 @@ from lmforge.data.curate.shards import read_shard, shard_files
 from lmforge.errors import ConfigError, LmforgeError
 from lmforge.serve.engine import ServedModel
 from lmforge.serve.server import RunningServer, create_app
-from lmforge.serve.tiny import make_tiny_run
+from lmforge.tiny import make_tiny_run
 
 OFF = {s: {"enabled": False} for s in ("lang_id", "gopher_quality", "gopher_repetition", "c4", "fineweb")}
 

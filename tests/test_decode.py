@@ -112,7 +112,7 @@ def test_served_model_with_compile_answers_as_without(tmp_path):
     from torch._dynamo.utils import counters
 
     from lmforge.serve.engine import ServedModel
-    from lmforge.serve.tiny import make_tiny_run
+    from lmforge.tiny import make_tiny_run
 
     served = ServedModel.load(str(make_tiny_run(tmp_path / "run", seed=0, block_size=64)))
     ids = served.text_ids("the quick brown")

@@ -9,7 +9,7 @@ from lmforge.errors import LmforgeError
 from lmforge.eval.cli import main
 from lmforge.eval.tasks import data
 from lmforge.eval.tasks.custom import load_task_file
-from lmforge.eval.tiny import tiny_lmforge, tiny_tokenizer
+from lmforge.tiny import tiny_lmforge, tiny_tokenizer
 
 
 def make_run(path, seed=0):

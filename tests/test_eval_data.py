@@ -14,7 +14,7 @@ import yaml
 from lmforge.benchmarks import BUNDLED
 from lmforge.eval.cli import main
 from lmforge.eval.tasks import data, get_tasks
-from lmforge.eval.tiny import tiny_lmforge, tiny_tokenizer
+from lmforge.tiny import tiny_lmforge, tiny_tokenizer
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -12,7 +12,7 @@ from lmforge.eval.loglik import (
     loglikelihood_tokens,
     rolling_windows,
 )
-from lmforge.eval.tiny import tiny_lmforge, tiny_tokenizer
+from lmforge.tiny import tiny_lmforge, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_result_cache_makes_a_rerun_free(lm, tmp_path):
 
 def test_hf_backend_shared_prefix_equals_full_forward():
     pytest.importorskip("transformers")
-    from lmforge.eval.tiny import tiny_gpt2
+    from lmforge.tiny import tiny_gpt2
 
     hf = tiny_gpt2(tiny_tokenizer(), n_positions=32)
     enc = Encoder(hf)

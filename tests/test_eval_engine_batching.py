@@ -7,7 +7,7 @@ import random
 import pytest
 
 from lmforge.eval.loglik import loglikelihood
-from lmforge.eval.tiny import tiny_lmforge, tiny_tokenizer
+from lmforge.tiny import tiny_lmforge, tiny_tokenizer
 
 WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "and", "ran", "to", "house", "tree", "red", "blue", "big", "small", "it", "was", "there", "when", "you", "see", "water"]
 

@@ -112,7 +112,7 @@ def test_judge_without_judge_model_uses_the_one_model_lmforge_serve_serves(tmp_p
     from lmforge.eval.judge import served_model
     from lmforge.serve.engine import ServedModel
     from lmforge.serve.server import RunningServer, create_app
-    from lmforge.serve.tiny import make_tiny_run
+    from lmforge.tiny import make_tiny_run
 
     one = ServedModel.load(f"sft={make_tiny_run(tmp_path / 'r1', seed=0, block_size=1536)}")  # judge asks 1024 tokens
     with RunningServer(create_app([one])) as srv:

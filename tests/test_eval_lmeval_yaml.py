@@ -85,7 +85,7 @@ def setup(tmp_path_factory):
     pytest.importorskip("lm_eval")
     pytest.importorskip("transformers")
     pytest.importorskip("datasets")
-    from lmforge.eval.tiny import tiny_gpt2, tiny_tokenizer
+    from lmforge.tiny import tiny_gpt2, tiny_tokenizer
 
     tmp = tmp_path_factory.mktemp("lmeval_yaml")
     lm = tiny_gpt2(tiny_tokenizer(), n_positions=512, save_to=tmp / "gpt2")

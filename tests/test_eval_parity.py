@@ -12,7 +12,7 @@ from conftest import shared_path
 from lmforge.benchmarks import BUNDLED
 from lmforge.eval import evaluate, get_tasks
 from lmforge.eval.parity import run_lm_eval, write_lm_eval_tasks
-from lmforge.eval.tiny import tiny_gpt2, tiny_tokenizer
+from lmforge.tiny import tiny_gpt2, tiny_tokenizer
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +67,7 @@ def test_lm_eval_scores_a_served_model_through_local_completions(tmp_path, setup
     from lmforge.export import export_run
     from lmforge.serve.engine import ServedModel
     from lmforge.serve.server import RunningServer, create_app
-    from lmforge.serve.tiny import make_tiny_run
+    from lmforge.tiny import make_tiny_run
 
     _, names, tmp, data_dir = setup
     run = make_tiny_run(tmp_path / "run", seed=5, block_size=256, vocab_size=400)  # no request is truncated

@@ -166,7 +166,7 @@ def test_unsupported_option_is_named(tok, tmp_path, kw, option):
 
 
 def test_export_run_from_run_dir_and_refuses_existing_out(tok, tmp_path):
-    from lmforge.serve.tiny import make_tiny_run
+    from lmforge.tiny import make_tiny_run
 
     run = make_tiny_run(tmp_path / "run")
     (tmp_path / "taken").mkdir()

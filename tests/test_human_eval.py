@@ -15,7 +15,7 @@ from lmforge.serve.config import SampleConfig
 from lmforge.serve.engine import ServedModel
 from lmforge.serve.human_eval import HumanEvalStore, VoteError, prepare, read_prompts
 from lmforge.serve.ratings import ELO_SCALE, PRIOR_TIES, bradley_terry, summarize
-from lmforge.serve.tiny import make_tiny_run
+from lmforge.tiny import make_tiny_run
 
 SAMPLE = SampleConfig(max_new_tokens=6, temperature=0.7, top_k=None, top_p=0.95, seed=1234)
 

@@ -12,15 +12,15 @@ import pytest
 from lmforge.cli import main
 from lmforge.inspect.attention import attention_maps
 from lmforge.inspect.cli import load
-from lmforge.serve.tiny import make_tiny_run
+from lmforge.tiny import make_tiny_run
 
 A, B = "I hit the baseball with a bat", "I hit the bat with a baseball"
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from lmforge.eval.tiny import random_run
     from lmforge.model import ModelConfig
+    from lmforge.tiny import random_run
     from lmforge.tokenizer import Tokenizer
 
     root = tmp_path_factory.mktemp("runs")

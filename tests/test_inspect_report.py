@@ -8,7 +8,7 @@ import re
 
 from lmforge.inspect.report import SECTION, SENTENCES, inside_the_model
 from lmforge.report import read_report_section, update_report_section
-from lmforge.serve.tiny import make_tiny_run
+from lmforge.tiny import make_tiny_run
 
 
 def test_section_links_pictures_that_exist(tmp_path):

@@ -19,7 +19,7 @@ httpx = pytest.importorskip("httpx")
 from lmforge.inspect.attention import attention_maps
 from lmforge.serve.engine import ServedModel
 from lmforge.serve.server import RunningServer, create_app
-from lmforge.serve.tiny import make_tiny_run
+from lmforge.tiny import make_tiny_run
 
 KEY = "inspect-key"
 TEXT = "I hit the baseball with a bat"

@@ -20,7 +20,7 @@ from lmforge.chat.template import render_chat
 from lmforge.errors import LmforgeError
 from lmforge.serve.config import SampleConfig
 from lmforge.serve.engine import ServedModel
-from lmforge.serve.tiny import make_tiny_run
+from lmforge.tiny import make_tiny_run
 
 POOL = [{"question": "2+2?", "answer": "4"}, {"question": "capital of France?", "answer": "Paris"},
         {"question": "color of the sky?", "answer": "blue"}]

@@ -16,7 +16,7 @@ pytest.importorskip("uvicorn")
 from lmforge.serve.config import SampleConfig
 from lmforge.serve.engine import ServedModel
 from lmforge.serve.server import RunningServer, create_app
-from lmforge.serve.tiny import make_tiny_run
+from lmforge.tiny import make_tiny_run
 
 KEY = "test-key"
 GREEDY = {"temperature": 0}

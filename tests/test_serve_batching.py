@@ -21,7 +21,7 @@ from lmforge.serve.batching import batchable
 from lmforge.serve.config import SampleConfig
 from lmforge.serve.engine import ServedModel
 from lmforge.serve.server import RunningServer, create_app
-from lmforge.serve.tiny import make_tiny_run
+from lmforge.tiny import make_tiny_run
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from lmforge.serve.tiny import make_tiny_run
+from lmforge.tiny import make_tiny_run
 
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")

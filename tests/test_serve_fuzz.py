@@ -21,7 +21,7 @@ from lmforge.serve.config import SampleConfig
 from lmforge.serve.engine import ServedModel
 from lmforge.serve.human_eval import prepare
 from lmforge.serve.server import RunningServer, create_app
-from lmforge.serve.tiny import make_tiny_run
+from lmforge.tiny import make_tiny_run
 
 KEY = "fuzz-key"
 EXAMPLES = 12  # per operation and generation mode (positive, negative)

@@ -25,7 +25,7 @@ from lmforge.serve.config import SampleConfig
 from lmforge.serve.engine import ServedModel
 from lmforge.serve.human_eval import HumanEvalStore, prepare
 from lmforge.serve.server import RunningServer, create_app
-from lmforge.serve.tiny import make_tiny_run
+from lmforge.tiny import make_tiny_run
 
 KEY, RATER_KEY = "api-key", "rater-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
