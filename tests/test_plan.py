@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from lmforge import gpus
 from lmforge.config import RunConfig
 from lmforge.errors import LmforgeError
 from lmforge.plan import add_parser, chinchilla, hardware, report_section, run
@@ -67,7 +68,7 @@ def test_eq10_loss_and_frontier_position():
 
 
 def test_cost_arithmetic_and_published_estimates():
-    a100 = hardware.get_gpu("A100-40GB")
+    a100 = gpus.get_gpu("A100-40GB")
     c = hardware.estimate_cost(1e21, a100, num_gpus=10, mfu=0.5, pue=1.1, energy_price=100)
     hours = 1e21 / (312e12 * 0.5) / 3600
     assert c["gpu_hours"] == pytest.approx(hours) and c["wall_hours"] == pytest.approx(hours / 10)
@@ -86,8 +87,37 @@ def test_cost_arithmetic_and_published_estimates():
     assert hardware.estimate_cost(1e20, a100, num_gpus=1000)["purchase"] == 10_000_000  # "$10,000,000"
     energy = hardware.estimate_cost(flops(100e9, 2e12), a100, mfu=0.4, pue=1.0)["energy_mwh"]
     assert 900 < energy < 1200  # "~1,000 MWh"
-    for gpu in hardware.GPUS.values():  # every preset says where its numbers come from
+    for gpu in gpus.GPUS.values():  # every preset says where its numbers come from
         assert gpu.sources and gpu.peak_flops > 0 and gpu.rent_per_hour[0] <= gpu.rent_per_hour[1]
+
+
+@pytest.mark.parametrize(
+    ("device_name", "preset"),
+    [
+        ("NVIDIA H100 80GB HBM3", "h100"),
+        ("NVIDIA H200", "h200"),
+        ("NVIDIA A100-SXM4-40GB", "a100-80gb"),  # the same 312 TFLOP/s as the 40 GB preset
+        ("NVIDIA A100 80GB PCIe", "a100-80gb"),
+        ("NVIDIA H100 PCIe", None),  # 756 dense TFLOP/s, not the SXM preset's 989
+        ("NVIDIA H100 NVL", None),
+        ("NVIDIA GeForce RTX 4090", None),
+    ],
+)
+def test_training_and_plan_read_one_datasheet_table(monkeypatch, device_name, preset):
+    # Training's MFU and plan's compute section take a CUDA device's peak from lmforge/gpus.py.
+    import torch
+
+    from lmforge.train.metrics import peak_flops
+
+    want = gpus.GPUS[preset].peak_flops if preset else None
+    assert gpus.device_gpu(device_name) is (gpus.GPUS[preset] if preset else None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: device_name)
+    assert peak_flops(torch.device("cuda")) == want
+    assert peak_flops(torch.device("cpu")) is None
+    if preset:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        peak, source = hardware.device_peak("cuda")
+        assert peak == want and "datasheet" in source
 
 
 def _synthetic_points(true: dict) -> list[dict]:

@@ -20,6 +20,7 @@ import re
 import statistics
 from pathlib import Path
 
+from lmforge import gpus
 from lmforge.errors import LmforgeError
 from lmforge.plan import chinchilla, hardware, memory
 from lmforge.plan.display import format_gpus, format_plan
@@ -60,7 +61,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="a recipe (e.g. llama-1b) or YAML: its shape, and its tokens unless --tokens/--compute is given",
     )
     h = p.add_argument_group("hardware")
-    h.add_argument("--gpu", default="h100", help=f"GPU preset ({', '.join(hardware.GPUS)}; default h100)")
+    h.add_argument("--gpu", default="h100", help=f"GPU preset ({', '.join(gpus.GPUS)}; default h100)")
     h.add_argument("--num-gpus", default="8", help="GPUs in the cluster (default 8, one server)")
     h.add_argument("--mfu", help=f"model FLOPs utilisation in (0, 1] (default {hardware.DEFAULT_MFU})")
     h.add_argument("--mfu-from", metavar="RUN_DIR", help="use the median MFU logged in a run's metrics.jsonl")
@@ -124,7 +125,7 @@ def make_plan(args: argparse.Namespace) -> dict:
     params = parse_amount(args.params, "--params") if args.params else None
     tokens = parse_amount(args.tokens, "--tokens") if args.tokens else None
     compute = parse_amount(args.compute, "--compute") if args.compute else None
-    gpu = hardware.get_gpu(args.gpu)
+    gpu = gpus.get_gpu(args.gpu)
     num_gpus = _int(args.num_gpus, "--num-gpus")
     mfu, mfu_source = _mfu(args)
     pue = _float(args.pue, "--pue")
@@ -324,7 +325,7 @@ def _jsonable(x):
 
 def _gpus(args) -> int:
     if args.json:
-        print(json.dumps({k: g.to_dict() for k, g in hardware.GPUS.items()}, indent=1))
+        print(json.dumps({k: g.to_dict() for k, g in gpus.GPUS.items()}, indent=1))
     else:
         print(format_gpus())
     return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lmforge.plan import hardware
+from lmforge import gpus
 
 
 def format_plan(r: dict) -> str:
@@ -147,11 +147,11 @@ def format_gpus() -> str:
     out = [
         f"{'name':<11} {'dense BF16':>11} {'memory':>7} {'power':>6} {'rent $/GPU-h':>13} {'price':>9}  GPU"
     ]
-    for g in hardware.GPUS.values():
+    for g in gpus.GPUS.values():
         out.append(
             f"{g.name:<11} {g.peak_flops / 1e12:>7.0f} TF/s {g.memory_gb:>5.0f}GB {g.power_w:>5.0f}W "
             f"{g.rent_per_hour[0]:>6.2f}-{g.rent_per_hour[1]:<6.2f} ${g.price:>8,.0f}  {g.label}"
         )
     out.append("\nsources:")
-    out += [f"- {g.name}: {g.sources}" for g in hardware.GPUS.values()]
+    out += [f"- {g.name}: {g.sources}" for g in gpus.GPUS.values()]
     return "\n".join(out)

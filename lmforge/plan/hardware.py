@@ -1,4 +1,5 @@
-"""GPUs, time, money and energy: what a planned number of training FLOPs costs.
+"""Time, money and energy: what a planned number of training FLOPs costs on a GPU preset
+(lmforge/gpus.py), and the measured peak that MFU divides by where no datasheet applies.
 
     GPU-seconds = FLOPs / (peak FLOP/s x MFU)
 
@@ -17,12 +18,11 @@ Prices move quickly; they are a snapshot with their sources, to be overridden by
 
 from __future__ import annotations
 
-import difflib
 import functools
 import time
-from dataclasses import asdict, dataclass
 
 from lmforge.errors import LmforgeError
+from lmforge.gpus import GPU, device_gpu
 
 DEFAULT_MFU = 0.40
 # Power usage effectiveness (facility energy / IT energy). 1.2 is typical of a modern AI data
@@ -32,72 +32,6 @@ DEFAULT_PUE = 1.2
 # $ per MWh of electricity: the figure of the published estimate this project reproduces (Shaw
 # Talebi, "How to Build an LLM from Scratch", Towards Data Science, 2023: "$100 per megawatt hour").
 DEFAULT_ENERGY_PRICE = 100.0
-
-
-@dataclass(frozen=True)
-class GPU:
-    name: str  # the preset's key, e.g. "h100"
-    label: str  # what it is
-    peak_flops: float  # dense BF16 tensor-core FLOP/s (the datasheets print 2x that "with sparsity")
-    memory_gb: float  # device memory as marketed, in GB (1e9 bytes; conservative for the 'GiB' parts)
-    power_w: float  # board power (TDP), W
-    rent_per_hour: tuple[float, float]  # typical on-demand $ per GPU-hour, cheaper to dearer clouds
-    price: float  # typical purchase price of one GPU, $ (the card alone: no server, network, building)
-    sources: str  # where the numbers come from
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-_A100_SPEC = (
-    "NVIDIA A100 Tensor Core GPU datasheet (nvidia.com, 2021): BF16 312 TFLOPS dense (624 sparse), 400 W SXM"
-)
-_H100_SPEC = (
-    "NVIDIA H100 Tensor Core GPU datasheet (nvidia.com, 2023): SXM BF16 1,979 TFLOPS with sparsity = 989 dense, "
-    "80 GB HBM3, up to 700 W"
-)
-_RENT_2026 = (
-    "On-demand rent: mercatus-ai.com/blog/cloud-gpu-pricing (May 2026, long-tail to specialty clouds) and "
-    "pricegpu.pages.dev/blog/h100-vs-a100-cloud-price (early 2026)"
-)
-_PRICE_2026 = (
-    "Purchase: aiinframap.com/tools/chips/h100-vs-h200-vs-b200-tco (mid-2026 street prices, +/-20-40%)"
-)
-
-GPUS: dict[str, GPU] = {
-    g.name: g
-    for g in [
-        GPU(name="a100-40gb", label="NVIDIA A100 SXM4 40GB", peak_flops=312e12, memory_gb=40, power_w=400,
-            rent_per_hour=(1.0, 2.0), price=10_000,
-            sources=f"{_A100_SPEC}, 40 GB HBM2. Rent $1-2/GPU-hour and ~$10,000 to buy: Shaw Talebi, "
-            "'How to Build an LLM from Scratch' (Towards Data Science, 2023)"),
-        GPU(name="a100-80gb", label="NVIDIA A100 SXM4 80GB", peak_flops=312e12, memory_gb=80, power_w=400,
-            rent_per_hour=(1.1, 2.5), price=15_000,
-            sources=f"{_A100_SPEC}, 80 GB HBM2e. {_RENT_2026}: $1.10-1.50 specialty, $1.49-2.49 typical. "
-            "Purchase: mercatus-ai.com/blog/a100-vs-h100-vs-h200 ($8-15K street price, 2026)"),
-        GPU(name="h100", label="NVIDIA H100 SXM5 80GB", peak_flops=989e12, memory_gb=80, power_w=700,
-            rent_per_hour=(2.0, 4.0), price=30_000,
-            sources=f"{_H100_SPEC}. {_RENT_2026}: $1.99-3.50 outside hyperscalers, $2.49-3.99 typical. "
-            f"{_PRICE_2026}: ~$30,000"),
-        GPU(name="h200", label="NVIDIA H200 SXM 141GB", peak_flops=989e12, memory_gb=141, power_w=700,
-            rent_per_hour=(2.5, 4.5), price=35_000,
-            sources="NVIDIA H200 Tensor Core GPU datasheet (nvidia.com, 2024): BF16 1,979 TFLOPS with sparsity "
-            f"= 989 dense, 141 GB HBM3e, up to 700 W. {_RENT_2026}: $2.50-3.50 long-tail, $3.50-4.50 "
-            f"specialty. {_PRICE_2026}: ~$35,000"),
-    ]
-}  # fmt: skip
-_ALIASES = {"h100-sxm": "h100", "h100-80gb": "h100", "h200-sxm": "h200", "h200-141gb": "h200"}
-
-
-def get_gpu(name: str) -> GPU:
-    """The preset called `name` (case-insensitive); LmforgeError listing the known ones otherwise."""
-    key = name.strip().lower()
-    key = _ALIASES.get(key, key)
-    if key in GPUS:
-        return GPUS[key]
-    close = difflib.get_close_matches(key, list(GPUS) + list(_ALIASES), n=2, cutoff=0.5)
-    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-    raise LmforgeError(f"unknown GPU '{name}'{hint}; known GPUs: {', '.join(GPUS)}")
 
 
 def check_mfu(mfu: float) -> float:
@@ -168,13 +102,13 @@ def matmul_peak(device: str = "cpu", dtype_name: str = "fp32", n: int = 0) -> fl
 
 def device_peak(device: str = "cpu") -> tuple[float, str]:
     """(peak FLOP/s, where it comes from) for MFU on `device`: the datasheet's dense BF16 figure for
-    a known GPU, else a measured fp32 matmul on this machine."""
+    a known GPU (lmforge.gpus, as training's MFU uses), else a measured matmul on this machine."""
     import torch
 
     if device.startswith("cuda") and torch.cuda.is_available():
         name = torch.cuda.get_device_name(torch.device(device))
-        for key, gpu in (("H200", GPUS["h200"]), ("H100", GPUS["h100"]), ("A100", GPUS["a100-80gb"])):
-            if key in name and "PCIe" not in name:
-                return gpu.peak_flops, f"{gpu.label} datasheet, dense BF16"
+        gpu = device_gpu(name)
+        if gpu is not None:
+            return gpu.peak_flops, f"{gpu.label} datasheet, dense BF16"
         return matmul_peak(device, "bf16"), f"measured bf16 matmul on {name}"
     return matmul_peak("cpu", "fp32"), "measured fp32 matmul on this CPU"

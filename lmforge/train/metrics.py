@@ -16,23 +16,16 @@ from typing import Any
 import torch
 
 from lmforge.atomic import write_text_atomic
-
-# Dense bf16 tensor-core peak FLOP/s by device name (NVIDIA datasheets; MFU as in PaLM, Chowdhery
-# et al. 2022, App. B). Checked in order, so the more specific name comes first.
-PEAK_BF16_FLOPS = [
-    ("H100 PCIe", 756e12),
-    ("H100", 989e12),  # SXM
-    ("H200", 989e12),
-    ("A100", 312e12),
-]
+from lmforge.gpus import device_gpu
 
 
 def peak_flops(device: torch.device) -> float | None:
-    """Dense bf16 peak of a known CUDA device, else None (no MFU shown)."""
+    """Dense bf16 datasheet peak of a known CUDA device (lmforge/gpus.py), else None (no MFU shown);
+    MFU as in PaLM (Chowdhery et al. 2022, App. B)."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in PEAK_BF16_FLOPS if key in name), None)
+    gpu = device_gpu(torch.cuda.get_device_name(device))
+    return gpu.peak_flops if gpu is not None else None
 
 
 def _finite_or_none(v: Any) -> Any:
