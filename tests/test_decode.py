@@ -12,7 +12,7 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.model import ModelConfig, Transformer
-from lmforge.model.decode import Decoder
+from lmforge.model.decode import DecodeStep
 from lmforge.serve.batching import generate_batch
 from lmforge.serve.config import SampleConfig
 from lmforge.serve.generate import generate_tokens
@@ -30,15 +30,15 @@ def tiny(**kw) -> Transformer:
 
 def test_generation_decodes_through_a_decoder_only_when_compiling():
     model = tiny()
-    assert not Decoder.wanted(model)  # eager: generation calls the model's cached forward itself
-    assert Decoder.wanted(model, compile=True)
-    assert not Decoder.wanted(tiny(kind="encoder-decoder"), compile=True)
+    assert not DecodeStep.wanted(model)  # eager: generation calls the model's cached forward itself
+    assert DecodeStep.wanted(model, compile=True)
+    assert not DecodeStep.wanted(tiny(kind="encoder-decoder"), compile=True)
 
 
 def test_decoder_refuses_other_models():
     with pytest.raises(LmforgeError, match="decoder models"):
-        Decoder(tiny(kind="encoder-decoder"), None)
-    assert Decoder.supports(tiny()) and not Decoder.supports(tiny(kind="encoder"))
+        DecodeStep(tiny(kind="encoder-decoder"), None)
+    assert DecodeStep.supports(tiny()) and not DecodeStep.supports(tiny(kind="encoder"))
 
 
 def private_torch_uses(path: Path) -> list[str]:
@@ -76,7 +76,7 @@ def test_the_private_api_scan_finds_what_it_should(tmp_path):
 
 
 def test_greedy_generation_equals_the_models_cached_forward():
-    """generate_tokens now decodes through the Decoder; the tokens are those of the model's own loop."""
+    """generate_tokens decodes through a DecodeStep; the tokens are those of the model's own loop."""
     model = tiny(pos="rope", n_kv_head=2)
     prompt = PROMPTS[0]
     reference = []

@@ -22,7 +22,7 @@ from lmforge.train.config import ParallelConfig
 from lmforge.train.loop import train
 from lmforge.train.parallel.dist import Layout, rank_zero_first, resolve_layout
 from lmforge.train.parallel.parallelize import check_layout
-from lmforge.train.parallel.pipeline import StageModule, split_layers
+from lmforge.train.parallel.pipeline_parallel import StageModule, split_layers
 from lmforge.train.parallel.recompute import checkpoint_blocks
 from lmforge.train.state import loader_state_for
 

@@ -1,7 +1,7 @@
 """One-token decoding steps for decoder models: the model's own cached forward, optionally compiled.
 
 After a prefill has filled a KV cache, generation feeds one token per row and needs the logits
-after it. A `Decoder` step is exactly `model(tokens[:, None], kv_cache=cache, last_only=True)`:
+after it. A `DecodeStep` is exactly `model(tokens[:, None], kv_cache=cache, last_only=True)`:
 no second copy of the attention, MLP or masks to keep in step with transformer.py, no private
 torch ops. With `compile=True` that call runs through `torch.compile` (public API), and inductor
 fuses the many small ops of a step (norms, RoPE, activations, residual adds) between the matmuls,
@@ -26,32 +26,32 @@ def decode_step(model: Transformer, tokens: torch.Tensor, cache: KVCache) -> tor
 
 @functools.cache
 def compiled_step():
-    """decode_step through torch.compile, made once per process so every Decoder shares its graphs.
+    """decode_step through torch.compile, made once per process so every DecodeStep shares its graphs.
     The cache length changes every step: torch.compile's automatic dynamic shapes make it symbolic
     after the second length, so a generation compiles about twice and then reuses the graph (also
     for other prompt lengths; a new batch size or model compiles again)."""
     return torch.compile(decode_step)
 
 
-class Decoder:
+class DecodeStep:
     """Next-token logits for a decoder model, one token per row, after a prefill has filled `cache`.
 
-    `decoder(tokens)` takes (B,) ids at the cache's next slot and returns logits (B, V), advancing
+    `step(tokens)` takes (B,) ids at the cache's next slot and returns logits (B, V), advancing
     the cache. compile=True runs the step through torch.compile: seconds of compiling on the first
     calls, then fewer, fused kernels per token.
     """
 
     def __init__(self, model: Transformer, cache: KVCache, compile: bool = False) -> None:
         if not self.supports(model):
-            raise LmforgeError(f"Decoder is for decoder models; this is a {model.cfg.kind}")
+            raise LmforgeError(f"DecodeStep is for decoder models; this is a {model.cfg.kind}")
         self.model, self.cache = model, cache
         self.step = compiled_step() if compile else decode_step
 
     @staticmethod
     def wanted(model: Transformer, compile: bool = False) -> bool:
-        """Whether generation should decode through a Decoder: when compiling is asked for (eager,
+        """Whether generation should decode through a DecodeStep: when compiling is asked for (eager,
         the step is the model's plain cached forward, which generation calls directly)."""
-        return compile and Decoder.supports(model)
+        return compile and DecodeStep.supports(model)
 
     @staticmethod
     def supports(model: Transformer) -> bool:

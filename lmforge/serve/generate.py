@@ -4,7 +4,7 @@ Two layers, one prompt at a time, and a batched prefill:
 
 - `generate_tokens` yields token ids. The prompt goes through the model in one forward (prefill)
   that fills the KV cache; every later token costs a forward over one position (the model's own
-  cached forward; with `cfg.compile`, through torch.compile: `Decoder`, lmforge/model/decode.py).
+  cached forward; with `cfg.compile`, through torch.compile: `DecodeStep`, lmforge/model/decode.py).
 - `prefill_batch` starts a batch of prompts at once (decoder models): prompts of different
   lengths are left-padded, so each step is one forward over B positions. The server's batcher
   (lmforge/serve/batching.py, also `generate_batch` there) decodes with it, sampling each row
@@ -26,7 +26,7 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.model.config import ModelConfig
-from lmforge.model.decode import Decoder
+from lmforge.model.decode import DecodeStep
 from lmforge.serve.config import SampleConfig
 from lmforge.serve.sampling import cache_slots, sample, token_budget
 
@@ -87,8 +87,8 @@ def generate_tokens(
     def next_logits(ids: list[int]) -> torch.Tensor:
         """Feed `ids` after what the cache holds; return the logits (V,) for the next token."""
         idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
-        if decoder is not None and cache.length > 0:  # one token after the prefill
-            return decoder(idx[0])[0]
+        if step is not None and cache.length > 0:  # one token after the prefill
+            return step(idx[0])[0]
         if mcfg.kind == "encoder-decoder":
             first = cache.length == 0  # the encoder runs once, with the prefill
             src = torch.tensor([list(source_ids)], dtype=torch.long, device=device) if first else None
@@ -104,7 +104,8 @@ def generate_tokens(
         # the caller's code between yields.
         with torch.inference_mode():
             cache = model.new_kv_cache(1, cache_slots(n, budget), device=device, dtype=dtype)
-            decoder = Decoder(model, cache, compile=cfg.compile) if Decoder.wanted(model, cfg.compile) else None
+            compiled = DecodeStep.wanted(model, cfg.compile)
+            step = DecodeStep(model, cache, compile=cfg.compile) if compiled else None
             token = int(sample(next_logits(list(prompt_ids)), cfg, gen))  # prefill: the whole prompt at once
         for i in range(budget):
             if token in stops:
@@ -132,8 +133,8 @@ def prefill_batch(model: torch.nn.Module, prompts_ids: Sequence[Sequence[int]], 
     ids = torch.tensor([[0] * k + list(p) for k, p in zip(pad, prompts_ids)], device=param.device)  # (B, n)
     cache = model.new_kv_cache(len(prompts_ids), max_len, device=param.device, dtype=param.dtype, pad=pad)
     logits = model(ids, kv_cache=cache, last_only=True)[0][:, -1]  # (B, V)
-    if Decoder.wanted(model, compile):
-        return logits, Decoder(model, cache, compile=compile)
+    if DecodeStep.wanted(model, compile):
+        return logits, DecodeStep(model, cache, compile=compile)
     return logits, lambda tokens: model(tokens[:, None], kv_cache=cache, last_only=True)[0][:, -1]
 
 

@@ -20,7 +20,7 @@ from lmforge.errors import ConfigError
 from lmforge.train.optim import no_decay_names
 from lmforge.train.parallel import grads as grad_utils
 from lmforge.train.parallel.dist import Dist, Layout
-from lmforge.train.parallel.pipeline import ScaledLoss, build_schedule, build_stage, split_layers
+from lmforge.train.parallel.pipeline_parallel import ScaledLoss, build_schedule, build_stage, split_layers
 from lmforge.train.parallel.recompute import checkpoint_blocks
 from lmforge.train.parallel.tensor import apply_tensor_parallel
 
