@@ -66,10 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def make_data(root: Path, args: argparse.Namespace) -> tuple[Path, Path]:
-    from lmforge.data.config import DataConfig, TokenizerConfig
+    from lmforge.data.config import DataConfig
     from lmforge.data.documents import embedded_corpus
     from lmforge.data.shards import encode_corpus
-    from lmforge.tokenizer import train_tokenizer
+    from lmforge.tokenizer import TokenizerConfig, train_tokenizer
 
     docs = list(islice(embedded_corpus(), args.documents))
     tok = train_tokenizer([d["text"] for d in docs], TokenizerConfig(vocab_size=args.vocab_size))

@@ -32,9 +32,8 @@ VARIANTS = {
 def make_base(root: Path, args) -> tuple[Path, Path]:
 
     from lmforge.config import RunConfig
-    from lmforge.data.config import TokenizerConfig
     from lmforge.model import ModelConfig, Transformer
-    from lmforge.tokenizer import train_tokenizer
+    from lmforge.tokenizer import TokenizerConfig, train_tokenizer
     from lmforge.train.checkpoint import save_checkpoint
 
     rng = random.Random(0)

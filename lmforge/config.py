@@ -18,12 +18,13 @@ from typing import Any, Literal
 
 import yaml
 
-from lmforge.data.config import DataConfig, TokenizerConfig
+from lmforge.data.config import DataConfig
 from lmforge.data.curate.config import CurateConfig
 from lmforge.errors import ConfigError
 from lmforge.eval.config import EvalConfig
 from lmforge.model.config import ModelConfig
 from lmforge.serve.config import SampleConfig
+from lmforge.tokenizer import TokenizerConfig
 from lmforge.train.config import ParallelConfig, TrainConfig
 from lmforge.tune.config import SFTStageConfig
 

@@ -24,11 +24,10 @@ from pathlib import Path
 import torch
 
 from lmforge.config import RunConfig, to_yaml
-from lmforge.data.config import TokenizerConfig
 from lmforge.data.documents import embedded_corpus
 from lmforge.eval.lm import HFCausalLM, LmforgeLM
 from lmforge.model import ModelConfig, Transformer
-from lmforge.tokenizer import SPECIAL_TOKENS, Tokenizer, train_tokenizer
+from lmforge.tokenizer import SPECIAL_TOKENS, Tokenizer, TokenizerConfig, train_tokenizer
 from lmforge.train.checkpoint import save_checkpoint
 
 # A few lines of plain text are enough for a byte-level BPE with a few dozen merges.

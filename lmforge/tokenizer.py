@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
 from lmforge.atomic import write_atomic
-from lmforge.data.config import TokenizerConfig
-from lmforge.errors import LmforgeError
+from lmforge.errors import ConfigError, LmforgeError
 
 SPECIAL_TOKENS: list[str] = [
     "<|endoftext|>",  # 0: document boundary (GPT-2's name)
@@ -33,6 +33,25 @@ SPECIAL_TOKENS: list[str] = [
     "<|assistant|>",  # 5
     "<|end|>",  # 6: end of a chat turn
 ]
+
+# The special tokens + the 256 byte tokens of byte-level BPE come before any merge.
+MIN_VOCAB = len(SPECIAL_TOKENS) + 256
+
+
+@dataclass
+class TokenizerConfig:
+    vocab_size: int = 4096  # including the special tokens
+    min_frequency: int = 2  # a merge needs at least this many occurrences
+    path: str | None = None  # use this tokenizer.json instead of training one
+
+    def validate(self) -> None:
+        if not MIN_VOCAB <= self.vocab_size <= 2**32:
+            raise ConfigError(
+                f"tokenizer.vocab_size must be at least {MIN_VOCAB} (7 special + 256 byte tokens) "
+                f"and at most 2**32, got {self.vocab_size}"
+            )
+        if self.min_frequency < 1:
+            raise ConfigError(f"tokenizer.min_frequency must be >= 1, got {self.min_frequency}")
 
 
 class Tokenizer:

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from lmforge.data.config import DataConfig, TokenizerConfig
+from lmforge.data.config import DataConfig
 from lmforge.data.loader import TokenLoader
 from lmforge.data.shards import encode_corpus
 from lmforge.errors import LmforgeError
-from lmforge.tokenizer import train_tokenizer
+from lmforge.tokenizer import TokenizerConfig, train_tokenizer
 
 T = 16  # seq_len
 

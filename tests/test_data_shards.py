@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from lmforge.data import shards
-from lmforge.data.config import DataConfig, TokenizerConfig
+from lmforge.data.config import DataConfig
 from lmforge.data.documents import embedded_corpus
 from lmforge.data.shards import check_tokenizer, encode_corpus, is_val, load_meta, shard_dtype
 from lmforge.errors import ConfigError, LmforgeError
-from lmforge.tokenizer import Tokenizer, train_tokenizer
+from lmforge.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,13 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from lmforge.chat.template import render_chat
-from lmforge.data.config import TokenizerConfig
 from lmforge.data.documents import embedded_corpus
 from lmforge.errors import LmforgeError
 from lmforge.export import ExportError, export_model, export_run, import_hf
 from lmforge.model import ModelConfig, Transformer
 from lmforge.serve.config import SampleConfig
 from lmforge.serve.generate import generate_tokens
-from lmforge.tokenizer import Tokenizer, train_tokenizer
+from lmforge.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
 from lmforge.train.checkpoint import load_model
 
 SHAPES = {

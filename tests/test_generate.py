@@ -6,13 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmforge.data.config import TokenizerConfig
 from lmforge.errors import ConfigError, LmforgeError
 from lmforge.model import ModelConfig, Transformer
 from lmforge.serve.config import SampleConfig
 from lmforge.serve.generate import generate, generate_tokens
 from lmforge.serve.sampling import sample
-from lmforge.tokenizer import train_tokenizer
+from lmforge.tokenizer import TokenizerConfig, train_tokenizer
 
 TEXT = "the quick brown fox jumps over the lazy dog. héllo wörld ☃ 日本 "
 GREEDY = {"temperature": 0.0, "top_k": None, "top_p": None}

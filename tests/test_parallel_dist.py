@@ -26,10 +26,10 @@ import torch
 import yaml
 
 from lmforge.config import RunConfig, from_dict
-from lmforge.data.config import DataConfig, TokenizerConfig
+from lmforge.data.config import DataConfig
 from lmforge.data.documents import embedded_corpus
 from lmforge.data.shards import encode_corpus
-from lmforge.tokenizer import train_tokenizer
+from lmforge.tokenizer import TokenizerConfig, train_tokenizer
 from lmforge.train.checkpoint import latest_checkpoint, load_model
 from lmforge.train.loop import train
 

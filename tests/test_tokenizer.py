@@ -11,10 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmforge.data.config import TokenizerConfig
 from lmforge.data.documents import embedded_corpus
 from lmforge.errors import ConfigError, LmforgeError
-from lmforge.tokenizer import SPECIAL_TOKENS, Tokenizer, train_tokenizer
+from lmforge.tokenizer import SPECIAL_TOKENS, Tokenizer, TokenizerConfig, train_tokenizer
 
 # Any str that UTF-8 can encode: everything but lone surrogates (category Cs).
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)))

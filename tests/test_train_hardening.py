@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from lmforge.config import RunConfig, from_dict
-from lmforge.data.config import DataConfig, TokenizerConfig
+from lmforge.data.config import DataConfig
 from lmforge.data.documents import embedded_corpus
 from lmforge.data.loader import TokenLoader
 from lmforge.data.shards import check_vocab, encode_corpus, load_meta
 from lmforge.errors import LmforgeError
-from lmforge.tokenizer import train_tokenizer
+from lmforge.tokenizer import TokenizerConfig, train_tokenizer
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.loop import train
 

@@ -9,11 +9,10 @@ from itertools import islice, pairwise
 import pytest
 import torch
 
-from lmforge.data.config import TokenizerConfig
 from lmforge.data.documents import embedded_corpus
 from lmforge.errors import ConfigError
 from lmforge.model import ModelConfig, Transformer
-from lmforge.tokenizer import train_tokenizer
+from lmforge.tokenizer import TokenizerConfig, train_tokenizer
 from lmforge.train.config import TrainConfig
 from lmforge.train.metrics import MetricsLog
 from lmforge.train.objectives import IGNORE, Objective, batch_seed, span_noise_mask

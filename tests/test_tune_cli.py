@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from lmforge.config import RunConfig
-from lmforge.data.config import TokenizerConfig
 from lmforge.errors import ConfigError, LmforgeError
 from lmforge.model import ModelConfig, Transformer
-from lmforge.tokenizer import train_tokenizer
+from lmforge.tokenizer import TokenizerConfig, train_tokenizer
 from lmforge.train.checkpoint import save_checkpoint
 from lmforge.tune.cli import add_parsers, finetune_config, run_finetune, run_synth
 from lmforge.tune.stage import report_section, sft_stage

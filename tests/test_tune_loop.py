@@ -18,9 +18,8 @@ import pytest
 import torch
 
 from lmforge.config import RunConfig
-from lmforge.data.config import TokenizerConfig
 from lmforge.model import ModelConfig, Transformer
-from lmforge.tokenizer import train_tokenizer
+from lmforge.tokenizer import TokenizerConfig, train_tokenizer
 from lmforge.train.checkpoint import latest_checkpoint, load_model, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,11 +11,10 @@ import torch
 
 from lmforge.chat.template import encode_chat
 from lmforge.config import RunConfig
-from lmforge.data.config import TokenizerConfig
 from lmforge.errors import LmforgeError
 from lmforge.model import ModelConfig, Transformer
 from lmforge.serve.config import SampleConfig
-from lmforge.tokenizer import train_tokenizer
+from lmforge.tokenizer import TokenizerConfig, train_tokenizer
 from lmforge.train.checkpoint import load_model, save_checkpoint
 from lmforge.tune.config import FinetuneConfig, LoraConfig
 from lmforge.tune.lora import apply_lora, count_params, merge_lora

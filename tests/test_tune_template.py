@@ -13,9 +13,8 @@ from lmforge.chat.template import (
     render_chat,
     render_chat_text,
 )
-from lmforge.data.config import TokenizerConfig
 from lmforge.errors import LmforgeError
-from lmforge.tokenizer import train_tokenizer
+from lmforge.tokenizer import TokenizerConfig, train_tokenizer
 
 CONV = [{"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hi there"},

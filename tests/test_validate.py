@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from lmforge.config import RunConfig, from_dict
-from lmforge.data.config import DataConfig, TokenizerConfig
+from lmforge.data.config import DataConfig
 from lmforge.data.documents import embedded_corpus
 from lmforge.data.loader import TokenLoader
 from lmforge.data.shards import encode_corpus
 from lmforge.errors import ConfigError
-from lmforge.tokenizer import train_tokenizer
+from lmforge.tokenizer import TokenizerConfig, train_tokenizer
 from lmforge.train.loop import train
 from lmforge.train.validate import val_windows
 

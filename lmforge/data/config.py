@@ -1,29 +1,10 @@
-"""Options for the tokenizer and the pre-training token shards."""
+"""Options for the pre-training token shards (the tokenizer's are lmforge.tokenizer.TokenizerConfig)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from lmforge.errors import ConfigError
-
-# 7 special tokens + the 256 byte tokens of byte-level BPE come before any merge.
-MIN_VOCAB = 7 + 256
-
-
-@dataclass
-class TokenizerConfig:
-    vocab_size: int = 4096  # including the special tokens
-    min_frequency: int = 2  # a merge needs at least this many occurrences
-    path: str | None = None  # use this tokenizer.json instead of training one
-
-    def validate(self) -> None:
-        if not MIN_VOCAB <= self.vocab_size <= 2**32:
-            raise ConfigError(
-                f"tokenizer.vocab_size must be at least {MIN_VOCAB} (7 special + 256 byte tokens) "
-                f"and at most 2**32, got {self.vocab_size}"
-            )
-        if self.min_frequency < 1:
-            raise ConfigError(f"tokenizer.min_frequency must be >= 1, got {self.min_frequency}")
 
 
 @dataclass

@@ -29,12 +29,12 @@ import torch
 
 from lmforge import __version__
 from lmforge.config import RunConfig, from_dict
-from lmforge.data.config import TokenizerConfig
 from lmforge.errors import LmforgeError
 from lmforge.export.arch import by_model_type
 from lmforge.export.hf_tokenizer import import_tokenizer
 from lmforge.export.mapping import Reader
 from lmforge.model import ModelConfig, Transformer
+from lmforge.tokenizer import TokenizerConfig
 
 # Forward-relevant fields: an lmforge export's "lmforge" entry is used only if these agree.
 SIGNATURE = ("kind", "vocab_size", "block_size", "n_layer", "n_head", "kv_heads", "n_embd", "hidden_dim",
