@@ -4,8 +4,10 @@ Shapes: PIQA-like (short question, two long answers of varying length) and BoolQ
 answers "no"/"yes"), both as lm-eval's own `piqa` / `boolq` task files over synthetic local data and
 run by lmforge through `--include-path` (lmeval_yaml.py); ARC-Easy, HellaSwag and one MMLU subject
 from the benchmark files (`lmforge.eval.parity.write_lm_eval_tasks`). One random GPT-2 (transformers)
-serves both: lm-eval's `HFLM` wraps the same model object, and its `_model_call` (every forward
-pass) is timed; lmforge's time is the engine's `model_seconds` (forward passes and the output layer).
+serves both: lm-eval's `HFLM` wraps the same model object; its `_model_call` (every forward pass)
+and its log-softmax over the batch's logits are timed; lmforge's time is the engine's
+`model_seconds` (forward passes, output layer and log-softmax of the scored positions). Each side
+runs `--repeats` times, interleaved, and the medians are reported (the machine's load drifts).
 Positions: token positions through the model, padded and real (lmforge); lm-eval's padded count is
 the size of every batch it runs.
 
@@ -15,12 +17,15 @@ the size of every batch it runs.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import random
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -50,6 +55,28 @@ def synthetic(root: Path, docs: int) -> None:
                                            f"  data_files:\n    validation: {data}\n    train: {data}\n")
 
 
+MATMUL = {"aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm"}
+
+
+def profile_lmforge(lm, shapes, args) -> None:
+    """Share of lmforge's model time in matrix multiplies (the irreducible part at a given number of
+    positions and fp32), attention, and everything else (element-wise, copies, Python)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    print("\n| shape | lmforge model s (profiled) | matmul | attention | other ops | outside ops |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, _, tasks in shapes:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            ours = evaluate(lm, tasks, num_fewshot=0, limit=args.docs, batch_size=args.batch_size, progress=False)
+        total = ours["tasks"][tasks[0].name]["model_seconds"] * 1e6  # microseconds
+        ev = prof.key_averages()
+        mm = sum(e.self_cpu_time_total for e in ev if e.key in MATMUL)
+        att = sum(e.self_cpu_time_total for e in ev if "scaled_dot_product" in e.key)
+        ops = sum(e.self_cpu_time_total for e in ev if e.key.startswith("aten::"))
+        print(f"| {label} | {total / 1e6:.2f} | {mm / total:.0%} | {att / total:.0%} | {(ops - mm - att) / total:.0%} | "
+              f"{max(0.0, 1 - ops / total):.0%} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=200)
@@ -57,6 +84,11 @@ def main() -> None:
     ap.add_argument("--embd", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--subject", default="high_school_psychology")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each side, interleaved; medians")
+    ap.add_argument("--profile", action="store_true",
+                    help="then profile one lmforge run per shape (torch.profiler): where its time goes")
+    ap.add_argument("--shapes", default="piqa,boolq,arc,hellaswag,mmlu",
+                    help="comma-separated subset of piqa, boolq, arc, hellaswag, mmlu")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from lm_eval.models.huggingface import HFLM
@@ -70,32 +102,55 @@ def main() -> None:
               ("ARC-Easy", names["arc_easy"], get_tasks("arc_easy")),
               ("HellaSwag", names["hellaswag"], get_tasks("hellaswag")),
               (f"MMLU {args.subject}", names[f"mmlu_{args.subject}"], get_tasks(f"mmlu_{args.subject}"))]
+    keys = ["piqa", "boolq", "arc", "hellaswag", "mmlu"]
+    wanted = args.shapes.split(",")
+    shapes = [s for k, s in zip(keys, shapes) if k in wanted]
     hflm = HFLM(pretrained=lm.model, tokenizer=lm.tok, batch_size=args.batch_size, max_length=1024)
-    clock = {"s": 0.0, "positions": 0}
+    clock = {"forward": 0.0, "softmax": 0.0, "positions": 0}
     inner = hflm._model_call
 
     def timed(inps, *a, **kw):
         t0 = time.perf_counter()
         out = inner(inps, *a, **kw)
-        clock["s"] += time.perf_counter() - t0
+        clock["forward"] += time.perf_counter() - t0
         clock["positions"] += inps.numel()
         return out
 
     hflm._model_call = timed
-    print("| shape | docs | lm-eval model s | lmforge model s | speed-up | lm-eval positions | lmforge positions "
-          "(padded / real) | padding ratio | same acc |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    # lm-eval's log-softmax over every position of the batch runs outside `_model_call`; lmforge's
+    # model_seconds include its own log-softmax, so lm-eval's is timed too (a stand-in for the
+    # `torch.nn.functional` module that lm-eval's huggingface.py calls as `F`).
+    hf_module = importlib.import_module("lm_eval.models.huggingface")
+
+    def log_softmax(*a, **kw):
+        t0 = time.perf_counter()
+        out = torch.nn.functional.log_softmax(*a, **kw)
+        clock["softmax"] += time.perf_counter() - t0
+        return out
+
+    hf_module.F = SimpleNamespace(**{**vars(torch.nn.functional), "log_softmax": log_softmax})
+    print("| shape | docs | lm-eval forward s | lm-eval forward + log-softmax s | lmforge model s | speed-up "
+          "(vs forward only) | lm-eval positions | lmforge positions (padded / real) | padding ratio | same acc |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for label, theirs_name, tasks in shapes:
         include = tmp if theirs_name in ("piqa", "boolq") else tmp / "bench"
-        clock.update(s=0.0, positions=0)
-        theirs = run_lm_eval(hflm, [theirs_name], include, 0, args.docs, args.batch_size)
-        ours = evaluate(lm, tasks, num_fewshot=0, limit=args.docs, batch_size=args.batch_size, progress=False)
-        r = ours["tasks"][tasks[0].name]
+        fwd, full, mine = [], [], []
+        for _ in range(args.repeats):  # interleaved, medians: the machine's load drifts
+            clock.update(forward=0.0, softmax=0.0, positions=0)
+            theirs = run_lm_eval(hflm, [theirs_name], include, 0, args.docs, args.batch_size)
+            ours = evaluate(lm, tasks, num_fewshot=0, limit=args.docs, batch_size=args.batch_size, progress=False)
+            r = ours["tasks"][tasks[0].name]
+            fwd.append(clock["forward"])
+            full.append(clock["forward"] + clock["softmax"])
+            mine.append(r["model_seconds"])
         same = round(r["metrics"]["acc"], 4) == round(float(theirs["results"][theirs_name]["acc,none"]), 4)
         pos = r["positions"]
-        print(f"| {label} | {r['n']} | {clock['s']:.2f} | {r['model_seconds']:.2f} | "
-              f"{clock['s'] / r['model_seconds']:.2f}× | {clock['positions']} | {pos['padded']} / {pos['real']} | "
-              f"{pos['padded'] / pos['real']:.3f} | {same} |", flush=True)
+        f, a, m = statistics.median(fwd), statistics.median(full), statistics.median(mine)
+        print(f"| {label} | {r['n']} | {f:.2f} | {a:.2f} | {m:.2f} | {a / m:.2f}× ({f / m:.2f}×) | "
+              f"{clock['positions']} | {pos['padded']} / {pos['real']} | {pos['padded'] / pos['real']:.3f} | "
+              f"{same} |", flush=True)
+    if args.profile:
+        profile_lmforge(lm, shapes, args)
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -1,12 +1,16 @@
 """Length-aware batching in the log-likelihood engine: prefix sharing is chosen per context group
-from token counts, shared batches keep padding small, and the positions run through the model are
-counted; scores are the same whichever path a request takes."""
+from token counts, shared contexts are packed with their continuations into one row (backends
+that honour a packed-row mask) or run through the KV cache (the others), the positions run through
+the model are counted, and scores are the same whichever path, batch size or request order."""
 
 import random
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from lmforge.eval.loglik import loglikelihood
+from lmforge.eval.lm import HFCausalLM
+from lmforge.eval.loglik import loglikelihood, loglikelihood_tokens
 from lmforge.tiny import tiny_lmforge, tiny_tokenizer
 
 WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "and", "ran", "to", "house", "tree", "red", "blue", "big", "small", "it", "was", "there", "when", "you", "see", "water"]
@@ -15,6 +19,14 @@ WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "and", "ran", "to", "hous
 @pytest.fixture(scope="module")
 def lm():
     return tiny_lmforge(tiny_tokenizer(), block_size=256, n_layer=1, n_embd=16)
+
+
+@pytest.fixture(scope="module")
+def hf():
+    pytest.importorskip("transformers")
+    from lmforge.tiny import tiny_gpt2
+
+    return tiny_gpt2(tiny_tokenizer(), n_positions=64, n_layer=2, n_embd=32)
 
 
 def _requests(seed, n_docs, n_choices, ctx_words, cont_words):
@@ -43,8 +55,64 @@ def test_sharing_never_runs_more_positions_than_whole_requests(lm, shape):
 
 def test_one_continuation_per_context_is_not_shared(lm):
     reqs = _requests(2, 10, 1, (3, 10), (3, 20))
-    st = {}
-    loglikelihood(lm, reqs, 4, stats=st)
+    st_ = {}
+    loglikelihood(lm, reqs, 4, stats=st_)
     flat = {}
     loglikelihood(lm, reqs, 4, stats=flat, share_prefix=False)
-    assert st["positions_real"] == flat["positions_real"]  # nothing to share: whole rows, as lm-eval
+    assert st_["positions_real"] == flat["positions_real"]  # nothing to share: whole rows, as lm-eval
+
+
+# ---------------------------------------------------------------- packed rows (HF backend)
+
+
+def test_hf_backend_packs_and_runs_each_context_once(hf):
+    assert hf.packs_prefixes()
+    reqs = _requests(3, 12, 3, (3, 12), (2, 6))  # 3 continuations per context, contexts of any length
+    packed, flat = {}, {}
+    a = loglikelihood(hf, reqs, 4, stats=packed)
+    b = loglikelihood(hf, reqs, 4, stats=flat, share_prefix=False)
+    assert [x.ll for x in a] == pytest.approx([x.ll for x in b], abs=1e-4)
+    assert [x.greedy for x in a] == [x.greedy for x in b]
+    ctx_tokens = sum(len(hf.encode(reqs[3 * d][0])) for d in range(12))  # each row fits in 64 positions
+    assert flat["positions_real"] - packed["positions_real"] == 2 * ctx_tokens  # context once, not 3 times
+    assert packed["positions_padded"] < flat["positions_padded"]
+
+
+def test_a_group_too_long_for_one_row_is_split(hf):
+    """Continuations that together overflow the context window go into several packed rows."""
+    ctx = [5] * 20
+    pairs = [(ctx, [7 + k] * 15) for k in range(6)]  # 20 + 6 * 14 = 104 positions > 64
+    st_ = {}
+    got = loglikelihood_tokens(hf, pairs, 8, stats=st_)
+    want = loglikelihood_tokens(hf, pairs, 8, share_prefix=False)
+    assert [x.ll for x in got] == pytest.approx([x.ll for x in want], abs=1e-4)
+    assert st_["positions_real"] < sum(len(c) + len(x) - 1 for c, x in pairs)
+
+
+class _IgnoresMask(HFCausalLM):
+    """A backend whose packed forward drops the mask and positions (as a model that does not take
+    custom 4-D masks would): the engine must notice and share through the KV cache instead."""
+
+    def hidden_packed(self, ids, positions, keep):
+        return self.hidden(ids)
+
+
+def test_backend_that_ignores_the_mask_falls_back_to_the_kv_cache(hf):
+    odd = _IgnoresMask(hf.model, hf.tok, name="ignores-mask")
+    assert not odd.packs_prefixes()
+    reqs = _requests(4, 8, 3, (10, 20), (2, 10))
+    a = loglikelihood(odd, reqs, 4)
+    b = loglikelihood(hf, reqs, 4, share_prefix=False)
+    assert [x.ll for x in a] == pytest.approx([x.ll for x in b], abs=1e-4)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), batch=st.integers(1, 9), choices=st.integers(1, 4))
+def test_scores_do_not_depend_on_batch_size_or_request_order(hf, seed, batch, choices):
+    reqs = _requests(seed, 5, choices, (1, 12), (1, 12))
+    base = loglikelihood(hf, reqs, 4)
+    order = list(range(len(reqs)))
+    random.Random(seed).shuffle(order)
+    shuffled = loglikelihood(hf, [reqs[i] for i in order], batch)
+    assert [shuffled[order.index(i)].ll for i in range(len(reqs))] == pytest.approx([x.ll for x in base], abs=1e-4)
+    assert [shuffled[order.index(i)].greedy for i in range(len(reqs))] == [x.greedy for x in base]

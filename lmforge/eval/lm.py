@@ -9,7 +9,8 @@ engine projects only the positions it scores: for a 50k vocabulary the output la
 log-softmax dominate a small model's cost, and a multiple-choice request scores a handful of
 continuation tokens after a context ten times longer. `hidden_shared` runs a context once and its
 continuations after it, from the KV cache (lm-eval re-encodes the context for every choice, see
-its issue #1351).
+its issue #1351); `hidden_packed` does the same in one ordinary forward over a row holding the
+context and all its continuations, for backends that take a custom attention mask.
 """
 
 from __future__ import annotations
@@ -67,6 +68,17 @@ class LM(ABC):
         h_last = torch.zeros(prefixes.shape[0], h.shape[-1], dtype=h.dtype, device=h.device)
         h_last[owner] = h[:, P - 1]
         return h_last, h[:, P:]
+
+    def packs_prefixes(self) -> bool:
+        """Whether `hidden_packed` works on this backend (else the engine shares through `hidden_shared`)."""
+        return False
+
+    def hidden_packed(self, ids: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, T, C) of packed rows (B, T): token i sits at `positions[b, i]` and attends
+        to token j only where `keep[b, i, j]` (B, T, T, bool). The engine packs a context and all its
+        continuations into one row, each continuation seeing the context and itself, so the context
+        runs once in one ordinary forward (no cache, rows of any context length batch together)."""
+        raise NotImplementedError(f"{type(self).__name__} has no packed-row forward")
 
     def generate_tokens(self, prompt: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
                         seed: int | None = None) -> Iterator[int]:
@@ -189,6 +201,7 @@ class HFCausalLM(LM):
         # transformers >= 5 renamed `past_key_values` to `cache` (argument and output field).
         params = inspect.signature(self.body.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._packs: bool | None = None  # decided on first use by `packs_prefixes`
 
     @classmethod
     def from_pretrained(cls, path: str, device: str = "cpu", dtype: str = "float32") -> HFCausalLM:
@@ -230,7 +243,41 @@ class HFCausalLM(LM):
                        **{self._cache_kw: cache}).last_hidden_state
         return hp, hs
 
+    def hidden_packed(self, ids, positions, keep):
+        # A (B, 1, T, T) boolean mask is taken as the attention pattern itself by transformers' models
+        # that accept custom 4-D masks; `packs_prefixes` checks that this model honours it.
+        return self.body(input_ids=ids.to(self.device), position_ids=positions.to(self.device),
+                         attention_mask=keep[:, None].to(self.device), use_cache=False).last_hidden_state
+
+    def packs_prefixes(self) -> bool:
+        """Try a packed row once against the same requests run whole: a model that rejects or
+        ignores a 4-D mask or position ids scores through the KV cache instead."""
+        if self._packs is None:
+            self._packs = _packing_agrees(self)
+        return self._packs
+
     def fingerprint(self) -> str:
         n = sum(p.numel() for p in self.model.parameters())
         first = next(self.model.parameters()).detach().flatten()[:64].double().sum().item()
         return f"{self.name}:{n}:{first:.12g}"
+
+
+def _packing_agrees(lm: LM) -> bool:
+    """A context of 3 tokens with continuations of 2 and 3 packed as one row (positions
+    0 1 2 3 4 3 4 5) must give the hidden states of the two requests run whole."""
+    pad = getattr(getattr(lm, "tok", None), "pad_token_id", None)
+    t = [i for i in range(1, 10) if i != pad]  # no padding id: transformers would warn about it
+    ctx, a, b = t[:3], t[3:5], t[5:8]
+    seg = torch.tensor([[0, 0, 0, 1, 1, 2, 2, 2]])
+    keep = torch.ones(8, 8, dtype=torch.bool).tril() & ((seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None]))
+    with torch.inference_mode():
+        try:
+            h = lm.hidden_packed(torch.tensor([ctx + a + b]), torch.tensor([[0, 1, 2, 3, 4, 3, 4, 5]]), keep)
+        except (TypeError, ValueError, RuntimeError, NotImplementedError):
+            return False
+        whole_a, whole_b = lm.hidden(torch.tensor([ctx + a])), lm.hidden(torch.tensor([ctx + b]))
+    if h.shape[:2] != (1, 8):
+        return False
+    got = torch.cat([h[0, :5], h[0, 5:]]).float()
+    want = torch.cat([whole_a[0], whole_b[0, 3:]]).float()
+    return bool(torch.allclose(got, want, rtol=1e-3, atol=1e-4 * max(1.0, float(want.abs().max()))))

@@ -12,15 +12,22 @@ get_rolling_token_windows, make_disjoint_window`; summarised in docs/eval-semant
 - answer = (sum of the continuation's token log-probs, every token is the argmax).
 
 How it is computed is ours, and faster (§7 of the notes): requests that share a context are scored
-from one pass over it (`LM.hidden_shared`, a KV cache), single-token continuations (MMLU letters)
-need only the context's last position, only scored positions go through the output layer, batches
-are sorted by length, every string is tokenised once, and a result cache skips requests seen before.
-Prefix sharing is decided per context group from its token counts: it is used only when the
-context once plus the continuations padded to their longest, weighted by SHARED_COST, is fewer
-positions than every request whole (short contexts with long continuations of varying length, PIQA-like, go the whole way);
-shared batches are ordered by continuation length so little is padded. The decision depends on
-the group alone, so scores do not depend on the batch size. `stats` receives the positions run
-through the model (padded and real) and the seconds spent in model calls.
+from one pass over it, single-token continuations (MMLU letters) need only the context's last
+position, only scored positions go through the output layer, batches are sorted by length, every
+string is tokenised once, and a result cache skips requests seen before.
+
+A shared context runs once in one of two ways. Backends that take a packed-row mask
+(`LM.packs_prefixes`, e.g. transformers models) get one row per context, [context, continuation 1
+minus its last token, continuation 2 ..., ...], each continuation attending to the context and to
+itself at the positions it would have alone: an ordinary forward, rows of any context length
+batched together longest first, so every group with two or more continuations is packed. Other
+backends run the context, then its continuations from the KV cache (`LM.hidden_shared`); contexts
+of equal length batch together, and since that path costs more per position (two model calls, a
+cache reorder, small batches) it is used only when the context once plus the continuations padded
+to their longest, weighted by SHARED_COST, is fewer positions than every request whole (short
+contexts with long continuations of varying length, PIQA-like, go the whole way). Either decision
+depends on the group alone, so scores do not depend on the batch size. `stats` receives the
+positions run through the model (padded and real) and the seconds spent in model calls.
 """
 
 from __future__ import annotations
@@ -192,9 +199,13 @@ def loglikelihood_tokens(lm: LM, pairs: Sequence[tuple[list[int], list[int]]], b
             groups.setdefault(tuple(ctx), []).append(i)
         else:
             flat.append(i)
+    packed = bool(groups) and lm.packs_prefixes()
     for ctx in list(groups):  # share only where it saves positions (see the module docstring)
         rest = [len(pairs[i][1]) - 1 for i in groups[ctx]]  # continuation rows after the context
-        if SHARED_COST * (len(ctx) + len(rest) * max(rest)) >= sum(len(ctx) + r for r in rest):
+        if packed:
+            if len(rest) == 1:  # nothing to share: a whole row, causal attention without a mask
+                flat.extend(groups.pop(ctx))
+        elif SHARED_COST * (len(ctx) + len(rest) * max(rest)) >= sum(len(ctx) + r for r in rest):
             flat.extend(groups.pop(ctx))
 
     def done(idx: list[int], scored: list[Scored]) -> None:
@@ -218,8 +229,17 @@ def loglikelihood_tokens(lm: LM, pairs: Sequence[tuple[list[int], list[int]]], b
                 targets.append(pairs[i][1][0])
         done(idx, meter.run(score_rows, lm, torch.stack(rows), targets, [1] * len(idx), real=0, padded=0))
 
-    # 2. shared context: contexts of equal length go together; each runs once, then the rows of
-    #    its continuations (minus their last token) run after it from the KV cache.
+    # 2a. shared context, packed: one row per context holds it and all its continuations (minus
+    #     their last token), rows of any length batched together, longest first.
+    if packed:
+        rows = [(ctx, part) for ctx, idx in groups.items() for part in _fit(ctx, idx, pairs, L)]
+        rows.sort(key=lambda r: len(r[0]) + sum(len(pairs[i][1]) - 1 for i in r[1]), reverse=True)
+        for b in range(0, len(rows), batch_size):
+            done(*_packed_batch(lm, rows[b:b + batch_size], pairs, meter))
+        groups = {}
+
+    # 2b. shared context through the KV cache: contexts of equal length go together; each runs once,
+    #     then the rows of its continuations (minus their last token) run after it.
     by_len: dict[int, list[tuple[int, ...]]] = {}
     for ctx in groups:
         by_len.setdefault(len(ctx), []).append(ctx)
@@ -253,6 +273,53 @@ def loglikelihood_tokens(lm: LM, pairs: Sequence[tuple[list[int], list[int]]], b
             lengths.append(len(cont))
         done(idx, meter.run(score_rows, lm, torch.cat(rows), targets, lengths, real=0, padded=0))
     return results  # type: ignore[return-value]
+
+
+def _fit(ctx: tuple[int, ...], idx: list[int], pairs, L: int) -> list[list[int]]:
+    """Split one context's requests into rows of at most L positions (the context repeated in each)."""
+    parts, part, n = [], [], len(ctx)
+    for i in idx:
+        r = len(pairs[i][1]) - 1
+        if part and n + r > L:
+            parts.append(part)
+            part, n = [], len(ctx)
+        part.append(i)
+        n += r
+    parts.append(part)
+    return parts
+
+
+def _packed_batch(lm: LM, rows: list[tuple[tuple[int, ...], list[int]]], pairs, meter: _Meter,
+                  ) -> tuple[list[int], list[Scored]]:
+    """Score packed rows [context, cont_1[:-1], cont_2[:-1], ...]: continuation k sits at positions
+    len(context).. and attends to the context and to itself (segment 0 and segment k)."""
+    lens = [len(ctx) + sum(len(pairs[i][1]) - 1 for i in idx) for ctx, idx in rows]
+    B, T = len(rows), max(lens)
+    ids = torch.zeros(B, T, dtype=torch.long)
+    pos = torch.zeros(B, T, dtype=torch.long)
+    seg = torch.full((B, T), -1, dtype=torch.long)  # -1: padding
+    order, picks, targets, lengths = [], [], [], []
+    for r, (ctx, idx) in enumerate(rows):
+        P = len(ctx)
+        tokens, positions, segments = list(ctx), list(range(P)), [0] * P
+        for k, i in enumerate(idx, start=1):
+            cont = pairs[i][1]
+            start = len(tokens)
+            tokens += cont[:-1]
+            positions += range(P, P + len(cont) - 1)
+            segments += [k] * (len(cont) - 1)
+            picks += [r * T + P - 1, *range(r * T + start, r * T + start + len(cont) - 1)]
+            targets += cont
+            lengths.append(len(cont))
+            order.append(i)
+        n = len(tokens)
+        ids[r, :n], pos[r, :n], seg[r, :n] = torch.tensor(tokens), torch.tensor(positions), torch.tensor(segments)
+    # i sees j: causal, and j is in the context or in i's own continuation; padding sees the context.
+    keep = torch.ones(T, T, dtype=torch.bool).tril() & ((seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None]))
+    h = meter.run(lm.hidden_packed, ids.to(lm.device), pos.to(lm.device), keep.to(lm.device),
+                  real=sum(lens), padded=B * T)
+    flat = h.reshape(B * T, h.shape[-1])[torch.tensor(picks, device=h.device)]
+    return order, meter.run(score_rows, lm, flat, targets, lengths, real=0, padded=0)
 
 
 def _shared_batch(lm: LM, ctxs: list[tuple[int, ...]], groups: dict, pairs, meter: _Meter,
