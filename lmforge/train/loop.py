@@ -203,6 +203,7 @@ def _train(cfg: RunConfig, inputs: Inputs, tokenizer: Tokenizer, run_dir: Path, 
                     n_micro = micro_batches_at(state.tokens, tc, seq_len)
                     loss, grad_norm = _forward_backward(par, optimizer, scaler, source, n_micro,
                                                         state.step, tc, local_batch, device, amp)
+                    source_figures = _source_metrics(par, source)
                     # fp16's scaler skips steps with inf grads by itself (normal while it calibrates).
                     if math.isfinite(loss) and (scaler.is_enabled() or math.isfinite(grad_norm)):
                         scaler.step(optimizer)
@@ -225,6 +226,7 @@ def _train(cfg: RunConfig, inputs: Inputs, tokenizer: Tokenizer, run_dir: Path, 
                         rec = {"kind": "train", "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                                "tokens": state.tokens, "tokens_per_s": tok_s,
                                "elapsed": state.elapsed + time.perf_counter() - t_session}
+                        rec.update(source_figures)
                         if mfu_scale:
                             rec["mfu"] = tok_s * mfu_scale
                         if device.type == "cuda":
@@ -321,6 +323,22 @@ def _forward_backward_tokens(par: Parallel, optimizer: torch.optim.Optimizer, sc
     loss = par.mean_over_ranks(loss_sum)
     loss_val, norm_val = torch.stack([loss, grad_norm.float()]).tolist()  # the host sync
     return loss_val, norm_val
+
+
+def _source_metrics(par: Parallel, source: BatchSource) -> dict[str, float]:
+    """A source's own per-step figures (e.g. DPO's reward margin): its sums over this rank's loss
+    units of the step, added over the data-parallel ranks and divided by the units ("units")."""
+    take = getattr(source, "step_metrics", None)
+    if take is None:
+        return {}
+    sums = take()
+    if not sums:
+        return {}
+    names = list(sums)
+    added = par.mean_over_ranks(torch.stack([sums[n].float() for n in names])) * par.env.layout.dp
+    figures = dict(zip(names, added.tolist()))
+    units = figures.pop("units")
+    return {n: v / max(units, 1.0) for n, v in figures.items()}
 
 
 def _restore(ckpt_dir: Path, par: Parallel, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,

@@ -16,6 +16,10 @@ interchangeable). Their batches carry "step_tokens": the loss units of the globa
 `loss_sum(model, batch)` is the objective: the batch's summed loss over those units
 (objectives.masked_nll_sum for fine-tuning: assistant tokens; a preference objective would sum
 over pairs). The loop scales it by dp / the step's units, so the step's loss is the mean per unit.
+
+A source may also have `step_metrics() -> {name: sum over this rank's units of the step, ...,
+"units": their count}` (tune/dpo_source.py: reward margin, preference accuracy); the loop takes it
+after every step, adds it over the ranks and logs each figure per unit with the step's loss.
 """
 
 from __future__ import annotations

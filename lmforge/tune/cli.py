@@ -26,6 +26,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output run directory (default: <init>-sft)")
     p.add_argument("--format", help="record format (default: auto, from the first record's keys)")
     p.add_argument("--val-data", dest="val_data", help="held-out records (default: val_fraction of --data)")
+    p.add_argument("--method", choices=["sft", "dpo"], help="sft (default): learn the assistant replies; dpo: "
+                                                             "preference pairs (prompt, chosen, rejected), DPO")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters instead of every weight")
     p.add_argument("--strict", action="store_true", help="stop at the first malformed record (on_bad_record=error)")
     p.add_argument("--config", "-c", help="YAML file of finetune settings")
@@ -53,15 +55,18 @@ def _config(cls: type, args: argparse.Namespace, flags: dict[str, Any]) -> Any:
 
 def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
     flags = {"init": args.init, "data": args.data, "out": args.out, "format": args.format, "val_data": args.val_data,
-             "method": "lora" if args.lora else None, "on_bad_record": "error" if args.strict else None}
+             "method": "lora" if args.lora else None, "objective": args.method, "on_bad_record": "error" if args.strict else None}
     return _config(FinetuneConfig, args, flags)
 
 
 def run_finetune(args: argparse.Namespace, parser: Any = None) -> int:
     from lmforge.train.parallel.launch import is_main_process
+    from lmforge.tune.dpo_train import dpo_finetune
     from lmforge.tune.sft import default_log, finetune
 
     cfg = finetune_config(args)
+    if cfg.objective == "dpo":
+        return _report_dpo(dpo_finetune(cfg))
     r = finetune(cfg)
     if not is_main_process():  # under torchrun rank 0 reports
         return 0
@@ -77,6 +82,27 @@ def run_finetune(args: argparse.Namespace, parser: Any = None) -> int:
     print(f"peak memory: {mem}")
     print(f"time: {r.wall_s:.1f}s")
     default_log(f"fine-tuned model: {r.out_dir} (try: lmforge chat --run {r.out_dir})")
+    return 0
+
+
+def _report_dpo(r) -> int:
+    from lmforge.train.parallel.launch import is_main_process
+    from lmforge.tune.dpo_train import held_out_line
+    from lmforge.tune.sft import default_log
+
+    if not is_main_process():
+        return 0
+    if r.stopped:
+        default_log(r.stopped)
+        return 0
+    print(f"trainable parameters: {r.trainable_params:,} of {r.total_params:,} "
+          f"({100 * r.trainable_params / r.total_params:.2f}%)")
+    if r.val_before and r.val_after:
+        print(held_out_line(r.val_before, r.val_after, r.val_pairs))
+    print(f"DPO ({r.loss}, beta {r.beta:g}, reference: {r.ref}): {r.steps} steps, {r.steps_per_s:.2f} steps/s")
+    print(f"peak memory: {r.peak_memory_mb:,.0f} MB ({r.memory_kind})")
+    print(f"time: {r.wall_s:.1f}s")
+    default_log(f"preference-tuned model: {r.out_dir} (try: lmforge chat --run {r.out_dir})")
     return 0
 
 

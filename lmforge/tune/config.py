@@ -41,6 +41,24 @@ class LoraConfig:
 
 
 @dataclass
+class DpoConfig:
+    # DPO (Rafailov et al. 2023); tune/dpo.py has the losses. beta 0.1 is the paper's (§6) and TRL's default.
+    beta: float = 0.1  # strength of the pull towards the reference (the KL penalty's weight)
+    loss: Literal["sigmoid", "ipo"] = "sigmoid"  # DPO's, or IPO (Azar et al. 2023)
+    label_smoothing: float = 0.0  # cDPO: the assumed chance that a preference label is flipped (sigmoid only)
+    ref: Literal["model", "precomputed"] = "model"  # a frozen copy of the start, or its log-probs computed
+    # once before training (no second model in memory); LoRA always uses the base with adapters off
+
+    def validate(self) -> None:
+        if not self.beta > 0:
+            raise ConfigError(f"dpo.beta must be positive, got {self.beta}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ConfigError(f"dpo.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if self.label_smoothing and self.loss != "sigmoid":
+            raise ConfigError("dpo.label_smoothing (cDPO) applies to the sigmoid loss only")
+
+
+@dataclass
 class FinetuneConfig:
     init: str = ""  # base model: a run dir (latest checkpoint) or a checkpoint dir
     data: str = ""  # SFT records: .jsonl / .jsonl.gz / .json (a JSON array)
@@ -53,6 +71,8 @@ class FinetuneConfig:
     out: str = ""  # output run dir; default <init run>-sft
     system_prompt: str | None = None  # added to conversations that have no system message
     on_bad_record: Literal["skip", "error"] = "skip"  # malformed records: reported and skipped, or fatal
+    objective: Literal["sft", "dpo"] = "sft"  # `--method dpo`: preference pairs (prompt, chosen, rejected)
+    dpo: DpoConfig = field(default_factory=DpoConfig)
     method: Literal["full", "lora"] = "full"
     lora: LoraConfig = field(default_factory=LoraConfig)
     batching: Literal["pack", "pad"] = "pack"  # pack short examples into rows (no attention across
@@ -110,6 +130,8 @@ class FinetuneConfig:
                 raise ConfigError(msg)
         if self.method == "lora":
             self.lora.validate()
+        if self.objective == "dpo":
+            self.dpo.validate()
 
 
 @dataclass

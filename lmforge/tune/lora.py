@@ -15,6 +15,7 @@ for torch alone); our layers are plain nn.Linear with stable names, and the adap
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -39,8 +40,11 @@ class LoRALinear(nn.Module):
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # nn.Linear's own init
         self.scaling = alpha / rank
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.enabled = True  # off: the base layer alone (DPO's reference, tune/dpo_source.py)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return self.base(x)
         update = self.drop(x) @ self.lora_A.T @ self.lora_B.T  # (..., in) -> (..., r) -> (..., out)
         return self.base(x) + update * self.scaling
 
@@ -95,6 +99,19 @@ def merge_lora(model: nn.Module) -> int:
     for p in model.parameters():
         p.requires_grad_(True)
     return len(names)
+
+
+@contextlib.contextmanager
+def adapters_disabled(model: nn.Module):
+    """Inside the block the model computes as its base: every adapter is switched off."""
+    layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    for m in layers:
+        m.enabled = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.enabled = True
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
