@@ -24,13 +24,13 @@ import safetensors.torch
 import torch
 
 from lmforge import __version__
-from lmforge.config import to_dict
 from lmforge.errors import LmforgeError
 from lmforge.export.arch import architecture
 from lmforge.export.hf_tokenizer import END, SPECIAL_IDS, special_tokens_map, tokenizer_config
 from lmforge.model import Transformer
 from lmforge.serve.config import SampleConfig
 from lmforge.tokenizer import Tokenizer
+from lmforge.typed_config import to_dict
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -8,5 +8,7 @@
     render.py     the same as HTML and ANSI terminal text
     cli.py        `lmforge inspect --run R "text" [--compare "other"] [--json] [--out DIR]`
     report.py     the "Inside the model" section of a run's report.md
-    web.py        the /inspect page's JSON endpoint in `lmforge serve`
+
+The /inspect page of `lmforge serve` is lmforge/serve/inspect_page.py: serve imports this package,
+never the other way.
 """

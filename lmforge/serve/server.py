@@ -27,6 +27,7 @@ from lmforge.errors import LmforgeError
 from lmforge.serve.api import make_router
 from lmforge.serve.engine import ServedModel
 from lmforge.serve.guards import DEFAULT_MAX_REQUEST_BYTES, ErrorResponse, RequestGuard
+from lmforge.serve.inspect_page import make_inspect_router
 from lmforge.serve.schema import APIError
 
 log = logging.getLogger("lmforge.serve")
@@ -84,8 +85,6 @@ def create_app(models: Sequence[ServedModel], api_key: str | None = None,
         return {"status": "ok", "models": list(by_name)}
 
     app.include_router(make_router(by_name, auth))
-    from lmforge.inspect.web import make_inspect_router
-
     app.include_router(make_inspect_router(by_name, auth))  # /inspect: attention and surprise, behind the API key
     from lmforge.serve.web import make_web_router
 

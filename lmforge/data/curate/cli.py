@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from lmforge.data.curate.config import CurateConfig
+from lmforge.typed_config import from_dict, merge, parse_overrides, read_recipe
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -43,8 +44,6 @@ def recipe_names() -> list[str]:
 
 def load_curate_config(config: str | None, overrides: list[str]) -> CurateConfig:
     """A shipped curation profile (fineweb, c4) or a YAML path, plus dotted overrides; unknown keys fail."""
-    from lmforge.config import from_dict, merge, parse_overrides, read_recipe
-
     if config and not Path(config).exists() and (RECIPES / f"{config}.yaml").exists():
         config = str(RECIPES / f"{config}.yaml")
     data = read_recipe(config) if config else {}

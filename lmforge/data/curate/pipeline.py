@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from lmforge.atomic import write_atomic, write_text_atomic
-from lmforge.config import from_dict, read_recipe, to_dict, to_yaml
 from lmforge.data.curate import boilerplate, dedup
 from lmforge.data.curate.classifier_training import prepare_classifier
 from lmforge.data.curate.config import CurateConfig, SourceConfig
@@ -40,6 +39,7 @@ from lmforge.data.curate.sources import WEB_FORMATS, ReadError, Task, fingerprin
 from lmforge.data.curate.stages import DocPipeline
 from lmforge.data.curate.stats import Stats, check_invariant, merge
 from lmforge.errors import LmforgeError
+from lmforge.typed_config import from_dict, read_recipe, to_dict, to_yaml
 
 RUN_KEYS = ("workers", "executor", "ray_address")  # may change between a run and its resume
 _PIPE: dict[str, Any] = {}  # per process: the DocPipeline for a work dir

@@ -1,5 +1,6 @@
 """The /inspect page of `lmforge serve`: type a text, pick a layer and head, hover a token to see
-where it attends (lmforge/serve/web/inspect.html + inspect.js).
+where it attends (lmforge/serve/web/inspect.html + inspect.js). The pictures' arithmetic is
+lmforge/inspect/; this is its HTTP face, so serve imports inspect and never the other way.
 
     GET  /inspect        the page (plain HTML/JS, like /chat)
     POST /inspect/api    {"model", "text"} -> every attention map and the per-token surprise, as
@@ -17,8 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from lmforge.errors import LmforgeError
+from lmforge.inspect.attention import attention_maps
+from lmforge.inspect.inputs import read
+from lmforge.inspect.surprise import token_surprise
+from lmforge.serve.schema import APIError
 
-PAGE = Path(__file__).resolve().parent.parent / "serve" / "web" / "inspect.html"
+PAGE = Path(__file__).resolve().parent / "web" / "inspect.html"
 
 
 class InspectRequest(BaseModel):
@@ -31,10 +36,6 @@ class InspectRequest(BaseModel):
 def inspect_json(served, text: str, top_k: int = 5) -> dict:
     """Attention maps and surprise of `text` under the model's lock (recording switches the
     model's attention modules to the explicit path, so no request may decode meanwhile)."""
-    from lmforge.inspect.attention import attention_maps
-    from lmforge.inspect.inputs import read
-    from lmforge.inspect.surprise import token_surprise
-
     with served.lock:
         reading = read(served.model, served.tokenizer, text)
         maps = attention_maps(served.model, served.tokenizer, reading)
@@ -44,8 +45,6 @@ def inspect_json(served, text: str, top_k: int = 5) -> dict:
 
 
 def make_inspect_router(models: dict, auth: Callable) -> APIRouter:
-    from lmforge.serve.schema import APIError
-
     router = APIRouter()
 
     @router.get("/inspect", include_in_schema=False)
