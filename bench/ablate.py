@@ -22,7 +22,9 @@ are used best by two single-thread runs); a baseline and a variant of the same s
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -109,13 +111,19 @@ def train_one(overrides: list[str]) -> dict:
 
 def launch(run: Run, extra: list[str], work: Path, shards: Path, tokenizer: Path, threads: int,
            tag: str = "") -> Run:
-    name = f"{tag}{run.variant}-s{run.seed}-n{run.steps}"
+    digest = hashlib.sha1(json.dumps(extra).encode()).hexdigest()[:6]  # a renamed override set is a new run
+    name = f"{tag}{run.variant}-s{run.seed}-n{run.steps}-{digest}"
     overrides = [f"out_dir={work / 'runs'}", f"name={name}", "data.curate=false", f"data.shards={shards}",
                  f"tokenizer.path={tokenizer}", f"train.seed={run.seed}", f"train.max_steps={run.steps}",
                  f"train.threads={threads}", "train.eval_every=0", "train.ckpt_every=0", "train.log_every=50",
                  "train.tensorboard=false", "train.progress=lines", *extra]
-    log = work / "logs" / f"{name}.log"
+    log, saved = work / "logs" / f"{name}.log", work / "logs" / f"{name}.json"
     log.parent.mkdir(parents=True, exist_ok=True)
+    if saved.exists() and not tag:  # the same run of an earlier invocation (timing runs are always fresh)
+        run.result = json.loads(saved.read_text())
+        print(f"  {name}: {run.result['val_bpb']:.4f} bits/byte (from {saved})", flush=True)
+        return run
+    shutil.rmtree(work / "runs" / name, ignore_errors=True)  # a left-over run dir would resume, not train
     with log.open("w") as f:
         proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(overrides)], stdout=subprocess.PIPE,
                               stderr=f, text=True, check=False)
@@ -125,6 +133,7 @@ def launch(run: Run, extra: list[str], work: Path, shards: Path, tokenizer: Path
         run.error = err[-1] if err else f"exit {proc.returncode}"
     else:
         run.result = json.loads(lines[-1][len(RESULT_TAG):])
+        saved.write_text(json.dumps(run.result, default=str) + "\n", encoding="utf-8")
     print(f"  {name}: " + (run.error or f"{run.result['val_bpb']:.4f} bits/byte, "
                            f"{run.result['tokens_per_s']:,.0f} tokens/s, {run.result['total_s']:.0f}s"), flush=True)
     return run
