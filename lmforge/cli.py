@@ -138,13 +138,13 @@ def cmd_train(args, parser) -> int:
 
 def cmd_tokenizer(args, parser) -> int:
     from lmforge.config import load_config
-    from lmforge.pipeline import documents, log
+    from lmforge.inputs import documents, log
 
     if args.action is None:
         parser.parse_args(["tokenizer", "--help"])
     cfg = load_config(args.config, args.overrides)
     if args.action == "train":
-        from lmforge.pipeline import warn
+        from lmforge.inputs import warn
         from lmforge.tokenizer import train_tokenizer, vocab_shortfall
 
         out = Path(args.output)

@@ -193,7 +193,6 @@ KNOWN_CYCLE_EDGES = {
     ("lmforge.config", "lmforge.serve"),
     ("lmforge.config", "lmforge.eval"),
     ("lmforge.config", "lmforge.tune"),
-    ("lmforge.plan", "lmforge.pipeline"),
 }
 
 

@@ -233,9 +233,7 @@ def _fit_vocab(cfg) -> None:
     """The recipe's model as `lmforge train` builds it: its vocabulary fitted to the tokenizer (the
     run's tokenizer.json when it exists, else tokenizer.vocab_size, which BPE reaches on a large
     enough corpus)."""
-    from types import SimpleNamespace
-
-    from lmforge.pipeline import fit_model_to_tokenizer
+    from lmforge.inputs import fit_model_to_tokenizer
 
     path = cfg.run_dir / "tokenizer.json"
     if cfg.tokenizer.path or path.is_file():
@@ -244,7 +242,7 @@ def _fit_vocab(cfg) -> None:
         vocab = Tokenizer.load(cfg.tokenizer.path or path).vocab_size
     else:
         vocab = cfg.tokenizer.vocab_size
-    fit_model_to_tokenizer(cfg, SimpleNamespace(vocab_size=vocab))
+    fit_model_to_tokenizer(cfg, vocab)
 
 
 def _mfu_from_throughput(run_dir: Path, rows: list[dict]) -> tuple[float, str]:

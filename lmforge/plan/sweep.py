@@ -241,7 +241,7 @@ def run_sweep(
     log=print,
 ) -> dict:
     """Train every missing grid point, then fit and plot. Returns the fit summary."""
-    from lmforge.pipeline import prepare_shards, prepare_tokenizer
+    from lmforge.inputs import prepare_shards, prepare_tokenizer
 
     out = Path(out)
     cfg = base_config(overrides)
