@@ -11,7 +11,8 @@ runs `--repeats` times, interleaved, and the medians are reported (the machine's
 Positions: token positions through the model, padded and real (lmforge); lm-eval's padded count is
 the size of every batch it runs.
 
-    python bench/eval_shapes.py --docs 200 --layers 4 --embd 256
+    python bench/eval_shapes.py --docs 100 --layers 4 --embd 256
+    python bench/eval_shapes.py --docs 30 --layers 12 --embd 768 --heads 12 --vocab 50257  # GPT-2 small's shape
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from types import SimpleNamespace
 import torch
 
 from lmforge.eval import evaluate, get_tasks
+from lmforge.eval.lm import HFCausalLM
 from lmforge.eval.parity import lm_eval_dir, run_lm_eval, write_lm_eval_tasks
 from lmforge.eval.tasks.data import default_data_dir
 from lmforge.eval.tasks.lmeval_yaml import TaskFolder
-from lmforge.tiny import tiny_gpt2, tiny_tokenizer
+from lmforge.tiny import hf_tokenizer, tiny_tokenizer
 
 WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "and", "ran", "to", "house", "tree", "red", "blue", "big", "small", "it", "was", "there", "when", "you", "see", "water", "fire", "stone", "who", "what", "why", "because", "people", "time", "year", "way", "day", "thing", "man", "world", "life", "hand", "part", "child"]
 
@@ -53,6 +55,19 @@ def synthetic(root: Path, docs: int) -> None:
         lines = [ln for ln in src.read_text().splitlines() if not ln.startswith(("dataset_", "tag:", "  - super"))]
         (root / f"{task}.yaml").write_text("\n".join(lines) + f"\ndataset_path: json\ndataset_kwargs:\n"
                                            f"  data_files:\n    validation: {data}\n    train: {data}\n")
+
+
+def random_gpt2(args) -> HFCausalLM:
+    """A random GPT-2 of the given shape over a 4096-token BPE trained on the demo corpus; a larger
+    --vocab pads the embedding and output layer as a real vocabulary would size them."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = tiny_tokenizer(4096)
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=max(args.vocab, tok.vocab_size), n_positions=1024, n_embd=args.embd,
+                     n_layer=args.layers, n_head=args.heads, initializer_range=0.1, bos_token_id=tok.eot_id,
+                     eos_token_id=tok.eot_id, pad_token_id=tok.pad_id)
+    return HFCausalLM(GPT2LMHeadModel(cfg).eval(), hf_tokenizer(tok), name=f"gpt2-{args.layers}x{args.embd}")
 
 
 MATMUL = {"aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm"}
@@ -82,6 +97,9 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=200)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--embd", type=int, default=256)
+    ap.add_argument("--heads", type=int, default=2)
+    ap.add_argument("--vocab", type=int, default=4096,
+                    help="rows of the output layer (GPT-2: 50257); the tokenizer uses the first 4096")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--subject", default="high_school_psychology")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each side, interleaved; medians")
@@ -94,7 +112,7 @@ def main() -> None:
     from lm_eval.models.huggingface import HFLM
 
     tmp = Path(tempfile.mkdtemp(prefix="eval_shapes_"))
-    lm = tiny_gpt2(tiny_tokenizer(4096), n_positions=1024, n_layer=args.layers, n_embd=args.embd)
+    lm = random_gpt2(args)
     synthetic(tmp, args.docs)
     names = write_lm_eval_tasks(tmp / "bench", default_data_dir(), [args.subject])
     folder = TaskFolder([tmp])

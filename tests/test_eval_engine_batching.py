@@ -6,6 +6,7 @@ the model are counted, and scores are the same whichever path, batch size or req
 import random
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -116,3 +117,25 @@ def test_scores_do_not_depend_on_batch_size_or_request_order(hf, seed, batch, ch
     shuffled = loglikelihood(hf, [reqs[i] for i in order], batch)
     assert [shuffled[order.index(i)].ll for i in range(len(reqs))] == pytest.approx([x.ll for x in base], abs=1e-4)
     assert [shuffled[order.index(i)].greedy for i in range(len(reqs))] == [x.greedy for x in base]
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral"])
+def test_rotary_models_pack_unless_windowed(arch):
+    """A Llama (rotary positions from position_ids) packs with the same scores; a model with a
+    sliding window does not (a custom mask would replace its window), and scores the same anyway."""
+    transformers = pytest.importorskip("transformers")
+    from lmforge.tiny import hf_tokenizer
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    kind = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM, {}),
+            "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM, {"sliding_window": 16})}[arch]
+    cfg = kind[0](vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                  pad_token_id=tok.pad_id, bos_token_id=tok.eot_id, eos_token_id=tok.eot_id, **kind[2])
+    model = HFCausalLM(kind[1](cfg).eval(), hf_tokenizer(tok), name=arch)
+    assert model.packs_prefixes() == (arch == "llama")
+    reqs = _requests(5, 6, 3, (2, 8), (2, 6))
+    a = loglikelihood(model, reqs, 4)
+    b = loglikelihood(model, reqs, 4, share_prefix=False)
+    assert [x.ll for x in a] == pytest.approx([x.ll for x in b], abs=1e-4)

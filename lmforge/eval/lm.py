@@ -253,7 +253,11 @@ class HFCausalLM(LM):
         """Try a packed row once against the same requests run whole: a model that rejects or
         ignores a 4-D mask or position ids scores through the KV cache instead."""
         if self._packs is None:
-            self._packs = _packing_agrees(self)
+            # A custom mask replaces a sliding-window mask too (Mistral, Gemma's local layers), and the
+            # short check below cannot see a window: such models keep the KV-cache path.
+            cfg = self.model.config
+            windowed = getattr(cfg, "sliding_window", None) is not None and getattr(cfg, "use_sliding_window", True)
+            self._packs = not windowed and _packing_agrees(self)
         return self._packs
 
     def fingerprint(self) -> str:
