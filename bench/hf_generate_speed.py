@@ -81,8 +81,8 @@ def bench(label: str, run: Path, tmp: Path, args) -> list[dict]:
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp / f"hf_{label}", dtype=torch.float32).eval()
     model, cfg = load_model(run)
     g = torch.Generator().manual_seed(0)
-    prompts = torch.randint(7, cfg.model.vocab_size, (8, args.prompt), generator=g).tolist()
-    n = min(args.new, cfg.model.block_size - args.prompt)
+    prompts = torch.randint(7, cfg.vocab_size, (8, args.prompt), generator=g).tolist()
+    n = min(args.new, cfg.block_size - args.prompt)
     rows = []
     for batch in (1, 8):
         ps = prompts[:batch]

@@ -171,18 +171,19 @@ def cmd_tokenizer(args, parser) -> int:
 
 
 def cmd_generate(args, parser) -> int:
-    from lmforge.config import from_dict, parse_overrides
+    from lmforge.config import from_dict, parse_overrides, read_config
     from lmforge.serve.config import SampleConfig
     from lmforge.serve.generate import generate
     from lmforge.tokenizer import Tokenizer
-    from lmforge.train.checkpoint import load_model
+    from lmforge.train.checkpoint import load_model, resolve_checkpoint
 
     tree = parse_overrides(args.overrides)
     unknown = [k for k in tree if k != "sample"]
     if unknown:
         raise LmforgeError(f"generate takes sample.* overrides only, got '{unknown[0]}'")
     path = Path(args.run)
-    model, cfg = load_model(path)
+    model, _ = load_model(path)
+    cfg = read_config(resolve_checkpoint(path))
     sc = from_dict(SampleConfig, {**cfg.sample.__dict__, **tree.get("sample", {})}, "sample.")
     if args.prompt is not None:
         sc.prompt = args.prompt

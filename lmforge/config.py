@@ -15,7 +15,7 @@ from typing import Any
 
 from lmforge.data.config import DataConfig
 from lmforge.data.curate.config import CurateConfig
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, LmforgeError
 from lmforge.eval.config import EvalConfig
 from lmforge.model.config import ModelConfig
 from lmforge.serve.config import SampleConfig
@@ -27,6 +27,7 @@ from lmforge.typed_config import (
     merge,
     parse_overrides,
     read_recipe,
+    read_yaml_mapping,
     recipe_names,
     to_dict,
     to_yaml,
@@ -38,6 +39,7 @@ __all__ = [
     "load_config",
     "merge",
     "parse_overrides",
+    "read_config",
     "read_recipe",
     "recipe_names",
     "to_dict",
@@ -82,3 +84,15 @@ def validate(cfg: RunConfig) -> None:
     seq_len = cfg.train.seq_len
     if seq_len is not None and seq_len > cfg.model.block_size:
         raise ConfigError(f"train.seq_len={seq_len} is longer than model.block_size={cfg.model.block_size}")
+
+
+def read_config(ckpt_dir: Path) -> RunConfig:
+    """The RunConfig a checkpoint was saved with (its config.yaml)."""
+    path = Path(ckpt_dir) / "config.yaml"
+    data = read_yaml_mapping(path)
+    if isinstance(data.get("train"), dict):  # checkpoints from before train.eval_tokens replaced it
+        data["train"].pop("eval_batches", None)
+    try:
+        return from_dict(RunConfig, data)
+    except LmforgeError as e:
+        raise LmforgeError(f"cannot read {path}: {e}") from None

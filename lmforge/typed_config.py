@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, LmforgeError
 
 
 def recipe_names() -> list[str]:
@@ -45,6 +45,18 @@ def read_recipe(name_or_path: str) -> dict[str, Any]:
         raise ConfigError(f"cannot parse {name_or_path}: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{name_or_path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """A saved YAML file of config sections (a checkpoint's config.yaml) as a plain dict;
+    LmforgeError naming the file if it is missing, unparsable or not a mapping."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise LmforgeError(f"cannot read {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise LmforgeError(f"cannot read {path}: not a mapping of config sections")
     return data
 
 

@@ -110,7 +110,7 @@ def test_export_then_import_is_bit_exact(exported, tok, tmp_path, shape):
     model, folder, _ = exported[shape]
     import_hf(folder, tmp_path / "run", log=lambda s: None)
     back, cfg = load_model(tmp_path / "run")
-    assert cfg.model == model.cfg  # dropout, init, bias=false and padding rows included
+    assert cfg == model.cfg  # dropout, init, bias=false and padding rows included
     a, b = model.state_dict(), back.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert Tokenizer.load(tmp_path / "run").hash == tok.hash

@@ -131,7 +131,7 @@ def test_imported_model_computes_the_same_function(folders, imported, name):
     mapping = id_map(folder, run, summary)
     theirs_model = hf_model(folder)
     ours, cfg = load_model(run)
-    assert cfg.model.vocab_size == len(mapping) + len(summary["tokenizer"]["added"])
+    assert cfg.vocab_size == len(mapping) + len(summary["tokenizer"]["added"])
     old = torch.randint(0, len(mapping), (2, 64), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         theirs = theirs_model(input_ids=old).logits

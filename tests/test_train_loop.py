@@ -108,7 +108,7 @@ def test_decoder_run_learns_and_writes_the_run_dir(data, tmp_path, capsys):
     assert "step 40/40 | loss" in out and "tok/s" in out and "eta" in out and "val  40/40" in out
 
     model, loaded_cfg = load_model(run)  # the latest checkpoint, tied weights restored
-    assert loaded_cfg.model == cfg.model and not model.training
+    assert loaded_cfg == cfg.model and not model.training
     assert model.lm_head.weight.data_ptr() == model.tok_emb.weight.data_ptr() or not cfg.model.tie_embeddings
     x = torch.randint(0, tok.vocab_size, (2, 32))
     again, _ = load_model(latest_checkpoint(run))

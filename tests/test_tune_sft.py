@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from lmforge.chat.template import encode_chat
-from lmforge.config import RunConfig
+from lmforge.config import RunConfig, read_config
 from lmforge.errors import LmforgeError
 from lmforge.model import ModelConfig, Transformer
 from lmforge.serve.config import SampleConfig
 from lmforge.tokenizer import TokenizerConfig, train_tokenizer
-from lmforge.train.checkpoint import load_model, save_checkpoint
+from lmforge.train.checkpoint import latest_checkpoint, load_model, save_checkpoint
 from lmforge.tune.config import FinetuneConfig, LoraConfig
 from lmforge.tune.lora import apply_lora, count_params, merge_lora
 from lmforge.tune.pack import (
@@ -184,7 +184,7 @@ def test_full_finetune_learns_chat_format(base_run, data, tmp_path, tok):
     assert r.val_loss < r.val_loss_before
     assert r.samples == [{"user": "hi", "assistant": "hello there"}]  # ends at <|end|>
     model, mcfg = load_model(out)  # a plain run dir: every other command can load it
-    assert mcfg.name == "chat"
+    assert mcfg == model.cfg and read_config(latest_checkpoint(out)).name == "chat"
     reply = chat_reply(model, tok, [{"role": "user", "content": "count to three"}], GREEDY)
     assert reply == "one two three"
     assert (out / "tokenizer.json").exists() and (out / "finetune.yaml").exists()

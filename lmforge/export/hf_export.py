@@ -46,7 +46,8 @@ def find_tokenizer(run: Path, ckpt: Path) -> Tokenizer:
 def export_run(run: str | Path, out: str | Path, dtype: str = "float32") -> dict:
     """Export the latest checkpoint of a run directory (or a checkpoint directory) to `out`.
     Returns a summary {out, architecture, hf_class, params, dtype}."""
-    from lmforge.train.checkpoint import load_weights, read_config, resolve_checkpoint
+    from lmforge.config import read_config
+    from lmforge.train.checkpoint import load_weights, resolve_checkpoint
 
     run, out = Path(run), Path(out)
     check_out(out)

@@ -225,13 +225,13 @@ def apply_init(cfg: RunConfig, cache_dir: str | Path | None = None) -> Path | No
     `cfg` train that model: its shape replaces cfg.model (the recipe's dropout rates are kept), its
     tokenizer is cfg.tokenizer.path unless one is set, and train.init_from becomes the checkpoint
     directory. Returns that directory, or None when init_from is unset (cfg unchanged)."""
-    from lmforge.train.checkpoint import read_config
+    from lmforge.train.checkpoint import read_model_config
 
     spec = cfg.train.init_from
     if not spec:
         return None
     ckpt = resolve_init(spec, cache_dir)
-    model = read_config(ckpt).model
+    model = read_model_config(ckpt)
     for f in ("embd_dropout", "attn_dropout", "resid_dropout"):
         setattr(model, f, getattr(cfg.model, f))
     cfg.model = model

@@ -1,5 +1,5 @@
 """Pre-training: `loop.train(cfg, shard_dir, tokenizer, run_dir) -> TrainResult` and
-`checkpoint.load_model(path) -> (model, cfg)`.
+`checkpoint.load_model(path) -> (model, model config)`.
 
     loop.py        the training loop (the one place that ties the parts together)
     state.py       TrainState: counters, data position, RNG states (what a resume needs besides weights)
@@ -12,5 +12,6 @@
     metrics.py     metrics.jsonl, TensorBoard, progress display, MFU
 
 Import the submodules directly: this package is imported by lmforge.config (for TrainConfig),
-so it stays free of imports itself.
+so it stays free of imports itself; and train imports RunConfig only for annotations (the
+whole run config of a checkpoint is lmforge.config.read_config).
 """

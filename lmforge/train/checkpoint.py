@@ -6,7 +6,7 @@ Layout of <run>/checkpoints/step_NNNNNN/:
       or, from a distributed run, instead of those two:
     dcp/                torch.distributed.checkpoint shards of model and optimizer (parallel/sharded.py)
     state.json          TrainState: step, tokens, loader position, RNG states, bad-step count, ...
-    config.yaml         the resolved RunConfig
+    config.yaml         the resolved RunConfig (read back whole by lmforge.config.read_config)
     COMPLETE            written last: the manifest, {"step", "files": {path: {"bytes", "sha256"}}}
 
 A checkpoint is written into checkpoints/.tmp_step_NNNNNN/, every file fsynced, COMPLETE written
@@ -30,16 +30,18 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import safetensors.torch
 import torch
-import yaml
 from torch import nn
 
-from lmforge.config import RunConfig, from_dict, to_yaml
 from lmforge.errors import LmforgeError
-from lmforge.model import Transformer
+from lmforge.model import ModelConfig, Transformer
+from lmforge.typed_config import from_dict, read_yaml_mapping, to_yaml
+
+if TYPE_CHECKING:  # the aggregate sits above train (it gathers train's sections): annotations only
+    from lmforge.config import RunConfig
 
 COMPLETE = "COMPLETE"
 _STEP_RE = re.compile(r"^step_(\d+)$")
@@ -233,14 +235,14 @@ def resolve_checkpoint(path: Path | str) -> Path:
     return ckpt
 
 
-def read_config(ckpt_dir: Path) -> RunConfig:
-    path = ckpt_dir / "config.yaml"
+def read_model_config(ckpt_dir: Path) -> ModelConfig:
+    """The model section of a checkpoint's config.yaml: what it takes to rebuild the model (the
+    whole RunConfig is lmforge.config.read_config, above train)."""
+    path = Path(ckpt_dir) / "config.yaml"
+    data = read_yaml_mapping(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if isinstance(data.get("train"), dict):  # checkpoints from before train.eval_tokens replaced it
-            data["train"].pop("eval_batches", None)
-        return from_dict(RunConfig, data)
-    except (OSError, yaml.YAMLError, LmforgeError) as e:
+        return from_dict(ModelConfig, data.get("model") or {}, "model.")
+    except LmforgeError as e:
         raise LmforgeError(f"cannot read {path}: {e}") from None
 
 
@@ -292,11 +294,12 @@ def load_weights(model: nn.Module, ckpt_dir: Path, verify: bool = True) -> None:
         raise LmforgeError(f"cannot load weights from {path}: {msg[0] if msg else type(e).__name__}") from None
 
 
-def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
-    """(model in eval mode, its RunConfig) from a run dir (latest complete checkpoint) or a checkpoint dir."""
+def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelConfig]:
+    """(model in eval mode, its ModelConfig) from a run dir (latest complete checkpoint) or a
+    checkpoint dir; the whole run config is lmforge.config.read_config(resolve_checkpoint(path))."""
     ckpt = resolve_checkpoint(path)
-    cfg = read_config(ckpt)
-    model = Transformer(cfg.model).to(device)
+    cfg = read_model_config(ckpt)
+    model = Transformer(cfg).to(device)
     load_weights(model, ckpt)
     model.eval()
     return model, cfg

@@ -38,7 +38,6 @@ import torch
 from torch import nn
 
 from lmforge.atomic import write_text_atomic
-from lmforge.config import RunConfig, to_yaml
 from lmforge.data.loader import TokenLoader
 from lmforge.data.shards import check_tokenizer, check_vocab, load_meta
 from lmforge.errors import ConfigError, LmforgeError
@@ -57,8 +56,10 @@ from lmforge.train.schedule import lr_at, micro_batches_at
 from lmforge.train.source import BatchSource, TokenSource
 from lmforge.train.state import TrainState, capture_rng, restore_rng
 from lmforge.train.validate import validate
+from lmforge.typed_config import to_yaml
 
 if TYPE_CHECKING:
+    from lmforge.config import RunConfig  # above train (it gathers train's sections): annotations only
     from lmforge.tokenizer import Tokenizer
 
 DROPOUT_STREAM = 1 << 31  # seed component for per-rank dropout masks
@@ -373,7 +374,7 @@ def _reference_model(cfg: RunConfig) -> tuple[nn.Module, torch.optim.Optimizer]:
 
 def _check_compatible(ckpt_dir: Path, cfg: RunConfig) -> None:
     """The checkpoint must be of this run's model shape; say which fields differ if not."""
-    saved = ckpt.read_config(ckpt_dir).model
+    saved = ckpt.read_model_config(ckpt_dir)
     diff = [f"model.{f.name}={getattr(saved, f.name)!r} (this run: {getattr(cfg.model, f.name)!r})"
             for f in fields(saved) if getattr(saved, f.name) != getattr(cfg.model, f.name)]
     if diff:

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from lmforge.config import to_yaml
+from lmforge.config import read_config, to_yaml
 from lmforge.errors import LmforgeError
 from lmforge.model import Transformer
-from lmforge.train.checkpoint import latest_checkpoint, load_weights, read_config, resolve_checkpoint
+from lmforge.train.checkpoint import latest_checkpoint, load_weights, resolve_checkpoint
 from lmforge.train.loop import Inputs, train_on
 from lmforge.train.metrics import format_duration
 from lmforge.train.parallel.launch import is_main_process

@@ -31,11 +31,11 @@ from pathlib import Path
 import torch
 
 from lmforge.chat.template import encode_chat
-from lmforge.config import RunConfig, to_yaml
+from lmforge.config import RunConfig, read_config, to_yaml
 from lmforge.errors import LmforgeError
 from lmforge.model import Transformer
 from lmforge.tokenizer import Tokenizer
-from lmforge.train.checkpoint import latest_checkpoint, read_config, resolve_checkpoint, save_checkpoint
+from lmforge.train.checkpoint import latest_checkpoint, resolve_checkpoint, save_checkpoint
 from lmforge.train.config import TrainConfig
 from lmforge.train.loop import Inputs, train_on
 from lmforge.train.metrics import format_duration

@@ -10,12 +10,12 @@ forward and backward the same way whatever the layout, so the training loop does
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.config import RunConfig
 from lmforge.errors import ConfigError
 from lmforge.train.optim import no_decay_names
 from lmforge.train.parallel import grads as grad_utils
@@ -23,6 +23,9 @@ from lmforge.train.parallel.dist import Dist, Layout
 from lmforge.train.parallel.pipeline_parallel import ScaledLoss, build_schedule, build_stage, split_layers
 from lmforge.train.parallel.recompute import checkpoint_blocks
 from lmforge.train.parallel.tensor import apply_tensor_parallel
+
+if TYPE_CHECKING:  # the aggregate sits above train (it gathers train's sections): annotations only
+    from lmforge.config import RunConfig
 
 
 def check_layout(cfg: RunConfig, layout: Layout, seq_len: int) -> None:

@@ -16,7 +16,7 @@ adds COMPLETE and renames the directory only after every rank's shard is written
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -28,9 +28,11 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from lmforge.config import RunConfig
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.parallel.dcp_read import SHARDED_DIR, is_sharded, load_sharded, run_dcp, state_dicts
+
+if TYPE_CHECKING:  # the aggregate sits above train (it gathers train's sections): annotations only
+    from lmforge.config import RunConfig
 
 __all__ = ["is_sharded", "load_full", "load_sharded", "save_sharded"]
 
