@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,8 +22,21 @@ class TrainConfig:
     lr: float = 3e-4  # peak learning rate
     warmup_steps: int = 100  # linear warmup from 0 to lr
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio (Chinchilla: 10x decay)
-    decay: Literal["cosine", "linear", "constant"] = "cosine"
-    optimizer: Literal["adamw", "adam"] = "adamw"
+    # cosine/linear: decay from the end of warmup to the last step; wsd (warmup-stable-decay):
+    # hold the peak, then decay over the last decay_fraction of the steps (train/schedule.py).
+    decay: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
+    decay_fraction: float = 0.2  # wsd: the share of max_steps spent decaying (MiniCPM: ~10-20%)
+    decay_shape: Literal["linear", "1-sqrt"] = "1-sqrt"  # wsd cooldown; 1-sqrt beat linear in Hägele et al. 2024
+    # adamw | adam: every parameter; muon: Muon for the 2-D weights inside the blocks, AdamW (lr,
+    # betas, weight_decay) for embeddings, output layer, norms and biases (train/optim.py).
+    optimizer: Literal["adamw", "adam", "muon"] = "adamw"
+    # Muon's peak lr; the schedule scales it as it scales lr. With muon_adjust_lr=original it is
+    # Jordan's scale (the step is muon_lr * sqrt(max(1, rows/cols)); ~0.02, as nanochat), with
+    # match_rms_adamw Moonshot's (muon_lr * 0.2 * sqrt(max(rows, cols)); about AdamW's lr).
+    muon_lr: float = 0.02
+    muon_momentum: float = 0.95  # Nesterov momentum (Jordan et al. 2024)
+    muon_weight_decay: float = 0.0  # decoupled: weights shrink by muon_lr * this per step
+    muon_adjust_lr: Literal["original", "match_rms_adamw"] = "original"
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     weight_decay: float = 0.1  # on 2-D weights (matrices, embedding tables) only, not on norms or biases
@@ -68,9 +82,16 @@ class TrainConfig:
             (self.seq_len is None or self.seq_len > 0, f"train.seq_len must be positive, got {self.seq_len}"),
             (self.batch_ramp_start >= 0 and self.batch_ramp_tokens >= 0,
              "train.batch_ramp_start and train.batch_ramp_tokens must be >= 0"),
-            (self.lr >= 0, f"train.lr must be >= 0, got {self.lr}"),
+            (self.lr >= 0 and math.isfinite(self.lr), f"train.lr must be a finite number >= 0, got {self.lr}"),
             (self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}"),
             (0.0 <= self.min_lr_ratio <= 1.0, f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"),
+            (0.0 < self.decay_fraction <= 1.0, f"train.decay_fraction must be in (0, 1], got {self.decay_fraction}"),
+            (self.decay in ("cosine", "linear", "constant", "wsd"),
+             f"train.decay={self.decay!r} is not one of cosine, linear, constant, wsd"),
+            (self.decay_shape in ("linear", "1-sqrt"),
+             f"train.decay_shape={self.decay_shape!r} is not one of linear, 1-sqrt"),
+            (self.optimizer in ("adamw", "adam", "muon"),
+             f"train.optimizer={self.optimizer!r} is not one of adamw, adam, muon"),
             (all(0.0 <= b < 1.0 for b in self.betas), f"train.betas must be in [0, 1), got {self.betas}"),
             (self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}"),
             (self.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 = off), got {self.grad_clip}"),
@@ -86,6 +107,18 @@ class TrainConfig:
             (self.on_damaged_checkpoint in ("previous", "error"),
              f"train.on_damaged_checkpoint must be previous or error, got {self.on_damaged_checkpoint!r}"),
         ]
+        if self.optimizer == "muon":
+            checks += [
+                (self.lr > 0, (f"train.optimizer=muon needs train.lr > 0 (AdamW's part; the schedule scales "
+                               f"muon_lr by lr's ratio), got {self.lr}")),
+                (self.muon_lr > 0 and math.isfinite(self.muon_lr),
+                 f"train.muon_lr must be a finite number > 0, got {self.muon_lr}"),
+                (0.0 <= self.muon_momentum < 1.0, f"train.muon_momentum must be in [0, 1), got {self.muon_momentum}"),
+                (self.muon_weight_decay >= 0 and math.isfinite(self.muon_weight_decay),
+                 f"train.muon_weight_decay must be a finite number >= 0, got {self.muon_weight_decay}"),
+                (self.muon_adjust_lr in ("original", "match_rms_adamw"),
+                 f"train.muon_adjust_lr={self.muon_adjust_lr!r} is not one of original, match_rms_adamw"),
+            ]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
