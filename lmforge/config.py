@@ -21,7 +21,7 @@ from lmforge.model.config import ModelConfig
 from lmforge.serve.config import SampleConfig
 from lmforge.tokenizer import TokenizerConfig
 from lmforge.train.config import ParallelConfig, TrainConfig
-from lmforge.tune.config import SFTStageConfig
+from lmforge.tune.config import DPOStageConfig, SFTStageConfig
 from lmforge.typed_config import (
     from_dict,
     merge,
@@ -61,6 +61,7 @@ class RunConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
+    dpo: DPOStageConfig = field(default_factory=DPOStageConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -79,7 +80,8 @@ def load_config(config: str | None = None, overrides: list[str] | None = None, c
 
 def validate(cfg: RunConfig) -> None:
     """Each section's own checks, then those that span sections."""
-    for section in (cfg.model, cfg.curate, cfg.tokenizer, cfg.data, cfg.train, cfg.parallel, cfg.sample, cfg.eval, cfg.sft):
+    for section in (cfg.model, cfg.curate, cfg.tokenizer, cfg.data, cfg.train, cfg.parallel, cfg.sample, cfg.eval, cfg.sft,
+                    cfg.dpo):
         section.validate()
     seq_len = cfg.train.seq_len
     if seq_len is not None and seq_len > cfg.model.block_size:

@@ -198,6 +198,19 @@ def sft_stage(cfg: RunConfig, tok) -> dict | None:
     return result
 
 
+def dpo_stage(cfg: RunConfig) -> dict | None:
+    """Optional (dpo.enabled): preference tuning of the SFT model on a synthetic rule."""
+    from lmforge.report import update_report_section
+    from lmforge.tune import dpo_demo
+
+    if not cfg.dpo.enabled:
+        return None
+    result = dpo_demo.dpo_stage(cfg, cfg.run_dir, steps=cfg.dpo.max_steps)
+    if not result.get("skipped"):
+        update_report_section(cfg.run_dir, dpo_demo.SECTION, dpo_demo.report_section(result))
+    return result
+
+
 def run_all(cfg: RunConfig) -> dict:
     """`lmforge run`: every stage that exists, on the configured corpus."""
     from lmforge.report import update_report_section
@@ -228,6 +241,7 @@ def run_all(cfg: RunConfig) -> dict:
     update_report_section(run_dir, SECTION, inside_the_model(run_dir))  # attention, surprise, lens
     eval_stage(cfg)
     sft_stage(cfg, tok)
+    dpo_stage(cfg)
     summary["total_s"] = time.time() - t0
     print_summary(summary)
     log(f"report: {report}")

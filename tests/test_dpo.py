@@ -363,3 +363,26 @@ def test_demo_model_learns_the_sign_off_rule(tmp_path):
     assert r.val_pairs >= 30
     assert r.val_before["pref_accuracy"] == 0.0  # ties: the policy is the reference
     assert r.val_after["pref_accuracy"] >= 0.9, r.val_after
+
+
+def test_run_gains_an_optional_dpo_stage(tmp_path):
+    """`lmforge run` with dpo.enabled tunes <run>/sft into <run>/dpo, writes report.md's section, and
+    a second run reuses the result; off by default."""
+    from lmforge.pipeline import dpo_stage
+
+    tok = tiny_tokenizer(vocab_size=1024, documents=100)
+    cfg = RunConfig(name="demo", out_dir=str(tmp_path))
+    cfg.model = ModelConfig(vocab_size=tok.vocab_size, block_size=128, n_layer=1, n_embd=32, n_head=2)
+    cfg.train.device, cfg.train.precision = "cpu", "fp32"
+    assert dpo_stage(cfg) is None and not cfg.dpo.enabled
+    torch.manual_seed(0)
+    (cfg.run_dir / "sft").mkdir(parents=True)
+    tok.save(cfg.run_dir / "sft" / "tokenizer.json")
+    save_checkpoint(cfg.run_dir / "sft", 0, Transformer(cfg.model), {}, {"step": 0}, cfg, keep_last=1)
+    cfg.dpo.enabled, cfg.dpo.max_steps = True, 2
+    first = dpo_stage(cfg)
+    assert first["steps"] == 2 and first["val_after"] is not None
+    assert latest_checkpoint(cfg.run_dir / "dpo") is not None
+    report = (cfg.run_dir / "report.md").read_text()
+    assert "Preference tuning (DPO)" in report and "held-out preference accuracy" in report
+    assert dpo_stage(cfg)["wall_s"] == first["wall_s"]  # reused, not trained again
