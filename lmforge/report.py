@@ -24,6 +24,7 @@ from typing import Any
 
 from lmforge.atomic import write_atomic, write_text_atomic
 from lmforge.errors import LmforgeError
+from lmforge.train.schedule import wsd_decay_start
 
 REPORT_FILE = "report.md"
 LOSS_PLOT = "loss.png"
@@ -146,8 +147,8 @@ def _training_section(cfg: Any, res: dict, metrics: list[dict]) -> str:
         ("steps", f"{_fmt(res.get('steps'), ',')} of {t.max_steps:,}" + _stopped(res)),
         ("batch", (f"{t.batch_size} x {seq_len} tokens x {t.grad_accum} accumulation"
                    f" = {t.batch_size * seq_len * t.grad_accum:,} tokens per step (per process)")),
-        ("learning rate", f"{t.lr:g} peak, {t.warmup_steps} warmup steps, {t.decay} decay to {t.lr * t.min_lr_ratio:g}"),
-        ("optimizer", f"{t.optimizer}, betas {tuple(t.betas)}, weight decay {t.weight_decay:g}, grad clip {t.grad_clip:g}"),
+        ("learning rate", schedule_text(t)),
+        ("optimizer", optimizer_text(t)),
         ("precision", t.precision),
         ("tokens seen", _fmt(res.get("tokens"), ",")),
         ("throughput", f"{_fmt(res.get('tokens_per_s'), ',.0f')} tokens/s"
@@ -156,6 +157,33 @@ def _training_section(cfg: Any, res: dict, metrics: list[dict]) -> str:
         ("final train loss", _fmt(res.get("final_train_loss"), ".4f")),
     ]
     return _table(rows)
+
+
+def optimizer_text(t: Any) -> str:
+    """The optimizer in words, with its learning rates: "AdamW (...)" or "Muon + AdamW: ..."."""
+    adam = "Adam" if t.optimizer == "adam" else "AdamW"
+    decay = f"L2 {t.weight_decay:g}" if t.optimizer == "adam" else f"weight decay {t.weight_decay:g}"
+    adam_part = f"{adam} (lr {t.lr:g}, betas {tuple(t.betas)}, {decay})"
+    clip = f"grad clip {t.grad_clip:g}" if t.grad_clip else "no grad clip"
+    if t.optimizer != "muon":
+        return f"{adam_part}, {clip}"
+    scale = "Jordan's" if t.muon_adjust_lr == "original" else "Moonshot's AdamW-matched"
+    return (f"Muon + AdamW: Muon (lr {t.muon_lr:g} at {scale} scale, Nesterov momentum {t.muon_momentum:g}, "
+            f"weight decay {t.muon_weight_decay:g}) on the blocks' matrices; {adam_part} on embeddings, output "
+            f"layer, norms and biases; {clip}")
+
+
+def schedule_text(t: Any) -> str:
+    """The learning-rate schedule in words, e.g. "... then cosine decay to 10% of the peak ..."."""
+    peaks = f"{t.lr:g}" + (f" (Muon {t.muon_lr:g})" if t.optimizer == "muon" else "")
+    head = f"warmup {t.warmup_steps} steps to {peaks}, then "
+    floor = f"to {100 * t.min_lr_ratio:g}% of the peak at step {t.max_steps:,}"
+    if t.decay == "constant":
+        return head + "constant"
+    if t.decay == "wsd":
+        return (f"WSD (warmup-stable-decay): {head}constant to step {wsd_decay_start(t):,}, then {t.decay_shape} "
+                f"decay over the last {100 * t.decay_fraction:g}% of steps {floor}")
+    return head + f"{t.decay} decay {floor}"
 
 
 def _stopped(res: dict) -> str:

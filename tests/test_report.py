@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lmforge.config import RunConfig
+from lmforge.config import RunConfig, from_dict
 from lmforge.errors import LmforgeError
 from lmforge.report import read_report_section, update_report_section, write_report
 
@@ -38,6 +38,19 @@ def test_write_report_has_every_section_and_the_plot(run_dir):
     assert "````text\nhas ``` backticks\n````" in text  # a fence longer than the sample's backticks
     png = (run_dir / "loss.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 1000
+
+
+def test_training_section_names_the_optimizer_and_schedule(run_dir):
+    text = write_report(run_dir, RunConfig(), RESULT, []).read_text()
+    assert "| optimizer | AdamW (lr 0.0003, betas (0.9, 0.95), weight decay 0.1), grad clip 1 |" in text
+    assert "warmup 100 steps to 0.0003, then cosine decay to 10% of the peak at step 1,000" in text
+    cfg = from_dict(RunConfig, {"train": {"optimizer": "muon", "muon_lr": 0.03, "lr": 1e-3, "decay": "wsd",
+                                          "min_lr_ratio": 0.0, "decay_fraction": 0.25, "max_steps": 400}})
+    text = write_report(run_dir, cfg, RESULT, []).read_text()
+    assert ("Muon + AdamW: Muon (lr 0.03 at Jordan's scale, Nesterov momentum 0.95, weight decay 0) on the blocks' "
+            "matrices; AdamW (lr 0.001, betas (0.9, 0.95), weight decay 0.1) on embeddings") in text
+    assert ("WSD (warmup-stable-decay): warmup 100 steps to 0.001 (Muon 0.03), then constant to step 300, then "
+            "1-sqrt decay over the last 25% of steps to 0% of the peak at step 400") in text
 
 
 def test_write_report_twice_gives_the_same_file(run_dir):
