@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from lmforge.inspect.attention import attention_maps, recording
 from lmforge.model import ModelConfig, Transformer
+from lmforge.model.attention import CrossAttention, SelfAttention
 from lmforge.model.positions import apply_rotary
-from lmforge.model.transformer import CrossAttention, SelfAttention
 
 VARIANTS = [
     {"kind": "decoder", "pos": "learned"},

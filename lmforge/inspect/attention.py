@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from lmforge.inspect.inputs import Reading, read
-from lmforge.model.transformer import Attention, CrossAttention
+from lmforge.model.attention import Attention, CrossAttention
 
 
 @dataclass

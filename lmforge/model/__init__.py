@@ -1,7 +1,8 @@
 """The transformer family: decoder-only, encoder-only and encoder-decoder. transformer.py is the
-model (read it top to bottom), config.py its shape and analytic size/FLOPs, kv_cache.py the
-decoding cache, positions.py the position schemes, decode.py the one-token decoding step (the model's
-own cached forward, optionally compiled), objectives.py the inputs/targets each kind trains on."""
+model (read it top to bottom), attention.py its attention (masks, SDPA, QK-norm), layers.py the
+norms, dropout and residual placements, config.py its shape and analytic size/FLOPs, kv_cache.py
+the decoding cache, positions.py the position schemes, decode.py the one-token decoding step (the
+model's own cached forward, optionally compiled)."""
 
 import importlib
 

@@ -10,6 +10,8 @@ from typing import Literal
 
 from lmforge.errors import ConfigError
 
+FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max: a larger soft-cap is infinite there
+
 
 @dataclass(frozen=True)
 class Activation:
@@ -18,15 +20,19 @@ class Activation:
     function: str  # the torch.nn.functional function applied to the (gate) projection
     gated: bool  # GLU variant: down(act(gate(x)) * up(x)), three matrices (Shazeer 2020)
     saved_per_hidden: int  # values autograd keeps per MLP hidden unit per token (plan/memory.py)
+    # FLOPs: element-wise, so not in flops_per_token (matmuls only, as Kaplan et al. and PaLM count)
 
 
 # One entry per `ModelConfig.activation` choice (a test checks they match). Saved values: ReLU's
-# backward needs only its output (also down_proj's input); GELU/SiLU their input and output; a GLU
-# the gate and up outputs, the activated gate and the product.
+# backward needs only its output (also down_proj's input); GELU/SiLU their input and output; ReLU^2
+# relu(x), which both of its steps keep, and its square (down_proj's input); a GLU the gate and up
+# outputs, the activated gate and the product. "relu2" is no torch.nn.functional name: the model
+# resolves it (transformer.activation_function).
 ACTIVATIONS = {
     "relu": Activation("relu", gated=False, saved_per_hidden=1),
     "gelu": Activation("gelu", gated=False, saved_per_hidden=2),
     "silu": Activation("silu", gated=False, saved_per_hidden=2),
+    "relu2": Activation("relu2", gated=False, saved_per_hidden=2),
     "swiglu": Activation("silu", gated=True, saved_per_hidden=4),
     "geglu": Activation("gelu", gated=True, saved_per_hidden=4),
 }
@@ -44,10 +50,11 @@ class ModelConfig:
     n_embd: int = 256  # residual stream width
     ffn_hidden: int | None = None  # MLP hidden width; None = 4*n_embd, or 2/3 of that for GLU variants
     ffn_multiple_of: int = 32  # round the derived ffn_hidden up to a multiple of this
-    activation: Literal["relu", "gelu", "silu", "swiglu", "geglu"] = "gelu"
+    activation: Literal["relu", "gelu", "silu", "relu2", "swiglu", "geglu"] = "gelu"
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     norm_position: Literal["pre", "post"] = "pre"  # pre-norm (GPT-2+) or post-norm (original Transformer)
     norm_eps: float = 1e-5
+    qk_norm: bool = False  # normalise each head's query and key (model.norm's kind) before RoPE/attention
     pos: Literal["learned", "sinusoidal", "rope", "alibi"] = "learned"
     rope_theta: float = 10000.0
     embd_dropout: float = 0.0
@@ -55,6 +62,7 @@ class ModelConfig:
     resid_dropout: float = 0.0
     bias: bool = True  # biases in linear layers and LayerNorm
     tie_embeddings: bool = True  # share the token embedding with the output projection
+    logit_softcap: float | None = None  # output logits become cap * tanh(logits / cap); None = uncapped
     init_std: float = 0.02
     scaled_residual_init: bool = True  # GPT-2: residual projections get init_std / sqrt(2 * n_layer)
 
@@ -121,6 +129,11 @@ class ModelConfig:
             lambda: (self.norm_eps > 0, f"model.norm_eps must be positive, got {self.norm_eps}"),
             lambda: (self.rope_theta > 0, f"model.rope_theta must be positive, got {self.rope_theta}"),
             lambda: (self.init_std > 0, f"model.init_std must be positive, got {self.init_std}"),
+            lambda: (isinstance(self.qk_norm, bool), f"model.qk_norm must be true or false, got {self.qk_norm!r}"),
+            lambda: (self.logit_softcap is None or (not isinstance(self.logit_softcap, bool)
+                                                     and isinstance(self.logit_softcap, int | float)
+                                                     and 0 < self.logit_softcap <= FLOAT32_MAX),
+                     f"model.logit_softcap must be a positive finite number or null, got {self.logit_softcap!r}"),
         ]
         for d in ("embd_dropout", "attn_dropout", "resid_dropout"):
             checks.append(lambda d=d: (0.0 <= getattr(self, d) < 1.0,
@@ -145,6 +158,8 @@ class ModelConfig:
         kv_width = self.kv_heads * self.head_dim
         norm = C * (1 + b) if self.norm == "layernorm" else C  # RMSNorm has a gain, no bias
         attn = (C * C + b * C) + 2 * (C * kv_width + b * kv_width) + (C * C + b * C)  # q, k+v, o
+        if self.qk_norm:  # a norm over the head dim for q and one for k
+            attn += 2 * (self.head_dim * (1 + b) if self.norm == "layernorm" else self.head_dim)
         up = C * self.hidden_dim + b * self.hidden_dim
         mlp = (2 if self.is_glu else 1) * up + self.hidden_dim * C + b * C  # (gate,) up, down
         block = attn + mlp + 2 * norm

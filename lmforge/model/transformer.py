@@ -4,22 +4,23 @@ Choices and the papers behind them:
 - kind: decoder-only causal LM (Radford et al. 2019, GPT-2); encoder-only masked LM with
   bidirectional attention (Devlin et al. 2019, BERT); encoder-decoder with cross-attention
   (Vaswani et al. 2017, "Attention Is All You Need").
-- norm: LayerNorm (Ba et al. 2016) or RMSNorm (Zhang & Sennrich 2019); placed after each residual
-  add (post-norm, Vaswani et al. 2017) or before each sublayer (pre-norm, GPT-2; Xiong et al. 2020).
-- activation: ReLU; GELU (Hendrycks & Gimpel 2016); SiLU/Swish (Ramachandran et al. 2017); the gated
-  SwiGLU and GeGLU (Shazeer 2020), whose hidden width is 2/3 of 4d to keep parameters comparable.
+- norm and its placement, dropout: layers.py. Attention (SDPA; MHA, GQA, MQA; QK-norm): attention.py.
+- activation: ReLU; GELU (Hendrycks & Gimpel 2016); SiLU/Swish (Ramachandran et al. 2017); ReLU
+  squared (So et al. 2021, "Primer", sec. 4; modded-nanoGPT and nanochat use it); the gated SwiGLU
+  and GeGLU (Shazeer 2020), whose hidden width is 2/3 of 4d to keep parameters comparable.
 - positions: learned absolute (GPT-2), sinusoidal (Vaswani et al. 2017, sec. 3.5), rotary RoPE
   (Su et al. 2021), ALiBi linear biases (Press et al. 2022).
-- attention: scaled dot-product through torch's SDPA; n_kv_head key/value heads give multi-head
-  (= n_head), grouped-query (Ainslie et al. 2023) or multi-query (= 1, Shazeer 2019) attention.
 - dropout (Srivastava et al. 2014) on embeddings, attention weights and residual branches; optional
   biases; tied input/output embeddings (Press & Wolf 2017); residual projections initialised with
   std / sqrt(2 * n_layer) (GPT-2).
+- logit soft-capping: cap * tanh(logits / cap) on the output logits (Gemma 2, Gemma Team 2024,
+  sec. 2; modded-nanoGPT), in `Transformer.logits`, the one place training, evaluation and
+  sampling all take their logits from.
 
-Reading order: free functions (residuals, masks, attention), then modules leaf first (attention,
-MLPs, block), then `Transformer`; the position schemes are in positions.py. Parameter names map one-to-one onto a Hugging Face
-export: tok_emb, pos_emb (learned only), blocks.{i}.{attn_norm, attn, cross_norm, cross_attn,
-mlp_norm, mlp}, attention as {q,k,v,o}_proj, MLP as {gate,up,down}_proj, norm_f, lm_head; the
+Reading order: MLPs, block, then `Transformer`; attention in attention.py, the position schemes
+in positions.py. Parameter names map one-to-one onto a Hugging Face export: tok_emb, pos_emb
+(learned only), blocks.{i}.{attn_norm, attn, cross_norm, cross_attn, mlp_norm, mlp}, attention as
+{q,k,v,o}_proj (and q_norm, k_norm with QK-norm), MLP as {gate,up,down}_proj, norm_f, lm_head; the
 encoder of an encoder-decoder is encoder_blocks.{i} and encoder_norm. Shapes: B batch, T (query)
 length, S key length, C = n_embd, H heads, D = head dim.
 """
@@ -27,7 +28,6 @@ length, S key length, C = n_embd, H heads, D = head dim.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -35,148 +35,29 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lmforge.errors import LmforgeError
+from lmforge.model.attention import (
+    CrossAttention,
+    SelfAttention,
+    causal_mask,
+    padded_causal_mask,
+    segment_mask,
+)
 from lmforge.model.config import ModelConfig
 from lmforge.model.kv_cache import KVCache
-from lmforge.model.positions import POSITIONS, LearnedPositions, Rope, apply_rotary
-
-# ---------------------------------------------------------------- small free functions
-
-
-def pre_norm_residual(x: torch.Tensor, norm: nn.Module, sublayer: Callable) -> torch.Tensor:
-    return x + sublayer(norm(x))  # GPT-2: the residual stream itself is never normalised
+from lmforge.model.layers import RESIDUALS, dropout, make_norm
+from lmforge.model.positions import POSITIONS, LearnedPositions, Rope
 
 
-def post_norm_residual(x: torch.Tensor, norm: nn.Module, sublayer: Callable) -> torch.Tensor:
-    return norm(x + sublayer(x))  # Vaswani et al. 2017: LayerNorm(x + Sublayer(x))
+def relu2(x: torch.Tensor) -> torch.Tensor:
+    return F.relu(x).square()  # Primer's squared ReLU
 
 
-RESIDUALS = {"pre": pre_norm_residual, "post": post_norm_residual}
+def activation_function(name: str):
+    """The function an `Activation.function` name stands for: ours (relu2), else torch.nn.functional's."""
+    return relu2 if name == "relu2" else getattr(F, name)
 
 
-def make_norm(cfg: ModelConfig) -> nn.Module:
-    if cfg.norm == "rmsnorm":
-        return nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)  # gain only, no bias or mean-centring
-    return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
-
-
-def dropout(p: float) -> nn.Module:
-    return nn.Dropout(p) if p > 0 else nn.Identity()  # p = 0 costs nothing, not even a copy
-
-
-def causal_mask(start: int, T: int, device: torch.device) -> torch.Tensor:
-    """(T, start+T) bool, True where query start+i may see key j (j <= start+i): a new chunk of T
-    tokens appended after `start` cached ones. SDPA's is_causal assumes start == 0."""
-    q = torch.arange(start, start + T, device=device)
-    k = torch.arange(start + T, device=device)
-    return k[None, :] <= q[:, None]
-
-
-def padded_causal_mask(pad: torch.Tensor, start: int, T: int) -> torch.Tensor:
-    """(B, 1, T, start+T) bool for a batch of left-padded rows, row b's first pad[b] slots padding:
-    causal, and padding keys hidden. A padding query still sees itself: an all-False row makes SDPA
-    return NaN, which its cached values would carry into every real query (0 * NaN = NaN)."""
-    q = torch.arange(start, start + T, device=pad.device)
-    k = torch.arange(start + T, device=pad.device)
-    causal, itself = k[None, :] <= q[:, None], k[None, :] == q[:, None]  # (T, S) each
-    real = k[None, :] >= pad[:, None]  # (B, S)
-    return (causal & (real[:, None, :] | itself))[:, None]  # (B, 1, T, S), broadcast over heads
-
-
-def segment_mask(segments: torch.Tensor) -> torch.Tensor:
-    """(B, 1, T, T) bool for packed rows: causal, and only within a token's own segment (a
-    block-diagonal causal mask; Krell et al. 2021, Llama 3's per-document masking)."""
-    T = segments.shape[1]
-    causal = torch.ones(T, T, dtype=torch.bool, device=segments.device).tril()
-    return ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
-
-
-def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-         is_causal: bool, dropout_p: float) -> torch.Tensor:
-    """q (B, H, T, D), k/v (B, H_kv, S, D) -> (B, H, T, D); H_kv < H shares each K/V head."""
-    if k.shape[1] != q.shape[1] and not _NATIVE_GQA:
-        rep = q.shape[1] // k.shape[1]
-        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-    if mask is not None and mask.is_floating_point() and mask.dtype != q.dtype:
-        mask = mask.to(q.dtype)  # an fp32 ALiBi bias under bf16 autocast
-    extra = {"enable_gqa": True} if k.shape[1] != q.shape[1] else {}
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                          is_causal=is_causal, **extra)
-
-
-# SDPA's enable_gqa arrived in torch 2.5; older versions repeat the K/V heads instead.
-_NATIVE_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
-
-
-def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                       is_causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """What SDPA computes, written out so the probabilities P = softmax(QK^T/sqrt(D) + mask) (B, H, T, S)
-    can be kept (lmforge inspect): returns (P V, P). Slower; used only when a module records."""
-    rep = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)  # (B, H, S, D)
-    scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, T, S)
-    if is_causal:
-        mask = causal_mask(0, q.shape[2], q.device)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-    probs = scores.softmax(dim=-1)
-    return (probs.to(v.dtype) @ v), probs  # (B, H, T, D), (B, H, T, S)
-
-# ---------------------------------------------------------------- attention and MLPs
-
-
-class Attention(nn.Module):
-    """Projections and SDPA shared by self- and cross-attention."""
-
-    def __init__(self, cfg: ModelConfig, layer: int) -> None:
-        super().__init__()
-        C, D = cfg.n_embd, cfg.head_dim
-        # The model's head counts; a tensor-parallel rank holds a slice of the projections, so the
-        # forward reads the head count of a projection from its width (`heads`).
-        self.n_head, self.n_kv_head, self.head_dim, self.layer = cfg.n_head, cfg.kv_heads, D, layer
-        self.q_proj = nn.Linear(C, cfg.n_head * D, bias=cfg.bias)
-        self.k_proj = nn.Linear(C, cfg.kv_heads * D, bias=cfg.bias)
-        self.v_proj = nn.Linear(C, cfg.kv_heads * D, bias=cfg.bias)
-        self.o_proj = nn.Linear(cfg.n_head * D, C, bias=cfg.bias)
-        self.dropout_p = cfg.attn_dropout
-        self.record: list[torch.Tensor] | None = None  # opt-in: a list receiving each call's probabilities
-
-    def heads(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, width = x.shape
-        return x.view(B, T, width // self.head_dim, self.head_dim).transpose(1, 2)  # (B, T, n*D) -> (B, n, T, D)
-
-    def project_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values (B, H_kv, S, D) of a (B, S, C) sequence."""
-        return self.heads(self.k_proj(memory)), self.heads(self.v_proj(memory))
-
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-               is_causal: bool) -> torch.Tensor:
-        if self.record is not None:  # looking inside (lmforge inspect); SDPA stays the default path
-            y, probs = explicit_attention(q, k, v, mask, is_causal)
-            self.record.append(probs.detach())
-        else:
-            y = sdpa(q, k, v, mask, is_causal, self.dropout_p if self.training else 0.0)  # (B, H, T, D)
-        B, H, T, D = y.shape
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, H * D))  # (B, T, C)
-
-
-class SelfAttention(Attention):
-    def forward(self, x: torch.Tensor, rope: Rope | None, mask: torch.Tensor | None, is_causal: bool,
-                cache: KVCache | None) -> torch.Tensor:
-        q = self.heads(self.q_proj(x))  # (B, H, T, D)
-        k, v = self.project_kv(x)  # (B, H_kv, T, D)
-        if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        if cache is not None:
-            k, v = cache.append(self.layer, k, v)  # (B, H_kv, start+T, D)
-        return self.attend(q, k, v, mask, is_causal)
-
-
-class CrossAttention(Attention):
-    """Decoder queries over the encoder's output; its keys/values come precomputed (once per source)."""
-
-    def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        q = self.heads(self.q_proj(x))  # (B, H, T, D)
-        return self.attend(q, *memory_kv, None, False)  # every source token is visible
+# ---------------------------------------------------------------- MLPs
 
 
 class MLP(nn.Module):
@@ -186,7 +67,7 @@ class MLP(nn.Module):
         super().__init__()
         self.up_proj = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=cfg.bias)
         self.down_proj = nn.Linear(cfg.hidden_dim, cfg.n_embd, bias=cfg.bias)
-        self.act = getattr(F, cfg.act.function)
+        self.act = activation_function(cfg.act.function)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(self.act(self.up_proj(x)))  # (B, T, C) -> (B, T, F) -> (B, T, C)
@@ -200,7 +81,7 @@ class GatedMLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=cfg.bias)
         self.up_proj = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=cfg.bias)
         self.down_proj = nn.Linear(cfg.hidden_dim, cfg.n_embd, bias=cfg.bias)
-        self.act = getattr(F, cfg.act.function)
+        self.act = activation_function(cfg.act.function)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))  # (B, T, C)
@@ -306,11 +187,20 @@ class Transformer(nn.Module):
                                segment_ids=segment_ids, position_ids=position_ids)  # (B, T, C)
         if last_only:  # decoding needs only the next token's logits: skip T-1 rows of the lm_head
             x = x[:, -1:]  # (B, 1, C)
-        logits = self.lm_head(x)  # (B, T, V)
+        logits = self.logits(x)  # (B, T, V)
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
         return logits, loss
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits (..., V) of final hidden states (..., C): the output layer, then cap * tanh(logits / cap)
+        with model.logit_softcap. Training's loss, evaluation and sampling all take logits from here."""
+        logits = self.lm_head(h)
+        cap = self.cfg.logit_softcap
+        if cap is None:
+            return logits
+        return (cap * torch.tanh(logits.float() / cap)).to(logits.dtype)  # fp32: bf16/fp16 logits keep their range
 
     def hidden_states(self, input_ids: torch.Tensor | None, kv_cache: KVCache | None = None, *,
                       decoder_input_ids: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None,

@@ -91,14 +91,21 @@ def activation_elements(model: ModelConfig, seq_len: int, flash: bool = True) ->
         not flash or model.attn_dropout > 0 or model.pos == "alibi"
     ):  # unfused attention keeps the probabilities
         attn += a * seq_len * (1 + (1.25 if model.attn_dropout > 0 else 0))  # + dropped probs and mask
+    if model.qk_norm:  # the norm keeps q and k (and RMSNorm its normalised copy: it is not one fused kernel)
+        attn += (2 if model.norm == "rmsnorm" else 1) * (h + kv)
+        if model.pos != "rope":  # SDPA keeps the normalised q, k; without RoPE those are new tensors too
+            attn += h + kv
     mlp = model.act.saved_per_hidden * f
     masks = 2 * h * 0.25 if model.resid_dropout > 0 else 0.0  # two 1-byte masks, in 4-byte units
     layer = 2 * norm + attn + mlp + masks
     cross = (
         norm + 3 * h + a + 2 * kv + (h * 0.25 if model.resid_dropout > 0 else 0.0)
     )  # q, out x2, memory k/v
+    if model.qk_norm:  # norms of the cross-attention query and memory keys (no RoPE there), as above
+        cross += (3 if model.norm == "rmsnorm" else 2) * h + (3 if model.norm == "rmsnorm" else 2) * kv
     ends = norm + (h * 0.25 if model.embd_dropout > 0 else 0.0)  # final norm, embedding dropout mask
-    return {"layer": layer, "cross_layer": cross, "ends": ends, "head": 4.0 * model.vocab_size}
+    head = (4.0 + (model.logit_softcap is not None)) * model.vocab_size  # soft-capping keeps tanh's output
+    return {"layer": layer, "cross_layer": cross, "ends": ends, "head": head}
 
 
 def training_memory(
