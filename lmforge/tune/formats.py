@@ -58,18 +58,19 @@ class Loaded:
 # ---------------------------------------------------------------- reading records
 
 
-def read_records(path: str | Path) -> Iterator[tuple[str, Any]]:
-    """(where, record or RecordError) for each record of a JSONL / JSONL.gz / JSON-array file."""
+def read_records(path: str | Path, kind: str = "SFT") -> Iterator[tuple[str, Any]]:
+    """(where, record or RecordError) for each record of a JSONL / JSONL.gz / JSON-array file of
+    `kind` records (named in errors)."""
     path = Path(path)
     if not path.is_file():
-        raise LmforgeError(f"SFT data file not found: {path}")
+        raise LmforgeError(f"{kind} data file not found: {path}")
     if path.suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as e:
             raise LmforgeError(f"{path}: not valid JSON: {e}") from None
         if not isinstance(data, list):
-            raise LmforgeError(f"{path}: a .json SFT file must hold an array of records")
+            raise LmforgeError(f"{path}: a .json {kind} file must hold an array of records")
         for i, rec in enumerate(data):
             yield f"{path.name} record {i}", rec
         return
