@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from lmforge.data.curate.config import CurateConfig
+from lmforge.errors import LmforgeError
 from lmforge.typed_config import from_dict, merge, parse_overrides, read_recipe
 
 
@@ -84,8 +85,6 @@ def run(args) -> int:
     log(f"kept: {out}/kept/  removed: {out}/removed/  stats: {out}/stats.json  report: {out}/report.md")
     if tokenizer is not None:
         if n_kept == 0:
-            from lmforge.errors import LmforgeError
-
             raise LmforgeError("curation kept no documents, so there is nothing to encode into shards; "
                                "see the removal reasons above and report.md")
         _encode_shards(Path(out) / ("mixed" if cfg.mix.enabled else "kept"), tokenizer, shards, cfg.workers)
@@ -94,8 +93,6 @@ def run(args) -> int:
 
 def _shard_target(args):
     """(Tokenizer, shard folder) for --tokenizer, checked before any curation work; (None, None) without."""
-    from lmforge.errors import LmforgeError
-
     if args.shards and not args.tokenizer:
         raise LmforgeError("--shards needs --tokenizer (the tokenizer.json that encodes the documents)")
     if not args.tokenizer:

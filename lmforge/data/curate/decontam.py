@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lmforge.benchmarks import BUNDLED
 from lmforge.data.curate.minhash import ngram_hashes, word_hashes
 from lmforge.errors import LmforgeError
 
@@ -78,8 +79,6 @@ def _gsm8k(root: Path) -> Iterator[str]:
 
 
 def bundled_benchmarks() -> Path:
-    from lmforge.benchmarks import BUNDLED
-
     return BUNDLED
 
 

@@ -15,6 +15,7 @@ from functools import cached_property
 import numpy as np
 
 from lmforge.data.curate.words import split_words
+from lmforge.errors import LmforgeError
 
 # C0/C1 control characters except tab and newline, plus zero-width/BOM characters that scrapers leave.
 _CONTROL = dict.fromkeys([c for c in range(0x20) if c not in (9, 10)] + list(range(0x7F, 0xA0))
@@ -57,8 +58,6 @@ def _ftfy():
     try:
         import ftfy
     except ImportError:
-        from lmforge.errors import LmforgeError
-
         raise LmforgeError("normalize.fix_encoding needs ftfy: pip install 'lmforge[curate]' "
                            "(or set normalize.fix_encoding=false)") from None
     return ftfy
