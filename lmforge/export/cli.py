@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lmforge.errors import LmforgeError
+
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -71,8 +73,6 @@ def run_import(args: argparse.Namespace, parser: argparse.ArgumentParser | None 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m lmforge.export.cli export|import ...`, the same commands outside the main CLI."""
-    from lmforge.errors import LmforgeError
-
     parser = argparse.ArgumentParser(prog="lmforge")
     add_parsers(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

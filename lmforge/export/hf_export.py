@@ -24,12 +24,14 @@ import safetensors.torch
 import torch
 
 from lmforge import __version__
+from lmforge.config import read_config
 from lmforge.errors import LmforgeError
 from lmforge.export.arch import architecture
 from lmforge.export.hf_tokenizer import END, SPECIAL_IDS, special_tokens_map, tokenizer_config
 from lmforge.model import Transformer
 from lmforge.serve.config import SampleConfig
 from lmforge.tokenizer import Tokenizer
+from lmforge.train.checkpoint import load_weights, resolve_checkpoint
 from lmforge.typed_config import to_dict
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -46,9 +48,6 @@ def find_tokenizer(run: Path, ckpt: Path) -> Tokenizer:
 def export_run(run: str | Path, out: str | Path, dtype: str = "float32") -> dict:
     """Export the latest checkpoint of a run directory (or a checkpoint directory) to `out`.
     Returns a summary {out, architecture, hf_class, params, dtype}."""
-    from lmforge.config import read_config
-    from lmforge.train.checkpoint import load_weights, resolve_checkpoint
-
     run, out = Path(run), Path(out)
     check_out(out)
     ckpt = resolve_checkpoint(run)

@@ -28,13 +28,14 @@ import safetensors.torch
 import torch
 
 from lmforge import __version__
-from lmforge.config import RunConfig, from_dict
+from lmforge.config import RunConfig, from_dict, to_yaml
 from lmforge.errors import LmforgeError
 from lmforge.export.arch import by_model_type
 from lmforge.export.hf_tokenizer import import_tokenizer
 from lmforge.export.mapping import Reader
 from lmforge.model import ModelConfig, Transformer
-from lmforge.tokenizer import TokenizerConfig
+from lmforge.tokenizer import Tokenizer, TokenizerConfig
+from lmforge.train.checkpoint import latest_checkpoint, read_model_config, resolve_checkpoint, save_checkpoint
 
 # Forward-relevant fields: an lmforge export's "lmforge" entry is used only if these agree.
 SIGNATURE = ("kind", "vocab_size", "block_size", "n_layer", "n_head", "kv_heads", "n_embd", "hidden_dim",
@@ -171,10 +172,6 @@ def import_hf(hf_dir: str | Path, out: str | Path, allow_approximate: bool = Fal
 
 def _write_run(tmp: Path, out: Path, mcfg: ModelConfig, model: Transformer, tokenizer_text: str,
                summary: dict) -> None:
-    from lmforge.config import to_yaml
-    from lmforge.tokenizer import Tokenizer
-    from lmforge.train.checkpoint import save_checkpoint
-
     (tmp / "tokenizer.json").write_text(tokenizer_text, encoding="utf-8")
     vocab = Tokenizer.load(tmp / "tokenizer.json").vocab_size
     cfg = RunConfig(name=out.name, out_dir=str(out.parent), model=mcfg,
@@ -205,8 +202,6 @@ def resolve_init(spec: str, cache_dir: str | Path | None = None, allow_approxima
     """The checkpoint directory for `train.init_from`: "hf:DIR" is imported once into
     `cache_dir` (default $LMFORGE_CACHE/hf-import or ~/.cache/lmforge/hf-import, keyed by the
     folder's path, file sizes and times) and reused; any other value is a run or checkpoint dir."""
-    from lmforge.train.checkpoint import latest_checkpoint, resolve_checkpoint
-
     if not spec.startswith("hf:"):
         return resolve_checkpoint(spec)
     hf_dir = Path(spec[3:]).expanduser()
@@ -225,8 +220,6 @@ def apply_init(cfg: RunConfig, cache_dir: str | Path | None = None) -> Path | No
     `cfg` train that model: its shape replaces cfg.model (the recipe's dropout rates are kept), its
     tokenizer is cfg.tokenizer.path unless one is set, and train.init_from becomes the checkpoint
     directory. Returns that directory, or None when init_from is unset (cfg unchanged)."""
-    from lmforge.train.checkpoint import read_model_config
-
     spec = cfg.train.init_from
     if not spec:
         return None

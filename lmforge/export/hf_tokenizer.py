@@ -28,6 +28,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmforge.chat.template import CHAT_TEMPLATE_JINJA
 from lmforge.errors import LmforgeError
 from lmforge.tokenizer import SPECIAL_TOKENS, Tokenizer
 
@@ -39,8 +40,6 @@ SPECIAL_IDS = {"bos_token_id": EOT, "eos_token_id": EOT, "pad_token_id": PAD}
 
 def tokenizer_config(block_size: int) -> dict:
     """tokenizer_config.json for an lmforge tokenizer: special tokens, chat template, no cleanup."""
-    from lmforge.chat.template import CHAT_TEMPLATE_JINJA
-
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": SPECIAL_TOKENS[EOT],
