@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from lmforge.errors import LmforgeError
+from lmforge.eval.generation import generate_until
 from lmforge.eval.lm import LM
 from lmforge.eval.tasks.builtin import MMLU_SUBJECTS
 from lmforge.eval.tasks.data import find, read_text, split_wikitext_articles, wikitext_file
@@ -172,8 +173,6 @@ def make_harness_lm(lm: LM, batch_size: int = 16):
             return res
 
         def generate_until(self, requests, disable_tqdm=False):
-            from lmforge.eval.generation import generate_until
-
             out = []
             for ctx, kw in [r.args for r in requests]:
                 until = kw.get("until", ["\n\n"])

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lmforge.data.documents import read_documents
 from lmforge.errors import LmforgeError
 from lmforge.eval.lm import LM
 from lmforge.eval.loglik import loglikelihood_rolling_tokens
@@ -76,8 +77,6 @@ def perplexity_of_texts(lm: LM, texts: Sequence[str], counted: Sequence[str] | N
 def read_text_documents(path: str | Path) -> list[str]:
     """A .txt file is one document; .jsonl/.jsonl.gz holds one {"text": ...} per line; a folder
     is every such file in it."""
-    from lmforge.data.documents import read_documents
-
     path = Path(path)
     if not path.exists():
         raise LmforgeError(f"text file not found: {path}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lmforge.atomic import write_text_atomic
 from lmforge.errors import LmforgeError
-from lmforge.eval.runner import LOWER_IS_BETTER
+from lmforge.eval.runner import LOWER_IS_BETTER, aggregate_groups
 
 HIDDEN_METRICS = {"token_perplexity"}  # recorded, not in the summary (tokenizer-dependent)
 
@@ -106,8 +106,6 @@ def to_markdown(results: dict) -> str:
 def merge_results(old: dict, new: dict) -> dict:
     """`new` on top of `old` (same model): every task keeps its latest entry, with the settings it
     was run with; a task that failed now drops its earlier score; groups are recomputed."""
-    from lmforge.eval.runner import aggregate_groups
-
     tasks = {k: v for k, v in old.get("tasks", {}).items() if k not in new["errors"] and k not in new["tasks"]}
     tasks.update(new["tasks"])
     errors = {k: v for k, v in old.get("errors", {}).items() if k not in new["tasks"]}

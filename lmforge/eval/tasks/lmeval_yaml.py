@@ -29,6 +29,7 @@ import yaml
 
 from lmforge.errors import LmforgeError
 from lmforge.eval.tasks.base import Task
+from lmforge.eval.tasks.data import HUB_MIRROR_VAR, read_jsonl
 
 # Keys of lm-eval's TaskConfig that map onto lmforge; the rest raise. Decontamination keys and
 # aliases only change lm-eval's reports, so they are accepted and have no effect.
@@ -218,8 +219,6 @@ def _read_local(builder: str, files: list[Path], kwargs: dict) -> list[dict]:
                 rows = data[kwargs["field"]] if "field" in kwargs else data
                 rows = rows if isinstance(rows, list) else [rows]
             except json.JSONDecodeError:
-                from lmforge.eval.tasks.data import read_jsonl
-
                 rows = read_jsonl(f)
         elif builder == "csv":
             try:
@@ -272,8 +271,6 @@ class Documents:
         return self._hub(path, name, kw)
 
     def _hub(self, path: str, name: str | None, kw: dict) -> dict[str, list[dict]]:
-        from lmforge.eval.tasks.data import HUB_MIRROR_VAR
-
         try:
             import datasets
         except ImportError:
