@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmforge.errors import LmforgeError
+from lmforge.inspect.cli import inspect_to, load
+from lmforge.inspect.render import lens_table
 
 SECTION = "Inside the model"
 SENTENCES = ("I hit the baseball with a bat", "I hit the bat with a baseball")
@@ -14,9 +16,6 @@ FOLDER = "inside"
 
 def inside_the_model(run_dir: str | Path, sentences: tuple[str, str] = SENTENCES) -> str:
     """Write the pictures (with their JSON) for the two sentences and return the section's Markdown."""
-    from lmforge.inspect.cli import inspect_to, load
-    from lmforge.inspect.render import lens_table
-
     run_dir = Path(run_dir)
     first, second = sentences
     try:

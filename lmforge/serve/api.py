@@ -29,6 +29,7 @@ from fastapi.responses import StreamingResponse
 from lmforge.errors import LmforgeError
 from lmforge.serve.config import SampleConfig
 from lmforge.serve.engine import Completion, ContextLengthError, ServedModel
+from lmforge.serve.logprobs import completion_logprobs
 from lmforge.serve.schema import APIError, ChatRequest, CompletionRequest, _Sampling
 
 T = TypeVar("T")
@@ -213,8 +214,6 @@ def run_jobs(served: ServedModel, jobs: list[Job]) -> list[Completion]:
 
 def score_jobs(served: ServedModel, jobs: list[Job], results: list[Completion], top: int, echo: bool) -> list[dict]:
     """Each choice's `logprobs` object (prompt tokens too with echo), under the model's lock."""
-    from lmforge.serve.logprobs import completion_logprobs
-
     with served.lock:
         try:
             return [completion_logprobs(served.tokenizer, served.model, j.ids, r.token_ids, top, echo)

@@ -20,11 +20,15 @@ from pathlib import Path
 
 import torch
 
+from lmforge.chat.prompts import apply_prefix, prefix_messages, template_pool
+from lmforge.chat.template import chat_stop_ids, render_chat
 from lmforge.errors import LmforgeError
 from lmforge.serve.batching import Batcher, Completion, Row, batchable, run_alone
 from lmforge.serve.config import SampleConfig
-from lmforge.serve.generate import TextStream
+from lmforge.serve.generate import TextStream, model_config
 from lmforge.serve.sampling import token_budget
+from lmforge.tokenizer import Tokenizer
+from lmforge.train.checkpoint import load_model
 
 __all__ = ["Completion", "ContextLengthError", "ServedModel", "find_tokenizer", "parse_run_spec"]
 
@@ -69,8 +73,6 @@ def parse_run_spec(spec: str) -> tuple[str, Path]:
 
 class ServedModel:
     def __init__(self, name: str, model: torch.nn.Module, tokenizer, path: Path | None = None) -> None:
-        from lmforge.serve.generate import model_config
-
         self.name = name
         self.model = model
         self.tokenizer = tokenizer
@@ -88,9 +90,6 @@ class ServedModel:
     @classmethod
     def load(cls, spec: str, device: str = "cpu") -> ServedModel:
         """Load a run ('runs/x', 'name=runs/x' or a checkpoint dir) for serving."""
-        from lmforge.tokenizer import Tokenizer
-        from lmforge.train.checkpoint import load_model
-
         name, path = parse_run_spec(spec)
         if not path.exists():
             raise LmforgeError(f"run directory not found: {path}")
@@ -106,17 +105,12 @@ class ServedModel:
     def set_prompt_template(self, template) -> None:
         """Prepend `template`'s system prompt and few-shot turns (drawn once, seeded, so every
         conversation sees the same ones) to every conversation without its own system message."""
-        from lmforge.chat.prompts import prefix_messages, template_pool
-
         self.prompt_prefix = prefix_messages(template, template_pool(template)) if template is not None else []
 
     def chat_ids(self, messages: Sequence[dict]) -> list[int]:
         """The conversation in the chat template, ending in <|assistant|> for the reply. With a
         prompt template, its system message and shots come first unless the conversation has its
         own system message (then it is used as it is)."""
-        from lmforge.chat.prompts import apply_prefix
-        from lmforge.chat.template import render_chat
-
         for i, m in enumerate(messages):
             if isinstance(m.get("content"), str):
                 check_text(m["content"], f"message {i}")
@@ -124,8 +118,6 @@ class ServedModel:
                            add_generation_prompt=True)
 
     def chat_stop_ids(self) -> list[int]:
-        from lmforge.chat.template import chat_stop_ids
-
         return chat_stop_ids(self.tokenizer)
 
     def text_ids(self, prompt: str) -> list[int]:

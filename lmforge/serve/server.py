@@ -29,6 +29,7 @@ from lmforge.serve.engine import ServedModel
 from lmforge.serve.guards import DEFAULT_MAX_REQUEST_BYTES, ErrorResponse, RequestGuard
 from lmforge.serve.inspect_page import make_inspect_router
 from lmforge.serve.schema import APIError
+from lmforge.serve.web import make_web_router
 
 log = logging.getLogger("lmforge.serve")
 
@@ -86,7 +87,6 @@ def create_app(models: Sequence[ServedModel], api_key: str | None = None,
 
     app.include_router(make_router(by_name, auth))
     app.include_router(make_inspect_router(by_name, auth))  # /inspect: attention and surprise, behind the API key
-    from lmforge.serve.web import make_web_router
 
     app.include_router(make_web_router(by_name, rater_auth, human_db))
     return app

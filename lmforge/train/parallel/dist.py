@@ -34,6 +34,7 @@ from lmforge.train.parallel.launch import (
     launched_rank,
     launched_world_size,
 )
+from lmforge.train.precision import resolve_device
 
 MESH_DIMS = ("pp", "dp", "tp")
 REPORT_GRACE_S = 5.0  # how long the other ranks wait for rank 0 to report an agreed error
@@ -245,8 +246,6 @@ def setup(pc: ParallelConfig, device_name: str = "auto") -> Dist:
     except ConfigError as e:
         raise (AgreedError(str(e)) if world_size > 1 else e) from None
     if world_size == 1:
-        from lmforge.train.precision import resolve_device
-
         return Dist(layout=layout, device=resolve_device(device_name))
     rank, local_rank = launched_rank(), launched_local_rank()
     try:
