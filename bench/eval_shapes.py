@@ -5,9 +5,10 @@ answers "no"/"yes"), both as lm-eval's own `piqa` / `boolq` task files over synt
 run by lmforge through `--include-path` (lmeval_yaml.py); ARC-Easy, HellaSwag and one MMLU subject
 from the benchmark files (`lmforge.eval.parity.write_lm_eval_tasks`). One random GPT-2 (transformers)
 serves both: lm-eval's `HFLM` wraps the same model object; its `_model_call` (every forward pass)
-and its log-softmax over the batch's logits are timed; lmforge's time is the engine's
-`model_seconds` (forward passes, output layer and log-softmax of the scored positions). Each side
-runs `--repeats` times, interleaved, and the medians are reported (the machine's load drifts).
+and its log-softmax over the batch's logits are timed; lmforge's time is the engine's model time
+(forward passes, output layer and log-softmax of the scored positions). Times are CPU seconds of
+the (single) torch thread, `time.thread_time`, which other jobs on the machine barely disturb;
+wall-clock ratios are shown too. Each side runs `--repeats` times, interleaved; medians.
 Positions: token positions through the model, padded and real (lmforge); lm-eval's padded count is
 the size of every batch it runs.
 
@@ -74,22 +75,20 @@ MATMUL = {"aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm"}
 
 
 def profile_lmforge(lm, shapes, args) -> None:
-    """Share of lmforge's model time in matrix multiplies (the irreducible part at a given number of
-    positions and fp32), attention, and everything else (element-wise, copies, Python)."""
+    """Where lmforge's operator time goes (torch.profiler, one run per shape): matrix multiplies
+    (the irreducible part at a given number of positions, in fp32), attention, everything else."""
     from torch.profiler import ProfilerActivity, profile
 
-    print("\n| shape | lmforge model s (profiled) | matmul | attention | other ops | outside ops |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("\n| shape | matmul | attention | other ops (element-wise, norms, copies, masks) |")
+    print("|---|---:|---:|---:|")
     for label, _, tasks in shapes:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            ours = evaluate(lm, tasks, num_fewshot=0, limit=args.docs, batch_size=args.batch_size, progress=False)
-        total = ours["tasks"][tasks[0].name]["model_seconds"] * 1e6  # microseconds
-        ev = prof.key_averages()
+            evaluate(lm, tasks, num_fewshot=0, limit=args.docs, batch_size=args.batch_size, progress=False)
+        ev = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+        total = sum(e.self_cpu_time_total for e in ev)
         mm = sum(e.self_cpu_time_total for e in ev if e.key in MATMUL)
         att = sum(e.self_cpu_time_total for e in ev if "scaled_dot_product" in e.key)
-        ops = sum(e.self_cpu_time_total for e in ev if e.key.startswith("aten::"))
-        print(f"| {label} | {total / 1e6:.2f} | {mm / total:.0%} | {att / total:.0%} | {(ops - mm - att) / total:.0%} | "
-              f"{max(0.0, 1 - ops / total):.0%} |", flush=True)
+        print(f"| {label} | {mm / total:.0%} | {att / total:.0%} | {(total - mm - att) / total:.0%} |", flush=True)
 
 
 def main() -> None:
@@ -124,49 +123,49 @@ def main() -> None:
     wanted = args.shapes.split(",")
     shapes = [s for k, s in zip(keys, shapes) if k in wanted]
     hflm = HFLM(pretrained=lm.model, tokenizer=lm.tok, batch_size=args.batch_size, max_length=1024)
-    clock = {"forward": 0.0, "softmax": 0.0, "positions": 0}
-    inner = hflm._model_call
+    clock = {"forward": 0.0, "softmax": 0.0, "forward_cpu": 0.0, "softmax_cpu": 0.0, "positions": 0}
 
-    def timed(inps, *a, **kw):
-        t0 = time.perf_counter()
-        out = inner(inps, *a, **kw)
-        clock["forward"] += time.perf_counter() - t0
+    def timer(fn, key):
+        def run(*a, **kw):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            out = fn(*a, **kw)
+            clock[f"{key}_cpu"] += time.thread_time() - c0
+            clock[key] += time.perf_counter() - t0
+            return out
+        return run
+
+    inner = timer(hflm._model_call, "forward")
+
+    def model_call(inps, *a, **kw):
         clock["positions"] += inps.numel()
-        return out
+        return inner(inps, *a, **kw)
 
-    hflm._model_call = timed
+    hflm._model_call = model_call
     # lm-eval's log-softmax over every position of the batch runs outside `_model_call`; lmforge's
     # model_seconds include its own log-softmax, so lm-eval's is timed too (a stand-in for the
     # `torch.nn.functional` module that lm-eval's huggingface.py calls as `F`).
     hf_module = importlib.import_module("lm_eval.models.huggingface")
-
-    def log_softmax(*a, **kw):
-        t0 = time.perf_counter()
-        out = torch.nn.functional.log_softmax(*a, **kw)
-        clock["softmax"] += time.perf_counter() - t0
-        return out
-
-    hf_module.F = SimpleNamespace(**{**vars(torch.nn.functional), "log_softmax": log_softmax})
-    print("| shape | docs | lm-eval forward s | lm-eval forward + log-softmax s | lmforge model s | speed-up "
-          "(vs forward only) | lm-eval positions | lmforge positions (padded / real) | padding ratio | same acc |")
+    hf_module.F = SimpleNamespace(**{**vars(torch.nn.functional),
+                                     "log_softmax": timer(torch.nn.functional.log_softmax, "softmax")})
+    print("| shape | docs | lm-eval CPU s (forward + log-softmax) | lmforge CPU s | speed-up CPU (forward only) "
+          "| speed-up wall | lm-eval positions | lmforge positions (padded / real) | padding ratio | same acc |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for label, theirs_name, tasks in shapes:
         include = tmp if theirs_name in ("piqa", "boolq") else tmp / "bench"
-        fwd, full, mine = [], [], []
+        runs = []
         for _ in range(args.repeats):  # interleaved, medians: the machine's load drifts
-            clock.update(forward=0.0, softmax=0.0, positions=0)
+            clock.update(forward=0.0, softmax=0.0, forward_cpu=0.0, softmax_cpu=0.0, positions=0)
             theirs = run_lm_eval(hflm, [theirs_name], include, 0, args.docs, args.batch_size)
             ours = evaluate(lm, tasks, num_fewshot=0, limit=args.docs, batch_size=args.batch_size, progress=False)
             r = ours["tasks"][tasks[0].name]
-            fwd.append(clock["forward"])
-            full.append(clock["forward"] + clock["softmax"])
-            mine.append(r["model_seconds"])
+            runs.append((clock["forward_cpu"] + clock["softmax_cpu"], clock["forward_cpu"], r["model_cpu_seconds"],
+                         clock["forward"] + clock["softmax"], r["model_seconds"]))
         same = round(r["metrics"]["acc"], 4) == round(float(theirs["results"][theirs_name]["acc,none"]), 4)
         pos = r["positions"]
-        f, a, m = statistics.median(fwd), statistics.median(full), statistics.median(mine)
-        print(f"| {label} | {r['n']} | {f:.2f} | {a:.2f} | {m:.2f} | {a / m:.2f}× ({f / m:.2f}×) | "
-              f"{clock['positions']} | {pos['padded']} / {pos['real']} | {pos['padded'] / pos['real']:.3f} | "
-              f"{same} |", flush=True)
+        full, fwd, mine, full_wall, mine_wall = (statistics.median(x) for x in zip(*runs))
+        print(f"| {label} | {r['n']} | {full:.2f} | {mine:.2f} | {full / mine:.2f}× ({fwd / mine:.2f}×) | "
+              f"{full_wall / mine_wall:.2f}× | {clock['positions']} | {pos['padded']} / {pos['real']} | "
+              f"{pos['padded'] / pos['real']:.3f} | {same} |", flush=True)
     if args.profile:
         profile_lmforge(lm, shapes, args)
     shutil.rmtree(tmp, ignore_errors=True)

@@ -51,7 +51,7 @@ def test_sharing_never_runs_more_positions_than_whole_requests(lm, shape):
     assert [x.greedy for x in a] == [x.greedy for x in b]
     assert shared["positions_padded"] <= flat["positions_padded"]
     assert shared["positions_real"] <= flat["positions_real"]  # a shared context runs once
-    assert shared["model_seconds"] > 0
+    assert shared["model_seconds"] > 0 and shared["model_cpu_seconds"] > 0  # wall and this thread's CPU time
 
 
 def test_one_continuation_per_context_is_not_shared(lm):

@@ -144,16 +144,19 @@ def loglikelihood(lm: LM, requests: Sequence[tuple[str, str]], batch_size: int =
 
 
 class _Meter:
-    """Counts positions through the model (padded, real) and the seconds of model calls."""
+    """Counts positions through the model (padded, real) and the seconds of model calls: wall-clock,
+    and CPU time of the calling thread (what the calls cost whatever else shares the machine; with
+    torch on one thread, all of it)."""
 
     def __init__(self, stats: dict | None):
         self.stats = stats if stats is not None else {}
-        for k in ("positions_padded", "positions_real", "model_seconds"):
+        for k in ("positions_padded", "positions_real", "model_seconds", "model_cpu_seconds"):
             self.stats.setdefault(k, 0)
 
     def run(self, fn, *args, real: int, padded: int):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         out = fn(*args)
+        self.stats["model_cpu_seconds"] += time.thread_time() - c0
         self.stats["model_seconds"] += time.perf_counter() - t0
         self.stats["positions_real"] += real
         self.stats["positions_padded"] += padded

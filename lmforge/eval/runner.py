@@ -180,6 +180,7 @@ def run_task(lm: LM, task: Task, *, num_fewshot: int | None = None, limit: int |
         stderr["perplexity"] = None
     if "model_seconds" in stats:  # model compute, and how much of it was padding (loglik._Meter)
         extra["model_seconds"] = round(stats["model_seconds"], 3)
+        extra["model_cpu_seconds"] = round(stats["model_cpu_seconds"], 3)
         extra["positions"] = {"real": stats["positions_real"], "padded": stats["positions_padded"]}
     res = {"metrics": metrics, "stderr": stderr, "n": len(docs), "num_fewshot": k, **extra}
     return _finish(res, task, time.perf_counter() - t0, samples if log_samples else None)
