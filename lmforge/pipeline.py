@@ -13,9 +13,25 @@ import time
 from pathlib import Path
 
 from lmforge.config import RunConfig
+from lmforge.data.curate.pipeline import curate
+from lmforge.data.curate.report import report_section as curation_section
+from lmforge.data.curate.stats import totals
 from lmforge.errors import LmforgeError
+from lmforge.eval import report_section as eval_section
+from lmforge.eval.cli import evaluate_run
+from lmforge.eval.results import summary_rows, text_table
+from lmforge.export import apply_init
 from lmforge.inputs import fit_model_to_tokenizer, log, prepare_shards, prepare_tokenizer
+from lmforge.inspect.report import SECTION as INSIDE_SECTION
+from lmforge.inspect.report import inside_the_model
+from lmforge.plan.report import report_section as compute_report
+from lmforge.report import read_metrics, update_report_section, write_report
+from lmforge.serve.generate import generate
+from lmforge.train.checkpoint import load_model
+from lmforge.train.loop import train
+from lmforge.train.parallel.dist import rank_zero_first
 from lmforge.train.parallel.launch import is_main_process
+from lmforge.tune import stage
 
 
 def embedded_raw_sources() -> list[str]:
@@ -31,9 +47,6 @@ def curate_stage(cfg: RunConfig) -> tuple[Path, str] | None:
     """Curate data.corpus into <run>/curated and point data.corpus at the kept documents."""
     from dataclasses import replace
 
-    from lmforge.data.curate.pipeline import curate
-    from lmforge.data.curate.report import report_section
-    from lmforge.data.curate.stats import totals
 
     if not cfg.data.curate or cfg.data.shards:
         return None
@@ -54,7 +67,7 @@ def curate_stage(cfg: RunConfig) -> tuple[Path, str] | None:
                            f"see {out / 'report.md'} for the reasons")
     log(f"curate: {tot['input'].get('docs', 0):,} documents in, {tot['kept'].get('docs', 0):,} kept "
         f"in {time.time() - t0:.1f}s -> {out}")
-    return out, report_section(stats)
+    return out, curation_section(stats)
 
 
 # What decides a run's tokens: a run directory keeps training on what it was made from.
@@ -107,12 +120,8 @@ def train_stage(cfg: RunConfig, inputs: dict | None = None):
     taken before curation rewrote data.corpus (default: taken now)."""
     run_dir = cfg.run_dir
     # Under torchrun, rank 0 writes the tokenizer and shards; the other ranks then read them.
-    from lmforge.train.parallel.dist import rank_zero_first  # torch.distributed: not at start-up
-
     with rank_zero_first(cfg.parallel):
         if cfg.train.init_from:
-            from lmforge.export import apply_init
-
             apply_init(cfg)  # continued training: the initial model's shape and tokenizer become the run's
         inputs = inputs or run_inputs(cfg)
         check_run_inputs(cfg, inputs)
@@ -125,15 +134,11 @@ def train_stage(cfg: RunConfig, inputs: dict | None = None):
     n = cfg.model.num_params()
     log(f"model: {cfg.model.kind}, {n / 1e6:.2f}M parameters, {cfg.model.n_layer} layers x {cfg.model.n_embd} wide, "
         f"{cfg.model.flops_per_token(cfg.train.seq_len or cfg.model.block_size) / 1e6:.1f} MFLOPs/token")
-    from lmforge.train.loop import train
-
     result = train(cfg, shard_dir, tok, run_dir)
     return result, tok
 
 
 def sample_stage(cfg: RunConfig, tok, stream: bool = True) -> list[str]:
-    from lmforge.serve.generate import generate
-    from lmforge.train.checkpoint import load_model
 
     if cfg.model.kind != "decoder":
         return []
@@ -156,9 +161,6 @@ def sample_stage(cfg: RunConfig, tok, stream: bool = True) -> list[str]:
 def eval_stage(cfg: RunConfig) -> dict | None:
     """Benchmarks on the trained model (skipped for the encoder kinds); results go to <run>/eval/
     and a section of report.md."""
-    from lmforge.eval import report_section
-    from lmforge.eval.cli import evaluate_run
-    from lmforge.report import update_report_section
 
     ec = cfg.eval
     if not ec.enabled or cfg.model.kind != "decoder":
@@ -167,7 +169,7 @@ def eval_stage(cfg: RunConfig) -> dict | None:
     shard_dir = Path(cfg.data.shards) if cfg.data.shards else cfg.run_dir / "data"
     results = evaluate_run(cfg.run_dir, tuple(ec.tasks), limit=ec.limit, shard_dir=shard_dir,
                            data_dir=ec.data_dir, batch_size=ec.batch_size)
-    update_report_section(cfg.run_dir, "Evaluation", report_section(results))
+    update_report_section(cfg.run_dir, "Evaluation", eval_section(results))
     tasks = results.get("tasks", {})
     truncated = sum(t.get("truncated_requests", 0) for t in tasks.values())
     if truncated:
@@ -175,7 +177,6 @@ def eval_stage(cfg: RunConfig) -> dict | None:
             "from the left (as lm-evaluation-harness does)")
     for name in results.get("errors", {}):
         log(f"eval: {name} not scored (see {cfg.run_dir / 'eval' / 'results.md'})")
-    from lmforge.eval.results import summary_rows, text_table
 
     print(text_table(summary_rows(results)), flush=True)
     for note in results.get("notes", []):
@@ -186,8 +187,6 @@ def eval_stage(cfg: RunConfig) -> dict | None:
 
 def sft_stage(cfg: RunConfig, tok) -> dict | None:
     """Instruction/dialog fine-tuning on the shipped set, ending with a chat exchange."""
-    from lmforge.report import update_report_section
-    from lmforge.tune import stage
 
     if not cfg.sft.enabled:
         return None
@@ -200,8 +199,7 @@ def sft_stage(cfg: RunConfig, tok) -> dict | None:
 
 def dpo_stage(cfg: RunConfig) -> dict | None:
     """Optional (dpo.enabled): preference tuning of the SFT model on a synthetic rule."""
-    from lmforge.report import update_report_section
-    from lmforge.tune import dpo_demo
+    from lmforge.tune import dpo_demo  # work in progress (issue 17): loaded only when asked for
 
     if not cfg.dpo.enabled:
         return None
@@ -213,15 +211,11 @@ def dpo_stage(cfg: RunConfig) -> dict | None:
 
 def run_all(cfg: RunConfig) -> dict:
     """`lmforge run`: every stage that exists, on the configured corpus."""
-    from lmforge.report import update_report_section
-
     t0 = time.time()
     run_dir = cfg.run_dir
     log(f"run directory: {run_dir}")
     inputs = run_inputs(cfg)
     check_run_inputs(cfg, inputs)  # before curation, which would curate the new corpus for nothing
-    from lmforge.train.parallel.dist import rank_zero_first  # torch.distributed: not at start-up
-
     with rank_zero_first(cfg.parallel):
         curated = curate_stage(cfg)
     result, tok = train_stage(cfg, inputs)
@@ -236,9 +230,7 @@ def run_all(cfg: RunConfig) -> dict:
     report = write_training_report(cfg, summary, samples)
     if curated is not None:
         update_report_section(run_dir, "Data curation", curated[1])
-    from lmforge.inspect.report import SECTION, inside_the_model
-
-    update_report_section(run_dir, SECTION, inside_the_model(run_dir))  # attention, surprise, lens
+    update_report_section(run_dir, INSIDE_SECTION, inside_the_model(run_dir))  # attention, surprise, lens
     eval_stage(cfg)
     sft_stage(cfg, tok)
     dpo_stage(cfg)
@@ -250,8 +242,6 @@ def run_all(cfg: RunConfig) -> dict:
 
 def write_training_report(cfg: RunConfig, summary: dict, samples: list[str] | None = None) -> Path:
     """report.md's training sections, loss.png and the compute section; returns the report's path."""
-    from lmforge.report import update_report_section, write_report
-
     report = write_report(cfg.run_dir, cfg, summary, samples or [])
     update_report_section(cfg.run_dir, "Compute", compute_section(cfg, summary))
     return report
@@ -259,12 +249,9 @@ def write_training_report(cfg: RunConfig, summary: dict, samples: list[str] | No
 
 def compute_section(cfg: RunConfig, summary: dict) -> str:
     """N, D, C of the run against the compute-optimal frontier, with its measured MFU."""
-    from lmforge.plan.report import report_section
-    from lmforge.report import read_metrics
-
     mfus = [r["mfu"] for r in read_metrics(cfg.run_dir / "metrics.jsonl") if r.get("mfu")]
     extra = {"mfu": sorted(mfus)[len(mfus) // 2]} if mfus else {}
-    return report_section(cfg, {**summary, **extra})
+    return compute_report(cfg, {**summary, **extra})
 
 
 def result_dict(result) -> dict:
