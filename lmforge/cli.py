@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lmforge.inspect import cli as inspect_cli
     from lmforge.plan import cli as plan_cli
     from lmforge.serve import cli as serve_cli
+    from lmforge.serve import human_export
     from lmforge.tune import cli as tune_cli
 
     parser = argparse.ArgumentParser(prog="lmforge", description="Build a language model from raw text, end to end.")
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     # `eval human` is serve's (the server's page collects the ratings); registered here so eval
     # need not import serve.
     eval_cli.add_parser(sub, extra_actions=[("human", serve_cli.add_human_parser, serve_cli.run_human)])
+    human_export.add_parser(sub)  # `lmforge human export`: votes -> preference pairs for DPO
     tune_cli.add_parsers(sub)
     p = sub.add_parser("generate", help="sample text from a trained model")
     p.add_argument("--run", required=True, help="run directory (latest checkpoint) or a checkpoint directory")
@@ -220,7 +222,7 @@ STAGE_COMMANDS = {
     "export": "lmforge.export.cli:run_export", "import": "lmforge.export.cli:run_import",
     "chat": "lmforge.serve.cli:run_chat", "serve": "lmforge.serve.cli:run_serve",
     "finetune": "lmforge.tune.cli:run_finetune", "synth": "lmforge.tune.cli:run_synth",
-    "inspect": "lmforge.inspect.cli:run",
+    "inspect": "lmforge.inspect.cli:run", "human": "lmforge.serve.human_export:run",
 }
 
 

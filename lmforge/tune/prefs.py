@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmforge.chat.template import check_messages
 from lmforge.errors import LmforgeError
 from lmforge.tune.formats import BadRecord, RecordError, check_conversation, read_records
 
@@ -172,8 +173,13 @@ def to_pair(rec: Any, line: int = 0) -> tuple[str, PreferencePair]:
     else:
         p = rec.get("prompt", [])
         prompt = [{"role": "user", "content": p}] if isinstance(p, str) else _messages(p, "prompt")
-        if prompt and prompt[-1].get("role") != "user":
-            raise RecordError(f"the prompt ends with a {prompt[-1].get('role')!r} turn, not a user turn")
+        if prompt:
+            try:
+                check_messages(prompt)
+            except LmforgeError as e:
+                raise RecordError(f"prompt: {e}") from None
+            if prompt[-1]["role"] != "user":
+                raise RecordError(f"the prompt's last turn is {prompt[-1]['role']!r}, not 'user'")
         full_c, full_r = _full(prompt, chosen, "chosen"), _full(prompt, rejected, "rejected")
     n = 0
     while n < min(len(full_c), len(full_r)) and full_c[n] == full_r[n]:
@@ -187,7 +193,7 @@ def to_pair(rec: Any, line: int = 0) -> tuple[str, PreferencePair]:
     prompt = full_c[:n]
     if not prompt or prompt[-1].get("role") != "user":
         raise RecordError("the prompt must end with a user turn"
-                          + (f", ends with {prompt[-1].get('role')!r}" if prompt else "; there is none"))
+                          + (f"; its last turn is {prompt[-1].get('role')!r}" if prompt else "; there is none"))
     for side, tail in (("chosen", tail_c), ("rejected", tail_r)):
         if tail[0].get("role") != "assistant":
             raise RecordError(f"the {side} reply is a {tail[0].get('role')!r} turn, not an assistant turn")
