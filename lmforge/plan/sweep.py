@@ -34,7 +34,10 @@ from pathlib import Path
 from lmforge.atomic import write_text_atomic
 from lmforge.config import RunConfig, from_dict, merge, parse_overrides, to_dict
 from lmforge.errors import LmforgeError
+from lmforge.inputs import prepare_shards, prepare_tokenizer
 from lmforge.plan import chinchilla
+from lmforge.tokenizer import Tokenizer
+from lmforge.train.loop import train
 
 # The default CPU grid: 20-25 minutes on 2 shared cores (bench/RESULTS.md has the measured run).
 # 4 budgets x 5 sizes, a factor ~2 apart, from N*/SPREAD to N*·SPREAD around a guessed optimum N*.
@@ -216,9 +219,6 @@ def point_config(cfg: RunConfig, p: Point, out: Path) -> RunConfig:
 
 def _train_point(cfg_dict: dict, log_path: str) -> dict:
     """One grid point (in this process or a worker): train, with its output in train.log."""
-    from lmforge.tokenizer import Tokenizer
-    from lmforge.train.loop import train
-
     cfg = from_dict(RunConfig, cfg_dict)
     tok = Tokenizer.load(cfg.tokenizer.path)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -241,8 +241,6 @@ def run_sweep(
     log=print,
 ) -> dict:
     """Train every missing grid point, then fit and plot. Returns the fit summary."""
-    from lmforge.inputs import prepare_shards, prepare_tokenizer
-
     out = Path(out)
     cfg = base_config(overrides)
     if workers < 1:
@@ -276,7 +274,7 @@ def run_sweep(
         )
         points += extra
 
-    from lmforge.plan.sweep_report import write_outputs
+    from lmforge.plan.sweep_report import write_outputs  # scipy (the `plan` extra) for the fits
 
     ids = {p.id for p in points}
     return write_outputs(out, [r for r in read_results(out).values() if r["id"] in ids], log)
