@@ -1,5 +1,7 @@
 """Every model option trains: a tiny model memorises a tiny batch, and each shape learns its task."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -46,7 +48,15 @@ OPTIONS = [
     {"scaled_residual_init": False},
     {"embd_dropout": 0.1, "attn_dropout": 0.1, "resid_dropout": 0.1},
     {"pos": "rope", "activation": "swiglu", "norm": "rmsnorm", "n_kv_head": 2, "bias": False},  # Llama style
+    {"qk_norm": True},
+    {"qk_norm": True, "pos": "rope", "norm": "rmsnorm", "bias": False},  # Qwen3 style
+    {"logit_softcap": 3.0},  # below the 3.47 starting loss's logit scale: the cap binds while it learns
+    {"pos": "rope", "norm": "rmsnorm", "activation": "relu2", "qk_norm": True, "logit_softcap": 15.0,
+     "tie_embeddings": False, "bias": False},  # modded-nanoGPT / nanochat style
 ]
+# Every on/off switch of the model (bool fields) and every optional number that changes the math.
+SWITCHES = [f.name for f in dataclasses.fields(ModelConfig) if f.type in ("bool", bool)]
+OPTIONAL_MATH = ["logit_softcap", "n_kv_head"]
 
 
 def test_options_cover_every_choice():
@@ -54,6 +64,11 @@ def test_options_cover_every_choice():
     for name, allowed in ModelConfig.choices().items():
         if name != "kind":
             assert {(name, v) for v in allowed} - {(name, getattr(DEFAULT, name))} <= covered
+    assert set(SWITCHES) >= {"qk_norm", "bias", "tie_embeddings", "scaled_residual_init"}
+    for name in SWITCHES:
+        assert (name, not getattr(DEFAULT, name)) in covered, name
+    for name in OPTIONAL_MATH:
+        assert any(k == name and v is not None for k, v in covered), name
 
 
 @pytest.mark.parametrize("overrides", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "gpt2")

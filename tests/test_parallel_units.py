@@ -159,6 +159,7 @@ def test_split_layers_is_balanced_and_complete():
     {"pos": "learned"},
     {"pos": "alibi", "kind": "encoder"},
     {"pos": "sinusoidal", "norm_position": "post"},
+    {"pos": "rope", "norm": "rmsnorm", "qk_norm": True, "activation": "relu2", "logit_softcap": 0.05},  # capped
 ])
 def test_stages_chained_are_the_model(model):
     torch.manual_seed(0)

@@ -154,7 +154,7 @@ class LmforgeLM(LM):
         return self.model.hidden_states(ids.to(self.device))  # (B, T, C)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
-        return self.model.lm_head(h)
+        return self.model.logits(h)  # the output layer and model.logit_softcap, as in training
 
     def hidden_shared(self, prefixes, suffixes, owner):
         m = self.model

@@ -60,7 +60,7 @@ def logit_lens(model: torch.nn.Module, tokenizer, text: str | Reading) -> Lens:
     target = torch.tensor(reading.ids, device=rows[0].device)
     top, top_prob, target_prob = [], [], []
     for h in rows:
-        probs = torch.softmax(model.lm_head(model.norm_f(h)).float(), dim=-1)  # (n, V)
+        probs = torch.softmax(model.logits(model.norm_f(h)).float(), dim=-1)  # (n, V)
         p, j = probs.max(dim=-1)
         top.append([token_label(tokenizer, int(t)) for t in j])
         top_prob.append(p.cpu().numpy())

@@ -57,6 +57,14 @@ def activation_function(name: str):
     return relu2 if name == "relu2" else getattr(F, name)
 
 
+def soft_cap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """cap * tanh(logits / cap): smooth, monotonic, |out| < cap (Gemma 2); computed in fp32 so bf16/fp16
+    logits keep their range, returned in the logits' dtype. cap None: the logits unchanged."""
+    if cap is None:
+        return logits
+    return (cap * torch.tanh(logits.float() / cap)).to(logits.dtype)
+
+
 # ---------------------------------------------------------------- MLPs
 
 
@@ -196,11 +204,7 @@ class Transformer(nn.Module):
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Logits (..., V) of final hidden states (..., C): the output layer, then cap * tanh(logits / cap)
         with model.logit_softcap. Training's loss, evaluation and sampling all take logits from here."""
-        logits = self.lm_head(h)
-        cap = self.cfg.logit_softcap
-        if cap is None:
-            return logits
-        return (cap * torch.tanh(logits.float() / cap)).to(logits.dtype)  # fp32: bf16/fp16 logits keep their range
+        return soft_cap(self.lm_head(h), self.cfg.logit_softcap)
 
     def hidden_states(self, input_ids: torch.Tensor | None, kv_cache: KVCache | None = None, *,
                       decoder_input_ids: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None,

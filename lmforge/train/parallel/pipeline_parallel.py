@@ -21,6 +21,7 @@ from torch import nn
 
 from lmforge.errors import ConfigError
 from lmforge.model.positions import Positions
+from lmforge.model.transformer import soft_cap
 
 IGNORE = -100
 
@@ -55,6 +56,7 @@ class StageModule(nn.Module):
         self.blocks = nn.ModuleDict({str(i): model.blocks[i] for i in layers})  # names stay blocks.<i>
         self.norm_f = model.norm_f if last else None
         self.lm_head = model.lm_head if last else None
+        self.logit_softcap = model.cfg.logit_softcap
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tok_emb is not None:
@@ -68,7 +70,7 @@ class StageModule(nn.Module):
         for block in self.blocks.values():
             x = block(x, rope, mask, is_causal, None, None)  # (B, T, C)
         if self.lm_head is not None:
-            x = self.lm_head(self.norm_f(x))  # (B, T, V)
+            x = soft_cap(self.lm_head(self.norm_f(x)), self.logit_softcap)  # (B, T, V), as Transformer.logits
         return x
 
 
