@@ -31,7 +31,12 @@ SHAPES = {
     "gpt2-tied": {"pos": "learned", "norm": "layernorm", "activation": "gelu", "bias": True, "tie_embeddings": True},
     "gpt2-untied-nobias-relu": {"pos": "learned", "norm": "layernorm", "activation": "relu", "bias": False,
                                 "tie_embeddings": False, "embd_dropout": 0.1, "resid_dropout": 0.05},
+    "qwen3-qknorm-gqa-untied": {"pos": "rope", "norm": "rmsnorm", "activation": "swiglu", "bias": False,
+                                "n_kv_head": 2, "tie_embeddings": False, "qk_norm": True},
+    "gpt2-relu2-tied": {"pos": "learned", "norm": "layernorm", "activation": "relu2", "bias": True,
+                        "tie_embeddings": True},
 }
+HF_CLASS = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM", "gpt2": "GPT2LMHeadModel"}
 TEXTS = ["Hello world, this is a test.", "  two  spaces\tand\ttabs\n\nnew lines  ",
          "héllo wörld ☃ 日本語 👩‍👩‍👧", "x" * 300, "numbers 1234567 and symbols #$%&*()"]
 CHATS = [
@@ -81,7 +86,7 @@ def exported(tok, tmp_path_factory):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_logits_match_transformers(exported, shape):
     model, _folder, hf = exported[shape]
-    assert type(hf).__name__ == ("LlamaForCausalLM" if shape.startswith("llama") else "GPT2LMHeadModel")
+    assert type(hf).__name__ == HF_CLASS[shape.split("-")[0]]
     ids = torch.randint(0, model.cfg.vocab_size, (2, 64), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ours, theirs = model(ids)[0], hf(input_ids=ids).logits
@@ -156,6 +161,11 @@ def test_generation_config_and_files(exported):
     ({"pos": "learned", "norm": "rmsnorm"}, "model.norm='rmsnorm'"),
     ({"pos": "learned", "activation": "swiglu"}, "model.activation='swiglu'"),
     ({"pos": "learned", "n_kv_head": 2}, "model.n_kv_head=2"),
+    ({"logit_softcap": 30.0}, "model.logit_softcap=30.0"),
+    ({"pos": "rope", "norm": "rmsnorm", "activation": "swiglu", "logit_softcap": 15.0}, "model.logit_softcap=15.0"),
+    ({"pos": "learned", "qk_norm": True}, "model.qk_norm=True"),
+    ({"pos": "rope", "norm": "rmsnorm", "activation": "swiglu", "qk_norm": True, "bias": True}, "model.bias=True"),
+    ({"pos": "rope", "norm": "rmsnorm", "activation": "relu2"}, "model.activation='relu2'"),
 ])
 def test_unsupported_option_is_named(tok, tmp_path, kw, option):
     model = Transformer(ModelConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=4, n_embd=16, **kw))

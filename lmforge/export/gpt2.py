@@ -1,7 +1,7 @@
 """lmforge <-> GPT-2 (`GPT2LMHeadModel`).
 
 GPT-2 (Radford et al. 2019) is a pre-norm decoder with LayerNorm, learned absolute positions and a
-plain (ungated) MLP; lmforge with pos=learned, norm=layernorm and activation gelu/relu/silu is the
+plain (ungated) MLP; lmforge with pos=learned, norm=layernorm and activation gelu/relu/silu/relu2 is the
 same function. The names differ and GPT-2's projections are `Conv1D` layers, whose weight is the
 transpose of a Linear's ((in, out) instead of (out, in)), with q, k and v fused into one `c_attn`:
 
@@ -30,8 +30,8 @@ from lmforge.model.config import ModelConfig
 NAME = "gpt2"
 HF_CLASS = "GPT2LMHeadModel"
 MODEL_TYPES = ("gpt2",)
-ACT_TO_HF = {"gelu": "gelu", "relu": "relu", "silu": "silu"}
-ACT_FROM_HF = {"gelu": "gelu", "relu": "relu", "silu": "silu", "swish": "silu"}
+ACT_TO_HF = {"gelu": "gelu", "relu": "relu", "silu": "silu", "relu2": "relu2"}  # relu2: ReLUSquaredActivation
+ACT_FROM_HF = {"gelu": "gelu", "relu": "relu", "silu": "silu", "swish": "silu", "relu2": "relu2"}
 TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 
 
@@ -41,7 +41,7 @@ def check(cfg: ModelConfig) -> None:
                           "no supported transformers architecture pairs learned positions with RMSNorm")
     if cfg.activation not in ACT_TO_HF:
         raise ExportError(f"model.activation={cfg.activation!r} with pos=learned: GPT-2's MLP is not gated "
-                          "(model.activation=gelu, relu or silu; gated MLPs export as Llama, with pos=rope)")
+                          "(model.activation=gelu, relu, silu or relu2; gated MLPs export as Llama, with pos=rope)")
     if cfg.kv_heads != cfg.n_head:
         raise ExportError(f"model.n_kv_head={cfg.n_kv_head} (grouped-query attention) with pos=learned: GPT-2 has "
                           "one key/value head per query head; GQA exports as Llama (pos=rope)")
@@ -115,7 +115,7 @@ def model_config(hf: dict, names: set[str], allow_approximate: bool = False) -> 
                         "logits differ slightly from the original")
         act = "gelu"
     if act not in ACT_FROM_HF:
-        raise LmforgeError(f"config.json: activation_function={act!r} is not supported (gelu, relu, silu)")
+        raise LmforgeError(f"config.json: activation_function={act!r} is not supported (gelu, relu, silu, relu2)")
     C = int(need(hf, "n_embd"))
     cfg = ModelConfig(
         kind="decoder", vocab_size=int(need(hf, "vocab_size")), block_size=int(need(hf, "n_positions")),

@@ -6,7 +6,7 @@
     out/import.json                         where it came from, and what changed (ids, warnings)
 
 `train` (train.init_from=out), `finetune`, `eval`, `generate` and `serve` read it like any run.
-Supported: model_type llama, mistral (no sliding window), qwen2 (no sliding window), gpt2, with a
+Supported: model_type llama, mistral, qwen2, qwen3 (no sliding window; qwen3 as QK-norm), gpt2, with a
 byte-level BPE tokenizer (see hf_tokenizer.py for the id permutation). Anything else, missing
 weights, or a tensor whose shape disagrees with config.json gets one message naming it; the run
 directory is written under a temporary name and renamed at the end, so a failure leaves nothing.
