@@ -47,6 +47,9 @@ Progress = Callable[[int], None]  # called with the number of requests just fini
 # costs about 1.5 positions of whole requests (bench/eval_shapes.py, HF GPT-2 on CPU): sharing must
 # save more than that.
 SHARED_COST = 1.5
+# A packed batch is cut where a row is shorter than this fraction of the batch's longest: padding
+# stays under ~1/PACK_SPLIT - 1 of a batch at the price of a few smaller batches.
+PACK_SPLIT = 0.85
 
 
 @dataclass
@@ -236,9 +239,16 @@ def loglikelihood_tokens(lm: LM, pairs: Sequence[tuple[list[int], list[int]]], b
     #     their last token), rows of any length batched together, longest first.
     if packed:
         rows = [(ctx, part) for ctx, idx in groups.items() for part in _fit(ctx, idx, pairs, L)]
-        rows.sort(key=lambda r: len(r[0]) + sum(len(pairs[i][1]) - 1 for i in r[1]), reverse=True)
-        for b in range(0, len(rows), batch_size):
-            done(*_packed_batch(lm, rows[b:b + batch_size], pairs, meter))
+        width = {id(r): len(r[0]) + sum(len(pairs[i][1]) - 1 for i in r[1]) for r in rows}
+        rows.sort(key=lambda r: width[id(r)], reverse=True)
+        batch = []
+        for row in rows:  # a batch ends at batch_size rows, or where rows get much shorter (padding)
+            if batch and (len(batch) == batch_size or width[id(row)] < PACK_SPLIT * width[id(batch[0])]):
+                done(*_packed_batch(lm, batch, pairs, meter))
+                batch = []
+            batch.append(row)
+        if batch:
+            done(*_packed_batch(lm, batch, pairs, meter))
         groups = {}
 
     # 2b. shared context through the KV cache: contexts of equal length go together; each runs once,
