@@ -21,7 +21,6 @@ from lmforge.model.config import ModelConfig
 from lmforge.serve.config import SampleConfig
 from lmforge.tokenizer import TokenizerConfig
 from lmforge.train.config import ParallelConfig, TrainConfig
-from lmforge.tune.config import DPOStageConfig, SFTStageConfig
 from lmforge.typed_config import (
     from_dict,
     merge,
@@ -34,7 +33,9 @@ from lmforge.typed_config import (
 )
 
 __all__ = [
+    "DPOStageConfig",
     "RunConfig",
+    "SFTStageConfig",
     "from_dict",
     "load_config",
     "merge",
@@ -46,6 +47,32 @@ __all__ = [
     "to_yaml",
     "validate",
 ]
+
+
+@dataclass
+class SFTStageConfig:
+    """The supervised fine-tuning stage of `lmforge run` (the shipped instruction set). The stage
+    toggles live here, with the run, not in tune: tune builds RunConfigs, so config must not import it."""
+
+    enabled: bool = True
+    max_steps: int | None = None  # None = 1/8 of the pre-training steps, between 2 and 80
+
+    def validate(self) -> None:
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"sft.max_steps must be at least 1 (or null), got {self.max_steps}")
+
+
+@dataclass
+class DPOStageConfig:
+    """`lmforge run`'s optional DPO stage: the SFT stage's chat model tuned on synthetic preference
+    pairs (tune/dpo_demo.py: a reply beats the same reply plus a stock sign-off)."""
+
+    enabled: bool = False  # off in the demo: it costs more than the 10 s budget (bench/RESULTS.md, DPO)
+    max_steps: int = 10  # of 8 pairs each
+
+    def validate(self) -> None:
+        if self.max_steps < 1:
+            raise ConfigError(f"dpo.max_steps must be at least 1, got {self.max_steps}")
 
 
 @dataclass

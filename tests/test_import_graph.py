@@ -183,26 +183,12 @@ def test_no_cycle_between_files(file_graph):
     assert cycle is None, "import cycle between files: " + " -> ".join(cycle)
 
 
-# Package edges that still close cycles (issue 15, part 5), against the layering
-# errors < typed_config < model < chat < tokenizer < data < train < inspect < serve < eval <
-# config < tune < export < plan < inputs < pipeline < cli. The one left: lmforge/config.py
-# gathers tune's section (SFTStageConfig) while tune's stages build RunConfigs. The list may only
-# shrink: an edge that no longer exists fails test_known_package_cycle_edges_still_exist, so it
-# is removed here.
-KNOWN_CYCLE_EDGES = {
-    ("lmforge.config", "lmforge.tune"),
-}
-
-
+# The layering (issue 15, part 5), from the bottom: errors < atomic, gpus, typed_config < model
+# < chat < tokenizer < data < train < inspect < serve < eval < config < tune < export < inputs <
+# plan < pipeline < cli. lmforge/config.py gathers the stage packages' config sections into
+# RunConfig, so no stage below it may import it at run time (train names it only under
+# TYPE_CHECKING; the whole config of a checkpoint is lmforge.config.read_config).
 def test_no_cycle_between_packages(file_graph):
     graph = package_graph(file_graph)
-    for src, dst in KNOWN_CYCLE_EDGES:
-        graph[src].discard(dst)
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle between packages: " + _explain(cycle, graph, file_graph)
-
-
-def test_known_package_cycle_edges_still_exist(file_graph):
-    graph = package_graph(file_graph)
-    gone = sorted(e for e in KNOWN_CYCLE_EDGES if e[1] not in graph.get(e[0], set()))
-    assert not gone, f"these edges are gone: delete them from KNOWN_CYCLE_EDGES: {gone}"

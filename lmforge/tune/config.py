@@ -193,28 +193,3 @@ class SynthConfig:
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
-
-
-@dataclass
-class SFTStageConfig:
-    """The supervised fine-tuning stage of `lmforge run` (the shipped instruction set)."""
-
-    enabled: bool = True
-    max_steps: int | None = None  # None = 1/8 of the pre-training steps, between 2 and 80
-
-    def validate(self) -> None:
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"sft.max_steps must be at least 1 (or null), got {self.max_steps}")
-
-
-@dataclass
-class DPOStageConfig:
-    """`lmforge run`'s optional DPO stage: the SFT stage's chat model tuned on synthetic preference
-    pairs (tune/dpo_demo.py: a reply beats the same reply plus a stock sign-off)."""
-
-    enabled: bool = False  # off in the demo: it costs more than the 10 s budget (bench/RESULTS.md, DPO)
-    max_steps: int = 10  # of 8 pairs each
-
-    def validate(self) -> None:
-        if self.max_steps < 1:
-            raise ConfigError(f"dpo.max_steps must be at least 1, got {self.max_steps}")
