@@ -85,6 +85,7 @@ def test_parallel_config_rejects_bad_values_and_keys():
     ({}, {}, {"dp_mode": "ddp"}, Layout(dp=2, tp=2), r"dp_mode=ddp cannot be combined with parallel.tp"),
     ({}, {"precision": "fp16"}, {}, Layout(dp=2), r"fp16 .* single-process only"),
     ({}, {"compile": True}, {}, Layout(tp=2), r"train.compile=true is not supported with parallel.tp > 1"),
+    ({"qk_norm": True}, {}, {}, Layout(tp=2), r"model.qk_norm=true is not supported with parallel.tp > 1"),
 ])
 def test_impossible_layouts_are_named(model, train_, parallel, layout, message):
     cfg = run_cfg(model, train_, parallel)
