@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lmforge.tune.prefs import PreferencePair
 
 from lmforge.chat.template import encode_chat
 from lmforge.config import RunConfig, from_dict
@@ -42,6 +41,7 @@ from lmforge.tune.dpo_source import (
 )
 from lmforge.tune.dpo_train import dpo_finetune
 from lmforge.tune.lora import adapters_disabled, apply_lora
+from lmforge.tune.prefs import PreferencePair
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 420  # a hang fails instead of blocking CI
@@ -386,3 +386,25 @@ def test_run_gains_an_optional_dpo_stage(tmp_path):
     report = (cfg.run_dir / "report.md").read_text()
     assert "Preference tuning (DPO)" in report and "held-out preference accuracy" in report
     assert dpo_stage(cfg)["wall_s"] == first["wall_s"]  # reused, not trained again
+
+
+def test_finetune_cli_method_dpo(base_run, tmp_path, capsys):
+    """`lmforge finetune --method dpo --data prefs.jsonl` (TRL's conversational records, a malformed
+    line skipped by number) prints the held-out figures before -> after and saves a run directory."""
+    from lmforge.cli import main
+
+    rows = [{"prompt": p.prompt, "chosen": [{"role": "assistant", "content": p.chosen}],
+             "rejected": [{"role": "assistant", "content": p.rejected}]} for p in word_pairs()]
+    data = tmp_path / "prefs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows[:10]) + '{"prompt": "x"}\n'
+                    + "".join(json.dumps(r) + "\n" for r in rows[10:]))
+    out = tmp_path / "tuned"
+    assert main(["finetune", "--method", "dpo", "--init", str(base_run), "--data", str(data), "--out", str(out),
+                 "max_steps=3", "batch_size=4", "device=cpu", "precision=fp32", "val_fraction=0.25",
+                 "chat_prompts=[]", "dpo.loss=ipo", "dpo.beta=0.5"]) == 0
+    text = capsys.readouterr().out
+    assert "skipped malformed record prefs.jsonl:11" in text
+    assert "held-out preference accuracy" in text and "DPO (ipo, beta 0.5" in text
+    saved = json.loads((out / "finetune.json").read_text())
+    assert saved["train_pairs"] + saved["val_pairs"] == 24 and saved["bad_records"] == 1 and saved["loss"] == "ipo"
+    assert load_model(out)[0].cfg == load_model(base_run)[0].cfg

@@ -16,13 +16,12 @@ trl = pytest.importorskip("trl", reason="TRL is in the test extra (pip install -
 datasets = pytest.importorskip("datasets")
 transformers = pytest.importorskip("transformers")
 
-from lmforge.tune.prefs import PreferencePair
-
 from lmforge.export.hf_export import export_model
 from lmforge.export.llama import to_hf
 from lmforge.model import ModelConfig, Transformer
 from lmforge.tokenizer import TokenizerConfig, train_tokenizer
 from lmforge.tune.dpo_source import DpoObjective, collate_pairs, encode_pairs, frozen_reference
+from lmforge.tune.prefs import PreferencePair
 
 WORDS = ["red", "blue", "green", "apple", "tree", "sky", "dog", "cat", "sun", "moon"]
 BETA = 0.1

@@ -46,6 +46,7 @@ from lmforge.tune.dpo_source import (
     table_reference,
 )
 from lmforge.tune.lora import apply_lora, count_params, merge_lora
+from lmforge.tune.prefs import read_preferences
 from lmforge.tune.sft import (
     MAX_REPORTED,
     TRAIN_DIR,
@@ -93,19 +94,19 @@ class DpoResult:
 
 def load_pairs(cfg: FinetuneConfig, log) -> tuple[list, list, int]:
     """(train pairs, held-out pairs, malformed records) from cfg.data (and cfg.val_data)."""
-    from lmforge.tune.prefs import read_preferences  # lmforge/tune/prefs.py: the preference formats
-
     on_error = "fatal" if cfg.on_bad_record == "error" else "skip"
 
     def load(path: str):
         data = read_preferences(path, on_error=on_error)
-        bad = list(getattr(data, "bad", []) or [])
-        for b in bad[:MAX_REPORTED]:
+        for b in data.bad[:MAX_REPORTED]:
             log(f"skipped malformed record {b}")
-        if len(bad) > MAX_REPORTED:
-            log(f"... and {len(bad) - MAX_REPORTED} more malformed records")
-        log(f"data: {path}: {len(data.pairs)} preference pairs, {len(bad)} malformed skipped")
-        return list(data.pairs), len(bad)
+        if len(data.bad) > MAX_REPORTED:
+            log(f"... and {len(data.bad) - MAX_REPORTED} more malformed records")
+        formats = ", ".join(f"{n} {f}" for f, n in sorted(data.formats.items()))
+        excluded = ", ".join(f"{n} {why}" for why, n in sorted(data.excluded.items()))
+        log(f"data: {path}: {len(data.pairs)} preference pairs ({formats or 'none'}), {len(data.bad)} malformed "
+            f"skipped" + (f", left out: {excluded}" if excluded else ""))
+        return list(data.pairs), len(data.bad)
 
     pairs, bad = load(cfg.data)
     if cfg.val_data:
