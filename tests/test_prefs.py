@@ -300,7 +300,7 @@ def test_export_refuses_bad_input_with_one_clear_error(tmp_path, capsys):
             write_export(path, tmp_path / "x.jsonl")
         assert not (path.parent / "missing.sqlite").exists()  # never created by looking
     assert main(["human"]) == 2
-    assert "lmforge human needs an action: export" in capsys.readouterr().err
+    assert "lmforge human needs an action: export or answers" in capsys.readouterr().err
 
 
 VOTE = st.tuples(st.sampled_from([1, 2]), st.sampled_from(["red", "blue", "tie", "both_bad"]), st.booleans())
@@ -340,3 +340,15 @@ def test_export_then_read_gives_the_same_pairs_whatever_the_vote_order(votes, or
             assert data.excluded == (ties if keep_ties else Counter())
             got.append(Counter((json.dumps(p.prompt), p.chosen, p.rejected) for p in data.pairs))
     assert all(g == want for g in got)
+
+
+def test_answers_per_model_for_the_judge(tmp_path, capsys):
+    db = make_db(tmp_path / "h.sqlite")
+    assert main(["human", "answers", "--db", str(db), "--out", str(tmp_path / "ans")]) == 0
+    assert "red: " in capsys.readouterr().out
+    for model in ("red", "blue"):
+        rows = [json.loads(x) for x in (tmp_path / "ans" / f"{model}.jsonl").read_text().splitlines()]
+        assert rows == [{"question": p, "answer": ANSWERS[model][k], "prompt_key": key}
+                        for k, (key, p, _) in enumerate(PROMPTS)]
+    assert main(["human", "answers", "--db", str(db), "--out", str(tmp_path / "ans")]) == 2
+    assert "already exist; choose another --out" in capsys.readouterr().err

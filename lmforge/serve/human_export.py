@@ -1,6 +1,8 @@
-"""`lmforge human export`: the votes of a human-evaluation file as preference pairs for DPO.
+"""`lmforge human export`: the votes of a human-evaluation file as preference pairs for DPO;
+`lmforge human answers`: the answers the raters saw, per model, for `lmforge eval judge`.
 
     lmforge human export --db human_eval.sqlite --out prefs.jsonl [--keep-ties] [--force]
+    lmforge human answers --db human_eval.sqlite --out answers/   # answers/<model>.jsonl
 
 One JSON line per vote, in TRL's conversational preference form (lmforge/tune/prefs.py reads it;
 so does TRL's DPOTrainer, which ignores the extra fields):
@@ -145,6 +147,31 @@ def write_export(db: str | Path, out: str | Path, keep_ties: bool = False, force
     return result
 
 
+def write_answers(db: str | Path, out: str | Path) -> dict[str, Path]:
+    """<out>/<model>.jsonl of {"question", "answer", "prompt_key"} per prompt, prompts in the same
+    order for every model: `lmforge eval judge --answers A --answers-b B` compares them pairwise."""
+    con = _connect(Path(db))
+    try:
+        models = json.loads(con.execute("SELECT value FROM meta WHERE key = 'models'").fetchone()[0])
+        rows = con.execute("SELECT p.id, p.key, p.prompt, a.model, a.text FROM prompts p "
+                           "JOIN answers a ON a.prompt_id = p.id ORDER BY p.id").fetchall()
+    except (sqlite3.DatabaseError, TypeError, ValueError) as e:
+        raise LmforgeError(f"cannot read the answers of {db}: {e}") from None
+    finally:
+        con.close()
+    out = Path(out)
+    files = {m: out / f"{m}.jsonl" for m in models}
+    taken = [str(f) for f in files.values() if f.exists()]
+    if taken:
+        raise LmforgeError(f"{', '.join(taken)} already exist{'s' if len(taken) == 1 else ''}; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    for m, path in files.items():
+        lines = [json.dumps({"question": r["prompt"], "answer": r["text"], "prompt_key": r["key"]}, ensure_ascii=False)
+                 for r in rows if r["model"] == m]
+        write_text_atomic(path, "".join(x + "\n" for x in lines))
+    return files
+
+
 # ---- `lmforge human`
 
 
@@ -160,11 +187,18 @@ def add_parser(sub) -> None:
     e.add_argument("--keep-ties", action="store_true",
                    help="write tie and both-bad votes too, marked by a 'preference' field")
     e.add_argument("--force", action="store_true", help="replace --out if it exists")
+    a = hs.add_parser("answers", help="write each model's answers as <out>/<model>.jsonl for `lmforge eval judge`")
+    a.add_argument("--db", required=True, help="human-evaluation file (from `lmforge eval human`)")
+    a.add_argument("--out", required=True, help="folder for one {question, answer} JSONL per model")
 
 
 def run(args) -> int:
+    if args.human_action == "answers":
+        for model, path in write_answers(args.db, args.out).items():
+            print(f"[lmforge] {model}: {path}", flush=True)
+        return 0
     if args.human_action != "export":
-        raise LmforgeError("lmforge human needs an action: export (see lmforge human export --help)")
+        raise LmforgeError("lmforge human needs an action: export or answers (see lmforge human --help)")
     result = write_export(args.db, args.out, keep_ties=args.keep_ties, force=args.force)
     for line in result.summary(args.out):
         print(f"[lmforge] {line}", flush=True)
