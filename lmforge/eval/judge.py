@@ -92,7 +92,7 @@ def served_model(base_url: str, api_key_env: str = "OPENAI_API_KEY", timeout: fl
 
 def local_judge(lm, max_new_tokens: int = 256) -> Judge:
     """A local model as judge (greedy); useful for plumbing, weak as a judge unless instruction-tuned."""
-    from lmforge.eval.generation import generate_until
+    from lmforge.eval.generation import generate_until  # torch: eval's parser imports this module
 
     return lambda prompt: generate_until(lm, prompt, until=[], max_gen_toks=min(max_new_tokens, lm.max_length - 1))
 
@@ -151,7 +151,7 @@ def summarize_pairs(records: list[dict]) -> dict:
 
 
 def _read_answers(path: str) -> list[dict]:
-    from lmforge.eval.tasks.data import read_jsonl
+    from lmforge.eval.tasks.data import read_jsonl  # numpy: eval's parser imports this module
 
     p = Path(path)
     if not p.is_file():
@@ -185,7 +185,7 @@ def run_judge(args) -> int:
         model = args.judge_model or served_model(args.judge_url, args.api_key_env)
         judge = openai_judge(args.judge_url, model, args.api_key_env)
     else:
-        from lmforge.eval.lm import LmforgeLM
+        from lmforge.eval.lm import LmforgeLM  # torch: eval's parser imports this module
 
         judge = local_judge(LmforgeLM.from_run(args.judge_run))
     a = _read_answers(args.answers)

@@ -11,6 +11,13 @@ import gc
 import json
 import sys
 
+import torch
+
+from lmforge.model import ModelConfig, Transformer
+from lmforge.train.config import TrainConfig
+from lmforge.train.optim import build_optimizer
+from lmforge.typed_config import from_dict
+
 
 def _status_bytes(key: str) -> int:
     with open("/proc/self/status", encoding="ascii") as f:
@@ -21,12 +28,6 @@ def _status_bytes(key: str) -> int:
 
 
 def main(spec: dict) -> dict:
-    import torch
-
-    from lmforge.model import ModelConfig, Transformer
-    from lmforge.train.config import TrainConfig
-    from lmforge.train.optim import build_optimizer
-    from lmforge.typed_config import from_dict
 
     def step(model, optimizer, x, y) -> None:  # the statements of lmforge.train.loop's inner step
         extra = (

@@ -182,7 +182,7 @@ def truthfulqa_gen_process(doc: dict) -> dict:
 
 
 def truthfulqa_gen(root: Path | None, hub: bool, release: str = "v0") -> Task:
-    from lmforge.eval.generation import truthfulqa_gen_results
+    from lmforge.eval.generation import truthfulqa_gen_results  # torch: the task list loads without it
 
     def load(split: str):
         if split != "validation":
@@ -207,7 +207,7 @@ def truthfulqa_gen(root: Path | None, hub: bool, release: str = "v0") -> Task:
 
 
 def wikitext(root: Path | None, hub: bool) -> Task:
-    from lmforge.eval.perplexity import wikitext_detokenizer
+    from lmforge.eval.perplexity import wikitext_detokenizer  # torch: the task list loads without it
 
     def load(split: str):
         if hub:
