@@ -18,6 +18,16 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="dotted config overrides")
 
 
+TRAIN_EPILOG = """\
+optimizer and schedule (README, "Pre-training"):
+  train.optimizer=adamw|adam|muon   muon: Muon on the blocks' matrices, AdamW (train.lr) on the rest;
+                                    train.muon_lr (0.02), train.muon_momentum (0.95),
+                                    train.muon_weight_decay (0), train.muon_adjust_lr=original|match_rms_adamw
+  train.decay=cosine|linear|constant|wsd   wsd: warmup-stable-decay, train.decay_fraction (0.2),
+                                    train.decay_shape=linear|1-sqrt (default); all decay to train.min_lr_ratio
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Each stage's package owns its arguments; the subcommands are listed in pipeline order.
     from lmforge import __version__
@@ -38,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     curate_cli.add_parser(sub)
     _add_tokenizer_parser(sub)
-    p = sub.add_parser("train", help="pre-train a model (trains the tokenizer and encodes shards if needed)")
+    p = sub.add_parser("train", help="pre-train a model (trains the tokenizer and encodes shards if needed)",
+                       epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config_args(p)
     plan_cli.add_parser(sub)
     # `eval human` is serve's (the server's page collects the ratings); registered here so eval

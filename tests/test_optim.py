@@ -217,3 +217,15 @@ def test_muon_run_learns_and_sigkill_resume_reproduces_the_losses(data, tmp_path
     a, _ = load_model(tmp_path / "ref")
     b, _ = load_model(run)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_train_help_lists_every_optimizer_and_decay():
+    import typing
+
+    from lmforge.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    text = sub.choices["train"].format_help()
+    hints = typing.get_type_hints(TrainConfig)
+    for field in ("optimizer", "decay", "decay_shape", "muon_adjust_lr"):
+        assert "|".join(typing.get_args(hints[field])) in text, field
