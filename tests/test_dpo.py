@@ -328,12 +328,19 @@ def test_sigterm_then_sigkill_resumes_step_for_step(base_run, tmp_path, variant)
 
 @pytest.mark.slow
 def test_two_fsdp_processes_train_as_one(base_run, tmp_path):
+    """Each FSDP rank takes every other pair of each global micro-batch: the losses, step metrics,
+    held-out figures and weights are one process's."""
     one, two = tmp_path / "one", tmp_path / "two"
     result(run_worker(tmp_path, settings_for(base_run, one, eval_every=3)))
     result(run_worker(tmp_path, settings_for(base_run, two, eval_every=3, parallel={"dp": 2}), nproc=2))
     a, b = train_rows(one), train_rows(two)
     for key in ("loss", "reward_margin", "pref_accuracy", "logp_chosen"):
         assert [x[key] for x in b] == pytest.approx([x[key] for x in a], abs=1e-5), key
+    val = [[r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "val"]
+           for d in (one, two)]
+    assert len(val[0]) == 2 and [v["step"] for v in val[1]] == [3, 6]
+    for key in ("val_loss", "val_pref_accuracy", "val_reward_margin", "val_logp_accuracy"):
+        assert [v[key] for v in val[1]] == pytest.approx([v[key] for v in val[0]], abs=1e-5), key
     w1, w2 = weights(one), weights(two)
     for name in w1:
         torch.testing.assert_close(w2[name], w1[name], atol=1e-5, rtol=1e-4)

@@ -185,22 +185,28 @@ def dpo_finetune(cfg: FinetuneConfig, log=default_log, pairs: tuple[list, list] 
     def prepare_model(model: torch.nn.Module) -> None:
         """Before LoRA: the starting weights give the reference (copy, table) and the 'before' figures.
         A resumed run's model is not the start yet (its checkpoint is loaded later): it reloads them."""
-        start = base_model() if resuming else model
+        held: list[torch.nn.Module] = []
+
+        def start() -> torch.nn.Module:  # built only when needed: a resumed LoRA run may need none
+            if not held:
+                held.append(base_model() if resuming else model)
+            return held[0]
+
         key = f"{fingerprint(train_p)}:{fingerprint(val_p)}:{dc.ref}"
         need_train = dc.ref == "precomputed" and cfg.method == "full"
 
         def compute() -> torch.Tensor:
-            parts = [reference_table(start, ps, tok.pad_id, amp) for ps in ((train_p if need_train else []), val_p)]
+            parts = [reference_table(start(), ps, tok.pad_id, amp) for ps in ((train_p if need_train else []), val_p)]
             return torch.cat(parts)
 
         table = load_or_compute_table(out / TRAIN_DIR / REF_FILE, key, compute, save=main)
         n_train = len(train_p) if need_train else 0
         tables["train"], tables["val"] = table[:n_train], table[n_train:]
         if cfg.method == "full" and dc.ref == "model":
-            refs["ref"] = frozen_reference(start if resuming else base_model())
+            refs["ref"] = frozen_reference(start() if resuming else base_model())
         if main and val_p and not (out / TRAIN_DIR / BEFORE_FILE).exists():
             probe = DpoObjective(table_reference(tables["val"]), dc.beta, dc.loss, dc.label_smoothing)
-            before = preference_figures(start, val_p, tables["val"], probe, tok.pad_id, cfg.batch_size, amp)
+            before = preference_figures(start(), val_p, tables["val"], probe, tok.pad_id, cfg.batch_size, amp)
             (out / TRAIN_DIR / BEFORE_FILE).write_text(json.dumps(before) + "\n", encoding="utf-8")
         if cfg.method == "lora":
             wrapped = apply_lora(model, cfg.lora)
