@@ -189,13 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     from lmforge.config import load_config
 
     variants = list(VARIANTS)
-    for spec in args.variant:
-        name, _, rest = spec.partition("=")
-        variants.append(Variant(name.lstrip("~"), rest.split(), "combined: " + " ".join(rest.split()),
-                                same_cost=name.startswith("~")))
     if args.only:
         wanted = args.only.split(",")
         variants = [v for v in variants if v.name in wanted or v.name == "baseline"]
+    for spec in args.variant:  # asked for by name, so always run
+        name, _, rest = spec.partition("=")
+        variants.append(Variant(name.lstrip("~"), rest.split(), "combined: " + " ".join(rest.split()),
+                                same_cost=name.startswith("~")))
     seeds = [int(s) for s in args.seeds.split(",")]
     base_steps = args.steps or load_config("tiny", []).train.max_steps
     work = args.work.resolve()
