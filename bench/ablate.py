@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                      "bpbs": bpbs, "tps": statistics.fmean(r["tokens_per_s"] for r in ok),
                      "fpt": ok[0]["flops_per_token"], "params": ok[0]["params"],
                      "wall": statistics.fmean(r["total_s"] for r in ok)})
+    order = [v.name for v in variants]
+    rows.sort(key=lambda r: order.index(r["variant"]))  # the variants' order, not the order they finished
     table = summarize(rows)
     print(table)
     if args.out:
