@@ -124,6 +124,13 @@ NOT_RUN = {norm(c): reason for c, reason in {
     "-d '{\"model\": \"sft\", \"prompt\": \"Once upon a time\", \"max_tokens\": 32, \"temperature\": 0}'":
         "talks to the server above; tests/test_serve_api.py sends these requests",
     "lmforge serve --human-eval human_eval.sqlite": SERVER,
+    "lmforge human export --db human_eval.sqlite --out prefs.jsonl":
+        "needs votes cast at /human on the server above; tests/test_dpo_loop.py casts them in headless Chromium "
+        "and runs this export (the workspace's prefs.jsonl stands in for its output here)",
+    "lmforge serve --human-eval round2.sqlite --run judge=runs/judge": SERVER,
+    "lmforge eval judge --answers answers/sft-dpo.jsonl --answers-b answers/sft.jsonl --judge-url "
+    "http://127.0.0.1:8000/v1 --judge-model judge --output judge/":
+        "needs the judge server above; tests/test_dpo_loop.py runs it against lmforge serve on loopback",
     "lmforge import --hf path/to/SmolLM-135M --out runs/smollm":
         "needs a downloaded Hugging Face model (network); tests/test_export_import.py imports generated ones",
     "lmforge train --config my.yaml train.init_from=hf:path/to/SmolLM-135M": "the downloaded model above (network)",
@@ -219,6 +226,11 @@ RUN = {norm(c): r for c, r in {
     "lmforge export --run runs/tiny --out hf/tiny-bf16 --dtype bfloat16": Run(),
     "lmforge inspect --run runs/tiny 'I hit the baseball with a bat' --compare 'I hit the bat with a baseball' "
     "--json": Run(["--layers", "0"]),
+    "lmforge finetune --method dpo --init runs/sft --data prefs.jsonl --out runs/sft-dpo":
+        Run(SHORT_TUNE, output="held-out preference accuracy"),
+    "lmforge eval human --models runs/sft runs/sft-dpo --prompts prompts.jsonl --output round2.sqlite":
+        Run(["--max-tokens", "4"]),
+    "lmforge human answers --db round2.sqlite --out answers/": Run(output="sft-dpo: answers/sft-dpo.jsonl"),
 }.items()}
 # Separate processes (torchrun), after the in-process commands.
 PROCESSES = {norm(c): r for c, r in {
@@ -325,6 +337,10 @@ def make_workspace(root: Path) -> None:
                      "replies": []}]}} for i in range(20)])
     (root / "my_sft.yaml").write_text("init: runs/tiny\ndata: my_gsm8k.jsonl\nout: runs/tiny-mine\n")
     _jsonl(root / "prompts.jsonl", [{"prompt": "Hello"}, {"prompt": "What is 2+3?"}])
+    _jsonl(root / "prefs.jsonl", [{"prompt": [{"role": "user", "content": f"What is {i}+{i}?"}],  # as human export
+                                   "chosen": [{"role": "assistant", "content": str(2 * i)}],
+                                   "rejected": [{"role": "assistant", "content": f"{i}{i}"}],
+                                   "preference": "chosen", "vote_id": i + 1} for i in range(1, 9)])
 
 
 def prepare_copies(root: Path) -> None:
