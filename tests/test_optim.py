@@ -229,3 +229,16 @@ def test_train_help_lists_every_optimizer_and_decay():
     hints = typing.get_type_hints(TrainConfig)
     for field in ("optimizer", "decay", "decay_shape", "muon_adjust_lr"):
         assert "|".join(typing.get_args(hints[field])) in text, field
+
+
+@pytest.mark.parametrize("before, after", [("muon", "adamw"), ("adamw", "muon")])
+def test_resuming_with_the_other_kind_of_optimizer_is_one_clear_error(data, tmp_path, before, after):
+    shards, tok, _ = data
+    run = tmp_path / "run"
+    train(make_cfg(tok, max_steps=2, optimizer=before), shards, tok, run)
+    saved = sorted((p.name, p.stat().st_mtime_ns) for p in latest_checkpoint(run).iterdir())
+    with pytest.raises(LmforgeError, match=f"optimizer state of train.optimizer={before} .this run: {after}.; "
+                                           f"resume with train.optimizer={before}, or .* train.init_from"):
+        train(make_cfg(tok, max_steps=4, optimizer=after), shards, tok, run)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in latest_checkpoint(run).iterdir()) == saved  # untouched
+    train(make_cfg(tok, max_steps=4, optimizer=after, init_from=str(run)), shards, tok, tmp_path / "new")  # the way out

@@ -46,7 +46,7 @@ from lmforge.train import checkpoint as ckpt
 from lmforge.train.config import TrainConfig
 from lmforge.train.metrics import MetricsLog, Progress, Throughput, peak_flops
 from lmforge.train.objectives import Objective, batch_seed
-from lmforge.train.optim import build_optimizer, set_lr
+from lmforge.train.optim import build_optimizer, check_resumable, set_lr
 from lmforge.train.parallel.dist import Dist, errors_on_rank_zero
 from lmforge.train.parallel.dist import setup as dist_setup
 from lmforge.train.parallel.parallelize import Parallel, check_layout, parallelize
@@ -380,6 +380,7 @@ def _check_compatible(ckpt_dir: Path, cfg: RunConfig) -> None:
     if diff:
         raise LmforgeError(f"checkpoint {ckpt_dir} is of another model: {', '.join(diff)}; use another run "
                            "name, or set train.init_from (weights only) for a compatible model")
+    check_resumable(ckpt_dir, cfg.train)
 
 
 def _mfu_scale(cfg: RunConfig, seq_len: int, device: torch.device, world_size: int) -> float | None:

@@ -17,6 +17,7 @@ as one object (`MuonAdamW`), and the LR schedule scales both, keeping muon_lr / 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ from torch import nn
 from lmforge.errors import LmforgeError
 from lmforge.train.config import TrainConfig
 from lmforge.train.muon import Muon
+from lmforge.typed_config import read_yaml_mapping
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -140,6 +142,16 @@ class MuonAdamW:
                                "weights alone)")
         for name, opt in self.parts.items():
             opt.load_state_dict(state[name])
+
+
+def check_resumable(ckpt_dir: Path, cfg: TrainConfig) -> None:
+    """A checkpoint holds Muon+AdamW's state or Adam(W)'s (the two share a format); resuming it
+    needs the same kind, else one error that says so before any state is read."""
+    saved = (read_yaml_mapping(Path(ckpt_dir) / "config.yaml").get("train") or {}).get("optimizer", "adamw")
+    if (saved == "muon") != (cfg.optimizer == "muon"):
+        raise LmforgeError(f"checkpoint {ckpt_dir} holds the optimizer state of train.optimizer={saved} (this run: "
+                           f"{cfg.optimizer}); resume with train.optimizer={saved}, or start a new run with "
+                           "train.init_from (weights only)")
 
 
 def set_lr(optimizer: torch.optim.Optimizer | MuonAdamW, lr: float) -> None:
