@@ -173,6 +173,27 @@ def test_source_resumes_and_rejects_other_data(tok):
     assert int(ranks[0]["step_tokens"]) == int(one["step_tokens"]) == 6  # the global micro-batch's pairs
 
 
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.integers(1, 6), min_size=1, max_size=6))
+def test_pair_weighted_gradient_does_not_depend_on_the_split(tok, sizes):
+    """The loop's token-weighted step: each micro-batch's summed pair losses over the step's pairs.
+    Any split of the same pairs into micro-batches (of unequal padded lengths) gives one gradient."""
+    enc, _, _ = encode_pairs(word_pairs()[:sum(sizes)], tok, seq_len=48, overlong="truncate")
+    ref = frozen_reference(tiny(tok, seed=1))
+
+    def grads(parts: list[int]) -> list[torch.Tensor]:
+        model = tiny(tok)
+        objective = DpoObjective(ref, 0.1, "sigmoid", 0.0)
+        at = 0
+        for n in parts:
+            (objective(model, collate_pairs(enc[at:at + n], tok.pad_id)) / len(enc)).backward()
+            at += n
+        return [p.grad for p in model.parameters()]
+
+    for a, b in zip(grads([len(enc)]), grads(sizes)):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5)
+
+
 # ---------------------------------------------------------------- on the training loop
 
 
