@@ -242,3 +242,28 @@ def test_resuming_with_the_other_kind_of_optimizer_is_one_clear_error(data, tmp_
         train(make_cfg(tok, max_steps=4, optimizer=after), shards, tok, run)
     assert sorted((p.name, p.stat().st_mtime_ns) for p in latest_checkpoint(run).iterdir()) == saved  # untouched
     train(make_cfg(tok, max_steps=4, optimizer=after, init_from=str(run)), shards, tok, tmp_path / "new")  # the way out
+
+
+def test_grad_scaler_unscales_and_skips_both_parts():
+    """fp16 runs (CUDA) step through torch's GradScaler, which only needs param_groups and step;
+    its CPU form checks the same calls here."""
+    cfg = TrainConfig(optimizer="muon", lr=1e-2)
+    models = [tiny(), tiny()]
+    plain, scaled = (build_optimizer(m, cfg, CPU) for m in models)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    x, y = torch.randint(0, 64, (2, 8)), torch.randint(0, 64, (2, 8))
+    models[0](x, y)[1].backward()
+    plain.step()
+    scaler.scale(models[1](x, y)[1]).backward()
+    scaler.step(scaled)
+    scaler.update()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    before = [p.detach().clone() for p in models[1].parameters()]
+    scaled.zero_grad()
+    scaler.scale(models[1](x, y)[1]).backward()
+    models[1].blocks[0].attn.q_proj.weight.grad[0, 0] = math.inf  # an overflow: neither part steps
+    scaler.step(scaled)
+    scaler.update()
+    assert all(torch.equal(a, b) for a, b in zip(before, models[1].parameters()))
+    assert scaler.get_scale() == 2.0**9
