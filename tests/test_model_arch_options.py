@@ -17,7 +17,7 @@ from lmforge.eval.loglik import loglikelihood_tokens
 from lmforge.model import ModelConfig, Transformer
 from lmforge.model.config import ACTIVATIONS
 from lmforge.model.positions import apply_rotary
-from lmforge.model.transformer import MLP, GatedMLP, relu2
+from lmforge.model.transformer import MLP, GatedMLP, relu2, soft_cap
 from lmforge.plan.memory import activation_elements
 
 V = 37
@@ -120,6 +120,14 @@ def test_softcap_is_cap_tanh_of_the_uncapped_logits_and_the_loss_uses_it():
     torch.testing.assert_close(loss, F.cross_entropy(logits.view(-1, V), ids.view(-1)))
     last, _ = capped(ids, last_only=True)
     torch.testing.assert_close(last, logits[:, -1:])
+
+
+def test_softcap_gradient_is_the_formulas():
+    """soft_cap works partly in place (one V-wide tensor fewer); its gradient is still sech^2(x/c)."""
+    x = (5 * torch.randn(40, 60, generator=torch.Generator().manual_seed(5))).requires_grad_()
+    g = torch.randn(40, 60)
+    soft_cap(x, 2.0).backward(g)
+    torch.testing.assert_close(x.grad, g / torch.cosh(x.detach() / 2.0) ** 2)
 
 
 def test_softcap_in_bf16_keeps_its_bound():
