@@ -96,3 +96,11 @@ def test_update_section_errors(tmp_path):
     with pytest.raises(LmforgeError, match="no end marker"):
         update_report_section(tmp_path, "Evaluation", "x")
     assert (tmp_path / "report.md").read_text().startswith("# mine")  # untouched on failure
+
+
+def test_model_section_names_the_architecture_options(run_dir):
+    plain = write_report(run_dir, RunConfig(), RESULT, []).read_text()
+    assert "QK-norm" not in plain and "soft-capped" not in plain
+    cfg = from_dict(RunConfig, {"model": {"qk_norm": True, "logit_softcap": 15, "activation": "relu2"}})
+    text = write_report(run_dir, cfg, RESULT, []).read_text()
+    assert ", QK-norm |" in text and "| output logits | soft-capped at 15 |" in text and "| MLP | relu2," in text
