@@ -128,11 +128,12 @@ def launch(run: Run, extra: list[str], work: Path, shards: Path, tokenizer: Path
         proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(overrides)], stdout=subprocess.PIPE,
                               stderr=f, text=True, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
-    if proc.returncode != 0 or not lines:
+    result = json.loads(lines[-1][len(RESULT_TAG):]) if lines else {}
+    if proc.returncode != 0 or result.get("val_bpb") is None:  # failed, or stopped early by a signal
         err = log.read_text().strip().splitlines()
-        run.error = err[-1] if err else f"exit {proc.returncode}"
+        run.error = result.get("stop_reason") or (err[-1] if err else f"exit {proc.returncode}")
     else:
-        run.result = json.loads(lines[-1][len(RESULT_TAG):])
+        run.result = result
         saved.write_text(json.dumps(run.result, default=str) + "\n", encoding="utf-8")
     print(f"  {name}: " + (run.error or f"{run.result['val_bpb']:.4f} bits/byte, "
                            f"{run.result['tokens_per_s']:,.0f} tokens/s, {run.result['total_s']:.0f}s"), flush=True)
