@@ -139,3 +139,24 @@ def test_rotary_models_pack_unless_windowed(arch):
     a = loglikelihood(model, reqs, 4)
     b = loglikelihood(model, reqs, 4, share_prefix=False)
     assert [x.ll for x in a] == pytest.approx([x.ll for x in b], abs=1e-4)
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope", "sinusoidal", "alibi"])
+def test_lmforge_models_pack_except_alibi(pos):
+    """lmforge's own decoder packs with its position scheme at the packed positions; ALiBi biases by
+    distance along the row, so it keeps the KV-cache path. Scores equal whole requests either way."""
+    from lmforge.eval.lm import LmforgeLM
+    from lmforge.model import ModelConfig, Transformer
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=128, n_layer=2, n_head=2, n_embd=32, init_std=0.1, pos=pos)
+    model = LmforgeLM(Transformer(cfg), tok)
+    assert model.packs_prefixes() == (pos != "alibi")
+    reqs = _requests(6, 10, 3, (2, 20), (1, 12))
+    shared, flat = {}, {}
+    a = loglikelihood(model, reqs, 8, stats=shared)
+    b = loglikelihood(model, reqs, 8, stats=flat, share_prefix=False)
+    assert [x.ll for x in a] == pytest.approx([x.ll for x in b], abs=1e-4)
+    assert [x.greedy for x in a] == [x.greedy for x in b]
+    assert shared["positions_real"] < flat["positions_real"]

@@ -122,6 +122,7 @@ class LmforgeLM(LM):
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
         self._fingerprint = fingerprint or name
+        self._packs: bool | None = None  # decided on first use by `packs_prefixes`
 
     @classmethod
     def from_run(cls, path: str | Path, device: str = "cpu") -> LmforgeLM:
@@ -166,6 +167,24 @@ class LmforgeLM(LM):
         cache = pre.select_rows(owner, max_len=P + S)  # row r continues prefix owner[r]
         hs = m.hidden_states(suffixes.to(self.device), kv_cache=cache)  # (R, S, C)
         return hp[:, -1], hs
+
+    def hidden_packed(self, ids, positions, keep):
+        # The model's own layer stack with the packed mask where it would build a causal one
+        # (Transformer.stack makes masks only from segment ids); `packs_prefixes` checks the result.
+        m = self.model
+        if m.pos_emb.bias(0, 1, True) is not None:  # ALiBi counts distance along the row, not positions
+            raise NotImplementedError("ALiBi biases by distance along the row: packed rows would shift it")
+        ids, pos = ids.to(self.device), positions.to(self.device)
+        x = m.emb_drop(m.pos_emb.add(m.tok_emb(ids), 0, pos))  # (B, T, C)
+        rope, mask = m.pos_emb.rotary(0, ids.shape[1], pos), keep[:, None].to(self.device)
+        for block in m.blocks:
+            x = block(x, rope, mask, False, None, None)
+        return m.norm_f(x)
+
+    def packs_prefixes(self) -> bool:
+        if self._packs is None:
+            self._packs = _packing_agrees(self)
+        return self._packs
 
     def generate_tokens(self, prompt, max_new_tokens, temperature=0.0, seed=None):
         from lmforge.serve.config import SampleConfig
@@ -277,7 +296,7 @@ def _packing_agrees(lm: LM) -> bool:
     with torch.inference_mode():
         try:
             h = lm.hidden_packed(torch.tensor([ctx + a + b]), torch.tensor([[0, 1, 2, 3, 4, 3, 4, 5]]), keep)
-        except (TypeError, ValueError, RuntimeError, NotImplementedError):
+        except (TypeError, ValueError, RuntimeError, NotImplementedError, AttributeError, LmforgeError):
             return False
         whole_a, whole_b = lm.hidden(torch.tensor([ctx + a])), lm.hidden(torch.tensor([ctx + b]))
     if h.shape[:2] != (1, 8):

@@ -17,7 +17,8 @@ position, only scored positions go through the output layer, batches are sorted 
 string is tokenised once, and a result cache skips requests seen before.
 
 A shared context runs once in one of two ways. Backends that take a packed-row mask
-(`LM.packs_prefixes`, e.g. transformers models) get one row per context, [context, continuation 1
+(`LM.packs_prefixes`: lmforge's and transformers' models, not those with ALiBi or a sliding
+window) get one row per context, [context, continuation 1
 minus its last token, continuation 2 ..., ...], each continuation attending to the context and to
 itself at the positions it would have alone: an ordinary forward, rows of any context length
 batched together longest first, so every group with two or more continuations is packed. Other
