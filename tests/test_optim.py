@@ -267,3 +267,11 @@ def test_grad_scaler_unscales_and_skips_both_parts():
     scaler.update()
     assert all(torch.equal(a, b) for a, b in zip(before, models[1].parameters()))
     assert scaler.get_scale() == 2.0**9
+
+
+def test_a_lookup_table_inside_a_block_stays_with_adamw():
+    model = tiny()
+    model.blocks[0].value_table = torch.nn.Embedding(64, 16)  # e.g. a value-embedding trick
+    opt = build_optimizer(model, TrainConfig(optimizer="muon"), CPU)
+    assert all(p is not model.blocks[0].value_table.weight for g in opt.parts["muon"].param_groups for p in g["params"])
+    assert any(p is model.blocks[0].value_table.weight for g in opt.parts["adamw"].param_groups for p in g["params"])

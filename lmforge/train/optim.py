@@ -52,11 +52,14 @@ def no_decay_names(model: nn.Module, weight_decay: float) -> set[str]:
     return {name for name, p in model.named_parameters() if id(p) in exempt}
 
 
-def is_hidden_matrix(name: str, p: torch.Tensor) -> bool:
-    """A 2-D weight inside a transformer block: what Muon optimizes. LoRA's low-rank factors
-    (lora_A/lora_B, not ".weight") stay with AdamW: orthogonalising a rank-r factor's update
-    would give all r directions equal steps, which is not what the adapters were tuned with."""
-    return p.dim() == 2 and name.endswith(".weight") and _BLOCK.match(name) is not None
+def is_hidden_matrix(model: nn.Module, name: str, p: torch.Tensor) -> bool:
+    """The weight of a Linear layer inside a transformer block: what Muon optimizes. Lookup
+    tables stay with AdamW wherever they sit, and so do LoRA's low-rank factors (lora_A/lora_B
+    are not a Linear's weight): orthogonalising a rank-r factor's update would give all r
+    directions equal steps, which is not what the adapters were tuned with."""
+    owner, _, leaf = name.rpartition(".")
+    return (leaf == "weight" and p.dim() == 2 and _BLOCK.match(name) is not None
+            and isinstance(model.get_submodule(owner), nn.Linear))
 
 
 _BLOCK = re.compile(r"(encoder_)?blocks\.\d+\.")
@@ -76,7 +79,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device,
         groups = [g for g in groups if g["params"]]
     if cfg.optimizer != "muon":
         return _adam(groups, cfg, device)
-    hidden = [p for n, p in model.named_parameters() if p.requires_grad and is_hidden_matrix(n, p)]
+    hidden = [p for n, p in model.named_parameters() if p.requires_grad and is_hidden_matrix(model, n, p)]
     ids = {id(p) for p in hidden}
     rest = [{**g, "params": [p for p in g["params"] if id(p) not in ids]} for g in groups]
     rest = [g for g in rest if g["params"]]
