@@ -7,8 +7,8 @@ nanoGPT and Llama all exempt them). The model says which tensors decay through
 `model.param_groups(weight_decay)` when it has that method (it also knows that e.g. a learned
 position table is not a matmul weight); any other module falls back to "2-D or more decays".
 
-train.optimizer=muon (Jordan et al. 2024; lmforge/train/muon.py) takes the 2-D weights inside the
-transformer blocks (attention and MLP projections), as modded-nanoGPT and nanochat do; the
+train.optimizer=muon (Jordan et al. 2024; lmforge/train/muon.py) takes the Linear weights inside
+the transformer blocks (attention and MLP projections), as modded-nanoGPT and nanochat do; the
 embeddings, the output layer, norms and biases stay with AdamW, which Muon's orthogonalised step
 does not suit (a lookup table's rows are not a linear map's directions). The two optimizers step
 as one object (`MuonAdamW`), and the LR schedule scales both, keeping muon_lr / lr.
