@@ -12,7 +12,7 @@ wall-clock ratios are shown too. Each side runs `--repeats` times, interleaved; 
 Positions: token positions through the model, padded and real (lmforge); lm-eval's padded count is
 the size of every batch it runs.
 
-    python bench/eval_shapes.py --docs 100 --layers 4 --embd 256
+    python bench/eval_shapes.py --docs 100 --repeats 3 --profile --engine-paths
     python bench/eval_shapes.py --docs 30 --layers 12 --embd 768 --heads 12 --vocab 50257  # GPT-2 small's shape
 """
 
@@ -91,6 +91,32 @@ def profile_lmforge(lm, shapes, args) -> None:
         print(f"| {label} | {mm / total:.0%} | {att / total:.0%} | {(total - mm - att) / total:.0%} |", flush=True)
 
 
+def engine_paths(shapes, args) -> None:
+    """lmforge's own model of the same shape through the engine's three ways: whole requests, the
+    KV-cache path, packed rows (CPU seconds, best of --repeats; padded positions)."""
+    from lmforge.eval.lm import LmforgeLM
+    from lmforge.model import ModelConfig, Transformer
+
+    tok = tiny_tokenizer(4096)
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=max(args.vocab, tok.vocab_size), block_size=1024, n_layer=args.layers,
+                      n_head=args.heads, n_embd=args.embd)
+    lm = LmforgeLM(Transformer(cfg), tok)
+    print("\n| shape | whole | KV cache | packed | packed vs KV cache |")
+    print("|---|---:|---:|---:|---:|")
+    for label, _, tasks in shapes:
+        best, pos = {}, {}
+        for _ in range(args.repeats):
+            for mode in ("whole", "kv", "packed"):
+                lm._packs = None if mode == "packed" else False  # False: as if the model took no mask
+                r = evaluate(lm, tasks, num_fewshot=0, limit=args.docs, batch_size=args.batch_size, progress=False,
+                             share_prefix=mode != "whole")["tasks"][tasks[0].name]
+                best[mode] = min(best.get(mode, float("inf")), r["model_cpu_seconds"])
+                pos[mode] = r["positions"]["padded"]
+        cells = " | ".join(f"{best[m]:.2f} ({pos[m]})" for m in ("whole", "kv", "packed"))
+        print(f"| {label} | {cells} | {best['kv'] / best['packed']:.2f}× |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=200)
@@ -104,6 +130,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="runs of each side, interleaved; medians")
     ap.add_argument("--profile", action="store_true",
                     help="then profile one lmforge run per shape (torch.profiler): where its time goes")
+    ap.add_argument("--engine-paths", action="store_true",
+                    help="then lmforge's own model of the same shape: whole requests vs KV cache vs packed rows")
     ap.add_argument("--shapes", default="piqa,boolq,arc,hellaswag,mmlu",
                     help="comma-separated subset of piqa, boolq, arc, hellaswag, mmlu")
     args = ap.parse_args()
@@ -168,6 +196,8 @@ def main() -> None:
               f"{pos['padded'] / pos['real']:.3f} | {same} |", flush=True)
     if args.profile:
         profile_lmforge(lm, shapes, args)
+    if args.engine_paths:
+        engine_paths(shapes, args)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
