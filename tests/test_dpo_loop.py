@@ -123,7 +123,7 @@ def test_votes_to_dpo_to_a_better_rated_model(browser, tmp_path, capsys):  # noq
     assert {(p.prompt[-1]["content"], p.chosen, p.rejected) for p in pairs} == \
         {(p, liked[p], seen[(p, "parent")]) for p in PROMPTS}
     tuned = tmp_path / "tuned"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "lmforge", "finetune", "--method", "dpo", "--init", str(parent),
                            "--data", str(prefs), "--out", str(tuned), *DPO],
                           check=False, capture_output=True, text=True, env=env, timeout=600)
