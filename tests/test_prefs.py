@@ -86,6 +86,7 @@ def test_formats_mix_per_record_and_json_arrays_and_gzip(tmp_path):
 GOOD = FORMATS["trl_standard"][0]
 MALFORMED = [
     ("{not json", "not valid JSON"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
     ('["prompt", "chosen"]', "not a JSON object"),
     ({"prompt": "q", "rejected": "b"}, "missing field 'chosen'"),
     ({"prompt": "q"}, "missing fields 'chosen', 'rejected'"),

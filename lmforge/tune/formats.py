@@ -67,7 +67,7 @@ def read_records(path: str | Path, kind: str = "SFT") -> Iterator[tuple[str, Any
     if path.suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise LmforgeError(f"{path}: not valid JSON: {e}") from None
         if not isinstance(data, list):
             raise LmforgeError(f"{path}: a .json {kind} file must hold an array of records")
@@ -84,6 +84,8 @@ def read_records(path: str | Path, kind: str = "SFT") -> Iterator[tuple[str, Any
                     yield f"{path.name}:{n}", json.loads(line)
                 except ValueError as e:
                     yield f"{path.name}:{n}", RecordError(f"not valid JSON ({e.msg} at column {e.colno})")
+                except RecursionError:  # json's decoder recurses once per nesting level
+                    yield f"{path.name}:{n}", RecordError("JSON nested too deeply")
     except (OSError, UnicodeDecodeError, EOFError) as e:
         raise LmforgeError(f"cannot read {path}: {e}") from None
 
