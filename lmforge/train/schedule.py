@@ -43,9 +43,9 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def wsd_decay_start(cfg: TrainConfig) -> int:
-    """The first step of wsd's decay: decay_fraction of max_steps (rounded) before the end, but
-    not inside the warmup."""
-    return max(cfg.max_steps - round(cfg.decay_fraction * cfg.max_steps), cfg.warmup_steps)
+    """The first step of wsd's decay: decay_fraction of max_steps (rounded, at least one step)
+    before the end, but not inside the warmup."""
+    return max(cfg.max_steps - max(round(cfg.decay_fraction * cfg.max_steps), 1), cfg.warmup_steps)
 
 
 def micro_batches_at(tokens_seen: int, cfg: TrainConfig, seq_len: int) -> int:
