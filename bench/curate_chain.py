@@ -28,8 +28,10 @@ def main() -> None:
     args = ap.parse_args()
     sample = resources.files("lmforge") / "corpus" / "web_sample.jsonl.gz"
     with gzip.open(sample, "rt", encoding="utf-8") as f:
-        docs = [{"id": str(r.get("id", i)), "text": r["text"], "source": "web", "meta": {}}
-                for i, r in enumerate(map(json.loads, f))]
+        docs = [
+            {"id": str(r.get("id", i)), "text": r["text"], "source": "web", "meta": {}}
+            for i, r in enumerate(map(json.loads, f))
+        ]
     cfg = CurateConfig()
     with tempfile.TemporaryDirectory() as tmp:
         _prepare_resources(cfg, Path(tmp))
@@ -42,8 +44,10 @@ def main() -> None:
             removed = sum(1 for d in batch if pipe(d, stats))
             times.append(time.process_time() - t)
     times.sort()
-    print(f"{len(docs)} documents, {removed} removed: CPU per pass min {times[0]:.3f} s, "
-          f"median {times[len(times) // 2]:.3f} s ({args.passes} passes)")
+    print(
+        f"{len(docs)} documents, {removed} removed: CPU per pass min {times[0]:.3f} s, "
+        f"median {times[len(times) // 2]:.3f} s ({args.passes} passes)"
+    )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ from lmforge.data.curate.shards import read_shard, shard_files
 from lmforge.data.curate.text import normalize
 
 SAMPLE = Path(__file__).resolve().parents[1] / "lmforge" / "corpus" / "web_sample.jsonl.gz"
-OFF = {name: {"enabled": False} for name in ("lang_id", "gopher_quality", "gopher_repetition", "c4", "fineweb")}
+OFF = {
+    name: {"enabled": False} for name in ("lang_id", "gopher_quality", "gopher_repetition", "c4", "fineweb")
+}
 FILLER = ["foo", "bar", "baz", "qux", "lorem", "ipsum", "alpha", "omega"]
 
 
@@ -59,7 +61,7 @@ def shingles(text: str, n: int = 5) -> set[bytes]:
     w = simplify(text).split()
     if not w:
         return {text.encode("utf-8", "replace")}  # MinHash hashes a wordless text as itself
-    return {b" ".join(w[i:i + n]) for i in range(max(1, len(w) - n + 1))}
+    return {b" ".join(w[i : i + n]) for i in range(max(1, len(w) - n + 1))}
 
 
 def jaccard(a: str, b: str) -> float:
@@ -77,12 +79,28 @@ def quality_corpus(seed: int = 0) -> list[dict]:
     for p in pages():
         docs.append({"id": p["id"], "text": p["text"]})
         for k in range(3):
-            docs.append({"id": f"{p['id']}~{k}", "text": substitute(p["text"], rng.uniform(0.002, 0.012), rng)})
+            docs.append(
+                {"id": f"{p['id']}~{k}", "text": substitute(p["text"], rng.uniform(0.002, 0.012), rng)}
+            )
     vocab = sorted({w for d in docs[:200] for w in d["text"].split() if w.isalpha()})
     for k in range(67):
         docs.append({"id": f"short{k}", "text": " ".join(rng.choices(vocab, k=rng.randint(2, 7)))})
-    junk = ["!!!", "...", "12345 678", "http://example.com/a/b?c=1", "🙂🙂🙂", "ok ok ", "OK ok", "# # #", "--",
-            "日本語", "ФФФ", "a", "1", "\u200b"]
+    junk = [
+        "!!!",
+        "...",
+        "12345 678",
+        "http://example.com/a/b?c=1",
+        "🙂🙂🙂",
+        "ok ok ",
+        "OK ok",
+        "# # #",
+        "--",
+        "日本語",
+        "ФФФ",
+        "a",
+        "1",
+        "\u200b",
+    ]
     for k in range(40):
         docs.append({"id": f"junk{k}", "text": junk[k % len(junk)] * rng.randint(1, 3)})
     docs += [{"id": f"empty{k}", "text": t} for k, t in enumerate(["", " ", "\n\n"])]
@@ -131,7 +149,9 @@ def quality(workers: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in.jsonl"
         src.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
-        cfg = from_dict(CurateConfig, {**OFF, "workers": workers, "shard_bytes": 2**20, "output_format": "jsonl"})
+        cfg = from_dict(
+            CurateConfig, {**OFF, "workers": workers, "shard_bytes": 2**20, "output_format": "jsonl"}
+        )
         t0 = time.perf_counter()
         stats = curate(cfg, Path(tmp) / "out", [str(src)])
         seconds = time.perf_counter() - t0
@@ -145,19 +165,28 @@ def quality(workers: int) -> None:
     comps = components(list(compared), pairs)
     right = sum(min(sum(i in dup for i in c), len(c) - 1) for c in comps)
     should = sum(len(c) - 1 for c in comps)
-    planted = [jaccard(compared[i.split("~")[0]], t) for i, t in compared.items()
-               if "~" in i and i.split("~")[0] in compared]  # each copy against its page
+    planted = [
+        jaccard(compared[i.split("~")[0]], t)
+        for i, t in compared.items()
+        if "~" in i and i.split("~")[0] in compared
+    ]  # each copy against its page
     best = {}
     for a, b, j in exact_pairs(compared, 0.5):
         best[a], best[b] = max(best.get(a, 0), j), max(best.get(b, 0), j)
     near_miss = sum(0.5 <= best.get(i, 0) < 0.8 for i in dup)
-    print(f"quality: {len(docs)} documents ({stats['shards']} shards, {workers} workers, {seconds:.1f} s), "
-          f"{len(compared)} reach dedup, {len(pairs)} pairs with J >= 0.8 in {len(comps)} components "
-          f"(page-copy pairs: J {min(planted):.3f}-{max(planted):.3f}, median {np.median(planted):.3f})")
-    print(f"  removed as duplicates: {len(dup)} (exact {stats['dedup']['exact_removed']}, "
-          f"near {stats['dedup']['near_removed']}); should remove {should}")
-    print(f"  recall {right / should:.4f}   precision {right / max(1, len(dup)):.4f}   "
-          f"(removed with best J in 0.5-0.8, the LSH curve's slope: {near_miss})")
+    print(
+        f"quality: {len(docs)} documents ({stats['shards']} shards, {workers} workers, {seconds:.1f} s), "
+        f"{len(compared)} reach dedup, {len(pairs)} pairs with J >= 0.8 in {len(comps)} components "
+        f"(page-copy pairs: J {min(planted):.3f}-{max(planted):.3f}, median {np.median(planted):.3f})"
+    )
+    print(
+        f"  removed as duplicates: {len(dup)} (exact {stats['dedup']['exact_removed']}, "
+        f"near {stats['dedup']['near_removed']}); should remove {should}"
+    )
+    print(
+        f"  recall {right / should:.4f}   precision {right / max(1, len(dup)):.4f}   "
+        f"(removed with best J in 0.5-0.8, the LSH curve's slope: {near_miss})"
+    )
 
 
 def layout_variants(text: str, rng: random.Random) -> dict[str, str]:
@@ -195,12 +224,16 @@ def dedup_order() -> None:
                 found[name][kind] += bool((keys[0] == keys[1]).any())
                 found[name][kind + " exact"] += a == b
     print("dedup order: C4 pages passing C4, one copy per variant; pairs found by LSH (identical texts)")
-    print(f"  {'copy':22s} {'pairs':>6s} {'copy removed by C4':>19s} {'signature of cleaned':>21s} "
-          f"{'signature of original':>22s}")
+    print(
+        f"  {'copy':22s} {'pairs':>6s} {'copy removed by C4':>19s} {'signature of cleaned':>21s} "
+        f"{'signature of original':>22s}"
+    )
     for name, c in found.items():
         n = max(1, c["pairs"])
-        print(f"  {name:22s} {c['pairs']:6d} {c['copy removed by C4']:19d} "
-              f"{c['cleaned'] / n:12.3f} ({c['cleaned exact']:4d}) {c['original'] / n:13.3f} ({c['original exact']:4d})")
+        print(
+            f"  {name:22s} {c['pairs']:6d} {c['copy removed by C4']:19d} "
+            f"{c['cleaned'] / n:12.3f} ({c['cleaned exact']:4d}) {c['original'] / n:13.3f} ({c['original exact']:4d})"
+        )
 
 
 def main() -> None:

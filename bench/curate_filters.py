@@ -21,7 +21,9 @@ from lmforge.data.curate.gopher import gopher_quality, gopher_repetition
 from lmforge.data.curate.text import Doc
 
 WEB = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpora" / "web"
-C4_DT = C4Config(min_words_per_line=3, min_sentences=5, bad_words=False, end_marks=[".", "?", "!", '"', "'"])  # datatrove's defaults
+C4_DT = C4Config(
+    min_words_per_line=3, min_sentences=5, bad_words=False, end_marks=[".", "?", "!", '"', "'"]
+)  # datatrove's defaults
 
 
 def ours(texts):
@@ -63,8 +65,12 @@ def theirs(texts):
         from datatrove.utils.text import split_into_parts
     except ImportError:
         return None
-    filters = [("gopher_repetition", GopherRepetitionFilter()), ("gopher_quality", GopherQualityFilter()),
-               ("c4", C4QualityFilter()), ("fineweb", FineWebQualityFilter())]
+    filters = [
+        ("gopher_repetition", GopherRepetitionFilter()),
+        ("gopher_quality", GopherQualityFilter()),
+        ("c4", C4QualityFilter()),
+        ("fineweb", FineWebQualityFilter()),
+    ]
     kept = lambda r: r is True or (isinstance(r, tuple) and r[0])
     out = {}
     # The stack first, while spaCy's own token cache is cold: each document goes through the four
@@ -94,8 +100,10 @@ def token_agreement(texts) -> str | None:
     ours = [split_words(t) for t in texts]
     theirs = [list(split_into_words(t)) for t in texts]
     same = sum(a == b for a, b in zip(ours, theirs))
-    return (f"word tokens: {same}/{len(texts)} pages identical to spaCy's; "
-            f"{sum(map(len, ours)):,} tokens vs {sum(map(len, theirs)):,}")
+    return (
+        f"word tokens: {same}/{len(texts)} pages identical to spaCy's; "
+        f"{sum(map(len, ours)):,} tokens vs {sum(map(len, theirs)):,}"
+    )
 
 
 def main() -> None:
@@ -111,7 +119,9 @@ def main() -> None:
         best = r if best is None else {k: min(best[k], r[k], key=lambda x: x[1]) for k in r}
     dt = theirs(texts)
     disagreements: dict[str, list[int]] = {}
-    print(f"{'filter':20s} {'lmforge MB/s':>13s} {'docs/s':>9s} {'datatrove MB/s':>15s} {'ratio':>7s} {'agree':>7s}")
+    print(
+        f"{'filter':20s} {'lmforge MB/s':>13s} {'docs/s':>9s} {'datatrove MB/s':>15s} {'ratio':>7s} {'agree':>7s}"
+    )
     for name, (keep, s) in best.items():
         line = f"{name:20s} {mb / s:13.2f} {len(texts) / s:9.0f}"
         if dt and name in dt:

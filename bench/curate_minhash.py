@@ -18,7 +18,7 @@ WEB = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpora" / "web
 
 def shingle_strings(text: str) -> list[str]:
     w = simplify(text).decode("utf-8", "replace").split()
-    return [" ".join(w[i:i + 5]) for i in range(max(1, len(w) - 4))]
+    return [" ".join(w[i : i + 5]) for i in range(max(1, len(w) - 4))]
 
 
 def main() -> None:

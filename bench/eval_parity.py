@@ -42,8 +42,17 @@ def lm_eval_lls(res: dict, task: str) -> list[list[float]]:
     return out
 
 
-def compare_run(label: str, ours_lm, theirs_model, names: dict[str, str], include: Path, shots: int | None,
-                limit: int, batch_size: int, task_filter: list[str]) -> tuple[list[dict], dict]:
+def compare_run(
+    label: str,
+    ours_lm,
+    theirs_model,
+    names: dict[str, str],
+    include: Path,
+    shots: int | None,
+    limit: int,
+    batch_size: int,
+    task_filter: list[str],
+) -> tuple[list[dict], dict]:
     """Run both on the tasks in `task_filter` (lmforge names); returns metric rows and timings."""
     ours_tasks = [t for n in task_filter for t in get_tasks(n)]
     theirs_names = [names[t.name] for t in ours_tasks]
@@ -52,8 +61,15 @@ def compare_run(label: str, ours_lm, theirs_model, names: dict[str, str], includ
     theirs = run_lm_eval(theirs_model, theirs_names, include, shots, limit, batch_size)
     t_theirs = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ours = evaluate(ours_lm, ours_tasks, num_fewshot=shots, limit=limit, batch_size=batch_size, log_samples=True,
-                    progress=False)
+    ours = evaluate(
+        ours_lm,
+        ours_tasks,
+        num_fewshot=shots,
+        limit=limit,
+        batch_size=batch_size,
+        log_samples=True,
+        progress=False,
+    )
     t_ours = time.perf_counter() - t0
     if ours["errors"]:
         raise SystemExit(f"lmforge failed: {ours['errors']}")
@@ -74,44 +90,92 @@ def compare_run(label: str, ours_lm, theirs_model, names: dict[str, str], includ
             if m in r["metrics"] and f"{m},none" in th:
                 v, w = r["metrics"][m], float(th[f"{m},none"])
                 se, wse = r["stderr"].get(m), th.get(f"{m}_stderr,none")
-                rows.append({"model": label, "task": t.name, "shots": r["num_fewshot"], "metric": m, "ours": v,
-                             "theirs": w, "diff": abs(v - w), "se_diff": (abs(se - float(wse)) if isinstance(
-                                 wse, float) and se is not None else None), "dll": dll, "n": r["n"]})
-    n_req = sum(len(s.get("loglikelihoods", [0])) for t in ours["tasks"].values() for s in t.get("samples", []))
+                rows.append(
+                    {
+                        "model": label,
+                        "task": t.name,
+                        "shots": r["num_fewshot"],
+                        "metric": m,
+                        "ours": v,
+                        "theirs": w,
+                        "diff": abs(v - w),
+                        "se_diff": (
+                            abs(se - float(wse)) if isinstance(wse, float) and se is not None else None
+                        ),
+                        "dll": dll,
+                        "n": r["n"],
+                    }
+                )
+    n_req = sum(
+        len(s.get("loglikelihoods", [0])) for t in ours["tasks"].values() for s in t.get("samples", [])
+    )
     docs = sum(t["n"] for t in ours["tasks"].values())
-    return rows, {"model": label, "shots": shots, "tasks": ", ".join(task_filter), "docs": docs, "requests": n_req,
-                  "lm_eval_s": t_theirs, "lmforge_s": t_ours}
+    return rows, {
+        "model": label,
+        "shots": shots,
+        "tasks": ", ".join(task_filter),
+        "docs": docs,
+        "requests": n_req,
+        "lm_eval_s": t_theirs,
+        "lmforge_s": t_ours,
+    }
 
 
 def to_markdown(rows: list[dict], timings: list[dict], args, env: str, tok_size: int) -> str:
     worst = max(r["diff"] for r in rows if not r["metric"].endswith("perplexity"))
-    worst_ppl = max((r["diff"] / r["theirs"] for r in rows if r["metric"].endswith("perplexity")), default=0.0)
-    lines = ["# lmforge eval vs lm-evaluation-harness", "",
-             (f"`python bench/eval_parity.py --limit {args.limit} --subjects {args.subjects} --batch-size "
-              f"{args.batch_size} --context {args.context} --vocab {args.vocab} --layers {args.layers} --embd "
-              f"{args.embd} --threads {args.threads}` — {env}"), "",
-             (f"Models: {args.layers} layers, width {args.embd}, vocabulary {tok_size}, context {args.context} "
-              "(random weights)."), "",
-             ("Same random-weight models, same local data (shared/data/benchmarks), the first "
-              f"{args.limit} documents of each task (MMLU: {args.subjects} subject(s) per category), one process. "
-              "lm-eval uses its own task files (included by path, pointed at the local files)."), "",
-             (f"**Parity:** largest |lmforge − lm-eval| over all accuracy metrics: {worst:.2e} "
-              f"(to 4 decimals: {'equal' if worst < 5e-5 else 'NOT equal'}); perplexities: largest relative "
-              f"difference {worst_ppl:.1e}."), "",
-             "| model | task | shots | metric | lmforge | lm-eval | abs diff | stderr diff | max per-request Δll | n |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    worst_ppl = max(
+        (r["diff"] / r["theirs"] for r in rows if r["metric"].endswith("perplexity")), default=0.0
+    )
+    lines = [
+        "# lmforge eval vs lm-evaluation-harness",
+        "",
+        (
+            f"`python bench/eval_parity.py --limit {args.limit} --subjects {args.subjects} --batch-size "
+            f"{args.batch_size} --context {args.context} --vocab {args.vocab} --layers {args.layers} --embd "
+            f"{args.embd} --threads {args.threads}` — {env}"
+        ),
+        "",
+        (
+            f"Models: {args.layers} layers, width {args.embd}, vocabulary {tok_size}, context {args.context} "
+            "(random weights)."
+        ),
+        "",
+        (
+            "Same random-weight models, same local data (shared/data/benchmarks), the first "
+            f"{args.limit} documents of each task (MMLU: {args.subjects} subject(s) per category), one process. "
+            "lm-eval uses its own task files (included by path, pointed at the local files)."
+        ),
+        "",
+        (
+            f"**Parity:** largest |lmforge − lm-eval| over all accuracy metrics: {worst:.2e} "
+            f"(to 4 decimals: {'equal' if worst < 5e-5 else 'NOT equal'}); perplexities: largest relative "
+            f"difference {worst_ppl:.1e}."
+        ),
+        "",
+        "| model | task | shots | metric | lmforge | lm-eval | abs diff | stderr diff | max per-request Δll | n |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         sd = "—" if r["se_diff"] is None else f"{r['se_diff']:.1e}"
-        lines.append(f"| {r['model']} | {r['task']} | {r['shots']} | {r['metric']} | {r['ours']:.4f} | "
-                     f"{r['theirs']:.4f} | {r['diff']:.1e} | {sd} | {r['dll']:.1e} | {r['n']} |")
-    lines += ["", "Δll for wikitext is relative (documents of thousands of tokens).", "",
-              "## Speed (same process, same batch size; wall time incl. data loading)", "",
-              "| model | tasks | shots | docs | lm-eval s | lmforge s | docs/s lm-eval | docs/s lmforge | speed-up |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {r['model']} | {r['task']} | {r['shots']} | {r['metric']} | {r['ours']:.4f} | "
+            f"{r['theirs']:.4f} | {r['diff']:.1e} | {sd} | {r['dll']:.1e} | {r['n']} |"
+        )
+    lines += [
+        "",
+        "Δll for wikitext is relative (documents of thousands of tokens).",
+        "",
+        "## Speed (same process, same batch size; wall time incl. data loading)",
+        "",
+        "| model | tasks | shots | docs | lm-eval s | lmforge s | docs/s lm-eval | docs/s lmforge | speed-up |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for t in timings:
-        lines.append(f"| {t['model']} | {t['tasks']} | {t['shots']} | {t['docs']} | {t['lm_eval_s']:.1f} | "
-                     f"{t['lmforge_s']:.1f} | {t['docs'] / t['lm_eval_s']:.1f} | {t['docs'] / t['lmforge_s']:.1f} | "
-                     f"{t['lm_eval_s'] / t['lmforge_s']:.2f}× |")
+        lines.append(
+            f"| {t['model']} | {t['tasks']} | {t['shots']} | {t['docs']} | {t['lm_eval_s']:.1f} | "
+            f"{t['lmforge_s']:.1f} | {t['docs'] / t['lm_eval_s']:.1f} | {t['docs'] / t['lmforge_s']:.1f} | "
+            f"{t['lm_eval_s'] / t['lmforge_s']:.2f}× |"
+        )
     tot_a = sum(t["lm_eval_s"] for t in timings)
     tot_b = sum(t["lmforge_s"] for t in timings)
     lines += ["", f"Total: lm-eval {tot_a:.1f} s, lmforge {tot_b:.1f} s, **{tot_a / tot_b:.2f}×**.", ""]
@@ -123,11 +187,15 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--subjects", type=int, default=1, help="MMLU subjects per category")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--context", type=int, default=256, help="models' context length (small: exercises truncation)")
+    ap.add_argument(
+        "--context", type=int, default=256, help="models' context length (small: exercises truncation)"
+    )
     ap.add_argument("--vocab", type=int, default=1024, help="tokenizer size (BPE trained on the demo corpus)")
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--embd", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: stable timings on a shared box)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: stable timings on a shared box)"
+    )
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "eval.md"))
     ap.add_argument("--append", action="store_true", help="append to --out instead of replacing it")
@@ -141,21 +209,33 @@ def main() -> int:
     lmf = tiny_lmforge(tok, block_size=args.context, **shape)
     subjects = subjects_one_per_category(args.subjects)
     names = write_lm_eval_tasks(tmp / "tasks", data_dir, subjects)
-    mc0 = ["arc_easy", "arc_challenge", "hellaswag", "truthfulqa_mc1", "truthfulqa_mc2"] + [f"mmlu_{s}" for s in subjects]
+    mc0 = ["arc_easy", "arc_challenge", "hellaswag", "truthfulqa_mc1", "truthfulqa_mc2"] + [
+        f"mmlu_{s}" for s in subjects
+    ]
     few = ["arc_easy", "hellaswag"] + [f"mmlu_{s}" for s in subjects]
     plan = [(0, mc0), (5, few), (0, ["wikitext"])]
     rows, timings = [], []
     hf_args = f"pretrained={tmp / 'gpt2'},dtype=float32"
-    for label, ours_lm, theirs in (("gpt2 (hf)", gpt2, hf_args), ("lmforge", lmf, make_harness_lm(lmf, args.batch_size))):
+    for label, ours_lm, theirs in (
+        ("gpt2 (hf)", gpt2, hf_args),
+        ("lmforge", lmf, make_harness_lm(lmf, args.batch_size)),
+    ):
         for shots, tasks in plan:
             limit = 4 if tasks == ["wikitext"] else args.limit
-            r, t = compare_run(label, ours_lm, theirs, names, tmp / "tasks", shots, limit, args.batch_size, tasks)
+            r, t = compare_run(
+                label, ours_lm, theirs, names, tmp / "tasks", shots, limit, args.batch_size, tasks
+            )
             rows += r
             timings.append(t)
-            print(f"{label} {shots}-shot {tasks}: lm-eval {t['lm_eval_s']:.1f}s lmforge {t['lmforge_s']:.1f}s "
-                  f"max diff {max(x['diff'] for x in r):.2e}", file=sys.stderr)
-    env = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
-           f"lm-eval {__import__('lm_eval').__version__}, transformers {__import__('transformers').__version__}")
+            print(
+                f"{label} {shots}-shot {tasks}: lm-eval {t['lm_eval_s']:.1f}s lmforge {t['lmforge_s']:.1f}s "
+                f"max diff {max(x['diff'] for x in r):.2e}",
+                file=sys.stderr,
+            )
+    env = (
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
+        f"lm-eval {__import__('lm_eval').__version__}, transformers {__import__('transformers').__version__}"
+    )
     md = to_markdown(rows, timings, args, env, tok.vocab_size)
     print(md)
     if not args.no_write:

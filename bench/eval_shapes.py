@@ -38,24 +38,79 @@ from lmforge.eval.tasks.data import default_data_dir
 from lmforge.eval.tasks.lmeval_yaml import TaskFolder
 from lmforge.tiny import hf_tokenizer, tiny_tokenizer
 
-WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "and", "ran", "to", "house", "tree", "red", "blue", "big", "small", "it", "was", "there", "when", "you", "see", "water", "fire", "stone", "who", "what", "why", "because", "people", "time", "year", "way", "day", "thing", "man", "world", "life", "hand", "part", "child"]
+WORDS = [
+    "the",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "and",
+    "ran",
+    "to",
+    "house",
+    "tree",
+    "red",
+    "blue",
+    "big",
+    "small",
+    "it",
+    "was",
+    "there",
+    "when",
+    "you",
+    "see",
+    "water",
+    "fire",
+    "stone",
+    "who",
+    "what",
+    "why",
+    "because",
+    "people",
+    "time",
+    "year",
+    "way",
+    "day",
+    "thing",
+    "man",
+    "world",
+    "life",
+    "hand",
+    "part",
+    "child",
+]
 
 
 def synthetic(root: Path, docs: int) -> None:
     """lm-eval's piqa.yaml and boolq default.yaml, pointed at synthetic local documents."""
     rnd = random.Random(0)
     s = lambda n: " ".join(rnd.choice(WORDS) for _ in range(n))
-    rows = {"piqa": lambda: {"goal": s(rnd.randint(5, 20)), "sol1": s(rnd.randint(3, 60)),
-                             "sol2": s(rnd.randint(3, 60)), "label": rnd.randint(0, 1)},
-            "boolq": lambda: {"passage": s(rnd.randint(80, 160)), "question": s(rnd.randint(5, 10)),
-                              "label": rnd.randint(0, 1)}}
+    rows = {
+        "piqa": lambda: {
+            "goal": s(rnd.randint(5, 20)),
+            "sol1": s(rnd.randint(3, 60)),
+            "sol2": s(rnd.randint(3, 60)),
+            "label": rnd.randint(0, 1),
+        },
+        "boolq": lambda: {
+            "passage": s(rnd.randint(80, 160)),
+            "question": s(rnd.randint(5, 10)),
+            "label": rnd.randint(0, 1),
+        },
+    }
     for task, rel in (("piqa", "piqa/piqa.yaml"), ("boolq", "super_glue/boolq/default.yaml")):
         data = root / f"{task}.jsonl"
         data.write_text("".join(json.dumps(rows[task]()) + "\n" for _ in range(docs)))
         src = lm_eval_dir() / rel
-        lines = [ln for ln in src.read_text().splitlines() if not ln.startswith(("dataset_", "tag:", "  - super"))]
-        (root / f"{task}.yaml").write_text("\n".join(lines) + f"\ndataset_path: json\ndataset_kwargs:\n"
-                                           f"  data_files:\n    validation: {data}\n    train: {data}\n")
+        lines = [
+            ln for ln in src.read_text().splitlines() if not ln.startswith(("dataset_", "tag:", "  - super"))
+        ]
+        (root / f"{task}.yaml").write_text(
+            "\n".join(lines) + f"\ndataset_path: json\ndataset_kwargs:\n"
+            f"  data_files:\n    validation: {data}\n    train: {data}\n"
+        )
 
 
 def random_gpt2(args) -> HFCausalLM:
@@ -65,9 +120,17 @@ def random_gpt2(args) -> HFCausalLM:
 
     tok = tiny_tokenizer(4096)
     torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=max(args.vocab, tok.vocab_size), n_positions=1024, n_embd=args.embd,
-                     n_layer=args.layers, n_head=args.heads, initializer_range=0.1, bos_token_id=tok.eot_id,
-                     eos_token_id=tok.eot_id, pad_token_id=tok.pad_id)
+    cfg = GPT2Config(
+        vocab_size=max(args.vocab, tok.vocab_size),
+        n_positions=1024,
+        n_embd=args.embd,
+        n_layer=args.layers,
+        n_head=args.heads,
+        initializer_range=0.1,
+        bos_token_id=tok.eot_id,
+        eos_token_id=tok.eot_id,
+        pad_token_id=tok.pad_id,
+    )
     return HFCausalLM(GPT2LMHeadModel(cfg).eval(), hf_tokenizer(tok), name=f"gpt2-{args.layers}x{args.embd}")
 
 
@@ -88,7 +151,10 @@ def profile_lmforge(lm, shapes, args) -> None:
         total = sum(e.self_cpu_time_total for e in ev)
         mm = sum(e.self_cpu_time_total for e in ev if e.key in MATMUL)
         att = sum(e.self_cpu_time_total for e in ev if "scaled_dot_product" in e.key)
-        print(f"| {label} | {mm / total:.0%} | {att / total:.0%} | {(total - mm - att) / total:.0%} |", flush=True)
+        print(
+            f"| {label} | {mm / total:.0%} | {att / total:.0%} | {(total - mm - att) / total:.0%} |",
+            flush=True,
+        )
 
 
 def engine_paths(shapes, args) -> None:
@@ -99,8 +165,13 @@ def engine_paths(shapes, args) -> None:
 
     tok = tiny_tokenizer(4096)
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=max(args.vocab, tok.vocab_size), block_size=1024, n_layer=args.layers,
-                      n_head=args.heads, n_embd=args.embd)
+    cfg = ModelConfig(
+        vocab_size=max(args.vocab, tok.vocab_size),
+        block_size=1024,
+        n_layer=args.layers,
+        n_head=args.heads,
+        n_embd=args.embd,
+    )
     lm = LmforgeLM(Transformer(cfg), tok)
     print("\n| shape | whole | KV cache | packed | packed vs KV cache |")
     print("|---|---:|---:|---:|---:|")
@@ -109,8 +180,15 @@ def engine_paths(shapes, args) -> None:
         for _ in range(args.repeats):
             for mode in ("whole", "kv", "packed"):
                 lm._packs = None if mode == "packed" else False  # False: as if the model took no mask
-                r = evaluate(lm, tasks, num_fewshot=0, limit=args.docs, batch_size=args.batch_size, progress=False,
-                             share_prefix=mode != "whole")["tasks"][tasks[0].name]
+                r = evaluate(
+                    lm,
+                    tasks,
+                    num_fewshot=0,
+                    limit=args.docs,
+                    batch_size=args.batch_size,
+                    progress=False,
+                    share_prefix=mode != "whole",
+                )["tasks"][tasks[0].name]
                 best[mode] = min(best.get(mode, float("inf")), r["model_cpu_seconds"])
                 pos[mode] = r["positions"]["padded"]
         cells = " | ".join(f"{best[m]:.2f} ({pos[m]})" for m in ("whole", "kv", "packed"))
@@ -123,17 +201,30 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--embd", type=int, default=256)
     ap.add_argument("--heads", type=int, default=2)
-    ap.add_argument("--vocab", type=int, default=4096,
-                    help="rows of the output layer (GPT-2: 50257); the tokenizer uses the first 4096")
+    ap.add_argument(
+        "--vocab",
+        type=int,
+        default=4096,
+        help="rows of the output layer (GPT-2: 50257); the tokenizer uses the first 4096",
+    )
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--subject", default="high_school_psychology")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each side, interleaved; medians")
-    ap.add_argument("--profile", action="store_true",
-                    help="then profile one lmforge run per shape (torch.profiler): where its time goes")
-    ap.add_argument("--engine-paths", action="store_true",
-                    help="then lmforge's own model of the same shape: whole requests vs KV cache vs packed rows")
-    ap.add_argument("--shapes", default="piqa,boolq,arc,hellaswag,mmlu",
-                    help="comma-separated subset of piqa, boolq, arc, hellaswag, mmlu")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="then profile one lmforge run per shape (torch.profiler): where its time goes",
+    )
+    ap.add_argument(
+        "--engine-paths",
+        action="store_true",
+        help="then lmforge's own model of the same shape: whole requests vs KV cache vs packed rows",
+    )
+    ap.add_argument(
+        "--shapes",
+        default="piqa,boolq,arc,hellaswag,mmlu",
+        help="comma-separated subset of piqa, boolq, arc, hellaswag, mmlu",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     from lm_eval.models.huggingface import HFLM
@@ -143,10 +234,13 @@ def main() -> None:
     synthetic(tmp, args.docs)
     names = write_lm_eval_tasks(tmp / "bench", default_data_dir(), [args.subject])
     folder = TaskFolder([tmp])
-    shapes = [("PIQA-like", "piqa", folder.get("piqa")), ("BoolQ-like", "boolq", folder.get("boolq")),
-              ("ARC-Easy", names["arc_easy"], get_tasks("arc_easy")),
-              ("HellaSwag", names["hellaswag"], get_tasks("hellaswag")),
-              (f"MMLU {args.subject}", names[f"mmlu_{args.subject}"], get_tasks(f"mmlu_{args.subject}"))]
+    shapes = [
+        ("PIQA-like", "piqa", folder.get("piqa")),
+        ("BoolQ-like", "boolq", folder.get("boolq")),
+        ("ARC-Easy", names["arc_easy"], get_tasks("arc_easy")),
+        ("HellaSwag", names["hellaswag"], get_tasks("hellaswag")),
+        (f"MMLU {args.subject}", names[f"mmlu_{args.subject}"], get_tasks(f"mmlu_{args.subject}")),
+    ]
     keys = ["piqa", "boolq", "arc", "hellaswag", "mmlu"]
     wanted = args.shapes.split(",")
     shapes = [s for k, s in zip(keys, shapes) if k in wanted]
@@ -160,6 +254,7 @@ def main() -> None:
             clock[f"{key}_cpu"] += time.thread_time() - c0
             clock[key] += time.perf_counter() - t0
             return out
+
         return run
 
     inner = timer(hflm._model_call, "forward")
@@ -173,10 +268,13 @@ def main() -> None:
     # model_seconds include its own log-softmax, so lm-eval's is timed too (a stand-in for the
     # `torch.nn.functional` module that lm-eval's huggingface.py calls as `F`).
     hf_module = importlib.import_module("lm_eval.models.huggingface")
-    hf_module.F = SimpleNamespace(**{**vars(torch.nn.functional),
-                                     "log_softmax": timer(torch.nn.functional.log_softmax, "softmax")})
-    print("| shape | docs | lm-eval CPU s (forward + log-softmax) | lmforge CPU s | speed-up CPU (forward only) "
-          "| speed-up wall | lm-eval positions | lmforge positions (padded / real) | padding ratio | same acc |")
+    hf_module.F = SimpleNamespace(
+        **{**vars(torch.nn.functional), "log_softmax": timer(torch.nn.functional.log_softmax, "softmax")}
+    )
+    print(
+        "| shape | docs | lm-eval CPU s (forward + log-softmax) | lmforge CPU s | speed-up CPU (forward only) "
+        "| speed-up wall | lm-eval positions | lmforge positions (padded / real) | padding ratio | same acc |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for label, theirs_name, tasks in shapes:
         include = tmp if theirs_name in ("piqa", "boolq") else tmp / "bench"
@@ -184,16 +282,28 @@ def main() -> None:
         for _ in range(args.repeats):  # interleaved, medians: the machine's load drifts
             clock.update(forward=0.0, softmax=0.0, forward_cpu=0.0, softmax_cpu=0.0, positions=0)
             theirs = run_lm_eval(hflm, [theirs_name], include, 0, args.docs, args.batch_size)
-            ours = evaluate(lm, tasks, num_fewshot=0, limit=args.docs, batch_size=args.batch_size, progress=False)
+            ours = evaluate(
+                lm, tasks, num_fewshot=0, limit=args.docs, batch_size=args.batch_size, progress=False
+            )
             r = ours["tasks"][tasks[0].name]
-            runs.append((clock["forward_cpu"] + clock["softmax_cpu"], clock["forward_cpu"], r["model_cpu_seconds"],
-                         clock["forward"] + clock["softmax"], r["model_seconds"]))
+            runs.append(
+                (
+                    clock["forward_cpu"] + clock["softmax_cpu"],
+                    clock["forward_cpu"],
+                    r["model_cpu_seconds"],
+                    clock["forward"] + clock["softmax"],
+                    r["model_seconds"],
+                )
+            )
         same = round(r["metrics"]["acc"], 4) == round(float(theirs["results"][theirs_name]["acc,none"]), 4)
         pos = r["positions"]
         full, fwd, mine, full_wall, mine_wall = (statistics.median(x) for x in zip(*runs))
-        print(f"| {label} | {r['n']} | {full:.2f} | {mine:.2f} | {full / mine:.2f}× ({fwd / mine:.2f}×) | "
-              f"{full_wall / mine_wall:.2f}× | {clock['positions']} | {pos['padded']} / {pos['real']} | "
-              f"{pos['padded'] / pos['real']:.3f} | {same} |", flush=True)
+        print(
+            f"| {label} | {r['n']} | {full:.2f} | {mine:.2f} | {full / mine:.2f}× ({fwd / mine:.2f}×) | "
+            f"{full_wall / mine_wall:.2f}× | {clock['positions']} | {pos['padded']} / {pos['real']} | "
+            f"{pos['padded'] / pos['real']:.3f} | {same} |",
+            flush=True,
+        )
     if args.profile:
         profile_lmforge(lm, shapes, args)
     if args.engine_paths:

@@ -35,8 +35,20 @@ from lmforge.serve.generate import generate_tokens
 from lmforge.train.checkpoint import load_model
 
 SHAPES = {  # the tiny recipe's size (lmforge/recipes/tiny.yaml); gpt2 swaps in GPT-2's choices
-    "llama": {"pos": "rope", "norm": "rmsnorm", "activation": "swiglu", "bias": False, "tie_embeddings": True},
-    "gpt2": {"pos": "learned", "norm": "layernorm", "activation": "gelu", "bias": True, "tie_embeddings": True},
+    "llama": {
+        "pos": "rope",
+        "norm": "rmsnorm",
+        "activation": "swiglu",
+        "bias": False,
+        "tie_embeddings": True,
+    },
+    "gpt2": {
+        "pos": "learned",
+        "norm": "layernorm",
+        "activation": "gelu",
+        "bias": True,
+        "tie_embeddings": True,
+    },
 }
 
 
@@ -60,12 +72,13 @@ def lmforge_generate(model, prompts: list[list[int]], n: int, compile: bool = Fa
 def hf_generate(hf, prompts: list[list[int]], n: int) -> list[list[int]]:
     import transformers
 
-    gen = transformers.GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None,
-                                        pad_token_id=1)
+    gen = transformers.GenerationConfig(
+        max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=1
+    )
     ids = torch.tensor(prompts)  # equal lengths: no padding, so batching changes no result
     with torch.inference_mode():
         out = hf.generate(ids, attention_mask=torch.ones_like(ids), generation_config=gen)
-    return out[:, ids.shape[1]:].tolist()
+    return out[:, ids.shape[1] :].tolist()
 
 
 def _once(fn) -> float:
@@ -86,9 +99,11 @@ def bench(label: str, run: Path, tmp: Path, args) -> list[dict]:
     rows = []
     for batch in (1, 8):
         ps = prompts[:batch]
-        sides = {"eager": lambda ps=ps: lmforge_generate(model, ps, n),
-                 "compiled": lambda ps=ps: lmforge_generate(model, ps, n, compile=True),
-                 "transformers": lambda ps=ps: hf_generate(hf, ps, n)}
+        sides = {
+            "eager": lambda ps=ps: lmforge_generate(model, ps, n),
+            "compiled": lambda ps=ps: lmforge_generate(model, ps, n, compile=True),
+            "transformers": lambda ps=ps: hf_generate(hf, ps, n),
+        }
         if args.no_compile:
             del sides["compiled"]
         # Warm-up: one untimed call per side, which also gives the tokens to compare; the compiled
@@ -104,8 +119,15 @@ def bench(label: str, run: Path, tmp: Path, args) -> list[dict]:
                 times[side].append(_once(fn))
         tokens_made = batch * n
         rate = {side: tokens_made / statistics.median(ts) for side, ts in times.items()}
-        row = {"model": label, "batch": batch, "tokens": tokens_made, "params": model.num_params(),
-               "theirs": rate["transformers"], "spread": {}, "same": {}}
+        row = {
+            "model": label,
+            "batch": batch,
+            "tokens": tokens_made,
+            "params": model.num_params(),
+            "theirs": rate["transformers"],
+            "spread": {},
+            "same": {},
+        }
         for side in sides:
             row["spread"][side] = (tokens_made / max(times[side]), tokens_made / min(times[side]))
             if side != "transformers":
@@ -115,47 +137,83 @@ def bench(label: str, run: Path, tmp: Path, args) -> list[dict]:
         if "compiled" in sides:
             row["compile_s"] = first["compiled"] - statistics.median(times["compiled"])
         rows.append(row)
-        print(f"{label} batch {batch}: " + ", ".join(
-            f"{side} {rate[side]:.0f} tok/s" + (f" ({row[f'ratio_{side}']:.2f}x)" if side != "transformers" else "")
-            for side in sides) + f", identical tokens: {row['same']}", file=sys.stderr)
+        print(
+            f"{label} batch {batch}: "
+            + ", ".join(
+                f"{side} {rate[side]:.0f} tok/s"
+                + (f" ({row[f'ratio_{side}']:.2f}x)" if side != "transformers" else "")
+                for side in sides
+            )
+            + f", identical tokens: {row['same']}",
+            file=sys.stderr,
+        )
     return rows
 
 
 def to_markdown(rows: list[dict], args, env: str) -> str:
-    cmd = (f"`python bench/hf_generate_speed.py --prompt {args.prompt} --new {args.new} --repeats {args.repeats} "
-           f"--threads {args.threads}" + (" --no-compile" if args.no_compile else "")
-           + "".join(f" --run {r}" for r in args.run or []) + "`")
+    cmd = (
+        f"`python bench/hf_generate_speed.py --prompt {args.prompt} --new {args.new} --repeats {args.repeats} "
+        f"--threads {args.threads}"
+        + (" --no-compile" if args.no_compile else "")
+        + "".join(f" --run {r}" for r in args.run or [])
+        + "`"
+    )
     sides = ["eager"] + ([] if args.no_compile else ["compiled"])
     compile_col = [] if args.no_compile else ["compile s"]
-    head = (["model", "params", "batch"] + [f"lmforge {s} tok/s" for s in sides] + ["transformers tok/s"]
-            + [f"{s} / transformers" for s in sides] + compile_col + ["identical greedy tokens"]
-            + [f"spread {s}" for s in sides + ["transformers"]])
+    head = (
+        ["model", "params", "batch"]
+        + [f"lmforge {s} tok/s" for s in sides]
+        + ["transformers tok/s"]
+        + [f"{s} / transformers" for s in sides]
+        + compile_col
+        + ["identical greedy tokens"]
+        + [f"spread {s}" for s in sides + ["transformers"]]
+    )
     numeric = 3 + 2 * len(sides) + len(compile_col)  # columns after model, right-aligned
-    lines = ["## Generation speed: lmforge vs transformers.generate (same exported model, CPU, greedy)", "",
-             f"{cmd} — {env}", "",
-             (f"Prompt {args.prompt} tokens, {args.new} new tokens per sequence, no early stop; tokens/s = "
-              "generated tokens / wall time (prefill included), median of the repeats, run in ABC order. "
-              "Compiled = `SampleConfig(compile=True)`; its one-time compile is excluded from the timed "
-              "runs and given as its own column."), "",
-             "| " + " | ".join(head) + " |", "|---|" + "---:|" * numeric + "---|" * (2 + len(sides))]
+    lines = [
+        "## Generation speed: lmforge vs transformers.generate (same exported model, CPU, greedy)",
+        "",
+        f"{cmd} — {env}",
+        "",
+        (
+            f"Prompt {args.prompt} tokens, {args.new} new tokens per sequence, no early stop; tokens/s = "
+            "generated tokens / wall time (prefill included), median of the repeats, run in ABC order. "
+            "Compiled = `SampleConfig(compile=True)`; its one-time compile is excluded from the timed "
+            "runs and given as its own column."
+        ),
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---|" + "---:|" * numeric + "---|" * (2 + len(sides)),
+    ]
     for r in rows:
-        cells = ([r["model"], f"{r['params'] / 1e6:.2f}M", str(r["batch"])] + [f"{r[s]:.0f}" for s in sides]
-                 + [f"{r['theirs']:.0f}"] + [f"**{r[f'ratio_{s}']:.2f}×**" for s in sides]
-                 + [f"{r['compile_s']:.1f}" for _ in compile_col] + ["yes" if all(r["same"].values()) else "NO"]
-                 + [f"{r['spread'][s][0]:.0f}–{r['spread'][s][1]:.0f}" for s in sides + ["transformers"]])
+        cells = (
+            [r["model"], f"{r['params'] / 1e6:.2f}M", str(r["batch"])]
+            + [f"{r[s]:.0f}" for s in sides]
+            + [f"{r['theirs']:.0f}"]
+            + [f"**{r[f'ratio_{s}']:.2f}×**" for s in sides]
+            + [f"{r['compile_s']:.1f}" for _ in compile_col]
+            + ["yes" if all(r["same"].values()) else "NO"]
+            + [f"{r['spread'][s][0]:.0f}–{r['spread'][s][1]:.0f}" for s in sides + ["transformers"]]
+        )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", action="append", help="an lmforge run directory (repeatable); default: random models")
+    ap.add_argument(
+        "--run", action="append", help="an lmforge run directory (repeatable); default: random models"
+    )
     ap.add_argument("--prompt", type=int, default=32, help="prompt tokens")
     ap.add_argument("--new", type=int, default=128, help="new tokens per sequence")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--vocab", type=int, default=2048, help="tokenizer size of the random models (tiny recipe)")
-    ap.add_argument("--no-compile", action="store_true", help="skip lmforge's compiled decoding (sample.compile)")
+    ap.add_argument(
+        "--vocab", type=int, default=2048, help="tokenizer size of the random models (tiny recipe)"
+    )
+    ap.add_argument(
+        "--no-compile", action="store_true", help="skip lmforge's compiled decoding (sample.compile)"
+    )
     ap.add_argument("--out", help="also write the markdown here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -165,12 +223,17 @@ def main() -> int:
 
     transformers.logging.set_verbosity_error()
     tmp = Path(tempfile.mkdtemp(prefix="lmforge_hf_speed_"))
-    runs = ({Path(r).name: Path(r) for r in args.run} if args.run else
-            {k: random_run(tmp / "runs", k, s, args.vocab) for k, s in SHAPES.items()})
+    runs = (
+        {Path(r).name: Path(r) for r in args.run}
+        if args.run
+        else {k: random_run(tmp / "runs", k, s, args.vocab) for k, s in SHAPES.items()}
+    )
     rows = [row for label, run in runs.items() for row in bench(label, run, tmp, args)]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    env = (f"torch {torch.__version__}, transformers {transformers.__version__}, {args.threads} thread(s), "
-           f"{os.cpu_count()} CPUs, load average {load:.1f} at the end")
+    env = (
+        f"torch {torch.__version__}, transformers {transformers.__version__}, {args.threads} thread(s), "
+        f"{os.cpu_count()} CPUs, load average {load:.1f} at the end"
+    )
     md = to_markdown(rows, args, env)
     print(md)
     if args.out:

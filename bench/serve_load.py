@@ -38,8 +38,10 @@ from lmforge.tiny import make_tiny_run
 
 
 def prompts(n: int) -> list[list[dict]]:
-    return [[{"role": "user", "content": f"request {i}: tell me about the quick brown fox and the lazy dog"}]
-            for i in range(n)]
+    return [
+        [{"role": "user", "content": f"request {i}: tell me about the quick brown fox and the lazy dog"}]
+        for i in range(n)
+    ]
 
 
 def in_process(model: ServedModel, convs, max_tokens: int) -> dict:
@@ -63,8 +65,14 @@ def over_http(url: str, model: str, convs, max_tokens: int, clients: int) -> dic
         with httpx.Client(base_url=url, timeout=600) as c:
             start.wait()
             for conv in share:
-                body = {"model": model, "messages": conv, "max_tokens": max_tokens, "temperature": 0,
-                        "stream": True, "stream_options": {"include_usage": True}}
+                body = {
+                    "model": model,
+                    "messages": conv,
+                    "max_tokens": max_tokens,
+                    "temperature": 0,
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                }
                 s = time.perf_counter()
                 first, used = None, 0
                 with c.stream("POST", "/v1/chat/completions", json=body) as r:
@@ -105,10 +113,17 @@ def cpu_seconds() -> float:
 
 def summary(wall: float, cpu: float, n: int, tokens: int, lat: list[float], ttft: list[float]) -> dict:
     q = statistics.quantiles(lat, n=20) if len(lat) > 1 else lat * 19
-    return {"wall_s": wall, "requests": n, "tokens": tokens, "req_per_s": n / wall, "tok_per_s": tokens / wall,
-            "cpu_ms_per_token": 1000 * cpu / max(tokens, 1),
-            "p50_s": statistics.median(lat), "p95_s": q[18],
-            "ttft_p50_s": statistics.median(ttft) if ttft else None}
+    return {
+        "wall_s": wall,
+        "requests": n,
+        "tokens": tokens,
+        "req_per_s": n / wall,
+        "tok_per_s": tokens / wall,
+        "cpu_ms_per_token": 1000 * cpu / max(tokens, 1),
+        "p50_s": statistics.median(lat),
+        "p95_s": q[18],
+        "ttft_p50_s": statistics.median(ttft) if ttft else None,
+    }
 
 
 def main() -> None:
@@ -122,8 +137,13 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2, help="requests per client and round")
     ap.add_argument("--max-tokens", type=int, default=64, help="tokens generated per request")
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds; the median is reported")
-    ap.add_argument("--max-batch", type=int, nargs="+", default=[1, 8],
-                    help="server --max-batch values to measure N clients with (default: 1 8)")
+    ap.add_argument(
+        "--max-batch",
+        type=int,
+        nargs="+",
+        default=[1, 8],
+        help="server --max-batch values to measure N clients with (default: 1 8)",
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--markdown", help="also write the results table to this file")
     args = ap.parse_args()
@@ -131,25 +151,37 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
-        run = args.run or make_tiny_run(Path(tmp) / "bench", n_layer=args.n_layer, n_embd=args.n_embd,
-                                        n_head=args.n_head, block_size=args.block_size)
+        run = args.run or make_tiny_run(
+            Path(tmp) / "bench",
+            n_layer=args.n_layer,
+            n_embd=args.n_embd,
+            n_head=args.n_head,
+            block_size=args.block_size,
+        )
         model = ServedModel.load(str(run))
     n_params = sum(p.numel() for p in model.model.parameters())
     convs = prompts(args.clients * args.requests)
     load = os.getloadavg()
     runs: dict[str, list[dict]] = {}
     with RunningServer(create_app([model])) as srv:
+
         def with_batch(size: int, measure):
             def run() -> dict:
                 model.max_batch = size  # read when a batch forms; the server is idle between modes
                 return measure()
+
             return run
 
-        modes = {"in-process (baseline)": with_batch(1, lambda: in_process(model, convs, args.max_tokens)),
-                 "HTTP, 1 client": with_batch(1, lambda: over_http(srv.url, model.name, convs, args.max_tokens, 1))}
+        modes = {
+            "in-process (baseline)": with_batch(1, lambda: in_process(model, convs, args.max_tokens)),
+            "HTTP, 1 client": with_batch(
+                1, lambda: over_http(srv.url, model.name, convs, args.max_tokens, 1)
+            ),
+        }
         for size in args.max_batch:
             modes[f"HTTP, {args.clients} clients, max batch {size}"] = with_batch(
-                size, lambda: over_http(srv.url, model.name, convs, args.max_tokens, args.clients))
+                size, lambda: over_http(srv.url, model.name, convs, args.max_tokens, args.clients)
+            )
         in_process(model, convs[:2], 4)  # warm-up
         over_http(srv.url, model.name, convs[:2], 4, 1)
         # Rounds alternate the modes, so a change in machine load (a shared box) hits each alike;
@@ -160,21 +192,30 @@ def main() -> None:
     rows = {name: sorted(rs, key=lambda r: r["tok_per_s"])[len(rs) // 2] for name, rs in runs.items()}
 
     base = rows["in-process (baseline)"]["tok_per_s"]
-    head = (f"model: {model.name}, {n_params / 1e6:.2f}M parameters, context {model.block_size}; "
-            f"{len(convs)} chat requests x {args.max_tokens} generated tokens (greedy), median of "
-            f"{args.rounds} rounds; "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-            f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average before/after "
-            f"{load[0]:.1f}/{os.getloadavg()[0]:.1f}")
-    lines = [head, "",
-             ("| mode | requests/s | generated tokens/s | vs baseline | latency p50 | latency p95 | first token p50 "
-              "| CPU ms / token |"),
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    head = (
+        f"model: {model.name}, {n_params / 1e6:.2f}M parameters, context {model.block_size}; "
+        f"{len(convs)} chat requests x {args.max_tokens} generated tokens (greedy), median of "
+        f"{args.rounds} rounds; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average before/after "
+        f"{load[0]:.1f}/{os.getloadavg()[0]:.1f}"
+    )
+    lines = [
+        head,
+        "",
+        (
+            "| mode | requests/s | generated tokens/s | vs baseline | latency p50 | latency p95 | first token p50 "
+            "| CPU ms / token |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, r in rows.items():
         ttft = f"{r['ttft_p50_s'] * 1000:.0f} ms" if r["ttft_p50_s"] is not None else "–"
-        lines.append(f"| {name} | {r['req_per_s']:.2f} | {r['tok_per_s']:.0f} | {r['tok_per_s'] / base:.2f}x | "
-                     f"{r['p50_s'] * 1000:.0f} ms | {r['p95_s'] * 1000:.0f} ms | {ttft} | "
-                     f"{r['cpu_ms_per_token']:.2f} |")
+        lines.append(
+            f"| {name} | {r['req_per_s']:.2f} | {r['tok_per_s']:.0f} | {r['tok_per_s'] / base:.2f}x | "
+            f"{r['p50_s'] * 1000:.0f} ms | {r['p95_s'] * 1000:.0f} ms | {ttft} | "
+            f"{r['cpu_ms_per_token']:.2f} |"
+        )
     text = "\n".join(lines)
     print(text)
     if args.markdown:

@@ -29,9 +29,24 @@ from lmforge.tiny import make_tiny_run
 
 
 def serve(run: Path, *flags: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "lmforge.serve.cli", "serve", "--run", f"alpha={run}",
-                             "--port", "0", "--log-level", "warning", *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lmforge.serve.cli",
+            "serve",
+            "--run",
+            f"alpha={run}",
+            "--port",
+            "0",
+            "--log-level",
+            "warning",
+            *flags,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     for line in proc.stdout:
         m = re.search(r"serving on (http://\S+?)\s", line)
         if m:
@@ -46,8 +61,9 @@ def refuse(url: str, size: int) -> tuple[int, float, float]:
 
     def send() -> None:
         t0 = time.perf_counter()
-        answer["status"] = httpx.post(f"{url}/v1/completions", content=body, timeout=600,
-                                      headers={"Content-Type": "application/json"}).status_code
+        answer["status"] = httpx.post(
+            f"{url}/v1/completions", content=body, timeout=600, headers={"Content-Type": "application/json"}
+        ).status_code
         answer["seconds"] = time.perf_counter() - t0
 
     worker = threading.Thread(target=send)
@@ -69,8 +85,12 @@ def streams(url: str, n: int = 16) -> tuple[float, float]:
     ended: list[float] = []
 
     def stream(i: int) -> None:
-        body = {"model": "alpha", "messages": [{"role": "user", "content": f"s{i}"}], "stream": True,
-                "max_tokens": 48}
+        body = {
+            "model": "alpha",
+            "messages": [{"role": "user", "content": f"s{i}"}],
+            "stream": True,
+            "max_tokens": 48,
+        }
         with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=600) as r:
             for line in r.iter_lines():
                 if line.startswith("data: {"):
@@ -95,12 +115,16 @@ def main() -> None:
         proc, url = serve(run, "--max-batch", "16", *flags)
         try:
             status, seconds, slowest = refuse(url, size)
-            print(f"{size / 2**20:.0f} MiB prompt, {' '.join(flags) or 'default limit'}: {status} in "
-                  f"{seconds * 1000:.0f} ms; slowest /health meanwhile {slowest * 1000:.1f} ms")
+            print(
+                f"{size / 2**20:.0f} MiB prompt, {' '.join(flags) or 'default limit'}: {status} in "
+                f"{seconds * 1000:.0f} ms; slowest /health meanwhile {slowest * 1000:.1f} ms"
+            )
             if not flags:
                 all_first, first_end = streams(url)
-                print(f"16 streams: every first chunk by {all_first * 1000:.0f} ms, first stream ended at "
-                      f"{first_end * 1000:.0f} ms")
+                print(
+                    f"16 streams: every first chunk by {all_first * 1000:.0f} ms, first stream ended at "
+                    f"{first_end * 1000:.0f} ms"
+                )
         finally:
             proc.terminate()
             proc.wait(30)

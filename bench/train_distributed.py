@@ -81,15 +81,43 @@ def make_data(root: Path, args: argparse.Namespace) -> tuple[Path, Path]:
 def run_config(args: argparse.Namespace, mesh: tuple[int, int, int], untied: bool) -> dict:
     pp, dp, tp = mesh
     vocab = args.vocab_size + (-args.vocab_size) % 8  # divisible by any tp up to 8
-    model = {"vocab_size": vocab, "n_layer": args.n_layer, "n_embd": args.n_embd, "n_head": args.n_head,
-             "block_size": args.block_size, "activation": "swiglu", "norm": "rmsnorm", "pos": "rope",
-             "bias": False, "tie_embeddings": not untied}
-    train = {"max_steps": args.steps, "batch_size": args.batch_size, "warmup_steps": 2, "log_every": 1,
-             "eval_every": 0, "eval_tokens": 0, "ckpt_every": 0, "keep_last": 1, "threads": args.threads,
-             "tensorboard": False, "precision": args.precision, "device": args.device, "progress": "lines"}
-    parallel = {"pp": pp, "dp": dp, "tp": tp, "dp_mode": args.dp_mode, "pp_schedule": args.pp_schedule,
-                "pp_microbatches": args.pp_microbatches, "sequence_parallel": args.sequence_parallel,
-                "activation_checkpoint": args.activation_checkpoint}
+    model = {
+        "vocab_size": vocab,
+        "n_layer": args.n_layer,
+        "n_embd": args.n_embd,
+        "n_head": args.n_head,
+        "block_size": args.block_size,
+        "activation": "swiglu",
+        "norm": "rmsnorm",
+        "pos": "rope",
+        "bias": False,
+        "tie_embeddings": not untied,
+    }
+    train = {
+        "max_steps": args.steps,
+        "batch_size": args.batch_size,
+        "warmup_steps": 2,
+        "log_every": 1,
+        "eval_every": 0,
+        "eval_tokens": 0,
+        "ckpt_every": 0,
+        "keep_last": 1,
+        "threads": args.threads,
+        "tensorboard": False,
+        "precision": args.precision,
+        "device": args.device,
+        "progress": "lines",
+    }
+    parallel = {
+        "pp": pp,
+        "dp": dp,
+        "tp": tp,
+        "dp_mode": args.dp_mode,
+        "pp_schedule": args.pp_schedule,
+        "pp_microbatches": args.pp_microbatches,
+        "sequence_parallel": args.sequence_parallel,
+        "activation_checkpoint": args.activation_checkpoint,
+    }
     return {"model": model, "train": train, "parallel": parallel}
 
 
@@ -97,8 +125,19 @@ def measure(mesh: tuple[int, int, int], cfg: dict, data: tuple[Path, Path], work
     shards, tok = data
     run = work / "x".join(map(str, mesh))
     nproc = mesh[0] * mesh[1] * mesh[2]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           str(work / "worker.py"), str(shards), str(tok), str(run), json.dumps(cfg)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        str(work / "worker.py"),
+        str(shards),
+        str(tok),
+        str(run),
+        json.dumps(cfg),
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(cfg["train"]["threads"])}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
@@ -107,9 +146,14 @@ def measure(mesh: tuple[int, int, int], cfg: dict, data: tuple[Path, Path], work
     steps = [r for r in rows if r["kind"] == "train"][warmup:]
     tok_s = statistics.median(r["tokens_per_s"] for r in steps)
     mfus = [r["mfu"] for r in steps if r.get("mfu") is not None]
-    return {"mesh": "x".join(map(str, mesh)), "processes": nproc, "tokens_per_s": tok_s,
-            "tokens_per_s_per_process": tok_s / nproc, "mfu": statistics.median(mfus) if mfus else None,
-            "final_loss": steps[-1]["loss"]}
+    return {
+        "mesh": "x".join(map(str, mesh)),
+        "processes": nproc,
+        "tokens_per_s": tok_s,
+        "tokens_per_s_per_process": tok_s / nproc,
+        "mfu": statistics.median(mfus) if mfus else None,
+        "final_loss": steps[-1]["loss"],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,14 +170,20 @@ def main(argv: list[str] | None = None) -> None:
         for mesh in [(1, 1, 1), *meshes]:
             results.append(measure(mesh, run_config(args, mesh, untied), data, work, args.warmup))
     base = results[0]["tokens_per_s"]
-    print(f"{args.n_layer} layers x {args.n_embd}, T={args.block_size}, global batch {args.batch_size}, "
-          f"{args.precision} on {args.device}, dp_mode={args.dp_mode}, pp schedule {args.pp_schedule}, "
-          f"{args.steps} steps (median after {args.warmup})")
-    print(f"{'mesh pp x dp x tp':>18} {'procs':>5} {'tokens/s':>10} {'per proc':>9} {'mfu':>6}  ratio vs 1 process")
+    print(
+        f"{args.n_layer} layers x {args.n_embd}, T={args.block_size}, global batch {args.batch_size}, "
+        f"{args.precision} on {args.device}, dp_mode={args.dp_mode}, pp schedule {args.pp_schedule}, "
+        f"{args.steps} steps (median after {args.warmup})"
+    )
+    print(
+        f"{'mesh pp x dp x tp':>18} {'procs':>5} {'tokens/s':>10} {'per proc':>9} {'mfu':>6}  ratio vs 1 process"
+    )
     for r in results:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
-        print(f"{r['mesh']:>18} {r['processes']:>5} {r['tokens_per_s']:>10,.0f} {r['tokens_per_s_per_process']:>9,.0f} "
-              f"{mfu:>6}  ratio vs 1 process: {r['tokens_per_s'] / base:.2f}x")
+        print(
+            f"{r['mesh']:>18} {r['processes']:>5} {r['tokens_per_s']:>10,.0f} {r['tokens_per_s_per_process']:>9,.0f} "
+            f"{mfu:>6}  ratio vs 1 process: {r['tokens_per_s'] / base:.2f}x"
+        )
     if args.json:
         print(json.dumps({"args": vars(args), "results": results}))
 

@@ -58,8 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--activation", default="gelu", choices=["relu", "gelu", "silu", "swiglu", "geglu"])
     p.add_argument("--norm", default="layernorm", choices=["layernorm", "rmsnorm"])
     p.add_argument("--no-bias", dest="bias", action="store_false", help="no biases (both models)")
-    p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
-                   help="auto: bf16 autocast on CUDA, fp32 on CPU; bf16/fp16 use autocast")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", *DTYPES],
+        help="auto: bf16 autocast on CUDA, fp32 on CPU; bf16/fp16 use autocast",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--steps", type=int, default=5, help="training steps per timed repeat")
@@ -69,8 +73,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nanogpt", type=Path, default=None, help="a nanoGPT checkout to compare against")
     p.add_argument("--seed", type=int, default=1337)
     g = p.add_argument_group("distributed (--nproc or torchrun; the trainer's parallel.* settings)")
-    g.add_argument("--nproc", type=int, default=None,
-                   help="launch N processes with torchrun (standalone); --batch-size becomes the global batch")
+    g.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="launch N processes with torchrun (standalone); --batch-size becomes the global batch",
+    )
     g.add_argument("--dp", type=int, default=-1, help="data-parallel degree; -1 = nproc / (tp * pp)")
     g.add_argument("--tp", type=int, default=1, help="tensor-parallel degree")
     g.add_argument("--pp", type=int, default=1, help="pipeline stages (uses untied embeddings)")
@@ -79,8 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--pp-microbatches", type=int, default=0, help="0 = pp")
     g.add_argument("--sequence-parallel", action="store_true")
     g.add_argument("--activation-checkpoint", default="none", choices=["none", "full", "selective"])
-    g.add_argument("--no-reshard-after-forward", dest="reshard_after_forward", action="store_false",
-                   help="FSDP2: keep gathered parameters until backward (ZeRO-2-like)")
+    g.add_argument(
+        "--no-reshard-after-forward",
+        dest="reshard_after_forward",
+        action="store_false",
+        help="FSDP2: keep gathered parameters until backward (ZeRO-2-like)",
+    )
     return p.parse_args(argv)
 
 
@@ -124,8 +136,10 @@ class Runner:
         # Same optimizer for both models: AdamW, decay on 2-D tensors only (as both codebases do);
         # fused kernels on CUDA, PyTorch's default implementation elsewhere.
         params = [p for p in model.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
         fused = {"fused": True} if device.type == "cuda" else {}
         self.opt = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.95), **fused)
         self.model = torch.compile(model) if args.compile else model
@@ -136,7 +150,10 @@ class Runner:
         self.tokens_per_step = args.batch_size * args.block_size
         dtype = resolve_dtype(args.dtype, device)
         self.ctx: Callable[[], contextlib.AbstractContextManager] = (
-            (lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32 else contextlib.nullcontext)
+            (lambda: torch.autocast(device.type, dtype=dtype))
+            if dtype != torch.float32
+            else contextlib.nullcontext
+        )
         self.device = device
         self.rates: list[float] = []
         self.peak_mem = 0.0
@@ -180,10 +197,21 @@ def ours(args: argparse.Namespace) -> tuple[Transformer, ModelConfig]:
 
 def model_config(args: argparse.Namespace) -> ModelConfig:
     cfg = ModelConfig(
-        kind="decoder", vocab_size=args.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
-        n_head=args.n_head, n_kv_head=args.n_kv_head, n_embd=args.n_embd, activation=args.activation,
-        norm=args.norm, pos=args.pos, bias=args.bias, tie_embeddings=True,
-        embd_dropout=0.0, attn_dropout=0.0, resid_dropout=0.0,
+        kind="decoder",
+        vocab_size=args.vocab_size,
+        block_size=args.block_size,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        n_kv_head=args.n_kv_head,
+        n_embd=args.n_embd,
+        activation=args.activation,
+        norm=args.norm,
+        pos=args.pos,
+        bias=args.bias,
+        tie_embeddings=True,
+        embd_dropout=0.0,
+        attn_dropout=0.0,
+        resid_dropout=0.0,
     )
     cfg.validate()
     return cfg
@@ -197,8 +225,15 @@ def nanogpt(args: argparse.Namespace) -> torch.nn.Module:
     spec = importlib.util.spec_from_file_location("nanogpt_model", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    conf = module.GPTConfig(block_size=args.block_size, vocab_size=args.vocab_size, n_layer=args.n_layer,
-                            n_head=args.n_head, n_embd=args.n_embd, dropout=0.0, bias=args.bias)
+    conf = module.GPTConfig(
+        block_size=args.block_size,
+        vocab_size=args.vocab_size,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        n_embd=args.n_embd,
+        dropout=0.0,
+        bias=args.bias,
+    )
     with contextlib.redirect_stdout(open(os.devnull, "w")):  # it prints its parameter count
         return module.GPT(conf)
 
@@ -238,8 +273,13 @@ def main(argv: list[str] | None = None) -> None:
         return distributed_main(args)
     if args.nproc is not None:
         return launch(args, sys.argv[1:] if argv is None else argv)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if args.device == "auto" else args.device)
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if args.device == "auto"
+        else args.device
+    )
     threads = args.threads or available_cores()
     torch.set_num_threads(threads)
     torch.manual_seed(args.seed)
@@ -250,20 +290,26 @@ def main(argv: list[str] | None = None) -> None:
 
     model, cfg = ours(args)
     fpt = cfg.flops_per_token(args.block_size)
-    print(f"device: {device} ({threads} threads), dtype: {str(dtype).removeprefix('torch.')}"
-          f"{' + torch.compile' if args.compile else ''}, torch {torch.__version__}")
-    print(f"shape: n_layer={args.n_layer} n_embd={args.n_embd} n_head={args.n_head} "
-          f"n_kv_head={cfg.kv_heads} block_size={args.block_size} batch_size={args.batch_size} "
-          f"vocab_size={args.vocab_size} pos={args.pos} activation={args.activation} norm={args.norm} "
-          f"bias={args.bias}")
+    print(
+        f"device: {device} ({threads} threads), dtype: {str(dtype).removeprefix('torch.')}"
+        f"{' + torch.compile' if args.compile else ''}, torch {torch.__version__}"
+    )
+    print(
+        f"shape: n_layer={args.n_layer} n_embd={args.n_embd} n_head={args.n_head} "
+        f"n_kv_head={cfg.kv_heads} block_size={args.block_size} batch_size={args.batch_size} "
+        f"vocab_size={args.vocab_size} pos={args.pos} activation={args.activation} norm={args.norm} "
+        f"bias={args.bias}"
+    )
     print(f"params: {cfg.num_params() / 1e6:.2f}M, training FLOPs/token: {fpt / 1e6:.1f}M")
 
     runners = [Runner("lmforge", model, args, device)]
     measure_peak(runners[0], args.warmup)
     if args.nanogpt is not None:
         if (args.pos, args.activation, args.norm, args.n_kv_head) != ("learned", "gelu", "layernorm", None):
-            print("note: nanoGPT is always learned positions + GELU + LayerNorm + MHA; the ratio "
-                  "compares different architectures")
+            print(
+                "note: nanoGPT is always learned positions + GELU + LayerNorm + MHA; the ratio "
+                "compares different architectures"
+            )
         runners.append(Runner("nanoGPT", nanogpt(args), args, device))
         measure_peak(runners[1], args.warmup)
 
@@ -276,15 +322,19 @@ def main(argv: list[str] | None = None) -> None:
         for runner in runners if r % 2 == 0 else runners[::-1]:
             runner.run(args.steps)
     rate = statistics.median(matmul_rates)
-    print(f"matmul {str(dtype).removeprefix('torch.')} 2048^3: {rate / 1e9:.1f} GFLOP/s "
-          f"(median of {len(matmul_rates)}, min {min(matmul_rates) / 1e9:.1f}, max {max(matmul_rates) / 1e9:.1f})")
+    print(
+        f"matmul {str(dtype).removeprefix('torch.')} 2048^3: {rate / 1e9:.1f} GFLOP/s "
+        f"(median of {len(matmul_rates)}, min {min(matmul_rates) / 1e9:.1f}, max {max(matmul_rates) / 1e9:.1f})"
+    )
 
     mem_kind = "CUDA max allocated" if device.type == "cuda" else "process max RSS"
     for runner in runners:
         tps = runner.tokens_per_s
-        print(f"[{runner.name}] tokens/s: {tps:,.0f} (median of {len(runner.rates)} x {args.steps} steps, "
-              f"min {min(runner.rates):,.0f}, max {max(runner.rates):,.0f}), MFU: {100 * fpt * tps / rate:.1f}%, "
-              f"peak memory: {runner.peak_mem:,.0f} MiB ({mem_kind})")
+        print(
+            f"[{runner.name}] tokens/s: {tps:,.0f} (median of {len(runner.rates)} x {args.steps} steps, "
+            f"min {min(runner.rates):,.0f}, max {max(runner.rates):,.0f}), MFU: {100 * fpt * tps / rate:.1f}%, "
+            f"peak memory: {runner.peak_mem:,.0f} MiB ({mem_kind})"
+        )
     ours_tps = runners[0].tokens_per_s
     print(f"tokens/s: {ours_tps:.0f}")
     print(f"MFU: {100 * fpt * ours_tps / rate:.1f}%")
@@ -294,8 +344,10 @@ def main(argv: list[str] | None = None) -> None:
         # median over rounds, so slow swings in machine load cancel within a pair.
         ratios = [a / b for a, b in zip(runners[0].rates, runners[1].rates)]
         print(f"nanoGPT tokens/s: {runners[1].tokens_per_s:.0f}")
-        print(f"ratio vs nanoGPT: {statistics.median(ratios):.2f}x "
-              f"(median of {len(ratios)} paired rounds, min {min(ratios):.2f}, max {max(ratios):.2f})")
+        print(
+            f"ratio vs nanoGPT: {statistics.median(ratios):.2f}x "
+            f"(median of {len(ratios)} paired rounds, min {min(ratios):.2f}, max {max(ratios):.2f})"
+        )
 
 
 # --- distributed (--nproc / torchrun) ----------------------------------------------------------
@@ -312,10 +364,21 @@ def launch(args: argparse.Namespace, argv: list[str]) -> None:
     threads = args.threads or max(1, available_cores() // args.nproc)
     # The workers know they are workers from torchrun's WORLD_SIZE; --nproc itself must not reach
     # torchrun's own parser, which reads it as an abbreviation of --nproc-per-node.
-    argv = [a for i, a in enumerate(argv) if not (a == "--nproc" or a.startswith("--nproc=")
-                                                   or (i > 0 and argv[i - 1] == "--nproc"))]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.nproc),
-           str(Path(__file__).resolve()), *argv]
+    argv = [
+        a
+        for i, a in enumerate(argv)
+        if not (a == "--nproc" or a.startswith("--nproc=") or (i > 0 and argv[i - 1] == "--nproc"))
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(args.nproc),
+        str(Path(__file__).resolve()),
+        *argv,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     if args.threads is None:
         cmd += ["--threads", str(threads)]
@@ -330,13 +393,30 @@ def distributed_config(args: argparse.Namespace, device_name: str):
     cfg = model_config(args)
     if args.pp > 1:  # the first and last stage cannot share one weight (check_layout says so)
         cfg.tie_embeddings = False
-    tc = TrainConfig(batch_size=args.batch_size, seq_len=args.block_size, precision=args.dtype,
-                     device=device_name, compile=args.compile, seed=args.seed, threads=args.threads or 0,
-                     weight_decay=0.1, lr=1e-4, betas=(0.9, 0.95), grad_clip=1.0)
-    pc = ParallelConfig(dp=args.dp, tp=args.tp, pp=args.pp, dp_mode=args.dp_mode, pp_schedule=args.pp_schedule,
-                        pp_microbatches=args.pp_microbatches, sequence_parallel=args.sequence_parallel,
-                        activation_checkpoint=args.activation_checkpoint,
-                        reshard_after_forward=args.reshard_after_forward)
+    tc = TrainConfig(
+        batch_size=args.batch_size,
+        seq_len=args.block_size,
+        precision=args.dtype,
+        device=device_name,
+        compile=args.compile,
+        seed=args.seed,
+        threads=args.threads or 0,
+        weight_decay=0.1,
+        lr=1e-4,
+        betas=(0.9, 0.95),
+        grad_clip=1.0,
+    )
+    pc = ParallelConfig(
+        dp=args.dp,
+        tp=args.tp,
+        pp=args.pp,
+        dp_mode=args.dp_mode,
+        pp_schedule=args.pp_schedule,
+        pp_microbatches=args.pp_microbatches,
+        sequence_parallel=args.sequence_parallel,
+        activation_checkpoint=args.activation_checkpoint,
+        reshard_after_forward=args.reshard_after_forward,
+    )
     return RunConfig(model=cfg, train=tc, parallel=pc)
 
 
@@ -384,8 +464,10 @@ def distributed_bench(args: argparse.Namespace, cfg, env) -> None:
     # dp rank hold the same batch).
     g = torch.Generator().manual_seed(args.seed + env.dp_rank)
     shape = (args.batch_size // layout.dp, args.block_size)
-    batch = {"input_ids": torch.randint(args.vocab_size, shape, generator=g).to(device),
-             "targets": torch.randint(args.vocab_size, shape, generator=g).to(device)}
+    batch = {
+        "input_ids": torch.randint(args.vocab_size, shape, generator=g).to(device),
+        "targets": torch.randint(args.vocab_size, shape, generator=g).to(device),
+    }
 
     def train_step() -> None:  # as lmforge.train.loop: one micro-batch, clip, AdamW, zero_grad
         with autocast(device, dtype):
@@ -415,8 +497,11 @@ def distributed_bench(args: argparse.Namespace, cfg, env) -> None:
         # Every rank measures its own device (CPU: its share of the cores) at once, so the sum is
         # the peak of the whole world under the same load as the steps it is compared with.
         env.barrier()
-        mm = torch.tensor([matmul_flops(device, dtype, reps=10 if device.type == "cuda" else 2)],
-                          dtype=torch.float64, device=env.comm_device)
+        mm = torch.tensor(
+            [matmul_flops(device, dtype, reps=10 if device.type == "cuda" else 2)],
+            dtype=torch.float64,
+            device=env.comm_device,
+        )
         matmul_rates.append(float(env.all_reduce_sum(mm).item()))
         rates.append(args.steps * global_tokens / timed(args.steps))
     if device.type == "cuda":
@@ -429,26 +514,38 @@ def distributed_bench(args: argparse.Namespace, cfg, env) -> None:
     fpt = cfg.model.flops_per_token(args.block_size)
     tps, rate = statistics.median(rates), statistics.median(matmul_rates)
     n_params = cfg.model.num_params()
-    print(f"device: {device.type} x {env.world_size} processes ({dist.get_backend()}, "
-          f"{torch.get_num_threads()} threads each), dtype: {str(dtype).removeprefix('torch.')}"
-          f"{' + torch.compile' if args.compile else ''}, torch {torch.__version__}")
-    print(f"layout: {layout}, dp_mode={cfg.parallel.dp_mode}"
-          f"{f', pp schedule {cfg.parallel.pp_schedule}' if layout.pp > 1 else ''}"
-          f"{', sequence parallel' if cfg.parallel.sequence_parallel and layout.tp > 1 else ''}"
-          f", activation checkpoint {cfg.parallel.activation_checkpoint}")
-    print(f"shape: n_layer={args.n_layer} n_embd={args.n_embd} n_head={args.n_head} "
-          f"n_kv_head={cfg.model.kv_heads} block_size={args.block_size} global batch_size={args.batch_size} "
-          f"vocab_size={args.vocab_size} pos={args.pos} activation={args.activation} norm={args.norm} "
-          f"bias={args.bias} tie_embeddings={cfg.model.tie_embeddings}")
+    print(
+        f"device: {device.type} x {env.world_size} processes ({dist.get_backend()}, "
+        f"{torch.get_num_threads()} threads each), dtype: {str(dtype).removeprefix('torch.')}"
+        f"{' + torch.compile' if args.compile else ''}, torch {torch.__version__}"
+    )
+    print(
+        f"layout: {layout}, dp_mode={cfg.parallel.dp_mode}"
+        f"{f', pp schedule {cfg.parallel.pp_schedule}' if layout.pp > 1 else ''}"
+        f"{', sequence parallel' if cfg.parallel.sequence_parallel and layout.tp > 1 else ''}"
+        f", activation checkpoint {cfg.parallel.activation_checkpoint}"
+    )
+    print(
+        f"shape: n_layer={args.n_layer} n_embd={args.n_embd} n_head={args.n_head} "
+        f"n_kv_head={cfg.model.kv_heads} block_size={args.block_size} global batch_size={args.batch_size} "
+        f"vocab_size={args.vocab_size} pos={args.pos} activation={args.activation} norm={args.norm} "
+        f"bias={args.bias} tie_embeddings={cfg.model.tie_embeddings}"
+    )
     print(f"params: {n_params / 1e6:.2f}M, training FLOPs/token: {fpt / 1e6:.1f}M")
-    print(f"matmul {str(dtype).removeprefix('torch.')} 2048^3, sum over {env.world_size} ranks: "
-          f"{rate / 1e9:.1f} GFLOP/s (median of {len(matmul_rates)}, min {min(matmul_rates) / 1e9:.1f}, "
-          f"max {max(matmul_rates) / 1e9:.1f})")
-    print(f"tokens/s: {tps:.0f} (global, median of {len(rates)} x {args.steps} steps, min {min(rates):,.0f}, "
-          f"max {max(rates):,.0f}; {tps / env.world_size:,.0f} per process)")
+    print(
+        f"matmul {str(dtype).removeprefix('torch.')} 2048^3, sum over {env.world_size} ranks: "
+        f"{rate / 1e9:.1f} GFLOP/s (median of {len(matmul_rates)}, min {min(matmul_rates) / 1e9:.1f}, "
+        f"max {max(matmul_rates) / 1e9:.1f})"
+    )
+    print(
+        f"tokens/s: {tps:.0f} (global, median of {len(rates)} x {args.steps} steps, min {min(rates):,.0f}, "
+        f"max {max(rates):,.0f}; {tps / env.world_size:,.0f} per process)"
+    )
     print(f"MFU: {100 * fpt * tps / rate:.1f}%")
-    print(f"peak memory: {max(mems):.0f} MiB (largest rank; {mem_kind}; "
-          f"ranks: {', '.join(f'{m:.0f}' for m in mems)})")
+    print(
+        f"peak memory: {max(mems):.0f} MiB (largest rank; {mem_kind}; "
+        f"ranks: {', '.join(f'{m:.0f}' for m in mems)})"
+    )
 
 
 if __name__ == "__main__":

@@ -37,16 +37,32 @@ def make_base(root: Path, args) -> tuple[Path, Path]:
     from lmforge.train.checkpoint import save_checkpoint
 
     rng = random.Random(0)
-    words = ["".join(rng.choice("abcdefghijklmnoprstu") for _ in range(rng.randint(2, 8))) for _ in range(400)]
-    convs = [[{"role": "user", "content": " ".join(rng.choices(words, k=40))},
-              {"role": "assistant", "content": " ".join(rng.choices(words, k=80))}] for _ in range(200)]
+    words = [
+        "".join(rng.choice("abcdefghijklmnoprstu") for _ in range(rng.randint(2, 8))) for _ in range(400)
+    ]
+    convs = [
+        [
+            {"role": "user", "content": " ".join(rng.choices(words, k=40))},
+            {"role": "assistant", "content": " ".join(rng.choices(words, k=80))},
+        ]
+        for _ in range(200)
+    ]
     data = root / "data.jsonl"
     data.write_text("".join(json.dumps({"messages": c}) + "\n" for c in convs))
     tok = train_tokenizer([m["content"] for c in convs for m in c], TokenizerConfig(vocab_size=1024))
     cfg = RunConfig(name="base", out_dir=str(root))
-    cfg.model = ModelConfig(vocab_size=args.vocab, block_size=args.seq_len, n_layer=args.layers, n_embd=args.width,
-                            n_head=args.width // 64, pos="rope", activation="swiglu", norm="rmsnorm", bias=False,
-                            tie_embeddings=False)
+    cfg.model = ModelConfig(
+        vocab_size=args.vocab,
+        block_size=args.seq_len,
+        n_layer=args.layers,
+        n_embd=args.width,
+        n_head=args.width // 64,
+        pos="rope",
+        activation="swiglu",
+        norm="rmsnorm",
+        bias=False,
+        tie_embeddings=False,
+    )
     run = root / "base"
     run.mkdir()
     tok.save(run / "tokenizer.json")
@@ -91,11 +107,18 @@ def tensor_bytes(cfg, args) -> dict:
     opt.step()
     mb = 2**20
     params = list(model.parameters())
-    out = {"weights": sum(p.numel() * p.element_size() for p in params) / mb,
-           "grads": sum(p.grad.numel() * p.grad.element_size() for p in params if p.grad is not None) / mb,
-           "optimizer": sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
-                            if torch.is_tensor(t) and t.dim() > 0) / mb,
-           "activations": sum(saved.values()) / mb}
+    out = {
+        "weights": sum(p.numel() * p.element_size() for p in params) / mb,
+        "grads": sum(p.grad.numel() * p.grad.element_size() for p in params if p.grad is not None) / mb,
+        "optimizer": sum(
+            t.numel() * t.element_size()
+            for s in opt.state.values()
+            for t in s.values()
+            if torch.is_tensor(t) and t.dim() > 0
+        )
+        / mb,
+        "activations": sum(saved.values()) / mb,
+    }
     out["total"] = sum(out.values())
     return out
 
@@ -118,13 +141,35 @@ def child(args) -> None:
         peak, kind = peak_memory_mb(torch.device(args.device))
         print(json.dumps({"peak_mb": peak, "kind": kind}))
         return
-    cfg = from_dict(FinetuneConfig, {**variant, "init": args.base, "data": args.data, "out": args.out,
-                                     "max_steps": args.steps, "batch_size": args.batch, "eval_every": 0,
-                                     "log_every": 1, "chat_prompts": [], "device": args.device,
-                                     "val_fraction": 0.05})
+    cfg = from_dict(
+        FinetuneConfig,
+        {
+            **variant,
+            "init": args.base,
+            "data": args.data,
+            "out": args.out,
+            "max_steps": args.steps,
+            "batch_size": args.batch,
+            "eval_every": 0,
+            "log_every": 1,
+            "chat_prompts": [],
+            "device": args.device,
+            "val_fraction": 0.05,
+        },
+    )
     r = finetune(cfg, log=lambda m: None)
-    print(json.dumps({"peak_mb": r.peak_memory_mb, "kind": r.memory_kind, "trainable": r.trainable_params,
-                      "total": r.total_params, "tokens_per_s": r.tokens_per_s, "bytes": tensor_bytes(cfg, args)}))
+    print(
+        json.dumps(
+            {
+                "peak_mb": r.peak_memory_mb,
+                "kind": r.memory_kind,
+                "trainable": r.trainable_params,
+                "total": r.total_params,
+                "tokens_per_s": r.tokens_per_s,
+                "bytes": tensor_bytes(cfg, args),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -145,9 +190,22 @@ def main() -> None:
         base, data = make_base(Path(tmp), args)
         rows = {}
         for i, name in enumerate(VARIANTS):
-            cmd = [sys.executable, __file__, "--child", name, "--base", str(base), "--data", str(data),
-                   "--out", str(Path(tmp) / f"out{i}")] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                                                          if k not in ("child", "base", "data", "out")]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                name,
+                "--base",
+                str(base),
+                "--data",
+                str(data),
+                "--out",
+                str(Path(tmp) / f"out{i}"),
+            ] + [
+                f"--{k.replace('_', '-')}={v}"
+                for k, v in vars(args).items()
+                if k not in ("child", "base", "data", "out")
+            ]
             res = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if res.returncode != 0:
                 sys.exit(f"{name} failed:\n{res.stderr[-2000:]}")
@@ -155,26 +213,34 @@ def main() -> None:
             print(f"{name}: {rows[name]}", file=sys.stderr, flush=True)
     floor = rows["load only"]["peak_mb"]
     full = rows["full"]
-    print(f"model: {args.layers} layers x {args.width}, vocab {args.vocab} (untied), {full['total']:,} parameters; "
-          f"batch {args.batch} x {args.seq_len} tokens, {args.steps} steps, device {args.device}, "
-          f"memory = {full['kind']}\n")
-    print("| variant | trainable params | peak MB | peak - load-only MB | vs full (above load-only) | tokens/s |")
+    print(
+        f"model: {args.layers} layers x {args.width}, vocab {args.vocab} (untied), {full['total']:,} parameters; "
+        f"batch {args.batch} x {args.seq_len} tokens, {args.steps} steps, device {args.device}, "
+        f"memory = {full['kind']}\n"
+    )
+    print(
+        "| variant | trainable params | peak MB | peak - load-only MB | vs full (above load-only) | tokens/s |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
         if name == "load only":
             print(f"| load only (no training) | - | {floor:,.0f} | 0 | - | - |")
             continue
         over = r["peak_mb"] - floor
-        print(f"| {name} | {r['trainable']:,} ({100 * r['trainable'] / r['total']:.2f}%) | {r['peak_mb']:,.0f} | "
-              f"{over:,.0f} | {over / (full['peak_mb'] - floor):.2f}x | {r['tokens_per_s']:,.0f} |")
+        print(
+            f"| {name} | {r['trainable']:,} ({100 * r['trainable'] / r['total']:.2f}%) | {r['peak_mb']:,.0f} | "
+            f"{over:,.0f} | {over / (full['peak_mb'] - floor):.2f}x | {r['tokens_per_s']:,.0f} |"
+        )
     print("\nTensor bytes of one training step (MB), counted exactly:\n")
     print("| variant | weights | gradients | AdamW state | saved activations | total | vs full |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
         if name != "load only":
             b = r["bytes"]
-            print(f"| {name} | {b['weights']:,.1f} | {b['grads']:,.1f} | {b['optimizer']:,.1f} | "
-                  f"{b['activations']:,.1f} | {b['total']:,.1f} | {b['total'] / full['bytes']['total']:.2f}x |")
+            print(
+                f"| {name} | {b['weights']:,.1f} | {b['grads']:,.1f} | {b['optimizer']:,.1f} | "
+                f"{b['activations']:,.1f} | {b['total']:,.1f} | {b['total'] / full['bytes']['total']:.2f}x |"
+            )
 
 
 if __name__ == "__main__":

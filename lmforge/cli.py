@@ -40,16 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
     from lmforge.serve import human_export
     from lmforge.tune import cli as tune_cli
 
-    parser = argparse.ArgumentParser(prog="lmforge", description="Build a language model from raw text, end to end.")
+    parser = argparse.ArgumentParser(
+        prog="lmforge", description="Build a language model from raw text, end to end."
+    )
     parser.add_argument("--version", action="version", version=f"lmforge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="command")
 
-    p = sub.add_parser("run", help="every stage on the configured corpus (default: tiny recipe, embedded corpus)")
+    p = sub.add_parser(
+        "run", help="every stage on the configured corpus (default: tiny recipe, embedded corpus)"
+    )
     _add_config_args(p)
     curate_cli.add_parser(sub)
     _add_tokenizer_parser(sub)
-    p = sub.add_parser("train", help="pre-train a model (trains the tokenizer and encodes shards if needed)",
-                       epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "train",
+        help="pre-train a model (trains the tokenizer and encodes shards if needed)",
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_config_args(p)
     plan_cli.add_parser(sub)
     # `eval human` is serve's (the server's page collects the ratings); registered here so eval
@@ -60,11 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="sample text from a trained model")
     p.add_argument("--run", required=True, help="run directory (latest checkpoint) or a checkpoint directory")
     p.add_argument("--prompt", help="text to continue (default: sample.prompt)")
-    p.add_argument("--prompt-template", metavar="FILE", default=None,
-                   help="YAML/JSON prompt template (lmforge/chat/prompts.py): the prompt fills its query and "
-                        "is rendered with its system prompt and k seeded shots before generation")
-    p.add_argument("overrides", nargs="*", metavar="sample.key=value",
-                   help="decoding overrides, e.g. sample.temperature=0 sample.top_p=0.9")
+    p.add_argument(
+        "--prompt-template",
+        metavar="FILE",
+        default=None,
+        help="YAML/JSON prompt template (lmforge/chat/prompts.py): the prompt fills its query and "
+        "is rendered with its system prompt and k seeded shots before generation",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="sample.key=value",
+        help="decoding overrides, e.g. sample.temperature=0 sample.top_p=0.9",
+    )
     serve_cli.add_parsers(sub)
     inspect_cli.add_parser(sub)
     export_cli.add_parsers(sub)
@@ -76,12 +92,16 @@ def _add_tokenizer_parser(sub) -> None:
     p = sub.add_parser("tokenizer", help="train a BPE tokenizer or encode documents into token shards")
     tsub = p.add_subparsers(dest="action", metavar="action")
     t = tsub.add_parser("train", help="train a byte-level BPE tokenizer on documents")
-    t.add_argument("--input", required=True, help="documents: a .jsonl[.gz]/.txt file, a folder, or 'embedded'")
+    t.add_argument(
+        "--input", required=True, help="documents: a .jsonl[.gz]/.txt file, a folder, or 'embedded'"
+    )
     t.add_argument("--output", default="tokenizer.json", help="where to write tokenizer.json")
     _add_config_args(t)
     e = tsub.add_parser("encode", help="encode documents into uint16/uint32 token shards + meta.json")
     e.add_argument("--tokenizer", required=True, help="tokenizer.json")
-    e.add_argument("--input", required=True, help="documents: a .jsonl[.gz]/.txt file, a folder, or 'embedded'")
+    e.add_argument(
+        "--input", required=True, help="documents: a .jsonl[.gz]/.txt file, a folder, or 'embedded'"
+    )
     e.add_argument("--output", required=True, help="shard directory to create")
     _add_config_args(e)
 
@@ -205,7 +225,9 @@ def cmd_generate(args, parser) -> int:
 
         t = load_template(args.prompt_template)
         sc.prompt = render_text(t, record_from_text(t, sc.prompt), template_pool(t))
-    tok_path = next((p / "tokenizer.json" for p in (path, path.parent.parent) if (p / "tokenizer.json").exists()), None)
+    tok_path = next(
+        (p / "tokenizer.json" for p in (path, path.parent.parent) if (p / "tokenizer.json").exists()), None
+    )
     if tok_path is None:
         raise LmforgeError(f"no tokenizer.json found in {path} or its run directory")
     tok = Tokenizer.load(tok_path)
@@ -229,11 +251,17 @@ def cmd_recipes(args, parser) -> int:
 
 # Stage packages own their commands: "module:function", imported when the command runs.
 STAGE_COMMANDS = {
-    "curate": "lmforge.data.curate.cli:run", "eval": "lmforge.eval.cli:run", "plan": "lmforge.plan.cli:run",
-    "export": "lmforge.export.cli:run_export", "import": "lmforge.export.cli:run_import",
-    "chat": "lmforge.serve.cli:run_chat", "serve": "lmforge.serve.cli:run_serve",
-    "finetune": "lmforge.tune.cli:run_finetune", "synth": "lmforge.tune.cli:run_synth",
-    "inspect": "lmforge.inspect.cli:run", "human": "lmforge.serve.human_export:run",
+    "curate": "lmforge.data.curate.cli:run",
+    "eval": "lmforge.eval.cli:run",
+    "plan": "lmforge.plan.cli:run",
+    "export": "lmforge.export.cli:run_export",
+    "import": "lmforge.export.cli:run_import",
+    "chat": "lmforge.serve.cli:run_chat",
+    "serve": "lmforge.serve.cli:run_serve",
+    "finetune": "lmforge.tune.cli:run_finetune",
+    "synth": "lmforge.tune.cli:run_synth",
+    "inspect": "lmforge.inspect.cli:run",
+    "human": "lmforge.serve.human_export:run",
 }
 
 
@@ -245,8 +273,14 @@ def _stage_command(target: str):
     return command
 
 
-COMMANDS = {"run": cmd_run, "train": cmd_train, "tokenizer": cmd_tokenizer, "generate": cmd_generate,
-            "recipes": cmd_recipes, **{name: _stage_command(t) for name, t in STAGE_COMMANDS.items()}}
+COMMANDS = {
+    "run": cmd_run,
+    "train": cmd_train,
+    "tokenizer": cmd_tokenizer,
+    "generate": cmd_generate,
+    "recipes": cmd_recipes,
+    **{name: _stage_command(t) for name, t in STAGE_COMMANDS.items()},
+}
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -84,7 +84,11 @@ def get_gpu(name: str) -> GPU:
 # A100-SXM4-40GB") to presets. The PCIe and NVL boards of H100/H200 run at lower clocks and power
 # than the SXM presets (H100 datasheet: PCIe 1,513 TFLOPS BF16 with sparsity = 756 dense), so they
 # match no preset rather than overstate MFU's denominator; A100 PCIe and SXM share 312 TFLOPS.
-_DEVICE_NAMES = (("H200", "h200", ("PCIE", "NVL")), ("H100", "h100", ("PCIE", "NVL")), ("A100", "a100-80gb", ()))
+_DEVICE_NAMES = (
+    ("H200", "h200", ("PCIE", "NVL")),
+    ("H100", "h100", ("PCIE", "NVL")),
+    ("A100", "a100-80gb", ()),
+)
 
 
 def device_gpu(device_name: str) -> GPU | None:

@@ -40,8 +40,10 @@ def prepare_tokenizer(cfg: RunConfig, run_dir: Path):
     if cfg.tokenizer.path:
         tok = Tokenizer.load(cfg.tokenizer.path)
         if target.exists() and Tokenizer.load(target).hash != tok.hash:
-            raise LmforgeError(f"{target} holds a different tokenizer than tokenizer.path={cfg.tokenizer.path}; "
-                               "use a new run name")
+            raise LmforgeError(
+                f"{target} holds a different tokenizer than tokenizer.path={cfg.tokenizer.path}; "
+                "use a new run name"
+            )
         if not target.exists():
             run_dir.mkdir(parents=True, exist_ok=True)
             tok.save(target)
@@ -67,13 +69,17 @@ def prepare_shards(cfg: RunConfig, tok, run_dir: Path) -> Path:
         log(f"data: reusing token shards in {shard_dir}")
         return shard_dir
     if cfg.data.shards:
-        raise LmforgeError(f"data.shards={shard_dir} has no meta.json; encode a corpus there with "
-                           "`lmforge tokenizer encode` or leave data.shards unset")
+        raise LmforgeError(
+            f"data.shards={shard_dir} has no meta.json; encode a corpus there with "
+            "`lmforge tokenizer encode` or leave data.shards unset"
+        )
     t0 = time.time()
     meta = encode_corpus(documents(cfg.data.corpus), tok, shard_dir, cfg.data)
     tr, va = meta["splits"]["train"], meta["splits"]["val"]
-    log(f"data: {tr['documents']} train / {va['documents']} val documents, {tr['tokens']:,} / {va['tokens']:,} "
-        f"tokens ({tr['bytes'] / max(tr['tokens'], 1):.2f} bytes/token) in {time.time() - t0:.1f}s -> {shard_dir}")
+    log(
+        f"data: {tr['documents']} train / {va['documents']} val documents, {tr['tokens']:,} / {va['tokens']:,} "
+        f"tokens ({tr['bytes'] / max(tr['tokens'], 1):.2f} bytes/token) in {time.time() - t0:.1f}s -> {shard_dir}"
+    )
     return shard_dir
 
 

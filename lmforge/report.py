@@ -60,7 +60,7 @@ def update_report_section(run_dir: str | Path, name: str, markdown: str) -> Path
         raise LmforgeError(f"report section '{name}' must not contain lmforge section markers")
     body = markdown.strip()
     if body.startswith(f"## {name}\n"):  # a stage's own markdown may carry the heading already
-        body = body[len(f"## {name}"):].strip()
+        body = body[len(f"## {name}") :].strip()
     block = f"{begin}\n## {name}\n\n{body}\n{end}\n"
 
     path = run_dir / REPORT_FILE
@@ -69,10 +69,11 @@ def update_report_section(run_dir: str | Path, name: str, markdown: str) -> Path
     if start >= 0:
         stop = text.find(end, start)
         if stop < 0:
-            raise LmforgeError(f"{path}: section '{name}' has a start marker but no end marker; "
-                               f"fix or delete the file")
+            raise LmforgeError(
+                f"{path}: section '{name}' has a start marker but no end marker; fix or delete the file"
+            )
         stop += len(end)
-        if text[stop:stop + 1] == "\n":
+        if text[stop : stop + 1] == "\n":
             stop += 1
         text = text[:start] + block + text[stop:]
     else:
@@ -91,10 +92,8 @@ def read_report_section(run_dir: str | Path, name: str) -> str | None:
     start, stop = text.find(begin), text.find(end)
     if start < 0 or stop < start:
         return None
-    body = text[start + len(begin):stop].strip("\n")
+    body = text[start + len(begin) : stop].strip("\n")
     return body.removeprefix(f"## {name}\n").strip("\n")
-
-
 
 
 # --- the training report ------------------------------------------------------------------------
@@ -123,9 +122,16 @@ def _model_section(cfg: Any) -> str:
     kv = f"{m.kv_heads} ({'MHA' if m.kv_heads == m.n_head else 'MQA' if m.kv_heads == 1 else 'GQA'})"
     rows = [
         ("kind", m.kind),
-        ("layers", f"{m.n_layer}" + (f" decoder + {m.encoder_layers} encoder" if m.kind == "encoder-decoder" else "")),
+        (
+            "layers",
+            f"{m.n_layer}"
+            + (f" decoder + {m.encoder_layers} encoder" if m.kind == "encoder-decoder" else ""),
+        ),
         ("width (n_embd)", m.n_embd),
-        ("heads (query / key-value)", f"{m.n_head} / {kv}, head dim {m.head_dim}" + (", QK-norm" if m.qk_norm else "")),
+        (
+            "heads (query / key-value)",
+            f"{m.n_head} / {kv}, head dim {m.head_dim}" + (", QK-norm" if m.qk_norm else ""),
+        ),
         ("MLP", f"{m.activation}, hidden {m.hidden_dim}"),
         ("norm", f"{m.norm}, {m.norm_position}-norm"),
         ("positions", m.pos + (f" (theta {m.rope_theta:g})" if m.pos == "rope" else "")),
@@ -143,17 +149,29 @@ def _model_section(cfg: Any) -> str:
 def _training_section(cfg: Any, res: dict, metrics: list[dict]) -> str:
     t = cfg.train
     seq_len = t.seq_len or cfg.model.block_size
-    mfu = [r["mfu"] for r in metrics if r.get("kind", "train") == "train" and isinstance(r.get("mfu"), (int, float))]
+    mfu = [
+        r["mfu"]
+        for r in metrics
+        if r.get("kind", "train") == "train" and isinstance(r.get("mfu"), (int, float))
+    ]
     rows = [
         ("steps", f"{_fmt(res.get('steps'), ',')} of {t.max_steps:,}" + _stopped(res)),
-        ("batch", (f"{t.batch_size} x {seq_len} tokens x {t.grad_accum} accumulation"
-                   f" = {t.batch_size * seq_len * t.grad_accum:,} tokens per step (per process)")),
+        (
+            "batch",
+            (
+                f"{t.batch_size} x {seq_len} tokens x {t.grad_accum} accumulation"
+                f" = {t.batch_size * seq_len * t.grad_accum:,} tokens per step (per process)"
+            ),
+        ),
         ("learning rate", schedule_text(t)),
         ("optimizer", optimizer_text(t)),
         ("precision", t.precision),
         ("tokens seen", _fmt(res.get("tokens"), ",")),
-        ("throughput", f"{_fmt(res.get('tokens_per_s'), ',.0f')} tokens/s"
-                       + (f", MFU {100 * mfu[-1]:.1f}% (last logged)" if mfu else "")),
+        (
+            "throughput",
+            f"{_fmt(res.get('tokens_per_s'), ',.0f')} tokens/s"
+            + (f", MFU {100 * mfu[-1]:.1f}% (last logged)" if mfu else ""),
+        ),
         ("wall time", _duration(res.get("wall_s"))),
         ("final train loss", _fmt(res.get("final_train_loss"), ".4f")),
     ]
@@ -169,9 +187,11 @@ def optimizer_text(t: Any) -> str:
     if t.optimizer != "muon":
         return f"{adam_part}, {clip}"
     scale = "Jordan's" if t.muon_adjust_lr == "original" else "Moonshot's AdamW-matched"
-    return (f"Muon + AdamW: Muon (lr {t.muon_lr:g} at {scale} scale, Nesterov momentum {t.muon_momentum:g}, "
-            f"weight decay {t.muon_weight_decay:g}) on the blocks' matrices; {adam_part} on embeddings, output "
-            f"layer, norms and biases; {clip}")
+    return (
+        f"Muon + AdamW: Muon (lr {t.muon_lr:g} at {scale} scale, Nesterov momentum {t.muon_momentum:g}, "
+        f"weight decay {t.muon_weight_decay:g}) on the blocks' matrices; {adam_part} on embeddings, output "
+        f"layer, norms and biases; {clip}"
+    )
 
 
 def schedule_text(t: Any) -> str:
@@ -182,8 +202,10 @@ def schedule_text(t: Any) -> str:
     if t.decay == "constant":
         return head + "constant"
     if t.decay == "wsd":
-        return (f"WSD (warmup-stable-decay): {head}constant to step {wsd_decay_start(t):,}, then {t.decay_shape} "
-                f"decay over the last {100 * t.decay_fraction:g}% of steps {floor}")
+        return (
+            f"WSD (warmup-stable-decay): {head}constant to step {wsd_decay_start(t):,}, then {t.decay_shape} "
+            f"decay over the last {100 * t.decay_fraction:g}% of steps {floor}"
+        )
     return head + f"{t.decay} decay {floor}"
 
 
@@ -203,13 +225,18 @@ def _heldout_section(res: dict) -> str:
         ("perplexity", _fmt(ppl, ".2f")),
         ("bits per byte", _fmt(res.get("val_bpb"), ".4f")),
     ]
-    return _table(rows) + "\n\nBits per byte do not depend on the tokenizer, so they compare across vocabularies."
+    return (
+        _table(rows)
+        + "\n\nBits per byte do not depend on the tokenizer, so they compare across vocabularies."
+    )
 
 
 def _samples_section(cfg: Any, samples: list[str]) -> str:
     s = cfg.sample
-    head = (f"Prompt {s.prompt!r}, temperature {s.temperature:g}, top-k {s.top_k}, top-p {s.top_p}, "
-            f"seed {s.seed}, up to {s.max_new_tokens} new tokens.")
+    head = (
+        f"Prompt {s.prompt!r}, temperature {s.temperature:g}, top-k {s.top_k}, top-p {s.top_p}, "
+        f"seed {s.seed}, up to {s.max_new_tokens} new tokens."
+    )
     if not samples:
         return head + "\n\nNo samples."
     parts = [head]
@@ -221,7 +248,9 @@ def _samples_section(cfg: Any, samples: list[str]) -> str:
 
 
 def _loss_section(run_dir: Path, metrics: list[dict]) -> str:
-    train = [(r["step"], r["loss"]) for r in metrics if r.get("kind", "train") == "train" and _num(r.get("loss"))]
+    train = [
+        (r["step"], r["loss"]) for r in metrics if r.get("kind", "train") == "train" and _num(r.get("loss"))
+    ]
     val = [(r["step"], r["val_loss"]) for r in metrics if r.get("kind") == "val" and _num(r.get("val_loss"))]
     if not train and not val:
         return "No losses logged (metrics.jsonl is missing or empty)."

@@ -31,16 +31,32 @@ from lmforge.tokenizer import SPECIAL_TOKENS, Tokenizer, TokenizerConfig, train_
 from lmforge.train.checkpoint import save_checkpoint
 
 # A few lines of plain text are enough for a byte-level BPE with a few dozen merges.
-_TEXT = ("the quick brown fox jumps over the lazy dog. a model reads text and writes text. "
-         "hello world, how are you today? fine, thank you. numbers: 1 2 3 4 5 6 7 8 9 10. ") * 20
+_TEXT = (
+    "the quick brown fox jumps over the lazy dog. a model reads text and writes text. "
+    "hello world, how are you today? fine, thank you. numbers: 1 2 3 4 5 6 7 8 9 10. "
+) * 20
 
 
-def make_tiny_run(run_dir: str | Path, *, seed: int = 0, block_size: int = 128, n_layer: int = 2,
-                  n_embd: int = 32, n_head: int = 2, vocab_size: int = 320) -> Path:
+def make_tiny_run(
+    run_dir: str | Path,
+    *,
+    seed: int = 0,
+    block_size: int = 128,
+    n_layer: int = 2,
+    n_embd: int = 32,
+    n_head: int = 2,
+    vocab_size: int = 320,
+) -> Path:
     """Write `run_dir` (tokenizer.json, config.yaml, checkpoints/step_000000) and return it."""
     tok = train_tokenizer([_TEXT], TokenizerConfig(vocab_size=vocab_size, min_frequency=2))
-    mcfg = ModelConfig(vocab_size=tok.vocab_size, block_size=block_size, n_layer=n_layer, n_embd=n_embd,
-                       n_head=n_head, tie_embeddings=False)
+    mcfg = ModelConfig(
+        vocab_size=tok.vocab_size,
+        block_size=block_size,
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=n_head,
+        tie_embeddings=False,
+    )
     torch.manual_seed(seed)
     model = Transformer(mcfg)
     with torch.no_grad():
@@ -49,8 +65,9 @@ def make_tiny_run(run_dir: str | Path, *, seed: int = 0, block_size: int = 128, 
         # bytes) zero: the gibberish is readable, and answers end at max_tokens rather than at a
         # random end token.
         head = model.lm_head.weight
-        readable = torch.tensor([i >= len(SPECIAL_TOKENS) and _readable(tok.decode([i]))
-                                 for i in range(tok.vocab_size)])
+        readable = torch.tensor(
+            [i >= len(SPECIAL_TOKENS) and _readable(tok.decode([i])) for i in range(tok.vocab_size)]
+        )
         head[readable] = torch.randn(int(readable.sum()), n_embd) * 0.6
         head[~readable] = 0.0
     return _save_run(run_dir, tok, model)
@@ -83,11 +100,23 @@ def tiny_tokenizer(vocab_size: int = 1024, documents: int = 400) -> Tokenizer:
     return train_tokenizer(texts, TokenizerConfig(vocab_size=vocab_size, min_frequency=2))
 
 
-def tiny_lmforge(tokenizer: Tokenizer, block_size: int = 128, n_layer: int = 2, n_embd: int = 32,
-                 seed: int = 0, init_std: float = 0.1) -> LmforgeLM:
+def tiny_lmforge(
+    tokenizer: Tokenizer,
+    block_size: int = 128,
+    n_layer: int = 2,
+    n_embd: int = 32,
+    seed: int = 0,
+    init_std: float = 0.1,
+) -> LmforgeLM:
     torch.manual_seed(seed)
-    cfg = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=block_size, n_layer=n_layer, n_head=2,
-                      n_embd=n_embd, init_std=init_std)
+    cfg = ModelConfig(
+        vocab_size=tokenizer.vocab_size,
+        block_size=block_size,
+        n_layer=n_layer,
+        n_head=2,
+        n_embd=n_embd,
+        init_std=init_std,
+    )
     return LmforgeLM(Transformer(cfg), tokenizer, name=f"tiny-lmforge-{n_layer}x{n_embd}")
 
 
@@ -98,19 +127,40 @@ def hf_tokenizer(tokenizer: Tokenizer):
     from transformers import PreTrainedTokenizerFast
 
     raw = Raw.from_str(tokenizer.to_str())
-    return PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|endoftext|>", pad_token="<|pad|>",
-                                   bos_token=None, unk_token=None, model_max_length=1_000_000)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        eos_token="<|endoftext|>",
+        pad_token="<|pad|>",
+        bos_token=None,
+        unk_token=None,
+        model_max_length=1_000_000,
+    )
 
 
-def tiny_gpt2(tokenizer: Tokenizer, n_positions: int = 128, n_layer: int = 2, n_embd: int = 32, seed: int = 0,
-              init_std: float = 0.1, save_to: str | Path | None = None) -> HFCausalLM:
+def tiny_gpt2(
+    tokenizer: Tokenizer,
+    n_positions: int = 128,
+    n_layer: int = 2,
+    n_embd: int = 32,
+    seed: int = 0,
+    init_std: float = 0.1,
+    save_to: str | Path | None = None,
+) -> HFCausalLM:
     """A random GPT-2 over `tokenizer`; with `save_to`, also written as a folder lm-eval can load."""
     from transformers import GPT2Config, GPT2LMHeadModel  # the optional `hf` extra
 
     torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
-                     n_head=2, initializer_range=init_std, bos_token_id=tokenizer.eot_id,
-                     eos_token_id=tokenizer.eot_id, pad_token_id=tokenizer.pad_id)
+    cfg = GPT2Config(
+        vocab_size=tokenizer.vocab_size,
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=2,
+        initializer_range=init_std,
+        bos_token_id=tokenizer.eot_id,
+        eos_token_id=tokenizer.eot_id,
+        pad_token_id=tokenizer.pad_id,
+    )
     model = GPT2LMHeadModel(cfg).eval()
     tok = hf_tokenizer(tokenizer)
     if save_to is not None:

@@ -151,9 +151,11 @@ def vocab_shortfall(tok: Tokenizer, cfg: TokenizerConfig) -> str | None:
     when no pair is left that occurs min_frequency times), else None."""
     if tok.vocab_size >= cfg.vocab_size:
         return None
-    return (f"warning: tokenizer.vocab_size={cfg.vocab_size:,} asked for, but this corpus gives only "
-            f"{tok.vocab_size:,} tokens (no pair left that occurs tokenizer.min_frequency={cfg.min_frequency} "
-            f"times); the run uses {tok.vocab_size:,}. More text, or a smaller vocab_size, removes this warning")
+    return (
+        f"warning: tokenizer.vocab_size={cfg.vocab_size:,} asked for, but this corpus gives only "
+        f"{tok.vocab_size:,} tokens (no pair left that occurs tokenizer.min_frequency={cfg.min_frequency} "
+        f"times); the run uses {tok.vocab_size:,}. More text, or a smaller vocab_size, removes this warning"
+    )
 
 
 def _checked(texts: Iterable[str]) -> Iterable[str]:

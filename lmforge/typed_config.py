@@ -44,7 +44,9 @@ def read_recipe(name_or_path: str) -> dict[str, Any]:
     except yaml.YAMLError as e:
         raise ConfigError(f"cannot parse {name_or_path}: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{name_or_path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(
+            f"{name_or_path}: a recipe must be a mapping of sections, got {type(data).__name__}"
+        )
     return data
 
 
@@ -132,7 +134,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if origin is Literal:
         if value not in args:
             choices = ", ".join(map(str, args))
-            raise ConfigError(f"'{key}' must be one of {choices}, got {value!r}{_suggest(str(value), [str(a) for a in args])}")
+            raise ConfigError(
+                f"'{key}' must be one of {choices}, got {value!r}{_suggest(str(value), [str(a) for a in args])}"
+            )
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):

@@ -25,7 +25,10 @@ N_MMLU = 5  # test questions per MMLU subject (57 subjects: 285); dev keeps all 
 
 def write_gz(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as f:
+    with (
+        open(path, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as f,
+    ):
         f.write(text.encode("utf-8"))
 
 
@@ -44,21 +47,27 @@ def first_csv_rows(src: Path, n: int, header: bool) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--src", required=True, type=Path, help="full benchmark folder (arc/, hellaswag/, mmlu/, truthfulqa/)")
+    ap.add_argument(
+        "--src", required=True, type=Path, help="full benchmark folder (arc/, hellaswag/, mmlu/, truthfulqa/)"
+    )
     src = ap.parse_args().src
     for cfg in ("ARC-Easy", "ARC-Challenge"):
         for split, n in (("Test", N_TEST), ("Dev", N_DEV)):
             rel = f"arc/{cfg}/{cfg}-{split}.jsonl"
             write_gz(OUT / (rel + ".gz"), first_lines(src / rel, n))
-    write_gz(OUT / "hellaswag/hellaswag_val.jsonl.gz", first_lines(src / "hellaswag/hellaswag_val.jsonl", N_TEST))
+    write_gz(
+        OUT / "hellaswag/hellaswag_val.jsonl.gz", first_lines(src / "hellaswag/hellaswag_val.jsonl", N_TEST)
+    )
     for f in sorted((src / "mmlu" / "test").glob("*_test.csv")):
         write_gz(OUT / "mmlu/test" / (f.name + ".gz"), first_csv_rows(f, N_MMLU, header=False))
     for f in sorted((src / "mmlu" / "dev").glob("*_dev.csv")):
         write_gz(OUT / "mmlu/dev" / (f.name + ".gz"), first_csv_rows(f, N_MMLU, header=False))
     mc = json.loads((src / "truthfulqa/v0/mc_task.json").read_text(encoding="utf-8"))[:N_TEST]
     write_gz(OUT / "truthfulqa/v0/mc_task.json.gz", json.dumps(mc, ensure_ascii=False, indent=1) + "\n")
-    write_gz(OUT / "truthfulqa/v0/TruthfulQA.csv.gz", first_csv_rows(src / "truthfulqa/v0/TruthfulQA.csv", N_TEST,
-                                                                     header=True))
+    write_gz(
+        OUT / "truthfulqa/v0/TruthfulQA.csv.gz",
+        first_csv_rows(src / "truthfulqa/v0/TruthfulQA.csv", N_TEST, header=True),
+    )
     total = sum(p.stat().st_size for p in OUT.rglob("*.gz"))
     print(f"wrote {OUT} ({total / 1024:.0f} KiB compressed)")
 

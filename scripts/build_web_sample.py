@@ -29,17 +29,35 @@ def build(data: Path) -> list[dict]:
     web = data / "corpora" / "web"
     rows = []
     for i, r in enumerate(read_jsonl(web / "c4_en_sample_1000.jsonl")[:C4_DOCS]):
-        rows.append({"id": f"c4-{i:04d}", "text": r["text"], "source": "web",
-                     "meta": {"url": r["url"], "origin": "c4_en_sample_1000"}})
+        rows.append(
+            {
+                "id": f"c4-{i:04d}",
+                "text": r["text"],
+                "source": "web",
+                "meta": {"url": r["url"], "origin": "c4_en_sample_1000"},
+            }
+        )
     majority = read_jsonl(web / "dclm_majority_data.jsonl")[:DCLM_DOCS]
     for i, r in enumerate(majority):
-        rows.append({"id": f"dclm-{i:04d}", "text": r["text"], "source": "web",
-                     "meta": {"label": r["label"], "origin": "dclm_majority_data"}})
+        rows.append(
+            {
+                "id": f"dclm-{i:04d}",
+                "text": r["text"],
+                "source": "web",
+                "meta": {"label": r["label"], "origin": "dclm_majority_data"},
+            }
+        )
     chosen = {r["text"] for r in majority}
     for i, r in enumerate(read_jsonl(web / "dclm_agreement_data.jsonl")):
         if r["text"] in chosen:
-            rows.append({"id": f"dclm-agree-{i:04d}", "text": r["text"], "source": "web",
-                         "meta": {"label": r["label"], "origin": "dclm_agreement_data"}})
+            rows.append(
+                {
+                    "id": f"dclm-agree-{i:04d}",
+                    "text": r["text"],
+                    "source": "web",
+                    "meta": {"label": r["label"], "origin": "dclm_agreement_data"},
+                }
+            )
     return rows
 
 

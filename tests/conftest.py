@@ -38,14 +38,18 @@ def shared_data(relpath: str) -> Path:
     p = shared_path(relpath)
     if p is None:
         why = f"hidden by {HIDE_VAR}=1" if os.environ.get(HIDE_VAR, "") not in ("", "0") else "absent"
-        pytest.skip(f"needs ../shared/data/{relpath} ({why}: a clone without the project's shared data)",
-                    allow_module_level=True)
+        pytest.skip(
+            f"needs ../shared/data/{relpath} ({why}: a clone without the project's shared data)",
+            allow_module_level=True,
+        )
     return p
 
 
 def needs_shared(relpath: str) -> pytest.MarkDecorator:
     """Mark: skip unless ../shared/data/<relpath> is there (see shared_path)."""
     hidden = os.environ.get(HIDE_VAR, "") not in ("", "0")
-    return pytest.mark.skipif(shared_path(relpath) is None,
-                              reason=f"needs ../shared/data/{relpath} ({'hidden by ' + HIDE_VAR + '=1' if hidden else 'absent'}:"
-                                     " a clone without the project's shared data)")
+    return pytest.mark.skipif(
+        shared_path(relpath) is None,
+        reason=f"needs ../shared/data/{relpath} ({'hidden by ' + HIDE_VAR + '=1' if hidden else 'absent'}:"
+        " a clone without the project's shared data)",
+    )

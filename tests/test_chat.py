@@ -20,8 +20,6 @@ from lmforge.tiny import make_tiny_run
 GREEDY = SampleConfig(max_new_tokens=8, temperature=0.0, top_k=None, seed=None)
 
 
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     return make_tiny_run(tmp_path_factory.mktemp("chat") / "tiny", block_size=48)
@@ -37,8 +35,14 @@ def test_multi_turn_uses_the_chat_template_with_history(model):
     r1 = s.send("hi")
     r2 = s.send("more")
     assert [m["role"] for m in s.conversation()] == ["system", "user", "assistant", "user", "assistant"]
-    want = model.chat_ids([{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"},
-                           {"role": "assistant", "content": r1.text}, {"role": "user", "content": "more"}])
+    want = model.chat_ids(
+        [
+            {"role": "system", "content": "be kind"},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": r1.text},
+            {"role": "user", "content": "more"},
+        ]
+    )
     assert r2.prompt_tokens == len(want)
     again = model.complete(want, GREEDY, model.chat_stop_ids())
     assert again.text == r2.text
@@ -70,7 +74,12 @@ def test_settings(model):
     s.set("top_p", "0.9")
     s.set("top_k", "none")
     s.set("max_tokens", "4")
-    assert (s.sample.temperature, s.sample.top_p, s.sample.top_k, s.sample.max_new_tokens) == (0.5, 0.9, None, 4)
+    assert (s.sample.temperature, s.sample.top_p, s.sample.top_k, s.sample.max_new_tokens) == (
+        0.5,
+        0.9,
+        None,
+        4,
+    )
     with pytest.raises(LmforgeError, match="top_p"):
         s.set("top_p", "2")
     with pytest.raises(LmforgeError, match="unknown setting"):
@@ -84,12 +93,22 @@ def test_settings_show_the_prompt_templates_system_and_shots(model):
     from lmforge.chat.prompts import PromptTemplate
 
     assert ChatSession(model, GREEDY).describe().startswith("system: (none)\n")
-    template = PromptTemplate(query="Q: {q}", answer=" {a}", shots=2, system="Answer briefly.",
-                              pool=[{"q": "1+1", "a": "2"}, {"q": "2+2", "a": "4"}, {"q": "3+3", "a": "6"}])
+    template = PromptTemplate(
+        query="Q: {q}",
+        answer=" {a}",
+        shots=2,
+        system="Answer briefly.",
+        pool=[{"q": "1+1", "a": "2"}, {"q": "2+2", "a": "4"}, {"q": "3+3", "a": "6"}],
+    )
     model.set_prompt_template(template)
     try:
-        assert ChatSession(model, GREEDY).describe().startswith(
-            "system: Answer briefly. (from the prompt template, with 2 example exchanges before the conversation)\n")
+        assert (
+            ChatSession(model, GREEDY)
+            .describe()
+            .startswith(
+                "system: Answer briefly. (from the prompt template, with 2 example exchanges before the conversation)\n"
+            )
+        )
         own = ChatSession(model, GREEDY, system="Be terse.")  # its own system prompt replaces the template's
         assert own.describe().startswith("system: Be terse.\n")
     finally:
@@ -113,7 +132,7 @@ class Terminal:
         while True:
             m = re.search(pattern, self.screen)
             if m:
-                self.screen = self.screen[m.end():]
+                self.screen = self.screen[m.end() :]
                 return m
             left = end - time.monotonic()
             if left <= 0:
@@ -125,7 +144,9 @@ class Terminal:
                 except OSError:  # the child closed the terminal
                     data = b""
                 if not data and self.proc.poll() is not None:
-                    raise AssertionError(f"{pattern!r} did not appear before exit; screen: {self.screen[-800:]!r}")
+                    raise AssertionError(
+                        f"{pattern!r} did not appear before exit; screen: {self.screen[-800:]!r}"
+                    )
                 self.screen += data.decode("utf-8", "replace").replace("\r\n", "\n")
 
     def send(self, line: str) -> None:
@@ -140,14 +161,28 @@ class Terminal:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
 def test_repl_in_a_terminal(run, model):
-    term = Terminal([sys.executable, "-m", "lmforge.serve.cli", "chat", "--run", str(run), "--temperature", "0",
-                     "--max-tokens", "8"])
+    term = Terminal(
+        [
+            sys.executable,
+            "-m",
+            "lmforge.serve.cli",
+            "chat",
+            "--run",
+            str(run),
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "8",
+        ]
+    )
     try:
         term.expect(r"lmforge chat with tiny \(48-token context\)")
         term.expect("you> ")
         term.send("hello")
         reply = term.expect(r"model> (.*)\n").group(1)
-        want = model.complete(model.chat_ids([{"role": "user", "content": "hello"}]), GREEDY, model.chat_stop_ids())
+        want = model.complete(
+            model.chat_ids([{"role": "user", "content": "hello"}]), GREEDY, model.chat_stop_ids()
+        )
         assert reply == want.text
         term.expect(r"\[reply cut: max_tokens=8")
         term.send("/set temperature 0.7")
@@ -159,8 +194,10 @@ def test_repl_in_a_terminal(run, model):
         term.expect(r"system: you are terse\ntemperature 0.0, top_p 0.95, top_k None, max_tokens 8")
         for i in range(4):
             term.send(f"message {i} with a few words")
-        term.expect(r"\[context full: dropped the 1 oldest exchange \(\d+ tokens\) to fit the model's "
-                    r"48-token context\]")
+        term.expect(
+            r"\[context full: dropped the 1 oldest exchange \(\d+ tokens\) to fit the model's "
+            r"48-token context\]"
+        )
         term.send("/history")
         term.expect(r"system: you are terse\nuser: message \d with a few words")
         term.send("/reset")

@@ -11,16 +11,38 @@ from pathlib import Path
 
 import pytest
 
-TINY = ["model.n_layer=1", "model.n_embd=32", "model.n_head=2", "model.block_size=64", "tokenizer.vocab_size=300",
-        "train.max_steps=12", "train.batch_size=4", "train.warmup_steps=2", "train.eval_every=6",
-        "train.eval_tokens=512", "train.ckpt_every=6", "train.log_every=3", "data.workers=1",
-        "sample.max_new_tokens=16", "data.val_fraction=0.1", "eval.tasks=[arc_easy]", "eval.limit=5"]
+TINY = [
+    "model.n_layer=1",
+    "model.n_embd=32",
+    "model.n_head=2",
+    "model.block_size=64",
+    "tokenizer.vocab_size=300",
+    "train.max_steps=12",
+    "train.batch_size=4",
+    "train.warmup_steps=2",
+    "train.eval_every=6",
+    "train.eval_tokens=512",
+    "train.ckpt_every=6",
+    "train.log_every=3",
+    "data.workers=1",
+    "sample.max_new_tokens=16",
+    "data.val_fraction=0.1",
+    "eval.tasks=[arc_easy]",
+    "eval.limit=5",
+]
 
 
 def lmforge(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "lmforge", *args], check=False, cwd=cwd, capture_output=True,
-                          text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "lmforge", *args],
+        check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
@@ -37,7 +59,7 @@ def corpus(tmp_path_factory) -> Path:
 
     plays = [d["text"] for d in embedded_corpus() if d["meta"]["author"] == "William Shakespeare"]
     text = "\n\n".join(plays)[:120_000]
-    chunks = [text[i:i + 2000] for i in range(0, len(text), 2000)]
+    chunks = [text[i : i + 2000] for i in range(0, len(text), 2000)]
     path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
     with path.open("w", encoding="utf-8") as f:
         for i, c in enumerate(chunks):
@@ -79,8 +101,15 @@ def test_rerun_resumes_instead_of_retraining(finished_run, corpus):
 def test_generate_greedy_is_repeatable(finished_run):
     run, _ = finished_run
     a = lmforge("generate", "--run", str(run), "--prompt", "ROMEO:", "sample.temperature=0", cwd=run)
-    b = lmforge("generate", "--run", str(run / "checkpoints" / "step_000012"), "--prompt", "ROMEO:",
-                "sample.temperature=0", cwd=run)
+    b = lmforge(
+        "generate",
+        "--run",
+        str(run / "checkpoints" / "step_000012"),
+        "--prompt",
+        "ROMEO:",
+        "sample.temperature=0",
+        cwd=run,
+    )
     assert a.returncode == 0, a.stderr
     assert a.stdout.startswith("ROMEO:") and a.stdout == b.stdout
 
@@ -105,17 +134,28 @@ def test_corrupt_checkpoint_is_a_clear_error_and_untouched(finished_run, tmp_pat
 
 def test_shards_from_another_tokenizer_are_refused(finished_run, corpus, tmp_path):
     run, _ = finished_run
-    proc = lmforge("run", *TINY, "tokenizer.vocab_size=280", f"data.corpus={corpus}",
-                   f"data.shards={run / 'data'}", "out_dir=runs", "name=other", cwd=tmp_path)
+    proc = lmforge(
+        "run",
+        *TINY,
+        "tokenizer.vocab_size=280",
+        f"data.corpus={corpus}",
+        f"data.shards={run / 'data'}",
+        "out_dir=runs",
+        "name=other",
+        cwd=tmp_path,
+    )
     assert_clean_error(proc, "tokenizer")
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ("train.lrr=1", "did you mean 'train.lr'"),
-    ("model.n_head=3", "does not divide"),
-    ("data.corpus=/no/such/corpus.jsonl", "/no/such/corpus.jsonl"),
-    ("train.seq_len=128", "block_size"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("train.lrr=1", "did you mean 'train.lr'"),
+        ("model.n_head=3", "does not divide"),
+        ("data.corpus=/no/such/corpus.jsonl", "/no/such/corpus.jsonl"),
+        ("train.seq_len=128", "block_size"),
+    ],
+)
 def test_bad_input_stops_with_one_line_and_writes_nothing(override, fragment, tmp_path, corpus):
     args = [*TINY, f"data.corpus={corpus}", "out_dir=runs", "name=bad", override]
     proc = lmforge("run", *args, cwd=tmp_path)
@@ -131,15 +171,33 @@ def test_empty_corpus_is_refused(tmp_path):
 
 
 def test_tokenizer_subcommands_and_existing_output_is_kept(tmp_path, corpus):
-    proc = lmforge("tokenizer", "train", "--input", str(corpus), "--output", "tok.json",
-                   "tokenizer.vocab_size=300", cwd=tmp_path)
+    proc = lmforge(
+        "tokenizer",
+        "train",
+        "--input",
+        str(corpus),
+        "--output",
+        "tok.json",
+        "tokenizer.vocab_size=300",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     original = (tmp_path / "tok.json").read_bytes()
     again = lmforge("tokenizer", "train", "--input", str(corpus), "--output", "tok.json", cwd=tmp_path)
     assert_clean_error(again, "already exists")
     assert (tmp_path / "tok.json").read_bytes() == original
-    enc = lmforge("tokenizer", "encode", "--tokenizer", "tok.json", "--input", str(corpus), "--output", "shards",
-                  "data.workers=2", cwd=tmp_path)
+    enc = lmforge(
+        "tokenizer",
+        "encode",
+        "--tokenizer",
+        "tok.json",
+        "--input",
+        str(corpus),
+        "--output",
+        "shards",
+        "data.workers=2",
+        cwd=tmp_path,
+    )
     assert enc.returncode == 0, enc.stderr
     meta = json.loads((tmp_path / "shards" / "meta.json").read_text())
     assert meta["dtype"] == "uint16" and meta["vocab_size"] == 300

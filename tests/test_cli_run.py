@@ -21,16 +21,36 @@ from lmforge.train.parallel.dist import Layout
 from lmforge.train.parallel.parallelize import check_layout
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["model.n_layer=1", "model.n_embd=32", "model.n_head=2", "model.block_size=32", "tokenizer.vocab_size=300",
-        "train.max_steps=4", "train.batch_size=4", "train.warmup_steps=1", "train.eval_tokens=256",
-        "train.log_every=2", "train.tensorboard=false", "train.threads=1", "data.workers=1",
-        "data.val_fraction=0.1"]
+TINY = [
+    "model.n_layer=1",
+    "model.n_embd=32",
+    "model.n_head=2",
+    "model.block_size=32",
+    "tokenizer.vocab_size=300",
+    "train.max_steps=4",
+    "train.batch_size=4",
+    "train.warmup_steps=1",
+    "train.eval_tokens=256",
+    "train.log_every=2",
+    "train.tensorboard=false",
+    "train.threads=1",
+    "data.workers=1",
+    "data.val_fraction=0.1",
+]
 
 
 def lmforge(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "lmforge", *args], check=False, cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "lmforge", *args],
+        check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kw,
+    )
 
 
 def write_docs(path: Path, docs) -> Path:
@@ -46,8 +66,13 @@ def test_version(tmp_path):
 def test_a_closed_pipe_ends_quietly(tmp_path):
     """`lmforge recipes | head -0`: the reader is gone before the first write."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "recipes"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lmforge", "recipes"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141 and err == ""
@@ -67,16 +92,28 @@ def test_train_writes_the_report_and_refuses_other_data_for_the_run(tmp_path):
     config = (run / "config.yaml").read_text()
 
     for change in ("data.corpus=b.jsonl", "tokenizer.vocab_size=280"):
-        proc = lmforge("train", "--config", "tiny", *TINY, "data.corpus=a.jsonl", change, "train.max_steps=6",
-                       cwd=tmp_path)
+        proc = lmforge(
+            "train",
+            "--config",
+            "tiny",
+            *TINY,
+            "data.corpus=a.jsonl",
+            change,
+            "train.max_steps=6",
+            cwd=tmp_path,
+        )
         assert proc.returncode == 2
         lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("lmforge: error: ") and "name=tiny-2" in lines[0], lines
+        assert len(lines) == 1 and lines[0].startswith("lmforge: error: ") and "name=tiny-2" in lines[0], (
+            lines
+        )
         assert change.split("=")[0] in lines[0]
         assert (run / "config.yaml").read_text() == config  # nothing rewritten
         assert not (run / "checkpoints" / "step_000006").exists()
     # the same data trains on (resumes)
-    proc = lmforge("train", "--config", "tiny", *TINY, "data.corpus=a.jsonl", "train.max_steps=6", cwd=tmp_path)
+    proc = lmforge(
+        "train", "--config", "tiny", *TINY, "data.corpus=a.jsonl", "train.max_steps=6", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (run / "checkpoints" / "step_000006").is_dir() and not (tmp_path / "runs" / "tiny-2").exists()
     assert yaml.safe_load((run / "inputs.yaml").read_text())["data.corpus"] == "a.jsonl"
@@ -84,14 +121,33 @@ def test_train_writes_the_report_and_refuses_other_data_for_the_run(tmp_path):
 
 def test_a_vocabulary_the_corpus_cannot_fill_warns(tmp_path):
     write_docs(tmp_path / "small.jsonl", islice(embedded_corpus(), 3))
-    proc = lmforge("tokenizer", "train", "--input", "small.jsonl", "--output", "tok.json",
-                   "tokenizer.vocab_size=8192", cwd=tmp_path)
+    proc = lmforge(
+        "tokenizer",
+        "train",
+        "--input",
+        "small.jsonl",
+        "--output",
+        "tok.json",
+        "tokenizer.vocab_size=8192",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     real = json.loads((tmp_path / "tok.json").read_text())["model"]["vocab"]
     assert len(real) < 8192
-    assert "warning: tokenizer.vocab_size=8,192 asked for" in proc.stderr and f"gives only {len(real):,}" in proc.stderr
-    proc = lmforge("tokenizer", "train", "--input", "small.jsonl", "--output", "tok2.json",
-                   f"tokenizer.vocab_size={len(real) - 20}", cwd=tmp_path)
+    assert (
+        "warning: tokenizer.vocab_size=8,192 asked for" in proc.stderr
+        and f"gives only {len(real):,}" in proc.stderr
+    )
+    proc = lmforge(
+        "tokenizer",
+        "train",
+        "--input",
+        "small.jsonl",
+        "--output",
+        "tok2.json",
+        f"tokenizer.vocab_size={len(real) - 20}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0 and "warning" not in proc.stderr
 
 

@@ -20,7 +20,13 @@ def test_every_shipped_recipe_parses_and_validates():
 def test_gpt2_recipe_has_gpt2_small_shape():
     m = load_config("gpt2-124m").model
     assert (m.n_layer, m.n_embd, m.n_head, m.block_size) == (12, 768, 12, 1024)
-    assert (m.pos, m.activation, m.norm, m.bias, m.tie_embeddings) == ("learned", "gelu", "layernorm", True, True)
+    assert (m.pos, m.activation, m.norm, m.bias, m.tie_embeddings) == (
+        "learned",
+        "gelu",
+        "layernorm",
+        True,
+        True,
+    )
 
 
 def test_llama_recipe_is_about_one_billion_parameters():
@@ -30,8 +36,17 @@ def test_llama_recipe_is_about_one_billion_parameters():
 
 
 def test_overrides_are_typed_and_win_over_recipe():
-    cfg = load_config("tiny", ["train.lr=1e-4", "train.max_steps=7", "model.pos=alibi", "train.betas=[0.8,0.9]",
-                               "train.compile=true", "model.n_kv_head=null"])
+    cfg = load_config(
+        "tiny",
+        [
+            "train.lr=1e-4",
+            "train.max_steps=7",
+            "model.pos=alibi",
+            "train.betas=[0.8,0.9]",
+            "train.compile=true",
+            "model.n_kv_head=null",
+        ],
+    )
     assert cfg.train.lr == 1e-4 and isinstance(cfg.train.lr, float)
     assert cfg.train.max_steps == 7
     assert cfg.model.pos == "alibi"
@@ -40,20 +55,26 @@ def test_overrides_are_typed_and_win_over_recipe():
     assert cfg.model.n_kv_head is None
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ("train.lrr=1", "unknown config key 'train.lrr' (did you mean 'train.lr'?)"),
-    ("trian.lr=1", "unknown config key 'trian' (did you mean 'train'?)"),
-    ("train.max_steps=abc", "'train.max_steps' must be an integer"),
-    ("train.compile=maybe", "'train.compile' must be true or false"),
-    ("model.pos=rop", "'model.pos' must be one of learned, sinusoidal, rope, alibi, got 'rop' (did you mean 'rope'?)"),
-    ("train.betas=[0.9]", "'train.betas' must have 2 items"),
-    ("model.n_head=5", "model.n_head=5 does not divide model.n_embd=192"),
-    ("model.n_kv_head=3", "model.n_kv_head=3 must divide model.n_head=4"),
-    ("train", "must look like section.key=value"),
-    ("train.seq_len=512", "train.seq_len=512 is longer than model.block_size=128"),
-    ("train.batch_size=0", "train.batch_size must be positive"),
-    ("data.val_fraction=1.5", "data.val_fraction must be between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("train.lrr=1", "unknown config key 'train.lrr' (did you mean 'train.lr'?)"),
+        ("trian.lr=1", "unknown config key 'trian' (did you mean 'train'?)"),
+        ("train.max_steps=abc", "'train.max_steps' must be an integer"),
+        ("train.compile=maybe", "'train.compile' must be true or false"),
+        (
+            "model.pos=rop",
+            "'model.pos' must be one of learned, sinusoidal, rope, alibi, got 'rop' (did you mean 'rope'?)",
+        ),
+        ("train.betas=[0.9]", "'train.betas' must have 2 items"),
+        ("model.n_head=5", "model.n_head=5 does not divide model.n_embd=192"),
+        ("model.n_kv_head=3", "model.n_kv_head=3 must divide model.n_head=4"),
+        ("train", "must look like section.key=value"),
+        ("train.seq_len=512", "train.seq_len=512 is longer than model.block_size=128"),
+        ("train.batch_size=0", "train.batch_size must be positive"),
+        ("data.val_fraction=1.5", "data.val_fraction must be between 0 and 1"),
+    ],
+)
 def test_bad_overrides_give_one_clear_message(override, fragment):
     with pytest.raises(ConfigError) as e:
         load_config("tiny", [override])

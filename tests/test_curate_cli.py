@@ -33,7 +33,9 @@ def test_every_curation_recipe_parses():
 
 
 def test_config_mistakes_name_the_key(tmp_path):
-    with pytest.raises(ConfigError, match="gopher_quality.min_doc_wrds.*did you mean 'gopher_quality.min_doc_words'"):
+    with pytest.raises(
+        ConfigError, match="gopher_quality.min_doc_wrds.*did you mean 'gopher_quality.min_doc_words'"
+    ):
         load_curate_config(None, ["gopher_quality.min_doc_wrds=10"])
     with pytest.raises(ConfigError, match="lang_id.min_score"):
         load_curate_config(None, ["lang_id.min_score=3"])
@@ -47,7 +49,14 @@ def test_cli_run_prints_where_outputs_went(tmp_path, capsys):
     src = tmp_path / "in.jsonl"
     page = " ".join(f"Sentence number {i} tells the reader about the weather and the sea." for i in range(12))
     src.write_text("\n".join(json.dumps({"text": page + f" Page {k}."}) for k in range(4)) + "\nnot json\n")
-    assert run(parse("--input", str(src), "--output", str(tmp_path / "out"), "--workers", "1", "c4.enabled=false")) == 0
+    assert (
+        run(
+            parse(
+                "--input", str(src), "--output", str(tmp_path / "out"), "--workers", "1", "c4.enabled=false"
+            )
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "5 documents in" in out and "read:malformed_json" in out and "report.md" in out
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
@@ -71,33 +80,68 @@ def test_quality_classifier_on_dclm_labels(tmp_path):
     again = QualityClassifier.load(tmp_path / "q.npz")
     assert again.score(texts[:5]).tolist() == pytest.approx(clf.score(texts[:5]).tolist())
     # the pipeline scores with the saved classifier and reports agreement with the labels
-    run(parse("--input", str(WEB / "dclm_agreement_data.jsonl"), "--output", str(tmp_path / "out"), "--workers", "1",
-              "classifier.enabled=true", f"classifier.model={tmp_path / 'q.npz'}", "label_field=label",
-              "dedup.minhash=false"))
+    run(
+        parse(
+            "--input",
+            str(WEB / "dclm_agreement_data.jsonl"),
+            "--output",
+            str(tmp_path / "out"),
+            "--workers",
+            "1",
+            "classifier.enabled=true",
+            f"classifier.model={tmp_path / 'q.npz'}",
+            "label_field=label",
+            "dedup.minhash=false",
+        )
+    )
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["resources"]["classifier"]["heldout"] > 0
-    assert "kept" in stats["labels"] and "Agreement with the human quality labels" in (tmp_path / "out" / "report.md").read_text()
+    assert (
+        "kept" in stats["labels"]
+        and "Agreement with the human quality labels" in (tmp_path / "out" / "report.md").read_text()
+    )
     assert (tmp_path / "out" / "classifier.npz").exists()
 
 
 def test_classifier_trained_from_recipe_sets(tmp_path):
     pytest.importorskip("sklearn")
-    good = [f"The committee published a detailed report on the history of river {i} and its bridges." for i in range(30)]
+    good = [
+        f"The committee published a detailed report on the history of river {i} and its bridges."
+        for i in range(30)
+    ]
     bad = [f"CLICK HERE buy cheap pills now {i} best price free shipping win win win" for i in range(30)]
     (tmp_path / "pos.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in good))
     (tmp_path / "neg.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in bad))
-    (tmp_path / "in.jsonl").write_text(json.dumps({"text": good[0]}) + "\n" + json.dumps({"text": bad[0]}) + "\n")
-    run(parse("--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out"), "--workers", "1",
-              "lang_id.enabled=false", "gopher_quality.enabled=false", "gopher_repetition.enabled=false",
-              "c4.enabled=false", "fineweb.enabled=false",
-              "classifier.enabled=true", f"classifier.positive=[{tmp_path / 'pos.jsonl'}]",
-              f"classifier.negative=[{tmp_path / 'neg.jsonl'}]", "classifier.n_features=4096"))
+    (tmp_path / "in.jsonl").write_text(
+        json.dumps({"text": good[0]}) + "\n" + json.dumps({"text": bad[0]}) + "\n"
+    )
+    run(
+        parse(
+            "--input",
+            str(tmp_path / "in.jsonl"),
+            "--output",
+            str(tmp_path / "out"),
+            "--workers",
+            "1",
+            "lang_id.enabled=false",
+            "gopher_quality.enabled=false",
+            "gopher_repetition.enabled=false",
+            "c4.enabled=false",
+            "fineweb.enabled=false",
+            "classifier.enabled=true",
+            f"classifier.positive=[{tmp_path / 'pos.jsonl'}]",
+            f"classifier.negative=[{tmp_path / 'neg.jsonl'}]",
+            "classifier.n_features=4096",
+        )
+    )
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["resources"]["classifier"]["f1"] == 1.0
     assert list(stats["sources"]["unknown"]["removed"]) == ["classifier:score"]
 
 
-HEURISTICS_OFF = [f"{s}.enabled=false" for s in ("lang_id", "gopher_repetition", "gopher_quality", "c4", "fineweb")]
+HEURISTICS_OFF = [
+    f"{s}.enabled=false" for s in ("lang_id", "gopher_repetition", "gopher_quality", "c4", "fineweb")
+]
 
 
 def test_cli_encodes_the_kept_documents_into_shards(tmp_path, capsys):
@@ -107,12 +151,27 @@ def test_cli_encodes_the_kept_documents_into_shards(tmp_path, capsys):
     from lmforge.tiny import tiny_tokenizer
 
     src = tmp_path / "in.jsonl"
-    words = ["river", "mountain", "forest", "window", "garden", "teacher", "market", "village", "silver", "winter", "orange", "bottle"]
+    words = [
+        "river",
+        "mountain",
+        "forest",
+        "window",
+        "garden",
+        "teacher",
+        "market",
+        "village",
+        "silver",
+        "winter",
+        "orange",
+        "bottle",
+    ]
     pages = []
     for k in range(6):  # distinct pages (no near-duplicates), then two exact copies
         rng = random.Random(k)
         pages.append(" ".join(" ".join(rng.sample(words, 8)) + "." for _ in range(12)))
-    src.write_text("\n".join(json.dumps({"id": f"p{k}", "text": t}) for k, t in enumerate(pages + pages[:2])) + "\n")
+    src.write_text(
+        "\n".join(json.dumps({"id": f"p{k}", "text": t}) for k, t in enumerate(pages + pages[:2])) + "\n"
+    )
     tok = tiny_tokenizer(vocab_size=300)
     tok.save(tmp_path / "tokenizer.json")
     out = tmp_path / "out"
@@ -121,8 +180,22 @@ def test_cli_encodes_the_kept_documents_into_shards(tmp_path, capsys):
     with pytest.raises(LmforgeError, match="no such file"):
         run(parse("--input", str(src), "--output", str(out), "--tokenizer", str(tmp_path / "missing.json")))
     assert not out.exists()  # both refused before any work
-    assert run(parse("--input", str(src), "--output", str(out), "--workers", "1", "--tokenizer",
-                     str(tmp_path / "tokenizer.json"), *HEURISTICS_OFF)) == 0
+    assert (
+        run(
+            parse(
+                "--input",
+                str(src),
+                "--output",
+                str(out),
+                "--workers",
+                "1",
+                "--tokenizer",
+                str(tmp_path / "tokenizer.json"),
+                *HEURISTICS_OFF,
+            )
+        )
+        == 0
+    )
     assert "shards:" in capsys.readouterr().out
     meta = load_meta(out / "shards")
     stats = json.loads((out / "stats.json").read_text())
@@ -134,5 +207,16 @@ def test_cli_encodes_the_kept_documents_into_shards(tmp_path, capsys):
     with pytest.raises(LmforgeError, match="already holds token shards"):
         run(parse("--input", str(src), "--output", str(out), "--tokenizer", str(tmp_path / "tokenizer.json")))
     with pytest.raises(LmforgeError, match="kept no documents"):
-        run(parse("--input", str(src), "--output", str(tmp_path / "none"), "--workers", "1", "--tokenizer",
-                  str(tmp_path / "tokenizer.json"), "length.min_chars=1000000"))
+        run(
+            parse(
+                "--input",
+                str(src),
+                "--output",
+                str(tmp_path / "none"),
+                "--workers",
+                "1",
+                "--tokenizer",
+                str(tmp_path / "tokenizer.json"),
+                "length.min_chars=1000000",
+            )
+        )

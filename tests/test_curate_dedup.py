@@ -22,7 +22,7 @@ WEB_SAMPLE = resources.files("lmforge") / "corpus" / "web_sample.jsonl.gz"  # sh
 
 def shingles(text: str, n: int = 5) -> set:
     w = simplify(text).split()
-    return {tuple(w[i:i + n]) for i in range(max(1, len(w) - n + 1))}
+    return {tuple(w[i : i + n]) for i in range(max(1, len(w) - n + 1))}
 
 
 RATES = [0.0, 0.003, 0.006, 0.01, 0.015]  # word substitution rates: true Jaccard to the page ~0.85-1
@@ -41,13 +41,19 @@ def planted_corpus(seed: int = 0, rates: list[float] = RATES) -> list[str]:
         docs.append(p)
         words = p.split()
         for rate in rng.sample(rates, 3):
-            docs.append(" ".join(w if rng.random() > rate else rng.choice(["foo", "bar", "baz", "qux"]) for w in words))
+            docs.append(
+                " ".join(
+                    w if rng.random() > rate else rng.choice(["foo", "bar", "baz", "qux"]) for w in words
+                )
+            )
     return docs
 
 
 def paragraph(seed: int, words: int = 250) -> str:
     rng = random.Random(seed)
-    vocab = [f"{rng.choice('bcdfglmnprst')}{rng.choice('aeiou')}{rng.choice('klmnrst')}{i}" for i in range(400)]
+    vocab = [
+        f"{rng.choice('bcdfglmnprst')}{rng.choice('aeiou')}{rng.choice('klmnrst')}{i}" for i in range(400)
+    ]
     return " ".join(rng.choice(vocab) for _ in range(words)) + "."
 
 
@@ -75,7 +81,9 @@ documents = st.one_of(
 
 
 @settings(max_examples=80, deadline=None)
-@given(batch=st.lists(documents, min_size=1, max_size=12), batch_chars=st.sampled_from([1, 40, 1000, 200_000]))
+@given(
+    batch=st.lists(documents, min_size=1, max_size=12), batch_chars=st.sampled_from([1, 40, 1000, 200_000])
+)
 def test_signature_and_keys_do_not_depend_on_the_batch(batch, batch_chars):
     m = MinHasher(num_perm=24, shingle_words=5, seed=7)
     sig = m.signatures(batch, batch_chars=batch_chars)
@@ -121,7 +129,10 @@ def test_near_dup_recall_and_precision_against_exact_jaccard(tmp_path):
     gid_to_doc = {(t << 32) | i: int(idx[i]) for t, idx in enumerate(halves) for i in range(len(idx))}
     cluster = {gid_to_doc[int(n)]: int(r) for n, r in zip(nodes, roots)}
     sets = [shingles(d) for d in docs]
-    jac = {(i, j): len(sets[i] & sets[j]) / len(sets[i] | sets[j]) for i, j in itertools.combinations(range(len(docs)), 2)}
+    jac = {
+        (i, j): len(sets[i] & sets[j]) / len(sets[i] | sets[j])
+        for i, j in itertools.combinations(range(len(docs)), 2)
+    }
     true_pairs = {p for p, v in jac.items() if v >= 0.8}
     # recall: pairs of true near-duplicates that end in one cluster (one of them is removed)
     clustered = {p for p in jac if p[0] in cluster and cluster.get(p[0]) == cluster.get(p[1])}

@@ -20,7 +20,32 @@ from lmforge.data.curate.pii import Redactor, luhn_ok
 from lmforge.data.curate.text import Doc, normalize
 
 SENT = "The cat sat on the mat with a hat and that was fine."  # 13 words, stop words, mean length ~3.1
-VOCAB = ["river", "mountain", "forest", "window", "garden", "teacher", "market", "village", "silver", "winter", "orange", "bottle", "candle", "basket", "hammer", "ladder", "pepper", "rabbit", "saddle", "thunder", "meadow", "lantern", "pocket", "harbor"]
+VOCAB = [
+    "river",
+    "mountain",
+    "forest",
+    "window",
+    "garden",
+    "teacher",
+    "market",
+    "village",
+    "silver",
+    "winter",
+    "orange",
+    "bottle",
+    "candle",
+    "basket",
+    "hammer",
+    "ladder",
+    "pepper",
+    "rabbit",
+    "saddle",
+    "thunder",
+    "meadow",
+    "lantern",
+    "pocket",
+    "harbor",
+]
 
 
 def prose(n_sentences: int, seed: int = 0) -> str:
@@ -31,7 +56,9 @@ def prose(n_sentences: int, seed: int = 0) -> str:
     out = []
     for _ in range(n_sentences):
         words = rng.sample(VOCAB, 6)
-        out.append(f"The {words[0]} and the {words[1]} have {words[2]} with {words[3]} of {words[4]} {words[5]}.")
+        out.append(
+            f"The {words[0]} and the {words[1]} have {words[2]} with {words[3]} of {words[4]} {words[5]}."
+        )
     return " ".join(out)
 
 
@@ -41,8 +68,17 @@ def gq(text: str, **kw) -> str | None:
 
 def test_gopher_quality_published_defaults():
     cfg = GopherQualityConfig()
-    assert (cfg.min_doc_words, cfg.max_doc_words, cfg.min_avg_word_length, cfg.max_avg_word_length) == (50, 100_000, 3, 10)
-    assert (cfg.max_symbol_word_ratio, cfg.max_bullet_lines_ratio, cfg.max_ellipsis_lines_ratio) == (0.1, 0.9, 0.3)
+    assert (cfg.min_doc_words, cfg.max_doc_words, cfg.min_avg_word_length, cfg.max_avg_word_length) == (
+        50,
+        100_000,
+        3,
+        10,
+    )
+    assert (cfg.max_symbol_word_ratio, cfg.max_bullet_lines_ratio, cfg.max_ellipsis_lines_ratio) == (
+        0.1,
+        0.9,
+        0.3,
+    )
     assert (cfg.min_alpha_words_ratio, cfg.min_stop_words) == (0.8, 2)
 
 
@@ -88,8 +124,22 @@ def test_gopher_quality_counts_punctuation_like_datatrove():
     assert gq(page, words="spacy") == "alpha_words"
     assert gq(page, words="whitespace") is None
     # contractions are two tokens, abbreviations one, as spaCy splits them
-    assert Doc("I don't know Dr. Who's (U.S.) e-mail.").spacy_tokens == \
-        ["I", "do", "n't", "know", "Dr.", "Who", "'s", "(", "U.S.", ")", "e", "-", "mail", "."]
+    assert Doc("I don't know Dr. Who's (U.S.) e-mail.").spacy_tokens == [
+        "I",
+        "do",
+        "n't",
+        "know",
+        "Dr.",
+        "Who",
+        "'s",
+        "(",
+        "U.S.",
+        ")",
+        "e",
+        "-",
+        "mail",
+        ".",
+    ]
 
 
 def test_gopher_repetition_rules():
@@ -103,7 +153,9 @@ def test_gopher_repetition_rules():
     lines = [prose(1, i) for i in range(10)]
     assert rep("\n".join(lines + lines[:5])) == "dup_line_frac"  # 5/15 > 0.3
     long_line = prose(8, 77)
-    assert rep("\n".join(lines + [long_line, long_line])) == "dup_line_char_frac"  # 1 of 12 lines, > 20% chars
+    assert (
+        rep("\n".join(lines + [long_line, long_line])) == "dup_line_char_frac"
+    )  # 1 of 12 lines, > 20% chars
     assert rep(prose(30) + " " + "river mountain " * 40) == "top_2gram_char_frac"
     chunk = "alpha beta gamma delta epsilon zeta eta theta iota kappa"
     text = prose(30) + " " + " ".join([chunk] * 12)  # 11 repeats: ~17% of the characters
@@ -114,9 +166,15 @@ def test_gopher_repetition_rules():
 def test_gopher_repetition_ngram_thresholds(mode):
     """The duplicated 5-gram share fires just above 15% and not below. The share is of the text's
     characters (spacy, as datatrove) or of its words' characters (whitespace)."""
-    cfg = GopherRepetitionConfig(words=mode, top_ngram_char_frac=[1.0, 1.0, 1.0], dup_para_frac=1,
-                                 dup_para_char_frac=1, dup_line_frac=1, dup_line_char_frac=1,
-                                 dup_ngram_char_frac=[0.15, 1, 1, 1, 1, 1])
+    cfg = GopherRepetitionConfig(
+        words=mode,
+        top_ngram_char_frac=[1.0, 1.0, 1.0],
+        dup_para_frac=1,
+        dup_para_char_frac=1,
+        dup_line_frac=1,
+        dup_line_char_frac=1,
+        dup_ngram_char_frac=[0.15, 1, 1, 1, 1, 1],
+    )
     base = [f"{VOCAB[i % 24]}{VOCAB[i // 24]}" for i in range(150)]  # distinct words: no repeats
     chunk = ["zebra", "quokka", "narwhal", "axolotl", "pangolin"]  # 5 words, 33 letters
     fired = []
@@ -134,7 +192,7 @@ def _reference_dup_chars(tokens: list[str], n: int) -> int:
     """datatrove's find_all_duplicate, written plainly: scan, jump past each repeat."""
     seen, chars, i = set(), 0, 0
     while i < len(tokens) - n + 1:
-        gram = tuple(tokens[i:i + n])
+        gram = tuple(tokens[i : i + n])
         if gram in seen:
             chars += sum(map(len, gram))
             i += n
@@ -151,14 +209,18 @@ def test_ngram_counts_match_a_plain_scan():
 
     rng = random.Random(0)
     for trial in range(200):
-        tokens = [rng.choice(VOCAB[:rng.randint(2, 8)]) for _ in range(rng.randint(5, 60))]
+        tokens = [rng.choice(VOCAB[: rng.randint(2, 8)]) for _ in range(rng.randint(5, 60))]
         doc = Doc(" ".join(tokens))
         grams = _ngram_hashes(doc.spacy_token_hashes, 10)
         for n in range(2, 11):
             if len(tokens) < n:
                 continue
-            assert _dup_ngram_chars(grams[n], doc.spacy_token_lengths, n) == _reference_dup_chars(tokens, n), trial
-            top, count = Counter(" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1)).most_common(1)[0]
+            assert _dup_ngram_chars(grams[n], doc.spacy_token_lengths, n) == _reference_dup_chars(
+                tokens, n
+            ), trial
+            top, count = Counter(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)).most_common(
+                1
+            )[0]
             assert _top_ngram_chars(grams[n], doc.spacy_token_lengths, n, joined=True) == len(top) * count
 
 
@@ -166,25 +228,33 @@ def test_c4_rules():
     cfg = C4Config()
     assert (cfg.min_words_per_line, cfg.min_sentences, cfg.max_word_length) == (5, 3, 1000)  # TFDS c4_utils
     dropped: Counter = Counter()
-    page = "\n".join([  # noqa: FLY002
-        "A short line.",  # < 5 words
-        "This line has no terminal punctuation at all",
-        "Please enable JavaScript in your browser to see this page.",
-        "Read our privacy policy before you go any further.",
-        "The first real sentence is here. And a second one follows it.",
-        "Another proper line with enough words to keep it!",
-        "Wikipedia style citation sits here [12] in this sentence.",
-    ])
+    page = "\n".join(
+        [  # noqa: FLY002
+            "A short line.",  # < 5 words
+            "This line has no terminal punctuation at all",
+            "Please enable JavaScript in your browser to see this page.",
+            "Read our privacy policy before you go any further.",
+            "The first real sentence is here. And a second one follows it.",
+            "Another proper line with enough words to keep it!",
+            "Wikipedia style citation sits here [12] in this sentence.",
+        ]
+    )
     rule, cleaned = c4_filter(page, cfg, dropped)
     assert rule is None
-    assert cleaned.splitlines() == ["The first real sentence is here. And a second one follows it.",
-                                    "Another proper line with enough words to keep it!",
-                                    "Wikipedia style citation sits here in this sentence."]
+    assert cleaned.splitlines() == [
+        "The first real sentence is here. And a second one follows it.",
+        "Another proper line with enough words to keep it!",
+        "Wikipedia style citation sits here in this sentence.",
+    ]
     assert dropped == Counter(too_few_words=1, no_terminal_punct=1, javascript=1, policy=1)
-    assert c4_filter("One sentence only here, friend.\nAnd another good line of text.", cfg, Counter())[0] == \
-        "too_few_sentences"
+    assert (
+        c4_filter("One sentence only here, friend.\nAnd another good line of text.", cfg, Counter())[0]
+        == "too_few_sentences"
+    )
     assert c4_filter(page + "\nLorem ipsum dolor sit amet, consectetur.", cfg, Counter())[0] == "lorem_ipsum"
-    assert c4_filter(page + "\nfunction f() { return 1; } is code here.", cfg, Counter())[0] == "curly_bracket"
+    assert (
+        c4_filter(page + "\nfunction f() { return 1; } is code here.", cfg, Counter())[0] == "curly_bracket"
+    )
     ds = C4Config(min_words_per_line=3, min_sentences=5)  # datatrove's swapped values
     assert c4_filter("Three words here.\nAnd three more.\nYes it is. Fine. Good.", ds, Counter())[0] is None
 
@@ -194,13 +264,20 @@ def test_c4_bad_words():
     assert not has_bad_word("scunthorpe and cockburn are towns")  # inside a longer word: kept, as C4's regex
     assert has_bad_word("he said 2 girls 1 cup.")  # a multi-word entry
     page = "\n".join([prose(1, i) for i in range(5)])
-    assert c4_filter(page + "\nThis sentence says shit and more words.", C4Config(), Counter())[0] == "bad_words"
+    assert (
+        c4_filter(page + "\nThis sentence says shit and more words.", C4Config(), Counter())[0] == "bad_words"
+    )
 
 
 def test_fineweb_rules():
     cfg = FineWebConfig()
-    assert (cfg.line_punct_thr, cfg.short_line_thr, cfg.short_line_length, cfg.char_duplicates_ratio,
-            cfg.new_line_ratio) == (0.12, 0.67, 30, 0.01, 0.3)
+    assert (
+        cfg.line_punct_thr,
+        cfg.short_line_thr,
+        cfg.short_line_length,
+        cfg.char_duplicates_ratio,
+        cfg.new_line_ratio,
+    ) == (0.12, 0.67, 30, 0.01, 0.3)
     fw = lambda t: fineweb_filter(Doc(t), cfg)
     assert fw(prose(10)) is None
     no_punct = "\n".join(prose(1, i)[:-1] + " and more words here" for i in range(10))
@@ -214,7 +291,9 @@ def test_fineweb_rules():
 
 
 def test_normalize():
-    assert normalize("Cafe\u0301  au   lait\r\n\r\n\r\n\r\nnext\x07 line\u200b ") == "Café au lait\n\nnext line"
+    assert (
+        normalize("Cafe\u0301  au   lait\r\n\r\n\r\n\r\nnext\x07 line\u200b ") == "Café au lait\n\nnext line"
+    )
     assert normalize("The Mona Lisa doesnâ€™t have eyebrows.") == "The Mona Lisa doesn't have eyebrows."
     assert normalize("fish &amp; chips") == "fish & chips"
     assert normalize("plain ascii text\nstays") == "plain ascii text\nstays"
@@ -223,9 +302,11 @@ def test_normalize():
 def test_pii_patterns():
     counts: Counter = Counter()
     red = Redactor(PIIConfig(allow=["help@lmforge.dev"]))
-    text = ("Mail jane.doe+x@mail.co.uk or help@lmforge.dev or test@example.com. Server 8.8.8.8 and "
-            "192.168.1.10; v6 2001:4860:4860::8888 and ::1. Call +1 415-555-0132 or (212) 555-0187. "
-            "Card 4111 1111 1111 1111, not 4111 1111 1111 1112. Year 2019, order 1234567890, time 10:30:00.")
+    text = (
+        "Mail jane.doe+x@mail.co.uk or help@lmforge.dev or test@example.com. Server 8.8.8.8 and "
+        "192.168.1.10; v6 2001:4860:4860::8888 and ::1. Call +1 415-555-0132 or (212) 555-0187. "
+        "Card 4111 1111 1111 1111, not 4111 1111 1111 1112. Year 2019, order 1234567890, time 10:30:00."
+    )
     out = red(text, counts)
     assert "jane.doe" not in out and "<EMAIL_ADDRESS>" in out
     assert "help@lmforge.dev" in out and "test@example.com" in out  # allow-list and allowed domain
@@ -240,7 +321,12 @@ def test_pii_patterns():
 
 @pytest.mark.parametrize("flag", ["email", "ip", "phone", "credit_card"])
 def test_pii_types_can_be_switched_off(flag):
-    samples = {"email": "a.b@corp.io", "ip": "8.8.4.4", "phone": "+44 20 7946 0958", "credit_card": "5555555555554444"}
+    samples = {
+        "email": "a.b@corp.io",
+        "ip": "8.8.4.4",
+        "phone": "+44 20 7946 0958",
+        "credit_card": "5555555555554444",
+    }
     red = Redactor(PIIConfig(**{flag: False}))
     assert samples[flag] in red(f"x {samples[flag]} y", Counter())
     assert samples[flag] not in Redactor(PIIConfig())(f"x {samples[flag]} y", Counter())

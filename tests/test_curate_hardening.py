@@ -27,10 +27,12 @@ from lmforge.errors import LmforgeError
 zstd = pytest.importorskip("zstandard")
 pa = pytest.importorskip("pyarrow")
 
-SENTENCES = ["The river flows past the old mill and into the quiet valley below the hills.",
-             "Farmers in the region grow wheat, barley and potatoes on small family plots.",
-             "A new library opened downtown last spring with a large collection of history books.",
-             "Scientists measured the temperature of the lake every morning for three years."]
+SENTENCES = [
+    "The river flows past the old mill and into the quiet valley below the hills.",
+    "Farmers in the region grow wheat, barley and potatoes on small family plots.",
+    "A new library opened downtown last spring with a large collection of history books.",
+    "Scientists measured the temperature of the lake every morning for three years.",
+]
 
 
 def text(i: int) -> str:
@@ -60,11 +62,14 @@ def damaged_hf_dataset(root: Path, how: str) -> Path:
     return root
 
 
-@pytest.mark.parametrize("name,payload", [
-    ("not_zstd.jsonl.zst", b"this is plain text, not a zstd frame\n" * 20),
-    ("not_gzip.jsonl.gz", b"this is plain text, not gzip\n" * 20),
-    ("junk.parquet", b"PAR1" + bytes(range(256)) * 4 + b"PAR1"),
-])
+@pytest.mark.parametrize(
+    "name,payload",
+    [
+        ("not_zstd.jsonl.zst", b"this is plain text, not a zstd frame\n" * 20),
+        ("not_gzip.jsonl.gz", b"this is plain text, not gzip\n" * 20),
+        ("junk.parquet", b"PAR1" + bytes(range(256)) * 4 + b"PAR1"),
+    ],
+)
 def test_a_file_no_reader_can_decode_is_one_corrupt_file(tmp_path, name, payload):
     (tmp_path / name).write_bytes(payload)
     got = read_all(tmp_path / name)
@@ -97,8 +102,10 @@ def test_damaged_saved_dataset_is_a_corrupt_file(tmp_path, how):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.binary(max_size=600),
-       suffix=st.sampled_from([".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet", ".csv", ".txt", ".warc.gz"]))
+@given(
+    data=st.binary(max_size=600),
+    suffix=st.sampled_from([".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet", ".csv", ".txt", ".warc.gz"]),
+)
 def test_any_bytes_in_any_format_never_raise(tmp_path, data, suffix):
     f = tmp_path / f"x{suffix}"
     f.write_bytes(data)
@@ -110,21 +117,35 @@ def test_any_bytes_in_any_format_never_raise(tmp_path, data, suffix):
 
 def test_lone_surrogate_escapes_are_removed_with_their_reason(tmp_path):
     f = tmp_path / "s.jsonl"
-    f.write_text("\n".join([
-        '{"text": "fine"}',
-        '{"text": "bad \\ud800 high half"}',
-        '{"text": "bad low half \\uDC00"}',
-        '{"text": "clean text", "url": "http://x/\\udfff"}',  # in a field that is written out too
-        '{"text": "a real pair \\ud83d\\ude00"}',
-        '{"text": "an escaped backslash \\\\ud800"}',
-        '[' * 100_000,  # nested past the parser's recursion limit
-        '{"text": "last"}',
-    ]) + "\n", encoding="utf-8")
+    f.write_text(
+        "\n".join(
+            [
+                '{"text": "fine"}',
+                '{"text": "bad \\ud800 high half"}',
+                '{"text": "bad low half \\uDC00"}',
+                '{"text": "clean text", "url": "http://x/\\udfff"}',  # in a field that is written out too
+                '{"text": "a real pair \\ud83d\\ude00"}',
+                '{"text": "an escaped backslash \\\\ud800"}',
+                "[" * 100_000,  # nested past the parser's recursion limit
+                '{"text": "last"}',
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     got = read_all(f)
-    assert reasons(got) == ["doc", "read:lone_surrogate", "read:lone_surrogate", "read:lone_surrogate", "doc",
-                            "doc", "read:malformed_json", "doc"]
+    assert reasons(got) == [
+        "doc",
+        "read:lone_surrogate",
+        "read:lone_surrogate",
+        "read:lone_surrogate",
+        "doc",
+        "doc",
+        "read:malformed_json",
+        "doc",
+    ]
     assert [g.line for g in got if isinstance(g, ReadError)] == [2, 3, 4, 7]
-    assert got[4]["text"] == "a real pair \U0001F600" and got[5]["text"] == "an escaped backslash \\ud800"
+    assert got[4]["text"] == "a real pair \U0001f600" and got[5]["text"] == "an escaped backslash \\ud800"
 
 
 def test_read_documents_names_the_line_or_file_instead_of_crashing(tmp_path):
@@ -138,7 +159,9 @@ def test_read_documents_names_the_line_or_file_instead_of_crashing(tmp_path):
 
 def corpus(folder: Path) -> Path:
     folder.mkdir()
-    (folder / "a.jsonl").write_bytes(jsonl_bytes(12) + b'{"text": "lone \\ud800 surrogate, ' + text(99).encode() + b'"}\n')
+    (folder / "a.jsonl").write_bytes(
+        jsonl_bytes(12) + b'{"text": "lone \\ud800 surrogate, ' + text(99).encode() + b'"}\n'
+    )
     (folder / "b.jsonl.zst").write_bytes(b"not a zstd frame\n" * 10)
     (folder / "c.jsonl.gz").write_bytes(gzip.compress(jsonl_bytes(30))[:200])  # truncated
     damaged_hf_dataset(folder / "d_saved", "arrow")
@@ -150,7 +173,9 @@ def cfg(**kw) -> CurateConfig:
 
 
 def test_curation_accounts_for_damaged_files_and_records_and_finishes(tmp_path):
-    pytest.importorskip("fasttext", reason="needs the curate extra (fasttext-predict): lang_id runs on every text")
+    pytest.importorskip(
+        "fasttext", reason="needs the curate extra (fasttext-predict): lang_id runs on every text"
+    )
     stats = pipeline.curate(cfg(), tmp_path / "out", [str(corpus(tmp_path / "raw"))])
     check_invariant(stats)
     tot = totals(stats)
@@ -158,9 +183,14 @@ def test_curation_accounts_for_damaged_files_and_records_and_finishes(tmp_path):
     assert tot["removed"]["read:lone_surrogate"]["docs"] == 1
     errors = [json.loads(x) for x in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
     assert {(e["file"], e["reason"]) for e in errors} == {
-        ("a.jsonl", "read:lone_surrogate"), ("b.jsonl.zst", "read:corrupt_file"),
-        ("c.jsonl.gz", "read:corrupt_file"), ("d_saved", "read:corrupt_file")}
-    assert tot["input"]["docs"] == tot["kept"].get("docs", 0) + sum(r["docs"] for r in tot["removed"].values())
+        ("a.jsonl", "read:lone_surrogate"),
+        ("b.jsonl.zst", "read:corrupt_file"),
+        ("c.jsonl.gz", "read:corrupt_file"),
+        ("d_saved", "read:corrupt_file"),
+    }
+    assert tot["input"]["docs"] == tot["kept"].get("docs", 0) + sum(
+        r["docs"] for r in tot["removed"].values()
+    )
 
 
 def test_a_finished_or_unfinished_run_refuses_changed_inputs(tmp_path, monkeypatch):

@@ -30,10 +30,14 @@ pytest.importorskip("ftfy", reason="needs the curate extra: pip install 'lmforge
 
 # Quality filters off (the short documents must reach de-duplication, as in the issue's corpus);
 # normalisation, length, PII, decontamination, both dedup kinds and boilerplate on.
-OFF = {name: {"enabled": False} for name in ("lang_id", "gopher_quality", "gopher_repetition", "c4", "fineweb")}
+OFF = {
+    name: {"enabled": False} for name in ("lang_id", "gopher_quality", "gopher_repetition", "c4", "fineweb")
+}
 NAV = "Home | About us | Contact | Shop"
-LEAK = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-        "How many clips did Natalia sell altogether in April and May? 72")
+LEAK = (
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May? 72"
+)
 
 
 @dataclass
@@ -77,7 +81,9 @@ def build() -> Corpus:
         add(f"s{k}", (NAV + "\n" if k % 3 == 0 else "") + body(k))
     add("e", "")
     add("ws", "  \n\t \n ")
-    for k, t in enumerate(["ok", "yes no", "one two three", "a b c d", "日本語 テキスト", "🙂 🎉", "Съешь ещё"]):
+    for k, t in enumerate(
+        ["ok", "yes no", "one two three", "a b c d", "日本語 テキスト", "🙂 🎉", "Съешь ещё"]
+    ):
         add(f"short{k}", t)
     add("ok1", "ok ok ", cluster="okc")  # simplify to the same one shingle: a near duplicate pair
     add("ok2", "OK, ok!", cluster="okc")
@@ -128,7 +134,9 @@ def write_inputs(folder: Path, docs: list[dict]) -> Path:
     raw.mkdir()
     cut = len(docs) // 3
     for name, part in (("a.jsonl", docs[:cut]), ("b.jsonl", docs[cut:])):
-        (raw / name).write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in part), encoding="utf-8")
+        (raw / name).write_text(
+            "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in part), encoding="utf-8"
+        )
     bench = folder / "bench" / "gsm8k"
     bench.mkdir(parents=True)
     q, a = LEAK.rsplit("? ", 1)
@@ -138,8 +146,16 @@ def write_inputs(folder: Path, docs: list[dict]) -> Path:
 
 def run(folder: Path, name: str, **kw) -> tuple[dict[str, str], dict[str, str], dict]:
     """(kept id -> text, removed id -> reason, stats) of one curate run."""
-    cfg = from_dict(CurateConfig, {**OFF, "decontamination": {"benchmarks": str(folder / "bench")},
-                                   "dedup": {"boilerplate_min_docs": 3}, "output_format": "jsonl"} | kw)
+    cfg = from_dict(
+        CurateConfig,
+        {
+            **OFF,
+            "decontamination": {"benchmarks": str(folder / "bench")},
+            "dedup": {"boilerplate_min_docs": 3},
+            "output_format": "jsonl",
+        }
+        | kw,
+    )
     out = folder / name
     stats = curate(cfg, out, [str(folder / "raw")])
     read = lambda d: [x for f in shard_files(d) for x in read_shard(f)] if d.exists() else []
@@ -178,8 +194,9 @@ LAYOUTS = [(*x, 4) for x in itertools.product([1, 2], [None, 4096], [None, 1])][
 
 
 @pytest.mark.parametrize("workers,shard_bytes,batch_chars,partitions", LAYOUTS)
-def test_same_result_for_any_layout(corpus, reference, tmp_path, monkeypatch, workers, shard_bytes, batch_chars,
-                                    partitions):
+def test_same_result_for_any_layout(
+    corpus, reference, tmp_path, monkeypatch, workers, shard_bytes, batch_chars, partitions
+):
     if batch_chars is not None:  # 1: every document hashed alone; forked workers inherit the setting
         monkeypatch.setattr(minhash, "BATCH_CHARS", batch_chars)
     folder = write_inputs(tmp_path, corpus.docs)
@@ -222,18 +239,32 @@ def test_signature_text_original_matches_copies_whose_line_rules_differ(tmp_path
     of its lines to them, so by default the two cleaned texts no longer look alike; with
     dedup.signature_text=original they are compared as read (normalised) and the copy goes."""
     rng = random.Random(3)
-    sentences = [words(rng, 6).capitalize() + "." for _ in range(4)] + [words(rng, 24).capitalize() + "." for _ in range(6)]
+    sentences = [words(rng, 6).capitalize() + "." for _ in range(4)] + [
+        words(rng, 24).capitalize() + "." for _ in range(6)
+    ]
     page = "\n".join(sentences)
     wrapped = "\n".join(textwrap.fill(s, 50) for s in sentences)
-    (tmp_path / "in.jsonl").write_text(json.dumps({"id": "page", "text": page}) + "\n"
-                                       + json.dumps({"id": "copy", "text": wrapped}) + "\n")
+    (tmp_path / "in.jsonl").write_text(
+        json.dumps({"id": "page", "text": page}) + "\n" + json.dumps({"id": "copy", "text": wrapped}) + "\n"
+    )
     results = {}
     for how in ("cleaned", "original"):
-        cfg = from_dict(CurateConfig, {**OFF, "c4": {"enabled": True}, "decontamination": {"benchmarks": ""},
-                                       "dedup": {"signature_text": how}, "output_format": "jsonl", "workers": 1})
+        cfg = from_dict(
+            CurateConfig,
+            {
+                **OFF,
+                "c4": {"enabled": True},
+                "decontamination": {"benchmarks": ""},
+                "dedup": {"signature_text": how},
+                "output_format": "jsonl",
+                "workers": 1,
+            },
+        )
         curate(cfg, tmp_path / how, [str(tmp_path / "in.jsonl")])
         kept = {d["id"]: d["text"] for f in shard_files(tmp_path / how / "kept") for d in read_shard(f)}
-        removed = {d["id"]: d["reason"] for f in shard_files(tmp_path / how / "removed") for d in read_shard(f)}
+        removed = {
+            d["id"]: d["reason"] for f in shard_files(tmp_path / how / "removed") for d in read_shard(f)
+        }
         results[how] = kept, removed
     kept, removed = results["cleaned"]
     assert set(kept) == {"page", "copy"} and len(kept["copy"]) < len(kept["page"]) / 2  # the copy lost lines

@@ -29,7 +29,9 @@ OFF = {s: {"enabled": False} for s in ("lang_id", "gopher_quality", "gopher_repe
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    model = ServedModel.load(f"ref={make_tiny_run(tmp_path_factory.mktemp('ref') / 'run', seed=3, block_size=64)}")
+    model = ServedModel.load(
+        f"ref={make_tiny_run(tmp_path_factory.mktemp('ref') / 'run', seed=3, block_size=64)}"
+    )
     with RunningServer(create_app([model])) as srv:
         yield model, f"{srv.url}/v1"
 
@@ -55,20 +57,26 @@ def test_scores_equal_the_models_own_perplexity(reference):
 
 def test_curation_records_and_filters_by_perplexity(reference, tmp_path):
     model, url = reference
-    docs = {"plain": "the cat sat on the mat and the dog sat by the door",
-            "noise": "zq xv 9931 ## ]] kk qq 77 zz ;; xv 1234 ~~ pp"}
+    docs = {
+        "plain": "the cat sat on the mat and the dog sat by the door",
+        "noise": "zq xv 9931 ## ]] kk qq 77 zz ;; xv 1234 ~~ pp",
+    }
     ppl = {k: perplexity_in_process(model, v) for k, v in docs.items()}
     assert ppl["plain"] != ppl["noise"]
     src = tmp_path / "raw.jsonl"
     src.write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in docs.items()))
     limit = (ppl["plain"] + ppl["noise"]) / 2
-    cfg = from_dict(CurateConfig, {**OFF, "workers": 1,
-                                   "perplexity": {"enabled": True, "endpoint": url, "max_perplexity": limit}})
+    cfg = from_dict(
+        CurateConfig,
+        {**OFF, "workers": 1, "perplexity": {"enabled": True, "endpoint": url, "max_perplexity": limit}},
+    )
     stats = curate(cfg, tmp_path / "out", [str(src)])
     kept = [d for f in shard_files(tmp_path / "out" / "kept") for d in read_shard(f)]
     removed = [d for f in shard_files(tmp_path / "out" / "removed") for d in read_shard(f)]
     low, high = sorted(docs, key=ppl.get)
-    assert [d["id"] for d in kept] == [low] and [(d["id"], d["reason"]) for d in removed] == [(high, "perplexity:too_high")]
+    assert [d["id"] for d in kept] == [low] and [(d["id"], d["reason"]) for d in removed] == [
+        (high, "perplexity:too_high")
+    ]
     assert kept[0]["meta"]["perplexity"] == pytest.approx(ppl[low], rel=1e-3)
     assert stats["stages"]["perplexity"] == {"in": 2, "removed": 1}
 
@@ -92,8 +100,9 @@ def test_bad_endpoints_fail_clearly(tmp_path):
     srv = http.server.HTTPServer(("127.0.0.1", 0), NoLogprobs)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
-        scorer = PerplexityScorer(PerplexityConfig(enabled=True, endpoint=f"http://127.0.0.1:{srv.server_port}/v1",
-                                                   model="m"))
+        scorer = PerplexityScorer(
+            PerplexityConfig(enabled=True, endpoint=f"http://127.0.0.1:{srv.server_port}/v1", model="m")
+        )
         with pytest.raises(LmforgeError, match="no prompt log-probabilities"):
             scorer("some text to score")
     finally:

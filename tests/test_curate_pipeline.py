@@ -24,8 +24,14 @@ pytest.importorskip("fasttext", reason="needs the curate extra (fasttext-predict
 
 WEB = shared_path("corpora/web")
 needs_data = needs_shared("corpora/web")
-OFF = {"lang_id": {"enabled": False}, "gopher_quality": {"enabled": False}, "gopher_repetition": {"enabled": False},
-       "c4": {"enabled": False}, "fineweb": {"enabled": False}, "length": {"min_chars": 1}}
+OFF = {
+    "lang_id": {"enabled": False},
+    "gopher_quality": {"enabled": False},
+    "gopher_repetition": {"enabled": False},
+    "c4": {"enabled": False},
+    "fineweb": {"enabled": False},
+    "length": {"min_chars": 1},
+}
 
 
 def make_cfg(**kw) -> CurateConfig:
@@ -50,7 +56,7 @@ def small_corpus(tmp_path: Path, n: int = 120) -> Path:
         f.write(json.dumps({"text": 42}) + "\n")
         f.write(json.dumps({"text": ""}) + "\n")
     with gzip.open(src / "b.jsonl.gz", "wt", encoding="utf-8") as f:
-        for r in rows[n // 2:]:
+        for r in rows[n // 2 :]:
             f.write(json.dumps(r) + "\n")
         f.write(json.dumps({"text": first}) + "\n")  # exact duplicate of a.jsonl:1
         f.write(json.dumps({"text": near}) + "\n")  # near duplicate
@@ -68,8 +74,14 @@ def test_accounting_outputs_and_reasons(tmp_path):
     assert t["kept"]["docs"] == len(kept)
     assert Counter(d["reason"] for d in removed) == Counter({r: c["docs"] for r, c in t["removed"].items()})
     reasons = set(t["removed"])
-    assert {"read:malformed_json", "read:text_not_string", "length:too_short", "exact_dedup", "minhash_dedup",
-            "lang_id:language"} <= reasons
+    assert {
+        "read:malformed_json",
+        "read:text_not_string",
+        "length:too_short",
+        "exact_dedup",
+        "minhash_dedup",
+        "lang_id:language",
+    } <= reasons
     assert any(r.startswith(("gopher", "c4:", "fineweb")) for r in reasons)
     errors = (out / "errors.jsonl").read_text().splitlines()
     assert [json.loads(e)["line"] for e in errors] == [61, 62]
@@ -106,8 +118,13 @@ def test_same_output_for_any_worker_count(tmp_path):
         cfg = make_cfg(workers=w, shard_bytes=32 * 1024)  # several byte-range shards per file
         stats = curate(cfg, tmp_path / f"out{w}", [str(src)])
         assert stats["shards"] > 3
-        outs.append(([(d["id"], d["text"]) for d in read_dir(tmp_path / f"out{w}" / "kept")],
-                     sorted((d["id"], d["reason"]) for d in read_dir(tmp_path / f"out{w}" / "removed")), stats["sources"]))
+        outs.append(
+            (
+                [(d["id"], d["text"]) for d in read_dir(tmp_path / f"out{w}" / "kept")],
+                sorted((d["id"], d["reason"]) for d in read_dir(tmp_path / f"out{w}" / "removed")),
+                stats["sources"],
+            )
+        )
     assert outs[0] == outs[1]
 
 
@@ -146,12 +163,19 @@ def test_decontamination_removes_and_flags(tmp_path):
     bench.mkdir()
     (bench / "arc").symlink_to(BUNDLED / "arc")  # the subset shipped with lmforge; one benchmark is quick
     base = {**OFF, "dedup": {"minhash": False}}
-    stats = curate(make_cfg(**base, decontamination={"benchmarks": str(bench)}), tmp_path / "o1", [str(tmp_path / "in.jsonl")])
+    stats = curate(
+        make_cfg(**base, decontamination={"benchmarks": str(bench)}),
+        tmp_path / "o1",
+        [str(tmp_path / "in.jsonl")],
+    )
     assert totals(stats)["removed"]["decontamination:arc"]["docs"] == 1
     assert stats["counters"]["decontamination"] == {"arc": 1}
     assert "| arc |" in (tmp_path / "o1" / "report.md").read_text()
-    curate(make_cfg(**base, decontamination={"benchmarks": str(bench), "mode": "flag"}), tmp_path / "o2",
-           [str(tmp_path / "in.jsonl")])
+    curate(
+        make_cfg(**base, decontamination={"benchmarks": str(bench), "mode": "flag"}),
+        tmp_path / "o2",
+        [str(tmp_path / "in.jsonl")],
+    )
     kept = read_dir(tmp_path / "o2" / "kept")
     assert [d["meta"].get("contaminated") for d in kept] == [["arc"], None]
 
@@ -161,13 +185,18 @@ def test_decontamination_uses_the_shipped_subsets_by_default(tmp_path, capsys):
     with gzip.open(BUNDLED / "hellaswag" / "hellaswag_val.jsonl.gz", "rt") as f:
         hs = json.loads(f.readline())
     leak = f"Forum post. {hs['ctx']} {hs['endings'][int(hs['label'])]} Thanks for reading."
-    (tmp_path / "in.jsonl").write_text(json.dumps({"text": leak}) + "\n" + json.dumps({"text": "Nothing here."}) + "\n")
+    (tmp_path / "in.jsonl").write_text(
+        json.dumps({"text": leak}) + "\n" + json.dumps({"text": "Nothing here."}) + "\n"
+    )
     stats = curate(make_cfg(**OFF, dedup={"minhash": False}), tmp_path / "o", [str(tmp_path / "in.jsonl")])
     assert stats["counters"]["decontamination"] == {"hellaswag": 1}
     assert set(stats["resources"]["decontamination"]) == {"arc", "hellaswag", "mmlu", "truthfulqa"}
     assert "subsets shipped with lmforge" in capsys.readouterr().out
-    curate(make_cfg(**OFF, dedup={"minhash": False}, decontamination={"benchmarks": ""}), tmp_path / "o2",
-           [str(tmp_path / "in.jsonl")])
+    curate(
+        make_cfg(**OFF, dedup={"minhash": False}, decontamination={"benchmarks": ""}),
+        tmp_path / "o2",
+        [str(tmp_path / "in.jsonl")],
+    )
     assert "decontamination: off" in capsys.readouterr().out
 
 
@@ -176,9 +205,16 @@ def test_mixing_hits_target_weights(tmp_path):
     src.mkdir()
     for domain, n in (("web", 300), ("books", 60)):
         with open(src / f"{domain}.jsonl", "w") as f:
-            f.writelines(json.dumps({"text": f"{domain} document {i} " + "word " * 20, "source": domain}) + "\n" for i in range(n))
-    cfg = make_cfg(**OFF, pii={"enabled": False}, dedup={"exact": False, "minhash": False},
-                   mix={"enabled": True, "weights": {"web": 0.5, "books": 0.5}, "target_tokens": 8000})
+            f.writelines(
+                json.dumps({"text": f"{domain} document {i} " + "word " * 20, "source": domain}) + "\n"
+                for i in range(n)
+            )
+    cfg = make_cfg(
+        **OFF,
+        pii={"enabled": False},
+        dedup={"exact": False, "minhash": False},
+        mix={"enabled": True, "weights": {"web": 0.5, "books": 0.5}, "target_tokens": 8000},
+    )
     stats = curate(cfg, tmp_path / "out", [str(src)])
     mix = stats["mix"]["domains"]
     assert mix["books"]["epochs"] > 1 > mix["web"]["epochs"]  # books up-sampled, web down-sampled
@@ -207,7 +243,20 @@ def test_boilerplate_lines_leave_every_document(tmp_path):
     (removed by exact dedup) do not make its lines boilerplate; a page of only boilerplate goes."""
     import random
 
-    words = ["river", "mountain", "forest", "window", "garden", "teacher", "market", "village", "silver", "winter", "orange", "bottle"]
+    words = [
+        "river",
+        "mountain",
+        "forest",
+        "window",
+        "garden",
+        "teacher",
+        "market",
+        "village",
+        "silver",
+        "winter",
+        "orange",
+        "bottle",
+    ]
 
     def body(k: int) -> str:
         r = random.Random(k)

@@ -21,9 +21,16 @@ def test_ray_executor_matches_local(tmp_path):
         with open(src / f"part{k}.jsonl", "w") as f:
             for i in range(40):
                 words = " ".join(f"word{(i * 7 + j) % 97}" for j in range(60))
-                f.write(json.dumps({"text": f"Document {i % 30} of the set. {words}."}) + "\n")  # duplicates across files
-    base = {"lang_id": {"enabled": False}, "gopher_quality": {"enabled": False}, "c4": {"enabled": False},
-            "fineweb": {"enabled": False}, "gopher_repetition": {"enabled": False}}
+                f.write(
+                    json.dumps({"text": f"Document {i % 30} of the set. {words}."}) + "\n"
+                )  # duplicates across files
+    base = {
+        "lang_id": {"enabled": False},
+        "gopher_quality": {"enabled": False},
+        "c4": {"enabled": False},
+        "fineweb": {"enabled": False},
+        "gopher_repetition": {"enabled": False},
+    }
     local = curate(from_dict(CurateConfig, {**base, "workers": 2}), tmp_path / "local", [str(src)])
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

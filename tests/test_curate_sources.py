@@ -38,8 +38,9 @@ def test_jsonl_plain_gz_zst(tmp_path):
     write_jsonl(tmp_path / "d.jsonl", rows)
     write_jsonl(tmp_path / "d.jsonl.gz", rows, gzip.open)
     zstd = pytest.importorskip("zstandard")
-    (tmp_path / "d.jsonl.zst").write_bytes(zstd.ZstdCompressor().compress(
-        "".join(json.dumps(r) + "\n" for r in rows).encode()))
+    (tmp_path / "d.jsonl.zst").write_bytes(
+        zstd.ZstdCompressor().compress("".join(json.dumps(r) + "\n" for r in rows).encode())
+    )
     for name in ("d.jsonl", "d.jsonl.gz", "d.jsonl.zst"):
         got = read_all(tmp_path / name)
         assert [d["text"] for d in got] == [TEXT, "second"]
@@ -50,12 +51,24 @@ def test_jsonl_plain_gz_zst(tmp_path):
 
 def test_jsonl_bad_records(tmp_path):
     f = tmp_path / "bad.jsonl"
-    f.write_bytes(b'{"text": "ok"}\n{not json\n{"text": 5}\n{"body": "x"}\n[1, 2]\n{"text": "caf\xe9"}\n'
-                  + b'{"text": "' + b"x" * (2 << 20) + b'"}\n{"text": "last"}\n')
+    f.write_bytes(
+        b'{"text": "ok"}\n{not json\n{"text": 5}\n{"body": "x"}\n[1, 2]\n{"text": "caf\xe9"}\n'
+        + b'{"text": "'
+        + b"x" * (2 << 20)
+        + b'"}\n{"text": "last"}\n'
+    )
     got = read_all(f)
     reasons = [g.reason if isinstance(g, ReadError) else g["text"] for g in got]
-    assert reasons == ["ok", "read:malformed_json", "read:text_not_string", "read:missing_text",
-                       "read:not_an_object", "read:invalid_utf8", "read:too_large", "last"]
+    assert reasons == [
+        "ok",
+        "read:malformed_json",
+        "read:text_not_string",
+        "read:missing_text",
+        "read:not_an_object",
+        "read:invalid_utf8",
+        "read:too_large",
+        "last",
+    ]
     assert [g.line for g in got if isinstance(g, ReadError)] == [2, 3, 4, 5, 6, 7]
 
 
@@ -83,8 +96,9 @@ def test_large_jsonl_split_into_byte_ranges(tmp_path):
 def test_parquet(tmp_path):
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
-    pq.write_table(pa.table({"content": [TEXT, "two"], "id": ["p1", "p2"], "lang": ["en", "en"]}),
-                   tmp_path / "d.parquet")
+    pq.write_table(
+        pa.table({"content": [TEXT, "two"], "id": ["p1", "p2"], "lang": ["en", "en"]}), tmp_path / "d.parquet"
+    )
     got = read_all(tmp_path / "d.parquet", text_field="content")
     assert [(d["id"], d["text"], d["meta"]["lang"]) for d in got] == [("p1", TEXT, "en"), ("p2", "two", "en")]
 
@@ -103,18 +117,26 @@ def test_text_files_and_separator(tmp_path):
     (tmp_path / "books" / "bad.txt").write_bytes(b"ok\n\xff\xfe broken")
     (tmp_path / "books" / "skip.bin").write_bytes(b"\x00")
     got = read_all(tmp_path / "books")
-    assert [d["id"] if isinstance(d, dict) else d.reason for d in got] == ["a.txt", "b.txt", "read:invalid_utf8"]
+    assert [d["id"] if isinstance(d, dict) else d.reason for d in got] == [
+        "a.txt",
+        "b.txt",
+        "read:invalid_utf8",
+    ]
     split = read_all(tmp_path / "books" / "b.txt", separator="\n===\n")
     assert [d["text"] for d in split] == ["Part 1", "Part 2"]
 
 
 def test_html_extraction(tmp_path):
     pytest.importorskip("trafilatura")
-    body = " ".join(f"Paragraph {i} talks about rivers, forests and the long history of the valley." for i in range(8))
+    body = " ".join(
+        f"Paragraph {i} talks about rivers, forests and the long history of the valley." for i in range(8)
+    )
     (tmp_path / "page.html").write_text(
         f"<html><head><title>T</title></head><body><nav>Home | About | Contact</nav>"
         f"<article><h1>Valley</h1><p>{body}</p><p>{body}</p></article>"
-        f"<footer>Copyright 2024 Example Inc.</footer></body></html>", encoding="utf-8")
+        f"<footer>Copyright 2024 Example Inc.</footer></body></html>",
+        encoding="utf-8",
+    )
     [doc] = read_all(tmp_path / "page.html")
     assert "history of the valley" in doc["text"] and "Home | About" not in doc["text"]
     assert doc["source"] == "web"
@@ -133,12 +155,20 @@ def test_warc(tmp_path):
     with open(path, "wb") as fh:
         w = WARCWriter(fh, gzip=True)
         for url, ctype, payload in [
-            ("http://a.example/1", "text/html", f"<html><body><article><p>{body}</p></article></body></html>"),
+            (
+                "http://a.example/1",
+                "text/html",
+                f"<html><body><article><p>{body}</p></article></body></html>",
+            ),
             ("http://a.example/img.png", "image/png", "\x89PNG"),
         ]:
             http = StatusAndHeaders("200 OK", [("Content-Type", ctype)], protocol="HTTP/1.1")
-            w.write_record(w.create_warc_record(url, "response", payload=BytesIO(payload.encode()), http_headers=http))
-        w.write_record(w.create_warc_record("http://a.example/1", "request", payload=BytesIO(b"GET / HTTP/1.1\r\n\r\n")))
+            w.write_record(
+                w.create_warc_record(url, "response", payload=BytesIO(payload.encode()), http_headers=http)
+            )
+        w.write_record(
+            w.create_warc_record("http://a.example/1", "request", payload=BytesIO(b"GET / HTTP/1.1\r\n\r\n"))
+        )
     assert warcio and detect_format(path) == "warc"
     got = read_all(path)
     assert len(got) == 2  # the request record is not a document
@@ -151,7 +181,10 @@ def test_hf_dataset_saved_to_disk(tmp_path):
     root = tmp_path / "ds"
     root.mkdir()
     table = pa.table({"text": ["first doc", "second doc"], "label": [1, 0]})
-    with pa.OSFile(str(root / "data-00000-of-00001.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
+    with (
+        pa.OSFile(str(root / "data-00000-of-00001.arrow"), "wb") as sink,
+        pa.ipc.new_stream(sink, table.schema) as w,
+    ):
         w.write_table(table)
     (root / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}))
     (root / "dataset_info.json").write_text("{}")

@@ -32,11 +32,13 @@ pytest.importorskip("ftfy", reason="needs the curate extra: pip install 'lmforge
 ROOT = Path(__file__).resolve().parents[1]
 # Stages that need nothing loaded from disk or the network: the per-document tests build them directly.
 LOCAL = {"decontamination": {"enabled": False}, "lang_id": {"enabled": False}}
-PAGE = ("The river and the garden have windows with candles of silver thunder. "
-        "A teacher walked to the market in the winter and bought an orange bottle. "
-        "Rabbits ran across the meadow while the lantern in my pocket kept burning.\n"
-        "Every village near the harbor has a saddle maker, a hammer smith and a pepper seller. "
-        "The mountain forest is quiet at night and the ladder leans on the old basket.")
+PAGE = (
+    "The river and the garden have windows with candles of silver thunder. "
+    "A teacher walked to the market in the winter and bought an orange bottle. "
+    "Rabbits ran across the meadow while the lantern in my pocket kept burning.\n"
+    "Every village near the harbor has a saddle maker, a hammer smith and a pepper seller. "
+    "The mountain forest is quiet at night and the ladder leans on the old basket."
+)
 
 
 def cfg_of(**tree) -> CurateConfig:
@@ -52,12 +54,14 @@ def test_one_list_names_the_stages_everywhere():
     for name in names:
         assert isinstance(getattr(CurateConfig(), name), StageConfig), name
     order = stages.run_order()
-    assert order[0] == "read" and order[1:1 + len(names)] == tuple(names)
-    assert order[1 + len(names):] == ("exact_dedup", "minhash_dedup", "boilerplate")
+    assert order[0] == "read" and order[1 : 1 + len(names)] == tuple(names)
+    assert order[1 + len(names) :] == ("exact_dedup", "minhash_dedup", "boilerplate")
 
 
 def test_skip_names_come_from_the_registry():
-    with pytest.raises(ConfigError, match=r"skip\.books must be a list of stage names from normalize, .*decontamination"):
+    with pytest.raises(
+        ConfigError, match=r"skip\.books must be a list of stage names from normalize, .*decontamination"
+    ):
         cfg_of(skip={"books": ["c4", "c5"]})
     cfg_of(skip={"books": list(SKIPPABLE)})  # every registered stage may be skipped
 
@@ -71,7 +75,9 @@ def test_a_skipped_stage_neither_runs_nor_counts_for_that_source(tmp_path):
     book = {"id": "b", "text": page, "source": "books", "meta": {}}
     assert pipe(web, stats) == "c4:lorem_ipsum"
     assert pipe(book, stats) is None
-    assert stats.stages["c4"] == {"in": 1}  # only the web page reached C4; removal is counted by Stats.removed
+    assert stats.stages["c4"] == {
+        "in": 1
+    }  # only the web page reached C4; removal is counted by Stats.removed
     assert stats.stages["fineweb"] == {"in": 1} and stats.stages["pii"] == {"in": 1}
     assert pipe.chain("books") is pipe.chain("books")  # per-source chains are built once
 
@@ -96,8 +102,10 @@ class NoDigits(Stage):
 
 def test_a_new_filter_is_a_class_and_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(stages, "STAGES", (*stages.STAGES[:2], NoDigits, *stages.STAGES[2:]))
-    docs = [{"id": f"d{i}", "text": PAGE.replace("river", f"river {i}" if i % 3 == 0 else f"river{'s' * i}")}
-            for i in range(6)]
+    docs = [
+        {"id": f"d{i}", "text": PAGE.replace("river", f"river {i}" if i % 3 == 0 else f"river{'s' * i}")}
+        for i in range(6)
+    ]
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
     cfg = cfg_of(**LOCAL, workers=1, dedup={"exact": False, "minhash": False})
@@ -106,8 +114,10 @@ def test_a_new_filter_is_a_class_and_one_line(tmp_path, monkeypatch):
     assert stats["stages"]["length"] == {"in": 6} and stats["stages"]["gopher_repetition"] == {"in": 4}
     assert stats["counters"]["no_digits"] == {"checked": 6}
     removed = [d for f in shard_files(tmp_path / "out" / "removed") for d in read_shard(f)]
-    assert sorted((d["id"], d["reason"]) for d in removed) == [("d0", "no_digits:has_digits"),
-                                                              ("d3", "no_digits:has_digits")]
+    assert sorted((d["id"], d["reason"]) for d in removed) == [
+        ("d0", "no_digits:has_digits"),
+        ("d3", "no_digits:has_digits"),
+    ]
     report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     table = report.split("### Stages")[1].split("###")[0]
     rows = [r.split("|")[1].strip() for r in table.splitlines() if re.match(r"\| [a-z_]+ \| \d", r)]
@@ -117,8 +127,12 @@ def test_a_new_filter_is_a_class_and_one_line(tmp_path, monkeypatch):
 TEXTS = st.one_of(
     st.text(alphabet=string.ascii_letters + " .,!?\n", max_size=400),
     st.lists(st.sampled_from(PAGE.split(". ")), min_size=0, max_size=12).map(". ".join),
-    st.lists(st.sampled_from(["Home | About", "Lorem ipsum dolor.", "call +1 415 555 0100", "mail a@b.org",
-                              "{ code }", PAGE]), max_size=6).map("\n".join),
+    st.lists(
+        st.sampled_from(
+            ["Home | About", "Lorem ipsum dolor.", "call +1 415 555 0100", "mail a@b.org", "{ code }", PAGE]
+        ),
+        max_size=6,
+    ).map("\n".join),
 )
 
 
@@ -168,7 +182,9 @@ def test_bad_words_ship_as_a_data_file():
         bad_words("xx")
     # every data file beside the curation code is matched by the package-data globs, so wheels carry it
     tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
-    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["lmforge"]
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "lmforge"
+    ]
     curate_dir = ROOT / "lmforge" / "data" / "curate"
     data = [p for p in curate_dir.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")]
     assert any(p.name == "badwords_en.txt" for p in data)
@@ -187,7 +203,9 @@ def test_progress_lines_off_a_terminal(capsys, monkeypatch):
     out = capsys.readouterr().out.splitlines()
     # tqdm's meter, one plain line (no carriage return) at the end of a short phase: count, rate, ETA
     assert len(out) == 1 and "\r" not in out[0]
-    assert re.fullmatch(r"\[curate\] unit \(1 process\): 100% 5/5 \[00:00<00:00, .*(job/s|s/job)\]", out[0]), out
+    assert re.fullmatch(
+        r"\[curate\] unit \(1 process\): 100% 5/5 \[00:00<00:00, .*(job/s|s/job)\]", out[0]
+    ), out
     monkeypatch.setenv("RANK", "1")  # a non-zero rank prints nothing
     run_jobs(_square, [(1,), (2,)], "local", 2, "unit")
     assert capsys.readouterr().out == ""

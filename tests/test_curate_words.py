@@ -17,14 +17,20 @@ CASES = [
     ("I don't know, can't say.", ["I", "do", "n't", "know", ",", "ca", "n't", "say", "."]),
     ("dont Im well its is here youre", ["do", "nt", "I", "m", "well", "its", "is", "here", "you", "re"]),
     ("U.S. etc. Mr. e.g. No.", ["U.S.", "etc", ".", "Mr.", "e.g.", "No", "."]),
-    ("e-mail 5-star 1-2 3.14 1,000 and/or a/b",
-     ["e", "-", "mail", "5", "-", "star", "1", "-", "2", "3.14", "1,000", "and/or", "a", "/", "b"]),
-    ("https://example.com/a. www.x.org, news.Bitcoin.com him.Character",
-     ["https://example.com/a", ".", "www.x.org", ",", "news.Bitcoin.com", "him", ".", "Character"]),
+    (
+        "e-mail 5-star 1-2 3.14 1,000 and/or a/b",
+        ["e", "-", "mail", "5", "-", "star", "1", "-", "2", "3.14", "1,000", "and/or", "a", "/", "b"],
+    ),
+    (
+        "https://example.com/a. www.x.org, news.Bitcoin.com him.Character",
+        ["https://example.com/a", ".", "www.x.org", ",", "news.Bitcoin.com", "him", ".", "Character"],
+    ),
     ('(hello) "Quote."', ["(", "hello", ")", '"', "Quote", ".", '"']),
     ("$50 50% 10km 10am 9p.m.", ["$", "50", "50", "%", "10", "km", "10", "am", "9", "p.m."]),
-    (":) Hello...world it's It’s they've would've",
-     [":)", "Hello", "...", "world", "it", "'s", "It", "’s", "they", "'ve", "would", "'ve"]),
+    (
+        ":) Hello...world it's It’s they've would've",
+        [":)", "Hello", "...", "world", "it", "'s", "It", "’s", "they", "'ve", "would", "'ve"],
+    ),
     ("cannot gonna Wed", ["can", "not", "gon", "na", "We", "d"]),
 ]
 

@@ -139,8 +139,14 @@ def test_load_meta_errors(tok, docs, tmp_path):
 def test_shards_do_not_depend_on_batching_or_workers(tok, docs, tmp_path, monkeypatch):
     """Issue 14: every batch size (down to one document per batch) and worker count writes the same
     bytes, with empty, whitespace-only, one-character, emoji and non-Latin documents among them."""
-    odd = [{"id": "empty", "text": ""}, {"id": "ws", "text": " \n\t "}, {"id": "one", "text": "a"},
-           {"id": "emoji", "text": "🙂 👍🏽 🎉"}, {"id": "cjk", "text": "日本語のテキスト"}, {"id": "cyr", "text": "Съешь ещё"}]
+    odd = [
+        {"id": "empty", "text": ""},
+        {"id": "ws", "text": " \n\t "},
+        {"id": "one", "text": "a"},
+        {"id": "emoji", "text": "🙂 👍🏽 🎉"},
+        {"id": "cjk", "text": "日本語のテキスト"},
+        {"id": "cyr", "text": "Съешь ещё"},
+    ]
     corpus = [d for pair in itertools.zip_longest(docs[:24], odd) for d in pair if d]
     files = []
     for workers, batch_chars in itertools.product([1, 2], [shards.BATCH_CHARS, 1]):

@@ -45,14 +45,22 @@ def private_torch_uses(path: Path) -> list[str]:
     """`torch._x...`, `torch.ops.mkldnn...` and imports from private torch modules in one file."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
-            [a.name for a in node.names] if isinstance(node, ast.Import) else [])
-        found += [m for m in modules if m.split(".")[0] == "torch" and any(p.startswith("_") for p in m.split("."))]
+        modules = (
+            [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else ([a.name for a in node.names] if isinstance(node, ast.Import) else [])
+        )
+        found += [
+            m for m in modules if m.split(".")[0] == "torch" and any(p.startswith("_") for p in m.split("."))
+        ]
         if isinstance(node, ast.Attribute):
             chain, n = [], node
             while isinstance(n, ast.Attribute):
                 chain, n = [n.attr, *chain], n.value
-            private = any(c.startswith("_") and not c.startswith("__") for c in chain) or chain[:2] == ["ops", "mkldnn"]
+            private = any(c.startswith("_") and not c.startswith("__") for c in chain) or chain[:2] == [
+                "ops",
+                "mkldnn",
+            ]
             if isinstance(n, ast.Name) and n.id == "torch" and private:
                 found.append(f"{node.lineno}: torch.{'.'.join(chain)}")
     return found
@@ -67,12 +75,21 @@ def test_lmforge_uses_no_private_torch_api():
 
 def test_the_private_api_scan_finds_what_it_should(tmp_path):
     src = tmp_path / "m.py"
-    src.write_text("import torch\nfrom torch._dynamo import utils\nfrom torch.distributed._composable import x\n"
-                   "torch.ops.mkldnn._linear_pointwise(a)\ntorch._C._foo\ntorch.nn.functional.linear(a, b)\n"
-                   "torch.__version__\n")
-    assert sorted(private_torch_uses(src)) == sorted([
-        "torch._dynamo", "torch.distributed._composable", "4: torch.ops.mkldnn._linear_pointwise",
-        "4: torch.ops.mkldnn", "5: torch._C._foo", "5: torch._C"])
+    src.write_text(
+        "import torch\nfrom torch._dynamo import utils\nfrom torch.distributed._composable import x\n"
+        "torch.ops.mkldnn._linear_pointwise(a)\ntorch._C._foo\ntorch.nn.functional.linear(a, b)\n"
+        "torch.__version__\n"
+    )
+    assert sorted(private_torch_uses(src)) == sorted(
+        [
+            "torch._dynamo",
+            "torch.distributed._composable",
+            "4: torch.ops.mkldnn._linear_pointwise",
+            "4: torch.ops.mkldnn",
+            "5: torch._C._foo",
+            "5: torch._C",
+        ]
+    )
 
 
 def test_greedy_generation_equals_the_models_cached_forward():
@@ -103,7 +120,9 @@ def test_compiled_decoding_gives_eager_tokens_and_stops_compiling():
     with torch.compiler.set_stance("fail_on_recompile"):  # batch 3 again, new lengths: no compiling
         again = [[6, 1, 6], [2], [8, 8, 8, 8, 8]]
         assert generate_batch(model, again, compiled) == generate_batch(model, again, eager)
-    assert list(generate_tokens(model, PROMPTS[0], compiled)) == list(generate_tokens(model, PROMPTS[0], eager))
+    assert list(generate_tokens(model, PROMPTS[0], compiled)) == list(
+        generate_tokens(model, PROMPTS[0], eager)
+    )
 
 
 @pytest.mark.slow

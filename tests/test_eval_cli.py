@@ -34,8 +34,15 @@ CAPITALS = [
 
 def write_task(tmp_path, rows=CAPITALS, **fields):
     (tmp_path / "capitals.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    spec = {"task": "capitals", "data": "capitals.jsonl", "doc_to_text": "The capital of {{q}} is",
-            "doc_to_choice": "options", "doc_to_target": "{{answer}}", "metrics": ["acc", "acc_norm"], **fields}
+    spec = {
+        "task": "capitals",
+        "data": "capitals.jsonl",
+        "doc_to_text": "The capital of {{q}} is",
+        "doc_to_choice": "options",
+        "doc_to_target": "{{answer}}",
+        "metrics": ["acc", "acc_norm"],
+        **fields,
+    }
     path = tmp_path / "capitals.yaml"
     import yaml
 
@@ -48,13 +55,27 @@ def test_eval_cli_end_to_end_and_compare(tmp_path, capsys):
     task = write_task(tmp_path)
     text = tmp_path / "notes.txt"
     text.write_text("A short note about capitals. Paris is in France.\n" * 5)
-    args = ["--run", str(run_a), "--tasks", "arc_easy,mmlu_anatomy", "--limit", "3", "--task-file", str(task),
-            "--text-file", str(text), "--log-samples"]
+    args = [
+        "--run",
+        str(run_a),
+        "--tasks",
+        "arc_easy,mmlu_anatomy",
+        "--limit",
+        "3",
+        "--task-file",
+        str(task),
+        "--text-file",
+        str(text),
+        "--log-samples",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     res = json.loads((run_a / "eval" / "results.json").read_text())
     assert "capitals" in res["tasks"] and "text:notes.txt" in res["tasks"] and not res["errors"]
-    assert res["tasks"]["capitals"]["n"] == 3 and set(res["tasks"]["capitals"]["metrics"]) == {"acc", "acc_norm"}
+    assert res["tasks"]["capitals"]["n"] == 3 and set(res["tasks"]["capitals"]["metrics"]) == {
+        "acc",
+        "acc_norm",
+    }
     assert res["tasks"]["text:notes.txt"]["metrics"]["bits_per_byte"] > 0
     assert "capitals" in out and "acc_norm" in out and "results:" in out
     md = (run_a / "eval" / "results.md").read_text()
@@ -70,6 +91,7 @@ def test_eval_cli_end_to_end_and_compare(tmp_path, capsys):
 def test_eval_cli_user_errors(tmp_path):
     with pytest.raises(LmforgeError, match="exactly one model"):
         from lmforge.eval.cli import load_lm
+
         load_lm(type("A", (), {"run": None, "hf_model": None})())
     assert main(["--run", str(tmp_path / "missing"), "--tasks", "arc_easy"]) == 2
     assert main(["--run", str(tmp_path), "--tasks", "nope"]) == 2
@@ -96,11 +118,14 @@ def test_yaml_task_matches_builtin_arc():
 
     from lmforge.eval.tasks import get_tasks
 
-    spec = {"task": "arc_easy_yaml", "data": {"test": "ARC-Easy-Test.jsonl", "validation": "ARC-Easy-Dev.jsonl"},
-            "doc_to_text": "Question: {{question.stem}}\nAnswer:",
-            "doc_to_choice": "{{question.choices | map(attribute='text') | list}}",
-            "doc_to_target": "{{(question.choices | map(attribute='label') | list).index(answerKey)}}",
-            "metrics": ["acc", "acc_norm"]}
+    spec = {
+        "task": "arc_easy_yaml",
+        "data": {"test": "ARC-Easy-Test.jsonl", "validation": "ARC-Easy-Dev.jsonl"},
+        "doc_to_text": "Question: {{question.stem}}\nAnswer:",
+        "doc_to_choice": "{{question.choices | map(attribute='text') | list}}",
+        "doc_to_target": "{{(question.choices | map(attribute='label') | list).index(answerKey)}}",
+        "metrics": ["acc", "acc_norm"],
+    }
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "arc.yaml"
         path.write_text(yaml.safe_dump(spec))
@@ -115,12 +140,15 @@ def test_yaml_task_matches_builtin_arc():
         assert [mine.gold(x) for x in a] == [builtin.gold(x) for x in b]
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"doc_to_text": "The capital of {{country}} is"}, r"capitals.jsonl:1: field doc_to_text: .*country"),
-    ({"doc_to_target": "{{answer + 5}}"}, r"capitals.jsonl:1: field doc_to_target: .*out of range"),
-    ({"colour": "red"}, r"capitals.yaml: unknown field 'colour'"),
-    ({"type": "ranking"}, r"type 'ranking' is not one of"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"doc_to_text": "The capital of {{country}} is"}, r"capitals.jsonl:1: field doc_to_text: .*country"),
+        ({"doc_to_target": "{{answer + 5}}"}, r"capitals.jsonl:1: field doc_to_target: .*out of range"),
+        ({"colour": "red"}, r"capitals.yaml: unknown field 'colour'"),
+        ({"type": "ranking"}, r"type 'ranking' is not one of"),
+    ],
+)
 def test_yaml_task_errors_name_file_line_field(tmp_path, change, message):
     with pytest.raises(LmforgeError, match=message):
         load_task_file(write_task(tmp_path, **change)).eval_docs()
@@ -140,10 +168,19 @@ def test_yaml_generation_task_csv(tmp_path):
     (tmp_path / "qa.csv").write_text("question,answer\nSay hi,hi\nSay yo,yo\n")
     import yaml
 
-    (tmp_path / "qa.yaml").write_text(yaml.safe_dump({
-        "task": "qa", "type": "generate_until", "data": "qa.csv", "doc_to_text": "{{question}}:",
-        "doc_to_target": "answer", "metrics": ["exact_match"],
-        "generation": {"until": ["\n"], "max_gen_toks": 5}}))
+    (tmp_path / "qa.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "task": "qa",
+                "type": "generate_until",
+                "data": "qa.csv",
+                "doc_to_text": "{{question}}:",
+                "doc_to_target": "answer",
+                "metrics": ["exact_match"],
+                "generation": {"until": ["\n"], "max_gen_toks": 5},
+            }
+        )
+    )
     from lmforge.eval import evaluate
 
     task = load_task_file(tmp_path / "qa.yaml")
@@ -159,8 +196,15 @@ def test_evaluate_run_stage_with_shard_perplexity(tmp_path):
     from lmforge.eval.cli import evaluate_run
 
     run = make_run(tmp_path / "run")
-    docs = [{"id": str(i), "text": f"Document {i} talks about capitals and rivers. " * 3, "source": "t", "meta": {}}
-            for i in range(12)]
+    docs = [
+        {
+            "id": str(i),
+            "text": f"Document {i} talks about capitals and rivers. " * 3,
+            "source": "t",
+            "meta": {},
+        }
+        for i in range(12)
+    ]
     encode_corpus(iter(docs), tiny_tokenizer(), tmp_path / "shards", DataConfig(workers=1, val_fraction=0.5))
     res = evaluate_run(run, tasks=("arc_easy",), limit=2, shard_dir=tmp_path / "shards")
     shard = res["tasks"]["shards:shards/val"]

@@ -33,12 +33,23 @@ def make_run(path: Path, seed: int = 0) -> Path:
 
 
 def write_capitals(folder: Path, name: str = "capitals", options=("Paris", "Lyon", "Nice")) -> Path:
-    rows = [{"country": "France", "options": list(options), "answer": 0},
-            {"country": "Italy", "options": ["Milan", "Rome", "Turin"], "answer": 1}]
+    rows = [
+        {"country": "France", "options": list(options), "answer": 0},
+        {"country": "Italy", "options": ["Milan", "Rome", "Turin"], "answer": 1},
+    ]
     (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (folder / f"{name}.yaml").write_text(yaml.safe_dump({
-        "task": name, "data": f"{name}.jsonl", "doc_to_text": "The capital of {{country}} is",
-        "doc_to_choice": "options", "doc_to_target": "{{answer}}", "metrics": ["acc"]}))
+    (folder / f"{name}.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "task": name,
+                "data": f"{name}.jsonl",
+                "doc_to_text": "The capital of {{country}} is",
+                "doc_to_choice": "options",
+                "doc_to_target": "{{answer}}",
+                "metrics": ["acc"],
+            }
+        )
+    )
     return folder / f"{name}.yaml"
 
 
@@ -65,7 +76,12 @@ def test_a_data_dir_is_not_called_a_subset(tmp_path, capsys, no_env):
     full.mkdir(parents=True)
     (full / "ARC-Easy-Test.jsonl").write_text(data.read_text(BUNDLED / "arc/ARC-Easy/ARC-Easy-Test.jsonl.gz"))
     run = make_run(tmp_path / "run")
-    assert main(["--run", str(run), "--tasks", "arc_easy", "--limit", "2", "--data-dir", str(tmp_path / "bench")]) == 0
+    assert (
+        main(
+            ["--run", str(run), "--tasks", "arc_easy", "--limit", "2", "--data-dir", str(tmp_path / "bench")]
+        )
+        == 0
+    )
     assert "note:" not in capsys.readouterr().out
     assert json.loads((run / "eval" / "results.json").read_text())["notes"] == []
 
@@ -76,8 +92,13 @@ def test_results_json_keeps_earlier_tasks_of_the_same_model(tmp_path, capsys, no
     assert main(["--run", str(run), "--task-file", str(write_capitals(tmp_path))]) == 0
     res = json.loads((run / "eval" / "results.json").read_text())
     assert set(res["tasks"]) == {"arc_easy", "capitals"}
-    assert res["tasks"]["arc_easy"]["settings"]["limit"] == 2 and res["tasks"]["capitals"]["settings"]["limit"] is None
-    assert main(["--run", str(run), "--tasks", "arc_easy,mmlu_anatomy", "--limit", "3"]) == 0  # rerun replaces
+    assert (
+        res["tasks"]["arc_easy"]["settings"]["limit"] == 2
+        and res["tasks"]["capitals"]["settings"]["limit"] is None
+    )
+    assert (
+        main(["--run", str(run), "--tasks", "arc_easy,mmlu_anatomy", "--limit", "3"]) == 0
+    )  # rerun replaces
     res = json.loads((run / "eval" / "results.json").read_text())
     assert res["tasks"]["arc_easy"]["n"] == 3 and res["tasks"]["capitals"]["n"] == 2
     assert res["groups"]["mmlu"]["n"] == 3  # groups recomputed over the merged tasks
@@ -111,11 +132,21 @@ def test_readme_custom_task_example_runs(tmp_path):
     section = README.read_text(encoding="utf-8").split("### Custom tasks", 1)[1]
     spec = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1))
     files = spec["data"] if isinstance(spec["data"], dict) else {"test": spec["data"]}
-    countries = [("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo"), ("Peru", "Lima")]
+    countries = [
+        ("France", "Paris"),
+        ("Italy", "Rome"),
+        ("Spain", "Madrid"),
+        ("Japan", "Tokyo"),
+        ("Peru", "Lima"),
+    ]
     for split, rows in (("test", countries[:2]), ("train", countries[2:]), ("validation", countries[2:])):
         if split in files:
-            (tmp_path / files[split]).write_text("".join(
-                json.dumps({"country": c, "options": [cap, "Oslo", "Bern"], "answer": 0}) + "\n" for c, cap in rows))
+            (tmp_path / files[split]).write_text(
+                "".join(
+                    json.dumps({"country": c, "options": [cap, "Oslo", "Bern"], "answer": 0}) + "\n"
+                    for c, cap in rows
+                )
+            )
     (tmp_path / "capitals.yaml").write_text(yaml.safe_dump(spec))
     task = load_task_file(tmp_path / "capitals.yaml")
     res = evaluate(tiny_lmforge(tiny_tokenizer(), block_size=128), [task], progress=False, log_samples=True)
@@ -153,19 +184,26 @@ def test_hub_code_path_on_a_local_mirror_in_the_hub_layout(tmp_path, monkeypatch
     mirror = tmp_path / "mirror"
     local = {n: get_tasks(n, BUNDLED) for n in ("arc_easy", "mmlu_anatomy", "truthfulqa_mc2", "hellaswag")}
     arc = local["arc_easy"][0]
-    write_hub_repo(mirror, "allenai/ai2_arc", {"ARC-Easy": {"test": arc.split_docs("test")[:6],
-                                                            "validation": arc.split_docs("validation")[:6]}})
+    write_hub_repo(
+        mirror,
+        "allenai/ai2_arc",
+        {"ARC-Easy": {"test": arc.split_docs("test")[:6], "validation": arc.split_docs("validation")[:6]}},
+    )
     mm = local["mmlu_anatomy"][0]
-    write_hub_repo(mirror, "cais/mmlu", {"anatomy": {"test": mm.split_docs("test"), "dev": mm.split_docs("dev")}})
+    write_hub_repo(
+        mirror, "cais/mmlu", {"anatomy": {"test": mm.split_docs("test"), "dev": mm.split_docs("dev")}}
+    )
     tq = local["truthfulqa_mc2"][0]
     write_hub_repo(mirror, "truthfulqa/truthful_qa", {"multiple_choice": {"validation": tq.eval_docs()[:6]}})
-    raw = [json.loads(x) for x in data.read_text(BUNDLED / "hellaswag/hellaswag_val.jsonl.gz").splitlines()[:6]]
+    raw = [
+        json.loads(x) for x in data.read_text(BUNDLED / "hellaswag/hellaswag_val.jsonl.gz").splitlines()[:6]
+    ]
     write_hub_repo(mirror, "Rowan/hellaswag", {"default": {"validation": raw}})
     monkeypatch.setenv(data.HUB_MIRROR_VAR, str(mirror))
     for name, (ours,) in local.items():
         (hub,) = get_tasks(name, hub=True)
         assert hub.source.startswith("hub:")
-        docs, want = hub.eval_docs(), ours.eval_docs()[:len(hub.eval_docs())]
+        docs, want = hub.eval_docs(), ours.eval_docs()[: len(hub.eval_docs())]
         assert len(docs) >= 5
         assert hub.build_contexts(docs, 0) == ours.build_contexts(want, 0), name
         if name == "mmlu_anatomy":  # the same dev split: the same 5-shot prompts
@@ -195,8 +233,12 @@ def test_perplexity_progress_counts_windows(monkeypatch):
 
     lm = tiny_lmforge(tiny_tokenizer(), block_size=16)
     rec = Recorder()
-    perplexity_of_texts(lm, ["a longer text about rivers and capitals " * 6, "short one"], batch_size=2, progress=rec)
-    assert rec.total is not None and rec.total > 2 and rec.done == rec.total  # several windows for the long text
+    perplexity_of_texts(
+        lm, ["a longer text about rivers and capitals " * 6, "short one"], batch_size=2, progress=rec
+    )
+    assert (
+        rec.total is not None and rec.total > 2 and rec.done == rec.total
+    )  # several windows for the long text
 
 
 def test_progress_bars_only_on_rank0_terminals(monkeypatch):

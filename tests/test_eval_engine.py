@@ -22,21 +22,24 @@ def lm():
 
 def direct(lm, ctx, cont):
     """log P(cont | ctx) from one plain forward over (ctx + cont)[-(L+1):][:-1] (lm-eval's input)."""
-    inp = (ctx + cont)[-(lm.max_length + 1):][:-1]
+    inp = (ctx + cont)[-(lm.max_length + 1) :][:-1]
     with torch.no_grad():
         logits, _ = lm.model(torch.tensor([inp]))
-    lp = torch.log_softmax(logits[0].float(), -1)[len(inp) - len(cont):]
+    lp = torch.log_softmax(logits[0].float(), -1)[len(inp) - len(cont) :]
     t = torch.tensor(cont)
     return float(lp.gather(1, t[:, None]).sum()), bool((lp.argmax(-1) == t).all())
 
 
-REQUESTS = [("Question: Why is the sky blue?\nAnswer:", " Rayleigh scattering of light"),
-            ("Question: Why is the sky blue?\nAnswer:", " because"),
-            ("Question: Why is the sky blue?\nAnswer:", " it reflects the sea"),
-            ("The letter is", " B"), ("The letter is ", "C"),  # trailing space moves to the continuation
-            ("", "An empty context scores from the end-of-text token"),
-            ("x " * 40, " a context longer than the model's window"),  # left truncation
-            ("y " * 40, " Z")]
+REQUESTS = [
+    ("Question: Why is the sky blue?\nAnswer:", " Rayleigh scattering of light"),
+    ("Question: Why is the sky blue?\nAnswer:", " because"),
+    ("Question: Why is the sky blue?\nAnswer:", " it reflects the sea"),
+    ("The letter is", " B"),
+    ("The letter is ", "C"),  # trailing space moves to the continuation
+    ("", "An empty context scores from the end-of-text token"),
+    ("x " * 40, " a context longer than the model's window"),  # left truncation
+    ("y " * 40, " Z"),
+]
 
 
 def test_encode_pair_whitespace_move_and_joint_split(lm):
@@ -92,7 +95,7 @@ def test_rolling_windows_cover_each_token_once_like_lm_eval():
     lm_utils = pytest.importorskip("lm_eval.utils")
     ref = [lm_utils.make_disjoint_window(w) for w in lm_utils.get_rolling_token_windows(toks, 0, 8, 1)]
     for (inp, k), (a, b) in zip(wins, ref):
-        assert inp == (a + b)[-(8 + 1):][:-1] and k == len(b)  # the model input lm-eval feeds
+        assert inp == (a + b)[-(8 + 1) :][:-1] and k == len(b)  # the model input lm-eval feeds
 
 
 def test_rolling_loglikelihood_equals_direct_computation(lm):
@@ -103,11 +106,11 @@ def test_rolling_loglikelihood_equals_direct_computation(lm):
     want, start = 0.0, 0
     while start < len(toks):  # every window ends at a multiple of L (or the end) and sees <= L tokens
         end = min(start + L, len(toks))
-        inp = z[max(0, end - L):end]
+        inp = z[max(0, end - L) : end]
         with torch.no_grad():
             lp = torch.log_softmax(lm.model(torch.tensor([inp]))[0][0].float(), -1)
         tgt = toks[start:end]
-        want += float(lp[len(inp) - len(tgt):].gather(1, torch.tensor(tgt)[:, None]).sum())
+        want += float(lp[len(inp) - len(tgt) :].gather(1, torch.tensor(tgt)[:, None]).sum())
         start = end
     short = toks[:10]
     with torch.no_grad():
@@ -137,9 +140,9 @@ def test_hf_backend_shared_prefix_equals_full_forward():
     flat = loglikelihood(hf, REQUESTS, batch_size=4, share_prefix=False)
     for (c, x), a, b in zip(REQUESTS, shared, flat):
         ctx, cont = enc.pair(c, x)
-        inp = (ctx + cont)[-(hf.max_length + 1):][:-1]
+        inp = (ctx + cont)[-(hf.max_length + 1) :][:-1]
         with torch.no_grad():
             logits = hf.model(torch.tensor([inp])).logits[0]
-        lp = torch.log_softmax(logits.float(), -1)[len(inp) - len(cont):]
+        lp = torch.log_softmax(logits.float(), -1)[len(inp) - len(cont) :]
         ll = float(lp.gather(1, torch.tensor(cont)[:, None]).sum())
         assert a.ll == pytest.approx(ll, abs=1e-4) and b.ll == pytest.approx(ll, abs=1e-4)

@@ -14,7 +14,31 @@ from lmforge.eval.lm import HFCausalLM
 from lmforge.eval.loglik import loglikelihood, loglikelihood_tokens
 from lmforge.tiny import tiny_lmforge, tiny_tokenizer
 
-WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "and", "ran", "to", "house", "tree", "red", "blue", "big", "small", "it", "was", "there", "when", "you", "see", "water"]
+WORDS = [
+    "the",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "and",
+    "ran",
+    "to",
+    "house",
+    "tree",
+    "red",
+    "blue",
+    "big",
+    "small",
+    "it",
+    "was",
+    "there",
+    "when",
+    "you",
+    "see",
+    "water",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +57,20 @@ def hf():
 def _requests(seed, n_docs, n_choices, ctx_words, cont_words):
     rnd = random.Random(seed)
     s = lambda n: " ".join(rnd.choice(WORDS) for _ in range(n))
-    return [(q, " " + s(rnd.randint(*cont_words)))
-            for q in [f"Question: {s(rnd.randint(*ctx_words))}\nAnswer:" for _ in range(n_docs)]
-            for _ in range(n_choices)]
+    return [
+        (q, " " + s(rnd.randint(*cont_words)))
+        for q in [f"Question: {s(rnd.randint(*ctx_words))}\nAnswer:" for _ in range(n_docs)]
+        for _ in range(n_choices)
+    ]
 
 
-@pytest.mark.parametrize("shape", [
-    (60, 2, (3, 10), (3, 50)),   # PIQA-like: short question, long answers of varying length
-    (30, 4, (20, 50), (5, 20)),  # HellaSwag/ARC-like: long context, shorter endings
-])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (60, 2, (3, 10), (3, 50)),  # PIQA-like: short question, long answers of varying length
+        (30, 4, (20, 50), (5, 20)),  # HellaSwag/ARC-like: long context, shorter endings
+    ],
+)
 def test_sharing_never_runs_more_positions_than_whole_requests(lm, shape):
     reqs = _requests(1, *shape)
     shared, flat = {}, {}
@@ -115,7 +144,9 @@ def test_scores_do_not_depend_on_batch_size_or_request_order(hf, seed, batch, ch
     order = list(range(len(reqs)))
     random.Random(seed).shuffle(order)
     shuffled = loglikelihood(hf, [reqs[i] for i in order], batch)
-    assert [shuffled[order.index(i)].ll for i in range(len(reqs))] == pytest.approx([x.ll for x in base], abs=1e-4)
+    assert [shuffled[order.index(i)].ll for i in range(len(reqs))] == pytest.approx(
+        [x.ll for x in base], abs=1e-4
+    )
     assert [shuffled[order.index(i)].greedy for i in range(len(reqs))] == [x.greedy for x in base]
 
 
@@ -128,11 +159,23 @@ def test_rotary_models_pack_unless_windowed(arch):
 
     tok = tiny_tokenizer()
     torch.manual_seed(0)
-    kind = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM, {}),
-            "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM, {"sliding_window": 16})}[arch]
-    cfg = kind[0](vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                  pad_token_id=tok.pad_id, bos_token_id=tok.eot_id, eos_token_id=tok.eot_id, **kind[2])
+    kind = {
+        "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM, {}),
+        "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM, {"sliding_window": 16}),
+    }[arch]
+    cfg = kind[0](
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=tok.pad_id,
+        bos_token_id=tok.eot_id,
+        eos_token_id=tok.eot_id,
+        **kind[2],
+    )
     model = HFCausalLM(kind[1](cfg).eval(), hf_tokenizer(tok), name=arch)
     assert model.packs_prefixes() == (arch == "llama")
     reqs = _requests(5, 6, 3, (2, 8), (2, 6))
@@ -150,7 +193,9 @@ def test_lmforge_models_pack_except_alibi(pos):
 
     tok = tiny_tokenizer()
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=128, n_layer=2, n_head=2, n_embd=32, init_std=0.1, pos=pos)
+    cfg = ModelConfig(
+        vocab_size=tok.vocab_size, block_size=128, n_layer=2, n_head=2, n_embd=32, init_std=0.1, pos=pos
+    )
     model = LmforgeLM(Transformer(cfg), tok)
     assert model.packs_prefixes() == (pos != "alibi")
     reqs = _requests(6, 10, 3, (2, 20), (1, 12))

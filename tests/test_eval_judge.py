@@ -58,7 +58,9 @@ def test_parsers():
     assert parse_rating("I give it 6/10.") == 6.0
     assert parse_rating("[[11]]") is None and parse_rating("no idea") is None
     assert parse_verdict("first [[B]] then final [[A]]") == "A"
-    assert parse_verdict("[[C]]") == "tie" and parse_verdict("[[tie]]") == "tie" and parse_verdict("A") is None
+    assert (
+        parse_verdict("[[C]]") == "tie" and parse_verdict("[[tie]]") == "tie" and parse_verdict("A") is None
+    )
 
 
 def test_grade_and_pairwise_over_http(server, monkeypatch):
@@ -80,10 +82,25 @@ def test_grade_and_pairwise_over_http(server, monkeypatch):
 def test_judge_command_writes_judgments(server, tmp_path):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     qs = ["Capital of France?", "Capital of Italy?"]
-    a.write_text("".join(json.dumps({"question": q, "answer": ans}) + "\n" for q, ans in zip(qs, ["Paris.", "Rome."])))
-    b.write_text("".join(json.dumps({"question": q, "answer": ans}) + "\n" for q, ans in zip(qs, ["Lyon.", "Milan."])))
-    args = type("Args", (), {"judge_url": server, "judge_run": None, "judge_model": "toy", "api_key_env": "NONE_SET",
-                             "answers": str(a), "answers_b": str(b), "output": str(tmp_path / "out")})()
+    a.write_text(
+        "".join(json.dumps({"question": q, "answer": ans}) + "\n" for q, ans in zip(qs, ["Paris.", "Rome."]))
+    )
+    b.write_text(
+        "".join(json.dumps({"question": q, "answer": ans}) + "\n" for q, ans in zip(qs, ["Lyon.", "Milan."]))
+    )
+    args = type(
+        "Args",
+        (),
+        {
+            "judge_url": server,
+            "judge_run": None,
+            "judge_model": "toy",
+            "api_key_env": "NONE_SET",
+            "answers": str(a),
+            "answers_b": str(b),
+            "output": str(tmp_path / "out"),
+        },
+    )()
     assert run_judge(args) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["pairs"] == 2 and summary["wins_a"] == 1 and summary["ties"] == 1
@@ -101,8 +118,20 @@ def test_unreachable_judge_is_a_user_error():
 def judge_args(url, tmp_path, **kw):
     a = tmp_path / "a.jsonl"
     a.write_text(json.dumps({"question": "Capital of France?", "answer": "Paris."}) + "\n")
-    return type("Args", (), {"judge_url": url, "judge_run": None, "judge_model": None, "api_key_env": "NONE_SET",
-                             "answers": str(a), "answers_b": None, "output": str(tmp_path / "out"), **kw})()
+    return type(
+        "Args",
+        (),
+        {
+            "judge_url": url,
+            "judge_run": None,
+            "judge_model": None,
+            "api_key_env": "NONE_SET",
+            "answers": str(a),
+            "answers_b": None,
+            "output": str(tmp_path / "out"),
+            **kw,
+        },
+    )()
 
 
 def test_judge_without_judge_model_uses_the_one_model_lmforge_serve_serves(tmp_path):
@@ -114,13 +143,19 @@ def test_judge_without_judge_model_uses_the_one_model_lmforge_serve_serves(tmp_p
     from lmforge.serve.server import RunningServer, create_app
     from lmforge.tiny import make_tiny_run
 
-    one = ServedModel.load(f"sft={make_tiny_run(tmp_path / 'r1', seed=0, block_size=1536)}")  # judge asks 1024 tokens
+    one = ServedModel.load(
+        f"sft={make_tiny_run(tmp_path / 'r1', seed=0, block_size=1536)}"
+    )  # judge asks 1024 tokens
     with RunningServer(create_app([one])) as srv:
         assert served_model(f"{srv.url}/v1") == "sft"
-        assert run_judge(judge_args(f"{srv.url}/v1", tmp_path)) == 0  # a random model: its rating may not parse
+        assert (
+            run_judge(judge_args(f"{srv.url}/v1", tmp_path)) == 0
+        )  # a random model: its rating may not parse
         summary = json.loads((tmp_path / "out" / "summary.json").read_text())
         assert summary["answers"] == 1
     two = ServedModel.load(f"other={make_tiny_run(tmp_path / 'r2', seed=1, block_size=64)}")
-    with RunningServer(create_app([one, two])) as srv, \
-            pytest.raises(LmforgeError, match=r"serves 2 models \(sft, other\): choose one with --judge-model"):
+    with (
+        RunningServer(create_app([one, two])) as srv,
+        pytest.raises(LmforgeError, match=r"serves 2 models \(sft, other\): choose one with --judge-model"),
+    ):
         run_judge(judge_args(f"{srv.url}/v1", tmp_path))

@@ -14,8 +14,9 @@ def test_acc_acc_norm_chars_vs_bytes():
     choices = ["ab", "ééé", "abcdefgh"]  # 2 chars/2 bytes, 3 chars/6 bytes, 8 chars/8 bytes
     lls = [-4.0, -5.0, -9.0]
     # acc: argmax ll = 0. acc_norm: -4/2=-2, -5/3=-1.67, -9/8=-1.125 -> 2. acc_bytes: -2, -0.83, -1.125 -> 1
-    m = M.multiple_choice(lls, [False, False, True], choices, gold=1, metrics=("acc", "acc_norm", "acc_bytes",
-                                                                                "exact_match"))
+    m = M.multiple_choice(
+        lls, [False, False, True], choices, gold=1, metrics=("acc", "acc_norm", "acc_bytes", "exact_match")
+    )
     assert m == {"acc": 0.0, "acc_norm": 0.0, "acc_bytes": 1.0, "exact_match": 0.0}
     assert M.multiple_choice(lls, [False] * 3, choices, 2, ("acc_norm",)) == {"acc_norm": 1.0}
     # ties go to the first index, like numpy.argmax
@@ -27,7 +28,9 @@ def test_acc_acc_norm_chars_vs_bytes():
 def test_mc2_is_true_probability_mass_of_raw_lls():
     lls = [math.log(0.2), math.log(0.1), math.log(0.3)]  # unnormalised probs 0.2, 0.1, 0.3
     assert M.mc2(lls, [1, 0, 1]) == pytest.approx(0.5 / 0.6)
-    assert M.mc2([-2.0, -3.0, -2.0], [0, 1, 0]) == pytest.approx(math.exp(-3) / (2 * math.exp(-2) + math.exp(-3)))
+    assert M.mc2([-2.0, -3.0, -2.0], [0, 1, 0]) == pytest.approx(
+        math.exp(-3) / (2 * math.exp(-2) + math.exp(-3))
+    )
 
 
 def test_stderr_and_pooled_group_stderr():
@@ -43,9 +46,27 @@ def test_stderr_and_pooled_group_stderr():
 
 def test_group_aggregation_weights_by_documents_and_reports_subject_mean():
     tasks = {
-        "s1": {"metrics": {"acc": 1.0}, "stderr": {"acc": 0.0}, "n": 10, "group": ["g", "g_a"], "chance": 0.25},
-        "s2": {"metrics": {"acc": 0.0}, "stderr": {"acc": 0.0}, "n": 30, "group": ["g", "g_a"], "chance": 0.25},
-        "s3": {"metrics": {"acc": 0.5}, "stderr": {"acc": 0.1}, "n": 60, "group": ["g", "g_b"], "chance": 0.25},
+        "s1": {
+            "metrics": {"acc": 1.0},
+            "stderr": {"acc": 0.0},
+            "n": 10,
+            "group": ["g", "g_a"],
+            "chance": 0.25,
+        },
+        "s2": {
+            "metrics": {"acc": 0.0},
+            "stderr": {"acc": 0.0},
+            "n": 30,
+            "group": ["g", "g_a"],
+            "chance": 0.25,
+        },
+        "s3": {
+            "metrics": {"acc": 0.5},
+            "stderr": {"acc": 0.1},
+            "n": 60,
+            "group": ["g", "g_b"],
+            "chance": 0.25,
+        },
     }
     g = aggregate_groups(tasks)
     assert g["g_a"]["metrics"]["acc"] == pytest.approx(0.25) and g["g_a"]["n"] == 40
@@ -80,8 +101,11 @@ def test_truthfulqa_gen_max_diff_acc():
     from lmforge.eval.generation import cut_at_stops, truthfulqa_gen_results
 
     true = "Nothing happens to you if you eat watermelon seeds."
-    doc = {"question": "q", "correct_answers": [true, "I have no comment."],
-           "incorrect_answers": ["You grow watermelons in your stomach."]}
+    doc = {
+        "question": "q",
+        "correct_answers": [true, "I have no comment."],
+        "incorrect_answers": ["You grow watermelons in your stomach."],
+    }
     m = truthfulqa_gen_results(doc, true)
     assert m["bleu_max"] == pytest.approx(100.0) and m["bleu_acc"] == 1.0 and m["bleu_diff"] > 0
     assert m["rouge1_acc"] == 1.0 and m["rougeL_max"] == pytest.approx(100.0)

@@ -28,11 +28,11 @@ from lmforge.serve.generate import generate
 from lmforge.tokenizer import SPECIAL_TOKENS, Tokenizer
 from lmforge.train.checkpoint import load_model
 
-TEXT = ("The quick brown fox jumps over the lazy dog. Models read text and write text; héllo wörld ☃ 日本. "
-        "Numbers 12345, tabs\tand  double  spaces.\n") * 8
+TEXT = (
+    "The quick brown fox jumps over the lazy dog. Models read text and write text; héllo wörld ☃ 日本. "
+    "Numbers 12345, tabs\tand  double  spaces.\n"
+) * 8
 PROBES = ["The lazy fox reads.", "  héllo\t☃ 12 dogs!", "<|endoftext|> is plain text to lmforge"]
-
-
 
 
 def byte_bpe(specials: list[str], vocab: int = 330, bos: str | None = None) -> RawTokenizer:
@@ -40,12 +40,17 @@ def byte_bpe(specials: list[str], vocab: int = 330, bos: str | None = None) -> R
     t = RawTokenizer(models.BPE())
     t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     t.decoder = decoders.ByteLevel()
-    t.train_from_iterator([TEXT], trainers.BpeTrainer(vocab_size=vocab, show_progress=False,
-                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    t.train_from_iterator(
+        [TEXT],
+        trainers.BpeTrainer(
+            vocab_size=vocab, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     t.add_special_tokens(specials)
     if bos is not None:  # Llama 3: BOS prepended by the post-processor
-        t.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
-                                                         special_tokens=[(bos, t.token_to_id(bos))])
+        t.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, t.token_to_id(bos))]
+        )
     return t
 
 
@@ -66,46 +71,94 @@ def save_hf(folder: Path, model, raw: RawTokenizer, **special) -> Path:
 def llama3(folder: Path) -> Path:
     raw = byte_bpe(["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"], bos="<|begin_of_text|>")
     V = raw.get_vocab_size()
-    cfg = transformers.LlamaConfig(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                   rope_theta=50000.0, tie_word_embeddings=False, rms_norm_eps=1e-5,
-                                   bos_token_id=V - 3, eos_token_id=V - 2)
-    return save_hf(folder, transformers.LlamaForCausalLM(cfg), raw, bos_token="<|begin_of_text|>",
-                   eos_token="<|end_of_text|>")
+    cfg = transformers.LlamaConfig(
+        vocab_size=V,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        rope_theta=50000.0,
+        tie_word_embeddings=False,
+        rms_norm_eps=1e-5,
+        bos_token_id=V - 3,
+        eos_token_id=V - 2,
+    )
+    return save_hf(
+        folder,
+        transformers.LlamaForCausalLM(cfg),
+        raw,
+        bos_token="<|begin_of_text|>",
+        eos_token="<|end_of_text|>",
+    )
 
 
 def qwen2(folder: Path) -> Path:
     raw = byte_bpe(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     V = raw.get_vocab_size() + 5  # padded past the tokenizer, as Qwen2's 151936 rows
-    cfg = transformers.Qwen2Config(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=64,
-                                   tie_word_embeddings=True, rms_norm_eps=1e-6)
-    return save_hf(folder, transformers.Qwen2ForCausalLM(cfg), raw, eos_token="<|im_end|>",
-                   pad_token="<|endoftext|>")
+    cfg = transformers.Qwen2Config(
+        vocab_size=V,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-6,
+    )
+    return save_hf(
+        folder, transformers.Qwen2ForCausalLM(cfg), raw, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
 
 
 def qwen3(folder: Path) -> Path:
     """Qwen3: Llama plus per-head q_norm/k_norm (lmforge's model.qk_norm)."""
     raw = byte_bpe(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     V = raw.get_vocab_size()
-    cfg = transformers.Qwen3Config(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-                                   max_position_embeddings=64, tie_word_embeddings=False, rms_norm_eps=1e-6)
-    return save_hf(folder, transformers.Qwen3ForCausalLM(cfg), raw, eos_token="<|im_end|>",
-                   pad_token="<|endoftext|>")
+    cfg = transformers.Qwen3Config(
+        vocab_size=V,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+        rms_norm_eps=1e-6,
+    )
+    return save_hf(
+        folder, transformers.Qwen3ForCausalLM(cfg), raw, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
 
 
 def gpt2(folder: Path, activation: str = "gelu") -> Path:
     raw = byte_bpe(["<|endoftext|>"])
     V = raw.get_vocab_size()
-    cfg = transformers.GPT2Config(vocab_size=V, n_positions=64, n_embd=32, n_layer=2, n_head=4,
-                                  activation_function=activation, bos_token_id=V - 1, eos_token_id=V - 1)
-    return save_hf(folder, transformers.GPT2LMHeadModel(cfg), raw, bos_token="<|endoftext|>",
-                   eos_token="<|endoftext|>")
+    cfg = transformers.GPT2Config(
+        vocab_size=V,
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        activation_function=activation,
+        bos_token_id=V - 1,
+        eos_token_id=V - 1,
+    )
+    return save_hf(
+        folder, transformers.GPT2LMHeadModel(cfg), raw, bos_token="<|endoftext|>", eos_token="<|endoftext|>"
+    )
 
 
-BUILDERS = {"llama3": llama3, "qwen2": qwen2, "qwen3": qwen3, "gpt2": gpt2,
-            "gpt2-relu2": lambda folder: gpt2(folder, "relu2")}
+BUILDERS = {
+    "llama3": llama3,
+    "qwen2": qwen2,
+    "qwen3": qwen3,
+    "gpt2": gpt2,
+    "gpt2-relu2": lambda folder: gpt2(folder, "relu2"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +170,10 @@ def folders(tmp_path_factory):
 @pytest.fixture(scope="module")
 def imported(folders, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    return {name: (import_hf(folder, root / name, log=lambda s: None), root / name) for name, folder in folders.items()}
+    return {
+        name: (import_hf(folder, root / name, log=lambda s: None), root / name)
+        for name, folder in folders.items()
+    }
 
 
 def id_map(folder: Path, run: Path, summary: dict) -> torch.Tensor:
@@ -166,7 +222,9 @@ def test_imported_tokenizer_encodes_the_same_tokens(folders, imported, name):
         assert ours.decode(ours.encode(text)) == text
     expected_added = 6  # all but <|endoftext|>
     assert len(summary["tokenizer"]["added"]) == expected_added
-    assert summary["tokenizer"]["renamed"] == ({"<|end_of_text|>": "<|endoftext|>"} if name == "llama3" else {})
+    assert summary["tokenizer"]["renamed"] == (
+        {"<|end_of_text|>": "<|endoftext|>"} if name == "llama3" else {}
+    )
 
 
 @pytest.mark.parametrize("name", BUILDERS)
@@ -177,8 +235,12 @@ def test_import_then_export_agrees_with_the_original(folders, imported, tmp_path
     again, original = hf_model(tmp_path / "hf"), hf_model(folder)
     old = torch.randint(0, len(mapping), (1, 48), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        torch.testing.assert_close(again(input_ids=mapping[old]).logits[:, :, mapping],
-                                   original(input_ids=old).logits, atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            again(input_ids=mapping[old]).logits[:, :, mapping],
+            original(input_ids=old).logits,
+            atol=1e-4,
+            rtol=0,
+        )
     hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     ours = Tokenizer.load(run)
     assert hf_tok.encode(PROBES[1], add_special_tokens=False) == ours.encode(PROBES[1])
@@ -204,10 +266,24 @@ def test_lmforge_stages_use_the_imported_run(imported, tmp_path):
     assert "<|end_of_text|>" not in tok.decode([0])  # eos renamed to lmforge's document boundary
 
     data = tmp_path / "chat.jsonl"
-    chat = {"messages": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "hi there"}]}
+    chat = {
+        "messages": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "hi there"}]
+    }
     data.write_text((json.dumps(chat) + "\n") * 8)
-    finetune(FinetuneConfig(init=str(run), data=str(data), out=str(tmp_path / "sft"), max_steps=2, batch_size=2,
-                            eval_every=0, device="cpu", chat_prompts=[], val_fraction=0.25), log=lambda m: None)
+    finetune(
+        FinetuneConfig(
+            init=str(run),
+            data=str(data),
+            out=str(tmp_path / "sft"),
+            max_steps=2,
+            batch_size=2,
+            eval_every=0,
+            device="cpu",
+            chat_prompts=[],
+            val_fraction=0.25,
+        ),
+        log=lambda m: None,
+    )
     export_run(tmp_path / "sft", tmp_path / "hf")
     hf = hf_model(tmp_path / "hf")
     tuned, _ = load_model(tmp_path / "sft")
@@ -245,21 +321,37 @@ BAD = {
     "no weights": (lambda f: (f / "model.safetensors").unlink(), "has no weights"),
     "corrupt weights": (lambda f: (f / "model.safetensors").write_bytes(b"\x00" * 64), "cannot read"),
     "shape mismatch": (lambda f: edit_config(f, intermediate_size=48), "has shape .* implies"),
-    "missing tensor": (lambda f: edit_weights(f, lambda t: t.pop("model.layers.1.mlp.up_proj.weight")),
-                       "missing tensor 'model.layers.1.mlp.up_proj.weight'"),
-    "extra tensor": (lambda f: edit_weights(f, lambda t: t.update({"model.layers.0.self_attn.q_norm.weight":
-                                                                    torch.ones(8)})),
-                     "no place for: model.layers.0.self_attn.q_norm.weight"),
-    "rope scaling": (lambda f: edit_config(f, rope_parameters={"rope_type": "llama3", "rope_theta": 5e5}),
-                     "rope scaling 'llama3'"),
-    "sliding window": (lambda f: edit_config(f, model_type="mistral", sliding_window=16), "sliding_window=16"),
+    "missing tensor": (
+        lambda f: edit_weights(f, lambda t: t.pop("model.layers.1.mlp.up_proj.weight")),
+        "missing tensor 'model.layers.1.mlp.up_proj.weight'",
+    ),
+    "extra tensor": (
+        lambda f: edit_weights(
+            f, lambda t: t.update({"model.layers.0.self_attn.q_norm.weight": torch.ones(8)})
+        ),
+        "no place for: model.layers.0.self_attn.q_norm.weight",
+    ),
+    "rope scaling": (
+        lambda f: edit_config(f, rope_parameters={"rope_type": "llama3", "rope_theta": 5e5}),
+        "rope scaling 'llama3'",
+    ),
+    "sliding window": (
+        lambda f: edit_config(f, model_type="mistral", sliding_window=16),
+        "sliding_window=16",
+    ),
     "head_dim": (lambda f: edit_config(f, head_dim=16), "head_dim=16"),
     "activation": (lambda f: edit_config(f, hidden_act="relu"), "hidden_act='relu'"),
     "sentencepiece tokenizer": (
-        lambda f: (f / "tokenizer.json").write_text(json.dumps({
-            **json.loads((f / "tokenizer.json").read_text()),
-            "decoder": {"type": "Sequence", "decoders": [{"type": "ByteFallback"}]}})),
-        "byte-level BPE tokenizers only"),
+        lambda f: (f / "tokenizer.json").write_text(
+            json.dumps(
+                {
+                    **json.loads((f / "tokenizer.json").read_text()),
+                    "decoder": {"type": "Sequence", "decoders": [{"type": "ByteFallback"}]},
+                }
+            )
+        ),
+        "byte-level BPE tokenizers only",
+    ),
 }
 
 
@@ -318,4 +410,6 @@ def test_cli_import_and_export(folders, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "GPT2LMHeadModel" in err and str(tmp_path / "hf") in err and "added <|pad|>" in err
     with pytest.raises(LmforgeError, match="already exists"):
-        run_import(parser.parse_args(["import", "--hf", str(folders["gpt2"]), "--out", str(tmp_path / "run")]))
+        run_import(
+            parser.parse_args(["import", "--hf", str(folders["gpt2"]), "--out", str(tmp_path / "run")])
+        )

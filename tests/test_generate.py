@@ -17,8 +17,6 @@ TEXT = "the quick brown fox jumps over the lazy dog. héllo wörld ☃ 日本 "
 GREEDY = {"temperature": 0.0, "top_k": None, "top_p": None}
 
 
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     # Few merges on purpose: multi-byte characters stay split over several byte tokens.
@@ -41,7 +39,7 @@ def trained(tokenizer):
     model.train()
     for _ in range(150):
         starts = torch.randint(len(ids) - 33, (8,), generator=g)
-        batch = torch.stack([ids[s:s + 33] for s in starts])
+        batch = torch.stack([ids[s : s + 33] for s in starts])
         _, loss = model(batch[:, :-1], batch[:, 1:])
         opt.zero_grad()
         loss.backward()
@@ -66,8 +64,15 @@ def full_recompute_greedy(model, ids: list[int], n: int, eot: int, source=None) 
     return out
 
 
-@pytest.mark.parametrize("kw", [{}, {"pos": "rope", "n_kv_head": 2}, {"pos": "alibi"},
-                                {"pos": "sinusoidal", "norm": "rmsnorm", "activation": "swiglu"}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"pos": "rope", "n_kv_head": 2},
+        {"pos": "alibi"},
+        {"pos": "sinusoidal", "norm": "rmsnorm", "activation": "swiglu"},
+    ],
+)
 def test_cached_greedy_equals_full_recompute(tokenizer, kw):
     model = tiny(tokenizer, init_std=0.2, **kw)  # wide logits: no near-ties for argmax to flip on
     prompt = tokenizer.encode("the quick")

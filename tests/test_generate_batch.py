@@ -17,8 +17,6 @@ GREEDY = {"temperature": 0.0, "top_k": None, "top_p": None}
 PROMPTS = [[5, 9, 2, 7, 11, 3, 8], [4], [13, 1, 6], [2, 2, 9, 12, 5]]  # lengths 7, 1, 3, 5
 
 
-
-
 def tiny(**kw) -> Transformer:
     torch.manual_seed(kw.pop("seed", 0))
     # init_std 0.2: logits spread wide enough that float rounding never flips a greedy argmax
@@ -26,12 +24,19 @@ def tiny(**kw) -> Transformer:
     return Transformer(ModelConfig(**{**cfg, **kw})).eval()
 
 
-@pytest.mark.parametrize("kw", [
-    {"pos": "rope"}, {"pos": "learned"}, {"pos": "sinusoidal"}, {"pos": "alibi"},
-    {"pos": "rope", "n_kv_head": 2}, {"pos": "learned", "n_kv_head": 1},
-    {"pos": "alibi", "n_head": 6, "n_embd": 48, "n_kv_head": 2},
-    {"pos": "rope", "norm_position": "post", "norm": "layernorm", "activation": "gelu"},
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"pos": "rope"},
+        {"pos": "learned"},
+        {"pos": "sinusoidal"},
+        {"pos": "alibi"},
+        {"pos": "rope", "n_kv_head": 2},
+        {"pos": "learned", "n_kv_head": 1},
+        {"pos": "alibi", "n_head": 6, "n_embd": 48, "n_kv_head": 2},
+        {"pos": "rope", "norm_position": "post", "norm": "layernorm", "activation": "gelu"},
+    ],
+)
 def test_batched_greedy_rows_equal_batch_1(kw):
     model = tiny(**kw)
     cfg = SampleConfig(max_new_tokens=12, **GREEDY)
@@ -61,7 +66,7 @@ def test_rows_stop_independently_at_stop_ids():
     stop = next(t for t in free[1] if free[1].index(t) > 0)  # a token row 1 makes after others
     cut = generate_batch(model, PROMPTS, cfg, stop_ids=[stop])
     for row, full in zip(cut, free):
-        assert row == (full[:full.index(stop)] if stop in full else full)
+        assert row == (full[: full.index(stop)] if stop in full else full)
     assert 0 < len(cut[1]) < 12 and any(len(row) == 12 for row in cut)  # one row cut, another not
 
 

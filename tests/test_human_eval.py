@@ -20,27 +20,31 @@ from lmforge.tiny import make_tiny_run
 SAMPLE = SampleConfig(max_new_tokens=6, temperature=0.7, top_k=None, top_p=0.95, seed=1234)
 
 
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    return make_tiny_run(root / "red", seed=0, block_size=64), make_tiny_run(root / "blue", seed=1, block_size=64)
+    return make_tiny_run(root / "red", seed=0, block_size=64), make_tiny_run(
+        root / "blue", seed=1, block_size=64
+    )
 
 
 @pytest.fixture(scope="module")
 def prompts_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
-    rows = [{"prompt": "say hello", "reference": "hello"},
-            {"instruction": "add the numbers", "input": "2 and 3", "output": "5"},
-            {"question": "what is a fox?", "id": "q3"}]
+    rows = [
+        {"prompt": "say hello", "reference": "hello"},
+        {"instruction": "add the numbers", "input": "2 and 3", "output": "5"},
+        {"question": "what is a fox?", "id": "q3"},
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     return path
 
 
 @pytest.fixture()
 def db(runs, prompts_file, tmp_path):
-    return prepare([str(r) for r in runs], prompts_file, tmp_path / "human.sqlite", SAMPLE, log=lambda m: None)
+    return prepare(
+        [str(r) for r in runs], prompts_file, tmp_path / "human.sqlite", SAMPLE, log=lambda m: None
+    )
 
 
 # ---- preparing
@@ -51,9 +55,12 @@ def test_read_prompts_formats_and_bad_lines(prompts_file, tmp_path):
     assert [r["prompt"] for r in rows] == ["say hello", "add the numbers\n\n2 and 3", "what is a fox?"]
     assert [r["reference"] for r in rows] == ["hello", "5", None]
     assert [r["key"] for r in rows] == ["1", "2", "q3"]
-    for line, msg in [("{oops", r"bad\.jsonl:2: not valid JSON"), ("[1]", r"bad\.jsonl:2: expected a JSON object"),
-                      ('{"text": "x"}', r"bad\.jsonl:2: needs a non-empty string field prompt"),
-                      ('{"prompt": "x", "reference": 3}', r"bad\.jsonl:2: the reference must be a string")]:
+    for line, msg in [
+        ("{oops", r"bad\.jsonl:2: not valid JSON"),
+        ("[1]", r"bad\.jsonl:2: expected a JSON object"),
+        ('{"text": "x"}', r"bad\.jsonl:2: needs a non-empty string field prompt"),
+        ('{"prompt": "x", "reference": 3}', r"bad\.jsonl:2: the reference must be a string"),
+    ]:
         bad = tmp_path / "bad.jsonl"
         bad.write_text('{"prompt": "fine"}\n' + line + "\n", encoding="utf-8")
         with pytest.raises(LmforgeError, match=msg):
@@ -69,7 +76,9 @@ def test_prepare_answers_every_prompt_with_every_model(db, runs):
     con.close()
     red = ServedModel.load(str(runs[0]))
     ids = red.chat_ids([{"role": "user", "content": "add the numbers\n\n2 and 3"}])
-    want = red.complete(ids, SampleConfig(**{**SAMPLE.__dict__, "seed": SAMPLE.seed + 1}), red.chat_stop_ids())
+    want = red.complete(
+        ids, SampleConfig(**{**SAMPLE.__dict__, "seed": SAMPLE.seed + 1}), red.chat_stop_ids()
+    )
     assert answers["red/2"] == want.text  # the chat template, seed + prompt index
     assert not list(db.parent.glob(".*tmp*"))
 
@@ -87,8 +96,24 @@ def test_eval_human_command(runs, prompts_file, tmp_path, capsys):
     from lmforge.serve.cli import main
 
     out = tmp_path / "h.sqlite"
-    assert main(["eval", "human", "--models", f"a={runs[0]}", f"b={runs[1]}", "--prompts", str(prompts_file),
-                 "--output", str(out), "--max-tokens", "4"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "human",
+                "--models",
+                f"a={runs[0]}",
+                f"b={runs[1]}",
+                "--prompts",
+                str(prompts_file),
+                "--output",
+                str(out),
+                "--max-tokens",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert HumanEvalStore(out).models == ["a", "b"]
     assert "3 comparisons" in capsys.readouterr().out
 
@@ -166,8 +191,15 @@ def synthetic_votes(strengths: dict[str, float], n: int, seed: int = 0) -> list[
         i, j = rng.choice(len(names), size=2, replace=False)
         a, b = names[i], names[j]
         p_a = 1 / (1 + 10 ** ((strengths[b] - strengths[a]) / ELO_SCALE))
-        out.append({"model_a": a, "model_b": b, "winner": "a" if rng.random() < p_a else "b",
-                    "score_a": None, "score_b": None})
+        out.append(
+            {
+                "model_a": a,
+                "model_b": b,
+                "winner": "a" if rng.random() < p_a else "b",
+                "score_a": None,
+                "score_b": None,
+            }
+        )
     return out
 
 
@@ -195,10 +227,12 @@ def test_bradley_terry_solves_the_likelihood_equations():
 
 
 def test_win_rates_counts_ties_and_scores():
-    votes = ([{"model_a": "a", "model_b": "b", "winner": "a", "score_a": 5, "score_b": 1}] * 6
-             + [{"model_a": "b", "model_b": "a", "winner": "a", "score_a": 4, "score_b": 2}] * 2
-             + [{"model_a": "a", "model_b": "b", "winner": "tie", "score_a": None, "score_b": None}] * 1
-             + [{"model_a": "a", "model_b": "b", "winner": "both_bad", "score_a": None, "score_b": None}] * 1)
+    votes = (
+        [{"model_a": "a", "model_b": "b", "winner": "a", "score_a": 5, "score_b": 1}] * 6
+        + [{"model_a": "b", "model_b": "a", "winner": "a", "score_a": 4, "score_b": 2}] * 2
+        + [{"model_a": "a", "model_b": "b", "winner": "tie", "score_a": None, "score_b": None}] * 1
+        + [{"model_a": "a", "model_b": "b", "winner": "both_bad", "score_a": None, "score_b": None}] * 1
+    )
     r = summarize(votes, ["a", "b"], n_boot=300)
     a = next(m for m in r["models"] if m["name"] == "a")
     b = next(m for m in r["models"] if m["name"] == "b")

@@ -160,9 +160,7 @@ def test_parser_sees_function_local_and_relative_imports(tmp_path):
         "def f():\n    from . import b\n    import lmforge.c as c\n"
     )
     nodes = list(_import_nodes(tree))
-    names = sorted(
-        alias.name for n in nodes for alias in n.names if alias.name != "TYPE_CHECKING"
-    )
+    names = sorted(alias.name for n in nodes for alias in n.names if alias.name != "TYPE_CHECKING")
     assert names == ["b", "lmforge.c"]
 
 

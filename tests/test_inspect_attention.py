@@ -64,8 +64,11 @@ def test_recorded_probabilities_equal_the_formula_and_leave_logits_unchanged(opt
     with torch.no_grad():
         plain, _ = model(**feed)
     inputs: dict[str, tuple] = {}
-    hooks = [m.register_forward_hook(lambda mod, args, out, name=name: inputs.__setitem__(name, args))
-             for name, m in model.named_modules() if isinstance(m, (SelfAttention, CrossAttention))]
+    hooks = [
+        m.register_forward_hook(lambda mod, args, out, name=name: inputs.__setitem__(name, args))
+        for name, m in model.named_modules()
+        if isinstance(m, (SelfAttention, CrossAttention))
+    ]
     encoder_out = []
     if model.cfg.kind == "encoder-decoder":
         hooks.append(model.encoder_norm.register_forward_hook(lambda m, a, out: encoder_out.append(out)))
@@ -77,12 +80,17 @@ def test_recorded_probabilities_equal_the_formula_and_leave_logits_unchanged(opt
     assert all(m.record is None for m in model.modules() if hasattr(m, "record"))  # switched off again
 
     n_modules = model.cfg.n_layer * (2 if model.cfg.kind == "encoder-decoder" else 1) + (
-        model.cfg.encoder_layers if model.cfg.kind == "encoder-decoder" else 0)
+        model.cfg.encoder_layers if model.cfg.kind == "encoder-decoder" else 0
+    )
     assert len(records) == n_modules and all(len(calls) == 1 for calls in records.values())
     modules = dict(model.named_modules())
     for name, (probs,) in records.items():
         module = modules[name]
-        decoder_self = isinstance(module, SelfAttention) and not name.startswith("encoder") and model.cfg.kind != "encoder"
+        decoder_self = (
+            isinstance(module, SelfAttention)
+            and not name.startswith("encoder")
+            and model.cfg.kind != "encoder"
+        )
         T = probs.shape[2]
         if isinstance(module, CrossAttention):
             x, (memory,) = inputs[name][0], encoder_out
@@ -102,8 +110,10 @@ def test_recorded_probabilities_equal_the_formula_and_leave_logits_unchanged(opt
 
 
 @settings(max_examples=8, deadline=None)
-@given(ids=st.lists(st.integers(7, 96), min_size=1, max_size=20), kind=st.sampled_from(
-    ["decoder", "encoder", "encoder-decoder"]))
+@given(
+    ids=st.lists(st.integers(7, 96), min_size=1, max_size=20),
+    kind=st.sampled_from(["decoder", "encoder", "encoder-decoder"]),
+)
 def test_maps_have_one_row_per_query_summing_to_one(ids, kind):
     """Any text: each map is (heads, queries, keys) with labelled axes and rows that sum to 1."""
 

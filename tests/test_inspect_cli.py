@@ -43,13 +43,24 @@ def png(path) -> np.ndarray:
 
 def test_decoder_with_compare_writes_every_picture_and_its_json(runs, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["inspect", "--run", str(runs["decoder"]), A, "--compare", B, "--json", "--out", str(out)]) == 0
+    assert (
+        main(["inspect", "--run", str(runs["decoder"]), A, "--compare", B, "--json", "--out", str(out)]) == 0
+    )
     printed = capsys.readouterr().out
     assert "bits | " in printed and "| block 1 |" in printed and str(out) in printed
     pictures = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
-    assert pictures == ["attention/L0_decoder_H0.png", "attention/L0_decoder_H1.png", "attention/L1_decoder_H0.png",
-                        "attention/L1_decoder_H1.png", "attention/heads.png", "compare/L0_decoder.png",
-                        "compare/L1_decoder.png", "compare/heads_second.png", "lens.png", "surprise.png"]
+    assert pictures == [
+        "attention/L0_decoder_H0.png",
+        "attention/L0_decoder_H1.png",
+        "attention/L1_decoder_H0.png",
+        "attention/L1_decoder_H1.png",
+        "attention/heads.png",
+        "compare/L0_decoder.png",
+        "compare/L1_decoder.png",
+        "compare/heads_second.png",
+        "lens.png",
+        "surprise.png",
+    ]
     for p in out.rglob("*.png"):
         assert p.with_suffix(".json").is_file()
         assert png(p).std() > 5  # something drawn
@@ -68,8 +79,9 @@ def test_decoder_with_compare_writes_every_picture_and_its_json(runs, tmp_path, 
     assert (out / "lens.md").read_text().startswith("| layer |")
 
 
-@pytest.mark.parametrize("kind,maps", [("encoder", ["L0_encoder"]), ("encoder-decoder",
-                                        ["L0_cross", "L0_decoder", "L0_encoder"])])
+@pytest.mark.parametrize(
+    "kind,maps", [("encoder", ["L0_encoder"]), ("encoder-decoder", ["L0_cross", "L0_decoder", "L0_encoder"])]
+)
 def test_encoder_kinds(runs, tmp_path, kind, maps):
     out = tmp_path / kind
     assert main(["inspect", "--run", str(runs[kind]), A, "--out", str(out), "--json", "--top-k", "2"]) == 0
@@ -83,14 +95,17 @@ def test_encoder_kinds(runs, tmp_path, kind, maps):
     assert len(json.loads((out / "lens.json").read_text())["layers"]) == 2
 
 
-@pytest.mark.parametrize("args,words", [
-    (["--run", "{run}", "word " * 60], "at most 47"),
-    (["--run", "{run}", ""], "empty"),
-    (["--run", "{run}", A, "--compare", "word " * 60], "at most 47"),
-    (["--run", "{run}", A, "--layers", "7"], "--layers 7"),
-    (["--run", "{run}", A, "--top-k", "0"], "--top-k"),
-    (["--run", "/nonexistent/run", A], "not found"),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--run", "{run}", "word " * 60], "at most 47"),
+        (["--run", "{run}", ""], "empty"),
+        (["--run", "{run}", A, "--compare", "word " * 60], "at most 47"),
+        (["--run", "{run}", A, "--layers", "7"], "--layers 7"),
+        (["--run", "{run}", A, "--top-k", "0"], "--top-k"),
+        (["--run", "/nonexistent/run", A], "not found"),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path, capsys, args, words):
     out = tmp_path / "out"
     argv = ["inspect"] + [a.replace("{run}", str(runs["decoder"])) for a in args] + ["--out", str(out)]

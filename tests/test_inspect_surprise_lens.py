@@ -32,7 +32,9 @@ class Tok:
 
 def model_of(kind: str, seed: int = 0, **options) -> Transformer:
     torch.manual_seed(seed)
-    cfg = ModelConfig(kind=kind, vocab_size=61, block_size=24, n_layer=3, n_head=2, n_embd=32, init_std=0.2, **options)
+    cfg = ModelConfig(
+        kind=kind, vocab_size=61, block_size=24, n_layer=3, n_head=2, n_embd=32, init_std=0.2, **options
+    )
     return Transformer(cfg).eval()
 
 
@@ -40,13 +42,18 @@ texts = st.lists(st.integers(7, 60), min_size=1, max_size=12).map(lambda ids: " 
 
 
 @settings(max_examples=10, deadline=None)
-@given(text=texts, kind=st.sampled_from(["decoder", "encoder-decoder"]), pos=st.sampled_from(["rope", "learned"]))
+@given(
+    text=texts, kind=st.sampled_from(["decoder", "encoder-decoder"]), pos=st.sampled_from(["rope", "learned"])
+)
 def test_surprise_is_the_models_cross_entropy_in_bits(text, kind, pos):
     model = model_of(kind, pos=pos)
     ids = torch.tensor([Tok().encode(text)])
     start = torch.tensor([[0]])
-    feed = ({"input_ids": torch.cat([start, ids[:, :-1]], 1)} if kind == "decoder" else
-            {"input_ids": ids, "decoder_input_ids": torch.cat([start, ids[:, :-1]], 1)})
+    feed = (
+        {"input_ids": torch.cat([start, ids[:, :-1]], 1)}
+        if kind == "decoder"
+        else {"input_ids": ids, "decoder_input_ids": torch.cat([start, ids[:, :-1]], 1)}
+    )
     with torch.no_grad():
         _, loss = model(**feed, targets=ids)
     s = token_surprise(model, Tok(), text, top_k=3)
@@ -64,7 +71,7 @@ def test_encoder_surprise_masks_each_token_in_turn():
     s = token_surprise(model, Tok(), text)
     ids = Tok().encode(text)
     for i, t in enumerate(s.tokens):
-        masked = torch.tensor([ids[:i] + [Tok.mask_id] + ids[i + 1:]])
+        masked = torch.tensor([ids[:i] + [Tok.mask_id] + ids[i + 1 :]])
         with torch.no_grad():
             logits, _ = model(masked)
         want = -torch.log_softmax(logits[0, i], -1)[ids[i]].item() / math.log(2)
@@ -72,8 +79,11 @@ def test_encoder_surprise_masks_each_token_in_turn():
 
 
 @settings(max_examples=8, deadline=None)
-@given(text=texts, kind=st.sampled_from(["decoder", "encoder", "encoder-decoder"]),
-       norm_position=st.sampled_from(["pre", "post"]))
+@given(
+    text=texts,
+    kind=st.sampled_from(["decoder", "encoder", "encoder-decoder"]),
+    norm_position=st.sampled_from(["pre", "post"]),
+)
 def test_lens_last_layer_is_the_model_output_and_agrees_with_surprise(text, kind, norm_position):
     model = model_of(kind, norm_position=norm_position)
     lens = logit_lens(model, Tok(), text)
@@ -98,7 +108,9 @@ def test_lens_reads_each_layer_through_the_final_norm_and_head():
         hook.remove()
         probs = torch.softmax(model.lm_head(model.norm_f(streams[0][0, :4])), -1)  # after block 1
     lens = logit_lens(model, Tok(), text)
-    torch.testing.assert_close(torch.from_numpy(lens.target_prob[2]), probs[torch.arange(4), torch.tensor([11, 12, 13, 14])])
+    torch.testing.assert_close(
+        torch.from_numpy(lens.target_prob[2]), probs[torch.arange(4), torch.tensor([11, 12, 13, 14])]
+    )
     assert lens.inputs == ["<eot>", "t11", "t12", "t13"] and lens.tokens == ["t11", "t12", "t13", "t14"]
 
 

@@ -27,7 +27,9 @@ TEXT = "I hit the baseball with a bat"
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    return ServedModel.load(str(make_tiny_run(tmp_path_factory.mktemp("runs") / "tinyinspect", block_size=48)))
+    return ServedModel.load(
+        str(make_tiny_run(tmp_path_factory.mktemp("runs") / "tinyinspect", block_size=48))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +56,17 @@ def test_api_returns_the_models_attention_and_surprise(server, model):
     assert httpx.get(f"{server.url}/inspect", timeout=30).status_code == 200
 
 
-@pytest.mark.parametrize("body,key,status,words", [
-    ({"text": TEXT}, None, 401, "API key"),
-    ({"text": TEXT}, "wrong", 401, "API key"),
-    ({"text": TEXT, "model": "nope"}, KEY, 404, "nope"),
-    ({"text": ""}, KEY, 400, "text"),
-    ({"text": "word " * 60}, KEY, 400, "at most 47"),
-    ({"text": TEXT, "extra": 1}, KEY, 400, "extra"),
-])
+@pytest.mark.parametrize(
+    "body,key,status,words",
+    [
+        ({"text": TEXT}, None, 401, "API key"),
+        ({"text": TEXT}, "wrong", 401, "API key"),
+        ({"text": TEXT, "model": "nope"}, KEY, 404, "nope"),
+        ({"text": ""}, KEY, 400, "text"),
+        ({"text": "word " * 60}, KEY, 400, "at most 47"),
+        ({"text": TEXT, "extra": 1}, KEY, 400, "extra"),
+    ],
+)
 def test_api_errors_are_one_clear_message(server, body, key, status, words):
     r = post(server, body, key)
     assert r.status_code == status
@@ -73,8 +78,10 @@ def test_api_errors_are_one_clear_message(server, body, key, status, words):
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
-needs_browser = pytest.mark.skipif(not (CHROMIUM and DRIVER),
-                                   reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)")
+needs_browser = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER),
+    reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +93,18 @@ def browser():
     profile = tempfile.mkdtemp(prefix="lmforge-chromium-")
     opts = Options()
     opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                 "--disable-sync", f"--user-data-dir={profile}", "--window-size=1200,900"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1200,900",
+    ):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
     try:
@@ -124,9 +140,11 @@ def test_page_renders_hover_moves_the_highlighted_row_and_screenshot_is_not_blan
         active = browser.find_elements(By.CSS_SELECTOR, "#grid div.cell.active")
         assert len(active) == n and {a.get_attribute("data-row") for a in active} == {str(i)}
         # the keys are shaded by that row: causal, so keys after the query are transparent
-        shades = [k.value_of_css_property("background-color") for k in
-                  browser.find_elements(By.CSS_SELECTOR, "#keys span")]
-        assert all(s.endswith(", 0)") for s in shades[i + 1:]) and not shades[0].endswith(", 0)")
+        shades = [
+            k.value_of_css_property("background-color")
+            for k in browser.find_elements(By.CSS_SELECTOR, "#keys span")
+        ]
+        assert all(s.endswith(", 0)") for s in shades[i + 1 :]) and not shades[0].endswith(", 0)")
 
     browser.find_element(By.XPATH, "//select[@id='layer']/option[@value='1']").click()
     wait(lambda d: "blocks.1.attn" in d.find_element(By.ID, "maptitle").text)

@@ -75,7 +75,7 @@ def decode_in_chunks(model, x, chunks, source=None):
     cache = model.new_kv_cache(x.shape[0], 16)
     outs, s = [], 0
     for c in chunks:
-        piece = x[:, s:s + c]
+        piece = x[:, s : s + c]
         s += c
         if source is None:
             logits, _ = model(piece, kv_cache=cache)
@@ -148,18 +148,22 @@ def test_rope_scores_depend_only_on_relative_position():
     D = 16
     cos, sin = rope_tables(40, D, 10000.0)
     q, k = torch.randn(1, 1, 1, D), torch.randn(1, 1, 1, D)
+
     def score(m, n):
-        return (apply_rotary(q, cos[m:m + 1], sin[m:m + 1]) * apply_rotary(k, cos[n:n + 1], sin[n:n + 1])).sum()
+        return (
+            apply_rotary(q, cos[m : m + 1], sin[m : m + 1]) * apply_rotary(k, cos[n : n + 1], sin[n : n + 1])
+        ).sum()
+
     torch.testing.assert_close(score(7, 3), score(30, 26), rtol=1e-4, atol=1e-5)
     assert (score(7, 3) - score(7, 5)).abs() > 1e-4
 
 
 def test_alibi_slopes_follow_press_et_al():
     # Power of two: 2^(-8/n), 2^(-16/n), ..., 2^-8.
-    assert alibi_slopes(8).tolist() == [2.0 ** -k for k in range(1, 9)]
+    assert alibi_slopes(8).tolist() == [2.0**-k for k in range(1, 9)]
     torch.testing.assert_close(alibi_slopes(16), torch.tensor([2.0 ** (-k / 2) for k in range(1, 17)]))
     # Otherwise: the 4-head slopes, then every other slope of the 8-head sequence.
-    assert alibi_slopes(6).tolist() == [2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8, 2.0 ** -1, 2.0 ** -3]
+    assert alibi_slopes(6).tolist() == [2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8, 2.0**-1, 2.0**-3]
 
 
 def test_alibi_bias_is_slope_times_distance():
@@ -201,7 +205,7 @@ def test_self_attention_matches_explicit_reference(pos, n_kv_head):
     angles = torch.outer(torch.arange(T).float(), 10000.0 ** (-torch.arange(0, D, 2).float() / D))
 
     def rot(t):  # (T, D): pair (t[i], t[i + D/2]) as a complex number times e^{i p theta_i}
-        z = torch.complex(t[:, : D // 2], t[:, D // 2:]) * torch.polar(torch.ones_like(angles), angles)
+        z = torch.complex(t[:, : D // 2], t[:, D // 2 :]) * torch.polar(torch.ones_like(angles), angles)
         return torch.cat([z.real, z.imag], dim=-1)
 
     heads = []
@@ -223,15 +227,36 @@ def test_self_attention_matches_explicit_reference(pos, n_kv_head):
 
 
 def test_num_params_analytic_equals_counted_for_every_combination():
-    combos = itertools.product(["decoder", "encoder", "encoder-decoder"], POSITIONS,
-                               ["relu", "gelu", "silu", "swiglu", "geglu"], [None, 2, 1],
-                               ["layernorm", "rmsnorm"], ["pre", "post"], [True, False], [True, False])
+    combos = itertools.product(
+        ["decoder", "encoder", "encoder-decoder"],
+        POSITIONS,
+        ["relu", "gelu", "silu", "swiglu", "geglu"],
+        [None, 2, 1],
+        ["layernorm", "rmsnorm"],
+        ["pre", "post"],
+        [True, False],
+        [True, False],
+    )
     for i, (kind, pos, act, kv, norm, place, bias, tie) in enumerate(combos):
         if i % 7:  # a deterministic seventh of the 2,880 combinations: every value of every option
             continue
-        cfg = ModelConfig(kind=kind, pos=pos, activation=act, n_kv_head=kv, norm=norm, norm_position=place,
-                          bias=bias, tie_embeddings=tie, vocab_size=19, block_size=8, n_layer=2,
-                          n_encoder_layer=1 + i % 2, n_head=4, n_embd=16, ffn_hidden=None if i % 3 else 24)
+        cfg = ModelConfig(
+            kind=kind,
+            pos=pos,
+            activation=act,
+            n_kv_head=kv,
+            norm=norm,
+            norm_position=place,
+            bias=bias,
+            tie_embeddings=tie,
+            vocab_size=19,
+            block_size=8,
+            n_layer=2,
+            n_encoder_layer=1 + i % 2,
+            n_head=4,
+            n_embd=16,
+            ffn_hidden=None if i % 3 else 24,
+        )
         model = Transformer(cfg)
         counted = sum(p.numel() for p in model.parameters())
         assert cfg.num_params() == model.num_params() == counted, cfg
@@ -240,8 +265,19 @@ def test_num_params_analytic_equals_counted_for_every_combination():
 def test_num_params_matches_published_models():
     gpt2 = ModelConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768)
     assert gpt2.num_params() == 124_439_808  # GPT-2 small as published by Hugging Face
-    llama = ModelConfig(vocab_size=128256, block_size=2048, n_layer=16, n_head=32, n_kv_head=8, n_embd=2048,
-                        ffn_hidden=8192, activation="swiglu", norm="rmsnorm", pos="rope", bias=False)
+    llama = ModelConfig(
+        vocab_size=128256,
+        block_size=2048,
+        n_layer=16,
+        n_head=32,
+        n_kv_head=8,
+        n_embd=2048,
+        ffn_hidden=8192,
+        activation="swiglu",
+        norm="rmsnorm",
+        pos="rope",
+        bias=False,
+    )
     assert llama.num_params() == 1_235_814_400  # Llama 3.2 1B
 
 
@@ -260,7 +296,11 @@ def test_flops_per_token_formula():
 
 
 def test_param_groups_cover_every_parameter_once():
-    for overrides in ({}, {"tie_embeddings": False, "bias": False}, {"kind": "encoder-decoder", "norm": "rmsnorm"}):
+    for overrides in (
+        {},
+        {"tie_embeddings": False, "bias": False},
+        {"kind": "encoder-decoder", "norm": "rmsnorm"},
+    ):
         model = build(**overrides)
         groups = model.param_groups(0.1)
         ids = [id(p) for g in groups for p in g["params"]]
@@ -295,13 +335,16 @@ def test_init_scales_residual_projections_and_ties_embeddings():
 # ---------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"n_embd": 30, "n_head": 4}, "n_head=4 does not divide model.n_embd=30"),
-    ({"n_kv_head": 3}, "n_kv_head=3 must divide model.n_head=4"),
-    ({"pos": "rope", "n_embd": 12, "n_head": 4}, "RoPE needs an even head dim"),
-    ({"activation": "tanh"}, "model.activation='tanh' is not one of"),
-    ({"attn_dropout": 1.0}, "attn_dropout must be in"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"n_embd": 30, "n_head": 4}, "n_head=4 does not divide model.n_embd=30"),
+        ({"n_kv_head": 3}, "n_kv_head=3 must divide model.n_head=4"),
+        ({"pos": "rope", "n_embd": 12, "n_head": 4}, "RoPE needs an even head dim"),
+        ({"activation": "tanh"}, "model.activation='tanh' is not one of"),
+        ({"attn_dropout": 1.0}, "attn_dropout must be in"),
+    ],
+)
 def test_bad_shapes_raise_config_error(overrides, message):
     with pytest.raises(ConfigError, match=message):
         Transformer(tiny(**overrides))
@@ -341,6 +384,8 @@ def test_loss_is_mean_cross_entropy_over_unignored_targets():
     targets = torch.full_like(x, -100)
     targets[0, 3], targets[1, 5] = 7, 11
     logits, loss = model(x, targets)
-    want = (F.cross_entropy(logits[0, 3], torch.tensor(7)) + F.cross_entropy(logits[1, 5], torch.tensor(11))) / 2
+    want = (
+        F.cross_entropy(logits[0, 3], torch.tensor(7)) + F.cross_entropy(logits[1, 5], torch.tensor(11))
+    ) / 2
     assert logits.shape == (2, 8, 37)
     torch.testing.assert_close(loss, want)

@@ -44,8 +44,12 @@ def test_hidden_states_of_packed_rows_and_with_a_cache():
 
 
 @settings(max_examples=25, deadline=None)
-@given(rows=st.lists(st.integers(0, 2), min_size=1, max_size=5), prefix=st.integers(1, 6),
-       suffix=st.integers(1, 5), pos=st.sampled_from(["learned", "rope", "alibi"]))
+@given(
+    rows=st.lists(st.integers(0, 2), min_size=1, max_size=5),
+    prefix=st.integers(1, 6),
+    suffix=st.integers(1, 5),
+    pos=st.sampled_from(["learned", "rope", "alibi"]),
+)
 def test_selected_rows_continue_their_prefix_as_a_full_forward_would(rows, prefix, suffix, pos):
     model = build(pos=pos, n_kv_head=2)
     prefixes = torch.randint(0, 37, (3, prefix))
@@ -68,7 +72,9 @@ def test_select_rows_keeps_padding_and_cross_attention():
     model(torch.tensor([[5, 6, 7], [0, 8, 9]]), kv_cache=cache)
     picked = cache.select_rows(torch.tensor([1]))
     logits = model(torch.tensor([[3]]), kv_cache=picked)[0][0, -1]
-    torch.testing.assert_close(logits, model(torch.tensor([prompts[1] + [3]]))[0][0, -1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        logits, model(torch.tensor([prompts[1] + [3]]))[0][0, -1], rtol=1e-5, atol=1e-5
+    )
 
     s2s = build(kind="encoder-decoder")
     src, tgt = torch.randint(0, 37, (2, 5)), torch.randint(0, 37, (2, 4))
@@ -80,10 +86,16 @@ def test_select_rows_keeps_padding_and_cross_attention():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("rows, max_len, message", [
-    ([3], None, "row indices below 2"), ([-1], None, "row indices below 2"), ([], None, "non-empty"),
-    ([[0]], None, "1-d"), ([0], 2, "max_len=2 is shorter than the 3 cached"),
-])
+@pytest.mark.parametrize(
+    "rows, max_len, message",
+    [
+        ([3], None, "row indices below 2"),
+        ([-1], None, "row indices below 2"),
+        ([], None, "non-empty"),
+        ([[0]], None, "1-d"),
+        ([0], 2, "max_len=2 is shorter than the 3 cached"),
+    ],
+)
 def test_select_rows_refuses_bad_rows(rows, max_len, message):
     model = build()
     cache = model.new_kv_cache(2, 8)
@@ -98,14 +110,25 @@ def test_evaluation_uses_only_the_public_model_api():
     for path in Path(__file__).parents[1].joinpath("lmforge", "eval").rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            library = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in (
-                "torch", "np")  # torch.stack is not Transformer.stack
+            library = (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in ("torch", "np")
+            )  # torch.stack is not Transformer.stack
             if isinstance(node, ast.Attribute) and node.attr in private and not library:
                 pytest.fail(f"{path.name}:{node.lineno} uses Transformer.{node.attr}")
             if isinstance(node, (ast.Assign, ast.AugAssign)):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 for t in targets:
                     for sub in ast.walk(t):
-                        own = isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name) and sub.value.id == "self"
-                        if isinstance(sub, ast.Attribute) and sub.attr in {"k", "v", "length", "cross_kv"} and not own:
+                        own = (
+                            isinstance(sub, ast.Attribute)
+                            and isinstance(sub.value, ast.Name)
+                            and sub.value.id == "self"
+                        )
+                        if (
+                            isinstance(sub, ast.Attribute)
+                            and sub.attr in {"k", "v", "length", "cross_kv"}
+                            and not own
+                        ):
                             pytest.fail(f"{path.name}:{node.lineno} writes a KV cache's {sub.attr}")

@@ -39,12 +39,24 @@ def perturb_norms(model: Transformer) -> Transformer:
 
 
 VARIANTS = {
-    "qk_norm-rope-rmsnorm": {"qk_norm": True, "pos": "rope", "norm": "rmsnorm", "n_kv_head": 2, "bias": False},
+    "qk_norm-rope-rmsnorm": {
+        "qk_norm": True,
+        "pos": "rope",
+        "norm": "rmsnorm",
+        "n_kv_head": 2,
+        "bias": False,
+    },
     "qk_norm-learned-layernorm": {"qk_norm": True},
     "qk_norm-alibi-post": {"qk_norm": True, "pos": "alibi", "norm_position": "post"},
     "relu2": {"activation": "relu2"},
     "softcap": {"logit_softcap": 2.0, "init_std": 0.5},
-    "all-three": {"qk_norm": True, "activation": "relu2", "logit_softcap": 3.0, "pos": "rope", "norm": "rmsnorm"},
+    "all-three": {
+        "qk_norm": True,
+        "activation": "relu2",
+        "logit_softcap": 3.0,
+        "pos": "rope",
+        "norm": "rmsnorm",
+    },
 }
 
 
@@ -70,7 +82,9 @@ def test_qk_norm_normalises_each_head_before_rope():
     q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
     v = attn.v_proj(x).view(B, T, Hkv, D).transpose(1, 2)
     k, v = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
-    scores = (q @ k.transpose(-2, -1) / math.sqrt(D)).masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), -math.inf)
+    scores = (q @ k.transpose(-2, -1) / math.sqrt(D)).masked_fill(
+        ~torch.ones(T, T, dtype=torch.bool).tril(), -math.inf
+    )
     want = attn.o_proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, H * D))
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
@@ -161,7 +175,7 @@ def test_kv_cache_decoding_equals_full_forward(name, kind):
     for chunks in ([1] * 13, [4, 1, 5, 3]):
         cache, outs, s = model.new_kv_cache(2, 16), [], 0
         for c in chunks:
-            piece = x[:, s:s + c]
+            piece = x[:, s : s + c]
             s += c
             kw = {"kv_cache": cache} if source is None else {"decoder_input_ids": piece, "kv_cache": cache}
             outs.append(model(piece if source is None else source, **kw)[0])
@@ -189,7 +203,9 @@ def test_every_parameter_gets_a_gradient(name):
     for pname, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, pname
     if model.cfg.qk_norm:
-        assert {"blocks.0.attn.q_norm.weight", "blocks.0.attn.k_norm.weight"} <= dict(model.named_parameters()).keys()
+        assert {"blocks.0.attn.q_norm.weight", "blocks.0.attn.k_norm.weight"} <= dict(
+            model.named_parameters()
+        ).keys()
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -213,8 +229,17 @@ def test_evaluation_scores_the_capped_logits():
 
     tok = tiny_tokenizer(vocab_size=300, documents=40)
     torch.manual_seed(0)
-    model = Transformer(ModelConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32,
-                                    init_std=0.5, logit_softcap=2.0)).eval()
+    model = Transformer(
+        ModelConfig(
+            vocab_size=tok.vocab_size,
+            block_size=32,
+            n_layer=1,
+            n_head=2,
+            n_embd=32,
+            init_std=0.5,
+            logit_softcap=2.0,
+        )
+    ).eval()
     ctx, cont = [5, 9, 17, 30, 44], [61, 7, 120]
     (scored,) = loglikelihood_tokens(LmforgeLM(model, tok), [(ctx, cont)])
     with torch.no_grad():
@@ -259,7 +284,9 @@ def saved_per_token(module_call, params, tokens: int, width: int | None = None) 
 
 @pytest.mark.parametrize("name", list(ACTIVATIONS))
 def test_saved_values_per_hidden_unit_are_what_autograd_keeps(name):
-    cfg = ModelConfig(activation=name, n_embd=32, n_head=4, ffn_hidden=96, vocab_size=50, block_size=16, n_layer=1)
+    cfg = ModelConfig(
+        activation=name, n_embd=32, n_head=4, ffn_hidden=96, vocab_size=50, block_size=16, n_layer=1
+    )
     mlp = Transformer(cfg).blocks[0].mlp
     assert isinstance(mlp, GatedMLP if cfg.is_glu else MLP)
     x = torch.randn(2, 16, 32, requires_grad=True)
@@ -272,12 +299,24 @@ def test_saved_values_per_hidden_unit_are_what_autograd_keeps(name):
 def test_planner_qk_norm_term_is_close_to_what_autograd_keeps(norm, pos):
     measured, planned = {}, {}
     for qk in (False, True):
-        cfg = ModelConfig(vocab_size=50, block_size=64, n_layer=1, n_head=4, n_kv_head=2, n_embd=64,
-                          ffn_hidden=96, norm=norm, pos=pos, qk_norm=qk)
+        cfg = ModelConfig(
+            vocab_size=50,
+            block_size=64,
+            n_layer=1,
+            n_head=4,
+            n_kv_head=2,
+            n_embd=64,
+            ffn_hidden=96,
+            norm=norm,
+            pos=pos,
+            qk_norm=qk,
+        )
         model = Transformer(cfg).train()
         h = torch.randn(2, 64, 64, requires_grad=True)
         rope = model.pos_emb.rotary(0, 64, None)
-        measured[qk] = saved_per_token(lambda m=model, h=h, r=rope: m.blocks[0](h, r, None, True), model.parameters(), 128)
+        measured[qk] = saved_per_token(
+            lambda m=model, h=h, r=rope: m.blocks[0](h, r, None, True), model.parameters(), 128
+        )
         planned[qk] = activation_elements(cfg, 64)["layer"]
     extra_measured, extra_planned = measured[True] - measured[False], planned[True] - planned[False]
     assert extra_measured > 0
@@ -291,7 +330,11 @@ def test_planner_softcap_term_is_what_autograd_keeps():
         model = Transformer(cfg).train()
         h = torch.randn(2, 64, 64, requires_grad=True)
         y = torch.randint(0, 300, (128,))
-        measured[cap] = saved_per_token(lambda m=model, h=h, y=y: F.cross_entropy(m.logits(h).flatten(0, 1), y),
-                                        model.parameters(), 128, width=300)
+        measured[cap] = saved_per_token(
+            lambda m=model, h=h, y=y: F.cross_entropy(m.logits(h).flatten(0, 1), y),
+            model.parameters(),
+            128,
+            width=300,
+        )
         planned[cap] = activation_elements(cfg, 64)["head"]  # V-sized values per token
     assert measured[15.0] - measured[None] == pytest.approx(planned[15.0] - planned[None]) == 300

@@ -35,8 +35,13 @@ def train(model: Transformer, batch: dict, steps: int = 60, lr: float = 1e-2) ->
 # Every value of every option field (read from ModelConfig's Literal annotations, so a new choice is
 # tested here without editing this file); the model kinds have their own tests below.
 DEFAULT = ModelConfig()
-SINGLE = [{name: value} for name, allowed in ModelConfig.choices().items() if name != "kind"
-          for value in allowed if value != getattr(DEFAULT, name)]
+SINGLE = [
+    {name: value}
+    for name, allowed in ModelConfig.choices().items()
+    if name != "kind"
+    for value in allowed
+    if value != getattr(DEFAULT, name)
+]
 OPTIONS = [
     {},  # GPT-2 style: learned positions, GELU, pre-LayerNorm, biases, tied
     *SINGLE,
@@ -51,8 +56,15 @@ OPTIONS = [
     {"qk_norm": True},
     {"qk_norm": True, "pos": "rope", "norm": "rmsnorm", "bias": False},  # Qwen3 style
     {"logit_softcap": 3.0},  # below the 3.47 starting loss's logit scale: the cap binds while it learns
-    {"pos": "rope", "norm": "rmsnorm", "activation": "relu2", "qk_norm": True, "logit_softcap": 15.0,
-     "tie_embeddings": False, "bias": False},  # modded-nanoGPT / nanochat style
+    {
+        "pos": "rope",
+        "norm": "rmsnorm",
+        "activation": "relu2",
+        "qk_norm": True,
+        "logit_softcap": 15.0,
+        "tie_embeddings": False,
+        "bias": False,
+    },  # modded-nanoGPT / nanochat style
 ]
 # Every on/off switch of the model (bool fields) and every optional number that changes the math.
 SWITCHES = [f.name for f in dataclasses.fields(ModelConfig) if f.type in ("bool", bool)]
@@ -71,7 +83,9 @@ def test_options_cover_every_choice():
         assert any(k == name and v is not None for k, v in covered), name
 
 
-@pytest.mark.parametrize("overrides", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "gpt2")
+@pytest.mark.parametrize(
+    "overrides", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "gpt2"
+)
 def test_each_option_overfits_a_tiny_batch(overrides):
     torch.manual_seed(0)
     model = Transformer(tiny(**overrides))
@@ -112,7 +126,11 @@ def test_encoder_decoder_learns_to_reverse():
     source = torch.randint(3, 32, (8, 10))
     target = source.flip(1)
     start = torch.zeros(8, 1, dtype=torch.long)
-    batch = {"input_ids": source, "decoder_input_ids": torch.cat([start, target[:, :-1]], 1), "targets": target}
+    batch = {
+        "input_ids": source,
+        "decoder_input_ids": torch.cat([start, target[:, :-1]], 1),
+        "targets": target,
+    }
     first, last = train(model, batch, steps=120, lr=5e-3)
     assert last < 0.1 * first, (first, last)
     # Greedy decoding through the KV cache reproduces the reversal for a training example.

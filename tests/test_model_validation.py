@@ -26,8 +26,17 @@ SIZE_FIELDS = [f.name for f in dataclasses.fields(ModelConfig) if HINTS[f.name] 
 
 def test_size_fields_are_the_expected_ones():
     # A new size field joins the enumeration below by itself; this pins what it enumerates today.
-    assert set(SIZE_FIELDS) >= {"vocab_size", "block_size", "n_layer", "n_encoder_layer", "n_head",
-                                "n_kv_head", "n_embd", "ffn_hidden", "ffn_multiple_of"}
+    assert set(SIZE_FIELDS) >= {
+        "vocab_size",
+        "block_size",
+        "n_layer",
+        "n_encoder_layer",
+        "n_head",
+        "n_kv_head",
+        "n_embd",
+        "ffn_hidden",
+        "ffn_multiple_of",
+    }
 
 
 def test_choices_come_from_the_annotations():
@@ -42,11 +51,20 @@ def test_choices_come_from_the_annotations():
 
 
 def lmforge(*args: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lmforge", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "lmforge", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        timeout=300,
+        check=False,
+    )
 
 
-CLI_CASES = [(f"model.{name}=0", f"model.{name} must be a positive integer, got 0") for name in SIZE_FIELDS] + [
+CLI_CASES = [
+    (f"model.{name}=0", f"model.{name} must be a positive integer, got 0") for name in SIZE_FIELDS
+] + [
     ("model.n_head=-2", "model.n_head must be a positive integer, got -2"),
     ("model.n_head=5", "model.n_head=5 does not divide model.n_embd=192"),
     ("model.n_kv_head=3", "model.n_kv_head=3 must divide model.n_head=4"),
@@ -67,20 +85,33 @@ def test_every_bad_size_is_one_line_and_exit_2(override, message, tmp_path):
 
 
 SIZES = {name: st.integers(-2, 9) for name in SIZE_FIELDS}
-SIZES.update(n_encoder_layer=st.none() | st.integers(-1, 3), n_kv_head=st.none() | st.integers(-1, 5),
-             ffn_hidden=st.none() | st.integers(-1, 12), n_layer=st.integers(-1, 3), n_embd=st.integers(-2, 24))
+SIZES.update(
+    n_encoder_layer=st.none() | st.integers(-1, 3),
+    n_kv_head=st.none() | st.integers(-1, 5),
+    ffn_hidden=st.none() | st.integers(-1, 12),
+    n_layer=st.integers(-1, 3),
+    n_embd=st.integers(-2, 24),
+)
 
 
 # Switches and numbers beyond the Literal choices; a soft-cap that passes the type but breaks the
 # math (0, negative, NaN, infinite) must be a ConfigError, never NaN logits.
-SWITCHES = {"qk_norm": st.booleans(), "logit_softcap": st.none() | st.floats(allow_nan=True, allow_infinity=True),
-            "bias": st.booleans(), "tie_embeddings": st.booleans()}
+SWITCHES = {
+    "qk_norm": st.booleans(),
+    "logit_softcap": st.none() | st.floats(allow_nan=True, allow_infinity=True),
+    "bias": st.booleans(),
+    "tie_embeddings": st.booleans(),
+}
 
 
 @settings(max_examples=150, deadline=None)
-@given(sizes=st.fixed_dictionaries(SIZES), options=st.fixed_dictionaries(
-    {name: st.sampled_from(allowed) for name, allowed in ModelConfig.choices().items()}),
-    switches=st.fixed_dictionaries(SWITCHES))
+@given(
+    sizes=st.fixed_dictionaries(SIZES),
+    options=st.fixed_dictionaries(
+        {name: st.sampled_from(allowed) for name, allowed in ModelConfig.choices().items()}
+    ),
+    switches=st.fixed_dictionaries(SWITCHES),
+)
 def test_any_sizes_either_raise_config_error_or_build_and_run(sizes, options, switches):
     cfg = ModelConfig(**sizes, **options, **switches)
     try:
@@ -111,8 +142,9 @@ def test_qk_norm_must_be_a_bool():
 def test_every_activation_choice_has_one_description_used_by_model_and_planner():
     assert set(ACTIVATIONS) == set(ModelConfig.choices()["activation"])
     for name, act in ACTIVATIONS.items():
-        cfg = ModelConfig(activation=name, n_embd=32, n_head=4, vocab_size=64, block_size=16, n_layer=1,
-                          ffn_hidden=64)
+        cfg = ModelConfig(
+            activation=name, n_embd=32, n_head=4, vocab_size=64, block_size=16, n_layer=1, ffn_hidden=64
+        )
         mlp = Transformer(cfg).blocks[0].mlp
         assert isinstance(mlp, GatedMLP if act.gated else MLP)
         assert mlp.act is activation_function(act.function)

@@ -44,7 +44,13 @@ def test_step_equals_torch_muon_in_bfloat16(shape, nesterov):
     torch.manual_seed(1)
     start = torch.randn(shape)
     ours, theirs = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
-    kw = {"lr": 0.05, "weight_decay": 0.1, "momentum": 0.9, "nesterov": nesterov, "adjust_lr_fn": "match_rms_adamw"}
+    kw = {
+        "lr": 0.05,
+        "weight_decay": 0.1,
+        "momentum": 0.9,
+        "nesterov": nesterov,
+        "adjust_lr_fn": "match_rms_adamw",
+    }
     a, b = Muon([ours], ns_dtype=torch.bfloat16, **kw), torch.optim.Muon([theirs], **kw)
     for _ in range(3):
         g = torch.randn(shape)
@@ -57,7 +63,9 @@ def test_step_equals_torch_muon_in_bfloat16(shape, nesterov):
 
 
 @settings(max_examples=25, deadline=None)
-@given(rows=st.integers(2, 48), cols=st.integers(2, 48), seed=st.integers(0, 2**16), scale=st.floats(1e-4, 1e4))
+@given(
+    rows=st.integers(2, 48), cols=st.integers(2, 48), seed=st.integers(0, 2**16), scale=st.floats(1e-4, 1e4)
+)
 def test_newton_schulz_equalises_singular_values(rows, cols, seed, scale):
     g = torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)) * scale
     o = orthogonalize(g, torch.float32)
@@ -114,8 +122,13 @@ def test_muon_takes_block_matrices_and_adamw_the_rest():
     names = {id(p): n for n, p in model.named_parameters()}
     assert muon.isdisjoint(adamw) and muon | adamw == set(names)  # every parameter once
     assert sorted(names[i].split(".", 2)[2] for i in muon if names[i].startswith("blocks.0.")) == [
-        "attn.k_proj.weight", "attn.o_proj.weight", "attn.q_proj.weight", "attn.v_proj.weight",
-        "mlp.down_proj.weight", "mlp.up_proj.weight"]
+        "attn.k_proj.weight",
+        "attn.o_proj.weight",
+        "attn.q_proj.weight",
+        "attn.v_proj.weight",
+        "mlp.down_proj.weight",
+        "mlp.up_proj.weight",
+    ]
     assert all(names[i].startswith("blocks.") for i in muon)
     assert id(model.tok_emb.weight) in adamw and id(model.norm_f.weight) in adamw
     assert isinstance(opt.parts["adamw"], torch.optim.AdamW)
@@ -160,24 +173,29 @@ def test_state_dict_round_trip_and_a_mismatched_state_is_named():
     for name in ("muon", "adamw"):
         assert fresh.parts[name].state_dict()["state"].keys() == saved[name]["state"].keys()
     first = opt.parts["muon"].param_groups[0]["params"][0]
-    assert torch.equal(fresh.parts["muon"].state[fresh.parts["muon"].param_groups[0]["params"][0]]["momentum_buffer"],
-                       opt.parts["muon"].state[first]["momentum_buffer"])
+    assert torch.equal(
+        fresh.parts["muon"].state[fresh.parts["muon"].param_groups[0]["params"][0]]["momentum_buffer"],
+        opt.parts["muon"].state[first]["momentum_buffer"],
+    )
     adamw_state = build_optimizer(model, TrainConfig(), CPU).state_dict()
     with pytest.raises(LmforgeError, match="AdamW/Adam's, not Muon"):
         fresh.load_state_dict(adamw_state)
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"muon_lr": 0.0}, "muon_lr must be a finite number > 0"),
-    ({"muon_lr": -0.02}, "muon_lr must be a finite number > 0"),
-    ({"muon_lr": math.nan}, "muon_lr must be a finite number > 0"),
-    ({"muon_lr": math.inf}, "muon_lr must be a finite number > 0"),
-    ({"muon_momentum": 1.0}, r"muon_momentum must be in \[0, 1\)"),
-    ({"muon_momentum": math.nan}, "muon_momentum"),
-    ({"muon_weight_decay": -0.1}, "muon_weight_decay"),
-    ({"lr": 0.0}, "needs train.lr > 0"),
-    ({"lr": math.nan}, "train.lr must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"muon_lr": 0.0}, "muon_lr must be a finite number > 0"),
+        ({"muon_lr": -0.02}, "muon_lr must be a finite number > 0"),
+        ({"muon_lr": math.nan}, "muon_lr must be a finite number > 0"),
+        ({"muon_lr": math.inf}, "muon_lr must be a finite number > 0"),
+        ({"muon_momentum": 1.0}, r"muon_momentum must be in \[0, 1\)"),
+        ({"muon_momentum": math.nan}, "muon_momentum"),
+        ({"muon_weight_decay": -0.1}, "muon_weight_decay"),
+        ({"lr": 0.0}, "needs train.lr > 0"),
+        ({"lr": math.nan}, "train.lr must be a finite number"),
+    ],
+)
 def test_muon_values_that_break_the_math_are_refused(override, message):
     cfg = from_dict(RunConfig, {"train": {"optimizer": "muon", **override}})
     with pytest.raises(ConfigError, match=message):
@@ -194,15 +212,25 @@ def test_unknown_optimizer_is_refused_when_parsed():
 
 def test_muon_run_learns_and_sigkill_resume_reproduces_the_losses(data, tmp_path):
     shards, tok, _ = data
-    cfg = make_cfg(tok, {"resid_dropout": 0.1}, max_steps=40, ckpt_every=5, eval_every=10, keep_last=2,
-                   optimizer="muon", muon_weight_decay=0.05)
+    cfg = make_cfg(
+        tok,
+        {"resid_dropout": 0.1},
+        max_steps=40,
+        ckpt_every=5,
+        eval_every=10,
+        keep_last=2,
+        optimizer="muon",
+        muon_weight_decay=0.05,
+    )
     reference = train(cfg, shards, tok, tmp_path / "ref")
     losses = [r["loss"] for r in read_metrics(tmp_path / "ref")]
     assert sum(losses[-5:]) / 5 < losses[0] - 1.0  # it learns
 
     run = tmp_path / "killed"
     proc = start_training(data, run, cfg)
-    wait_for(lambda: (run / "checkpoints" / "step_000010" / "COMPLETE").exists(), proc, "the step-10 checkpoint")
+    wait_for(
+        lambda: (run / "checkpoints" / "step_000010" / "COMPLETE").exists(), proc, "the step-10 checkpoint"
+    )
     proc.kill()
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
@@ -212,7 +240,8 @@ def test_muon_run_learns_and_sigkill_resume_reproduces_the_losses(data, tmp_path
     assert [r["step"] for r in read_metrics(run)] == list(range(1, 41))
     assert [r["loss"] for r in read_metrics(run)] == losses  # identical floats
     assert [v["val_loss"] for v in read_metrics(run, "val")] == [
-        v["val_loss"] for v in read_metrics(tmp_path / "ref", "val")]
+        v["val_loss"] for v in read_metrics(tmp_path / "ref", "val")
+    ]
     assert resumed.steps == reference.steps
     a, _ = load_model(tmp_path / "ref")
     b, _ = load_model(run)
@@ -237,11 +266,18 @@ def test_resuming_with_the_other_kind_of_optimizer_is_one_clear_error(data, tmp_
     run = tmp_path / "run"
     train(make_cfg(tok, max_steps=2, optimizer=before), shards, tok, run)
     saved = sorted((p.name, p.stat().st_mtime_ns) for p in latest_checkpoint(run).iterdir())
-    with pytest.raises(LmforgeError, match=f"optimizer state of train.optimizer={before} .this run: {after}.; "
-                                           f"resume with train.optimizer={before}, or .* train.init_from"):
+    with pytest.raises(
+        LmforgeError,
+        match=f"optimizer state of train.optimizer={before} .this run: {after}.; "
+        f"resume with train.optimizer={before}, or .* train.init_from",
+    ):
         train(make_cfg(tok, max_steps=4, optimizer=after), shards, tok, run)
-    assert sorted((p.name, p.stat().st_mtime_ns) for p in latest_checkpoint(run).iterdir()) == saved  # untouched
-    train(make_cfg(tok, max_steps=4, optimizer=after, init_from=str(run)), shards, tok, tmp_path / "new")  # the way out
+    assert (
+        sorted((p.name, p.stat().st_mtime_ns) for p in latest_checkpoint(run).iterdir()) == saved
+    )  # untouched
+    train(
+        make_cfg(tok, max_steps=4, optimizer=after, init_from=str(run)), shards, tok, tmp_path / "new"
+    )  # the way out
 
 
 def test_grad_scaler_unscales_and_skips_both_parts():
@@ -273,5 +309,11 @@ def test_a_lookup_table_inside_a_block_stays_with_adamw():
     model = tiny()
     model.blocks[0].value_table = torch.nn.Embedding(64, 16)  # e.g. a value-embedding trick
     opt = build_optimizer(model, TrainConfig(optimizer="muon"), CPU)
-    assert all(p is not model.blocks[0].value_table.weight for g in opt.parts["muon"].param_groups for p in g["params"])
-    assert any(p is model.blocks[0].value_table.weight for g in opt.parts["adamw"].param_groups for p in g["params"])
+    assert all(
+        p is not model.blocks[0].value_table.weight
+        for g in opt.parts["muon"].param_groups
+        for p in g["params"]
+    )
+    assert any(
+        p is model.blocks[0].value_table.weight for g in opt.parts["adamw"].param_groups for p in g["params"]
+    )

@@ -66,8 +66,11 @@ FOUR = {
     "pp_ddp": (UNTIED, {}, {"pp": 2, "dp": 2, "dp_mode": "ddp", "pp_schedule": "gpipe"}),
 }
 EIGHT = {
-    "3d": (UNTIED, {"grad_accum": 2}, {"pp": 2, "dp": 2, "tp": 2, "sequence_parallel": True,
-                                       "activation_checkpoint": "selective"}),
+    "3d": (
+        UNTIED,
+        {"grad_accum": 2},
+        {"pp": 2, "dp": 2, "tp": 2, "sequence_parallel": True, "activation_checkpoint": "selective"},
+    ),
 }
 
 WORKER = textwrap.dedent("""
@@ -95,10 +98,33 @@ def data(tmp_path_factory):
 
 
 def cfg_dict(model=None, train_=None, parallel=None) -> dict:
-    m = {"vocab_size": 300, "n_layer": 2, "n_embd": 32, "n_head": 4, "block_size": 32, **LLAMA, **(model or {})}
-    t = {"max_steps": 4, "batch_size": 8, "lr": 3e-3, "warmup_steps": 2, "decay": "constant", "grad_clip": 0.5,
-         "log_every": 1, "eval_every": 0, "eval_tokens": 512, "ckpt_every": 0, "threads": 1, "tensorboard": False,
-         "precision": "fp32", "device": "cpu", "progress": "lines", **(train_ or {})}
+    m = {
+        "vocab_size": 300,
+        "n_layer": 2,
+        "n_embd": 32,
+        "n_head": 4,
+        "block_size": 32,
+        **LLAMA,
+        **(model or {}),
+    }
+    t = {
+        "max_steps": 4,
+        "batch_size": 8,
+        "lr": 3e-3,
+        "warmup_steps": 2,
+        "decay": "constant",
+        "grad_clip": 0.5,
+        "log_every": 1,
+        "eval_every": 0,
+        "eval_tokens": 512,
+        "ckpt_every": 0,
+        "threads": 1,
+        "tensorboard": False,
+        "precision": "fp32",
+        "device": "cpu",
+        "progress": "lines",
+        **(train_ or {}),
+    }
     return {"model": m, "train": t, "parallel": parallel or {}}
 
 
@@ -107,7 +133,15 @@ def env() -> dict:
 
 
 def torchrun(nproc: int, *args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        *args,
+    ]
 
 
 def launch_jobs(data, tmp: Path, nproc: int, jobs: dict[str, dict]) -> dict[str, Path]:
@@ -116,8 +150,14 @@ def launch_jobs(data, tmp: Path, nproc: int, jobs: dict[str, dict]) -> dict[str,
     (tmp / "worker.py").write_text(WORKER)
     runs = {name: tmp / name for name in jobs}
     (tmp / "jobs.json").write_text(json.dumps([[str(runs[n]), c] for n, c in jobs.items()]))
-    proc = subprocess.run(torchrun(nproc, str(tmp / "worker.py"), str(shards), str(tok_path), str(tmp / "jobs.json")),
-                          capture_output=True, text=True, env=env(), timeout=LAUNCH_TIMEOUT_S, check=False)
+    proc = subprocess.run(
+        torchrun(nproc, str(tmp / "worker.py"), str(shards), str(tok_path), str(tmp / "jobs.json")),
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=LAUNCH_TIMEOUT_S,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return runs
 
@@ -147,7 +187,11 @@ def assert_same_run(run: Path, ref: Path, rel: float = 1e-5) -> None:
     assert [r["step"] for r in got] == [r["step"] for r in want]
     for g, w in zip(got, want):
         assert g["loss"] == pytest.approx(w["loss"], rel=rel), (g["step"], g["loss"], w["loss"])
-        assert g["grad_norm"] == pytest.approx(w["grad_norm"], rel=rel), (g["step"], g["grad_norm"], w["grad_norm"])
+        assert g["grad_norm"] == pytest.approx(w["grad_norm"], rel=rel), (
+            g["step"],
+            g["grad_norm"],
+            w["grad_norm"],
+        )
         assert g["tokens"] == w["tokens"]
     got_val = {v["step"]: v["val_loss"] for v in read_metrics(run, "val")}  # a resumed run also has its
     want_val = {v["step"]: v["val_loss"] for v in read_metrics(ref, "val")}  # first part's last one
@@ -185,9 +229,17 @@ def test_two_process_layouts_match_one_process(name, two, data, tmp_path_factory
     ckpt = latest_checkpoint(run)
     assert (ckpt / "dcp" / ".metadata").is_file() and len(list((ckpt / "dcp").glob("__*_0.distcp"))) == 2
     state = json.loads((ckpt / "state.json").read_text())
-    assert len(state["ranks"]) == 2 and state["layout"]["dp"] * state["layout"]["tp"] * state["layout"]["pp"] == 2
+    assert (
+        len(state["ranks"]) == 2
+        and state["layout"]["dp"] * state["layout"]["tp"] * state["layout"]["pp"] == 2
+    )
     # rank 0 alone wrote the run directory's files
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml", "metrics.jsonl", "tokenizer.json"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoints",
+        "config.yaml",
+        "metrics.jsonl",
+        "tokenizer.json",
+    ]
 
 
 def with_steps(cfg: dict, steps: int) -> dict:
@@ -208,7 +260,9 @@ def four(data, tmp_path_factory):
     shards, tok, _ = data
     tmp = tmp_path_factory.mktemp("launch4")
     base = cfg_dict(*FOUR["fsdp_tp"])
-    train(from_dict(RunConfig, {**base, "parallel": {}}), shards, tok, tmp / "resume_from_single")  # 4 steps, 1 process
+    train(
+        from_dict(RunConfig, {**base, "parallel": {}}), shards, tok, tmp / "resume_from_single"
+    )  # 4 steps, 1 process
     jobs = {name: cfg_dict(*spec) for name, spec in FOUR.items()}
     jobs["resume_from_single"] = with_steps(base, 8)  # ... then 4 more on dp=2, tp=2
     return launch_jobs(data, tmp, 4, jobs)
@@ -259,13 +313,18 @@ VAL_LAYOUTS = {
 
 
 def val_cfg(model, train_, parallel) -> dict:
-    return cfg_dict(model, {"max_steps": 1, "lr": 0.0, "warmup_steps": 0, "eval_tokens": 7 * 32 - 5, **train_},
-                    parallel)
+    return cfg_dict(
+        model, {"max_steps": 1, "lr": 0.0, "warmup_steps": 0, "eval_tokens": 7 * 32 - 5, **train_}, parallel
+    )
 
 
 def test_validation_loss_is_the_same_on_any_layout_and_batch(data, tmp_path_factory):
-    runs = launch_jobs(data, tmp_path_factory.mktemp("val_layouts"), 2,
-                       {name: val_cfg(*spec) for name, spec in VAL_LAYOUTS.items()})
+    runs = launch_jobs(
+        data,
+        tmp_path_factory.mktemp("val_layouts"),
+        2,
+        {name: val_cfg(*spec) for name, spec in VAL_LAYOUTS.items()},
+    )
     for name, (model, _, _) in VAL_LAYOUTS.items():
         want = read_metrics(reference(data, tmp_path_factory, val_cfg(model, {"batch_size": 5}, {})), "val")
         got = read_metrics(runs[name], "val")
@@ -310,14 +369,28 @@ def test_killed_two_process_run_resumes_and_matches(data, tmp_path):
     # Dropout on: the resumed run must also restore every rank's own RNG state to match.
     # Long enough that the run is still going when this (busy, 2-core) machine gets round to killing it.
     steps = 40
-    cfg = cfg_dict({"resid_dropout": 0.1, "embd_dropout": 0.1},
-                   {"max_steps": steps, "ckpt_every": 5, "eval_every": 50, "keep_last": 2, "log_every": 1}, {"dp": 2})
-    ref = subprocess.Popen(cli(2, cli_recipe(data, tmp_path, "ref", cfg)), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, env=env())
+    cfg = cfg_dict(
+        {"resid_dropout": 0.1, "embd_dropout": 0.1},
+        {"max_steps": steps, "ckpt_every": 5, "eval_every": 50, "keep_last": 2, "log_every": 1},
+        {"dp": 2},
+    )
+    ref = subprocess.Popen(
+        cli(2, cli_recipe(data, tmp_path, "ref", cfg)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+    )
     recipe = cli_recipe(data, tmp_path, "killed", cfg)
     run = tmp_path / "runs" / "killed"
-    proc = subprocess.Popen(cli(2, recipe), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=env(), start_new_session=True)
+    proc = subprocess.Popen(
+        cli(2, recipe),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+        start_new_session=True,
+    )
     try:
         while not (run / "checkpoints" / "step_000010" / "COMPLETE").exists():
             assert proc.poll() is None, f"the run ended before it was killed: {proc.stderr.read()[-3000:]}"
@@ -329,8 +402,9 @@ def test_killed_two_process_run_resumes_and_matches(data, tmp_path):
     killed_at = int(latest_checkpoint(run).name.split("_")[1])
     assert killed_at < steps, "the run finished before it was killed"
 
-    resumed = subprocess.run(cli(2, recipe), capture_output=True, text=True, env=env(), timeout=LAUNCH_TIMEOUT_S,
-                             check=False)
+    resumed = subprocess.run(
+        cli(2, recipe), capture_output=True, text=True, env=env(), timeout=LAUNCH_TIMEOUT_S, check=False
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from {run / 'checkpoints' / f'step_{killed_at:06d}'}" in resumed.stdout
     out, err = ref.communicate(timeout=LAUNCH_TIMEOUT_S)
@@ -341,14 +415,16 @@ def test_killed_two_process_run_resumes_and_matches(data, tmp_path):
     assert [r["step"] for r in got] == list(range(1, steps + 1))  # no step lost or repeated
     assert [r["loss"] for r in got] == [r["loss"] for r in want]  # the same floats
     assert [r["grad_norm"] for r in got] == [r["grad_norm"] for r in want]
-    assert [v["val_loss"] for v in read_metrics(run, "val")] == [v["val_loss"] for v in read_metrics(
-        tmp_path / "runs" / "ref", "val")]
+    assert [v["val_loss"] for v in read_metrics(run, "val")] == [
+        v["val_loss"] for v in read_metrics(tmp_path / "runs" / "ref", "val")
+    ]
 
 
 def test_a_signal_to_one_rank_stops_all_at_the_same_step_with_a_checkpoint(data, tmp_path):
     recipe = cli_recipe(data, tmp_path, "sig", cfg_dict(train_={"max_steps": 100_000}))
-    proc = subprocess.Popen(cli(2, recipe, "parallel.dp=2"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env())
+    proc = subprocess.Popen(
+        cli(2, recipe, "parallel.dp=2"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env()
+    )
     metrics = tmp_path / "runs" / "sig" / "metrics.jsonl"
     try:
         while not metrics.exists() or len(metrics.read_text().splitlines()) < 3:
@@ -375,7 +451,7 @@ def run_failing(cmd: list[str]) -> str:
     assert proc.returncode != 0, out[-3000:]
     assert out.count("lmforge: error:") == 1, out[-3000:]
     assert "exitcode  : 0" not in out  # torchrun's summary: no rank ended as if all were well
-    return out[out.index("lmforge: error:"):].splitlines()[0]
+    return out[out.index("lmforge: error:") :].splitlines()[0]
 
 
 def test_mesh_larger_than_the_world_fails_on_every_rank_with_one_message(data, tmp_path):
@@ -388,8 +464,12 @@ def test_mesh_larger_than_the_world_fails_on_every_rank_with_one_message(data, t
 def test_checkpoint_of_another_model_fails_on_every_rank_with_one_message(data, tmp_path):
     shards, tok, _ = data
     recipe = cli_recipe(data, tmp_path, "other", cfg_dict())
-    train(from_dict(RunConfig, {**cfg_dict({"n_embd": 64}), "train": {**cfg_dict()["train"], "max_steps": 1}}),
-          shards, tok, tmp_path / "runs" / "other")
+    train(
+        from_dict(RunConfig, {**cfg_dict({"n_embd": 64}), "train": {**cfg_dict()["train"], "max_steps": 1}}),
+        shards,
+        tok,
+        tmp_path / "runs" / "other",
+    )
     msg = run_failing(cli(2, recipe, "parallel.dp=2"))
     assert "is of another model: model.n_embd=64 (this run: 32)" in msg
     assert latest_checkpoint(tmp_path / "runs" / "other").name == "step_000001"  # left as it was

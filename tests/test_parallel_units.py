@@ -38,8 +38,19 @@ def data(tmp_path_factory):
 
 def run_cfg(model=None, train_=None, parallel=None) -> RunConfig:
     m = {"vocab_size": 300, "n_layer": 4, "n_embd": 32, "n_head": 4, "block_size": 32, **(model or {})}
-    t = {"max_steps": 3, "batch_size": 8, "lr": 3e-3, "warmup_steps": 1, "log_every": 1, "eval_every": 0,
-         "eval_tokens": 256, "ckpt_every": 0, "threads": 1, "tensorboard": False, **(train_ or {})}
+    t = {
+        "max_steps": 3,
+        "batch_size": 8,
+        "lr": 3e-3,
+        "warmup_steps": 1,
+        "log_every": 1,
+        "eval_every": 0,
+        "eval_tokens": 256,
+        "ckpt_every": 0,
+        "threads": 1,
+        "tensorboard": False,
+        **(train_ or {}),
+    }
     return from_dict(RunConfig, {"model": m, "train": t, "parallel": parallel or {}})
 
 
@@ -60,33 +71,64 @@ def test_layout_fills_dp_and_names_mismatches():
 
 
 def test_parallel_config_rejects_bad_values_and_keys():
-    for bad, msg in [({"tp": 0}, "parallel.tp must be >= 1"), ({"dp": 0}, "parallel.dp must be >= 1"),
-                     ({"ac_every": 0}, "parallel.ac_every"), ({"timeout_s": 0}, "parallel.timeout_s")]:
+    for bad, msg in [
+        ({"tp": 0}, "parallel.tp must be >= 1"),
+        ({"dp": 0}, "parallel.dp must be >= 1"),
+        ({"ac_every": 0}, "parallel.ac_every"),
+        ({"timeout_s": 0}, "parallel.timeout_s"),
+    ]:
         with pytest.raises(ConfigError, match=msg):
             ParallelConfig(**bad).validate()
-    with pytest.raises(ConfigError, match=r"unknown config key 'parallel.tpp' \(did you mean 'parallel.tp'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'parallel.tpp' \(did you mean 'parallel.tp'\?\)"
+    ):
         from_dict(RunConfig, {"parallel": {"tpp": 2}})
     with pytest.raises(ConfigError, match="parallel.pp_schedule"):
         from_dict(RunConfig, {"parallel": {"pp_schedule": "zb"}})
 
 
-@pytest.mark.parametrize("model,train_,parallel,layout,message", [
-    ({"n_head": 6}, {}, {}, Layout(tp=4), r"parallel.tp=4 does not divide model.n_head=6"),
-    ({"n_kv_head": 1}, {}, {}, Layout(tp=2), r"does not divide model.n_kv_head .*=1"),
-    ({"vocab_size": 301}, {}, {}, Layout(tp=2), r"does not divide model.vocab_size=301"),
-    ({"tie_embeddings": False}, {}, {}, Layout(pp=8), r"parallel.pp=8 stages but .* model.n_layer=4"),
-    ({}, {}, {}, Layout(pp=2), r"set model.tie_embeddings=false"),
-    ({"kind": "encoder-decoder", "tie_embeddings": False}, {}, {}, Layout(pp=2), r"encoder-decoder"),
-    ({}, {"batch_size": 6}, {}, Layout(dp=4), r"train.batch_size=6 .* not a multiple of parallel.dp=4"),
-    ({"tie_embeddings": False}, {"batch_size": 8}, {"pp_microbatches": 3}, Layout(pp=2),
-     r"do not split into parallel.pp_microbatches=3"),
-    ({"tie_embeddings": False}, {"batch_size": 8}, {"pp_microbatches": 2}, Layout(pp=4),
-     r"1F1B schedule needs at least as many micro-batches as stages"),
-    ({}, {}, {"dp_mode": "ddp"}, Layout(dp=2, tp=2), r"dp_mode=ddp cannot be combined with parallel.tp"),
-    ({}, {"precision": "fp16"}, {}, Layout(dp=2), r"fp16 .* single-process only"),
-    ({}, {"compile": True}, {}, Layout(tp=2), r"train.compile=true is not supported with parallel.tp > 1"),
-    ({"qk_norm": True}, {}, {}, Layout(tp=2), r"model.qk_norm=true is not supported with parallel.tp > 1"),
-])
+@pytest.mark.parametrize(
+    "model,train_,parallel,layout,message",
+    [
+        ({"n_head": 6}, {}, {}, Layout(tp=4), r"parallel.tp=4 does not divide model.n_head=6"),
+        ({"n_kv_head": 1}, {}, {}, Layout(tp=2), r"does not divide model.n_kv_head .*=1"),
+        ({"vocab_size": 301}, {}, {}, Layout(tp=2), r"does not divide model.vocab_size=301"),
+        ({"tie_embeddings": False}, {}, {}, Layout(pp=8), r"parallel.pp=8 stages but .* model.n_layer=4"),
+        ({}, {}, {}, Layout(pp=2), r"set model.tie_embeddings=false"),
+        ({"kind": "encoder-decoder", "tie_embeddings": False}, {}, {}, Layout(pp=2), r"encoder-decoder"),
+        ({}, {"batch_size": 6}, {}, Layout(dp=4), r"train.batch_size=6 .* not a multiple of parallel.dp=4"),
+        (
+            {"tie_embeddings": False},
+            {"batch_size": 8},
+            {"pp_microbatches": 3},
+            Layout(pp=2),
+            r"do not split into parallel.pp_microbatches=3",
+        ),
+        (
+            {"tie_embeddings": False},
+            {"batch_size": 8},
+            {"pp_microbatches": 2},
+            Layout(pp=4),
+            r"1F1B schedule needs at least as many micro-batches as stages",
+        ),
+        ({}, {}, {"dp_mode": "ddp"}, Layout(dp=2, tp=2), r"dp_mode=ddp cannot be combined with parallel.tp"),
+        ({}, {"precision": "fp16"}, {}, Layout(dp=2), r"fp16 .* single-process only"),
+        (
+            {},
+            {"compile": True},
+            {},
+            Layout(tp=2),
+            r"train.compile=true is not supported with parallel.tp > 1",
+        ),
+        (
+            {"qk_norm": True},
+            {},
+            {},
+            Layout(tp=2),
+            r"model.qk_norm=true is not supported with parallel.tp > 1",
+        ),
+    ],
+)
 def test_impossible_layouts_are_named(model, train_, parallel, layout, message):
     cfg = run_cfg(model, train_, parallel)
     with pytest.raises(ConfigError, match=message):
@@ -95,7 +137,9 @@ def test_impossible_layouts_are_named(model, train_, parallel, layout, message):
 
 def test_possible_layouts_pass():
     check_layout(run_cfg({"n_kv_head": 2}), Layout(pp=1, dp=2, tp=2), seq_len=32)
-    check_layout(run_cfg({"tie_embeddings": False}, {}, {"sequence_parallel": True}), Layout(2, 2, 2), seq_len=32)
+    check_layout(
+        run_cfg({"tie_embeddings": False}, {}, {"sequence_parallel": True}), Layout(2, 2, 2), seq_len=32
+    )
 
 
 def test_a_single_process_asked_for_a_mesh_says_how_to_launch(data, tmp_path):
@@ -131,14 +175,24 @@ def test_loader_position_moves_between_layouts(data):
     back.load_state_dict(loader_state_for(two[0].state_dict(), 0, 1))
     x1, _ = one.next_batch(8)
     assert sorted(map(tuple, x1.tolist())) == sorted(
-        map(tuple, torch.cat([m.next_batch(4)[0] for m in moved]).tolist()))
+        map(tuple, torch.cat([m.next_batch(4)[0] for m in moved]).tolist())
+    )
     x2 = torch.cat([two[r].next_batch(4)[0] for r in range(2)])
     assert sorted(map(tuple, back.next_batch(8)[0].tolist())) == sorted(map(tuple, x2.tolist()))
 
 
 def test_loader_position_past_an_epoch_end_starts_the_next_epoch():
-    saved = {"version": 1, "split": "train", "seq_len": 16, "seed": 0, "rank": 0, "world_size": 1,
-             "num_windows": 11, "epoch": 2, "position": 10}
+    saved = {
+        "version": 1,
+        "split": "train",
+        "seq_len": 16,
+        "seed": 0,
+        "rank": 0,
+        "world_size": 1,
+        "num_windows": 11,
+        "epoch": 2,
+        "position": 10,
+    }
     moved = loader_state_for(saved, 1, 2)  # 10 consumed; 5 per rank of 2 is a whole epoch there
     assert (moved["epoch"], moved["position"], moved["rank"], moved["world_size"]) == (3, 0, 1, 2)
     assert loader_state_for(saved, 0, 1) == saved  # same layout: unchanged
@@ -155,16 +209,27 @@ def test_split_layers_is_balanced_and_complete():
         split_layers(2, 3)
 
 
-@pytest.mark.parametrize("model", [
-    {"pos": "rope", "norm": "rmsnorm", "activation": "swiglu"},
-    {"pos": "learned"},
-    {"pos": "alibi", "kind": "encoder"},
-    {"pos": "sinusoidal", "norm_position": "post"},
-    {"pos": "rope", "norm": "rmsnorm", "qk_norm": True, "activation": "relu2", "logit_softcap": 0.05},  # capped
-])
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"pos": "rope", "norm": "rmsnorm", "activation": "swiglu"},
+        {"pos": "learned"},
+        {"pos": "alibi", "kind": "encoder"},
+        {"pos": "sinusoidal", "norm_position": "post"},
+        {
+            "pos": "rope",
+            "norm": "rmsnorm",
+            "qk_norm": True,
+            "activation": "relu2",
+            "logit_softcap": 0.05,
+        },  # capped
+    ],
+)
 def test_stages_chained_are_the_model(model):
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=64, n_layer=5, n_embd=16, n_head=2, block_size=16, tie_embeddings=False, **model)
+    cfg = ModelConfig(
+        vocab_size=64, n_layer=5, n_embd=16, n_head=2, block_size=16, tie_embeddings=False, **model
+    )
     full = Transformer(cfg).eval()
     ranges = split_layers(cfg.n_layer, 3)
     stages = [StageModule(full, r, first=i == 0, last=i == 2) for i, r in enumerate(ranges)]

@@ -36,7 +36,7 @@ def points(budgets, sizes_per_budget):
     for c in budgets:
         for n in sizes_per_budget(c):
             d = c / (6 * n)
-            loss = chinchilla.E + chinchilla.A / n ** chinchilla.ALPHA + chinchilla.B / d ** chinchilla.BETA
+            loss = chinchilla.E + chinchilla.A / n**chinchilla.ALPHA + chinchilla.B / d**chinchilla.BETA
             out.append({"budget": c, "params": n, "tokens": d, "loss": loss})
     return out
 

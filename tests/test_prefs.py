@@ -26,7 +26,9 @@ SKY = [{"role": "user", "content": "What color is the sky?"}]
 
 
 def write_jsonl(path: Path, records: list) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records), encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records), encoding="utf-8"
+    )
     return path
 
 
@@ -37,29 +39,56 @@ def msgs(*turns: str) -> list[dict]:
 # ---- the formats
 
 FORMATS = {
-    "trl_standard": ({"prompt": "What color is the sky?", "chosen": "Blue.", "rejected": "Green."},
-                     PreferencePair(SKY, "Blue.", "Green.", 1)),
-    "trl_conversational": ({"prompt": [{"role": "system", "content": "Be brief."}] + SKY,
-                            "chosen": [{"role": "assistant", "content": "Blue."}],
-                            "rejected": [{"role": "assistant", "content": "Green."}]},
-                           PreferencePair([{"role": "system", "content": "Be brief."}] + SKY, "Blue.", "Green.", 1)),
-    "trl_implicit": ({"chosen": "The sky is blue.", "rejected": "The sky is bright green."},
-                     PreferencePair([{"role": "user", "content": "The sky is"}], "blue.", "bright green.", 1)),
-    "trl_implicit_conversational": ({"chosen": msgs("hi", "hello", "sky?", "blue"),
-                                     "rejected": msgs("hi", "hello", "sky?", "go away")},
-                                    PreferencePair(msgs("hi", "hello", "sky?"), "blue", "go away", 1)),
-    "hh_rlhf": ({"chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: What is 2+2?\n\nAssistant: 4",
-                 "rejected": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: What is 2+2?\n\nAssistant: Ask a calculator."},
-                PreferencePair(msgs("hi", "hello", "What is 2+2?"), "4", "Ask a calculator.", 1)),
-    "ultrafeedback": ({"prompt": "What color is the sky?", "prompt_id": "ab12",
-                       "chosen": msgs("What color is the sky?", "Blue."),
-                       "rejected": msgs("What color is the sky?", "Green."),
-                       "messages": msgs("What color is the sky?", "Blue."), "score_chosen": 9.0, "score_rejected": 4.5},
-                      PreferencePair(SKY, "Blue.", "Green.", 1)),
-    "lmforge_votes": ({"prompt": SKY, "chosen": [{"role": "assistant", "content": "Blue."}],
-                       "rejected": [{"role": "assistant", "content": "Green."}], "preference": "chosen",
-                       "vote_id": 4, "models": {"chosen": "b", "rejected": "a"}},
-                      PreferencePair(SKY, "Blue.", "Green.", 1)),
+    "trl_standard": (
+        {"prompt": "What color is the sky?", "chosen": "Blue.", "rejected": "Green."},
+        PreferencePair(SKY, "Blue.", "Green.", 1),
+    ),
+    "trl_conversational": (
+        {
+            "prompt": [{"role": "system", "content": "Be brief."}] + SKY,
+            "chosen": [{"role": "assistant", "content": "Blue."}],
+            "rejected": [{"role": "assistant", "content": "Green."}],
+        },
+        PreferencePair([{"role": "system", "content": "Be brief."}] + SKY, "Blue.", "Green.", 1),
+    ),
+    "trl_implicit": (
+        {"chosen": "The sky is blue.", "rejected": "The sky is bright green."},
+        PreferencePair([{"role": "user", "content": "The sky is"}], "blue.", "bright green.", 1),
+    ),
+    "trl_implicit_conversational": (
+        {"chosen": msgs("hi", "hello", "sky?", "blue"), "rejected": msgs("hi", "hello", "sky?", "go away")},
+        PreferencePair(msgs("hi", "hello", "sky?"), "blue", "go away", 1),
+    ),
+    "hh_rlhf": (
+        {
+            "chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: What is 2+2?\n\nAssistant: 4",
+            "rejected": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: What is 2+2?\n\nAssistant: Ask a calculator.",
+        },
+        PreferencePair(msgs("hi", "hello", "What is 2+2?"), "4", "Ask a calculator.", 1),
+    ),
+    "ultrafeedback": (
+        {
+            "prompt": "What color is the sky?",
+            "prompt_id": "ab12",
+            "chosen": msgs("What color is the sky?", "Blue."),
+            "rejected": msgs("What color is the sky?", "Green."),
+            "messages": msgs("What color is the sky?", "Blue."),
+            "score_chosen": 9.0,
+            "score_rejected": 4.5,
+        },
+        PreferencePair(SKY, "Blue.", "Green.", 1),
+    ),
+    "lmforge_votes": (
+        {
+            "prompt": SKY,
+            "chosen": [{"role": "assistant", "content": "Blue."}],
+            "rejected": [{"role": "assistant", "content": "Green."}],
+            "preference": "chosen",
+            "vote_id": 4,
+            "models": {"chosen": "b", "rejected": "a"},
+        },
+        PreferencePair(SKY, "Blue.", "Green.", 1),
+    ),
 }
 
 
@@ -74,7 +103,9 @@ def test_each_format_reads_into_a_pair(fmt, tmp_path):
 
 def test_formats_mix_per_record_and_json_arrays_and_gzip(tmp_path):
     records = [r for r, _ in FORMATS.values()]
-    want = [PreferencePair(p.prompt, p.chosen, p.rejected, i + 1) for i, (_, p) in enumerate(FORMATS.values())]
+    want = [
+        PreferencePair(p.prompt, p.chosen, p.rejected, i + 1) for i, (_, p) in enumerate(FORMATS.values())
+    ]
     assert read_preferences(write_jsonl(tmp_path / "p.jsonl", records)).pairs == want
     (tmp_path / "p.json").write_text(json.dumps(records), encoding="utf-8")
     assert read_preferences(tmp_path / "p.json").pairs == want  # line = record index + 1
@@ -97,24 +128,59 @@ MALFORMED = [
     ({"prompt": msgs("q", "a"), "chosen": "x", "rejected": "y"}, "last turn is 'assistant', not 'user'"),
     ({"prompt": [{"role": "user", "content": 3}], "chosen": "x", "rejected": "y"}, "content is int"),
     ({"prompt": "q", "chosen": 7, "rejected": "y"}, "'chosen' is int"),
-    ({"prompt": "q", "chosen": [{"role": "assistant", "content": {"t": 1}}], "rejected": "y"}, "content is dict"),
+    (
+        {"prompt": "q", "chosen": [{"role": "assistant", "content": {"t": 1}}], "rejected": "y"},
+        "content is dict",
+    ),
     ({"prompt": "q", "chosen": ["hi"], "rejected": "y"}, r"chosen\[0\] is str"),
-    ({"prompt": "q", "chosen": [{"role": "assistant", "content": "x", "tool_calls": []}], "rejected": "y"},
-     "expected only role and content"),
+    (
+        {"prompt": "q", "chosen": [{"role": "assistant", "content": "x", "tool_calls": []}], "rejected": "y"},
+        "expected only role and content",
+    ),
     ({"prompt": [{"role": "robot", "content": "q"}], "chosen": "x", "rejected": "y"}, "role 'robot'"),
-    ({"prompt": "q", "chosen": [{"role": "user", "content": "x"}], "rejected": [{"role": "user", "content": "y"}]},
-     "not an assistant turn"),
-    ({"chosen": msgs("hi", "a", "q1", "x"), "rejected": msgs("hi", "a", "q2", "y")}, "differ only in their last"),
+    (
+        {
+            "prompt": "q",
+            "chosen": [{"role": "user", "content": "x"}],
+            "rejected": [{"role": "user", "content": "y"}],
+        },
+        "not an assistant turn",
+    ),
+    (
+        {"chosen": msgs("hi", "a", "q1", "x"), "rejected": msgs("hi", "a", "q2", "y")},
+        "differ only in their last",
+    ),
     ({"chosen": "\n\nHuman: q\n\nAssistant: a", "rejected": "\n\nHuman: q\n\nAssistant: a"}, "are the same"),
     ({"chosen": "\n\nHuman: q\n\nAssistant:", "rejected": "\n\nHuman: q\n\nAssistant: b"}, "empty content"),
-    ({"chosen": "\n\nHuman: q\n\nHuman: again\n\nAssistant: a", "rejected": "\n\nHuman: q\n\nHuman: again\n\nAssistant: b"},
-     "turns must alternate"),
+    (
+        {
+            "chosen": "\n\nHuman: q\n\nHuman: again\n\nAssistant: a",
+            "rejected": "\n\nHuman: q\n\nHuman: again\n\nAssistant: b",
+        },
+        "turns must alternate",
+    ),
     ({"chosen": "apples are red", "rejected": "bananas are yellow"}, "share no prompt text"),
     ({"prompt": "q", "chosen": "a" * 1_000_001, "rejected": "b"}, "over the 1000000 limit"),
-    ({"prompt": "q", "chosen": msgs("q", "a"), "rejected": msgs("q", "b"), "score_chosen": 2, "score_rejected": 5},
-     "below score_rejected"),
-    ({"prompt": "q", "chosen": msgs("q", "a"), "rejected": msgs("q", "b"), "score_chosen": "9", "score_rejected": 5},
-     "'score_chosen' is str"),
+    (
+        {
+            "prompt": "q",
+            "chosen": msgs("q", "a"),
+            "rejected": msgs("q", "b"),
+            "score_chosen": 2,
+            "score_rejected": 5,
+        },
+        "below score_rejected",
+    ),
+    (
+        {
+            "prompt": "q",
+            "chosen": msgs("q", "a"),
+            "rejected": msgs("q", "b"),
+            "score_chosen": "9",
+            "score_rejected": 5,
+        },
+        "'score_chosen' is str",
+    ),
 ]
 
 
@@ -142,7 +208,9 @@ def test_no_strict_preference_is_excluded_and_counted(tmp_path):
 def test_files_with_no_usable_pair_and_bad_arguments(tmp_path):
     with pytest.raises(LmforgeError, match="preference data file not found"):
         read_preferences(tmp_path / "nope.jsonl")
-    with pytest.raises(LmforgeError, match=r"no usable preference pair in 2 records; first problem: p\.jsonl:1"):
+    with pytest.raises(
+        LmforgeError, match=r"no usable preference pair in 2 records; first problem: p\.jsonl:1"
+    ):
         read_preferences(write_jsonl(tmp_path / "p.jsonl", ["{x", '{"prompt": 1}']), on_error="skip")
     with pytest.raises(LmforgeError, match="on_error must be one of fatal, skip"):
         read_preferences(tmp_path / "p.jsonl", on_error="error")
@@ -170,21 +238,29 @@ def test_implicit_prompt_strings_split_at_the_shared_words(prompt, chosen, rejec
 
 
 HH_TURN_TEXT = st.text(alphabet="abc xyz?!\n:.", min_size=1, max_size=20).filter(
-    lambda t: t.strip() and "\n\n" not in t)
+    lambda t: t.strip() and "\n\n" not in t
+)
 
 
 @settings(max_examples=60, deadline=None)
-@given(turns=st.lists(HH_TURN_TEXT, min_size=1, max_size=4).map(lambda t: t[:(len(t) - 1) // 2 * 2 + 1]),
-       chosen=HH_TURN_TEXT, rejected=HH_TURN_TEXT)
+@given(
+    turns=st.lists(HH_TURN_TEXT, min_size=1, max_size=4).map(lambda t: t[: (len(t) - 1) // 2 * 2 + 1]),
+    chosen=HH_TURN_TEXT,
+    rejected=HH_TURN_TEXT,
+)
 def test_hh_transcripts_round_trip(turns, chosen, rejected):
     """Render a conversation as an HH-RLHF transcript pair; the reader gives back its turns."""
     if chosen.strip() == rejected.strip():
         rejected += " no"
-    prompt = [{"role": "user" if i % 2 == 0 else "assistant", "content": t.strip()} for i, t in enumerate(turns)]
+    prompt = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": t.strip()} for i, t in enumerate(turns)
+    ]
 
     def transcript(reply: str) -> str:
-        return "".join(f"\n\n{'Human' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in prompt) + \
-            f"\n\nAssistant: {reply}"
+        return (
+            "".join(f"\n\n{'Human' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in prompt)
+            + f"\n\nAssistant: {reply}"
+        )
 
     with tempfile.TemporaryDirectory() as d:
         rec = {"chosen": transcript(chosen), "rejected": transcript(rejected)}
@@ -205,12 +281,16 @@ def make_db(path: Path, models=("red", "blue")) -> Path:
     con.executescript(SCHEMA)
     con.execute("INSERT INTO meta VALUES ('models', ?)", (json.dumps(list(models)),))
     for k, (key, prompt, system) in enumerate(PROMPTS):
-        pid = con.execute("INSERT INTO prompts (key, prompt, system) VALUES (?, ?, ?)", (key, prompt, system)).lastrowid
+        pid = con.execute(
+            "INSERT INTO prompts (key, prompt, system) VALUES (?, ?, ?)", (key, prompt, system)
+        ).lastrowid
         for m in models:
             con.execute("INSERT INTO answers VALUES (?, ?, ?, 1, 'stop')", (pid, m, ANSWERS[m][k]))
         for i, a in enumerate(models):
-            for b in models[i + 1:]:
-                con.execute("INSERT INTO comparisons (prompt_id, model_a, model_b) VALUES (?, ?, ?)", (pid, a, b))
+            for b in models[i + 1 :]:
+                con.execute(
+                    "INSERT INTO comparisons (prompt_id, model_a, model_b) VALUES (?, ?, ?)", (pid, a, b)
+                )
     con.commit()
     con.close()
     return path
@@ -252,8 +332,10 @@ def test_export_writes_one_pair_per_decisive_vote(tmp_path, capsys):
     assert (rows[0]["rating_chosen"], rows[0]["rating_rejected"]) == (2, 4)  # blue was on the right
     assert rows[1]["models"] == {"chosen": "red", "rejected": "blue"} and rows[1]["rater"] == "ann"
     data = read_preferences(out)
-    assert data.pairs == [PreferencePair(prompt_messages(0), "go away", "hello there", 1),
-                          PreferencePair(prompt_messages(1), "5", "five", 2)]
+    assert data.pairs == [
+        PreferencePair(prompt_messages(0), "go away", "hello there", 1),
+        PreferencePair(prompt_messages(1), "5", "five", 2),
+    ]
     assert data.formats == Counter({"lmforge_votes": 2})
 
     kept = tmp_path / "all.jsonl"
@@ -271,8 +353,11 @@ def test_export_leaves_out_votes_that_cannot_teach_a_preference(tmp_path):
     cast(store, 2, "ann", "red")
     result = export_votes(db)
     assert not result.records and result.excluded == Counter({"identical answers": 1, "empty answer": 1})
-    with pytest.raises(LmforgeError, match=r"none of the 2 votes .* states a preference \(1 empty answer, "
-                                           r"1 identical answers\); nothing written"):
+    with pytest.raises(
+        LmforgeError,
+        match=r"none of the 2 votes .* states a preference \(1 empty answer, "
+        r"1 identical answers\); nothing written",
+    ):
         write_export(db, tmp_path / "p.jsonl")
     assert not (tmp_path / "p.jsonl").exists()
 
@@ -309,8 +394,11 @@ VOTE = st.tuples(st.sampled_from([1, 2]), st.sampled_from(["red", "blue", "tie",
 
 
 @settings(max_examples=12, deadline=None)  # each example casts up to 12 real votes
-@given(votes=st.lists(VOTE, min_size=1, max_size=6), order=st.randoms(use_true_random=False),
-       keep_ties=st.booleans())
+@given(
+    votes=st.lists(VOTE, min_size=1, max_size=6),
+    order=st.randoms(use_true_random=False),
+    keep_ties=st.booleans(),
+)
 def test_export_then_read_gives_the_same_pairs_whatever_the_vote_order(votes, order, keep_ties):
     """Each vote is by its own rater; casting them in any order exports the same pairs."""
     votes = [(c, outcome, left, f"rater{i}") for i, (c, outcome, left) in enumerate(votes)]
@@ -350,7 +438,9 @@ def test_answers_per_model_for_the_judge(tmp_path, capsys):
     assert "red: " in capsys.readouterr().out
     for model in ("red", "blue"):
         rows = [json.loads(x) for x in (tmp_path / "ans" / f"{model}.jsonl").read_text().splitlines()]
-        assert rows == [{"question": p, "answer": ANSWERS[model][k], "prompt_key": key}
-                        for k, (key, p, _) in enumerate(PROMPTS)]
+        assert rows == [
+            {"question": p, "answer": ANSWERS[model][k], "prompt_key": key}
+            for k, (key, p, _) in enumerate(PROMPTS)
+        ]
     assert main(["human", "answers", "--db", str(db), "--out", str(tmp_path / "ans")]) == 2
     assert "already exist; choose another --out" in capsys.readouterr().err

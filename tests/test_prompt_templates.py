@@ -22,8 +22,11 @@ from lmforge.serve.config import SampleConfig
 from lmforge.serve.engine import ServedModel
 from lmforge.tiny import make_tiny_run
 
-POOL = [{"question": "2+2?", "answer": "4"}, {"question": "capital of France?", "answer": "Paris"},
-        {"question": "color of the sky?", "answer": "blue"}]
+POOL = [
+    {"question": "2+2?", "answer": "4"},
+    {"question": "capital of France?", "answer": "Paris"},
+    {"question": "color of the sky?", "answer": "blue"},
+]
 GREEDY = SampleConfig(max_new_tokens=6, temperature=0.0, top_k=None, seed=None)
 
 
@@ -39,8 +42,15 @@ def model(run):
 
 def write_template(folder, **over) -> str:
     (folder / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in POOL))
-    spec = {"system": "Answer briefly.", "query": "Q: {question}\nA:", "answer": " {answer}", "shots": 2,
-            "seed": 7, "pool": "pool.jsonl", **over}
+    spec = {
+        "system": "Answer briefly.",
+        "query": "Q: {question}\nA:",
+        "answer": " {answer}",
+        "shots": 2,
+        "seed": 7,
+        "pool": "pool.jsonl",
+        **over,
+    }
     path = folder / "tpl.yaml"
     import yaml
 
@@ -54,9 +64,15 @@ def test_load_template_and_errors(tmp_path):
     js = tmp_path / "t.json"
     js.write_text(json.dumps({"query": "{input}", "pool": POOL[:1], "shots": 1}))
     assert template_pool(load_template(js)) == POOL[:1]
-    for text, match in [("query: [1", "not valid YAML"), ("- a\n- b", "mapping"), ("quary: x", "unknown"),
-                        ("shots: two", "integer"), ("shots: 2", "needs a pool"), ("query: 3", "string"),
-                        ("shots: -1", ">= 0")]:
+    for text, match in [
+        ("query: [1", "not valid YAML"),
+        ("- a\n- b", "mapping"),
+        ("quary: x", "unknown"),
+        ("shots: two", "integer"),
+        ("shots: 2", "needs a pool"),
+        ("query: 3", "string"),
+        ("shots: -1", ">= 0"),
+    ]:
         (tmp_path / "bad.yaml").write_text(text)
         with pytest.raises(LmforgeError, match=match):
             load_template(tmp_path / "bad.yaml")
@@ -94,9 +110,10 @@ def test_served_conversations_get_the_template_unless_they_bring_a_system_messag
     ids = m.chat_ids(user)
     tok = m.tokenizer
     assert ids == render_chat(prefix + user, tok, add_generation_prompt=True)
-    assert ids[:2] == [tok.eot_id, tok.system_id] and ids[2:2 + len(tok.encode("Answer briefly."))] == \
-        tok.encode("Answer briefly.")
-    assert ids[-len(plain) + 1:] == plain[1:]  # the request's own turns follow the template's
+    assert ids[:2] == [tok.eot_id, tok.system_id] and ids[
+        2 : 2 + len(tok.encode("Answer briefly."))
+    ] == tok.encode("Answer briefly.")
+    assert ids[-len(plain) + 1 :] == plain[1:]  # the request's own turns follow the template's
     own = [{"role": "system", "content": "be terse"}, *user]
     assert m.chat_ids(own) == render_chat(own, tok, add_generation_prompt=True)  # used as it is
     m.set_prompt_template(None)
@@ -111,11 +128,16 @@ def test_chat_cli_uses_the_template(run, tmp_path, monkeypatch, model):
     out, lines, real = io.StringIO(), iter(["3+3?", "/quit"]), chat.run_repl
     # the real REPL and session, fed two lines, writing to a buffer (run_repl's default stdout is bound at import)
     monkeypatch.setattr(chat, "run_repl", lambda session: real(session, read=lambda _: next(lines), out=out))
-    assert main(["chat", "--run", str(run), "--prompt-template", tpl, "--temperature", "0",
-                 "--max-tokens", "6"]) == 0
+    assert (
+        main(["chat", "--run", str(run), "--prompt-template", tpl, "--temperature", "0", "--max-tokens", "6"])
+        == 0
+    )
     t = load_template(tpl)
-    ids = render_chat(prefix_messages(t, template_pool(t)) + [{"role": "user", "content": "3+3?"}],
-                      model.tokenizer, add_generation_prompt=True)
+    ids = render_chat(
+        prefix_messages(t, template_pool(t)) + [{"role": "user", "content": "3+3?"}],
+        model.tokenizer,
+        add_generation_prompt=True,
+    )
     want = model.complete(ids, GREEDY, model.chat_stop_ids()).text
     assert want and f"model> {want}" in out.getvalue()
 
@@ -132,11 +154,16 @@ def test_server_chat_completion_sees_the_template(run, tmp_path):
     user = [{"role": "user", "content": "3+3?"}]
     ids = render_chat(prefix_messages(t, template_pool(t)) + user, m.tokenizer, add_generation_prompt=True)
     with RunningServer(create_app([m])) as srv:
+
         def ask(messages):
-            r = httpx.post(f"{srv.url}/v1/chat/completions", timeout=120,
-                           json={"model": m.name, "messages": messages, "max_tokens": 6, "temperature": 0})
+            r = httpx.post(
+                f"{srv.url}/v1/chat/completions",
+                timeout=120,
+                json={"model": m.name, "messages": messages, "max_tokens": 6, "temperature": 0},
+            )
             assert r.status_code == 200, r.text
             return r.json()
+
         got = ask(user)
         assert got["usage"]["prompt_tokens"] == len(ids)
         assert got["choices"][0]["message"]["content"] == m.complete(ids, GREEDY, m.chat_stop_ids()).text
@@ -145,6 +172,7 @@ def test_server_chat_completion_sees_the_template(run, tmp_path):
 
 
 # ---- eval
+
 
 def _eval_run(tmp_path):
     from tests.test_eval_cli import make_run, write_task
@@ -157,16 +185,59 @@ def test_eval_accepts_prompt_template_and_apply_chat_template(tmp_path):
 
     run, task = _eval_run(tmp_path)
     tpl = write_template(tmp_path, instructions="Pick one.")
-    assert main(["--run", str(run), "--task-file", str(task), "--prompt-template", tpl, "--log-samples",
-                 "--no-cache", "--output", str(tmp_path / "o1")]) == 0
+    assert (
+        main(
+            [
+                "--run",
+                str(run),
+                "--task-file",
+                str(task),
+                "--prompt-template",
+                tpl,
+                "--log-samples",
+                "--no-cache",
+                "--output",
+                str(tmp_path / "o1"),
+            ]
+        )
+        == 0
+    )
     res = json.loads((tmp_path / "o1" / "results.json").read_text())
     assert res["settings"]["system_prompt"] == "Answer briefly.\n\nPick one."
-    assert main(["--run", str(run), "--task-file", str(task), "--apply-chat-template", "--no-cache",
-                 "--output", str(tmp_path / "o2")]) == 0
+    assert (
+        main(
+            [
+                "--run",
+                str(run),
+                "--task-file",
+                str(task),
+                "--apply-chat-template",
+                "--no-cache",
+                "--output",
+                str(tmp_path / "o2"),
+            ]
+        )
+        == 0
+    )
     res = json.loads((tmp_path / "o2" / "results.json").read_text())
     assert res["settings"]["apply_chat_template"] is True and "capitals" in res["tasks"]
-    assert main(["--run", str(run), "--task-file", str(task), "--prompt-template", tpl, "--system-prompt", "x",
-                 "--output", str(tmp_path / "o3")]) == 2
+    assert (
+        main(
+            [
+                "--run",
+                str(run),
+                "--task-file",
+                str(task),
+                "--prompt-template",
+                tpl,
+                "--system-prompt",
+                "x",
+                "--output",
+                str(tmp_path / "o3"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_apply_chat_template_scores_chat_context_ids(tmp_path):
@@ -189,12 +260,20 @@ def test_apply_chat_template_scores_chat_context_ids(tmp_path):
     try:
         runner.loglikelihood_tokens = spy
         loglik.loglikelihood_tokens = spy
-        chat = runner.run_task(lm, task, num_fewshot=1, system_prompt="Be right.", apply_chat_template=True,
-                               progress=False, log_samples=True)
+        chat = runner.run_task(
+            lm,
+            task,
+            num_fewshot=1,
+            system_prompt="Be right.",
+            apply_chat_template=True,
+            progress=False,
+            log_samples=True,
+        )
         chat_pairs = list(seen)
         seen.clear()
-        plain = runner.run_task(lm, task, num_fewshot=1, system_prompt="Be right.", progress=False,
-                                log_samples=True)
+        plain = runner.run_task(
+            lm, task, num_fewshot=1, system_prompt="Be right.", progress=False, log_samples=True
+        )
         plain_pairs = list(seen)
     finally:
         runner.loglikelihood_tokens = real
@@ -202,7 +281,7 @@ def test_apply_chat_template_scores_chat_context_ids(tmp_path):
     assert len(chat_pairs) == len(plain_pairs) == sum(len(task.choices(d)) for d in docs)
     head = [tok.eot_id, tok.system_id] + tok.encode("Be right.") + [tok.end_id, tok.user_id]
     for ctx, cont in chat_pairs:
-        assert ctx[:len(head)] == head and ctx[-1] == tok.assistant_id
+        assert ctx[: len(head)] == head and ctx[-1] == tok.assistant_id
         assert ctx.count(tok.user_id) == 1 and tok.assistant_id in ctx
         assert tok.decode(cont).startswith(" ")  # target_delimiter + choice, after <|assistant|>
     # the user turn is exactly the plain context without its head: shots + question in one turn

@@ -10,13 +10,25 @@ from lmforge.config import RunConfig, from_dict
 from lmforge.errors import LmforgeError
 from lmforge.report import read_report_section, update_report_section, write_report
 
-RESULT = {"steps": 40, "tokens": 40960, "final_train_loss": 3.21, "val_loss": 3.5, "val_ppl": 33.12,
-          "val_bpb": 1.234, "tokens_per_s": 5120.0, "wall_s": 8.0, "stopped_early": False}
+RESULT = {
+    "steps": 40,
+    "tokens": 40960,
+    "final_train_loss": 3.21,
+    "val_loss": 3.5,
+    "val_ppl": 33.12,
+    "val_bpb": 1.234,
+    "tokens_per_s": 5120.0,
+    "wall_s": 8.0,
+    "stopped_early": False,
+}
 
 
 @pytest.fixture
 def run_dir(tmp_path):
-    rows = [{"step": s, "loss": 6.0 - 0.1 * s, "lr": 1e-3, "kind": "train", "tokens": 1024 * s} for s in range(1, 41)]
+    rows = [
+        {"step": s, "loss": 6.0 - 0.1 * s, "lr": 1e-3, "kind": "train", "tokens": 1024 * s}
+        for s in range(1, 41)
+    ]
     rows += [{"step": s, "val_loss": 5.0 - 0.03 * s, "val_bpb": 2.0, "kind": "val"} for s in (20, 40)]
     lines = [json.dumps(r) for r in rows] + ['{"step": 41, "loss": 2.']  # a line cut by a crash
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
@@ -44,13 +56,29 @@ def test_training_section_names_the_optimizer_and_schedule(run_dir):
     text = write_report(run_dir, RunConfig(), RESULT, []).read_text()
     assert "| optimizer | AdamW (lr 0.0003, betas (0.9, 0.95), weight decay 0.1), grad clip 1 |" in text
     assert "warmup 100 steps to 0.0003, then cosine decay to 10% of the peak at step 1,000" in text
-    cfg = from_dict(RunConfig, {"train": {"optimizer": "muon", "muon_lr": 0.03, "lr": 1e-3, "decay": "wsd",
-                                          "min_lr_ratio": 0.0, "decay_fraction": 0.25, "max_steps": 400}})
+    cfg = from_dict(
+        RunConfig,
+        {
+            "train": {
+                "optimizer": "muon",
+                "muon_lr": 0.03,
+                "lr": 1e-3,
+                "decay": "wsd",
+                "min_lr_ratio": 0.0,
+                "decay_fraction": 0.25,
+                "max_steps": 400,
+            }
+        },
+    )
     text = write_report(run_dir, cfg, RESULT, []).read_text()
-    assert ("Muon + AdamW: Muon (lr 0.03 at Jordan's scale, Nesterov momentum 0.95, weight decay 0) on the blocks' "
-            "matrices; AdamW (lr 0.001, betas (0.9, 0.95), weight decay 0.1) on embeddings") in text
-    assert ("WSD (warmup-stable-decay): warmup 100 steps to 0.001 (Muon 0.03), then constant to step 300, then "
-            "1-sqrt decay over the last 25% of steps to 0% of the peak at step 400") in text
+    assert (
+        "Muon + AdamW: Muon (lr 0.03 at Jordan's scale, Nesterov momentum 0.95, weight decay 0) on the blocks' "
+        "matrices; AdamW (lr 0.001, betas (0.9, 0.95), weight decay 0.1) on embeddings"
+    ) in text
+    assert (
+        "WSD (warmup-stable-decay): warmup 100 steps to 0.001 (Muon 0.03), then constant to step 300, then "
+        "1-sqrt decay over the last 25% of steps to 0% of the peak at step 400"
+    ) in text
 
 
 def test_write_report_twice_gives_the_same_file(run_dir):
@@ -103,4 +131,6 @@ def test_model_section_names_the_architecture_options(run_dir):
     assert "QK-norm" not in plain and "soft-capped" not in plain
     cfg = from_dict(RunConfig, {"model": {"qk_norm": True, "logit_softcap": 15, "activation": "relu2"}})
     text = write_report(run_dir, cfg, RESULT, []).read_text()
-    assert ", QK-norm |" in text and "| output logits | soft-capped at 15 |" in text and "| MLP | relu2," in text
+    assert (
+        ", QK-norm |" in text and "| output logits | soft-capped at 15 |" in text and "| MLP | relu2," in text
+    )

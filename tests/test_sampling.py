@@ -27,8 +27,12 @@ def gens(cfgs):
 
 
 @settings(max_examples=60, deadline=None)
-@given(cfgs=st.lists(row_settings, min_size=1, max_size=5), vocab=st.integers(2, 40),
-       scale=st.floats(0.1, 20.0), seed=st.integers(0, 2**16))
+@given(
+    cfgs=st.lists(row_settings, min_size=1, max_size=5),
+    vocab=st.integers(2, 40),
+    scale=st.floats(0.1, 20.0),
+    seed=st.integers(0, 2**16),
+)
 def test_batch_equals_row_by_row_with_the_same_generators(cfgs, vocab, scale, seed):
     logits = torch.randn(len(cfgs), vocab, generator=torch.Generator().manual_seed(seed)) * scale
     batch_gens, row_gens = gens(cfgs), gens(cfgs)

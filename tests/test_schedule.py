@@ -26,10 +26,15 @@ ANY_DECAY = st.sampled_from(["cosine", "linear", "constant", "wsd"])
 @st.composite
 def configs(draw, decay=ANY_DECAY):
     max_steps = draw(st.integers(1, 400))
-    return TrainConfig(lr=draw(st.floats(1e-5, 1.0)), max_steps=max_steps,
-                       warmup_steps=draw(st.integers(0, max_steps)), decay=draw(decay),
-                       min_lr_ratio=draw(st.sampled_from([0.0, 0.1, 0.5, 1.0])),
-                       decay_fraction=draw(st.floats(0.01, 1.0)), decay_shape=draw(st.sampled_from(["linear", "1-sqrt"])))
+    return TrainConfig(
+        lr=draw(st.floats(1e-5, 1.0)),
+        max_steps=max_steps,
+        warmup_steps=draw(st.integers(0, max_steps)),
+        decay=draw(decay),
+        min_lr_ratio=draw(st.sampled_from([0.0, 0.1, 0.5, 1.0])),
+        decay_fraction=draw(st.floats(0.01, 1.0)),
+        decay_shape=draw(st.sampled_from(["linear", "1-sqrt"])),
+    )
 
 
 def close(a: float, b: float) -> bool:
@@ -47,7 +52,7 @@ def test_every_schedule_warms_up_then_never_rises_and_stays_in_range(cfg):
     assert all(a < b for a, b in pairwise(lrs[:w]))  # warmup rises
     if w:
         assert close(lrs[w - 1], cfg.lr)  # ... to the peak at its last step
-    assert all(b <= a * (1 + 1e-12) for a, b in pairwise(lrs[max(w - 1, 0):]))  # then never rises
+    assert all(b <= a * (1 + 1e-12) for a, b in pairwise(lrs[max(w - 1, 0) :]))  # then never rises
     if cfg.decay != "constant" and cfg.max_steps > w:
         assert close(lr_at(cfg.max_steps, cfg), floor)  # the floor is reached at max_steps
         assert close(lr_at(cfg.max_steps + 100, cfg), floor)  # ... and kept
@@ -59,7 +64,11 @@ def test_wsd_holds_the_peak_until_the_last_decay_fraction(cfg):
     start = wsd_decay_start(cfg)
     assert cfg.warmup_steps <= start <= cfg.max_steps
     decay_steps = cfg.max_steps - start
-    assert abs(decay_steps - cfg.decay_fraction * cfg.max_steps) <= 0.5 or decay_steps == 1 or start == cfg.warmup_steps
+    assert (
+        abs(decay_steps - cfg.decay_fraction * cfg.max_steps) <= 0.5
+        or decay_steps == 1
+        or start == cfg.warmup_steps
+    )
     assert all(close(lr_at(s, cfg), cfg.lr) for s in range(cfg.warmup_steps, start + 1))  # the stable phase
     if start + 1 < cfg.max_steps and cfg.min_lr_ratio < 1.0:
         assert lr_at(start + 1, cfg) < cfg.lr  # decay begins right after it
@@ -80,21 +89,39 @@ def test_wsd_cooldown_shapes(cfg):
 
 
 def test_wsd_worked_example():
-    cfg = TrainConfig(lr=1.0, warmup_steps=2, max_steps=10, decay="wsd", decay_fraction=0.3, min_lr_ratio=0.0,
-                      decay_shape="linear")
+    cfg = TrainConfig(
+        lr=1.0,
+        warmup_steps=2,
+        max_steps=10,
+        decay="wsd",
+        decay_fraction=0.3,
+        min_lr_ratio=0.0,
+        decay_shape="linear",
+    )
     assert [lr_at(s, cfg) for s in range(11)] == pytest.approx(
-        [0.5, 1, 1, 1, 1, 1, 1, 1, 2 / 3, 1 / 3, 0])  # 3 decay steps: 7 (peak), 8, 9; 0 at step 10
+        [0.5, 1, 1, 1, 1, 1, 1, 1, 2 / 3, 1 / 3, 0]
+    )  # 3 decay steps: 7 (peak), 8, 9; 0 at step 10
     # a decay longer than what follows the warmup starts right after it
-    early = TrainConfig(lr=1.0, warmup_steps=8, max_steps=10, decay="wsd", decay_fraction=0.5, decay_shape="linear",
-                        min_lr_ratio=0.0)
+    early = TrainConfig(
+        lr=1.0,
+        warmup_steps=8,
+        max_steps=10,
+        decay="wsd",
+        decay_fraction=0.5,
+        decay_shape="linear",
+        min_lr_ratio=0.0,
+    )
     assert wsd_decay_start(early) == 8 and lr_at(9, early) == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"decay_fraction": 0.0}, r"decay_fraction must be in \(0, 1\]"),
-    ({"decay_fraction": 1.5}, r"decay_fraction must be in \(0, 1\]"),
-    ({"decay_fraction": math.nan}, "decay_fraction"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"decay_fraction": 0.0}, r"decay_fraction must be in \(0, 1\]"),
+        ({"decay_fraction": 1.5}, r"decay_fraction must be in \(0, 1\]"),
+        ({"decay_fraction": math.nan}, "decay_fraction"),
+    ],
+)
 def test_bad_decay_fraction_is_refused(override, message):
     with pytest.raises(ConfigError, match=message):
         from_dict(RunConfig, {"train": {"decay": "wsd", **override}}).train.validate()
@@ -104,8 +131,19 @@ def test_bad_decay_fraction_is_refused(override, message):
 
 def test_wsd_with_the_batch_ramp_in_the_loop(data, tmp_path):
     shards, tok, _ = data
-    cfg = make_cfg(tok, max_steps=12, batch_size=2, grad_accum=4, batch_ramp_start=64, batch_ramp_tokens=1024,
-                   decay="wsd", decay_fraction=0.25, min_lr_ratio=0.0, warmup_steps=2, seq_len=32)
+    cfg = make_cfg(
+        tok,
+        max_steps=12,
+        batch_size=2,
+        grad_accum=4,
+        batch_ramp_start=64,
+        batch_ramp_tokens=1024,
+        decay="wsd",
+        decay_fraction=0.25,
+        min_lr_ratio=0.0,
+        warmup_steps=2,
+        seq_len=32,
+    )
     train(cfg, shards, tok, tmp_path / "run")
     rows = read_metrics(tmp_path / "run")
     assert [r["lr"] for r in rows] == pytest.approx([lr_at(s, cfg.train) for s in range(12)])

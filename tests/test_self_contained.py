@@ -12,7 +12,9 @@ def test_cited_documents_are_in_the_repository():
     cited = set()
     for f in (ROOT / "lmforge").rglob("*.py"):
         text = f.read_text(encoding="utf-8")
-        assert "shared/notes" not in text and "notes §" not in text, f"{f}: cites notes outside the repository"
+        assert "shared/notes" not in text and "notes §" not in text, (
+            f"{f}: cites notes outside the repository"
+        )
         cited |= set(re.findall(r"docs/[\w.-]+\.md", text))
     assert cited >= {"docs/eval-semantics.md", "docs/curation-reference.md"}
     for doc in cited:
@@ -24,8 +26,11 @@ def test_tests_reach_shared_data_only_through_the_helper():
     for f in sorted((ROOT / "tests").glob("*.py")):
         if f.name in ("conftest.py", Path(__file__).name):
             continue
-        code = "\n".join(ln for ln in f.read_text(encoding="utf-8").splitlines()
-                         if not ln.lstrip().startswith("#") and "pytest.skip(" not in ln)
+        code = "\n".join(
+            ln
+            for ln in f.read_text(encoding="utf-8").splitlines()
+            if not ln.lstrip().startswith("#") and "pytest.skip(" not in ln
+        )
         assert not pattern.search(code), f"{f.name}: reads ../shared directly; use conftest.shared_path"
 
 
@@ -37,9 +42,14 @@ def test_shipped_benchmark_files_are_package_data():
 
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
-    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["lmforge"]
-    files = [p.relative_to(ROOT / "lmforge").as_posix() for p in (ROOT / "lmforge" / "benchmarks").rglob("*")
-             if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts]
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "lmforge"
+    ]
+    files = [
+        p.relative_to(ROOT / "lmforge").as_posix()
+        for p in (ROOT / "lmforge" / "benchmarks").rglob("*")
+        if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts
+    ]
     assert len(files) > 100
     for f in files:
         assert any(fnmatch(f, g.replace("**/", "*")) or fnmatch(f, g) for g in globs), f

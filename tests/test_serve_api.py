@@ -22,14 +22,14 @@ KEY = "test-key"
 GREEDY = {"temperature": 0}
 
 
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     a = ServedModel.load(str(make_tiny_run(root / "alpha", seed=0, block_size=64)))
     b = ServedModel.load(f"beta={make_tiny_run(root / 'b', seed=1, block_size=64)}")
-    a.max_batch = 8  # alpha batches concurrent requests (lmforge/serve/batching.py), beta runs them one at a time
+    a.max_batch = (
+        8  # alpha batches concurrent requests (lmforge/serve/batching.py), beta runs them one at a time
+    )
     return a, b
 
 
@@ -85,8 +85,16 @@ def test_chat_completion_and_stream_agree(client, models):
     assert r.usage.prompt_tokens == len(models[1].chat_ids(messages))
     assert r.usage.completion_tokens == 15
 
-    chunks = list(client.chat.completions.create(model="beta", messages=messages, max_tokens=15, stream=True,
-                                                 stream_options={"include_usage": True}, **GREEDY))
+    chunks = list(
+        client.chat.completions.create(
+            model="beta",
+            messages=messages,
+            max_tokens=15,
+            stream=True,
+            stream_options={"include_usage": True},
+            **GREEDY,
+        )
+    )
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(pieces) > 1  # streamed, not sent in one piece
     assert "".join(pieces) == r.choices[0].message.content
@@ -115,13 +123,18 @@ def test_seed_temperature_top_p_and_n(client, models):
 
 
 def test_stop_sequences(client):
-    full = client.completions.create(model="alpha", prompt="the lazy", max_tokens=30, **GREEDY).choices[0].text
+    full = (
+        client.completions.create(model="alpha", prompt="the lazy", max_tokens=30, **GREEDY).choices[0].text
+    )
     stop = full[10:13]
-    r = client.completions.create(model="alpha", prompt="the lazy", max_tokens=30, stop=[stop, "\x00"], **GREEDY)
+    r = client.completions.create(
+        model="alpha", prompt="the lazy", max_tokens=30, stop=[stop, "\x00"], **GREEDY
+    )
     assert r.choices[0].text == full[: full.index(stop)]
     assert r.choices[0].finish_reason == "stop"
-    streamed = client.completions.create(model="alpha", prompt="the lazy", max_tokens=30, stop=stop, stream=True,
-                                         **GREEDY)
+    streamed = client.completions.create(
+        model="alpha", prompt="the lazy", max_tokens=30, stop=stop, stream=True, **GREEDY
+    )
     assert "".join(c.choices[0].text for c in streamed) == r.choices[0].text
 
 
@@ -139,19 +152,29 @@ def test_concurrent_requests_are_not_interleaved(server, client, models):
     """8 clients at once, greedy and seeded sampling, streaming and not: each answer equals the one
     computed alone, so no request saw another's KV cache, RNG or tokens."""
     jobs = [(f"question number {i}", i % 2 == 0, i % 3 == 0) for i in range(8)]
-    want = [expected_chat(models[0], [{"role": "user", "content": q}], 16,
-                          **({"temperature": 1.0, "seed": 100 + i} if sampled else {"temperature": 0}))
-            for i, (q, _, sampled) in enumerate(jobs)]
+    want = [
+        expected_chat(
+            models[0],
+            [{"role": "user", "content": q}],
+            16,
+            **({"temperature": 1.0, "seed": 100 + i} if sampled else {"temperature": 0}),
+        )
+        for i, (q, _, sampled) in enumerate(jobs)
+    ]
     got: list = [None] * len(jobs)
 
     def ask(i: int) -> None:
         q, stream, sampled = jobs[i]
         kw = {"temperature": 1.0, "seed": 100 + i} if sampled else GREEDY
         c = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=120)
-        r = c.chat.completions.create(model="alpha", messages=[{"role": "user", "content": q}], max_tokens=16,
-                                      stream=stream, **kw)
-        got[i] = ("".join(ch.choices[0].delta.content or "" for ch in r if ch.choices) if stream
-                  else r.choices[0].message.content)
+        r = c.chat.completions.create(
+            model="alpha", messages=[{"role": "user", "content": q}], max_tokens=16, stream=stream, **kw
+        )
+        got[i] = (
+            "".join(ch.choices[0].delta.content or "" for ch in r if ch.choices)
+            if stream
+            else r.choices[0].message.content
+        )
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(jobs))]
     for t in threads:
@@ -173,35 +196,87 @@ def test_api_key(server):
     assert httpx.get(f"{server.url}/health").status_code == 200  # health needs no key
 
 
-@pytest.mark.parametrize("path,body,status,param,code", [
-    ("/v1/completions", "{not json", 400, None, "invalid_json"),
-    ("/v1/completions", "[1, 2]", 400, None, None),
-    ("/v1/completions", {"prompt": "x"}, 400, "model", None),
-    ("/v1/completions", {"model": "nope", "prompt": "x"}, 404, "model", "model_not_found"),
-    ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "x"}]}, 404, "model",
-     "model_not_found"),
-    ("/v1/completions", {"model": "alpha", "prompt": "x", "temperature": 3}, 400, "temperature", None),
-    ("/v1/completions", {"model": "alpha", "prompt": "x", "top_p": 0}, 400, "top_p", None),
-    ("/v1/completions", {"model": "alpha", "prompt": "x", "max_tokens": 0}, 400, "max_tokens", None),
-    ("/v1/completions", {"model": "alpha", "prompt": "x", "n": 99}, 400, "n", None),
-    ("/v1/completions", {"model": "alpha", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", None),
-    ("/v1/completions", {"model": "alpha", "prompt": "x", "temprature": 1}, 400, "temprature", None),
-    ("/v1/completions", {"model": "alpha", "prompt": "x", "presence_penalty": 1}, 400, "presence_penalty", None),
-    ("/v1/completions", {"model": "alpha", "prompt": [99999]}, 400, "prompt", None),
-    ("/v1/completions", {"model": "alpha", "prompt": "word " * 200}, 400, "prompt", "context_length_exceeded"),
-    ("/v1/chat/completions", {"model": "alpha", "messages": [{"role": "user", "content": "word " * 200}]}, 400,
-     "messages", "context_length_exceeded"),
-    ("/v1/chat/completions", {"model": "alpha", "messages": []}, 400, "messages", None),
-    ("/v1/chat/completions", {"model": "alpha", "messages": [{"role": "robot", "content": "x"}]}, 400,
-     "messages", None),
-    ("/v1/chat/completions", {"model": "alpha", "messages": [{"role": "user", "content": ""}]}, 400,
-     "messages", None),
-    ("/v1/chat/completions", {"model": "alpha", "messages": [{"role": "user", "content": "x"}], "stream": True,
-                              "temperature": -1}, 400, "temperature", None),
-    ("/v1/nothing", {}, 404, None, "not_found"),
-])
-def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(server, client, path, body, status, param,
-                                                                     code):
+@pytest.mark.parametrize(
+    "path,body,status,param,code",
+    [
+        ("/v1/completions", "{not json", 400, None, "invalid_json"),
+        ("/v1/completions", "[1, 2]", 400, None, None),
+        ("/v1/completions", {"prompt": "x"}, 400, "model", None),
+        ("/v1/completions", {"model": "nope", "prompt": "x"}, 404, "model", "model_not_found"),
+        (
+            "/v1/chat/completions",
+            {"model": "nope", "messages": [{"role": "user", "content": "x"}]},
+            404,
+            "model",
+            "model_not_found",
+        ),
+        ("/v1/completions", {"model": "alpha", "prompt": "x", "temperature": 3}, 400, "temperature", None),
+        ("/v1/completions", {"model": "alpha", "prompt": "x", "top_p": 0}, 400, "top_p", None),
+        ("/v1/completions", {"model": "alpha", "prompt": "x", "max_tokens": 0}, 400, "max_tokens", None),
+        ("/v1/completions", {"model": "alpha", "prompt": "x", "n": 99}, 400, "n", None),
+        (
+            "/v1/completions",
+            {"model": "alpha", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]},
+            400,
+            "stop",
+            None,
+        ),
+        ("/v1/completions", {"model": "alpha", "prompt": "x", "temprature": 1}, 400, "temprature", None),
+        (
+            "/v1/completions",
+            {"model": "alpha", "prompt": "x", "presence_penalty": 1},
+            400,
+            "presence_penalty",
+            None,
+        ),
+        ("/v1/completions", {"model": "alpha", "prompt": [99999]}, 400, "prompt", None),
+        (
+            "/v1/completions",
+            {"model": "alpha", "prompt": "word " * 200},
+            400,
+            "prompt",
+            "context_length_exceeded",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "alpha", "messages": [{"role": "user", "content": "word " * 200}]},
+            400,
+            "messages",
+            "context_length_exceeded",
+        ),
+        ("/v1/chat/completions", {"model": "alpha", "messages": []}, 400, "messages", None),
+        (
+            "/v1/chat/completions",
+            {"model": "alpha", "messages": [{"role": "robot", "content": "x"}]},
+            400,
+            "messages",
+            None,
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "alpha", "messages": [{"role": "user", "content": ""}]},
+            400,
+            "messages",
+            None,
+        ),
+        (
+            "/v1/chat/completions",
+            {
+                "model": "alpha",
+                "messages": [{"role": "user", "content": "x"}],
+                "stream": True,
+                "temperature": -1,
+            },
+            400,
+            "temperature",
+            None,
+        ),
+        ("/v1/nothing", {}, 404, None, "not_found"),
+    ],
+)
+def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(
+    server, client, path, body, status, param, code
+):
     r = post(server, path, body)
     assert r.status_code == status, r.text
     err = r.json()["error"]
@@ -214,8 +289,9 @@ def test_openai_client_raises_on_errors(client):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.BadRequestError, match="context length"):
-        client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": "word " * 200}],
-                                       stream=True)
+        client.chat.completions.create(
+            model="alpha", messages=[{"role": "user", "content": "word " * 200}], stream=True
+        )
 
 
 def test_context_limit_ends_with_length(client, models):
@@ -227,8 +303,13 @@ def test_context_limit_ends_with_length(client, models):
 
 
 def test_client_leaving_a_stream_does_not_break_the_server(server, client):
-    with httpx.stream("POST", f"{server.url}/v1/completions", headers={"Authorization": f"Bearer {KEY}"},
-                      json={"model": "alpha", "prompt": "go", "max_tokens": 60, "stream": True}, timeout=60) as r:
+    with httpx.stream(
+        "POST",
+        f"{server.url}/v1/completions",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={"model": "alpha", "prompt": "go", "max_tokens": 60, "stream": True},
+        timeout=60,
+    ) as r:
         assert r.status_code == 200
         next(r.iter_lines())
     r = client.completions.create(model="alpha", prompt="still there", max_tokens=3, **GREEDY)
@@ -263,13 +344,17 @@ def test_completion_logprobs_score_the_prompt_and_the_tokens(client, models, ser
     assert "".join(lp.tokens) == r.choices[0].text  # echoed prompt + completion, token by token
     assert lp.text_offset[1] == len(lp.tokens[0])
     for k in range(1, len(full)):  # the top alternatives are at least as likely as the actual token
-        assert len(lp.top_logprobs[k]) <= 2 and max(lp.top_logprobs[k].values()) >= lp.token_logprobs[k] - 1e-4
+        assert (
+            len(lp.top_logprobs[k]) <= 2 and max(lp.top_logprobs[k].values()) >= lp.token_logprobs[k] - 1e-4
+        )
     # greedy: each generated token is its position's likeliest
     for k in range(len(ids), len(full)):
         assert max(lp.top_logprobs[k].values()) == pytest.approx(lp.token_logprobs[k], abs=1e-5)
     # without echo: only the generated tokens
     r2 = client.completions.create(model="alpha", prompt=prompt, max_tokens=3, logprobs=0, **GREEDY)
-    assert r2.choices[0].logprobs.token_logprobs == pytest.approx(want[len(ids) - 1:], abs=1e-4)
-    assert post(server, "/v1/completions", {"model": "alpha", "prompt": "hi", "logprobs": 6}).status_code == 400
+    assert r2.choices[0].logprobs.token_logprobs == pytest.approx(want[len(ids) - 1 :], abs=1e-4)
+    assert (
+        post(server, "/v1/completions", {"model": "alpha", "prompt": "hi", "logprobs": 6}).status_code == 400
+    )
     bad = post(server, "/v1/completions", {"model": "alpha", "prompt": "hi", "logprobs": 1, "stream": True})
     assert bad.status_code == 400 and "stream" in bad.json()["error"]["message"]

@@ -54,8 +54,13 @@ REQUESTS = [
     {"chat": "tell me about the quick brown fox", "max_tokens": 9, "temperature": 1.0, "seed": 3},
     {"prompt": "the lazy", "max_tokens": 20, "temperature": 0, "stream": True},
     {"prompt": "a", "max_tokens": 12, "temperature": 1.2, "top_p": 0.9, "seed": 11, "stream": True},
-    {"chat": "question number four, a longer one than the others", "max_tokens": 6, "temperature": 0.7,
-     "seed": 5, "stream": True},
+    {
+        "chat": "question number four, a longer one than the others",
+        "max_tokens": 6,
+        "temperature": 0.7,
+        "seed": 5,
+        "stream": True,
+    },
     {"prompt": "the quick brown", "max_tokens": 25, "temperature": 0, "stop": ["o"]},
     {"chat": "n of two", "max_tokens": 8, "temperature": 1.0, "seed": 21, "n": 2},
 ]
@@ -66,10 +71,18 @@ def expected(model: ServedModel, req: dict) -> list:
     out = []
     for c in range(req.get("n", 1)):
         seed = req["seed"] + c if "seed" in req else None
-        cfg = SampleConfig(max_new_tokens=req["max_tokens"], temperature=req["temperature"], top_k=None,
-                           top_p=req.get("top_p"), seed=seed, stop=req.get("stop", []))
+        cfg = SampleConfig(
+            max_new_tokens=req["max_tokens"],
+            temperature=req["temperature"],
+            top_k=None,
+            top_p=req.get("top_p"),
+            seed=seed,
+            stop=req.get("stop", []),
+        )
         if "chat" in req:
-            r = model.complete(model.chat_ids([{"role": "user", "content": req["chat"]}]), cfg, model.chat_stop_ids())
+            r = model.complete(
+                model.chat_ids([{"role": "user", "content": req["chat"]}]), cfg, model.chat_stop_ids()
+            )
         else:
             r = model.complete(model.text_ids(req["prompt"]), cfg)
         out.append((r.text, r.finish_reason, r.completion_tokens))
@@ -82,12 +95,21 @@ def ask(url: str, req: dict) -> list:
     kw = {k: v for k, v in req.items() if k not in ("chat", "prompt", "stream")}
     stream = req.get("stream", False)
     if "chat" in req:
-        r = client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": req["chat"]}],
-                                           stream=stream, **({"stream_options": {"include_usage": True}}
-                                                             if stream else {}), **kw)
+        r = client.chat.completions.create(
+            model="alpha",
+            messages=[{"role": "user", "content": req["chat"]}],
+            stream=stream,
+            **({"stream_options": {"include_usage": True}} if stream else {}),
+            **kw,
+        )
     else:
-        r = client.completions.create(model="alpha", prompt=req["prompt"], stream=stream,
-                                      **({"stream_options": {"include_usage": True}} if stream else {}), **kw)
+        r = client.completions.create(
+            model="alpha",
+            prompt=req["prompt"],
+            stream=stream,
+            **({"stream_options": {"include_usage": True}} if stream else {}),
+            **kw,
+        )
     if not stream:
         texts = [c.message.content if "chat" in req else c.text for c in r.choices]
         return [(t, c.finish_reason, None) for t, c in zip(texts, r.choices)], r.usage.completion_tokens
@@ -106,6 +128,7 @@ def test_concurrent_requests_in_one_batch_equal_each_alone(run, alone, batched):
     want = [expected(alone, req) for req in REQUESTS]
     got: list = [None] * len(REQUESTS)
     with RunningServer(create_app([batched])) as srv:
+
         def worker(i: int) -> None:
             got[i] = ask(srv.url, REQUESTS[i])
 
@@ -140,8 +163,9 @@ def test_a_row_that_ends_is_answered_before_its_batch_ends(alone, batched):
     with batched.lock:
         short = batched.submit(ids[0], cfgs[0], stop_ids=[])
         long = batched.submit(ids[1], cfgs[1], stop_ids=[], cancelled=hold_long_row)
-        cancelled = batched.submit(ids[2], cfgs[2], stop_ids=[], on_text=pieces.append,
-                                   cancelled=lambda: len(cancelled.tokens) >= 5)
+        cancelled = batched.submit(
+            ids[2], cfgs[2], stop_ids=[], on_text=pieces.append, cancelled=lambda: len(cancelled.tokens) >= 5
+        )
         wait_until_waiting(batched, 3)
     assert short.wait() == want[0]
     assert not long.done.is_set()  # held at its 4th token: the batch is still running
@@ -157,8 +181,10 @@ def test_requests_that_do_not_fit_one_context_wait_for_the_next_batch(alone, bat
     short prompt with a long budget do not fit 64 positions together, so they run one after the other."""
     tok = alone.tokenizer
     ids = [tok.encode("a") * 50, alone.text_ids("hi")]
-    cfgs = [SampleConfig(max_new_tokens=10, temperature=0, top_k=None),
-            SampleConfig(max_new_tokens=60, temperature=1.0, top_k=None, seed=1)]
+    cfgs = [
+        SampleConfig(max_new_tokens=10, temperature=0, top_k=None),
+        SampleConfig(max_new_tokens=60, temperature=1.0, top_k=None, seed=1),
+    ]
     want = [alone.complete(i, c) for i, c in zip(ids, cfgs)]
     before = batched.batcher.sizes.copy() if batched.batcher else Counter()
     with batched.lock:
@@ -170,8 +196,11 @@ def test_requests_that_do_not_fit_one_context_wait_for_the_next_batch(alone, bat
 
 def test_a_client_leaving_its_stream_does_not_disturb_its_batch(alone, batched):
     chat = [{"role": "user", "content": "stay"}]
-    want = alone.complete(alone.chat_ids(chat), SampleConfig(max_new_tokens=30, temperature=0, top_k=None),
-                          alone.chat_stop_ids()).text
+    want = alone.complete(
+        alone.chat_ids(chat),
+        SampleConfig(max_new_tokens=30, temperature=0, top_k=None),
+        alone.chat_stop_ids(),
+    ).text
     got, first = [], []
 
     def stay() -> None:
@@ -179,8 +208,12 @@ def test_a_client_leaving_its_stream_does_not_disturb_its_batch(alone, batched):
         got.append(r.choices[0].message.content)
 
     def leave() -> None:  # read the first chunk and hang up
-        with httpx.stream("POST", f"{srv.url}/v1/completions", timeout=300,
-                          json={"model": "alpha", "prompt": "go", "max_tokens": 60, "stream": True}) as r:
+        with httpx.stream(
+            "POST",
+            f"{srv.url}/v1/completions",
+            timeout=300,
+            json={"model": "alpha", "prompt": "go", "max_tokens": 60, "stream": True},
+        ) as r:
             first.append(next(r.iter_lines()))
 
     with RunningServer(create_app([batched])) as srv:
@@ -199,6 +232,7 @@ def test_a_client_leaving_its_stream_does_not_disturb_its_batch(alone, batched):
 
 def test_max_batch_1_and_unbatchable_models_run_one_at_a_time(alone):
     assert alone.batcher is None  # every request above ran without a scheduler
-    enc_dec = Transformer(ModelConfig(kind="encoder-decoder", vocab_size=32, block_size=16, n_layer=1,
-                                      n_embd=16, n_head=2))
+    enc_dec = Transformer(
+        ModelConfig(kind="encoder-decoder", vocab_size=32, block_size=16, n_layer=1, n_embd=16, n_head=2)
+    )
     assert not batchable(enc_dec) and batchable(alone.model)

@@ -23,9 +23,26 @@ def run(tmp_path_factory):
 
 def test_serve_command_answers_and_stops_on_ctrl_c(run):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "LMFORGE_API_KEY": "secret"}
-    proc = subprocess.Popen([sys.executable, "-m", "lmforge.serve.cli", "serve", "--run", f"mini={run}",
-                             "--port", "0", "--log-level", "warning", "--max-request-bytes", "1000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lmforge.serve.cli",
+            "serve",
+            "--run",
+            f"mini={run}",
+            "--port",
+            "0",
+            "--log-level",
+            "warning",
+            "--max-request-bytes",
+            "1000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     try:
         lines = []
         for line in proc.stdout:  # ends when the process does
@@ -39,10 +56,16 @@ def test_serve_command_answers_and_stops_on_ctrl_c(run):
         assert "model 'mini'" in "".join(lines)
         assert httpx.get(f"{url}/health", timeout=30).json()["models"] == ["mini"]
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="secret", max_retries=0, timeout=60)
-        r = client.chat.completions.create(model="mini", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+        r = client.chat.completions.create(
+            model="mini", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+        )
         assert r.usage.completion_tokens == 3
-        big = httpx.post(f"{url}/v1/completions", json={"model": "mini", "prompt": "x" * 1000},
-                         headers={"Authorization": "Bearer secret"}, timeout=30)
+        big = httpx.post(
+            f"{url}/v1/completions",
+            json={"model": "mini", "prompt": "x" * 1000},
+            headers={"Authorization": "Bearer secret"},
+            timeout=30,
+        )
         assert big.status_code == 413 and "limit of 1,000 bytes" in big.json()["error"]["message"]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
@@ -56,8 +79,9 @@ def test_serve_user_errors_are_one_line(run, tmp_path, capsys):
     from lmforge.serve.cli import main
 
     assert main(["serve"]) == 2
-    assert capsys.readouterr().err.strip() == ("lmforge: error: nothing to serve: give --run RUN (repeatable) "
-                                               "and/or --human-eval FILE")
+    assert capsys.readouterr().err.strip() == (
+        "lmforge: error: nothing to serve: give --run RUN (repeatable) and/or --human-eval FILE"
+    )
     assert main(["serve", "--run", str(tmp_path / "missing")]) == 2
     assert "run directory not found" in capsys.readouterr().err
     assert main(["serve", "--human-eval", str(tmp_path / "none.sqlite")]) == 2

@@ -34,7 +34,9 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    return make_tiny_run(root / "alpha", seed=0, block_size=64), make_tiny_run(root / "beta", seed=1, block_size=64)
+    return make_tiny_run(root / "alpha", seed=0, block_size=64), make_tiny_run(
+        root / "beta", seed=1, block_size=64
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +51,13 @@ def human_db(runs, tmp_path_factory):
     root = tmp_path_factory.mktemp("human")
     prompts = root / "prompts.jsonl"
     prompts.write_text("\n".join(json.dumps({"prompt": f"prompt {i}"}) for i in range(3)), encoding="utf-8")
-    return prepare([str(r) for r in runs], prompts, root / "human.sqlite",
-                   SampleConfig(max_new_tokens=4, temperature=0.0, top_k=None), log=lambda m: None)
+    return prepare(
+        [str(r) for r in runs],
+        prompts,
+        root / "human.sqlite",
+        SampleConfig(max_new_tokens=4, temperature=0.0, top_k=None),
+        log=lambda m: None,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +69,13 @@ def server(alpha, human_db):
 
 def post(server, path: str, body, headers=AUTH, **kw) -> httpx.Response:
     content = body if isinstance(body, (str, bytes)) else json.dumps(body)
-    return httpx.post(f"{server.url}{path}", content=content, timeout=120,
-                      headers={"Content-Type": "application/json", **headers}, **kw)
+    return httpx.post(
+        f"{server.url}{path}",
+        content=content,
+        timeout=120,
+        headers={"Content-Type": "application/json", **headers},
+        **kw,
+    )
 
 
 def assert_openai_error(r: httpx.Response, status: int) -> dict:
@@ -77,7 +89,9 @@ def alone(model: ServedModel, prompt: str, **sample) -> str:
     """The text a request gets decoded alone (max_batch 1), under the model's lock (its batches wait)."""
     cfg = SampleConfig(top_k=None, **{"temperature": 1.0, **sample})
     with model.lock:
-        return ServedModel(model.name, model.model, model.tokenizer).complete(model.text_ids(prompt), cfg).text
+        return (
+            ServedModel(model.name, model.model, model.tokenizer).complete(model.text_ids(prompt), cfg).text
+        )
 
 
 # ---- 1. values that passed validation and crashed the batch
@@ -93,11 +107,24 @@ def test_the_extreme_seeds_and_a_tiny_temperature_decode(server, alpha):
     """2**63 - 1 and -2**63 are valid (n=2 uses seed + 1 past 2**63); temperature 1e-300 is the
     greedy limit, not a nan probability."""
     for seed in (2**63 - 1, -(2**63)):
-        r = post(server, "/v1/completions", {"model": "alpha", "prompt": "hi", "max_tokens": 4, "seed": seed, "n": 2})
+        r = post(
+            server,
+            "/v1/completions",
+            {"model": "alpha", "prompt": "hi", "max_tokens": 4, "seed": seed, "n": 2},
+        )
         assert r.status_code == 200, r.text
     for temperature in (1e-300, 5e-324, 1e-30):
-        r = post(server, "/v1/completions", {"model": "alpha", "prompt": "the quick", "max_tokens": 8,
-                                             "temperature": temperature, "top_p": 0.5})
+        r = post(
+            server,
+            "/v1/completions",
+            {
+                "model": "alpha",
+                "prompt": "the quick",
+                "max_tokens": 8,
+                "temperature": temperature,
+                "top_p": 0.5,
+            },
+        )
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["text"] == alone(alpha, "the quick", max_new_tokens=8, temperature=0)
 
@@ -119,14 +146,24 @@ def test_one_failing_row_ends_only_itself_in_its_batch(alpha):
             raise ValueError("the cancellation check broke")
         return False
 
-    want = [alone(alpha, p, max_new_tokens=6 + i, temperature=0 if i == 3 else 0.9, seed=i)
-            for i, p in enumerate(prompts)]
+    want = [
+        alone(alpha, p, max_new_tokens=6 + i, temperature=0 if i == 3 else 0.9, seed=i)
+        for i, p in enumerate(prompts)
+    ]
     rows = []
     with alpha.lock:  # the model is busy: all eight wait, then run as one batch
         for i, p in enumerate(prompts):
-            cfg = SampleConfig(max_new_tokens=6 + i, temperature=1e-300 if i == 3 else 0.9, top_k=None, seed=i)
-            rows.append(alpha.submit(alpha.text_ids(p), cfg, on_text=bad_stream if i == 1 else None,
-                                     cancelled=bad_cancel if i == 2 else None))
+            cfg = SampleConfig(
+                max_new_tokens=6 + i, temperature=1e-300 if i == 3 else 0.9, top_k=None, seed=i
+            )
+            rows.append(
+                alpha.submit(
+                    alpha.text_ids(p),
+                    cfg,
+                    on_text=bad_stream if i == 1 else None,
+                    cancelled=bad_cancel if i == 2 else None,
+                )
+            )
         while len(alpha.batcher.waiting) < len(prompts):
             time.sleep(0.01)
     with pytest.raises(RuntimeError, match="stream broke"):
@@ -203,9 +240,26 @@ def served_process(runs):
     """`lmforge serve` in a process of its own (2 MiB limit): the timings are the server's, with
     no test thread sharing its GIL."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "LMFORGE_API_KEY": KEY}
-    proc = subprocess.Popen([sys.executable, "-m", "lmforge.serve.cli", "serve", "--run", f"alpha={runs[0]}",
-                             "--port", "0", "--log-level", "warning", "--max-request-bytes", str(2 * 2**20)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lmforge.serve.cli",
+            "serve",
+            "--run",
+            f"alpha={runs[0]}",
+            "--port",
+            "0",
+            "--log-level",
+            "warning",
+            "--max-request-bytes",
+            str(2 * 2**20),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     try:
         lines = []
         for line in proc.stdout:
@@ -226,15 +280,23 @@ def test_a_10mb_prompt_is_refused_while_health_answers_within_100ms(served_proce
 
     def big(release: threading.Event) -> httpx.Response:
         body, length = paused_body(size, release)
-        return httpx.post(f"{served_process.url}/v1/completions", content=body, timeout=120,
-                          headers={**AUTH, "Content-Type": "application/json", "Content-Length": str(length)})
+        return httpx.post(
+            f"{served_process.url}/v1/completions",
+            content=body,
+            timeout=120,
+            headers={**AUTH, "Content-Type": "application/json", "Content-Length": str(length)},
+        )
 
     r, times = health_while(served_process, big)
     err = assert_openai_error(r, 413)
     assert err["code"] == "request_too_large" and "2,097,152 bytes" in err["message"]
     assert len(times) >= 3 and max(times) < 0.1, times
-    chunked = httpx.post(f"{served_process.url}/v1/completions", headers=AUTH, timeout=60,
-                         content=(b"x" * 2**16 for _ in range(40)))  # no Content-Length: counted as it comes
+    chunked = httpx.post(
+        f"{served_process.url}/v1/completions",
+        headers=AUTH,
+        timeout=60,
+        content=(b"x" * 2**16 for _ in range(40)),
+    )  # no Content-Length: counted as it comes
     assert_openai_error(chunked, 413)
     assert httpx.get(f"{served_process.url}/health").status_code == 200
 
@@ -247,8 +309,12 @@ def test_a_prompt_within_the_size_limit_but_past_the_context_is_refused_untokeni
     url = served_process.url
 
     def big(release: threading.Event) -> httpx.Response:
-        return httpx.post(f"{url}/v1/completions", content=paused_body(2**20, release)[0],
-                          timeout=120, headers={**AUTH, "Content-Type": "application/json"})
+        return httpx.post(
+            f"{url}/v1/completions",
+            content=paused_body(2**20, release)[0],
+            timeout=120,
+            headers={**AUTH, "Content-Type": "application/json"},
+        )
 
     r, times = health_while(served_process, big)
     err = assert_openai_error(r, 400)
@@ -265,22 +331,30 @@ def test_a_prompt_within_the_size_limit_but_past_the_context_is_refused_untokeni
 SURROGATE = '"\\ud800"'  # the JSON escape of a lone high surrogate
 
 
-@pytest.mark.parametrize("path,body", [
-    ("/v1/completions", '{"model": "alpha", "prompt": %s}'),
-    ("/v1/completions", '{"model": "alpha", "prompt": ["ok", %s]}'),
-    ("/v1/completions", '{"model": "alpha", "prompt": "ok", "stop": [%s]}'),
-    ("/v1/completions", '{"model": %s, "prompt": "ok"}'),
-    ("/v1/completions", '{"model": "alpha", "prompt": "ok", %s: 1}'),
-    ("/v1/chat/completions", '{"model": "alpha", "messages": [{"role": "user", "content": %s}]}'),
-    ("/v1/chat/completions", '{"model": "alpha", "messages": [{"role": "user", "content": [{"type": "text", "text": %s}]}]}'),
-    ("/human/api/vote", '{"task": %s, "choice": "tie"}'),
-])
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/v1/completions", '{"model": "alpha", "prompt": %s}'),
+        ("/v1/completions", '{"model": "alpha", "prompt": ["ok", %s]}'),
+        ("/v1/completions", '{"model": "alpha", "prompt": "ok", "stop": [%s]}'),
+        ("/v1/completions", '{"model": %s, "prompt": "ok"}'),
+        ("/v1/completions", '{"model": "alpha", "prompt": "ok", %s: 1}'),
+        ("/v1/chat/completions", '{"model": "alpha", "messages": [{"role": "user", "content": %s}]}'),
+        (
+            "/v1/chat/completions",
+            '{"model": "alpha", "messages": [{"role": "user", "content": [{"type": "text", "text": %s}]}]}',
+        ),
+        ("/human/api/vote", '{"task": %s, "choice": "tie"}'),
+    ],
+)
 def test_a_lone_surrogate_anywhere_is_a_400(server, path, body):
     err = assert_openai_error(post(server, path, body % SURROGATE), 400)
     assert err["code"] == "invalid_json" and "lone UTF-16 surrogate" in err["message"]
     raw = '{"model": "alpha", "prompt": "\xed\xa0\x80"}'.encode("latin-1")  # the raw bytes of one
     assert_openai_error(post(server, "/v1/completions", raw), 400)
-    paired = post(server, "/v1/completions", '{"model": "alpha", "prompt": "\\ud83d\\ude00", "max_tokens": 2}')
+    paired = post(
+        server, "/v1/completions", '{"model": "alpha", "prompt": "\\ud83d\\ude00", "max_tokens": 2}'
+    )
     assert paired.status_code == 200  # a surrogate pair is one character, and fine
 
 
@@ -293,7 +367,9 @@ def test_in_process_a_lone_surrogate_is_an_error_not_a_crash(alpha):
         alpha.chat_ids([{"role": "user", "content": "\udcff"}])
 
 
-@pytest.mark.parametrize("name", ["a" * 255 + ".js", "a" * 300, "é" * 200 + ".css", "..%2Fapi.py", "common.js.bak"])
+@pytest.mark.parametrize(
+    "name", ["a" * 255 + ".js", "a" * 300, "é" * 200 + ".css", "..%2Fapi.py", "common.js.bak"]
+)
 def test_any_static_name_that_is_not_a_file_is_a_404(server, name):
     assert_openai_error(httpx.get(f"{server.url}/static/{name}"), 404)
     assert httpx.get(f"{server.url}/static/common.js").status_code == 200
@@ -312,8 +388,13 @@ def test_sixteen_streams_run_at_once(runs):
     texts = [""] * 16
 
     def stream(i: int) -> None:
-        body = {"model": m.name, "messages": [{"role": "user", "content": f"stream {i}"}], "stream": True,
-                "max_tokens": 8, "temperature": 0}
+        body = {
+            "model": m.name,
+            "messages": [{"role": "user", "content": f"stream {i}"}],
+            "stream": True,
+            "max_tokens": 8,
+            "temperature": 0,
+        }
         with httpx.stream("POST", f"{srv.url}/v1/chat/completions", json=body, timeout=120) as r:
             for line in r.iter_lines():
                 if line.startswith("data: {"):
@@ -374,6 +455,8 @@ def test_the_rater_key_opens_human_eval_and_nothing_else(server):
     assert httpx.get(f"{server.url}/human/api/tally", headers=AUTH).status_code == 200  # the API key too
     assert_openai_error(httpx.get(f"{server.url}/human/api/tally"), 401)
     assert_openai_error(httpx.get(f"{server.url}/v1/models", headers=rater), 401)
-    err = assert_openai_error(post(server, "/v1/completions", {"model": "alpha", "prompt": "x"}, headers=rater), 401)
+    err = assert_openai_error(
+        post(server, "/v1/completions", {"model": "alpha", "prompt": "x"}, headers=rater), 401
+    )
     assert err["code"] == "invalid_api_key"
     assert httpx.get(f"{server.url}/v1/models", headers=AUTH).status_code == 200

@@ -36,8 +36,20 @@ def data(tmp_path_factory):
 
 def make_cfg(tok, **train) -> RunConfig:
     m = {"vocab_size": tok.vocab_size, "n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 32}
-    t = {"max_steps": 6, "batch_size": 4, "lr": 3e-3, "warmup_steps": 1, "log_every": 1, "eval_every": 2,
-         "eval_tokens": 256, "ckpt_every": 2, "keep_last": 3, "threads": 1, "tensorboard": False, **train}
+    t = {
+        "max_steps": 6,
+        "batch_size": 4,
+        "lr": 3e-3,
+        "warmup_steps": 1,
+        "log_every": 1,
+        "eval_every": 2,
+        "eval_tokens": 256,
+        "ckpt_every": 2,
+        "keep_last": 3,
+        "threads": 1,
+        "tensorboard": False,
+        **train,
+    }
     return from_dict(RunConfig, {"model": m, "train": t})
 
 
@@ -52,7 +64,11 @@ def damage_bytes(path, offset: int, n: int = 4096) -> None:
     """Random bytes over [offset, offset + n): same size, other content (as a failing disk leaves it)."""
     with open(path, "r+b") as f:
         f.seek(offset)
-        f.write(np.random.default_rng(0).integers(0, 256, min(n, path.stat().st_size - offset), np.uint8).tobytes())
+        f.write(
+            np.random.default_rng(0)
+            .integers(0, 256, min(n, path.stat().st_size - offset), np.uint8)
+            .tobytes()
+        )
 
 
 # ---- item 13: token ids outside the vocabulary
@@ -114,8 +130,11 @@ def test_checkpoints_carry_a_manifest_and_load_checks_it(data, tmp_path):
     weights = newest / "model.safetensors"
     damage_bytes(weights, weights.stat().st_size // 2)  # inside the tensor data: safetensors parses it
     assert "model.safetensors does not match its sha256" in ckpt.damage(newest)
-    with pytest.raises(LmforgeError, match=r"step_000006 is damaged: model\.safetensors .*previous complete "
-                                            r"checkpoint is .*step_000004"):
+    with pytest.raises(
+        LmforgeError,
+        match=r"step_000006 is damaged: model\.safetensors .*previous complete "
+        r"checkpoint is .*step_000004",
+    ):
         ckpt.load_model(run)
     ckpt.load_model(run / "checkpoints" / "step_000004")  # an intact one still loads
 
@@ -163,8 +182,9 @@ def test_a_diverged_run_says_it_failed_and_which_step_its_figures_are_from(data,
     shards, tok = data
     run = tmp_path / "run"
     train(make_cfg(tok, max_steps=4), shards, tok, run)
-    result = train(make_cfg(tok, max_steps=20, lr=1e30, warmup_steps=0, max_bad_steps=2, ckpt_every=0), shards,
-                   tok, run)
+    result = train(
+        make_cfg(tok, max_steps=20, lr=1e30, warmup_steps=0, max_bad_steps=2, ckpt_every=0), shards, tok, run
+    )
     assert result.diverged and result.stopped_early and result.val_step == 4
     assert "the held-out figures are from step 4, before it diverged" in result.stop_reason
 
@@ -172,14 +192,35 @@ def test_a_diverged_run_says_it_failed_and_which_step_its_figures_are_from(data,
 def test_lmforge_train_exits_non_zero_when_the_run_diverges(tmp_path, monkeypatch, capsys):
     from lmforge.cli import main
 
-    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": d["text"]}) + "\n"
-                                              for d in islice(embedded_corpus(), 40)), encoding="utf-8")
+    (tmp_path / "a.jsonl").write_text(
+        "".join(json.dumps({"text": d["text"]}) + "\n" for d in islice(embedded_corpus(), 40)),
+        encoding="utf-8",
+    )
     monkeypatch.chdir(tmp_path)
-    status = main(["train", "--config", "tiny", "model.n_layer=1", "model.n_embd=32", "model.n_head=2",
-                   "model.block_size=32", "tokenizer.vocab_size=300", "train.batch_size=4", "train.warmup_steps=1",
-                   "train.eval_tokens=256", "train.tensorboard=false", "train.threads=1", "data.workers=1",
-                   "data.val_fraction=0.1", "data.corpus=a.jsonl", "train.max_bad_steps=2", "train.max_steps=40",
-                   "train.eval_every=1", "train.lr=1e30"])
+    status = main(
+        [
+            "train",
+            "--config",
+            "tiny",
+            "model.n_layer=1",
+            "model.n_embd=32",
+            "model.n_head=2",
+            "model.block_size=32",
+            "tokenizer.vocab_size=300",
+            "train.batch_size=4",
+            "train.warmup_steps=1",
+            "train.eval_tokens=256",
+            "train.tensorboard=false",
+            "train.threads=1",
+            "data.workers=1",
+            "data.val_fraction=0.1",
+            "data.corpus=a.jsonl",
+            "train.max_bad_steps=2",
+            "train.max_steps=40",
+            "train.eval_every=1",
+            "train.lr=1e30",
+        ]
+    )
     out, err = capsys.readouterr()
     assert status == 2
     error = [x for x in err.splitlines() if x.startswith("lmforge: error:")]

@@ -42,9 +42,27 @@ def data(tmp_path_factory):
 
 
 def make_cfg(tok, model=None, **train) -> RunConfig:
-    m = {"vocab_size": tok.vocab_size, "n_layer": 2, "n_embd": 32, "n_head": 2, "block_size": 32, **(model or {})}
-    t = {"max_steps": 30, "batch_size": 4, "lr": 3e-3, "warmup_steps": 3, "log_every": 1, "eval_every": 0,
-         "eval_tokens": 512, "ckpt_every": 0, "threads": 1, "tensorboard": False, **train}
+    m = {
+        "vocab_size": tok.vocab_size,
+        "n_layer": 2,
+        "n_embd": 32,
+        "n_head": 2,
+        "block_size": 32,
+        **(model or {}),
+    }
+    t = {
+        "max_steps": 30,
+        "batch_size": 4,
+        "lr": 3e-3,
+        "warmup_steps": 3,
+        "log_every": 1,
+        "eval_every": 0,
+        "eval_tokens": 512,
+        "ckpt_every": 0,
+        "threads": 1,
+        "tensorboard": False,
+        **train,
+    }
     return from_dict(RunConfig, {"model": m, "train": t})
 
 
@@ -70,9 +88,13 @@ def start_training(data, run_dir: Path, cfg: RunConfig) -> subprocess.Popen:
 
     shards, _, tok_path = data
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, str(shards), str(tok_path), str(run_dir),
-                             json.dumps(to_dict(cfg))], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(shards), str(tok_path), str(run_dir), json.dumps(to_dict(cfg))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def wait_for(predicate, proc: subprocess.Popen, what: str) -> None:
@@ -98,9 +120,15 @@ def test_decoder_run_learns_and_writes_the_run_dir(data, tmp_path, capsys):
     assert [v["step"] for v in val] == [20, 40] and val[1]["val_loss"] < val[0]["val_loss"]
     assert result.steps == 40 and result.tokens == 40 * 4 * 32 and not result.stopped_early
     assert result.val_loss == pytest.approx(val[1]["val_loss"]) and result.val_ppl == pytest.approx(
-        math.exp(result.val_loss))
+        math.exp(result.val_loss)
+    )
     assert 0.5 < result.val_bpb < 10 and result.tokens_per_s > 0
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml", "metrics.jsonl", "tokenizer.json"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoints",
+        "config.yaml",
+        "metrics.jsonl",
+        "tokenizer.json",
+    ]
     assert [p.name for p in list_checkpoints(run)] == ["step_000020", "step_000040"]
     files = sorted(p.name for p in latest_checkpoint(run).iterdir())
     assert files == ["COMPLETE", "config.yaml", "model.safetensors", "optimizer.pt", "state.json"]
@@ -115,7 +143,9 @@ def test_decoder_run_learns_and_writes_the_run_dir(data, tmp_path, capsys):
     assert torch.equal(model(x)[0], again(x)[0])
 
 
-@pytest.mark.parametrize("kind,denoising", [("encoder", "t5"), ("encoder-decoder", "t5"), ("encoder-decoder", "bart")])
+@pytest.mark.parametrize(
+    "kind,denoising", [("encoder", "t5"), ("encoder-decoder", "t5"), ("encoder-decoder", "bart")]
+)
 def test_encoder_objectives_train(data, tmp_path, kind, denoising):
     shards, tok, _ = data
     cfg = make_cfg(tok, {"kind": kind}, max_steps=30, denoising=denoising, log_every=5)
@@ -127,7 +157,9 @@ def test_encoder_objectives_train(data, tmp_path, kind, denoising):
 
 def test_bf16_autocast_and_progress_bar(data, tmp_path, capsys):
     shards, tok, _ = data
-    result = train(make_cfg(tok, max_steps=3, precision="bf16", progress="bar"), shards, tok, tmp_path / "run")
+    result = train(
+        make_cfg(tok, max_steps=3, precision="bf16", progress="bar"), shards, tok, tmp_path / "run"
+    )
     assert math.isfinite(result.final_train_loss)
     assert "3/3" in capsys.readouterr().out  # tqdm's step/total
 
@@ -231,7 +263,9 @@ def test_corrupt_checkpoints_give_clear_errors(data, tmp_path):
 def test_init_from_copies_weights_not_optimizer(data, tmp_path):
     shards, tok, _ = data
     train(make_cfg(tok, max_steps=5), shards, tok, tmp_path / "a")
-    result = train(make_cfg(tok, max_steps=1, lr=0.0, init_from=str(tmp_path / "a")), shards, tok, tmp_path / "b")
+    result = train(
+        make_cfg(tok, max_steps=1, lr=0.0, init_from=str(tmp_path / "a")), shards, tok, tmp_path / "b"
+    )
     assert result.steps == 1  # a fresh run: step count and optimizer start over
     a, _ = load_model(tmp_path / "a")
     b, _ = load_model(tmp_path / "b")
@@ -245,13 +279,21 @@ def test_init_from_copies_weights_not_optimizer(data, tmp_path):
 def test_sigkill_then_resume_reproduces_the_losses(data, tmp_path):
     shards, tok, _ = data
     # Dropout on, so the resumed run also needs the restored torch RNG to match.
-    cfg = make_cfg(tok, {"resid_dropout": 0.1, "embd_dropout": 0.1}, max_steps=40, ckpt_every=5,
-                   eval_every=10, keep_last=2)
+    cfg = make_cfg(
+        tok,
+        {"resid_dropout": 0.1, "embd_dropout": 0.1},
+        max_steps=40,
+        ckpt_every=5,
+        eval_every=10,
+        keep_last=2,
+    )
     reference = train(cfg, shards, tok, tmp_path / "ref")
 
     run = tmp_path / "killed"
     proc = start_training(data, run, cfg)
-    wait_for(lambda: (run / "checkpoints" / "step_000010" / "COMPLETE").exists(), proc, "the step-10 checkpoint")
+    wait_for(
+        lambda: (run / "checkpoints" / "step_000010" / "COMPLETE").exists(), proc, "the step-10 checkpoint"
+    )
     proc.kill()  # SIGKILL: no handler runs, whatever was being written stays half-written
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL

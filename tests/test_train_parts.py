@@ -78,7 +78,9 @@ def test_weight_decay_only_on_matrices():
     assert len(every) == len({id(p) for p in every}) == len(list(model.parameters()))  # tied weight once
     opt = build_optimizer(model, TrainConfig(weight_decay=0.1), torch.device("cpu"))
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.9, 0.95)
-    assert isinstance(build_optimizer(model, TrainConfig(optimizer="adam"), torch.device("cpu")), torch.optim.Adam)
+    assert isinstance(
+        build_optimizer(model, TrainConfig(optimizer="adam"), torch.device("cpu")), torch.optim.Adam
+    )
 
 
 def test_param_groups_fallback_for_plain_modules():
@@ -166,7 +168,9 @@ def test_span_noise_mask_density_and_span_length():
 
 def test_t5_span_corruption_batch(tok):
     x, y = _window(tok, B=4, T=64)
-    batch = Objective("encoder-decoder", TrainConfig(noise_density=0.15, mean_span_length=3.0), tok)(x, y, seed=7)
+    batch = Objective("encoder-decoder", TrainConfig(noise_density=0.15, mean_span_length=3.0), tok)(
+        x, y, seed=7
+    )
     src, dec, tgt = batch["input_ids"], batch["decoder_input_ids"], batch["targets"]
     n_noise, n_spans = 10, 3  # round(64 * 0.15), round(10 / 3)
     assert src.shape == (4, 64 - n_noise + n_spans)
@@ -203,11 +207,14 @@ def test_bart_infilling_batch(tok):
 def test_objective_losses_backpropagate(tok):
     """Each kind's batch fits the real model's forward and gives a finite loss with gradients."""
     for kind in ("encoder", "encoder-decoder"):
-        model = Transformer(ModelConfig(kind=kind, vocab_size=tok.vocab_size, n_layer=1, n_embd=32, n_head=2,
-                                        block_size=64))
+        model = Transformer(
+            ModelConfig(kind=kind, vocab_size=tok.vocab_size, n_layer=1, n_embd=32, n_head=2, block_size=64)
+        )
         x, y = _window(tok, B=2, T=64)
         batch = Objective(kind, TrainConfig(), tok)(x, y, seed=1)
-        _, loss = model(batch["input_ids"], batch["targets"], decoder_input_ids=batch.get("decoder_input_ids"))
+        _, loss = model(
+            batch["input_ids"], batch["targets"], decoder_input_ids=batch.get("decoder_input_ids")
+        )
         loss.backward()
         assert math.isfinite(loss.item()) and model.tok_emb.weight.grad is not None
 

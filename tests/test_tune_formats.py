@@ -21,19 +21,41 @@ def write_jsonl(path: Path, records: list) -> Path:
     return path
 
 
-@pytest.mark.parametrize("record, fmt, expected", [
-    ({"instruction": "Add", "input": "1 2", "output": "3"}, "alpaca", [(U, "Add\n\n1 2"), (A, "3")]),
-    ({"instruction": "Hi", "input": "", "output": "Hello"}, "alpaca", [(U, "Hi"), (A, "Hello")]),
-    ({"instruction": "Sum it", "context": "a text", "response": "ok", "category": "qa"}, "dolly",
-     [(U, "Sum it\n\na text"), (A, "ok")]),
-    ({"prompt": "p", "response": "r"}, "prompt_response", [(U, "p"), (A, "r")]),
-    ({"prompt": "p", "completion": "c"}, "prompt_response", [(U, "p"), (A, "c")]),
-    ({"question": "2+3?", "answer": "2+3 = <<2+3=5>>5\n#### 5"}, "gsm8k", [(U, "2+3?"), (A, "2+3 = 5\n#### 5")]),
-    ({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
-                   {"role": "assistant", "content": "a"}]}, "messages", [("system", "s"), (U, "u"), (A, "a")]),
-    ({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}, "sharegpt",
-     [(U, "q"), (A, "a")]),
-])
+@pytest.mark.parametrize(
+    "record, fmt, expected",
+    [
+        ({"instruction": "Add", "input": "1 2", "output": "3"}, "alpaca", [(U, "Add\n\n1 2"), (A, "3")]),
+        ({"instruction": "Hi", "input": "", "output": "Hello"}, "alpaca", [(U, "Hi"), (A, "Hello")]),
+        (
+            {"instruction": "Sum it", "context": "a text", "response": "ok", "category": "qa"},
+            "dolly",
+            [(U, "Sum it\n\na text"), (A, "ok")],
+        ),
+        ({"prompt": "p", "response": "r"}, "prompt_response", [(U, "p"), (A, "r")]),
+        ({"prompt": "p", "completion": "c"}, "prompt_response", [(U, "p"), (A, "c")]),
+        (
+            {"question": "2+3?", "answer": "2+3 = <<2+3=5>>5\n#### 5"},
+            "gsm8k",
+            [(U, "2+3?"), (A, "2+3 = 5\n#### 5")],
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "system", "content": "s"},
+                    {"role": "user", "content": "u"},
+                    {"role": "assistant", "content": "a"},
+                ]
+            },
+            "messages",
+            [("system", "s"), (U, "u"), (A, "a")],
+        ),
+        (
+            {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+            "sharegpt",
+            [(U, "q"), (A, "a")],
+        ),
+    ],
+)
 def test_formats(record, fmt, expected):
     assert detect_format(record) == fmt
     (conv,) = convert(record, fmt)
@@ -41,7 +63,10 @@ def test_formats(record, fmt, expected):
 
 
 def test_self_instruct_gives_one_conversation_per_instance():
-    rec = {"instruction": "Say it", "instances": [{"input": "a", "output": "A"}, {"input": "", "output": "B"}]}
+    rec = {
+        "instruction": "Say it",
+        "instances": [{"input": "a", "output": "A"}, {"input": "", "output": "B"}],
+    }
     assert detect_format(rec) == "self_instruct"
     assert [c[1]["content"] for c in convert(rec, "self_instruct")] == ["A", "B"]
 
@@ -56,13 +81,24 @@ def node(role, text, replies=(), rank=None, **kw):
 
 
 def test_oasst_tree_paths():
-    tree = {"message_tree_id": "t", "prompt": node("prompter", "Q", [
-        node("assistant", "A1", [node("prompter", "Q2", [node("assistant", "A2")]),
-                                 node("prompter", "dangling")], rank=1),
-        node("assistant", "A0", rank=0),
-        node("assistant", "gone", deleted=True, rank=2),
-        node("assistant", "bad", review_result=False),
-    ])}
+    tree = {
+        "message_tree_id": "t",
+        "prompt": node(
+            "prompter",
+            "Q",
+            [
+                node(
+                    "assistant",
+                    "A1",
+                    [node("prompter", "Q2", [node("assistant", "A2")]), node("prompter", "dangling")],
+                    rank=1,
+                ),
+                node("assistant", "A0", rank=0),
+                node("assistant", "gone", deleted=True, rank=2),
+                node("assistant", "bad", review_result=False),
+            ],
+        ),
+    }
     all_paths = sorted([[m["content"] for m in c] for c in from_oasst(tree, "all")])
     # the dangling prompter leaf is cut off, which makes its path equal to ["Q", "A1"] (kept once)
     assert all_paths == [["Q", "A0"], ["Q", "A1"], ["Q", "A1", "Q2", "A2"]]
@@ -79,7 +115,9 @@ def test_real_files_load_without_errors():
 
 
 BAD = [
-    {"messages": [{"role": "user", "content": "ok"}, {"role": "assistant", "content": "fine"}]},  # line 1: good
+    {
+        "messages": [{"role": "user", "content": "ok"}, {"role": "assistant", "content": "fine"}]
+    },  # line 1: good
     "{not json",  # 2
     {"messages": [{"content": "no role"}]},  # 3
     {"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "x"}]},  # 4: empty
@@ -98,8 +136,16 @@ def test_malformed_records_reported_with_line_numbers(tmp_path):
     lines = [b.where for b in got.bad]
     assert lines == [f"d.jsonl:{n}" for n in range(2, 10)]
     reasons = " | ".join(b.reason for b in got.bad)
-    for part in ["not valid JSON", "has no role", "empty content", "not a string", "alternate",
-                 "no assistant message", "not a JSON object", "role 'wizard'"]:
+    for part in [
+        "not valid JSON",
+        "has no role",
+        "empty content",
+        "not a string",
+        "alternate",
+        "no assistant message",
+        "not a JSON object",
+        "role 'wizard'",
+    ]:
         assert part in reasons
 
 

@@ -24,9 +24,16 @@ from lmforge.train.checkpoint import latest_checkpoint, load_model, save_checkpo
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 420  # a hang fails instead of blocking CI
-PAIRS = [("hi", "hello there"), ("how are you", "fine thanks"), ("what is red", "a color"),
-         ("name a fruit", "an apple"), ("count to three", "one two three"), ("say bye", "goodbye now"),
-         ("what is blue", "the sky"), ("name a tree", "an old oak")]
+PAIRS = [
+    ("hi", "hello there"),
+    ("how are you", "fine thanks"),
+    ("what is red", "a color"),
+    ("name a fruit", "an apple"),
+    ("count to three", "one two three"),
+    ("say bye", "goodbye now"),
+    ("what is blue", "the sky"),
+    ("name a tree", "an old oak"),
+]
 
 WORKER = textwrap.dedent("""
     import json, os, sys
@@ -58,14 +65,25 @@ def setup(tmp_path_factory):
     tok = train_tokenizer([text * 30], TokenizerConfig(vocab_size=320, min_frequency=2))
     run = root / "base"
     cfg = RunConfig(name="base", out_dir=str(root))
-    cfg.model = ModelConfig(vocab_size=tok.vocab_size, block_size=48, n_layer=2, n_embd=32, n_head=4,
-                            pos="rope", activation="swiglu", norm="rmsnorm", bias=False)
+    cfg.model = ModelConfig(
+        vocab_size=tok.vocab_size,
+        block_size=48,
+        n_layer=2,
+        n_embd=32,
+        n_head=4,
+        pos="rope",
+        activation="swiglu",
+        norm="rmsnorm",
+        bias=False,
+    )
     torch.manual_seed(0)
     run.mkdir()
     tok.save(run / "tokenizer.json")
     save_checkpoint(run, 0, Transformer(cfg.model), {}, {"step": 0}, cfg, keep_last=1)
     data = root / "pairs.jsonl"
-    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in PAIRS]
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in PAIRS
+    ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows * 3))
     (root / "worker.py").write_text(WORKER)
     return run, data, root / "worker.py"
@@ -74,9 +92,24 @@ def setup(tmp_path_factory):
 def settings(setup, out: Path, **kw) -> dict:
     run, data, _ = setup
     # seq_len 24 packs two or three conversations of unequal length into each row
-    return {"init": str(run), "data": str(data), "out": str(out), "max_steps": 8, "batch_size": 4, "lr": 3e-3,
-            "warmup_steps": 2, "seq_len": 24, "eval_every": 0, "log_every": 1, "ckpt_every": 0, "device": "cpu",
-            "precision": "fp32", "val_fraction": 0.2, "chat_prompts": [], **kw}
+    return {
+        "init": str(run),
+        "data": str(data),
+        "out": str(out),
+        "max_steps": 8,
+        "batch_size": 4,
+        "lr": 3e-3,
+        "warmup_steps": 2,
+        "seq_len": 24,
+        "eval_every": 0,
+        "log_every": 1,
+        "ckpt_every": 0,
+        "device": "cpu",
+        "precision": "fp32",
+        "val_fraction": 0.2,
+        "chat_prompts": [],
+        **kw,
+    }
 
 
 def env() -> dict:
@@ -86,7 +119,15 @@ def env() -> dict:
 def run_worker(setup, cfg: dict, signal_at: tuple[int, int] | None = None, nproc: int = 1):
     args = [str(setup[2]), json.dumps(cfg)] + ([json.dumps(signal_at)] if signal_at else [])
     if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(nproc),
+            *args,
+        ]
     else:
         cmd = [sys.executable, *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=TIMEOUT_S, check=False)
@@ -153,8 +194,14 @@ def test_two_processes_train_as_one(setup, tmp_path_factory, layout):
     one, two = _ONE_PROCESS["one"], tmp_path_factory.mktemp("two") / "out"
     result(run_worker(setup, settings(setup, two, parallel=layout), nproc=2))
     assert losses(two) == pytest.approx(losses(one), abs=1e-5)
-    val = [[json.loads(x)["val_loss"] for x in (d / "metrics.jsonl").read_text().splitlines()
-            if json.loads(x)["kind"] == "val"] for d in (one, two)]
+    val = [
+        [
+            json.loads(x)["val_loss"]
+            for x in (d / "metrics.jsonl").read_text().splitlines()
+            if json.loads(x)["kind"] == "val"
+        ]
+        for d in (one, two)
+    ]
     assert val[1] == pytest.approx(val[0], abs=1e-5)
     w1, w2 = weights(one), weights(two)
     for name in w1:

@@ -26,7 +26,9 @@ def test_zero_shot_is_the_query_alone():
 
 
 def test_k_shot_is_seeded_distinct_and_excludes_the_query():
-    t = PromptTemplate(query="Q: {q}\nA:", answer=" {a}", shots=3, seed=7, instructions="Add.", system="Be exact.")
+    t = PromptTemplate(
+        query="Q: {q}\nA:", answer=" {a}", shots=3, seed=7, instructions="Add.", system="Be exact."
+    )
     query = POOL[0]
     text = render_text(t, query, POOL, index=5)
     assert text == render_text(t, query, POOL, index=5)  # same seed and index: same prompt
@@ -44,7 +46,10 @@ def test_chat_rendering_puts_shots_in_turns():
     msgs = render_messages(t, {"q": "5+5?"}, POOL)
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert msgs[0]["content"] == "Be exact." and msgs[-1]["content"] == "5+5?"
-    assert with_system(msgs, "New.")[0] == {"role": "system", "content": "New."} and len(with_system(msgs, "New.")) == 6
+    assert (
+        with_system(msgs, "New.")[0] == {"role": "system", "content": "New."}
+        and len(with_system(msgs, "New.")) == 6
+    )
     assert with_system(msgs[1:], None) == msgs[1:]
 
 

@@ -31,11 +31,15 @@ from lmforge.tune.pack import (
 from lmforge.tune.reply import chat_reply
 from lmforge.tune.sft import finetune
 
-PAIRS = [("hi", "hello there"), ("how are you", "fine thanks"), ("what is red", "a color"),
-         ("name a fruit", "an apple"), ("count to three", "one two three"), ("say bye", "goodbye now")]
+PAIRS = [
+    ("hi", "hello there"),
+    ("how are you", "fine thanks"),
+    ("what is red", "a color"),
+    ("name a fruit", "an apple"),
+    ("count to three", "one two three"),
+    ("say bye", "goodbye now"),
+]
 GREEDY = SampleConfig(max_new_tokens=12, temperature=0.0, top_k=None)
-
-
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +59,17 @@ def base_run(tmp_path_factory, tok):
     """A run dir holding an (untrained) tiny checkpoint and its tokenizer, as `lmforge train` writes."""
     run = tmp_path_factory.mktemp("runs") / "base"
     cfg = RunConfig(name="base", out_dir=str(run.parent))
-    cfg.model = ModelConfig(vocab_size=tok.vocab_size, block_size=48, n_layer=2, n_embd=48, n_head=4,
-                            pos="rope", activation="swiglu", norm="rmsnorm", bias=False)
+    cfg.model = ModelConfig(
+        vocab_size=tok.vocab_size,
+        block_size=48,
+        n_layer=2,
+        n_embd=48,
+        n_head=4,
+        pos="rope",
+        activation="swiglu",
+        norm="rmsnorm",
+        bias=False,
+    )
     torch.manual_seed(0)
     run.mkdir()
     tok.save(run / "tokenizer.json")
@@ -67,14 +80,18 @@ def base_run(tmp_path_factory, tok):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     path = tmp_path_factory.mktemp("sft") / "pairs.jsonl"
-    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in PAIRS]
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in PAIRS
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows * 4) + "{broken\n")
     return path
 
 
 def examples(tok) -> list[Example]:
-    return [Example(*encode_chat([{"role": "user", "content": q}, {"role": "assistant", "content": a}], tok))
-            for q, a in PAIRS]
+    return [
+        Example(*encode_chat([{"role": "user", "content": q}, {"role": "assistant", "content": a}], tok))
+        for q, a in PAIRS
+    ]
 
 
 # ---------------------------------------------------------------- batches and masks
@@ -85,7 +102,9 @@ def test_labels_cover_only_assistant_tokens(tok):
     labels = ex.labels()
     kept = [t for t in labels if t != IGNORE]
     assert kept == tok.encode("hello there") + [tok.end_id]
-    assert labels[:labels.index(kept[0])] == [IGNORE] * labels.index(kept[0])  # system/user/role tokens masked
+    assert labels[: labels.index(kept[0])] == [IGNORE] * labels.index(
+        kept[0]
+    )  # system/user/role tokens masked
 
 
 @pytest.mark.parametrize("pos", ["learned", "sinusoidal", "rope", "alibi"])
@@ -101,7 +120,7 @@ def test_packed_example_sees_only_itself(tok, pos):
         alone_b, _ = model(torch.tensor([b.ids[:-1]]))
     na, nb = a.positions, b.positions
     torch.testing.assert_close(packed[0, :na], alone_a[0], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(packed[0, na:na + nb], alone_b[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(packed[0, na : na + nb], alone_b[0], atol=1e-5, rtol=1e-5)
 
 
 def test_packed_forward_checks_its_inputs(tok):
@@ -125,7 +144,9 @@ def test_pack_and_pad_give_the_same_loss(tok):
 
 
 def test_first_fit_and_overlong_rules(tok):
-    rows = pack_rows([Example([0] * 6, [True] * 6), Example([0] * 4, [True] * 4), Example([0] * 3, [True] * 3)], 8)
+    rows = pack_rows(
+        [Example([0] * 6, [True] * 6), Example([0] * 4, [True] * 4), Example([0] * 3, [True] * 3)], 8
+    )
     assert [[e.positions for e in r] for r in rows] == [[5, 3], [2]]
     long = Example(list(range(20)), [False] * 10 + [True] * 10)
     prompt_only = Example(list(range(20)), [False] * 15 + [True] * 5)
@@ -157,7 +178,9 @@ def test_lora_starts_at_base_counts_params_and_merges(tok):
         adapted, _ = model(x)
     assert not torch.allclose(adapted, before, atol=1e-3)
     assert merge_lora(model) == 6
-    assert {n for n, _ in model.named_parameters()} == {n for n, _ in tiny(tok, activation="swiglu").named_parameters()}
+    assert {n for n, _ in model.named_parameters()} == {
+        n for n, _ in tiny(tok, activation="swiglu").named_parameters()
+    }
     with torch.no_grad():
         torch.testing.assert_close(model(x)[0], adapted, atol=1e-5, rtol=1e-5)
 
@@ -174,9 +197,21 @@ def test_lora_target_errors(tok):
 
 def test_full_finetune_learns_chat_format(base_run, data, tmp_path, tok):
     out = tmp_path / "chat"
-    cfg = FinetuneConfig(init=str(base_run), data=str(data), out=str(out), max_steps=120, batch_size=4, lr=1e-2,
-                         warmup_steps=5, eval_every=0, log_every=60, device="cpu", val_fraction=0.1,
-                         chat_prompts=["hi"], max_new_tokens=8)
+    cfg = FinetuneConfig(
+        init=str(base_run),
+        data=str(data),
+        out=str(out),
+        max_steps=120,
+        batch_size=4,
+        lr=1e-2,
+        warmup_steps=5,
+        eval_every=0,
+        log_every=60,
+        device="cpu",
+        val_fraction=0.1,
+        chat_prompts=["hi"],
+        max_new_tokens=8,
+    )
     logs = []
     r = finetune(cfg, log=logs.append)
     assert any("pairs.jsonl:25" in line for line in logs)  # the broken line, reported and skipped
@@ -195,9 +230,19 @@ def test_full_finetune_learns_chat_format(base_run, data, tmp_path, tok):
 
 def test_lora_finetune_saves_adapter_and_merged_model(base_run, data, tmp_path):
     out = tmp_path / "lora"
-    cfg = FinetuneConfig(init=str(base_run), data=str(data), out=str(out), method="lora", max_steps=6,
-                         batching="pad", lr=1e-2, log_every=3, device="cpu", chat_prompts=[],
-                         lora=LoraConfig(rank=2, targets=["q_proj", "v_proj"]))
+    cfg = FinetuneConfig(
+        init=str(base_run),
+        data=str(data),
+        out=str(out),
+        method="lora",
+        max_steps=6,
+        batching="pad",
+        lr=1e-2,
+        log_every=3,
+        device="cpu",
+        chat_prompts=[],
+        lora=LoraConfig(rank=2, targets=["q_proj", "v_proj"]),
+    )
     r = finetune(cfg, log=lambda m: None)
     assert r.trainable_params == 2 * 2 * 2 * (48 + 48)  # layers * adapters * rank * (in + out)
     assert r.total_params == load_model(base_run)[0].num_params()
@@ -210,7 +255,9 @@ def test_bad_inputs(base_run, data, tmp_path):
     with pytest.raises(LmforgeError, match="seq_len=999"):
         finetune(FinetuneConfig(init=str(base_run), data=str(data), out=str(tmp_path / "x"), seq_len=999))
     with pytest.raises(LmforgeError, match="malformed SFT record at pairs.jsonl:25"):
-        finetune(FinetuneConfig(init=str(base_run), data=str(data), out=str(tmp_path / "y"), on_bad_record="error"))
+        finetune(
+            FinetuneConfig(init=str(base_run), data=str(data), out=str(tmp_path / "y"), on_bad_record="error")
+        )
     with pytest.raises(LmforgeError, match="no complete checkpoint|does not exist"):
         finetune(FinetuneConfig(init=str(tmp_path / "nope"), data=str(data)))
     with pytest.raises(LmforgeError, match="init="):

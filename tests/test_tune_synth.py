@@ -18,8 +18,13 @@ from lmforge.tune.config import SynthConfig
 from lmforge.tune.formats import load_conversations
 from lmforge.tune.synth import build_prompt, load_seed_tasks, parse_tasks, synthesize
 
-SEEDS = [{"instruction": f"Seed instruction number {w} about {w} things", "instances": [{"input": "", "output": w}]}
-         for w in ("alpha", "beta", "gamma", "delta", "epsilon", "zeta")]
+SEEDS = [
+    {
+        "instruction": f"Seed instruction number {w} about {w} things",
+        "instances": [{"input": "", "output": w}],
+    }
+    for w in ("alpha", "beta", "gamma", "delta", "epsilon", "zeta")
+]
 
 
 class Teacher:
@@ -37,12 +42,17 @@ class Teacher:
         with self.lock:
             fresh = [" ".join(self.rng.sample(self.words, 7)) for _ in range(3)]
         good = [(f"Explain {w}.", "", f"An answer about {w}.") for w in fresh]
-        bad = [("Seed instruction number alpha about alpha things", "", "dup"),  # similar to the pool
-               ("Describe the image of a cat in detail please", "", "a cat"),  # blocklist
-               ("Tell me something secret about the moon please", "", "As an AI, I cannot share that."),
-               ("Do it", "", "done")]  # too short
-        return "\n".join(f"{n0 + i}. Instruction: {ins}\n{n0 + i}. Input: {inp or '<noinput>'}\n"
-                         f"{n0 + i}. Output: {out}\n###" for i, (ins, inp, out) in enumerate(good + bad))
+        bad = [
+            ("Seed instruction number alpha about alpha things", "", "dup"),  # similar to the pool
+            ("Describe the image of a cat in detail please", "", "a cat"),  # blocklist
+            ("Tell me something secret about the moon please", "", "As an AI, I cannot share that."),
+            ("Do it", "", "done"),
+        ]  # too short
+        return "\n".join(
+            f"{n0 + i}. Instruction: {ins}\n{n0 + i}. Input: {inp or '<noinput>'}\n"
+            f"{n0 + i}. Output: {out}\n###"
+            for i, (ins, inp, out) in enumerate(good + bad)
+        )
 
 
 def serve(teacher: Teacher):
@@ -90,9 +100,18 @@ def seeds(tmp_path):
 
 
 def config(server, seeds, out, **kw) -> SynthConfig:
-    base = {"seeds": str(seeds), "out": str(out), "base_url": f"http://127.0.0.1:{server.server_port}/v1",
-            "model": "stub", "num_instructions": 6, "concurrency": 3, "backoff": 0.01, "num_prompt_tasks": 4,
-            "num_seed_in_prompt": 3, "timeout": 10}
+    base = {
+        "seeds": str(seeds),
+        "out": str(out),
+        "base_url": f"http://127.0.0.1:{server.server_port}/v1",
+        "model": "stub",
+        "num_instructions": 6,
+        "concurrency": 3,
+        "backoff": 0.01,
+        "num_prompt_tasks": 4,
+        "num_seed_in_prompt": 3,
+        "timeout": 10,
+    }
     return SynthConfig(**{**base, **kw})
 
 
@@ -148,8 +167,17 @@ def test_completions_endpoint_and_api_key(tmp_path, seeds, monkeypatch):
     server = serve(teacher)
     try:
         monkeypatch.setenv("LMF_TEST_KEY", "sk-test")
-        r = synthesize(config(server, seeds, tmp_path / "a.jsonl", endpoint="completions", api_key_env="LMF_TEST_KEY",
-                              num_instructions=3), log=lambda m: None)
+        r = synthesize(
+            config(
+                server,
+                seeds,
+                tmp_path / "a.jsonl",
+                endpoint="completions",
+                api_key_env="LMF_TEST_KEY",
+                num_instructions=3,
+            ),
+            log=lambda m: None,
+        )
         assert r.records == 3 and "prompt" in teacher.bodies[-1]
         monkeypatch.setenv("LMF_TEST_KEY", "wrong")
         with pytest.raises(LmforgeError, match="HTTP 401"):  # not retried: a bad key stays bad
@@ -172,13 +200,18 @@ def test_teacher_down_is_reported_and_keeps_records(tmp_path, seeds):
 
 
 def test_prompt_and_parser():
-    tasks = [{"instruction": "Add numbers", "input": "1 2", "output": "3"}, {"instruction": "Greet", "input": "", "output": "Hi"}]
+    tasks = [
+        {"instruction": "Add numbers", "input": "1 2", "output": "3"},
+        {"instruction": "Greet", "input": "", "output": "Hi"},
+    ]
     prompt = build_prompt(tasks)
     assert "1. Instruction: Add numbers\n1. Input: 1 2\n1. Output: 3\n###" in prompt
     assert "2. Input: <noinput>" in prompt and prompt.endswith("3. Instruction:")
     text = " Sort the list\n3. Input: 3 1 2\n3. Output: 1 2 3\n###\n4. Instruction: Say hi\n4. Input: <noinput>\n4. Output: Hi!"
-    assert parse_tasks(text, 3) == [{"instruction": "Sort the list", "input": "3 1 2", "output": "1 2 3"},
-                                    {"instruction": "Say hi", "input": "", "output": "Hi!"}]
+    assert parse_tasks(text, 3) == [
+        {"instruction": "Sort the list", "input": "3 1 2", "output": "1 2 3"},
+        {"instruction": "Say hi", "input": "", "output": "Hi!"},
+    ]
     assert parse_tasks("I'd rather not.", 3) == []
 
 

@@ -39,23 +39,48 @@ def data(tmp_path_factory):
 
 def val_loss(data, run_dir: Path, model: dict | None = None, **train_) -> float:
     shards, tok = data
-    m = {"vocab_size": tok.vocab_size, "n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": SEQ, **(model or {})}
-    t = {"max_steps": 1, "batch_size": 4, "lr": 0.0, "warmup_steps": 0, "log_every": 1, "eval_every": 0,
-         "eval_tokens": 7 * SEQ - 5, "ckpt_every": 0, "threads": 1, "tensorboard": False, "progress": "lines",
-         "precision": "fp32", "device": "cpu", **train_}
+    m = {
+        "vocab_size": tok.vocab_size,
+        "n_layer": 1,
+        "n_embd": 32,
+        "n_head": 2,
+        "block_size": SEQ,
+        **(model or {}),
+    }
+    t = {
+        "max_steps": 1,
+        "batch_size": 4,
+        "lr": 0.0,
+        "warmup_steps": 0,
+        "log_every": 1,
+        "eval_every": 0,
+        "eval_tokens": 7 * SEQ - 5,
+        "ckpt_every": 0,
+        "threads": 1,
+        "tensorboard": False,
+        "progress": "lines",
+        "precision": "fp32",
+        "device": "cpu",
+        **train_,
+    }
     result = train(from_dict(RunConfig, {"model": m, "train": t}), shards, tok, run_dir)
     logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["val_loss"] for r in logged if r["kind"] == "val"] == [result.val_loss]
     return result.val_loss
 
 
-@pytest.mark.parametrize("model", [{}, {"kind": "encoder", "pos": "alibi"}, {"kind": "encoder-decoder"}],
-                         ids=["decoder", "encoder", "encoder-decoder"])
+@pytest.mark.parametrize(
+    "model",
+    [{}, {"kind": "encoder", "pos": "alibi"}, {"kind": "encoder-decoder"}],
+    ids=["decoder", "encoder", "encoder-decoder"],
+)
 def test_validation_loss_does_not_depend_on_batch_size_or_grad_accum(data, tmp_path, model):
     # 7 windows: batches of 4 leave a padded last batch of 3; of 3, one of 1; of 8, one short batch
     base = val_loss(data, tmp_path / "a", model, batch_size=4)
     for i, (bs, ga) in enumerate([(2, 2), (3, 1), (8, 1), (1, 4)]):
-        assert val_loss(data, tmp_path / f"b{i}", model, batch_size=bs, grad_accum=ga) == pytest.approx(base, rel=1e-6)
+        assert val_loss(data, tmp_path / f"b{i}", model, batch_size=bs, grad_accum=ga) == pytest.approx(
+            base, rel=1e-6
+        )
 
 
 def test_the_budget_is_rounded_to_windows_and_capped_at_the_split(data, tmp_path):
@@ -65,15 +90,19 @@ def test_the_budget_is_rounded_to_windows_and_capped_at_the_split(data, tmp_path
     assert val_windows(10**9, SEQ, split) == split
     # more than the split: the whole split, in any batching
     whole = val_loss(data, tmp_path / "whole", eval_tokens=split * SEQ)
-    assert val_loss(data, tmp_path / "more", eval_tokens=10**9, batch_size=5) == pytest.approx(whole, rel=1e-6)
+    assert val_loss(data, tmp_path / "more", eval_tokens=10**9, batch_size=5) == pytest.approx(
+        whole, rel=1e-6
+    )
     # a different budget is a different set (the test above could not pass by ignoring the budget)
     assert val_loss(data, tmp_path / "one", eval_tokens=SEQ) != pytest.approx(whole, rel=1e-6)
 
 
 def test_eval_tokens_zero_turns_validation_off_and_negative_is_refused(data, tmp_path):
     shards, tok = data
-    cfg = {"model": {"vocab_size": tok.vocab_size, "n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": SEQ},
-           "train": {"max_steps": 1, "batch_size": 2, "eval_tokens": 0, "threads": 1, "tensorboard": False}}
+    cfg = {
+        "model": {"vocab_size": tok.vocab_size, "n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": SEQ},
+        "train": {"max_steps": 1, "batch_size": 2, "eval_tokens": 0, "threads": 1, "tensorboard": False},
+    }
     assert train(from_dict(RunConfig, cfg), shards, tok, tmp_path / "off").val_loss is None
     with pytest.raises(ConfigError, match="train.eval_tokens must be >= 0"):
         from_dict(RunConfig, {"train": {"eval_tokens": -1}}).train.validate()

@@ -23,28 +23,37 @@ from lmforge.tiny import make_tiny_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs chromium and chromedriver "
-                                "(apt-get install chromium chromium-driver)")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER),
+    reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)",
+)
 KEY = "web-key"
 RATER_KEY = "rater-key"
-
-
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    return [ServedModel.load(str(make_tiny_run(root / name, seed=k, block_size=96)))
-            for k, name in enumerate(("alphamodel", "betamodel"))]
+    return [
+        ServedModel.load(str(make_tiny_run(root / name, seed=k, block_size=96)))
+        for k, name in enumerate(("alphamodel", "betamodel"))
+    ]
 
 
 @pytest.fixture(scope="module")
 def server(models, tmp_path_factory):
     root = tmp_path_factory.mktemp("human")
     prompts = root / "prompts.jsonl"
-    prompts.write_text("\n".join(json.dumps({"prompt": f"prompt {i}", "reference": f"ref {i}"}) for i in range(3)))
-    db = prepare([str(m.path) for m in models], prompts, root / "human.sqlite",
-                 SampleConfig(max_new_tokens=5, temperature=0.0, top_k=None), log=lambda m: None)
+    prompts.write_text(
+        "\n".join(json.dumps({"prompt": f"prompt {i}", "reference": f"ref {i}"}) for i in range(3))
+    )
+    db = prepare(
+        [str(m.path) for m in models],
+        prompts,
+        root / "human.sqlite",
+        SampleConfig(max_new_tokens=5, temperature=0.0, top_k=None),
+        log=lambda m: None,
+    )
     with RunningServer(create_app(models, api_key=KEY, human_db=db, rater_key=RATER_KEY)) as srv:
         yield srv
 
@@ -57,9 +66,18 @@ def browser():
     profile = tempfile.mkdtemp(prefix="lmforge-chromium-")
     opts = Options()
     opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                 "--disable-sync", f"--user-data-dir={profile}", "--window-size=1200,900"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1200,900",
+    ):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
     try:
@@ -93,8 +111,11 @@ def test_chat_page_streams_a_reply_and_keeps_the_conversation(browser, server, m
     reply = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".msg.assistant[data-done='1']"))[0]
 
     m = models[0]
-    want = m.complete(m.chat_ids([{"role": "user", "content": "hello page"}]),
-                      SampleConfig(max_new_tokens=12, temperature=0, top_k=None), m.chat_stop_ids()).text
+    want = m.complete(
+        m.chat_ids([{"role": "user", "content": "hello page"}]),
+        SampleConfig(max_new_tokens=12, temperature=0, top_k=None),
+        m.chat_stop_ids(),
+    ).text
     assert reply.find_element(By.CLASS_NAME, "content").get_attribute("textContent") == want
     assert int(reply.get_attribute("data-chunks")) > 1  # arrived in pieces
     assert "prompt tokens" in browser.find_element(By.ID, "status").text
@@ -102,10 +123,14 @@ def test_chat_page_streams_a_reply_and_keeps_the_conversation(browser, server, m
     browser.find_element(By.ID, "input").send_keys("and again\n")  # Enter sends
     wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".msg.assistant[data-done='1']")) == 2)
     second = browser.find_elements(By.CSS_SELECTOR, ".msg.assistant .content")[1].get_attribute("textContent")
-    history = [{"role": "user", "content": "hello page"}, {"role": "assistant", "content": want},
-               {"role": "user", "content": "and again"}]
-    want2 = m.complete(m.chat_ids(history), SampleConfig(max_new_tokens=12, temperature=0, top_k=None),
-                       m.chat_stop_ids()).text
+    history = [
+        {"role": "user", "content": "hello page"},
+        {"role": "assistant", "content": want},
+        {"role": "user", "content": "and again"},
+    ]
+    want2 = m.complete(
+        m.chat_ids(history), SampleConfig(max_new_tokens=12, temperature=0, top_k=None), m.chat_stop_ids()
+    ).text
     assert second == want2  # the first exchange was sent along
 
     browser.find_element(By.ID, "reset").click()
@@ -134,8 +159,12 @@ def test_chat_page_shows_server_errors(browser, server):
     browser.get(f"{server.url}/chat")
     wait(browser, lambda d: d.find_element(By.ID, "model").get_attribute("value") == "alphamodel")
     browser.find_element(By.ID, "input").send_keys("word " * 150 + "\n")
-    status = wait(browser, lambda d: d.find_element(By.ID, "status").text.startswith("error") and
-                  d.find_element(By.ID, "status"))
+    status = wait(
+        browser,
+        lambda d: (
+            d.find_element(By.ID, "status").text.startswith("error") and d.find_element(By.ID, "status")
+        ),
+    )
     assert "maximum context length is 96 tokens" in status.text
     assert browser.find_elements(By.CSS_SELECTOR, ".msg.assistant") == []
 
@@ -176,7 +205,10 @@ def test_human_page_asks_for_the_key_and_a_rater_key_opens_only_human_eval(brows
     browser.get(f"{server.url}/human")
     browser.execute_script("localStorage.clear()")
     browser.get(f"{server.url}/human")
-    box = wait(browser, lambda d: d.find_element(By.ID, "needkey").is_displayed() and d.find_element(By.ID, "needkey"))
+    box = wait(
+        browser,
+        lambda d: d.find_element(By.ID, "needkey").is_displayed() and d.find_element(By.ID, "needkey"),
+    )
     assert "needs a key" in box.text and "rater key" in box.text
     assert browser.find_element(By.ID, "comparisons").text == "–"
     assert not browser.find_element(By.ID, "task").is_displayed()

@@ -36,7 +36,9 @@ class PromptTemplate:
     system: str | None = None  # a system prompt
     instructions: str | None = None  # a task description before the shots
     separator: str = "\n\n"  # between blocks of the text form
-    pool: str | list | None = None  # the shots' pool: a .jsonl path (relative to the template file) or records
+    pool: str | list | None = (
+        None  # the shots' pool: a .jsonl path (relative to the template file) or records
+    )
 
     def fields(self) -> set[str]:
         return {f for part in (self.query, self.answer) for _, f, _, _ in string.Formatter().parse(part) if f}
@@ -54,8 +56,10 @@ def fill(template: str, record: dict) -> str:
     try:
         return template.format_map(record)
     except KeyError as e:
-        raise LmforgeError(f"the prompt template uses {{{e.args[0]}}} but the record has only "
-                           f"{', '.join(sorted(record)) or 'no fields'}") from None
+        raise LmforgeError(
+            f"the prompt template uses {{{e.args[0]}}} but the record has only "
+            f"{', '.join(sorted(record)) or 'no fields'}"
+        ) from None
     except (ValueError, IndexError) as e:
         raise LmforgeError(f"bad prompt template {template!r}: {e}") from None
 
@@ -78,7 +82,9 @@ def load_pool(path: str | Path) -> list[dict]:
     return pool
 
 
-def draw_shots(pool: list[dict], k: int, seed: int, index: int = 0, exclude: dict | None = None) -> list[dict]:
+def draw_shots(
+    pool: list[dict], k: int, seed: int, index: int = 0, exclude: dict | None = None
+) -> list[dict]:
     """k examples from `pool` for query number `index`: deterministic in (seed, index), distinct,
     never `exclude` (the query's own record)."""
     if k == 0:
@@ -93,20 +99,28 @@ def render_text(t: PromptTemplate, record: dict, pool: list[dict] | None = None,
     """The prompt as one string for a base model; the model's answer continues it."""
     t.validate()
     blocks = [b for b in (t.system, t.instructions) if b]
-    blocks += [fill(t.query, s) + fill(t.answer, s) for s in draw_shots(pool or [], t.shots, t.seed, index, record)]
+    blocks += [
+        fill(t.query, s) + fill(t.answer, s) for s in draw_shots(pool or [], t.shots, t.seed, index, record)
+    ]
     blocks.append(fill(t.query, record))
     return t.separator.join(blocks)
 
 
-def render_messages(t: PromptTemplate, record: dict, pool: list[dict] | None = None, index: int = 0,
-                    ) -> list[dict]:
+def render_messages(
+    t: PromptTemplate,
+    record: dict,
+    pool: list[dict] | None = None,
+    index: int = 0,
+) -> list[dict]:
     """The prompt as chat messages; the model answers as the assistant."""
     t.validate()
     system = "\n\n".join(b for b in (t.system, t.instructions) if b)
     messages = [{"role": "system", "content": system}] if system else []
     for s in draw_shots(pool or [], t.shots, t.seed, index, record):
-        messages += [{"role": "user", "content": fill(t.query, s).strip()},
-                     {"role": "assistant", "content": fill(t.answer, s).strip()}]
+        messages += [
+            {"role": "user", "content": fill(t.query, s).strip()},
+            {"role": "assistant", "content": fill(t.answer, s).strip()},
+        ]
     messages.append({"role": "user", "content": fill(t.query, record).strip()})
     return messages
 
@@ -146,8 +160,10 @@ def load_template(path: str | Path) -> PromptTemplate:
         raise LmforgeError(f"{path}: a prompt template is a mapping of {', '.join(TEMPLATE_KEYS)}")
     unknown = sorted(set(data) - set(TEMPLATE_KEYS))
     if unknown:
-        raise LmforgeError(f"{path}: unknown prompt template key(s) {', '.join(map(str, unknown))}; "
-                           f"expected {', '.join(TEMPLATE_KEYS)}")
+        raise LmforgeError(
+            f"{path}: unknown prompt template key(s) {', '.join(map(str, unknown))}; "
+            f"expected {', '.join(TEMPLATE_KEYS)}"
+        )
     for key in ("query", "answer", "system", "instructions", "separator"):
         if key in data and data[key] is not None and not isinstance(data[key], str):
             raise LmforgeError(f"{path}: {key} must be a string, got {type(data[key]).__name__}")
@@ -189,8 +205,10 @@ def record_from_text(t: PromptTemplate, text: str) -> dict:
             return rec
     qfields = sorted({f for _, f, _, _ in string.Formatter().parse(t.query) if f})
     if len(qfields) > 1:
-        raise LmforgeError(f"the prompt template's query uses {', '.join(qfields)}; give the prompt as a JSON "
-                           "object with those fields")
+        raise LmforgeError(
+            f"the prompt template's query uses {', '.join(qfields)}; give the prompt as a JSON "
+            "object with those fields"
+        )
     return {qfields[0]: text} if qfields else {}
 
 
@@ -201,8 +219,10 @@ def prefix_messages(t: PromptTemplate, pool: list[dict] | None = None, index: in
     system = "\n\n".join(b for b in (t.system, t.instructions) if b)
     messages = [{"role": "system", "content": system}] if system else []
     for s in draw_shots(pool or [], t.shots, t.seed, index):
-        messages += [{"role": "user", "content": fill(t.query, s).strip()},
-                     {"role": "assistant", "content": fill(t.answer, s).strip()}]
+        messages += [
+            {"role": "user", "content": fill(t.query, s).strip()},
+            {"role": "assistant", "content": fill(t.answer, s).strip()},
+        ]
     return messages
 
 

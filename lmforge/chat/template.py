@@ -60,12 +60,16 @@ def check_messages(messages: Sequence[dict], allow_empty_last_assistant: bool = 
 
 
 def _role_id(tokenizer, role: str) -> int:
-    return {"system": tokenizer.system_id, "user": tokenizer.user_id,
-            "assistant": tokenizer.assistant_id}[role]
+    return {"system": tokenizer.system_id, "user": tokenizer.user_id, "assistant": tokenizer.assistant_id}[
+        role
+    ]
 
 
-def encode_chat(messages: Sequence[dict], tokenizer, add_generation_prompt: bool = False,
-                ) -> tuple[list[int], list[bool]]:
+def encode_chat(
+    messages: Sequence[dict],
+    tokenizer,
+    add_generation_prompt: bool = False,
+) -> tuple[list[int], list[bool]]:
     """Token ids of a conversation and, per id, whether training puts loss on it (True for each
     assistant message's content tokens and its closing <|end|>; False for everything else)."""
     check_messages(messages)

@@ -10,7 +10,9 @@ from lmforge.errors import ConfigError
 @dataclass
 class DataConfig:
     corpus: str = "embedded"  # "embedded" (the demo corpus in the package), or a file/folder of documents
-    curate: bool = True  # `lmforge run` curates the corpus first (the `curate` section); embedded adds raw web text
+    curate: bool = (
+        True  # `lmforge run` curates the corpus first (the `curate` section); embedded adds raw web text
+    )
     shards: str | None = None  # token shard dir; None = <run>/data
     val_fraction: float = 0.02  # share of documents held out for validation
     shard_tokens: int = 50_000_000  # tokens per shard file

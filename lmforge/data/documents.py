@@ -101,7 +101,9 @@ def unencodable(line: bytes, obj: Any) -> str | None:
     try:
         json.dumps(obj, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as e:
-        return f"lone surrogate {e.object[e.start]!r} (an escaped half of a UTF-16 pair): not encodable as UTF-8"
+        return (
+            f"lone surrogate {e.object[e.start]!r} (an escaped half of a UTF-16 pair): not encodable as UTF-8"
+        )
     return None
 
 

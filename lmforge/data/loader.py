@@ -76,7 +76,9 @@ class TokenLoader:
             buf[rows] = self._maps[k][offsets[:, None] + np.arange(w)]
         for row in np.flatnonzero(~inside):  # the few windows that cross a shard boundary
             self._read(int(starts[row]), buf[row])
-        if buf.size and int(buf.max()) >= self.vocab_size:  # damaged shard bytes: one clear error, not an IndexError
+        if (
+            buf.size and int(buf.max()) >= self.vocab_size
+        ):  # damaged shard bytes: one clear error, not an IndexError
             self._bad_id(buf, starts)
         x = torch.from_numpy(buf[:, :-1].astype(np.int64))  # (B, T)
         y = torch.from_numpy(buf[:, 1:].astype(np.int64))  # (B, T)
@@ -135,8 +137,10 @@ class TokenLoader:
         row, col = (int(i) for i in np.argwhere(buf >= self.vocab_size)[0])
         pos = int(starts[row]) + col
         k = int(np.searchsorted(self._starts, pos, side="right")) - 1
-        raise LmforgeError(f"shard {self._files[k]} holds token id {int(buf[row, col])} at token {pos - self._starts[k]}, "
-                           f"outside the vocabulary of {self.vocab_size}: the shard is damaged; re-encode the corpus")
+        raise LmforgeError(
+            f"shard {self._files[k]} holds token id {int(buf[row, col])} at token {pos - self._starts[k]}, "
+            f"outside the vocabulary of {self.vocab_size}: the shard is damaged; re-encode the corpus"
+        )
 
     def _read(self, start: int, out: np.ndarray) -> None:
         """Copy stream tokens [start, start + len(out)) into out, across shard boundaries."""

@@ -149,9 +149,11 @@ def check_vocab(meta: dict[str, Any], vocab_size: int) -> None:
             if top is None:
                 top = int(np.memmap(shard_dir / sh["file"], dtype=dtype, mode="r").max())
             if int(top) >= vocab_size:
-                raise LmforgeError(f"shard {shard_dir / sh['file']} holds token id {top}, outside the vocabulary "
-                                   f"of {vocab_size}; the shards are damaged or were encoded for another model: "
-                                   "re-encode them")
+                raise LmforgeError(
+                    f"shard {shard_dir / sh['file']} holds token id {top}, outside the vocabulary "
+                    f"of {vocab_size}; the shards are damaged or were encoded for another model: "
+                    "re-encode them"
+                )
 
 
 def check_tokenizer(meta: dict[str, Any], tokenizer: Tokenizer) -> None:

@@ -14,14 +14,33 @@ import importlib
 
 # Imported on first use, so `lmforge --help` and `lmforge eval --help` don't pay for torch.
 _EXPORTS = {
-    "LM": "lm", "HFCausalLM": "lm", "LmforgeLM": "lm",
-    "loglikelihood": "loglik", "loglikelihood_rolling": "loglik",
-    "compare": "results", "report_section": "results", "write_results": "results",
-    "evaluate": "runner", "run_task": "runner",
-    "get_tasks": "tasks", "load_task_file": "tasks.custom",
+    "LM": "lm",
+    "HFCausalLM": "lm",
+    "LmforgeLM": "lm",
+    "loglikelihood": "loglik",
+    "loglikelihood_rolling": "loglik",
+    "compare": "results",
+    "report_section": "results",
+    "write_results": "results",
+    "evaluate": "runner",
+    "run_task": "runner",
+    "get_tasks": "tasks",
+    "load_task_file": "tasks.custom",
 }
-__all__ = ["LM", "HFCausalLM", "LmforgeLM", "compare", "evaluate", "get_tasks", "load_task_file", "loglikelihood",
-           "loglikelihood_rolling", "report_section", "run_task", "write_results"]
+__all__ = [
+    "LM",
+    "HFCausalLM",
+    "LmforgeLM",
+    "compare",
+    "evaluate",
+    "get_tasks",
+    "load_task_file",
+    "loglikelihood",
+    "loglikelihood_rolling",
+    "report_section",
+    "run_task",
+    "write_results",
+]
 
 
 def __getattr__(name: str):

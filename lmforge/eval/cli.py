@@ -24,12 +24,17 @@ from pathlib import Path
 from lmforge.errors import LmforgeError
 
 
-def add_parser(subparsers, extra_actions: Sequence[tuple[str, Callable, Callable]] = ()) -> argparse.ArgumentParser:
+def add_parser(
+    subparsers, extra_actions: Sequence[tuple[str, Callable, Callable]] = ()
+) -> argparse.ArgumentParser:
     """The `eval` parser. extra_actions: (name, add_parser(action_subparsers), run(args)) for actions
     a package above eval provides (`eval human`, from lmforge.serve)."""
-    p = subparsers.add_parser("eval", help="evaluate a model: benchmarks, perplexity, custom tasks, LLM judge",
-                              description="Evaluate a model on benchmarks (lm-evaluation-harness semantics), "
-                                          "perplexity, YAML tasks; compare runs; grade answers with an LLM judge.")
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate a model: benchmarks, perplexity, custom tasks, LLM judge",
+        description="Evaluate a model on benchmarks (lm-evaluation-harness semantics), "
+        "perplexity, YAML tasks; compare runs; grade answers with an LLM judge.",
+    )
     add_eval_args(p)
     sub = p.add_subparsers(dest="eval_action", metavar="action")
     c = sub.add_parser("compare", help="compare the eval results of two runs (or results.json files)")
@@ -50,39 +55,75 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     m.add_argument("--hf-model", help="a Hugging Face causal LM folder or hub id (needs transformers)")
     m.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
     t = p.add_argument_group("tasks")
-    t.add_argument("--tasks", default="", help="comma-separated: arc_easy, arc_challenge, hellaswag, mmlu, "
-                   "mmlu_<category|subject>, truthfulqa_mc1, truthfulqa_mc2, truthfulqa_gen, wikitext")
+    t.add_argument(
+        "--tasks",
+        default="",
+        help="comma-separated: arc_easy, arc_challenge, hellaswag, mmlu, "
+        "mmlu_<category|subject>, truthfulqa_mc1, truthfulqa_mc2, truthfulqa_gen, wikitext",
+    )
     t.add_argument("--task-file", action="append", default=[], help="a YAML task file (repeatable)")
-    t.add_argument("--include-path", action="append", default=[], metavar="DIR",
-                   help="a folder of lm-evaluation-harness task YAMLs (repeatable): --tasks may then name its "
-                        "tasks, groups and tags; their `!function` Python files are run, as lm-eval does")
-    t.add_argument("--text-file", action="append", default=[], help="perplexity of a .txt/.jsonl file or folder")
+    t.add_argument(
+        "--include-path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder of lm-evaluation-harness task YAMLs (repeatable): --tasks may then name its "
+        "tasks, groups and tags; their `!function` Python files are run, as lm-eval does",
+    )
+    t.add_argument(
+        "--text-file", action="append", default=[], help="perplexity of a .txt/.jsonl file or folder"
+    )
     t.add_argument("--shards", help="perplexity / bits per byte of a token shard folder (meta.json)")
     t.add_argument("--shard-split", default="val", help="split of --shards (default val)")
     t.add_argument("--num-fewshot", type=int, default=None, help="examples per prompt (default: the task's)")
     t.add_argument("--limit", type=int, default=None, help="only the first N documents of each task")
     t.add_argument("--seed", type=int, default=1234, help="few-shot sampling seed (lm-eval's default 1234)")
     t.add_argument("--system-prompt", default=None, help="text put before every prompt (instruction models)")
-    t.add_argument("--prompt-template", metavar="FILE", default=None,
-                   help="YAML/JSON prompt template: its system prompt (and instructions) become the system "
-                        "prompt of every task (its query/answer/shots are not used: tasks have their own)")
-    t.add_argument("--apply-chat-template", action="store_true",
-                   help="render each context in the chat template (system message, one user turn with the "
-                        "few-shot examples and the question, then <|assistant|>), as lm-eval's "
-                        "--apply_chat_template without --fewshot_as_multiturn; lmforge runs only")
+    t.add_argument(
+        "--prompt-template",
+        metavar="FILE",
+        default=None,
+        help="YAML/JSON prompt template: its system prompt (and instructions) become the system "
+        "prompt of every task (its query/answer/shots are not used: tasks have their own)",
+    )
+    t.add_argument(
+        "--apply-chat-template",
+        action="store_true",
+        help="render each context in the chat template (system message, one user turn with the "
+        "few-shot examples and the question, then <|assistant|>), as lm-eval's "
+        "--apply_chat_template without --fewshot_as_multiturn; lmforge runs only",
+    )
     d = p.add_argument_group("data and output")
-    d.add_argument("--data-dir", default=None, help="benchmark folder (default: $LMFORGE_EVAL_DATA, else the "
-                   "few-hundred-item subsets shipped with lmforge, lmforge/benchmarks/)")
-    d.add_argument("--hub", action="store_true", help="load the full datasets from the Hugging Face hub "
-                   "(needs `datasets`, in the eval extra, and a network, or $LMFORGE_HUB_MIRROR)")
-    d.add_argument("--output", default=None, help="where results go (default: <run>/eval); results.json "
-                   "keeps the tasks of earlier evaluations of the same model")
+    d.add_argument(
+        "--data-dir",
+        default=None,
+        help="benchmark folder (default: $LMFORGE_EVAL_DATA, else the "
+        "few-hundred-item subsets shipped with lmforge, lmforge/benchmarks/)",
+    )
+    d.add_argument(
+        "--hub",
+        action="store_true",
+        help="load the full datasets from the Hugging Face hub "
+        "(needs `datasets`, in the eval extra, and a network, or $LMFORGE_HUB_MIRROR)",
+    )
+    d.add_argument(
+        "--output",
+        default=None,
+        help="where results go (default: <run>/eval); results.json "
+        "keeps the tasks of earlier evaluations of the same model",
+    )
     d.add_argument("--log-samples", action="store_true", help="also write per-example predictions")
     d.add_argument("--no-cache", action="store_true", help="do not reuse or store per-request results")
     e = p.add_argument_group("engine")
-    e.add_argument("--batch-size", type=int, default=16, help="rows per forward pass (scores do not depend on it)")
-    e.add_argument("--no-prefix-sharing", action="store_true", help="score every choice with its full context "
-                   "(as lm-eval does) instead of reusing the context's KV cache")
+    e.add_argument(
+        "--batch-size", type=int, default=16, help="rows per forward pass (scores do not depend on it)"
+    )
+    e.add_argument(
+        "--no-prefix-sharing",
+        action="store_true",
+        help="score every choice with its full context "
+        "(as lm-eval does) instead of reusing the context's KV cache",
+    )
 
 
 def load_lm(args):
@@ -108,7 +149,11 @@ def collect_tasks(args) -> list:
         folder = TaskFolder(args.include_path)
     tasks = []
     for name in [t.strip() for t in args.tasks.split(",") if t.strip()]:
-        tasks += folder.get(name) if folder is not None and name in folder else get_tasks(name, args.data_dir, args.hub)
+        tasks += (
+            folder.get(name)
+            if folder is not None and name in folder
+            else get_tasks(name, args.data_dir, args.hub)
+        )
     tasks += [load_task_file(f) for f in args.task_file]
     return tasks
 
@@ -152,10 +197,19 @@ def run_eval(args) -> int:
     lm = load_lm(args)
     cache = None if args.no_cache else ResultCache(out / "cache.sqlite")
     try:
-        results = evaluate(lm, tasks, num_fewshot=args.num_fewshot, limit=args.limit, batch_size=args.batch_size,
-                           seed=args.seed, system_prompt=system_prompt, cache=cache,
-                           apply_chat_template=getattr(args, "apply_chat_template", False),
-                           share_prefix=not args.no_prefix_sharing, log_samples=args.log_samples)
+        results = evaluate(
+            lm,
+            tasks,
+            num_fewshot=args.num_fewshot,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            system_prompt=system_prompt,
+            cache=cache,
+            apply_chat_template=getattr(args, "apply_chat_template", False),
+            share_prefix=not args.no_prefix_sharing,
+            log_samples=args.log_samples,
+        )
     finally:
         if cache is not None:
             cache.close()
@@ -180,8 +234,10 @@ def subset_notes(tasks) -> list[str]:
     if not names:
         return []
     shown = ", ".join(sorted({n.split("_")[0] if n.startswith("mmlu_") else n for n in names}))
-    note = (f"{shown}: scored on the subsets shipped with lmforge (the first 300 questions; 5 per MMLU "
-            f"subject), not the full benchmarks; {FULL_SETS_HINT}")
+    note = (
+        f"{shown}: scored on the subsets shipped with lmforge (the first 300 questions; 5 per MMLU "
+        f"subject), not the full benchmarks; {FULL_SETS_HINT}"
+    )
     return [note]
 
 
@@ -198,9 +254,15 @@ def _add_text_perplexity(lm, args, results: dict) -> None:
         try:
             t0 = time.perf_counter()
             with WindowBar(name, show) as bar:
-                s, _ = perplexity_of_texts(lm, read_text_documents(f), batch_size=args.batch_size, progress=bar)
-            results["tasks"][name] = _ppl_entry(s, str(f), time.perf_counter() - t0,
-                                                ("word_perplexity", "byte_perplexity", "bits_per_byte", "token_perplexity"))
+                s, _ = perplexity_of_texts(
+                    lm, read_text_documents(f), batch_size=args.batch_size, progress=bar
+                )
+            results["tasks"][name] = _ppl_entry(
+                s,
+                str(f),
+                time.perf_counter() - t0,
+                ("word_perplexity", "byte_perplexity", "bits_per_byte", "token_perplexity"),
+            )
         except LmforgeError as e:
             results["errors"][name] = str(e)
     if args.shards:
@@ -210,27 +272,51 @@ def _add_text_perplexity(lm, args, results: dict) -> None:
                 raise LmforgeError("--shards needs an lmforge run (its tokenizer wrote the shards)")
             t0 = time.perf_counter()
             with WindowBar(name, show) as bar:
-                s = perplexity_of_shards(lm, args.shards, lm.tok.token_bytes(), args.shard_split,
-                                         batch_size=args.batch_size, progress=bar)
-            results["tasks"][name] = _ppl_entry(s, str(args.shards), time.perf_counter() - t0,
-                                                ("bits_per_byte", "byte_perplexity", "token_perplexity"))
+                s = perplexity_of_shards(
+                    lm,
+                    args.shards,
+                    lm.tok.token_bytes(),
+                    args.shard_split,
+                    batch_size=args.batch_size,
+                    progress=bar,
+                )
+            results["tasks"][name] = _ppl_entry(
+                s,
+                str(args.shards),
+                time.perf_counter() - t0,
+                ("bits_per_byte", "byte_perplexity", "token_perplexity"),
+            )
         except LmforgeError as e:
             results["errors"][name] = str(e)
 
 
 def _ppl_entry(s: dict, source: str, seconds: float, metrics) -> dict:
-    return {"metrics": {m: s[m] for m in metrics}, "stderr": {m: None for m in metrics}, "n": s["documents"],
-            "num_fewshot": 0, "output_type": "loglikelihood_rolling", "source": source, "group": [],
-            "counts": {k: s[k] for k in ("tokens", "bytes", "words") if k in s}, "seconds": round(seconds, 3),
-            "docs_per_s": round(s["documents"] / seconds, 2) if seconds > 0 else None, "version": "1.0"}
+    return {
+        "metrics": {m: s[m] for m in metrics},
+        "stderr": {m: None for m in metrics},
+        "n": s["documents"],
+        "num_fewshot": 0,
+        "output_type": "loglikelihood_rolling",
+        "source": source,
+        "group": [],
+        "counts": {k: s[k] for k in ("tokens", "bytes", "words") if k in s},
+        "seconds": round(seconds, 3),
+        "docs_per_s": round(s["documents"] / seconds, 2) if seconds > 0 else None,
+        "version": "1.0",
+    }
 
 
 RUN_TASKS = ("arc_easy", "arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc1", "truthfulqa_mc2")
 
 
-def evaluate_run(run_dir: str | Path, tasks: tuple[str, ...] = RUN_TASKS, limit: int | None = 100,
-                 shard_dir: str | Path | None = None, data_dir: str | Path | None = None,
-                 batch_size: int = 16) -> dict:
+def evaluate_run(
+    run_dir: str | Path,
+    tasks: tuple[str, ...] = RUN_TASKS,
+    limit: int | None = 100,
+    shard_dir: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    batch_size: int = 16,
+) -> dict:
     """The eval stage of `lmforge run`: multiple-choice tasks (their chance levels are in the
     results) on the first `limit` documents, plus bits per byte on the held-out token shards.
     Writes <run>/eval/results.{json,md}. Without `data_dir` (or $LMFORGE_EVAL_DATA) the benchmarks
@@ -252,8 +338,9 @@ def evaluate_run(run_dir: str | Path, tasks: tuple[str, ...] = RUN_TASKS, limit:
     results["errors"].update(errors)
     results["notes"] = subset_notes(task_objs)
     if shard_dir is not None:
-        args = argparse.Namespace(text_file=[], shards=str(shard_dir), shard_split="val", batch_size=batch_size,
-                                  progress=True)
+        args = argparse.Namespace(
+            text_file=[], shards=str(shard_dir), shard_split="val", batch_size=batch_size, progress=True
+        )
         _add_text_perplexity(lm, args, results)
     write_results(results, Path(run_dir) / "eval")
     return results

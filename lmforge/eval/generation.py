@@ -24,12 +24,20 @@ def cut_at_stops(text: str, until: Sequence[str]) -> str:
     return text
 
 
-def generate_until(lm: LM, context: str, until: Sequence[str] = ("\n\n",), max_gen_toks: int = 256,
-                   temperature: float = 0.0, seed: int | None = 0) -> str:
+def generate_until(
+    lm: LM,
+    context: str,
+    until: Sequence[str] = ("\n\n",),
+    max_gen_toks: int = 256,
+    temperature: float = 0.0,
+    seed: int | None = 0,
+) -> str:
     if max_gen_toks >= lm.max_length:
-        raise LmforgeError(f"max_gen_toks={max_gen_toks} must be less than the model's context ({lm.max_length})")
+        raise LmforgeError(
+            f"max_gen_toks={max_gen_toks} must be less than the model's context ({lm.max_length})"
+        )
     stops = list(until) + [lm.decode([lm.eot_token_id])]
-    ids = lm.encode(context)[-(lm.max_length - max_gen_toks):] or [lm.prefix_token_id]
+    ids = lm.encode(context)[-(lm.max_length - max_gen_toks) :] or [lm.prefix_token_id]
     out: list[int] = []
     longest = max(len(s) for s in stops)
     for tok in lm.generate_tokens(ids, max_gen_toks, temperature, seed):
@@ -37,7 +45,7 @@ def generate_until(lm: LM, context: str, until: Sequence[str] = ("\n\n",), max_g
             break
         out.append(tok)
         # Decode only the tail to look for a stop string (a token decodes to a few characters).
-        if any(s in lm.decode(out[-(longest + 8):]) for s in stops if s):
+        if any(s in lm.decode(out[-(longest + 8) :]) for s in stops if s):
             break
     return cut_at_stops(lm.decode(out), stops)
 
@@ -53,8 +61,12 @@ def truthfulqa_gen_results(doc: dict, completion: str) -> dict[str, float]:
     out: dict[str, float] = {}
     b = [bleu(r, completion) for r in refs]
     r = [rouge(ref, completion) for ref in refs]
-    series = {"bleu": b, "rouge1": [x["rouge1"] for x in r], "rouge2": [x["rouge2"] for x in r],
-              "rougeL": [x["rougeLsum"] for x in r]}
+    series = {
+        "bleu": b,
+        "rouge1": [x["rouge1"] for x in r],
+        "rouge2": [x["rouge2"] for x in r],
+        "rougeL": [x["rougeLsum"] for x in r],
+    }
     for name, scores in series.items():
         best_true, best_false = float(np.nanmax(scores[:nt])), float(np.nanmax(scores[nt:]))
         out[f"{name}_max"] = best_true
@@ -63,7 +75,9 @@ def truthfulqa_gen_results(doc: dict, completion: str) -> dict[str, float]:
     return out
 
 
-def reference_metrics(reference: str | list[str], completion: str, metrics: Sequence[str]) -> dict[str, float]:
+def reference_metrics(
+    reference: str | list[str], completion: str, metrics: Sequence[str]
+) -> dict[str, float]:
     """exact_match / bleu / rouge1 / rouge2 / rougeL of a completion, best over the references."""
     refs = reference if isinstance(reference, list) else [reference]
     out: dict[str, float] = {}

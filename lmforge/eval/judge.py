@@ -40,15 +40,26 @@ PAIR_PROMPT = (
 Judge = Callable[[str], str]  # prompt -> the judge's raw answer
 
 
-def openai_judge(base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 120.0,
-                 max_tokens: int = 1024) -> Judge:
+def openai_judge(
+    base_url: str,
+    model: str,
+    api_key_env: str = "OPENAI_API_KEY",
+    timeout: float = 120.0,
+    max_tokens: int = 1024,
+) -> Judge:
     """A judge behind an OpenAI-compatible /chat/completions endpoint (temperature 0)."""
     url = base_url.rstrip("/") + "/chat/completions"
     key = os.environ.get(api_key_env, "")
 
     def ask(prompt: str) -> str:
-        body = json.dumps({"model": model, "messages": [{"role": "user", "content": prompt}],
-                           "temperature": 0, "max_tokens": max_tokens}).encode()
+        body = json.dumps(
+            {
+                "model": model,
+                "messages": [{"role": "user", "content": prompt}],
+                "temperature": 0,
+                "max_tokens": max_tokens,
+            }
+        ).encode()
         headers = {"Content-Type": "application/json"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
@@ -79,11 +90,15 @@ def served_model(base_url: str, api_key_env: str = "OPENAI_API_KEY", timeout: fl
         with urllib.request.urlopen(req, timeout=timeout) as r:
             ids = [m["id"] for m in json.loads(r.read().decode())["data"]]
     except urllib.error.HTTPError as e:
-        raise LmforgeError(f"no --judge-model given and {url} answered HTTP {e.code}: pass --judge-model NAME") from None
+        raise LmforgeError(
+            f"no --judge-model given and {url} answered HTTP {e.code}: pass --judge-model NAME"
+        ) from None
     except (urllib.error.URLError, TimeoutError, OSError) as e:
         raise LmforgeError(f"cannot reach the judge endpoint {url}: {e}") from None
     except (json.JSONDecodeError, KeyError, TypeError):
-        raise LmforgeError(f"no --judge-model given and {url} does not list models: pass --judge-model NAME") from None
+        raise LmforgeError(
+            f"no --judge-model given and {url} does not list models: pass --judge-model NAME"
+        ) from None
     if len(ids) != 1:
         listed = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "") if ids else "none"
         raise LmforgeError(f"{url} serves {len(ids)} models ({listed}): choose one with --judge-model NAME")
@@ -94,11 +109,17 @@ def local_judge(lm, max_new_tokens: int = 256) -> Judge:
     """A local model as judge (greedy); useful for plumbing, weak as a judge unless instruction-tuned."""
     from lmforge.eval.generation import generate_until  # torch: eval's parser imports this module
 
-    return lambda prompt: generate_until(lm, prompt, until=[], max_gen_toks=min(max_new_tokens, lm.max_length - 1))
+    return lambda prompt: generate_until(
+        lm, prompt, until=[], max_gen_toks=min(max_new_tokens, lm.max_length - 1)
+    )
 
 
-_RATING = [re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*(?:/\s*10\s*)?\]\]"), re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*\]"),
-           re.compile(r"(?i)rating\s*[:=]?\s*(\d+(?:\.\d+)?)"), re.compile(r"\b(\d+(?:\.\d+)?)\s*/\s*10\b")]
+_RATING = [
+    re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*(?:/\s*10\s*)?\]\]"),
+    re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*\]"),
+    re.compile(r"(?i)rating\s*[:=]?\s*(\d+(?:\.\d+)?)"),
+    re.compile(r"\b(\d+(?:\.\d+)?)\s*/\s*10\b"),
+]
 _VERDICT = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE)
 
 
@@ -135,19 +156,27 @@ def compare_pair(judge: Judge, question: str, a: str, b: str) -> dict:
     v1, v2 = parse_verdict(r1), parse_verdict(r2)
     v2_mapped = {"A": "B", "B": "A"}.get(v2, v2)  # back to the original labels
     consistent = v1 is not None and v1 == v2_mapped
-    return {"order_ab": {"prompt": p1, "raw": r1, "verdict": v1},
-            "order_ba": {"prompt": p2, "raw": r2, "verdict": v2, "verdict_in_ab_labels": v2_mapped},
-            "winner": v1 if consistent else "tie", "consistent": consistent}
+    return {
+        "order_ab": {"prompt": p1, "raw": r1, "verdict": v1},
+        "order_ba": {"prompt": p2, "raw": r2, "verdict": v2, "verdict_in_ab_labels": v2_mapped},
+        "winner": v1 if consistent else "tie",
+        "consistent": consistent,
+    }
 
 
 def summarize_pairs(records: list[dict]) -> dict:
     n = len(records)
     wins = {k: sum(r["winner"] == k for r in records) for k in ("A", "B", "tie")}
     parsed = [r for r in records if r["order_ab"]["verdict"] and r["order_ba"]["verdict"]]
-    return {"pairs": n, "wins_a": wins["A"], "wins_b": wins["B"], "ties": wins["tie"],
-            "win_rate_a": (wins["A"] + 0.5 * wins["tie"]) / n if n else None,  # ties count half (FastChat)
-            "order_agreement": sum(r["consistent"] for r in parsed) / len(parsed) if parsed else None,
-            "unparsed": n - len(parsed)}
+    return {
+        "pairs": n,
+        "wins_a": wins["A"],
+        "wins_b": wins["B"],
+        "ties": wins["tie"],
+        "win_rate_a": (wins["A"] + 0.5 * wins["tie"]) / n if n else None,  # ties count half (FastChat)
+        "order_agreement": sum(r["consistent"] for r in parsed) / len(parsed) if parsed else None,
+        "unparsed": n - len(parsed),
+    }
 
 
 def _read_answers(path: str) -> list[dict]:
@@ -171,8 +200,12 @@ def add_judge_parser(sub) -> None:
     j.add_argument("--answers", required=True, help='JSONL of {"question", "answer"} (set A)')
     j.add_argument("--answers-b", help="JSONL of set B (same questions, same order): pairwise mode")
     j.add_argument("--judge-url", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
-    j.add_argument("--judge-model", default=None, help="model name sent to the endpoint (default: the one "
-                   "model the endpoint lists at /models, e.g. what `lmforge serve` serves)")
+    j.add_argument(
+        "--judge-model",
+        default=None,
+        help="model name sent to the endpoint (default: the one "
+        "model the endpoint lists at /models, e.g. what `lmforge serve` serves)",
+    )
     j.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     j.add_argument("--judge-run", help="a local lmforge run as the judge instead of an endpoint")
     j.add_argument("--output", required=True, help="folder for judgments.jsonl and summary.json")
@@ -197,14 +230,24 @@ def run_judge(args) -> int:
         if [r["question"] for r in a] != [r["question"] for r in b]:
             raise LmforgeError("--answers and --answers-b must hold the same questions in the same order")
         for ra, rb in zip(a, b):
-            records.append({"question": ra["question"], **compare_pair(judge, ra["question"], ra["answer"], rb["answer"])})
+            records.append(
+                {
+                    "question": ra["question"],
+                    **compare_pair(judge, ra["question"], ra["answer"], rb["answer"]),
+                }
+            )
         summary = summarize_pairs(records)
     else:
         for r in a:
-            records.append({"question": r["question"], "answer": r["answer"], **grade(judge, r["question"], r["answer"])})
+            records.append(
+                {"question": r["question"], "answer": r["answer"], **grade(judge, r["question"], r["answer"])}
+            )
         scores = [r["score"] for r in records if r["score"] is not None]
-        summary = {"answers": len(records), "mean_score": sum(scores) / len(scores) if scores else None,
-                   "unparsed": len(records) - len(scores)}
+        summary = {
+            "answers": len(records),
+            "mean_score": sum(scores) / len(scores) if scores else None,
+            "unparsed": len(records) - len(scores),
+        }
     (out / "judgments.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(summary, indent=2))

@@ -56,8 +56,9 @@ class LM(ABC):
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """Logits (N, V) of hidden states (N, C)."""
 
-    def hidden_shared(self, prefixes: torch.Tensor, suffixes: torch.Tensor,
-                      owner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def hidden_shared(
+        self, prefixes: torch.Tensor, suffixes: torch.Tensor, owner: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run G equal-length prefixes (G, P) once, then each suffix row (R, S) after its prefix
         `owner[r]`. Returns the prefixes' last hidden states (G, C) and the suffixes' (R, S, C).
 
@@ -80,8 +81,9 @@ class LM(ABC):
         runs once in one ordinary forward (no cache, rows of any context length batch together)."""
         raise NotImplementedError(f"{type(self).__name__} has no packed-row forward")
 
-    def generate_tokens(self, prompt: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
-                        seed: int | None = None) -> Iterator[int]:
+    def generate_tokens(
+        self, prompt: Sequence[int], max_new_tokens: int, temperature: float = 0.0, seed: int | None = None
+    ) -> Iterator[int]:
         """Yield sampled continuation ids (greedy at temperature 0); the caller decides when to stop.
 
         A plain loop with a growing context (no cache); backends override it with their cache.
@@ -90,7 +92,7 @@ class LM(ABC):
         gen.manual_seed(0 if seed is None else seed)
         ids = list(prompt)
         for _ in range(max_new_tokens):
-            x = torch.tensor([ids[-self.max_length:]], dtype=torch.long, device=self.device)
+            x = torch.tensor([ids[-self.max_length :]], dtype=torch.long, device=self.device)
             with torch.inference_mode():
                 logits = self.head(self.hidden(x)[0, -1:])[0].float()
             # greedy (the first index on ties, as lm-eval and HF) or a plain temperature sample
@@ -109,7 +111,9 @@ class LM(ABC):
 class LmforgeLM(LM):
     """An lmforge decoder Transformer and its Tokenizer."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer, name: str = "lmforge", fingerprint: str | None = None):
+    def __init__(
+        self, model: torch.nn.Module, tokenizer, name: str = "lmforge", fingerprint: str | None = None
+    ):
         cfg = model.cfg
         if cfg.kind != "decoder":
             raise LmforgeError(f"evaluation scores causal (decoder) models; this model is a {cfg.kind}")
@@ -132,14 +136,18 @@ class LmforgeLM(LM):
 
         path = Path(path)
         model, _cfg = load_model(path, device=device)
-        tok_path = next((p / "tokenizer.json" for p in (path, path.parent.parent)
-                         if (p / "tokenizer.json").is_file()), None)
+        tok_path = next(
+            (p / "tokenizer.json" for p in (path, path.parent.parent) if (p / "tokenizer.json").is_file()),
+            None,
+        )
         if tok_path is None:
             raise LmforgeError(f"no tokenizer.json in {path} or its run directory")
         ckpt = resolve_checkpoint(path)
         weights = weights_file(ckpt)  # model.safetensors, or a distributed checkpoint's metadata
         stat = weights.stat()
-        fp = hashlib.sha256(f"{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+        fp = hashlib.sha256(f"{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[
+            :16
+        ]
         return cls(model, Tokenizer.load(tok_path), name=f"{path.name}@{ckpt.name}", fingerprint=fp)
 
     def encode(self, text: str) -> list[int]:
@@ -191,7 +199,7 @@ class LmforgeLM(LM):
         from lmforge.serve.generate import generate_tokens
 
         cfg = SampleConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=None, seed=seed)
-        yield from generate_tokens(self.model, list(prompt)[-self.max_length:], cfg)
+        yield from generate_tokens(self.model, list(prompt)[-self.max_length :], cfg)
 
     def fingerprint(self) -> str:
         return self._fingerprint
@@ -210,10 +218,14 @@ class HFCausalLM(LM):
         cfg = model.config
         # lm-eval's resolve_max_length: the model config's n_positions / max_position_embeddings /
         # n_ctx, else the tokenizer's model_max_length, else 2048.
-        found = [getattr(cfg, k) for k in ("n_positions", "max_position_embeddings", "n_ctx") if hasattr(cfg, k)]
+        found = [
+            getattr(cfg, k) for k in ("n_positions", "max_position_embeddings", "n_ctx") if hasattr(cfg, k)
+        ]
         self.max_length = max_length or (found[0] if found else min(tokenizer.model_max_length, 2048))
         self.eot_token_id = tokenizer.eos_token_id
-        self.prefix_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        self.prefix_token_id = (
+            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        )
         self.device = next(model.parameters()).device
         self.body = model.base_model  # GPT2LMHeadModel.transformer, LlamaForCausalLM.model, ...
         self.lm_head = model.get_output_embeddings()
@@ -258,15 +270,20 @@ class HFCausalLM(LM):
             return hp, hp.new_zeros(R, 0, hp.shape[-1])
         cache = getattr(out, self._cache_kw)
         cache.batch_select_indices(owner.to(self.device))  # row r continues prefix owner[r]
-        hs = self.body(input_ids=suffixes.to(self.device), use_cache=True,
-                       **{self._cache_kw: cache}).last_hidden_state
+        hs = self.body(
+            input_ids=suffixes.to(self.device), use_cache=True, **{self._cache_kw: cache}
+        ).last_hidden_state
         return hp, hs
 
     def hidden_packed(self, ids, positions, keep):
         # A (B, 1, T, T) boolean mask is taken as the attention pattern itself by transformers' models
         # that accept custom 4-D masks; `packs_prefixes` checks that this model honours it.
-        return self.body(input_ids=ids.to(self.device), position_ids=positions.to(self.device),
-                         attention_mask=keep[:, None].to(self.device), use_cache=False).last_hidden_state
+        return self.body(
+            input_ids=ids.to(self.device),
+            position_ids=positions.to(self.device),
+            attention_mask=keep[:, None].to(self.device),
+            use_cache=False,
+        ).last_hidden_state
 
     def packs_prefixes(self) -> bool:
         """Try a packed row once against the same requests run whole: a model that rejects or
@@ -275,7 +292,9 @@ class HFCausalLM(LM):
             # A custom mask replaces a sliding-window mask too (Mistral, Gemma's local layers), and the
             # short check below cannot see a window: such models keep the KV-cache path.
             cfg = self.model.config
-            windowed = getattr(cfg, "sliding_window", None) is not None and getattr(cfg, "use_sliding_window", True)
+            windowed = getattr(cfg, "sliding_window", None) is not None and getattr(
+                cfg, "use_sliding_window", True
+            )
             self._packs = not windowed and _packing_agrees(self)
         return self._packs
 
@@ -292,7 +311,9 @@ def _packing_agrees(lm: LM) -> bool:
     t = [i for i in range(1, 10) if i != pad]  # no padding id: transformers would warn about it
     ctx, a, b = t[:3], t[3:5], t[5:8]
     seg = torch.tensor([[0, 0, 0, 1, 1, 2, 2, 2]])
-    keep = torch.ones(8, 8, dtype=torch.bool).tril() & ((seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None]))
+    keep = torch.ones(8, 8, dtype=torch.bool).tril() & (
+        (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])
+    )
     with torch.inference_mode():
         try:
             h = lm.hidden_packed(torch.tensor([ctx + a + b]), torch.tensor([[0, 1, 2, 3, 4, 3, 4, 5]]), keep)

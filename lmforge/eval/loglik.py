@@ -103,7 +103,7 @@ class Encoder:
             context = context[:-n_spaces]
         whole = self(context + continuation)
         ctx = self(context)
-        return ctx, whole[len(ctx):]
+        return ctx, whole[len(ctx) :]
 
 
 def score_rows(lm: LM, h: torch.Tensor, targets: list[int], lengths: list[int]) -> list[Scored]:
@@ -115,7 +115,7 @@ def score_rows(lm: LM, h: torch.Tensor, targets: list[int], lengths: list[int]) 
     hit = logits.argmax(dim=-1) == t
     out, start = [], 0
     for n in lengths:
-        out.append(Scored(float(tok_lp[start:start + n].sum()), bool(hit[start:start + n].all())))
+        out.append(Scored(float(tok_lp[start : start + n].sum()), bool(hit[start : start + n].all())))
         start += n
     return out
 
@@ -124,7 +124,7 @@ def _pad(rows: Sequence[Sequence[int]], device) -> torch.Tensor:
     width = max(len(r) for r in rows)
     x = torch.zeros(len(rows), width, dtype=torch.long)
     for i, r in enumerate(rows):
-        x[i, :len(r)] = torch.tensor(list(r), dtype=torch.long)
+        x[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
     return x.to(device)
 
 
@@ -133,9 +133,17 @@ def _request_key(fp: str, ctx: list[int], cont: list[int]) -> str:
 
 
 @torch.inference_mode()
-def loglikelihood(lm: LM, requests: Sequence[tuple[str, str]], batch_size: int = 16, *,
-                  share_prefix: bool = True, cache=None, progress: Progress | None = None,
-                  encoder: Encoder | None = None, stats: dict | None = None) -> list[Scored]:
+def loglikelihood(
+    lm: LM,
+    requests: Sequence[tuple[str, str]],
+    batch_size: int = 16,
+    *,
+    share_prefix: bool = True,
+    cache=None,
+    progress: Progress | None = None,
+    encoder: Encoder | None = None,
+    stats: dict | None = None,
+) -> list[Scored]:
     """Score (context, continuation) string pairs; results in request order. `stats` (if given)
     receives "truncated": how many requests were cut to the model's context."""
     enc = encoder or Encoder(lm)
@@ -143,8 +151,9 @@ def loglikelihood(lm: LM, requests: Sequence[tuple[str, str]], batch_size: int =
     pairs = [enc.pair(c, x) for c, x in requests]
     if stats is not None:
         stats["truncated"] = sum(len(c) + len(x) > lm.max_length + 1 for c, x in pairs)
-    return loglikelihood_tokens(lm, pairs, batch_size, share_prefix=share_prefix, cache=cache, progress=progress,
-                                stats=stats)
+    return loglikelihood_tokens(
+        lm, pairs, batch_size, share_prefix=share_prefix, cache=cache, progress=progress, stats=stats
+    )
 
 
 class _Meter:
@@ -168,9 +177,16 @@ class _Meter:
 
 
 @torch.inference_mode()
-def loglikelihood_tokens(lm: LM, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 16, *,
-                         share_prefix: bool = True, cache=None, progress: Progress | None = None,
-                         stats: dict | None = None) -> list[Scored]:
+def loglikelihood_tokens(
+    lm: LM,
+    pairs: Sequence[tuple[list[int], list[int]]],
+    batch_size: int = 16,
+    *,
+    share_prefix: bool = True,
+    cache=None,
+    progress: Progress | None = None,
+    stats: dict | None = None,
+) -> list[Scored]:
     """Score (context ids, continuation ids) pairs; see the module docstring for the semantics."""
     meter = _Meter(stats)
     L = lm.max_length
@@ -182,8 +198,9 @@ def loglikelihood_tokens(lm: LM, pairs: Sequence[tuple[list[int], list[int]]], b
         if not cont:
             raise LmforgeError("a continuation encodes to zero tokens; nothing to score")
         if len(cont) > L:
-            raise LmforgeError(f"a continuation of {len(cont)} tokens is longer than the model's context "
-                               f"of {L} tokens")
+            raise LmforgeError(
+                f"a continuation of {len(cont)} tokens is longer than the model's context of {L} tokens"
+            )
         if cache is not None:
             keys[i] = _request_key(fp, ctx, cont)
             hit = cache.get(keys[i])
@@ -226,8 +243,10 @@ def loglikelihood_tokens(lm: LM, pairs: Sequence[tuple[list[int], list[int]]], b
     # 1. single-token continuations: one row per distinct context, batched, longest first.
     ctxs = sorted(last, key=len, reverse=True)
     for b in range(0, len(ctxs), batch_size):
-        chunk = ctxs[b:b + batch_size]
-        h = meter.run(lm.hidden, _pad(chunk, lm.device), real=sum(map(len, chunk)), padded=len(chunk) * len(chunk[0]))
+        chunk = ctxs[b : b + batch_size]
+        h = meter.run(
+            lm.hidden, _pad(chunk, lm.device), real=sum(map(len, chunk)), padded=len(chunk) * len(chunk[0])
+        )
         idx, rows, targets = [], [], []
         for r, c in enumerate(chunk):
             for i in last[c]:
@@ -275,14 +294,18 @@ def loglikelihood_tokens(lm: LM, pairs: Sequence[tuple[list[int], list[int]]], b
     # 3. everything else, as lm-eval batches it: whole truncated rows, longest first.
     flat.sort(key=lambda i: len(pairs[i][0]) + len(pairs[i][1]), reverse=True)
     for b in range(0, len(flat), batch_size):
-        idx = flat[b:b + batch_size]
-        inputs = [(pairs[i][0] + pairs[i][1])[-(L + 1):][:-1] for i in idx]
-        h = meter.run(lm.hidden, _pad(inputs, lm.device), real=sum(map(len, inputs)),
-                      padded=len(inputs) * max(map(len, inputs)))
+        idx = flat[b : b + batch_size]
+        inputs = [(pairs[i][0] + pairs[i][1])[-(L + 1) :][:-1] for i in idx]
+        h = meter.run(
+            lm.hidden,
+            _pad(inputs, lm.device),
+            real=sum(map(len, inputs)),
+            padded=len(inputs) * max(map(len, inputs)),
+        )
         rows, targets, lengths = [], [], []
         for r, i in enumerate(idx):
             cont, n = pairs[i][1], len(inputs[r])
-            rows.append(h[r, n - len(cont):n])
+            rows.append(h[r, n - len(cont) : n])
             targets.extend(cont)
             lengths.append(len(cont))
         done(idx, meter.run(score_rows, lm, torch.cat(rows), targets, lengths, real=0, padded=0))
@@ -303,8 +326,12 @@ def _fit(ctx: tuple[int, ...], idx: list[int], pairs, L: int) -> list[list[int]]
     return parts
 
 
-def _packed_batch(lm: LM, rows: list[tuple[tuple[int, ...], list[int]]], pairs, meter: _Meter,
-                  ) -> tuple[list[int], list[Scored]]:
+def _packed_batch(
+    lm: LM,
+    rows: list[tuple[tuple[int, ...], list[int]]],
+    pairs,
+    meter: _Meter,
+) -> tuple[list[int], list[Scored]]:
     """Score packed rows [context, cont_1[:-1], cont_2[:-1], ...]: continuation k sits at positions
     len(context).. and attends to the context and to itself (segment 0 and segment k)."""
     lens = [len(ctx) + sum(len(pairs[i][1]) - 1 for i in idx) for ctx, idx in rows]
@@ -327,27 +354,57 @@ def _packed_batch(lm: LM, rows: list[tuple[tuple[int, ...], list[int]]], pairs, 
             lengths.append(len(cont))
             order.append(i)
         n = len(tokens)
-        ids[r, :n], pos[r, :n], seg[r, :n] = torch.tensor(tokens), torch.tensor(positions), torch.tensor(segments)
+        ids[r, :n], pos[r, :n], seg[r, :n] = (
+            torch.tensor(tokens),
+            torch.tensor(positions),
+            torch.tensor(segments),
+        )
     # i sees j: causal, and j is in the context or in i's own continuation; padding sees the context.
-    keep = torch.ones(T, T, dtype=torch.bool).tril() & ((seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None]))
-    h = meter.run(lm.hidden_packed, ids.to(lm.device), pos.to(lm.device), keep.to(lm.device),
-                  real=sum(lens), padded=B * T)
+    keep = torch.ones(T, T, dtype=torch.bool).tril() & (
+        (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])
+    )
+    h = meter.run(
+        lm.hidden_packed,
+        ids.to(lm.device),
+        pos.to(lm.device),
+        keep.to(lm.device),
+        real=sum(lens),
+        padded=B * T,
+    )
     flat = h.reshape(B * T, h.shape[-1])[torch.tensor(picks, device=h.device)]
     return order, meter.run(score_rows, lm, flat, targets, lengths, real=0, padded=0)
 
 
-def _shared_batch(lm: LM, ctxs: list[tuple[int, ...]], groups: dict, pairs, meter: _Meter,
-                  ) -> tuple[list[int], list[Scored]]:
+def _shared_batch(
+    lm: LM,
+    ctxs: list[tuple[int, ...]],
+    groups: dict,
+    pairs,
+    meter: _Meter,
+) -> tuple[list[int], list[Scored]]:
     idx = [i for c in ctxs for i in groups[c]]
     owner = torch.tensor([g for g, c in enumerate(ctxs) for _ in groups[c]], device=lm.device)
     conts = [pairs[i][1] for i in idx]
     rest = [len(c) - 1 for c in conts]
     P = len(ctxs[0])
-    h_last, hs = meter.run(lm.hidden_shared, _pad(ctxs, lm.device), _pad([c[:-1] for c in conts], lm.device), owner,
-                           real=len(ctxs) * P + sum(rest), padded=len(ctxs) * P + len(conts) * max(rest))
-    rows = [torch.cat([h_last[owner[r]][None], hs[r, :len(c) - 1]]) for r, c in enumerate(conts)]
-    return idx, meter.run(score_rows, lm, torch.cat(rows), [t for c in conts for t in c],
-                          [len(c) for c in conts], real=0, padded=0)
+    h_last, hs = meter.run(
+        lm.hidden_shared,
+        _pad(ctxs, lm.device),
+        _pad([c[:-1] for c in conts], lm.device),
+        owner,
+        real=len(ctxs) * P + sum(rest),
+        padded=len(ctxs) * P + len(conts) * max(rest),
+    )
+    rows = [torch.cat([h_last[owner[r]][None], hs[r, : len(c) - 1]]) for r, c in enumerate(conts)]
+    return idx, meter.run(
+        score_rows,
+        lm,
+        torch.cat(rows),
+        [t for c in conts for t in c],
+        [len(c) for c in conts],
+        real=0,
+        padded=0,
+    )
 
 
 # ---------------------------------------------------------------- rolling windows (perplexity)
@@ -365,19 +422,20 @@ def rolling_windows(tokens: Sequence[int], prefix_token: int, max_len: int) -> l
     if n == 0:
         return []
     first = min(L, n)
-    out = [([prefix_token] + list(tokens[:first - 1]), first)]
+    out = [([prefix_token] + list(tokens[: first - 1]), first)]
     done = first
     while done < n:
         w = min(n - done, L)
         end = done + w
-        out.append((list(tokens[end - L - 1:end - 1]), w))
+        out.append((list(tokens[end - L - 1 : end - 1]), w))
         done = end
     return out
 
 
 @torch.inference_mode()
-def loglikelihood_rolling_tokens(lm: LM, docs: Sequence[Sequence[int]], batch_size: int = 16,
-                                 progress: Progress | None = None) -> list[float]:
+def loglikelihood_rolling_tokens(
+    lm: LM, docs: Sequence[Sequence[int]], batch_size: int = 16, progress: Progress | None = None
+) -> list[float]:
     """Total log-likelihood of each token sequence, every token scored exactly once."""
     windows = []  # (doc index, input, scored count, targets)
     for d, toks in enumerate(docs):
@@ -388,19 +446,19 @@ def loglikelihood_rolling_tokens(lm: LM, docs: Sequence[Sequence[int]], batch_si
     for d, toks in enumerate(docs):
         done = 0
         for _inp, k in rolling_windows(toks, lm.prefix_token_id, lm.max_length):
-            targets.append(list(toks[done:done + k]))
+            targets.append(list(toks[done : done + k]))
             done += k
     if hasattr(progress, "set_total"):  # e.g. runner.WindowBar: counts windows, known only now
         progress.set_total(len(windows))
     order = sorted(range(len(windows)), key=lambda j: len(windows[j][1]), reverse=True)
     totals = [0.0] * len(docs)
     for b in range(0, len(order), batch_size):
-        js = order[b:b + batch_size]
+        js = order[b : b + batch_size]
         h = lm.hidden(_pad([windows[j][1] for j in js], lm.device))
         rows, tgt, lengths = [], [], []
         for r, j in enumerate(js):
             _, inp, k = windows[j]
-            rows.append(h[r, len(inp) - k:len(inp)])
+            rows.append(h[r, len(inp) - k : len(inp)])
             tgt.extend(targets[j])
             lengths.append(k)
         for j, s in zip(js, score_rows(lm, torch.cat(rows), tgt, lengths)):
@@ -410,7 +468,8 @@ def loglikelihood_rolling_tokens(lm: LM, docs: Sequence[Sequence[int]], batch_si
     return totals
 
 
-def loglikelihood_rolling(lm: LM, texts: Sequence[str], batch_size: int = 16,
-                          progress: Progress | None = None) -> list[float]:
+def loglikelihood_rolling(
+    lm: LM, texts: Sequence[str], batch_size: int = 16, progress: Progress | None = None
+) -> list[float]:
     """Total log-likelihood of each text, tokenised whole (no context), in rolling windows."""
     return loglikelihood_rolling_tokens(lm, [lm.encode(t) for t in texts], batch_size, progress)

@@ -24,8 +24,9 @@ def argmax_first(values: Sequence[float]) -> int:
     return int(np.argmax(np.asarray(values, dtype=np.float64)))
 
 
-def multiple_choice(lls: Sequence[float], greedy: Sequence[bool], choices: Sequence[str], gold: int,
-                    metrics: Sequence[str]) -> dict[str, float]:
+def multiple_choice(
+    lls: Sequence[float], greedy: Sequence[bool], choices: Sequence[str], gold: int, metrics: Sequence[str]
+) -> dict[str, float]:
     """acc, acc_norm (by characters of the choice, no leading space), acc_bytes (UTF-8 bytes),
     exact_match (the gold continuation is the greedy one) for one document."""
     if not 0 <= gold < len(choices):
@@ -38,13 +39,17 @@ def multiple_choice(lls: Sequence[float], greedy: Sequence[bool], choices: Seque
         elif m == "acc_norm":  # characters, as lm-eval's code does (its issue #3278)
             out[m] = float(argmax_first(ll / np.array([float(len(c)) for c in choices])) == gold)
         elif m == "acc_bytes":
-            out[m] = float(argmax_first(ll / np.array([float(len(c.encode("utf-8"))) for c in choices])) == gold)
+            out[m] = float(
+                argmax_first(ll / np.array([float(len(c.encode("utf-8"))) for c in choices])) == gold
+            )
         elif m == "exact_match":
             out[m] = float(bool(greedy[gold]))
         elif m == "mc2":
             raise LmforgeError("mc2 needs the true/false labels: use truthfulqa_mc2")
         else:
-            raise LmforgeError(f"unknown multiple-choice metric {m!r} (acc, acc_norm, acc_bytes, exact_match)")
+            raise LmforgeError(
+                f"unknown multiple-choice metric {m!r} (acc, acc_norm, acc_bytes, exact_match)"
+            )
     return out
 
 
@@ -84,13 +89,13 @@ def mean_stderr(xs: Sequence[float]) -> float:
 
 def pooled_stderr(stderrs: Sequence[float], sizes: Sequence[int]) -> float:
     """Stderr of a size-weighted group mean from its parts (lm-eval's pooled_sample_stderr)."""
-    var = sum((n - 1) * s ** 2 * n for s, n in zip(stderrs, sizes)) / (sum(sizes) - len(sizes))
+    var = sum((n - 1) * s**2 * n for s, n in zip(stderrs, sizes)) / (sum(sizes) - len(sizes))
     return float(math.sqrt(var / sum(sizes)))
 
 
 def unweighted_stderr(stderrs: Sequence[float]) -> float:
     """Stderr of a plain mean of k independent means: sqrt(sum se_i^2) / k."""
-    return float(math.sqrt(sum(s ** 2 for s in stderrs)) / len(stderrs))
+    return float(math.sqrt(sum(s**2 for s in stderrs)) / len(stderrs))
 
 
 def weighted_perplexity(lls: Sequence[float], counts: Sequence[int]) -> float:
@@ -109,9 +114,18 @@ def bleu(reference: str, prediction: str) -> float:
     """BLEU of one prediction against one reference, with the arguments of lm-eval's TruthfulQA
     (`corpus_bleu`, exp smoothing with value 0, intl tokenisation, no effective order)."""
     sacrebleu = _require("sacrebleu")
-    return float(sacrebleu.corpus_bleu([prediction], [[reference]], smooth_method="exp", smooth_value=0.0,
-                                       force=False, lowercase=False, tokenize="intl",
-                                       use_effective_order=False).score)
+    return float(
+        sacrebleu.corpus_bleu(
+            [prediction],
+            [[reference]],
+            smooth_method="exp",
+            smooth_value=0.0,
+            force=False,
+            lowercase=False,
+            tokenize="intl",
+            use_effective_order=False,
+        ).score
+    )
 
 
 _ROUGE = None

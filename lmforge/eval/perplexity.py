@@ -30,18 +30,28 @@ from lmforge.eval.metrics import bits_per_byte, count_bytes, count_words, weight
 _WIKITEXT_RULES: list[tuple[str, str, str]] = [
     ("str", "s '", "s'"),  # contractions
     ("re", r"/' [0-9]/", r"/'[0-9]/"),  # (matches only a literal "/' 5/"; kept for exactness)
-    ("str", " @-@ ", "-"), ("str", " @,@ ", ","), ("str", " @.@ ", "."),  # number separators
-    ("str", " : ", ": "), ("str", " ; ", "; "), ("str", " . ", ". "),  # punctuation
-    ("str", " ! ", "! "), ("str", " ? ", "? "), ("str", " , ", ", "),
+    ("str", " @-@ ", "-"),
+    ("str", " @,@ ", ","),
+    ("str", " @.@ ", "."),  # number separators
+    ("str", " : ", ": "),
+    ("str", " ; ", "; "),
+    ("str", " . ", ". "),  # punctuation
+    ("str", " ! ", "! "),
+    ("str", " ? ", "? "),
+    ("str", " , ", ", "),
     ("re", r"\(\s*([^\)]*?)\s*\)", r"(\1)"),  # spaces inside brackets and quotes
     ("re", r"\[\s*([^\]]*?)\s*\]", r"[\1]"),
     ("re", r"{\s*([^}]*?)\s*}", r"{\1}"),
     ("re", r"\"\s*([^\"]*?)\s*\"", r'"\1"'),
     ("re", r"'\s*([^']*?)\s*'", r"'\1'"),
-    ("str", "= = = =", "===="), ("str", "= = =", "==="), ("str", "= =", "=="),  # headings
+    ("str", "= = = =", "===="),
+    ("str", "= = =", "==="),
+    ("str", "= =", "=="),  # headings
     ("str", " \u00b0 ", "\u00b0"),  # degree sign
-    ("str", " \n", "\n"), ("str", "\n ", "\n"),
-    ("str", " N ", " 1 "), ("str", " 's", "'s"),
+    ("str", " \n", "\n"),
+    ("str", "\n ", "\n"),
+    ("str", " N ", " 1 "),
+    ("str", " 's", "'s"),
 ]
 
 
@@ -60,12 +70,16 @@ def summarize(lls: Sequence[float], texts_counted: Sequence[str], ntokens: Seque
         "byte_perplexity": weighted_perplexity(lls, nbytes),
         "bits_per_byte": bits_per_byte(lls, nbytes),
         "token_perplexity": float(math.exp(-sum(lls) / sum(ntokens))),
-        "words": sum(words), "bytes": sum(nbytes), "tokens": sum(ntokens), "documents": len(lls),
+        "words": sum(words),
+        "bytes": sum(nbytes),
+        "tokens": sum(ntokens),
+        "documents": len(lls),
     }
 
 
-def perplexity_of_texts(lm: LM, texts: Sequence[str], counted: Sequence[str] | None = None,
-                        batch_size: int = 16, progress=None) -> tuple[dict[str, float], list[float]]:
+def perplexity_of_texts(
+    lm: LM, texts: Sequence[str], counted: Sequence[str] | None = None, batch_size: int = 16, progress=None
+) -> tuple[dict[str, float], list[float]]:
     """Score each text whole; counts come from `counted` (defaults to the texts themselves)."""
     if not texts:
         raise LmforgeError("no documents to score")
@@ -91,7 +105,9 @@ def read_text_documents(path: str | Path) -> list[str]:
     return docs
 
 
-def shard_documents(shard_dir: str | Path, split: str = "val", max_tokens: int | None = None) -> list[np.ndarray]:
+def shard_documents(
+    shard_dir: str | Path, split: str = "val", max_tokens: int | None = None
+) -> list[np.ndarray]:
     """Documents (token arrays, end-of-text removed) of a token-shard split written by
     `lmforge tokenizer encode` / training (meta.json beside the .bin files)."""
     shard_dir = Path(shard_dir)
@@ -117,8 +133,15 @@ def shard_documents(shard_dir: str | Path, split: str = "val", max_tokens: int |
     return docs
 
 
-def perplexity_of_shards(lm: LM, shard_dir: str | Path, token_bytes: np.ndarray, split: str = "val",
-                         max_tokens: int | None = None, batch_size: int = 16, progress=None) -> dict[str, float]:
+def perplexity_of_shards(
+    lm: LM,
+    shard_dir: str | Path,
+    token_bytes: np.ndarray,
+    split: str = "val",
+    max_tokens: int | None = None,
+    batch_size: int = 16,
+    progress=None,
+) -> dict[str, float]:
     """Token perplexity and bits per byte of a shard split; bytes per token from the tokenizer's
     table (special tokens count 0 bytes, as nanochat's bits-per-byte does)."""
     docs = shard_documents(shard_dir, split, max_tokens)
@@ -127,6 +150,11 @@ def perplexity_of_shards(lm: LM, shard_dir: str | Path, token_bytes: np.ndarray,
     lls = loglikelihood_rolling_tokens(lm, [d.tolist() for d in docs], batch_size, progress)
     ntok = [len(d) for d in docs]
     nbytes = [int(token_bytes[d].sum()) for d in docs]
-    return {"token_perplexity": float(math.exp(-sum(lls) / sum(ntok))),
-            "bits_per_byte": bits_per_byte(lls, nbytes), "byte_perplexity": weighted_perplexity(lls, nbytes),
-            "tokens": sum(ntok), "bytes": sum(nbytes), "documents": len(docs)}
+    return {
+        "token_perplexity": float(math.exp(-sum(lls) / sum(ntok))),
+        "bits_per_byte": bits_per_byte(lls, nbytes),
+        "byte_perplexity": weighted_perplexity(lls, nbytes),
+        "tokens": sum(ntok),
+        "bytes": sum(nbytes),
+        "documents": len(docs),
+    }

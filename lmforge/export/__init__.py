@@ -12,8 +12,15 @@ for `train.init_from: hf:DIR`), cli. transformers is needed only to load the res
 import importlib
 
 # Imported on first use so the CLI's start-up doesn't pay for torch.
-_EXPORTS = {"ExportError": "mapping", "architecture": "arch", "export_model": "hf_export", "export_run": "hf_export",
-            "apply_init": "hf_import", "import_hf": "hf_import", "resolve_init": "hf_import"}
+_EXPORTS = {
+    "ExportError": "mapping",
+    "architecture": "arch",
+    "export_model": "hf_export",
+    "export_run": "hf_export",
+    "apply_init": "hf_import",
+    "import_hf": "hf_import",
+    "resolve_init": "hf_import",
+}
 
 
 def __getattr__(name: str):
@@ -22,4 +29,12 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'lmforge.export' has no attribute {name!r}")
 
 
-__all__ = ["ExportError", "apply_init", "architecture", "export_model", "export_run", "import_hf", "resolve_init"]
+__all__ = [
+    "ExportError",
+    "apply_init",
+    "architecture",
+    "export_model",
+    "export_run",
+    "import_hf",
+    "resolve_init",
+]

@@ -30,26 +30,36 @@ __all__ = ["ExportError", "architecture", "by_model_type"]
 def architecture(cfg: ModelConfig) -> ModuleType:
     """The module (llama, qwen3 or gpt2) that writes `cfg` as a transformers model; ExportError otherwise."""
     if cfg.kind != "decoder":
-        raise ExportError(f"model.kind={cfg.kind!r}: only decoder-only models export to a transformers "
-                          "causal LM (Llama, GPT-2); encoder and encoder-decoder models have no mapping here")
+        raise ExportError(
+            f"model.kind={cfg.kind!r}: only decoder-only models export to a transformers "
+            "causal LM (Llama, GPT-2); encoder and encoder-decoder models have no mapping here"
+        )
     if cfg.logit_softcap is not None:
-        raise ExportError(f"model.logit_softcap={cfg.logit_softcap}: Llama, Qwen3 and GPT-2 do not cap logits, and the "
-                          "architectures that do differ otherwise (Gemma 2: scaled embeddings, norms after each "
-                          "sublayer; NanoChat: norms without gains, a norm on the embeddings)")
+        raise ExportError(
+            f"model.logit_softcap={cfg.logit_softcap}: Llama, Qwen3 and GPT-2 do not cap logits, and the "
+            "architectures that do differ otherwise (Gemma 2: scaled embeddings, norms after each "
+            "sublayer; NanoChat: norms without gains, a norm on the embeddings)"
+        )
     if cfg.norm_position != "pre":
-        raise ExportError(f"model.norm_position={cfg.norm_position!r} (post-norm): Llama and GPT-2 are "
-                          "pre-norm; no supported transformers architecture normalises after the residual add")
+        raise ExportError(
+            f"model.norm_position={cfg.norm_position!r} (post-norm): Llama and GPT-2 are "
+            "pre-norm; no supported transformers architecture normalises after the residual add"
+        )
     if cfg.pos == "rope":
         arch = qwen3 if cfg.qk_norm else llama
     elif cfg.pos == "learned":
         arch = gpt2
     else:
         what = {"alibi": "ALiBi attention biases", "sinusoidal": "fixed sinusoidal positions"}[cfg.pos]
-        raise ExportError(f"model.pos={cfg.pos!r} ({what}): no supported transformers architecture has it "
-                          "(Llama uses pos=rope, GPT-2 pos=learned)")
+        raise ExportError(
+            f"model.pos={cfg.pos!r} ({what}): no supported transformers architecture has it "
+            "(Llama uses pos=rope, GPT-2 pos=learned)"
+        )
     if cfg.qk_norm and arch is gpt2:
-        raise ExportError("model.qk_norm=True with pos=learned: GPT-2 has no query/key norms; QK-norm exports as "
-                          "Qwen3 (pos=rope, norm=rmsnorm, a gated MLP, bias=false)")
+        raise ExportError(
+            "model.qk_norm=True with pos=learned: GPT-2 has no query/key norms; QK-norm exports as "
+            "Qwen3 (pos=rope, norm=rmsnorm, a gated MLP, bias=false)"
+        )
     arch.check(cfg)
     return arch
 

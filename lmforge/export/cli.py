@@ -17,25 +17,36 @@ from lmforge.errors import LmforgeError
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "export", help="write a run's model as a Hugging Face folder (Llama or GPT-2 architecture)",
+        "export",
+        help="write a run's model as a Hugging Face folder (Llama or GPT-2 architecture)",
         description="Write the latest checkpoint of a run as a transformers model folder: config.json, "
-                    "model.safetensors, generation_config.json, tokenizer.json, tokenizer_config.json "
-                    "(with the chat template). Llama for pos=rope/rmsnorm/swiglu models, GPT-2 for "
-                    "pos=learned/layernorm/gelu ones.")
+        "model.safetensors, generation_config.json, tokenizer.json, tokenizer_config.json "
+        "(with the chat template). Llama for pos=rope/rmsnorm/swiglu models, GPT-2 for "
+        "pos=learned/layernorm/gelu ones.",
+    )
     p.add_argument("--run", required=True, help="run directory (latest checkpoint) or a checkpoint directory")
     p.add_argument("--out", required=True, help="folder to create (must not exist, or be empty)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="weight dtype in model.safetensors (default float32, what lmforge trains)")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="weight dtype in model.safetensors (default float32, what lmforge trains)",
+    )
 
     p = subparsers.add_parser(
-        "import", help="turn a local Hugging Face model folder into an lmforge run directory",
+        "import",
+        help="turn a local Hugging Face model folder into an lmforge run directory",
         description="Read a local Llama-family (llama, mistral, qwen2) or GPT-2 folder and write an lmforge "
-                    "run directory (config.yaml, tokenizer.json, checkpoints/step_000000) that train "
-                    "(train.init_from=DIR), finetune, eval, generate and serve use.")
+        "run directory (config.yaml, tokenizer.json, checkpoints/step_000000) that train "
+        "(train.init_from=DIR), finetune, eval, generate and serve use.",
+    )
     p.add_argument("--hf", required=True, help="Hugging Face model folder (config.json, weights, tokenizer)")
     p.add_argument("--out", required=True, help="run directory to create (must not exist)")
-    p.add_argument("--allow-approximate", action="store_true",
-                   help="import GPT-2's tanh-approximate GELU (gelu_new) as lmforge's exact GELU")
+    p.add_argument(
+        "--allow-approximate",
+        action="store_true",
+        help="import GPT-2's tanh-approximate GELU (gelu_new) as lmforge's exact GELU",
+    )
 
 
 def _log(msg: str) -> None:
@@ -46,8 +57,10 @@ def run_export(args: argparse.Namespace, parser: argparse.ArgumentParser | None 
     from lmforge.export.hf_export import export_run
 
     s = export_run(args.run, args.out, dtype=args.dtype)
-    _log(f"export: {s['hf_class']} ({s['architecture']}), {s['params'] / 1e6:.2f}M parameters, {s['dtype']} "
-         f"-> {s['out']}")
+    _log(
+        f"export: {s['hf_class']} ({s['architecture']}), {s['params'] / 1e6:.2f}M parameters, {s['dtype']} "
+        f"-> {s['out']}"
+    )
     _log(f"load it with transformers.AutoModelForCausalLM.from_pretrained({s['out']!r}) and AutoTokenizer")
     return 0
 
@@ -64,8 +77,10 @@ def run_import(args: argparse.Namespace, parser: argparse.ArgumentParser | None 
         changes.append(", ".join(f"renamed {a} -> {b}" for a, b in tok["renamed"].items()))
     if tok["moved_ids"]:
         changes.append(f"{tok['moved_ids']} ids moved so the special tokens sit at 0..6")
-    _log(f"import: {s['model_type']} as lmforge {s['architecture']}-shaped model, {s['params'] / 1e6:.2f}M "
-         f"parameters, vocab {s['vocab_size']} -> {s['out']}")
+    _log(
+        f"import: {s['model_type']} as lmforge {s['architecture']}-shaped model, {s['params'] / 1e6:.2f}M "
+        f"parameters, vocab {s['vocab_size']} -> {s['out']}"
+    )
     _log(f"tokenizer: {'; '.join(changes) if changes else 'unchanged'}")
     _log(f"use it: lmforge generate --run {s['out']}  |  lmforge train train.init_from={s['out']} ...")
     return 0

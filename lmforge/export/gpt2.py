@@ -37,14 +37,20 @@ TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 
 def check(cfg: ModelConfig) -> None:
     if cfg.norm != "layernorm":
-        raise ExportError(f"model.norm={cfg.norm!r} with pos=learned: GPT-2 uses LayerNorm (model.norm=layernorm); "
-                          "no supported transformers architecture pairs learned positions with RMSNorm")
+        raise ExportError(
+            f"model.norm={cfg.norm!r} with pos=learned: GPT-2 uses LayerNorm (model.norm=layernorm); "
+            "no supported transformers architecture pairs learned positions with RMSNorm"
+        )
     if cfg.activation not in ACT_TO_HF:
-        raise ExportError(f"model.activation={cfg.activation!r} with pos=learned: GPT-2's MLP is not gated "
-                          "(model.activation=gelu, relu, silu or relu2; gated MLPs export as Llama, with pos=rope)")
+        raise ExportError(
+            f"model.activation={cfg.activation!r} with pos=learned: GPT-2's MLP is not gated "
+            "(model.activation=gelu, relu, silu or relu2; gated MLPs export as Llama, with pos=rope)"
+        )
     if cfg.kv_heads != cfg.n_head:
-        raise ExportError(f"model.n_kv_head={cfg.n_kv_head} (grouped-query attention) with pos=learned: GPT-2 has "
-                          "one key/value head per query head; GQA exports as Llama (pos=rope)")
+        raise ExportError(
+            f"model.n_kv_head={cfg.n_kv_head} (grouped-query attention) with pos=learned: GPT-2 has "
+            "one key/value head per query head; GQA exports as Llama (pos=rope)"
+        )
 
 
 def hf_config(cfg: ModelConfig, special: dict) -> dict:
@@ -87,8 +93,11 @@ def to_hf(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tens
         qkv = [b + f"attn.{p}_proj" for p in "qkv"]
         out[h + "attn.c_attn.weight"] = torch.cat([sd[n + ".weight"] for n in qkv], dim=0).T  # (C, 3C)
         out[h + "attn.c_attn.bias"] = torch.cat([bias(n + ".bias", C) for n in qkv])
-        for ours, theirs, n in (("attn.o_proj", "attn.c_proj", C), ("mlp.up_proj", "mlp.c_fc", F),
-                                ("mlp.down_proj", "mlp.c_proj", C)):
+        for ours, theirs, n in (
+            ("attn.o_proj", "attn.c_proj", C),
+            ("mlp.up_proj", "mlp.c_fc", F),
+            ("mlp.down_proj", "mlp.c_proj", C),
+        ):
             out[h + theirs + ".weight"] = sd[b + ours + ".weight"].T  # Linear (out, in) -> Conv1D (in, out)
             out[h + theirs + ".bias"] = bias(b + ours + ".bias", n)
     out["transformer.ln_f.weight"] = sd["norm_f.weight"]
@@ -100,31 +109,54 @@ def to_hf(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tens
 
 def model_config(hf: dict, names: set[str], allow_approximate: bool = False) -> tuple[ModelConfig, list[str]]:
     """The lmforge ModelConfig of a GPT-2 config.json, and warnings (an approximated activation)."""
-    for key, ok in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
-                    ("add_cross_attention", False)):
+    for key, ok in (
+        ("scale_attn_weights", True),
+        ("scale_attn_by_inverse_layer_idx", False),
+        ("add_cross_attention", False),
+    ):
         if bool(hf.get(key, ok)) != ok:
-            raise LmforgeError(f"config.json: {key}={hf[key]} is not supported (lmforge's attention is "
-                               "standard scaled dot-product self-attention)")
+            raise LmforgeError(
+                f"config.json: {key}={hf[key]} is not supported (lmforge's attention is "
+                "standard scaled dot-product self-attention)"
+            )
     act, warnings = hf.get("activation_function", "gelu_new"), []
     if act in TANH_GELU:
         if not allow_approximate:
-            raise LmforgeError(f"config.json: activation_function={act!r} is the tanh approximation of GELU; "
-                               "lmforge's gelu is the exact erf form, so logits would differ slightly (the "
-                               "activation by up to 5e-4); pass --allow-approximate to import it as gelu anyway")
-        warnings.append(f"activation_function={act!r} (tanh-approximate GELU) imported as the exact GELU: "
-                        "logits differ slightly from the original")
+            raise LmforgeError(
+                f"config.json: activation_function={act!r} is the tanh approximation of GELU; "
+                "lmforge's gelu is the exact erf form, so logits would differ slightly (the "
+                "activation by up to 5e-4); pass --allow-approximate to import it as gelu anyway"
+            )
+        warnings.append(
+            f"activation_function={act!r} (tanh-approximate GELU) imported as the exact GELU: "
+            "logits differ slightly from the original"
+        )
         act = "gelu"
     if act not in ACT_FROM_HF:
-        raise LmforgeError(f"config.json: activation_function={act!r} is not supported (gelu, relu, silu, relu2)")
+        raise LmforgeError(
+            f"config.json: activation_function={act!r} is not supported (gelu, relu, silu, relu2)"
+        )
     C = int(need(hf, "n_embd"))
     cfg = ModelConfig(
-        kind="decoder", vocab_size=int(need(hf, "vocab_size")), block_size=int(need(hf, "n_positions")),
-        n_layer=int(need(hf, "n_layer")), n_head=int(need(hf, "n_head")), n_embd=C,
-        ffn_hidden=int(hf.get("n_inner") or 4 * C), activation=ACT_FROM_HF[act], norm="layernorm",
-        norm_position="pre", norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)), pos="learned",
-        embd_dropout=float(hf.get("embd_pdrop", 0.0)), attn_dropout=float(hf.get("attn_pdrop", 0.0)),
-        resid_dropout=float(hf.get("resid_pdrop", 0.0)), bias=True,
-        tie_embeddings=bool(hf.get("tie_word_embeddings", True)), init_std=float(hf.get("initializer_range", 0.02)))
+        kind="decoder",
+        vocab_size=int(need(hf, "vocab_size")),
+        block_size=int(need(hf, "n_positions")),
+        n_layer=int(need(hf, "n_layer")),
+        n_head=int(need(hf, "n_head")),
+        n_embd=C,
+        ffn_hidden=int(hf.get("n_inner") or 4 * C),
+        activation=ACT_FROM_HF[act],
+        norm="layernorm",
+        norm_position="pre",
+        norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
+        pos="learned",
+        embd_dropout=float(hf.get("embd_pdrop", 0.0)),
+        attn_dropout=float(hf.get("attn_pdrop", 0.0)),
+        resid_dropout=float(hf.get("resid_pdrop", 0.0)),
+        bias=True,
+        tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+        init_std=float(hf.get("initializer_range", 0.02)),
+    )
     return cfg, warnings
 
 
@@ -133,8 +165,12 @@ def from_hf(r: Reader, cfg: ModelConfig) -> dict[str, torch.Tensor]:
     t = "transformer." if r.has("transformer.wte.weight") else ""
     C, V, F = cfg.n_embd, cfg.vocab_size, cfg.hidden_dim
     emb = r.take(t + "wte.weight", (V, C))
-    sd = {"tok_emb.weight": emb, "pos_emb.weight": r.take(t + "wpe.weight", (cfg.block_size, C)),
-          "norm_f.weight": r.take(t + "ln_f.weight", (C,)), "norm_f.bias": r.take(t + "ln_f.bias", (C,))}
+    sd = {
+        "tok_emb.weight": emb,
+        "pos_emb.weight": r.take(t + "wpe.weight", (cfg.block_size, C)),
+        "norm_f.weight": r.take(t + "ln_f.weight", (C,)),
+        "norm_f.bias": r.take(t + "ln_f.bias", (C,)),
+    }
     for i in range(cfg.n_layer):
         b, h = f"blocks.{i}.", f"{t}h.{i}."
         for ours, theirs in (("attn_norm", "ln_1"), ("mlp_norm", "ln_2")):
@@ -143,10 +179,13 @@ def from_hf(r: Reader, cfg: ModelConfig) -> dict[str, torch.Tensor]:
         w = r.take(h + "attn.c_attn.weight", (C, 3 * C)).T  # (3C, C): rows q, k, v
         bias = r.take(h + "attn.c_attn.bias", (3 * C,))
         for j, p in enumerate("qkv"):
-            sd[b + f"attn.{p}_proj.weight"] = w[j * C:(j + 1) * C]
-            sd[b + f"attn.{p}_proj.bias"] = bias[j * C:(j + 1) * C]
-        for ours, theirs, n_in, n_out in (("attn.o_proj", "attn.c_proj", C, C), ("mlp.up_proj", "mlp.c_fc", C, F),
-                                          ("mlp.down_proj", "mlp.c_proj", F, C)):
+            sd[b + f"attn.{p}_proj.weight"] = w[j * C : (j + 1) * C]
+            sd[b + f"attn.{p}_proj.bias"] = bias[j * C : (j + 1) * C]
+        for ours, theirs, n_in, n_out in (
+            ("attn.o_proj", "attn.c_proj", C, C),
+            ("mlp.up_proj", "mlp.c_fc", C, F),
+            ("mlp.down_proj", "mlp.c_proj", F, C),
+        ):
             sd[b + ours + ".weight"] = r.take(h + theirs + ".weight", (n_in, n_out)).T
             sd[b + ours + ".bias"] = r.take(h + theirs + ".bias", (n_out,))
     if cfg.tie_embeddings:

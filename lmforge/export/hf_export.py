@@ -59,8 +59,13 @@ def export_run(run: str | Path, out: str | Path, dtype: str = "float32") -> dict
     return export_model(model.eval(), tok, out, sample=cfg.sample, dtype=dtype)
 
 
-def export_model(model: Transformer, tokenizer: Tokenizer, out: str | Path, sample: SampleConfig | None = None,
-                 dtype: str = "float32") -> dict:
+def export_model(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    out: str | Path,
+    sample: SampleConfig | None = None,
+    dtype: str = "float32",
+) -> dict:
     """Write an in-memory lmforge model and its tokenizer as a Hugging Face folder at `out`."""
     out = Path(out)
     cfg = model.cfg
@@ -68,12 +73,19 @@ def export_model(model: Transformer, tokenizer: Tokenizer, out: str | Path, samp
     if dtype not in DTYPES:
         raise LmforgeError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if tokenizer.vocab_size > cfg.vocab_size:
-        raise LmforgeError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {cfg.vocab_size}")
+        raise LmforgeError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {cfg.vocab_size}"
+        )
     check_out(out)
     sd = {k: v.detach() for k, v in model.state_dict().items()}
-    tensors = {k: v.to(device="cpu", dtype=DTYPES[dtype]).contiguous() for k, v in arch.to_hf(sd, cfg).items()}
-    config = {**arch.hf_config(cfg, SPECIAL_IDS), "torch_dtype": dtype,
-              "lmforge": {"version": __version__, "model": to_dict(cfg)}}
+    tensors = {
+        k: v.to(device="cpu", dtype=DTYPES[dtype]).contiguous() for k, v in arch.to_hf(sd, cfg).items()
+    }
+    config = {
+        **arch.hf_config(cfg, SPECIAL_IDS),
+        "torch_dtype": dtype,
+        "lmforge": {"version": __version__, "model": to_dict(cfg)},
+    }
 
     tmp = out.parent / f".{out.name}.tmp-export-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -91,16 +103,25 @@ def export_model(model: Transformer, tokenizer: Tokenizer, out: str | Path, samp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {"out": str(out), "architecture": arch.NAME, "hf_class": arch.HF_CLASS,
-            "params": model.num_params(), "dtype": dtype}
+    return {
+        "out": str(out),
+        "architecture": arch.NAME,
+        "hf_class": arch.HF_CLASS,
+        "params": model.num_params(),
+        "dtype": dtype,
+    }
 
 
 def generation_config(sample: SampleConfig) -> dict:
     """Greedy or sampled as the run's `sample` section says; a reply ends at <|end|> or <|endoftext|>
     (lmforge.chat.template.chat_stop_ids)."""
-    cfg = {"bos_token_id": SPECIAL_IDS["bos_token_id"], "eos_token_id": [SPECIAL_IDS["eos_token_id"], END],
-           "pad_token_id": SPECIAL_IDS["pad_token_id"], "max_new_tokens": sample.max_new_tokens,
-           "do_sample": sample.temperature > 0}
+    cfg = {
+        "bos_token_id": SPECIAL_IDS["bos_token_id"],
+        "eos_token_id": [SPECIAL_IDS["eos_token_id"], END],
+        "pad_token_id": SPECIAL_IDS["pad_token_id"],
+        "max_new_tokens": sample.max_new_tokens,
+        "do_sample": sample.temperature > 0,
+    }
     if sample.temperature > 0:
         cfg["temperature"] = sample.temperature
         cfg["top_k"] = sample.top_k or 0  # 0 = no top-k filter in transformers

@@ -38,8 +38,22 @@ from lmforge.tokenizer import Tokenizer, TokenizerConfig
 from lmforge.train.checkpoint import latest_checkpoint, read_model_config, resolve_checkpoint, save_checkpoint
 
 # Forward-relevant fields: an lmforge export's "lmforge" entry is used only if these agree.
-SIGNATURE = ("kind", "vocab_size", "block_size", "n_layer", "n_head", "kv_heads", "n_embd", "hidden_dim",
-             "activation", "norm", "norm_position", "norm_eps", "pos", "tie_embeddings")
+SIGNATURE = (
+    "kind",
+    "vocab_size",
+    "block_size",
+    "n_layer",
+    "n_head",
+    "kv_heads",
+    "n_embd",
+    "hidden_dim",
+    "activation",
+    "norm",
+    "norm_position",
+    "norm_eps",
+    "pos",
+    "tie_embeddings",
+)
 
 
 def read_hf_config(hf_dir: Path) -> dict:
@@ -58,8 +72,10 @@ def read_hf_config(hf_dir: Path) -> dict:
 def read_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
     """Every tensor of model.safetensors / pytorch_model.bin (sharded or not), as float32."""
     files: list[Path] = []
-    for single, index in (("model.safetensors", "model.safetensors.index.json"),
-                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+    for single, index in (
+        ("model.safetensors", "model.safetensors.index.json"),
+        ("pytorch_model.bin", "pytorch_model.bin.index.json"),
+    ):
         if (hf_dir / single).is_file():
             files = [hf_dir / single]
         elif (hf_dir / index).is_file():
@@ -77,10 +93,15 @@ def read_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
         if not f.is_file():
             raise LmforgeError(f"weight file {f} is missing (listed in the index)")
         try:
-            part = (safetensors.torch.load_file(str(f)) if f.suffix == ".safetensors"
-                    else torch.load(f, map_location="cpu", weights_only=True))
+            part = (
+                safetensors.torch.load_file(str(f))
+                if f.suffix == ".safetensors"
+                else torch.load(f, map_location="cpu", weights_only=True)
+            )
         except Exception as e:  # noqa: BLE001 -- truncated or corrupt files raise several types
-            raise LmforgeError(f"cannot read {f}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            raise LmforgeError(
+                f"cannot read {f}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            ) from None
         tensors.update(part)
     return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
 
@@ -124,8 +145,9 @@ def permute_vocab(sd: dict[str, torch.Tensor], order: list[int]) -> None:
         sd[key] = rows
 
 
-def import_hf(hf_dir: str | Path, out: str | Path, allow_approximate: bool = False,
-              log: Callable[[str], None] = print) -> dict:
+def import_hf(
+    hf_dir: str | Path, out: str | Path, allow_approximate: bool = False, log: Callable[[str], None] = print
+) -> dict:
     """Import the Hugging Face folder `hf_dir` as the lmforge run directory `out`; returns a summary."""
     hf_dir, out = Path(hf_dir), Path(out)
     if not hf_dir.is_dir():
@@ -154,11 +176,20 @@ def import_hf(hf_dir: str | Path, out: str | Path, allow_approximate: bool = Fal
     tmp = out.parent / f".{out.name}.tmp-import-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    summary = {"source": str(hf_dir.resolve()), "model_type": config.get("model_type"), "architecture": arch.NAME,
-               "params": model.num_params(), "vocab_size": mcfg.vocab_size, "lmforge_version": __version__,
-               "tokenizer": {"added": tok.added, "renamed": tok.renamed,
-                             "moved_ids": sum(i != o for i, o in enumerate(tok.order) if o >= 0)},
-               "warnings": warnings}
+    summary = {
+        "source": str(hf_dir.resolve()),
+        "model_type": config.get("model_type"),
+        "architecture": arch.NAME,
+        "params": model.num_params(),
+        "vocab_size": mcfg.vocab_size,
+        "lmforge_version": __version__,
+        "tokenizer": {
+            "added": tok.added,
+            "renamed": tok.renamed,
+            "moved_ids": sum(i != o for i, o in enumerate(tok.order) if o >= 0),
+        },
+        "warnings": warnings,
+    }
     try:
         _write_run(tmp, out, mcfg, model, tok.text, summary)
         os.rename(tmp, out)
@@ -170,16 +201,22 @@ def import_hf(hf_dir: str | Path, out: str | Path, allow_approximate: bool = Fal
     return {**summary, "out": str(out)}
 
 
-def _write_run(tmp: Path, out: Path, mcfg: ModelConfig, model: Transformer, tokenizer_text: str,
-               summary: dict) -> None:
+def _write_run(
+    tmp: Path, out: Path, mcfg: ModelConfig, model: Transformer, tokenizer_text: str, summary: dict
+) -> None:
     (tmp / "tokenizer.json").write_text(tokenizer_text, encoding="utf-8")
     vocab = Tokenizer.load(tmp / "tokenizer.json").vocab_size
-    cfg = RunConfig(name=out.name, out_dir=str(out.parent), model=mcfg,
-                    tokenizer=TokenizerConfig(vocab_size=vocab, path=str(out.resolve() / "tokenizer.json")))
+    cfg = RunConfig(
+        name=out.name,
+        out_dir=str(out.parent),
+        model=mcfg,
+        tokenizer=TokenizerConfig(vocab_size=vocab, path=str(out.resolve() / "tokenizer.json")),
+    )
     (tmp / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
     (tmp / "import.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    save_checkpoint(tmp, 0, model, {}, {"step": 0, "tokens": 0, "imported_from": summary["source"]}, cfg,
-                    keep_last=1)
+    save_checkpoint(
+        tmp, 0, model, {}, {"step": 0, "tokens": 0, "imported_from": summary["source"]}, cfg, keep_last=1
+    )
 
 
 # ---------------------------------------------------------------- train.init_from: hf:DIR

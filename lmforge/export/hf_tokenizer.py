@@ -58,8 +58,13 @@ def tokenizer_config(block_size: int) -> dict:
 
 
 def special_tokens_map() -> dict:
-    return {"bos_token": SPECIAL_TOKENS[EOT], "eos_token": SPECIAL_TOKENS[EOT], "pad_token": SPECIAL_TOKENS[PAD],
-            "mask_token": SPECIAL_TOKENS[2], "additional_special_tokens": SPECIAL_TOKENS[3:]}
+    return {
+        "bos_token": SPECIAL_TOKENS[EOT],
+        "eos_token": SPECIAL_TOKENS[EOT],
+        "pad_token": SPECIAL_TOKENS[PAD],
+        "mask_token": SPECIAL_TOKENS[2],
+        "additional_special_tokens": SPECIAL_TOKENS[3:],
+    }
 
 
 # ---------------------------------------------------------------- import
@@ -86,8 +91,10 @@ def read_tokenizer_json(hf_dir: Path) -> str:
         try:  # GPT-2's original vocab.json + merges.txt: transformers converts them to tokenizer.json
             from transformers import AutoTokenizer
         except ImportError:
-            raise LmforgeError(f"{hf_dir} has vocab.json + merges.txt but no tokenizer.json; converting them "
-                               "needs transformers (pip install 'lmforge[hf]')") from None
+            raise LmforgeError(
+                f"{hf_dir} has vocab.json + merges.txt but no tokenizer.json; converting them "
+                "needs transformers (pip install 'lmforge[hf]')"
+            ) from None
         try:
             return AutoTokenizer.from_pretrained(str(hf_dir)).backend_tokenizer.to_str()
         except Exception as e:  # noqa: BLE001 -- transformers raises many types for a bad folder
@@ -128,14 +135,17 @@ def import_tokenizer(hf_dir: Path, config: dict, model_vocab: int) -> ImportedTo
         raise LmforgeError(f"{hf_dir / 'tokenizer.json'} is not valid JSON") from None
     model, decoder = spec.get("model") or {}, spec.get("decoder") or {}
     if model.get("type") != "BPE" or decoder.get("type") != "ByteLevel":
-        raise LmforgeError(f"{hf_dir}: the tokenizer is {model.get('type')} with a {decoder.get('type')} decoder; "
-                           "lmforge imports byte-level BPE tokenizers only (GPT-2, Llama 3, Qwen2, SmolLM), not "
-                           "SentencePiece-style ones (Llama 2, Mistral 7B v0.1)")
+        raise LmforgeError(
+            f"{hf_dir}: the tokenizer is {model.get('type')} with a {decoder.get('type')} decoder; "
+            "lmforge imports byte-level BPE tokenizers only (GPT-2, Llama 3, Qwen2, SmolLM), not "
+            "SentencePiece-style ones (Llama 2, Mistral 7B v0.1)"
+        )
     token_to_id = {**model.get("vocab", {}), **{t["content"]: t["id"] for t in spec.get("added_tokens", [])}}
     n_tok = max(token_to_id.values(), default=-1) + 1
     if n_tok > model_vocab:
-        raise LmforgeError(f"{hf_dir}: the tokenizer has token id {n_tok - 1}, but the model's vocab_size is "
-                           f"{model_vocab}")
+        raise LmforgeError(
+            f"{hf_dir}: the tokenizer has token id {n_tok - 1}, but the model's vocab_size is {model_vocab}"
+        )
 
     renamed: dict[str, str] = {}
     want: list[int] = []  # old id of each lmforge special token; model_vocab + k for the k-th added one
@@ -154,7 +164,9 @@ def import_tokenizer(hf_dir: Path, config: dict, model_vocab: int) -> ImportedTo
 
     # order[new id] = old id: the tokens, then the added ones right after them (tokenizers numbers
     # tokens contiguously), then the model's padding rows that no token uses (Qwen2 has some).
-    order = list(range(n_tok)) + [model_vocab + k for k in range(len(added))] + list(range(n_tok, model_vocab))
+    order = (
+        list(range(n_tok)) + [model_vocab + k for k in range(len(added))] + list(range(n_tok, model_vocab))
+    )
     where = {old: new for new, old in enumerate(order)}
     for i, old in enumerate(want):  # move each special token to id i by one swap
         j = where[old]
@@ -175,9 +187,21 @@ def import_tokenizer(hf_dir: Path, config: dict, model_vocab: int) -> ImportedTo
     vocab = {rename(t): new_id[i] for t, i in token_to_id.items()}
     vocab.update({name: new_id[model_vocab + k] for k, name in enumerate(added)})
     model["vocab"] = dict(sorted(vocab.items(), key=lambda kv: kv[1]))
-    tokens = [{**t, "id": new_id[t["id"]], "content": rename(t["content"])} for t in spec.get("added_tokens", [])]
-    tokens += [{"id": new_id[model_vocab + k], "content": name, "single_word": False, "lstrip": False,
-                "rstrip": False, "normalized": False, "special": True} for k, name in enumerate(added)]
+    tokens = [
+        {**t, "id": new_id[t["id"]], "content": rename(t["content"])} for t in spec.get("added_tokens", [])
+    ]
+    tokens += [
+        {
+            "id": new_id[model_vocab + k],
+            "content": name,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+        for k, name in enumerate(added)
+    ]
     spec["added_tokens"] = sorted(tokens, key=lambda t: t["id"])
     spec["post_processor"] = _remap_ids(spec.get("post_processor"), new_id, renamed)
     text = json.dumps(spec, ensure_ascii=False, indent=2)

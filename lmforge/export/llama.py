@@ -43,11 +43,15 @@ BLOCK = {
 
 def check(cfg: ModelConfig) -> None:
     if cfg.norm != "rmsnorm":
-        raise ExportError(f"model.norm={cfg.norm!r} with pos=rope: Llama uses RMSNorm (model.norm=rmsnorm); "
-                          "no supported transformers architecture pairs rotary positions with LayerNorm")
+        raise ExportError(
+            f"model.norm={cfg.norm!r} with pos=rope: Llama uses RMSNorm (model.norm=rmsnorm); "
+            "no supported transformers architecture pairs rotary positions with LayerNorm"
+        )
     if cfg.activation not in ACT_TO_HF:
-        raise ExportError(f"model.activation={cfg.activation!r} with pos=rope: Llama's MLP is gated "
-                          "(model.activation=swiglu or geglu)")
+        raise ExportError(
+            f"model.activation={cfg.activation!r} with pos=rope: Llama's MLP is gated "
+            "(model.activation=swiglu or geglu)"
+        )
 
 
 def hf_config(cfg: ModelConfig, special: dict) -> dict:
@@ -94,10 +98,14 @@ def _rope_theta(hf: dict) -> float:
     scaling = hf.get("rope_scaling") or {}
     kind = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
     if kind != "default":
-        raise LmforgeError(f"config.json: rope scaling {kind!r} is not supported (lmforge's RoPE is the "
-                           "plain rotary embedding, rope_type 'default')")
+        raise LmforgeError(
+            f"config.json: rope scaling {kind!r} is not supported (lmforge's RoPE is the "
+            "plain rotary embedding, rope_type 'default')"
+        )
     if float(params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0)) or 1.0) != 1.0:
-        raise LmforgeError("config.json: partial_rotary_factor != 1 (rotary on part of each head) is not supported")
+        raise LmforgeError(
+            "config.json: partial_rotary_factor != 1 (rotary on part of each head) is not supported"
+        )
     return float(hf.get("rope_theta") or params.get("rope_theta") or 10000.0)
 
 
@@ -109,30 +117,58 @@ def model_config(hf: dict, names: set[str], allow_approximate: bool = False) -> 
     block = int(need(hf, "max_position_embeddings"))
     window = hf.get("sliding_window")
     if window is not None and (mt == "mistral" or hf.get("use_sliding_window")) and int(window) < block:
-        raise LmforgeError(f"config.json: sliding_window={window} (sliding-window attention) is not modelled "
-                           "by lmforge, whose attention sees the whole context")
+        raise LmforgeError(
+            f"config.json: sliding_window={window} (sliding-window attention) is not modelled "
+            "by lmforge, whose attention sees the whole context"
+        )
     if hf.get("head_dim") not in (None, C // H):
-        raise LmforgeError(f"config.json: head_dim={hf['head_dim']} differs from hidden_size/num_attention_heads="
-                           f"{C // H}; lmforge derives the head size from those two")
+        raise LmforgeError(
+            f"config.json: head_dim={hf['head_dim']} differs from hidden_size/num_attention_heads="
+            f"{C // H}; lmforge derives the head size from those two"
+        )
     act = hf.get("hidden_act", "silu")
     if act not in ACT_FROM_HF:
-        raise LmforgeError(f"config.json: hidden_act={act!r} is not supported (lmforge's gated MLPs are "
-                           "SwiGLU = silu and GeGLU = exact gelu)")
+        raise LmforgeError(
+            f"config.json: hidden_act={act!r} is not supported (lmforge's gated MLPs are "
+            "SwiGLU = silu and GeGLU = exact gelu)"
+        )
     bias = any(n.endswith(("_proj.bias",)) for n in names)
     tie = bool(hf.get("tie_word_embeddings", False))  # transformers' default for these model types
     cfg = ModelConfig(
-        kind="decoder", vocab_size=int(need(hf, "vocab_size")), block_size=block,
-        n_layer=int(need(hf, "num_hidden_layers")), n_head=H, n_kv_head=H_kv if H_kv != H else None, n_embd=C,
-        ffn_hidden=int(need(hf, "intermediate_size")), activation=ACT_FROM_HF[act], norm="rmsnorm",
-        norm_position="pre", norm_eps=float(hf.get("rms_norm_eps", 1e-6)), pos="rope",
-        rope_theta=_rope_theta(hf), attn_dropout=float(hf.get("attention_dropout", 0.0) or 0.0), bias=bias,
-        tie_embeddings=tie, init_std=float(hf.get("initializer_range", 0.02)), scaled_residual_init=False)
+        kind="decoder",
+        vocab_size=int(need(hf, "vocab_size")),
+        block_size=block,
+        n_layer=int(need(hf, "num_hidden_layers")),
+        n_head=H,
+        n_kv_head=H_kv if H_kv != H else None,
+        n_embd=C,
+        ffn_hidden=int(need(hf, "intermediate_size")),
+        activation=ACT_FROM_HF[act],
+        norm="rmsnorm",
+        norm_position="pre",
+        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        pos="rope",
+        rope_theta=_rope_theta(hf),
+        attn_dropout=float(hf.get("attention_dropout", 0.0) or 0.0),
+        bias=bias,
+        tie_embeddings=tie,
+        init_std=float(hf.get("initializer_range", 0.02)),
+        scaled_residual_init=False,
+    )
     return cfg, []
 
 
 def from_hf(r: Reader, cfg: ModelConfig) -> dict[str, torch.Tensor]:
     C, V, F, kv = cfg.n_embd, cfg.vocab_size, cfg.hidden_dim, cfg.kv_heads * cfg.head_dim
-    shapes = {"q": (C, C), "k": (kv, C), "v": (kv, C), "o": (C, C), "gate": (F, C), "up": (F, C), "down": (C, F)}
+    shapes = {
+        "q": (C, C),
+        "k": (kv, C),
+        "v": (kv, C),
+        "o": (C, C),
+        "gate": (F, C),
+        "up": (F, C),
+        "down": (C, F),
+    }
     emb = r.take("model.embed_tokens.weight", (V, C))
     sd = {"tok_emb.weight": emb, "norm_f.weight": r.take("model.norm.weight", (C,))}
     for i in range(cfg.n_layer):

@@ -37,8 +37,10 @@ class Reader:
             raise LmforgeError(f"{self.source}: missing tensor {name!r}")
         t = self.tensors[name]
         if tuple(t.shape) != tuple(shape):
-            raise LmforgeError(f"{self.source}: tensor {name!r} has shape {tuple(t.shape)}, but config.json "
-                               f"implies {tuple(shape)}")
+            raise LmforgeError(
+                f"{self.source}: tensor {name!r} has shape {tuple(t.shape)}, but config.json "
+                f"implies {tuple(shape)}"
+            )
         self.used.add(name)
         return t
 
@@ -52,8 +54,10 @@ class Reader:
         left = sorted(n for n in self.tensors if n not in self.used and not n.endswith(self.IGNORED))
         if left:
             more = f" and {len(left) - 3} more" if len(left) > 3 else ""
-            raise LmforgeError(f"{self.source}: tensors lmforge has no place for: {', '.join(left[:3])}{more} "
-                               "(the model uses an option lmforge does not model)")
+            raise LmforgeError(
+                f"{self.source}: tensors lmforge has no place for: {', '.join(left[:3])}{more} "
+                "(the model uses an option lmforge does not model)"
+            )
 
 
 def need(hf: dict, key: str) -> int | float:
@@ -61,4 +65,3 @@ def need(hf: dict, key: str) -> int | float:
     if hf.get(key) is None:
         raise LmforgeError(f"config.json: missing {key!r}")
     return hf[key]
-

@@ -29,13 +29,21 @@ NORMS = {"attn.q_norm.weight": "self_attn.q_norm.weight", "attn.k_norm.weight": 
 def check(cfg: ModelConfig) -> None:
     llama.check(cfg)
     if cfg.bias:
-        raise ExportError("model.bias=True with model.qk_norm: Qwen3, the transformers architecture with per-head "
-                          "query/key norms, has no MLP biases (use model.bias=false)")
+        raise ExportError(
+            "model.bias=True with model.qk_norm: Qwen3, the transformers architecture with per-head "
+            "query/key norms, has no MLP biases (use model.bias=false)"
+        )
 
 
 def hf_config(cfg: ModelConfig, special: dict) -> dict:
-    out = {**llama.hf_config(cfg, special), "architectures": [HF_CLASS], "model_type": "qwen3",
-           "use_sliding_window": False, "sliding_window": None, "max_window_layers": cfg.n_layer}
+    out = {
+        **llama.hf_config(cfg, special),
+        "architectures": [HF_CLASS],
+        "model_type": "qwen3",
+        "use_sliding_window": False,
+        "sliding_window": None,
+        "max_window_layers": cfg.n_layer,
+    }
     for key in ("mlp_bias", "pretraining_tp"):  # Llama's fields Qwen3 does not have
         out.pop(key)
     return out

@@ -31,8 +31,14 @@ class AttentionMap:
     probs: np.ndarray  # (H, T, S) float32, each row sums to 1
 
     def to_json(self) -> dict:
-        return {"name": self.name, "stack": self.stack, "layer": self.layer, "queries": self.queries,
-                "keys": self.keys, "probs": np.round(self.probs, 5).tolist()}
+        return {
+            "name": self.name,
+            "stack": self.stack,
+            "layer": self.layer,
+            "queries": self.queries,
+            "keys": self.keys,
+            "probs": np.round(self.probs, 5).tolist(),
+        }
 
 
 @contextmanager
@@ -72,6 +78,8 @@ def attention_maps(model: torch.nn.Module, tokenizer, text: str | Reading) -> li
         stack = stack_of(name, modules[name], reading.kind)
         queries = reading.source_labels if stack == "encoder" and reading.source_labels else reading.labels
         keys = reading.source_labels if stack in ("encoder", "cross") and reading.source_labels else queries
-        maps.append(AttentionMap(name, stack, modules[name].layer, queries, keys, calls[-1][0].float().cpu().numpy()))
+        maps.append(
+            AttentionMap(name, stack, modules[name].layer, queries, keys, calls[-1][0].float().cpu().numpy())
+        )
     order = {"encoder": 0, "decoder": 1, "cross": 1}
     return sorted(maps, key=lambda m: (order[m.stack], m.layer, m.stack == "cross"))

@@ -27,12 +27,21 @@ def add_parser(sub) -> None:
     p = sub.add_parser("inspect", help="look inside a model: attention maps, per-token surprise, logit lens")
     p.add_argument("--run", required=True, help="run directory (latest checkpoint) or a checkpoint directory")
     p.add_argument("text", help="the text to read")
-    p.add_argument("--compare", metavar="TEXT", help="a second text: attention side by side, with the difference")
-    p.add_argument("--json", action="store_true", help="write the numbers behind every picture beside it (X.json)")
+    p.add_argument(
+        "--compare", metavar="TEXT", help="a second text: attention side by side, with the difference"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="write the numbers behind every picture beside it (X.json)"
+    )
     p.add_argument("--out", metavar="DIR", help="output folder (default: <run>/inspect/<text>)")
     p.add_argument("--top-k", type=int, default=5, help="predictions listed per token (default 5)")
-    p.add_argument("--layers", type=int, nargs="+", metavar="L",
-                   help="per-head pictures for these layers only (default: every layer)")
+    p.add_argument(
+        "--layers",
+        type=int,
+        nargs="+",
+        metavar="L",
+        help="per-head pictures for these layers only (default: every layer)",
+    )
 
 
 def load(run: str | Path):
@@ -43,8 +52,9 @@ def load(run: str | Path):
     path = Path(run)
     if not path.exists():
         raise LmforgeError(f"run directory not found: {path}")
-    tok_path = next((p / "tokenizer.json" for p in (path, path.parent.parent) if (p / "tokenizer.json").is_file()),
-                    None)
+    tok_path = next(
+        (p / "tokenizer.json" for p in (path, path.parent.parent) if (p / "tokenizer.json").is_file()), None
+    )
     if tok_path is None:
         raise LmforgeError(f"no tokenizer.json found in {path} or its run directory")
     model, _ = load_model(path)
@@ -65,8 +75,17 @@ def _json(path: Path, data: dict, enabled: bool) -> None:
         path.with_suffix(".json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
 
 
-def inspect_to(model, tokenizer, text: str, out: Path, *, compare: str | None = None, write_json: bool = False,
-               top_k: int = 5, layers: list[int] | None = None) -> dict:
+def inspect_to(
+    model,
+    tokenizer,
+    text: str,
+    out: Path,
+    *,
+    compare: str | None = None,
+    write_json: bool = False,
+    top_k: int = 5,
+    layers: list[int] | None = None,
+) -> dict:
     """Every picture (and, with write_json, its JSON) for `text` under `out`; returns
     {"attention", "surprise", "lens", "compare"} with the computed results and "files", the paths."""
     from lmforge.inspect import plots
@@ -90,7 +109,9 @@ def inspect_to(model, tokenizer, text: str, out: Path, *, compare: str | None = 
             continue
         for h in range(m.probs.shape[0]):
             path = plots.plot_head(m, h, out / "attention" / f"L{m.layer}_{m.stack}_H{h}.png")
-            _json(path, {**m.to_json(), "head": h, "probs": m.to_json()["probs"][h], "text": text}, write_json)
+            _json(
+                path, {**m.to_json(), "head": h, "probs": m.to_json()["probs"][h], "text": text}, write_json
+            )
             files.append(path)
     files.append(plots.plot_head_grid(maps, out / "attention" / "heads.png", text))
     _json(files[-1], {"text": text, "maps": [m.to_json() for m in maps]}, write_json)
@@ -98,7 +119,9 @@ def inspect_to(model, tokenizer, text: str, out: Path, *, compare: str | None = 
     surprise = token_surprise(model, tokenizer, reading, top_k)
     files.append(plots.plot_surprise(surprise, out / "surprise.png"))
     _json(files[-1], {"text": text, **surprise.to_json()}, write_json)
-    (out / "surprise.html").write_text(surprise_html(surprise, f"surprise per token: {text!r}"), encoding="utf-8")
+    (out / "surprise.html").write_text(
+        surprise_html(surprise, f"surprise per token: {text!r}"), encoding="utf-8"
+    )
     files.append(out / "surprise.html")
 
     lens = logit_lens(model, tokenizer, reading)
@@ -114,8 +137,15 @@ def inspect_to(model, tokenizer, text: str, out: Path, *, compare: str | None = 
         for a, b in zip(maps, other):
             path = plots.plot_compare(a, b, text, compare, out / "compare" / f"L{a.layer}_{a.stack}.png")
             diff = (b.probs - a.probs).round(5).tolist() if a.probs.shape == b.probs.shape else None
-            _json(path, {"first": {"text": text, **a.to_json()}, "second": {"text": compare, **b.to_json()},
-                         "difference": diff}, write_json)
+            _json(
+                path,
+                {
+                    "first": {"text": text, **a.to_json()},
+                    "second": {"text": compare, **b.to_json()},
+                    "difference": diff,
+                },
+                write_json,
+            )
             files.append(path)
         files.append(plots.plot_head_grid(other, out / "compare" / "heads_second.png", compare))
         _json(files[-1], {"text": compare, "maps": [m.to_json() for m in other]}, write_json)
@@ -130,11 +160,21 @@ def run(args) -> int:
         raise LmforgeError(f"--top-k must be at least 1, got {args.top_k}")
     model, tok = load(args.run)
     out = Path(args.out) if args.out else run_dir_of(args.run) / "inspect" / slug(args.text)
-    result = inspect_to(model, tok, args.text, out, compare=args.compare, write_json=args.json,
-                        top_k=args.top_k, layers=args.layers)
+    result = inspect_to(
+        model,
+        tok,
+        args.text,
+        out,
+        compare=args.compare,
+        write_json=args.json,
+        top_k=args.top_k,
+        layers=args.layers,
+    )
     print(surprise_ansi(result["surprise"], colour=sys.stdout.isatty()))
     print("\nlogit lens (top token per layer, p of the actual next token):")
     print(lens_table(result["lens"]))
     pngs = sum(1 for f in result["files"] if f.suffix == ".png")
-    print(f"\n[lmforge] inspect: {pngs} pictures{' with their JSON' if args.json else ''} -> {out}", flush=True)
+    print(
+        f"\n[lmforge] inspect: {pngs} pictures{' with their JSON' if args.json else ''} -> {out}", flush=True
+    )
     return 0

@@ -56,8 +56,10 @@ def read(model: torch.nn.Module, tokenizer, text: str) -> Reading:
         raise LmforgeError("the text to inspect is empty")
     longest = cfg.block_size - (0 if cfg.kind == "encoder" else 1)
     if len(ids) > longest:
-        raise LmforgeError(f"the text is {len(ids)} tokens; this model reads at most {longest} "
-                           f"(model.block_size={cfg.block_size})")
+        raise LmforgeError(
+            f"the text is {len(ids)} tokens; this model reads at most {longest} "
+            f"(model.block_size={cfg.block_size})"
+        )
     device = next(model.parameters()).device
     tokens = [token_label(tokenizer, i) for i in ids]
     text_ids = torch.tensor([ids], device=device)
@@ -66,8 +68,14 @@ def read(model: torch.nn.Module, tokenizer, text: str) -> Reading:
         return Reading(cfg.kind, ids, tokens, [START_LABEL] + tokens, None, {"input_ids": with_start})
     if cfg.kind == "encoder":
         return Reading(cfg.kind, ids, tokens, tokens, None, {"input_ids": text_ids})
-    return Reading(cfg.kind, ids, tokens, [START_LABEL] + tokens, tokens,
-                   {"input_ids": text_ids, "decoder_input_ids": with_start})
+    return Reading(
+        cfg.kind,
+        ids,
+        tokens,
+        [START_LABEL] + tokens,
+        tokens,
+        {"input_ids": text_ids, "decoder_input_ids": with_start},
+    )
 
 
 def masked_copies(reading: Reading, mask_id: int) -> torch.Tensor:

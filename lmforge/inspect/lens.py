@@ -27,9 +27,15 @@ class Lens:
     target_prob: np.ndarray  # (L+1, n) probability of the actual token
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "layers": self.layers, "tokens": self.tokens, "inputs": self.inputs,
-                "top": self.top, "top_prob": np.round(self.top_prob, 6).tolist(),
-                "target_prob": np.round(self.target_prob, 6).tolist()}
+        return {
+            "kind": self.kind,
+            "layers": self.layers,
+            "tokens": self.tokens,
+            "inputs": self.inputs,
+            "top": self.top,
+            "top_prob": np.round(self.top_prob, 6).tolist(),
+            "target_prob": np.round(self.target_prob, 6).tolist(),
+        }
 
 
 @torch.no_grad()
@@ -44,7 +50,7 @@ def residual_streams(model: torch.nn.Module, feed: dict) -> list[torch.Tensor]:
     finally:
         for h in hooks:
             h.remove()
-    return streams[-(len(blocks) + 1):]  # an encoder-decoder's encoder has its own blocks
+    return streams[-(len(blocks) + 1) :]  # an encoder-decoder's encoder has its own blocks
 
 
 @torch.no_grad()
@@ -66,5 +72,12 @@ def logit_lens(model: torch.nn.Module, tokenizer, text: str | Reading) -> Lens:
         top_prob.append(p.cpu().numpy())
         target_prob.append(probs[torch.arange(n), target].cpu().numpy())
     inputs = reading.labels[:n] if reading.kind != "encoder" else ["<mask>"] * n
-    return Lens(reading.kind, ["embed"] + [f"block {i}" for i in range(len(rows) - 1)], reading.tokens, inputs,
-                top, np.stack(top_prob), np.stack(target_prob))
+    return Lens(
+        reading.kind,
+        ["embed"] + [f"block {i}" for i in range(len(rows) - 1)],
+        reading.tokens,
+        inputs,
+        top,
+        np.stack(top_prob),
+        np.stack(target_prob),
+    )

@@ -38,8 +38,17 @@ def shown(label: str) -> str:
     return label.replace(" ", "\u00b7")  # a visible space: " bat" and "bat" are different tokens
 
 
-def _heatmap(ax, probs: np.ndarray, queries: list[str], keys: list[str], title: str, cmap: str = ATTN_CMAP,
-             vmin: float = 0.0, vmax: float = 1.0, labels: bool = True):
+def _heatmap(
+    ax,
+    probs: np.ndarray,
+    queries: list[str],
+    keys: list[str],
+    title: str,
+    cmap: str = ATTN_CMAP,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    labels: bool = True,
+):
     image = ax.imshow(probs, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
     ax.set_title(title, fontsize=9)
     if labels:
@@ -58,7 +67,9 @@ def _size(m: AttentionMap) -> tuple[float, float]:
 
 
 def title_of(m: AttentionMap, head: int | None = None) -> str:
-    stack = {"decoder": "self-attention", "encoder": "encoder self-attention", "cross": "cross-attention"}[m.stack]
+    stack = {"decoder": "self-attention", "encoder": "encoder self-attention", "cross": "cross-attention"}[
+        m.stack
+    ]
     return f"layer {m.layer} {stack}" + (f", head {head}" if head is not None else "")
 
 
@@ -84,9 +95,12 @@ def plot_head_grid(maps: list[AttentionMap], path: Path, text: str = "") -> Path
                 continue
             _heatmap(ax, m.probs[h], m.queries, m.keys, f"head {h}" if r == 0 else "", labels=False)
             if h == 0:
-                ax.set_ylabel(title_of(m).replace(" self-attention", "").replace("-attention", ""), fontsize=8)
-    fig.suptitle(f"attention, every layer x head: {text!r}" if text else "attention, every layer x head",
-                 fontsize=10)
+                ax.set_ylabel(
+                    title_of(m).replace(" self-attention", "").replace("-attention", ""), fontsize=8
+                )
+    fig.suptitle(
+        f"attention, every layer x head: {text!r}" if text else "attention, every layer x head", fontsize=10
+    )
     return _save(fig, path)
 
 
@@ -105,14 +119,27 @@ def plot_compare(a: AttentionMap, b: AttentionMap, text_a: str, text_b: str, pat
         _heatmap(axes[k][1], b.probs[k], b.queries, b.keys, f"{text_b!r}, head {k}")
         if same:
             diff = b.probs[k] - a.probs[k]
-            image = _heatmap(axes[k][2], diff, [f"{x}/{y}" if x != y else x for x, y in zip(a.queries, b.queries)],
-                             [f"{x}/{y}" if x != y else x for x, y in zip(a.keys, b.keys)],
-                             f"second - first, head {k}", DIFF_CMAP, -scale, scale)
+            image = _heatmap(
+                axes[k][2],
+                diff,
+                [f"{x}/{y}" if x != y else x for x, y in zip(a.queries, b.queries)],
+                [f"{x}/{y}" if x != y else x for x, y in zip(a.keys, b.keys)],
+                f"second - first, head {k}",
+                DIFF_CMAP,
+                -scale,
+                scale,
+            )
             fig.colorbar(image, ax=axes[k][2], fraction=0.05, pad=0.02)
         else:
             axes[k][2].axis("off")
-            axes[k][2].text(0.5, 0.5, f"{len(a.queries)} vs {len(b.queries)} positions:\n"
-                            "no position-by-position difference", ha="center", va="center", fontsize=9)
+            axes[k][2].text(
+                0.5,
+                0.5,
+                f"{len(a.queries)} vs {len(b.queries)} positions:\nno position-by-position difference",
+                ha="center",
+                va="center",
+                fontsize=9,
+            )
     fig.suptitle(f"{title_of(a)}: {text_a!r} vs {text_b!r}", fontsize=11)
     return _save(fig, path)
 
@@ -145,18 +172,33 @@ def plot_surprise(s: Surprise, path: Path, width: int = 48, rows: int = 24) -> P
     advance = 0.602 * 11  # points per character: DejaVu Sans Mono's advance width is 0.602 em
     for r, line in enumerate(lines):
         for c, token, bits in line:
-            ax.annotate(shown(token), xy=(0, r), xycoords=("axes fraction", "data"), xytext=(c * advance, 0),
-                        textcoords="offset points", family=MONO, fontsize=11, va="top",
-                        bbox={"facecolor": surprise_colour(bits), "edgecolor": "none", "pad": 1.0})
-    ax.set_title(f"surprise per token, bits (mean {s.mean_bits:.2f}; \u00b7 = space; colour 0 \u2192 16 bits)",
-                 fontsize=10, loc="left")
+            ax.annotate(
+                shown(token),
+                xy=(0, r),
+                xycoords=("axes fraction", "data"),
+                xytext=(c * advance, 0),
+                textcoords="offset points",
+                family=MONO,
+                fontsize=11,
+                va="top",
+                bbox={"facecolor": surprise_colour(bits), "edgecolor": "none", "pad": 1.0},
+            )
+    ax.set_title(
+        f"surprise per token, bits (mean {s.mean_bits:.2f}; \u00b7 = space; colour 0 \u2192 16 bits)",
+        fontsize=10,
+        loc="left",
+    )
     table = fig.add_subplot(grid[1])
     table.axis("off")
     k = min(3, min(len(t.top) for t in rows_))
     cells = [[shown(t.token), f"{t.bits:.2f}"] + [f"{shown(w)} {p:.2f}" for w, p in t.top[:k]] for t in rows_]
-    tab = table.table(cellText=cells, colLabels=["token", "bits"] + [f"top {i + 1}" for i in range(k)],
-                      loc="upper left", cellLoc="left",
-                      cellColours=[["white", surprise_colour(t.bits)] + ["white"] * k for t in rows_])
+    tab = table.table(
+        cellText=cells,
+        colLabels=["token", "bits"] + [f"top {i + 1}" for i in range(k)],
+        loc="upper left",
+        cellLoc="left",
+        cellColours=[["white", surprise_colour(t.bits)] + ["white"] * k for t in rows_],
+    )
     tab.auto_set_font_size(False)
     tab.set_fontsize(8)
     for r, t in enumerate(rows_, start=1):  # light text on the dark (surprising) cells
@@ -171,15 +213,29 @@ def plot_lens(lens: Lens, path: Path) -> Path:
     fig = _figure(1.8 + 0.75 * n, 1.6 + 0.42 * L)
     ax = fig.add_subplot()
     vmax = max(float(lens.target_prob.max()), 0.1)  # an undertrained model's probabilities stay visible
-    image = ax.imshow(lens.target_prob[::-1], cmap="Greens", vmin=0, vmax=vmax, aspect="auto", interpolation="nearest")
+    image = ax.imshow(
+        lens.target_prob[::-1], cmap="Greens", vmin=0, vmax=vmax, aspect="auto", interpolation="nearest"
+    )
     for r in range(L):
         for c in range(n):
             p = lens.target_prob[L - 1 - r, c]
-            ax.text(c, r, shown(lens.top[L - 1 - r][c][:8]), ha="center", va="center", fontsize=7,
-                    color="white" if p > 0.6 * vmax else "black")
+            ax.text(
+                c,
+                r,
+                shown(lens.top[L - 1 - r][c][:8]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if p > 0.6 * vmax else "black",
+            )
     ax.set_yticks(range(L), lens.layers[::-1], fontsize=8)
-    ax.set_xticks(range(n), [f"{shown(i)} \u2192 {shown(t)}" for i, t in zip(lens.inputs, lens.tokens)], rotation=60,
-                  ha="right", fontsize=8)
+    ax.set_xticks(
+        range(n),
+        [f"{shown(i)} \u2192 {shown(t)}" for i, t in zip(lens.inputs, lens.tokens)],
+        rotation=60,
+        ha="right",
+        fontsize=8,
+    )
     ax.set_xlabel("position: input \u2192 actual next token", fontsize=8)
     ax.set_title("logit lens: each layer's top token (text), p(actual next token) (colour)", fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02, label="p(actual next token)")

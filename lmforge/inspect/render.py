@@ -22,9 +22,13 @@ def surprise_html(s: Surprise, title: str = "surprise per token") -> str:
     its bits and the top-k predictions (title attribute), and a table lists them all."""
     spans, rows = [], []
     for t in s.tokens:
-        tip = f"{t.bits:.2f} bits, p={t.prob:.4f}; expected: " + ", ".join(f"{quote(w)} {p:.3f}" for w, p in t.top)
-        spans.append(f'<span class="tok" style="background:{_hex(surprise_colour(t.bits))}" '
-                     f'data-bits="{t.bits:.4f}" title="{html.escape(tip)}">{html.escape(t.token)}</span>')
+        tip = f"{t.bits:.2f} bits, p={t.prob:.4f}; expected: " + ", ".join(
+            f"{quote(w)} {p:.3f}" for w, p in t.top
+        )
+        spans.append(
+            f'<span class="tok" style="background:{_hex(surprise_colour(t.bits))}" '
+            f'data-bits="{t.bits:.4f}" title="{html.escape(tip)}">{html.escape(t.token)}</span>'
+        )
         top = "".join(f"<td>{html.escape(quote(w))} {p:.3f}</td>" for w, p in t.top)
         rows.append(f"<tr><td>{html.escape(t.token)}</td><td>{t.bits:.2f}</td>{top}</tr>")
     k = max((len(t.top) for t in s.tokens), default=0)
@@ -58,12 +62,17 @@ RESET = "\x1b[0m"
 
 def surprise_ansi(s: Surprise, colour: bool = True, top_k: int = 3) -> str:
     """The coloured text, then one line per token: bits and the top-k predictions."""
-    text = "".join(f"{_ansi_bg(surprise_colour(t.bits))}{t.token}{RESET}" if colour else t.token
-                   for t in s.tokens)
+    text = "".join(
+        f"{_ansi_bg(surprise_colour(t.bits))}{t.token}{RESET}" if colour else t.token for t in s.tokens
+    )
     width = max(len(t.token) for t in s.tokens)
     lines = [text, "", f"surprise per token ({s.mean_bits:.2f} bits mean); expected instead:"]
     for t in s.tokens:
-        label = f"{_ansi_bg(surprise_colour(t.bits))}{t.token:<{width}}{RESET}" if colour else f"{t.token:<{width}}"
+        label = (
+            f"{_ansi_bg(surprise_colour(t.bits))}{t.token:<{width}}{RESET}"
+            if colour
+            else f"{t.token:<{width}}"
+        )
         top = "  ".join(f"{quote(w)} {p:.2f}" for w, p in t.top[:top_k])
         lines.append(f"  {label} {t.bits:6.2f} bits | {top}")
     return "\n".join(lines)
@@ -71,12 +80,19 @@ def surprise_ansi(s: Surprise, colour: bool = True, top_k: int = 3) -> str:
 
 def lens_table(lens: Lens) -> str:
     """Markdown: one row per layer, one column per position, cells 'top token (p actual)'."""
+
     def cell(x: str) -> str:
         return x.replace("|", "\\|")
 
-    head = "| layer | " + " | ".join(cell(f"{quote(i)} \u2192 {quote(t)}") for i, t in zip(lens.inputs, lens.tokens)) + " |"
+    head = (
+        "| layer | "
+        + " | ".join(cell(f"{quote(i)} \u2192 {quote(t)}") for i, t in zip(lens.inputs, lens.tokens))
+        + " |"
+    )
     lines = [head, "|---" * (len(lens.tokens) + 1) + "|"]
     for r, layer in enumerate(lens.layers):
-        cells = [cell(f"{quote(lens.top[r][c])} ({lens.target_prob[r, c]:.2f})") for c in range(len(lens.tokens))]
+        cells = [
+            cell(f"{quote(lens.top[r][c])} ({lens.target_prob[r, c]:.2f})") for c in range(len(lens.tokens))
+        ]
         lines.append(f"| {layer} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -27,8 +27,10 @@ def inside_the_model(run_dir: str | Path, sentences: tuple[str, str] = SENTENCES
     last = a["attention"][-1]
     compare = f"{FOLDER}/compare/L{last.layer}_{last.stack}.png"
     sa, sb = a["surprise"], b["surprise"]
-    rows = "\n".join(f"| {text!r} | {len(s.tokens)} | {s.mean_bits:.2f} | "
-                     f"{max(s.tokens, key=lambda t: t.bits).token!r} |" for text, s in ((first, sa), (second, sb)))
+    rows = "\n".join(
+        f"| {text!r} | {len(s.tokens)} | {s.mean_bits:.2f} | {max(s.tokens, key=lambda t: t.bits).token!r} |"
+        for text, s in ((first, sa), (second, sb))
+    )
     return f"""How the trained model reads two sentences with the same words and different dependencies
 (`lmforge inspect --run {run_dir} "text" --compare "other text"` draws any others; the JSON behind
 each picture is beside it).

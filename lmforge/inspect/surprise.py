@@ -29,9 +29,19 @@ class Surprise:
         return sum(t.bits for t in self.tokens) / len(self.tokens)
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "mean_bits": round(self.mean_bits, 5),
-                "tokens": [{"token": t.token, "bits": round(t.bits, 5), "prob": round(t.prob, 6),
-                            "top": [{"token": s, "prob": round(p, 6)} for s, p in t.top]} for t in self.tokens]}
+        return {
+            "kind": self.kind,
+            "mean_bits": round(self.mean_bits, 5),
+            "tokens": [
+                {
+                    "token": t.token,
+                    "bits": round(t.bits, 5),
+                    "prob": round(t.prob, 6),
+                    "top": [{"token": s, "prob": round(p, 6)} for s, p in t.top],
+                }
+                for t in self.tokens
+            ],
+        }
 
 
 @torch.no_grad()
@@ -44,7 +54,9 @@ def token_surprise(model: torch.nn.Module, tokenizer, text: str | Reading, top_k
     best = logp.topk(min(top_k, logp.shape[-1]), dim=-1)
     out = []
     for i, label in enumerate(reading.tokens):
-        top = [(token_label(tokenizer, int(j)), math.exp(float(lp)))
-               for lp, j in zip(best.values[i], best.indices[i])]
+        top = [
+            (token_label(tokenizer, int(j)), math.exp(float(lp)))
+            for lp, j in zip(best.values[i], best.indices[i])
+        ]
         out.append(TokenSurprise(label, -float(chosen[i]) / math.log(2), math.exp(float(chosen[i])), top))
     return Surprise(reading.kind, out)

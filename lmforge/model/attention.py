@@ -52,8 +52,14 @@ def segment_mask(segments: torch.Tensor) -> torch.Tensor:
     return ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
 
 
-def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-         is_causal: bool, dropout_p: float) -> torch.Tensor:
+def sdpa(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    is_causal: bool,
+    dropout_p: float,
+) -> torch.Tensor:
     """q (B, H, T, D), k/v (B, H_kv, S, D) -> (B, H, T, D); H_kv < H shares each K/V head."""
     if k.shape[1] != q.shape[1] and not _NATIVE_GQA:
         rep = q.shape[1] // k.shape[1]
@@ -61,16 +67,18 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor |
     if mask is not None and mask.is_floating_point() and mask.dtype != q.dtype:
         mask = mask.to(q.dtype)  # an fp32 ALiBi bias under bf16 autocast
     extra = {"enable_gqa": True} if k.shape[1] != q.shape[1] else {}
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                          is_causal=is_causal, **extra)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, **extra
+    )
 
 
 # SDPA's enable_gqa arrived in torch 2.5; older versions repeat the K/V heads instead.
 _NATIVE_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
 
 
-def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                       is_causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def explicit_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """What SDPA computes, written out so the probabilities P = softmax(QK^T/sqrt(D) + mask) (B, H, T, S)
     can be kept (lmforge inspect): returns (P V, P). Slower; used only when a module records."""
     rep = q.shape[1] // k.shape[1]
@@ -108,7 +116,9 @@ class Attention(nn.Module):
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, width = x.shape
-        return x.view(B, T, width // self.head_dim, self.head_dim).transpose(1, 2)  # (B, T, n*D) -> (B, n, T, D)
+        return x.view(B, T, width // self.head_dim, self.head_dim).transpose(
+            1, 2
+        )  # (B, T, n*D) -> (B, n, T, D)
 
     def project_q(self, x: torch.Tensor) -> torch.Tensor:
         """Queries (B, H, T, D) of a (B, T, C) sequence (normalised per head with QK-norm)."""
@@ -120,8 +130,9 @@ class Attention(nn.Module):
         k = self.heads(self.k_proj(memory))
         return (self.k_norm(k) if self.qk_norm else k), self.heads(self.v_proj(memory))
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-               is_causal: bool) -> torch.Tensor:
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool
+    ) -> torch.Tensor:
         if self.record is not None:  # looking inside (lmforge inspect); SDPA stays the default path
             y, probs = explicit_attention(q, k, v, mask, is_causal)
             self.record.append(probs.detach())
@@ -132,8 +143,14 @@ class Attention(nn.Module):
 
 
 class SelfAttention(Attention):
-    def forward(self, x: torch.Tensor, rope: Rope | None, mask: torch.Tensor | None, is_causal: bool,
-                cache: KVCache | None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: Rope | None,
+        mask: torch.Tensor | None,
+        is_causal: bool,
+        cache: KVCache | None,
+    ) -> torch.Tensor:
         q = self.project_q(x)  # (B, H, T, D)
         k, v = self.project_kv(x)  # (B, H_kv, T, D)
         if rope is not None:
@@ -149,4 +166,3 @@ class CrossAttention(Attention):
     def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         q = self.project_q(x)  # (B, H, T, D)
         return self.attend(q, *memory_kv, None, False)  # every source token is visible
-

@@ -102,8 +102,11 @@ class ModelConfig:
     def choices(cls) -> dict[str, tuple[str, ...]]:
         """Each option field and its allowed values, read from the Literal annotations above."""
         hints = typing.get_type_hints(cls)
-        return {f.name: typing.get_args(hints[f.name]) for f in dataclasses.fields(cls)
-                if typing.get_origin(hints[f.name]) is Literal}
+        return {
+            f.name: typing.get_args(hints[f.name])
+            for f in dataclasses.fields(cls)
+            if typing.get_origin(hints[f.name]) is Literal
+        }
 
     def validate(self) -> None:
         """Raise ConfigError naming the first impossible shape or unknown option. Checks run in
@@ -112,32 +115,61 @@ class ModelConfig:
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"model.{name}={value!r} is not one of {', '.join(allowed)}")
-        for name in ("vocab_size", "block_size", "n_layer", "n_encoder_layer", "n_head", "n_kv_head",
-                     "n_embd", "ffn_hidden", "ffn_multiple_of"):
+        for name in (
+            "vocab_size",
+            "block_size",
+            "n_layer",
+            "n_encoder_layer",
+            "n_head",
+            "n_kv_head",
+            "n_embd",
+            "ffn_hidden",
+            "ffn_multiple_of",
+        ):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
         checks = [
-            lambda: (self.n_embd % self.n_head == 0,
-                     f"model.n_head={self.n_head} does not divide model.n_embd={self.n_embd}"),
-            lambda: (self.n_head % self.kv_heads == 0,
-                     f"model.n_kv_head={self.n_kv_head} must divide model.n_head={self.n_head}"),
-            lambda: (self.pos != "rope" or self.head_dim % 2 == 0,
-                     f"RoPE needs an even head dim, got n_embd/n_head={self.n_embd}/{self.n_head}"),
-            lambda: (self.pos != "sinusoidal" or self.n_embd % 2 == 0,
-                     f"sinusoidal positions need an even model.n_embd, got {self.n_embd}"),
+            lambda: (
+                self.n_embd % self.n_head == 0,
+                f"model.n_head={self.n_head} does not divide model.n_embd={self.n_embd}",
+            ),
+            lambda: (
+                self.n_head % self.kv_heads == 0,
+                f"model.n_kv_head={self.n_kv_head} must divide model.n_head={self.n_head}",
+            ),
+            lambda: (
+                self.pos != "rope" or self.head_dim % 2 == 0,
+                f"RoPE needs an even head dim, got n_embd/n_head={self.n_embd}/{self.n_head}",
+            ),
+            lambda: (
+                self.pos != "sinusoidal" or self.n_embd % 2 == 0,
+                f"sinusoidal positions need an even model.n_embd, got {self.n_embd}",
+            ),
             lambda: (self.norm_eps > 0, f"model.norm_eps must be positive, got {self.norm_eps}"),
             lambda: (self.rope_theta > 0, f"model.rope_theta must be positive, got {self.rope_theta}"),
             lambda: (self.init_std > 0, f"model.init_std must be positive, got {self.init_std}"),
-            lambda: (isinstance(self.qk_norm, bool), f"model.qk_norm must be true or false, got {self.qk_norm!r}"),
-            lambda: (self.logit_softcap is None or (not isinstance(self.logit_softcap, bool)
-                                                     and isinstance(self.logit_softcap, int | float)
-                                                     and 0 < self.logit_softcap <= FLOAT32_MAX),
-                     f"model.logit_softcap must be a positive finite number or null, got {self.logit_softcap!r}"),
+            lambda: (
+                isinstance(self.qk_norm, bool),
+                f"model.qk_norm must be true or false, got {self.qk_norm!r}",
+            ),
+            lambda: (
+                self.logit_softcap is None
+                or (
+                    not isinstance(self.logit_softcap, bool)
+                    and isinstance(self.logit_softcap, int | float)
+                    and 0 < self.logit_softcap <= FLOAT32_MAX
+                ),
+                f"model.logit_softcap must be a positive finite number or null, got {self.logit_softcap!r}",
+            ),
         ]
         for d in ("embd_dropout", "attn_dropout", "resid_dropout"):
-            checks.append(lambda d=d: (0.0 <= getattr(self, d) < 1.0,
-                                       f"model.{d} must be in [0, 1), got {getattr(self, d)}"))
+            checks.append(
+                lambda d=d: (
+                    0.0 <= getattr(self, d) < 1.0,
+                    f"model.{d} must be in [0, 1), got {getattr(self, d)}",
+                )
+            )
         for check in checks:
             ok, msg = check()
             if not ok:

@@ -20,14 +20,23 @@ from lmforge.errors import LmforgeError
 
 
 class KVCache:
-    def __init__(self, n_layer: int, batch_size: int, n_kv_head: int, max_len: int, head_dim: int,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-                 pad: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        n_layer: int,
+        batch_size: int,
+        n_kv_head: int,
+        max_len: int,
+        head_dim: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        pad: Sequence[int] | None = None,
+    ) -> None:
         if max_len <= 0:
             raise LmforgeError(f"KV cache max_len must be positive, got {max_len}")
         if pad is not None and (len(pad) != batch_size or min(pad) < 0):
-            raise LmforgeError(f"KV cache pad needs one length >= 0 for each of the {batch_size} rows, "
-                               f"got {list(pad)}")
+            raise LmforgeError(
+                f"KV cache pad needs one length >= 0 for each of the {batch_size} rows, got {list(pad)}"
+            )
         shape = (batch_size, n_kv_head, max_len, head_dim)  # (B, H_kv, max_len, D)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
@@ -43,14 +52,16 @@ class KVCache:
         if batch_size != self.batch_size:
             raise LmforgeError(f"KV cache was made for batch size {self.batch_size}, got {batch_size}")
         if self.length + new_tokens > self.max_len:
-            raise LmforgeError(f"KV cache holds {self.max_len} positions; {self.length} are used and "
-                               f"{new_tokens} more do not fit")
+            raise LmforgeError(
+                f"KV cache holds {self.max_len} positions; {self.length} are used and "
+                f"{new_tokens} more do not fit"
+            )
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this chunk's k, v (B, H_kv, T, D) at [length, length+T); return all cached so far."""
         end = self.length + k.shape[2]
-        self.k[layer][:, :, self.length:end] = k
-        self.v[layer][:, :, self.length:end] = v
+        self.k[layer][:, :, self.length : end] = k
+        self.v[layer][:, :, self.length : end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # (B, H_kv, length+T, D)
 
     def positions(self, new_tokens: int) -> torch.Tensor | None:
@@ -67,18 +78,34 @@ class KVCache:
         (default this cache's). This cache is left as it was."""
         max_len = self.max_len if max_len is None else max_len
         rows = torch.as_tensor(rows, dtype=torch.long, device=self.k[0].device)
-        if rows.dim() != 1 or not rows.numel() or not 0 <= int(rows.min()) <= int(rows.max()) < self.batch_size:
-            raise LmforgeError(f"select_rows needs a non-empty 1-d tensor of row indices below {self.batch_size}, "
-                               f"got {rows.tolist()}")
+        if (
+            rows.dim() != 1
+            or not rows.numel()
+            or not 0 <= int(rows.min()) <= int(rows.max()) < self.batch_size
+        ):
+            raise LmforgeError(
+                f"select_rows needs a non-empty 1-d tensor of row indices below {self.batch_size}, "
+                f"got {rows.tolist()}"
+            )
         if max_len < self.length:
-            raise LmforgeError(f"select_rows: max_len={max_len} is shorter than the {self.length} cached positions")
+            raise LmforgeError(
+                f"select_rows: max_len={max_len} is shorter than the {self.length} cached positions"
+            )
         k0 = self.k[0]
         pad = self.pad[rows].tolist() if self.pad is not None else None
-        new = KVCache(len(self.k), rows.numel(), k0.shape[1], max_len, k0.shape[3], device=k0.device,
-                      dtype=k0.dtype, pad=pad)
+        new = KVCache(
+            len(self.k),
+            rows.numel(),
+            k0.shape[1],
+            max_len,
+            k0.shape[3],
+            device=k0.device,
+            dtype=k0.dtype,
+            pad=pad,
+        )
         for layer, (k, v) in enumerate(zip(self.k, self.v)):
-            new.k[layer][:, :, :self.length] = k[rows, :, :self.length]
-            new.v[layer][:, :, :self.length] = v[rows, :, :self.length]
+            new.k[layer][:, :, : self.length] = k[rows, :, : self.length]
+            new.v[layer][:, :, : self.length] = v[rows, :, : self.length]
         new.length = self.length
         if self.cross_kv is not None:
             new.cross_kv = [(k[rows], v[rows]) for k, v in self.cross_kv]

@@ -23,8 +23,10 @@ Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin: (T, D/2) each
 
 def sinusoidal_table(n_pos: int, dim: int) -> torch.Tensor:
     """(n_pos, dim): PE[p, 2i] = sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos(same) (Vaswani, sec. 3.5)."""
-    angles = torch.outer(torch.arange(n_pos, dtype=torch.float32),
-                         10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    angles = torch.outer(
+        torch.arange(n_pos, dtype=torch.float32),
+        10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim),
+    )
     return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)  # interleave sin, cos
 
 
@@ -47,8 +49,10 @@ def alibi_slopes(n_head: int) -> torch.Tensor:
     """Per-head slopes (Press et al. 2022, sec. 3): for n a power of two, the geometric sequence
     2^(-8/n), 2^(-16/n), ..., 2^(-8); otherwise those of the nearest smaller power of two m, then
     every other slope of 2m's sequence (the paper's code)."""
+
     def geometric(n: int) -> list[float]:
         return [2.0 ** (-8.0 * (i + 1) / n) for i in range(n)]
+
     m = 2 ** math.floor(math.log2(n_head))
     return torch.tensor(geometric(m) + geometric(2 * m)[0::2][: n_head - m])
 
@@ -63,7 +67,6 @@ def alibi_bias(slopes: torch.Tensor, start: int, T: int, causal: bool) -> torch.
         return -slopes[:, None, None] * dist.abs()
     bias = slopes[:, None, None] * dist  # (H, T, S)
     return bias.masked_fill(dist > 0, float("-inf"))
-
 
 
 class Positions(nn.Module):
@@ -91,7 +94,7 @@ class LearnedPositions(Positions):
         self.limit = cfg.block_size
 
     def add(self, x: torch.Tensor, start: int, pos: torch.Tensor | None = None) -> torch.Tensor:
-        table = self.weight[start:start + x.shape[1]] if pos is None else self.weight[pos]
+        table = self.weight[start : start + x.shape[1]] if pos is None else self.weight[pos]
         return x + table  # (B, T, C) + (T, C) or (B, T, C)
 
 
@@ -105,7 +108,7 @@ class SinusoidalPositions(Positions):
         self.scale = math.sqrt(cfg.n_embd)
 
     def add(self, x: torch.Tensor, start: int, pos: torch.Tensor | None = None) -> torch.Tensor:
-        table = self.table[start:start + x.shape[1]] if pos is None else self.table[pos]
+        table = self.table[start : start + x.shape[1]] if pos is None else self.table[pos]
         return x * self.scale + table  # (B, T, C) + (T, C) or (B, T, C)
 
 
@@ -123,7 +126,7 @@ class RotaryPositions(Positions):
             cos, sin = (t.to(self.cos.device) for t in rope_tables(start + T, self.head_dim, self.theta))
         if pos is not None:  # per-row positions (pos <= slot < start + T)
             return cos[pos][:, None], sin[pos][:, None]  # (B, 1, T, D/2): broadcast over heads
-        return cos[start:start + T], sin[start:start + T]
+        return cos[start : start + T], sin[start : start + T]
 
 
 class ALiBiPositions(Positions):
@@ -136,5 +139,9 @@ class ALiBiPositions(Positions):
         return alibi_bias(self.slopes.float(), start, T, causal)
 
 
-POSITIONS = {"learned": LearnedPositions, "sinusoidal": SinusoidalPositions,
-             "rope": RotaryPositions, "alibi": ALiBiPositions}
+POSITIONS = {
+    "learned": LearnedPositions,
+    "sinusoidal": SinusoidalPositions,
+    "rope": RotaryPositions,
+    "alibi": ALiBiPositions,
+}

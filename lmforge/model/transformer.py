@@ -120,9 +120,15 @@ class Block(nn.Module):
             return checkpoint(self.sublayers, *args, use_reentrant=False, **kwargs)
         return self.sublayers(*args, **kwargs)
 
-    def sublayers(self, x: torch.Tensor, rope: Rope | None, mask: torch.Tensor | None, is_causal: bool,
-                  cache: KVCache | None = None, memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-                  ) -> torch.Tensor:
+    def sublayers(
+        self,
+        x: torch.Tensor,
+        rope: Rope | None,
+        mask: torch.Tensor | None,
+        is_causal: bool,
+        cache: KVCache | None = None,
+        memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         x = self.residual(x, self.attn_norm, lambda h: self.drop(self.attn(h, rope, mask, is_causal, cache)))
         if memory_kv is not None:
             x = self.residual(x, self.cross_norm, lambda h: self.drop(self.cross_attn(h, memory_kv)))
@@ -184,15 +190,27 @@ class Transformer(nn.Module):
 
     # ---- the three shapes
 
-    def forward(self, input_ids: torch.Tensor | None, targets: torch.Tensor | None = None, *,
-                decoder_input_ids: torch.Tensor | None = None, kv_cache: KVCache | None = None,
-                last_only: bool = False, segment_ids: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        targets: torch.Tensor | None = None,
+        *,
+        decoder_input_ids: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        last_only: bool = False,
+        segment_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, V) and the loss against `targets` if given. `segment_ids` with `position_ids`
         (B, T each; decoder only) run packed rows: a token attends only to earlier tokens of its own
         segment, at its position within the segment, so each packed example sees what it would alone."""
-        x = self.hidden_states(input_ids, kv_cache, decoder_input_ids=decoder_input_ids,
-                               segment_ids=segment_ids, position_ids=position_ids)  # (B, T, C)
+        x = self.hidden_states(
+            input_ids,
+            kv_cache,
+            decoder_input_ids=decoder_input_ids,
+            segment_ids=segment_ids,
+            position_ids=position_ids,
+        )  # (B, T, C)
         if last_only:  # decoding needs only the next token's logits: skip T-1 rows of the lm_head
             x = x[:, -1:]  # (B, 1, C)
         logits = self.logits(x)  # (B, T, V)
@@ -206,9 +224,15 @@ class Transformer(nn.Module):
         with model.logit_softcap. Training's loss, evaluation and sampling all take logits from here."""
         return soft_cap(self.lm_head(h), self.cfg.logit_softcap)
 
-    def hidden_states(self, input_ids: torch.Tensor | None, kv_cache: KVCache | None = None, *,
-                      decoder_input_ids: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None,
-                      position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor | None,
+        kv_cache: KVCache | None = None,
+        *,
+        decoder_input_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The final hidden states (B, T, C) that `forward` projects to logits (same arguments)."""
         if segment_ids is not None:
             return self.packed_lm(input_ids, segment_ids, position_ids)
@@ -220,7 +244,9 @@ class Transformer(nn.Module):
             raise LmforgeError("decoder_input_ids is for encoder-decoder models; this is a decoder")
         return self.stack(ids, self.blocks, self.norm_f, causal=True, cache=cache)
 
-    def packed_lm(self, ids: torch.Tensor, segments: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+    def packed_lm(
+        self, ids: torch.Tensor, segments: torch.Tensor, positions: torch.Tensor | None
+    ) -> torch.Tensor:
         if self.cfg.kind != "decoder":
             raise LmforgeError(f"packed rows (segment_ids) need a decoder model, this one is {self.cfg.kind}")
         if positions is None or positions.shape != segments.shape or segments.shape != ids.shape:
@@ -234,14 +260,16 @@ class Transformer(nn.Module):
             raise LmforgeError("an encoder attends both ways and cannot decode with a KV cache")
         return self.stack(ids, self.blocks, self.norm_f, causal=False)
 
-    def seq2seq(self, source: torch.Tensor | None, target_in: torch.Tensor | None,
-                cache: KVCache | None) -> torch.Tensor:
+    def seq2seq(
+        self, source: torch.Tensor | None, target_in: torch.Tensor | None, cache: KVCache | None
+    ) -> torch.Tensor:
         """Encode the source once (or reuse the cache's cross K/V), then decode with cross-attention."""
         if target_in is None:
             raise LmforgeError("an encoder-decoder model needs decoder_input_ids (the shifted target)")
         if cache is not None and cache.pad is not None:
-            raise LmforgeError("left-padded batches are for decoder models; "
-                               "an encoder-decoder decodes one unpadded sequence")
+            raise LmforgeError(
+                "left-padded batches are for decoder models; an encoder-decoder decodes one unpadded sequence"
+            )
         memory_kv = cache.cross_kv if cache is not None else None
         if memory_kv is None:
             if source is None:
@@ -252,9 +280,16 @@ class Transformer(nn.Module):
                 cache.cross_kv = memory_kv
         return self.stack(target_in, self.blocks, self.norm_f, causal=True, cache=cache, memory_kv=memory_kv)
 
-    def stack(self, ids: torch.Tensor, blocks: nn.ModuleList, norm: nn.Module, causal: bool,
-              cache: KVCache | None = None, memory_kv: list | None = None,
-              segments: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def stack(
+        self,
+        ids: torch.Tensor,
+        blocks: nn.ModuleList,
+        norm: nn.Module,
+        causal: bool,
+        cache: KVCache | None = None,
+        memory_kv: list | None = None,
+        segments: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Embed ids (B, T) at positions [start, start+T) (or packed rows' (segment ids, positions))
         and run them through `blocks` -> (B, T, C)."""
         if ids.dim() != 2:
@@ -263,8 +298,10 @@ class Transformer(nn.Module):
         start = cache.length if cache is not None else 0
         limit = self.pos_emb.limit
         if limit is not None and start + T > limit:
-            raise LmforgeError(f"sequence of {start + T} tokens is longer than model.block_size={limit}, "
-                               f"the size of the {self.cfg.pos} position table")
+            raise LmforgeError(
+                f"sequence of {start + T} tokens is longer than model.block_size={limit}, "
+                f"the size of the {self.cfg.pos} position table"
+            )
         if cache is not None:
             cache.check(B, T)
         pos = cache.positions(T) if cache is not None else None  # (B, T) for left-padded rows, else None
@@ -277,8 +314,9 @@ class Transformer(nn.Module):
         rope = self.pos_emb.rotary(start, T, pos)
         mask = self.pos_emb.bias(start, T, causal)  # ALiBi includes the causal -inf
         if pos is not None:
-            keep = (segment_mask(segments[0]) if segments is not None
-                    else padded_causal_mask(cache.pad, start, T))
+            keep = (
+                segment_mask(segments[0]) if segments is not None else padded_causal_mask(cache.pad, start, T)
+            )
             mask = keep if mask is None else mask.masked_fill(~keep, float("-inf"))  # (B, 1 or H, T, S)
         elif mask is None and causal and start > 0 and T > 1:
             mask = causal_mask(start, T, ids.device)
@@ -291,8 +329,15 @@ class Transformer(nn.Module):
 
     # ---- helpers for training and decoding
 
-    def new_kv_cache(self, batch_size: int, max_len: int | None = None, *, device: torch.device | str | None = None,
-                     dtype: torch.dtype | None = None, pad: list[int] | None = None) -> KVCache:
+    def new_kv_cache(
+        self,
+        batch_size: int,
+        max_len: int | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        pad: list[int] | None = None,
+    ) -> KVCache:
         """An empty cache for `max_len` positions (default block_size) on the model's device/dtype;
         `pad` gives each row's left padding, for a batch of prompts of different lengths."""
         if self.cfg.kind == "encoder":
@@ -300,12 +345,21 @@ class Transformer(nn.Module):
         max_len = max_len if max_len is not None else self.cfg.block_size
         limit = self.pos_emb.limit
         if limit is not None and max_len > limit:
-            raise LmforgeError(f"KV cache of {max_len} positions is longer than model.block_size={limit}, "
-                               f"the size of the {self.cfg.pos} position table")
+            raise LmforgeError(
+                f"KV cache of {max_len} positions is longer than model.block_size={limit}, "
+                f"the size of the {self.cfg.pos} position table"
+            )
         ref = self.tok_emb.weight
-        return KVCache(self.cfg.n_layer, batch_size, self.cfg.kv_heads, max_len, self.cfg.head_dim,
-                       device=device if device is not None else ref.device,
-                       dtype=dtype if dtype is not None else ref.dtype, pad=pad)
+        return KVCache(
+            self.cfg.n_layer,
+            batch_size,
+            self.cfg.kv_heads,
+            max_len,
+            self.cfg.head_dim,
+            device=device if device is not None else ref.device,
+            dtype=dtype if dtype is not None else ref.dtype,
+            pad=pad,
+        )
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights counted once

@@ -252,12 +252,16 @@ def _mfu_from_throughput(run_dir: Path, rows: list[dict]) -> tuple[float, str]:
 
     from lmforge.config import RunConfig, from_dict
 
-    speeds = [r["tokens_per_s"] for r in rows
-              if r.get("kind", "train") == "train" and isinstance(r.get("tokens_per_s"), (int, float))]
+    speeds = [
+        r["tokens_per_s"]
+        for r in rows
+        if r.get("kind", "train") == "train" and isinstance(r.get("tokens_per_s"), (int, float))
+    ]
     config = run_dir / "config.yaml"
     if not speeds or not config.is_file():
-        raise LmforgeError(f"{run_dir} has no logged MFU or throughput (metrics.jsonl and config.yaml of a "
-                           "training run)")
+        raise LmforgeError(
+            f"{run_dir} has no logged MFU or throughput (metrics.jsonl and config.yaml of a training run)"
+        )
     data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
     if isinstance(data.get("train"), dict):
         data["train"].pop("eval_batches", None)  # runs from before train.eval_tokens

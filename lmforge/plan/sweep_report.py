@@ -61,19 +61,27 @@ def fit_warnings(fits: dict) -> list[str]:
     minima = a2["minima"]
     edge = [m for m in minima if not m["inside"]]
     if edge:
-        warnings.append(f"{len(edge)} of {len(minima)} budgets have their lowest loss at the edge of the sampled "
-                        "sizes (or no minimum), so their optimum is extrapolated")
+        warnings.append(
+            f"{len(edge)} of {len(minima)} budgets have their lowest loss at the edge of the sampled "
+            "sizes (or no minimum), so their optimum is extrapolated"
+        )
     budgets = [m["compute"] for m in minima]
     if len(budgets) >= 2 and max(budgets) / min(budgets) < MIN_BUDGET_SPAN:
-        warnings.append(f"the budgets span only {max(budgets) / min(budgets):.1f}x (at least "
-                        f"{MIN_BUDGET_SPAN:.0f}x is needed to tell the exponents apart)")
+        warnings.append(
+            f"the budgets span only {max(budgets) / min(budgets):.1f}x (at least "
+            f"{MIN_BUDGET_SPAN:.0f}x is needed to tell the exponents apart)"
+        )
     lo, hi = PLAUSIBLE_A
     if not lo <= a2["a"] <= hi:
-        warnings.append(f"N_opt ∝ C^{a2['a']:.3f} is far from the published 0.46-0.73 (Hoffmann et al. 2022, "
-                        "Kaplan et al. 2020)")
+        warnings.append(
+            f"N_opt ∝ C^{a2['a']:.3f} is far from the published 0.46-0.73 (Hoffmann et al. 2022, "
+            "Kaplan et al. 2020)"
+        )
     if warnings:
-        warnings.append("the fit is not meaningful: use larger budgets (--budgets) spread over at least "
-                        f"{MIN_BUDGET_SPAN:.0f}x, so every budget's best size lies inside its grid")
+        warnings.append(
+            "the fit is not meaningful: use larger budgets (--budgets) spread over at least "
+            f"{MIN_BUDGET_SPAN:.0f}x, so every budget's best size lies inside its grid"
+        )
     return warnings
 
 

@@ -47,8 +47,11 @@ class Job:
 
 def usage(prompt_tokens: int, results: list[Completion]) -> dict:
     completion = sum(r.completion_tokens for r in results)
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-            "total_tokens": prompt_tokens + completion}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": prompt_tokens + completion,
+    }
 
 
 def make_router(models: dict[str, ServedModel], auth: Callable) -> APIRouter:
@@ -56,13 +59,22 @@ def make_router(models: dict[str, ServedModel], auth: Callable) -> APIRouter:
 
     def get_model(name: str) -> ServedModel:
         if name not in models:
-            raise APIError(404, f"The model '{name}' does not exist; this server has: {', '.join(models)}",
-                           "model", "model_not_found")
+            raise APIError(
+                404,
+                f"The model '{name}' does not exist; this server has: {', '.join(models)}",
+                "model",
+                "model_not_found",
+            )
         return models[name]
 
     def card(m: ServedModel) -> dict:
-        return {"id": m.name, "object": "model", "created": 0, "owned_by": "lmforge",
-                "context_length": m.block_size}
+        return {
+            "id": m.name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "lmforge",
+            "context_length": m.block_size,
+        }
 
     @router.get("/models")
     def list_models() -> dict:
@@ -76,41 +88,77 @@ def make_router(models: dict[str, ServedModel], auth: Callable) -> APIRouter:
     async def completions(req: CompletionRequest):
         served = get_model(req.model)
         jobs, prompt_tokens = await in_thread(completion_jobs, served, req)
-        meta = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-                "model": served.name}
+        meta = {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": served.name,
+        }
 
         def choice(i: int, text: str, finish: str | None, logprobs: dict | None = None) -> dict:
             return {"index": i, "text": text, "logprobs": logprobs, "finish_reason": finish}
 
         if req.stream:
-            return sse(served, jobs, prompt_tokens, meta, req, lambda i, piece: choice(i, piece, None),
-                       lambda i: None, lambda i, r: choice(i, "", r.finish_reason))
+            return sse(
+                served,
+                jobs,
+                prompt_tokens,
+                meta,
+                req,
+                lambda i, piece: choice(i, piece, None),
+                lambda i: None,
+                lambda i, r: choice(i, "", r.finish_reason),
+            )
         results = await in_thread(run_jobs, served, jobs)
         scores = [None] * len(jobs)
         if req.logprobs is not None:
             scores = await in_thread(score_jobs, served, jobs, results, req.logprobs, req.echo)
-        return {**meta, "choices": [choice(i, j.prefix + r.text, r.finish_reason, lp)
-                                    for i, (j, r, lp) in enumerate(zip(jobs, results, scores))],
-                "usage": usage(prompt_tokens, results)}
+        return {
+            **meta,
+            "choices": [
+                choice(i, j.prefix + r.text, r.finish_reason, lp)
+                for i, (j, r, lp) in enumerate(zip(jobs, results, scores))
+            ],
+            "usage": usage(prompt_tokens, results),
+        }
 
     @router.post("/chat/completions")
     async def chat_completions(req: ChatRequest):
         served = get_model(req.model)
         jobs, prompt_tokens = await in_thread(chat_jobs, served, req)
-        meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                "model": served.name, "system_fingerprint": None}
+        meta = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": served.name,
+            "system_fingerprint": None,
+        }
 
         if req.stream:
+
             def delta(i: int, d: dict, finish: str | None = None) -> dict:
                 return {"index": i, "delta": d, "logprobs": None, "finish_reason": finish}
 
-            return sse(served, jobs, prompt_tokens, {**meta, "object": "chat.completion.chunk"}, req,
-                       lambda i, piece: delta(i, {"content": piece}),
-                       lambda i: delta(i, {"role": "assistant", "content": ""}),
-                       lambda i, r: delta(i, {}, r.finish_reason))
+            return sse(
+                served,
+                jobs,
+                prompt_tokens,
+                {**meta, "object": "chat.completion.chunk"},
+                req,
+                lambda i, piece: delta(i, {"content": piece}),
+                lambda i: delta(i, {"role": "assistant", "content": ""}),
+                lambda i, r: delta(i, {}, r.finish_reason),
+            )
         results = await in_thread(run_jobs, served, jobs)
-        choices = [{"index": i, "message": {"role": "assistant", "content": r.text, "refusal": None},
-                    "logprobs": None, "finish_reason": r.finish_reason} for i, r in enumerate(results)]
+        choices = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": r.text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": r.finish_reason,
+            }
+            for i, r in enumerate(results)
+        ]
         return {**meta, "choices": choices, "usage": usage(prompt_tokens, results)}
 
     return router
@@ -160,8 +208,9 @@ def chat_jobs(served: ServedModel, req: ChatRequest) -> tuple[list[Job], int]:
 def token_ids(served: ServedModel, ids: list[int]) -> list[int]:
     bad = next((t for t in ids if not 0 <= t < served.tokenizer.vocab_size), None)
     if bad is not None:
-        raise APIError(400, f"token id {bad} is outside the vocabulary (0..{served.tokenizer.vocab_size - 1})",
-                       "prompt")
+        raise APIError(
+            400, f"token id {bad} is outside the vocabulary (0..{served.tokenizer.vocab_size - 1})", "prompt"
+        )
     if not ids:
         raise APIError(400, "prompt is empty", "prompt")
     return ids
@@ -174,8 +223,13 @@ def context_errors(served: ServedModel, param: str) -> Iterator[None]:
         yield
     except ContextLengthError as err:
         size = f"at least {err.tokens}" if err.at_least else f"{err.tokens}"
-        raise APIError(400, f"This model's maximum context length is {served.block_size} tokens, but the "
-                       f"{param} is {size} tokens. Please shorten it.", param, "context_length_exceeded") from None
+        raise APIError(
+            400,
+            f"This model's maximum context length is {served.block_size} tokens, but the "
+            f"{param} is {size} tokens. Please shorten it.",
+            param,
+            "context_length_exceeded",
+        ) from None
 
 
 async def in_thread(fn: Callable[..., T], *args: Any) -> T:
@@ -212,18 +266,30 @@ def run_jobs(served: ServedModel, jobs: list[Job]) -> list[Completion]:
     return [row.wait() for row in rows]
 
 
-def score_jobs(served: ServedModel, jobs: list[Job], results: list[Completion], top: int, echo: bool) -> list[dict]:
+def score_jobs(
+    served: ServedModel, jobs: list[Job], results: list[Completion], top: int, echo: bool
+) -> list[dict]:
     """Each choice's `logprobs` object (prompt tokens too with echo), under the model's lock."""
     with served.lock:
         try:
-            return [completion_logprobs(served.tokenizer, served.model, j.ids, r.token_ids, top, echo)
-                    for j, r in zip(jobs, results)]
+            return [
+                completion_logprobs(served.tokenizer, served.model, j.ids, r.token_ids, top, echo)
+                for j, r in zip(jobs, results)
+            ]
         except LmforgeError as e:
             raise APIError(400, f"{e} ({served.name!r} is not one)", "logprobs") from None
 
 
-def sse(served: ServedModel, jobs: list[Job], prompt_tokens: int, meta: dict, req: _Sampling,
-        piece_choice: Callable, start_choice: Callable, end_choice: Callable) -> StreamingResponse:
+def sse(
+    served: ServedModel,
+    jobs: list[Job],
+    prompt_tokens: int,
+    meta: dict,
+    req: _Sampling,
+    piece_choice: Callable,
+    start_choice: Callable,
+    end_choice: Callable,
+) -> StreamingResponse:
     """Stream the jobs' text as OpenAI chunks: an optional opening chunk per choice, one chunk per
     piece of text, a closing chunk with finish_reason, the usage chunk if asked for, [DONE]."""
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -253,8 +319,11 @@ def sse(served: ServedModel, jobs: list[Job], prompt_tokens: int, meta: dict, re
             yield chunk([], usage=usage(prompt_tokens, results))
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 async def generate_in_thread(served: ServedModel, jobs: list[Job]) -> AsyncIterator[tuple[str, int, object]]:
@@ -276,8 +345,13 @@ async def generate_in_thread(served: ServedModel, jobs: list[Job]) -> AsyncItera
                 if cancel.is_set():
                     return
                 put(("start", i, None))
-                result = served.complete(job.ids, job.cfg, job.stop_ids,
-                                         on_text=lambda s, i=i: put(("text", i, s)), cancelled=cancel.is_set)
+                result = served.complete(
+                    job.ids,
+                    job.cfg,
+                    job.stop_ids,
+                    on_text=lambda s, i=i: put(("text", i, s)),
+                    cancelled=cancel.is_set,
+                )
                 put(("end", i, result))
         except Exception as e:  # noqa: BLE001 -- reported to the client as an error event
             put(("error", -1, f"{type(e).__name__}: {e}"))

@@ -141,7 +141,9 @@ def run_batch(model: torch.nn.Module, rows: Sequence[Row]) -> None:
     try:
         with torch.inference_mode():
             try:
-                logits, step = prefill_batch(model, [r.ids for r in rows], slots, any(r.cfg.compile for r in rows))
+                logits, step = prefill_batch(
+                    model, [r.ids for r in rows], slots, any(r.cfg.compile for r in rows)
+                )
             except Exception:  # noqa: BLE001 -- nothing streamed yet: each row on its own finds the culprit
                 logits = None
             while logits is not None:
@@ -151,8 +153,11 @@ def run_batch(model: torch.nn.Module, rows: Sequence[Row]) -> None:
                 for group in sampling_groups(rows):
                     try:
                         whole = len(group) == len(rows)  # no copy of the logits
-                        picked = sample(logits if whole else logits[group], [rows[i].cfg for i in group],
-                                        [gens[rows[i]] for i in group]).tolist()
+                        picked = sample(
+                            logits if whole else logits[group],
+                            [rows[i].cfg for i in group],
+                            [gens[rows[i]] for i in group],
+                        ).tolist()
                     except Exception as e:  # noqa: BLE001 -- this row's error ends this row only
                         for i in group:
                             rows[i].fail(e)
@@ -185,8 +190,11 @@ def sampling_groups(rows: Sequence[Row]) -> list[list[int]]:
 def batchable(model: torch.nn.Module) -> bool:
     """Whether `run_batch` can decode the model: a decoder whose cache takes left padding."""
     new_cache = getattr(model, "new_kv_cache", None)
-    return (model_config(model).kind == "decoder" and new_cache is not None
-            and "pad" in inspect.signature(new_cache).parameters)
+    return (
+        model_config(model).kind == "decoder"
+        and new_cache is not None
+        and "pad" in inspect.signature(new_cache).parameters
+    )
 
 
 def fits(rows: Sequence[Row], block_size: int) -> bool:
@@ -213,8 +221,10 @@ def generate_batch(
     cfg.validate()
     mcfg = model_config(model)
     if mcfg.kind != "decoder":
-        raise LmforgeError(f"batched generation is for decoder models; this model is a {mcfg.kind} "
-                           "(use generate_tokens, one prompt at a time)")
+        raise LmforgeError(
+            f"batched generation is for decoder models; this model is a {mcfg.kind} "
+            "(use generate_tokens, one prompt at a time)"
+        )
     if not prompts_ids:
         return []
     lengths = [len(p) for p in prompts_ids]
@@ -222,8 +232,10 @@ def generate_batch(
         raise LmforgeError("a prompt of the batch is empty: give at least one token per prompt")
     n = max(lengths)
     if n > mcfg.block_size:
-        raise LmforgeError(f"a prompt is {n} tokens, longer than the model's context of "
-                           f"{mcfg.block_size} tokens (model.block_size); shorten the prompt")
+        raise LmforgeError(
+            f"a prompt is {n} tokens, longer than the model's context of "
+            f"{mcfg.block_size} tokens (model.block_size); shorten the prompt"
+        )
     budget = token_budget(cfg.max_new_tokens, n, mcfg.block_size)
     rows = [Row(list(p), cfg, set(stop_ids), None, budget) for p in prompts_ids]
     if len(rows) == 1 or not batchable(model):

@@ -41,8 +41,13 @@ SETTINGS = {  # /set key -> (SampleConfig field, parser)
 class ChatSession:
     """One conversation: the messages so far, the system prompt and the sampling settings."""
 
-    def __init__(self, model: ServedModel, sample: SampleConfig, system: str | None = None,
-                 notice: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        model: ServedModel,
+        sample: SampleConfig,
+        system: str | None = None,
+        notice: Callable[[str], None] = print,
+    ) -> None:
         sample.validate()
         self.model = model
         self.sample = sample
@@ -67,7 +72,8 @@ class ChatSession:
                 f"this message needs {alone} tokens with the chat template"
                 f"{' and the system prompt' if self.system else ''}, but the model's context is "
                 f"{self.model.block_size} tokens and {self.reserve()} are kept for the reply; "
-                f"shorten it{' or the system prompt' if self.system else ''}")
+                f"shorten it{' or the system prompt' if self.system else ''}"
+            )
         ids = self.model.chat_ids(self.conversation())
         dropped, dropped_tokens = 0, 0
         while len(ids) > limit and len(self.messages) > 1:
@@ -79,8 +85,10 @@ class ChatSession:
             ids = self.model.chat_ids(self.conversation())
             dropped_tokens += before - len(ids)
         if dropped:
-            self.notice(f"[context full: dropped the {dropped} oldest exchange{'s' if dropped > 1 else ''} "
-                        f"({dropped_tokens} tokens) to fit the model's {self.model.block_size}-token context]")
+            self.notice(
+                f"[context full: dropped the {dropped} oldest exchange{'s' if dropped > 1 else ''} "
+                f"({dropped_tokens} tokens) to fit the model's {self.model.block_size}-token context]"
+            )
         return ids
 
     def send(self, text: str, on_text: Callable[[str], None] | None = None) -> Completion:
@@ -113,10 +121,11 @@ class ChatSession:
 
     def describe(self) -> str:
         s = self.sample
-        return (f"system: {self._system_line()}\n"
-                f"temperature {s.temperature}, top_p {s.top_p}, top_k {s.top_k}, max_tokens "
-                f"{s.max_new_tokens}, seed {s.seed}; context {self.model.block_size} tokens")
-
+        return (
+            f"system: {self._system_line()}\n"
+            f"temperature {s.temperature}, top_p {s.top_p}, top_k {s.top_k}, max_tokens "
+            f"{s.max_new_tokens}, seed {s.seed}; context {self.model.block_size} tokens"
+        )
 
     def _system_line(self) -> str:
         """What the model sees before the turns: this session's system prompt, else the prompt
@@ -129,13 +138,17 @@ class ChatSession:
         shots = sum(m["role"] == "user" for m in prefix)
         system = next((m["content"] for m in prefix if m["role"] == "system"), None)
         parts = [system if system else "(none)", "(from the prompt template"]
-        parts[-1] += f", with {shots} example exchange{'s' if shots != 1 else ''} before the conversation)" \
-            if shots else ")"
+        parts[-1] += (
+            f", with {shots} example exchange{'s' if shots != 1 else ''} before the conversation)"
+            if shots
+            else ")"
+        )
         return " ".join(parts)
 
 
 def run_repl(session: ChatSession, read: Callable[[str], str] = input, out: TextIO = sys.stdout) -> None:
     """Read lines until /quit or end of input; commands start with '/', anything else is sent."""
+
     def say(text: str) -> None:
         out.write(text + "\n")
         out.flush()
@@ -145,8 +158,10 @@ def run_repl(session: ChatSession, read: Callable[[str], str] = input, out: Text
         out.flush()
 
     session.notice = say
-    say(f"lmforge chat with {session.model.name} ({session.model.block_size}-token context). "
-        "/help for commands, /quit or Ctrl-D to leave.")
+    say(
+        f"lmforge chat with {session.model.name} ({session.model.block_size}-token context). "
+        "/help for commands, /quit or Ctrl-D to leave."
+    )
     while True:
         try:
             line = read("you> ")
@@ -171,8 +186,11 @@ def run_repl(session: ChatSession, read: Callable[[str], str] = input, out: Text
             result = session.send(line, stream)
             say("")
             if result.finish_reason == "length":
-                reason = ("the model's context is full" if result.completion_tokens < session.sample.max_new_tokens
-                          else f"max_tokens={session.sample.max_new_tokens}; /set max_tokens N for longer")
+                reason = (
+                    "the model's context is full"
+                    if result.completion_tokens < session.sample.max_new_tokens
+                    else f"max_tokens={session.sample.max_new_tokens}; /set max_tokens N for longer"
+                )
                 say(f"[reply cut: {reason}]")
         except KeyboardInterrupt:
             say("\n[interrupted: reply discarded]" if replying else "")
@@ -192,8 +210,11 @@ def command(session: ChatSession, line: str, say: Callable[[str], None]) -> bool
     elif name == "/system":
         session.system = arg or None
         session.messages.clear()
-        say(f"[system prompt set: {arg}; conversation cleared]" if arg
-            else "[system prompt removed; conversation cleared]")
+        say(
+            f"[system prompt set: {arg}; conversation cleared]"
+            if arg
+            else "[system prompt removed; conversation cleared]"
+        )
     elif name == "/set":
         key, _, value = arg.partition(" ")
         if not value.strip():

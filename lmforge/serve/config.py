@@ -33,11 +33,19 @@ class SampleConfig:
             (self.max_new_tokens >= 0, f"sample.max_new_tokens must be >= 0, got {self.max_new_tokens}"),
             (self.temperature >= 0, f"sample.temperature must be >= 0 (0 = greedy), got {self.temperature}"),
             (self.top_k is None or self.top_k >= 1, f"sample.top_k must be >= 1 or null, got {self.top_k}"),
-            (self.top_p is None or 0 < self.top_p <= 1, f"sample.top_p must be in (0, 1] or null, got {self.top_p}"),
+            (
+                self.top_p is None or 0 < self.top_p <= 1,
+                f"sample.top_p must be in (0, 1] or null, got {self.top_p}",
+            ),
             (self.num_samples >= 1, f"sample.num_samples must be >= 1, got {self.num_samples}"),
-            (self.seed is None or SEED_MIN <= self.seed <= SEED_MAX,
-             f"sample.seed must be in [-2**63, 2**64 - 1] or null, got {self.seed}"),
-            (all(isinstance(s, str) and s for s in self.stop), f"sample.stop strings must be non-empty, got {self.stop!r}"),
+            (
+                self.seed is None or SEED_MIN <= self.seed <= SEED_MAX,
+                f"sample.seed must be in [-2**63, 2**64 - 1] or null, got {self.seed}",
+            ),
+            (
+                all(isinstance(s, str) and s for s in self.stop),
+                f"sample.stop strings must be non-empty, got {self.stop!r}",
+            ),
         ]
         for ok, msg in checks:
             if not ok:

@@ -47,8 +47,10 @@ def check_text(text: str, what: str = "the text") -> str:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as e:
-            raise LmforgeError(f"{what} holds a lone UTF-16 surrogate ({text[e.start]!r} at character "
-                               f"{e.start}), which is not Unicode text") from None
+            raise LmforgeError(
+                f"{what} holds a lone UTF-16 surrogate ({text[e.start]!r} at character "
+                f"{e.start}), which is not Unicode text"
+            ) from None
     return text
 
 
@@ -81,8 +83,12 @@ class ServedModel:
         if self.mcfg.kind != "decoder":
             raise LmforgeError(f"model {name!r} is a {self.mcfg.kind}; serving and chat need a decoder model")
         self.lock = threading.Lock()
-        self.prompt_prefix: list[dict] = []  # a prompt template's system message and shots (set_prompt_template)
-        self.compile = False  # torch.compile every request's decoding step (sample.compile; `serve --compile`)
+        self.prompt_prefix: list[
+            dict
+        ] = []  # a prompt template's system message and shots (set_prompt_template)
+        self.compile = (
+            False  # torch.compile every request's decoding step (sample.compile; `serve --compile`)
+        )
         self.max_batch = 1  # requests decoded together at most (`serve --max-batch`); 1 = one at a time
         self.batcher: Batcher | None = None  # started by the first request with max_batch > 1
         self._batcher_lock = threading.Lock()
@@ -105,7 +111,9 @@ class ServedModel:
     def set_prompt_template(self, template) -> None:
         """Prepend `template`'s system prompt and few-shot turns (drawn once, seeded, so every
         conversation sees the same ones) to every conversation without its own system message."""
-        self.prompt_prefix = prefix_messages(template, template_pool(template)) if template is not None else []
+        self.prompt_prefix = (
+            prefix_messages(template, template_pool(template)) if template is not None else []
+        )
 
     def chat_ids(self, messages: Sequence[dict]) -> list[int]:
         """The conversation in the chat template, ending in <|assistant|> for the reply. With a
@@ -114,8 +122,9 @@ class ServedModel:
         for i, m in enumerate(messages):
             if isinstance(m.get("content"), str):
                 check_text(m["content"], f"message {i}")
-        return render_chat(apply_prefix(self.prompt_prefix, list(messages)), self.tokenizer,
-                           add_generation_prompt=True)
+        return render_chat(
+            apply_prefix(self.prompt_prefix, list(messages)), self.tokenizer, add_generation_prompt=True
+        )
 
     def chat_stop_ids(self) -> list[int]:
         return chat_stop_ids(self.tokenizer)
@@ -126,8 +135,11 @@ class ServedModel:
 
     def check_length(self, prompt_ids: Sequence[int]) -> None:
         if len(prompt_ids) > self.block_size:
-            raise ContextLengthError(f"the prompt is {len(prompt_ids)} tokens, longer than model "
-                                     f"{self.name!r}'s context of {self.block_size} tokens", len(prompt_ids))
+            raise ContextLengthError(
+                f"the prompt is {len(prompt_ids)} tokens, longer than model "
+                f"{self.name!r}'s context of {self.block_size} tokens",
+                len(prompt_ids),
+            )
 
     @functools.cached_property
     def max_token_chars(self) -> int | None:
@@ -148,15 +160,23 @@ class ServedModel:
         per_token = self.max_token_chars
         if per_token and chars > self.block_size * per_token:
             tokens = -(-chars // per_token)
-            raise ContextLengthError(f"the prompt is at least {tokens} tokens ({chars} characters), longer "
-                                     f"than model {self.name!r}'s context of {self.block_size} tokens",
-                                     tokens, at_least=True)
+            raise ContextLengthError(
+                f"the prompt is at least {tokens} tokens ({chars} characters), longer "
+                f"than model {self.name!r}'s context of {self.block_size} tokens",
+                tokens,
+                at_least=True,
+            )
 
     # ---- generation
 
-    def complete(self, prompt_ids: Sequence[int], cfg: SampleConfig, stop_ids: Sequence[int] | None = None,
-                 on_text: Callable[[str], None] | None = None,
-                 cancelled: Callable[[], bool] | None = None) -> Completion:
+    def complete(
+        self,
+        prompt_ids: Sequence[int],
+        cfg: SampleConfig,
+        stop_ids: Sequence[int] | None = None,
+        on_text: Callable[[str], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Completion:
         """Generate a continuation of `prompt_ids`, streaming text pieces to `on_text`.
 
         Stops at a token in `stop_ids` (default: end-of-text), a stop string in cfg.stop,
@@ -165,9 +185,14 @@ class ServedModel:
         """
         return self.submit(prompt_ids, cfg, stop_ids, on_text, cancelled).wait()
 
-    def submit(self, prompt_ids: Sequence[int], cfg: SampleConfig, stop_ids: Sequence[int] | None = None,
-               on_text: Callable[[str], None] | None = None,
-               cancelled: Callable[[], bool] | None = None) -> Row:
+    def submit(
+        self,
+        prompt_ids: Sequence[int],
+        cfg: SampleConfig,
+        stop_ids: Sequence[int] | None = None,
+        on_text: Callable[[str], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Row:
         """`complete` in two halves: queue the request and return its Row, whose `wait()` gives the
         Completion; several submitted at once can share a batch. With max_batch 1, or a model
         the batch path cannot decode, it runs here and now, one request at a time."""
@@ -177,8 +202,14 @@ class ServedModel:
         if self.compile and not cfg.compile:
             cfg = replace(cfg, compile=True)
         budget = token_budget(cfg.max_new_tokens, len(prompt_ids), self.block_size)  # as generate_tokens'
-        row = Row(list(prompt_ids), cfg, set(stop_ids), TextStream(self.tokenizer, cfg.stop, on_text), budget,
-                  cancelled)
+        row = Row(
+            list(prompt_ids),
+            cfg,
+            set(stop_ids),
+            TextStream(self.tokenizer, cfg.stop, on_text),
+            budget,
+            cancelled,
+        )
         if self.max_batch > 1 and batchable(self.model):
             if self.batcher is None:
                 with self._batcher_lock:  # two first requests must not start two batchers

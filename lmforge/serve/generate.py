@@ -59,22 +59,30 @@ def generate_tokens(
     cfg.validate()
     mcfg = model_config(model)
     if mcfg.kind == "encoder":
-        raise LmforgeError("an encoder-only model (model.kind=encoder) cannot generate text: it sees "
-                           "both directions and has no next-token head; use a decoder or encoder-decoder")
+        raise LmforgeError(
+            "an encoder-only model (model.kind=encoder) cannot generate text: it sees "
+            "both directions and has no next-token head; use a decoder or encoder-decoder"
+        )
     if mcfg.kind == "encoder-decoder":
         if not source_ids:
-            raise LmforgeError("an encoder-decoder model generates from a source text; give a non-empty source")
+            raise LmforgeError(
+                "an encoder-decoder model generates from a source text; give a non-empty source"
+            )
         if len(source_ids) > mcfg.block_size:
-            raise LmforgeError(f"the source is {len(source_ids)} tokens, longer than the model's context "
-                               f"of {mcfg.block_size} tokens (model.block_size); shorten the source")
+            raise LmforgeError(
+                f"the source is {len(source_ids)} tokens, longer than the model's context "
+                f"of {mcfg.block_size} tokens (model.block_size); shorten the source"
+            )
     elif source_ids is not None:
         raise LmforgeError(f"a source text is for encoder-decoder models; this model is a {mcfg.kind}")
     n = len(prompt_ids)
     if n == 0:
         raise LmforgeError("the prompt is empty: give at least one token")
     if n > mcfg.block_size:
-        raise LmforgeError(f"the prompt is {n} tokens, longer than the model's context of "
-                           f"{mcfg.block_size} tokens (model.block_size); shorten the prompt")
+        raise LmforgeError(
+            f"the prompt is {n} tokens, longer than the model's context of "
+            f"{mcfg.block_size} tokens (model.block_size); shorten the prompt"
+        )
     budget = token_budget(cfg.max_new_tokens, n, mcfg.block_size)
     if budget <= 0:
         return
@@ -119,8 +127,9 @@ def generate_tokens(
         model.train(was_training)
 
 
-def prefill_batch(model: torch.nn.Module, prompts_ids: Sequence[Sequence[int]], max_len: int,
-                  compile: bool = False) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+def prefill_batch(
+    model: torch.nn.Module, prompts_ids: Sequence[Sequence[int]], max_len: int, compile: bool = False
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
     """Run left-padded prompts through a decoder model into a fresh KV cache of `max_len` slots.
 
     Returns the next-token logits (B, V) and `step`, which feeds one token per row (B,) and
@@ -167,9 +176,15 @@ def generate(
     return stream_text(model, tokenizer, prompt_ids, cfg, [tokenizer.eot_id], on_text, source_ids)
 
 
-def stream_text(model: torch.nn.Module, tokenizer, prompt_ids: Sequence[int], cfg: SampleConfig,
-                stop_ids: Sequence[int], on_text: Callable[[str], None] | None = None,
-                source_ids: Sequence[int] | None = None) -> str:
+def stream_text(
+    model: torch.nn.Module,
+    tokenizer,
+    prompt_ids: Sequence[int],
+    cfg: SampleConfig,
+    stop_ids: Sequence[int],
+    on_text: Callable[[str], None] | None = None,
+    source_ids: Sequence[int] | None = None,
+) -> str:
     """Generate after `prompt_ids` and return the new text, streamed through `on_text` and cut at
     cfg.stop strings; the shared tail of `generate` and chat replies."""
     stream = TextStream(tokenizer, cfg.stop, on_text)
@@ -217,7 +232,7 @@ class TextStream:
         piece = self.tokenizer.decode(self.pending)
         boundary = not piece.endswith(REPLACEMENT)
         complete = piece if boundary else piece.rstrip(REPLACEMENT)
-        self._settle(complete[self.pending_chars:])
+        self._settle(complete[self.pending_chars :])
         if boundary:  # the tokens so far end on a character boundary: start afresh
             self.pending, self.pending_chars = [], 0
         else:
@@ -227,7 +242,7 @@ class TextStream:
     def finish(self) -> str:
         """Flush what was held back (incomplete characters stay as U+FFFD) and return the text."""
         if self.stopped_at is None and self.pending:
-            self._settle(self.tokenizer.decode(self.pending)[self.pending_chars:])
+            self._settle(self.tokenizer.decode(self.pending)[self.pending_chars :])
             self.pending = []
         end = len(self.text) if self.stopped_at is None else self.stopped_at
         self._emit(end)
@@ -257,6 +272,5 @@ class TextStream:
     def _emit(self, end: int) -> None:
         if end > self.emitted:
             if self.on_text is not None:
-                self.on_text(self.text[self.emitted:end])
+                self.on_text(self.text[self.emitted : end])
             self.emitted = end
-

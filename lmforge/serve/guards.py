@@ -33,8 +33,12 @@ class ErrorResponse(JSONResponse):
 
 
 def too_large(max_bytes: int) -> APIError:
-    return APIError(413, f"the request body is larger than this server's limit of {max_bytes:,} bytes "
-                    "(lmforge serve --max-request-bytes)", code="request_too_large")
+    return APIError(
+        413,
+        f"the request body is larger than this server's limit of {max_bytes:,} bytes "
+        "(lmforge serve --max-request-bytes)",
+        code="request_too_large",
+    )
 
 
 class RequestGuard:
@@ -81,9 +85,14 @@ class RequestGuard:
                 loads_strict(body)
             except json.JSONDecodeError as e:
                 if "surrogate" in e.msg:
-                    await self._send_error(send, APIError(
-                        400, f"We could not parse the JSON body of your request ({e.msg}); send valid JSON",
-                        code="invalid_json"))
+                    await self._send_error(
+                        send,
+                        APIError(
+                            400,
+                            f"We could not parse the JSON body of your request ({e.msg}); send valid JSON",
+                            code="invalid_json",
+                        ),
+                    )
                     return  # other JSON errors: the app reports them as it always does
 
         async def replay() -> dict:
@@ -106,9 +115,17 @@ class RequestGuard:
     @staticmethod
     async def _send_error(send: Callable, err: APIError) -> None:
         body = ErrorResponse(err.body()).body
-        await send({"type": "http.response.start", "status": err.status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": err.status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -122,8 +139,9 @@ _RAW = re.compile(rb"\xed[\xa0-\xbf]")
 
 
 def may_hold_surrogate(body: bytes) -> bool:
-    return ((b"\\" in body and _ESCAPE.search(body) is not None)
-            or (b"\xed" in body and _RAW.search(body) is not None))
+    return (b"\\" in body and _ESCAPE.search(body) is not None) or (
+        b"\xed" in body and _RAW.search(body) is not None
+    )
 
 
 def lone_surrogate(value: Any, path: str = "") -> str | None:
@@ -158,6 +176,10 @@ def loads_strict(body: bytes) -> Any:
     if may_hold_surrogate(body):
         where = lone_surrogate(value)
         if where is not None:
-            raise json.JSONDecodeError(f"the string at {where} holds a lone UTF-16 surrogate (an "
-                                       "unpaired \\ud800-\\udfff), which is not Unicode text", "", 0)
+            raise json.JSONDecodeError(
+                f"the string at {where} holds a lone UTF-16 surrogate (an "
+                "unpaired \\ud800-\\udfff), which is not Unicode text",
+                "",
+                0,
+            )
     return value

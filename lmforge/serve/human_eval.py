@@ -63,10 +63,14 @@ class HumanEvalStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.is_file():
-            raise LmforgeError(f"human evaluation file not found: {self.path} (make one with `lmforge eval human`)")
+            raise LmforgeError(
+                f"human evaluation file not found: {self.path} (make one with `lmforge eval human`)"
+            )
         with self.connect() as db:
             try:
-                self.models = json.loads(db.execute("SELECT value FROM meta WHERE key = 'models'").fetchone()[0])
+                self.models = json.loads(
+                    db.execute("SELECT value FROM meta WHERE key = 'models'").fetchone()[0]
+                )
             except (sqlite3.DatabaseError, TypeError) as e:
                 raise LmforgeError(f"{self.path} is not a human evaluation file: {e}") from None
             self.secret = self._secret(db)
@@ -123,17 +127,31 @@ class HumanEvalStore:
                 "(SELECT COUNT(*) FROM votes v WHERE v.comparison_id = c.id) AS n "
                 "FROM comparisons c JOIN prompts p ON p.id = c.prompt_id "
                 "WHERE c.id NOT IN (SELECT comparison_id FROM votes WHERE rater = ?) "
-                "ORDER BY n, RANDOM() LIMIT 1", (rater,)).fetchone()
+                "ORDER BY n, RANDOM() LIMIT 1",
+                (rater,),
+            ).fetchone()
             if row is None:
                 return None
-            answers = {r["model"]: r["text"] for r in db.execute(
-                "SELECT model, text FROM answers WHERE prompt_id = (SELECT prompt_id FROM comparisons WHERE id = ?)",
-                (row["id"],))}
+            answers = {
+                r["model"]: r["text"]
+                for r in db.execute(
+                    "SELECT model, text FROM answers WHERE prompt_id = (SELECT prompt_id FROM comparisons WHERE id = ?)",
+                    (row["id"],),
+                )
+            }
         left, right = random.sample([row["model_a"], row["model_b"]], 2)
-        return {"task": self.make_task(row["id"], left, rater), "prompt": row["prompt"],
-                "reference": row["reference"], "system": row["system"], "a": answers[left], "b": answers[right]}
+        return {
+            "task": self.make_task(row["id"], left, rater),
+            "prompt": row["prompt"],
+            "reference": row["reference"],
+            "system": row["system"],
+            "a": answers[left],
+            "b": answers[right],
+        }
 
-    def vote(self, task: str, choice: str, score_left: int | None = None, score_right: int | None = None) -> None:
+    def vote(
+        self, task: str, choice: str, score_left: int | None = None, score_right: int | None = None
+    ) -> None:
         """Record a vote on a task ('left' = answer A as shown, 'right' = B, 'tie', 'both_bad')."""
         if choice not in CHOICES:
             raise VoteError(400, f"choice must be one of {', '.join(CHOICES)}, got {choice!r}")
@@ -149,19 +167,29 @@ class HumanEvalStore:
                 if signed is None:
                     raise VoteError(404, "unknown task; load a new comparison")
                 comparison, left, rater = signed
-                row = db.execute("SELECT model_a, model_b FROM comparisons WHERE id = ?", (comparison,)).fetchone()
+                row = db.execute(
+                    "SELECT model_a, model_b FROM comparisons WHERE id = ?", (comparison,)
+                ).fetchone()
                 if row is None or left not in (row["model_a"], row["model_b"]):
                     raise VoteError(404, "unknown task; load a new comparison")
-                if db.execute("SELECT 1 FROM votes WHERE task_id = ? OR (rater = ? AND comparison_id = ?)",
-                              (task, rater, comparison)).fetchone():
+                if db.execute(
+                    "SELECT 1 FROM votes WHERE task_id = ? OR (rater = ? AND comparison_id = ?)",
+                    (task, rater, comparison),
+                ).fetchone():
                     raise VoteError(409, "this comparison was already voted on")  # one vote per rater
                 left_is_a = left == row["model_a"]
-                winner = {"tie": "tie", "both_bad": "both_bad",
-                          "left": "a" if left_is_a else "b", "right": "b" if left_is_a else "a"}[choice]
+                winner = {
+                    "tie": "tie",
+                    "both_bad": "both_bad",
+                    "left": "a" if left_is_a else "b",
+                    "right": "b" if left_is_a else "a",
+                }[choice]
                 score_a, score_b = (score_left, score_right) if left_is_a else (score_right, score_left)
-                db.execute("INSERT INTO votes (task_id, comparison_id, rater, winner, left_model, score_a, "
-                           "score_b, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           (task, comparison, rater, winner, left, score_a, score_b, time.time()))
+                db.execute(
+                    "INSERT INTO votes (task_id, comparison_id, rater, winner, left_model, score_a, "
+                    "score_b, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (task, comparison, rater, winner, left, score_a, score_b, time.time()),
+                )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -172,14 +200,20 @@ class HumanEvalStore:
         """A task handed out by a server before signed tokens (a `tasks` row), if the file has one."""
         if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tasks'").fetchone():
             return None
-        row = db.execute("SELECT comparison_id, left_model, rater FROM tasks WHERE id = ?", (task,)).fetchone()
+        row = db.execute(
+            "SELECT comparison_id, left_model, rater FROM tasks WHERE id = ?", (task,)
+        ).fetchone()
         return None if row is None else (row[0], row[1], row[2])
 
     def votes(self) -> list[dict]:
         with self.connect() as db:
-            return [dict(r) for r in db.execute(
-                "SELECT c.model_a, c.model_b, v.winner, v.score_a, v.score_b, v.rater, v.left_model "
-                "FROM votes v JOIN comparisons c ON c.id = v.comparison_id ORDER BY v.id")]
+            return [
+                dict(r)
+                for r in db.execute(
+                    "SELECT c.model_a, c.model_b, v.winner, v.score_a, v.score_b, v.rater, v.left_model "
+                    "FROM votes v JOIN comparisons c ON c.id = v.comparison_id ORDER BY v.id"
+                )
+            ]
 
     def tally(self, rater: str | None = None) -> dict:
         with self.connect() as db:
@@ -187,8 +221,13 @@ class HumanEvalStore:
             comparisons = db.execute("SELECT COUNT(*) FROM comparisons").fetchone()[0]
             by_choice = {r[0]: r[1] for r in db.execute("SELECT winner, COUNT(*) FROM votes GROUP BY winner")}
             mine = db.execute("SELECT COUNT(*) FROM votes WHERE rater = ?", (rater or "",)).fetchone()[0]
-        return {"votes": total, "comparisons": comparisons, "yours": mine,
-                "ties": by_choice.get("tie", 0), "both_bad": by_choice.get("both_bad", 0)}
+        return {
+            "votes": total,
+            "comparisons": comparisons,
+            "yours": mine,
+            "ties": by_choice.get("tie", 0),
+            "both_bad": by_choice.get("both_bad", 0),
+        }
 
     def results(self, n_boot: int = 1000) -> dict:
         from lmforge.serve.ratings import summarize
@@ -227,15 +266,27 @@ def read_prompts(path: str | Path) -> list[dict]:
         system = rec.get("system")
         if system is not None and not isinstance(system, str):
             raise LmforgeError(f"{path}:{n}: system must be a string")
-        out.append({"key": str(rec.get("id", n)), "prompt": prompt, "reference": ref or None,
-                    "system": system or None})
+        out.append(
+            {
+                "key": str(rec.get("id", n)),
+                "prompt": prompt,
+                "reference": ref or None,
+                "system": system or None,
+            }
+        )
     if not out:
         raise LmforgeError(f"{path} has no prompts")
     return out
 
 
-def prepare(model_specs: list[str], prompts_path: str | Path, output: str | Path, sample,
-            system: str | None = None, log=print) -> Path:
+def prepare(
+    model_specs: list[str],
+    prompts_path: str | Path,
+    output: str | Path,
+    sample,
+    system: str | None = None,
+    log=print,
+) -> Path:
     """Answer every prompt with every model and write the comparisons file (all pairs of models
     per prompt). The file appears only when complete; an existing file is never overwritten."""
     from lmforge.serve.engine import ServedModel, parse_run_spec
@@ -255,11 +306,13 @@ def prepare(model_specs: list[str], prompts_path: str | Path, output: str | Path
         served = ServedModel.load(spec)
         answers[served.name] = []
         for k, p in enumerate(prompts):
-            messages = ([{"role": "system", "content": p["system"] or system}] if p["system"] or system else [])
+            messages = [{"role": "system", "content": p["system"] or system}] if p["system"] or system else []
             ids = served.chat_ids(messages + [{"role": "user", "content": p["prompt"]}])
             if len(ids) >= served.block_size:
-                raise LmforgeError(f"prompt {p['key']} is {len(ids)} tokens in the chat template; model "
-                                   f"{served.name!r} has a context of {served.block_size}")
+                raise LmforgeError(
+                    f"prompt {p['key']} is {len(ids)} tokens in the chat template; model "
+                    f"{served.name!r} has a context of {served.block_size}"
+                )
             seed = None if sample.seed is None else sample.seed + k  # same seed per prompt for every model
             cfg = dataclasses.replace(sample, seed=seed)
             answers[served.name].append(served.complete(ids, cfg, served.chat_stop_ids()))
@@ -273,21 +326,31 @@ def prepare(model_specs: list[str], prompts_path: str | Path, output: str | Path
     try:
         db.execute("PRAGMA journal_mode = WAL")
         db.executescript(SCHEMA)
-        meta = {"models": json.dumps(names), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "task_secret": secrets.token_hex(32),
-                "prompts_file": str(prompts_path), "sample": json.dumps(sample.__dict__),
-                "runs": json.dumps(dict(zip(names, model_specs)))}
+        meta = {
+            "models": json.dumps(names),
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "task_secret": secrets.token_hex(32),
+            "prompts_file": str(prompts_path),
+            "sample": json.dumps(sample.__dict__),
+            "runs": json.dumps(dict(zip(names, model_specs))),
+        }
         db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
         for k, p in enumerate(prompts):
-            cur = db.execute("INSERT INTO prompts (key, prompt, reference, system) VALUES (?, ?, ?, ?)",
-                             (p["key"], p["prompt"], p["reference"], p["system"] or system))
+            cur = db.execute(
+                "INSERT INTO prompts (key, prompt, reference, system) VALUES (?, ?, ?, ?)",
+                (p["key"], p["prompt"], p["reference"], p["system"] or system),
+            )
             pid = cur.lastrowid
             for name in names:
                 r = answers[name][k]
-                db.execute("INSERT INTO answers VALUES (?, ?, ?, ?, ?)",
-                           (pid, name, r.text, r.completion_tokens, r.finish_reason))
+                db.execute(
+                    "INSERT INTO answers VALUES (?, ?, ?, ?, ?)",
+                    (pid, name, r.text, r.completion_tokens, r.finish_reason),
+                )
             for a, b in itertools.combinations(names, 2):
-                db.execute("INSERT INTO comparisons (prompt_id, model_a, model_b) VALUES (?, ?, ?)", (pid, a, b))
+                db.execute(
+                    "INSERT INTO comparisons (prompt_id, model_a, model_b) VALUES (?, ?, ?)", (pid, a, b)
+                )
         db.commit()
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
@@ -306,24 +369,51 @@ def prepare(model_specs: list[str], prompts_path: str | Path, output: str | Path
 
 def add_human_parser(sub) -> None:
     """Add `human` to `lmforge eval`'s actions."""
-    h = sub.add_parser("human", help="prepare pairwise human evaluation of two or more models (rated in the browser)")
-    h.add_argument("--models", nargs="+", required=True, metavar="RUN",
-                   help="run directories (or NAME=PATH) to compare, at least two")
-    h.add_argument("--prompts", required=True, help="JSONL with prompt (or instruction/question) and "
-                   "optional reference, system, id")
-    h.add_argument("--output", default="human_eval.sqlite", help="comparisons file to create (default %(default)s)")
+    h = sub.add_parser(
+        "human", help="prepare pairwise human evaluation of two or more models (rated in the browser)"
+    )
+    h.add_argument(
+        "--models",
+        nargs="+",
+        required=True,
+        metavar="RUN",
+        help="run directories (or NAME=PATH) to compare, at least two",
+    )
+    h.add_argument(
+        "--prompts",
+        required=True,
+        help="JSONL with prompt (or instruction/question) and optional reference, system, id",
+    )
+    h.add_argument(
+        "--output", default="human_eval.sqlite", help="comparisons file to create (default %(default)s)"
+    )
     h.add_argument("--system", default=None, help="system prompt for every prompt without its own")
     h.add_argument("--max-tokens", type=int, default=256, help="longest answer (default %(default)s)")
-    h.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default %(default)s)")
+    h.add_argument(
+        "--temperature", type=float, default=0.7, help="sampling temperature (default %(default)s)"
+    )
     h.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default %(default)s)")
-    h.add_argument("--sample-seed", type=int, default=1234, help="seed; prompt k uses seed + k for every model")
+    h.add_argument(
+        "--sample-seed", type=int, default=1234, help="seed; prompt k uses seed + k for every model"
+    )
 
 
 def run_human(args) -> int:
     from lmforge.serve.config import SampleConfig
 
-    sample = SampleConfig(max_new_tokens=args.max_tokens, temperature=args.temperature, top_k=None,
-                          top_p=args.top_p, seed=args.sample_seed)
-    prepare(args.models, args.prompts, args.output, sample, system=args.system,
-            log=lambda m: print(f"[lmforge] {m}", flush=True))
+    sample = SampleConfig(
+        max_new_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_k=None,
+        top_p=args.top_p,
+        seed=args.sample_seed,
+    )
+    prepare(
+        args.models,
+        args.prompts,
+        args.output,
+        sample,
+        system=args.system,
+        log=lambda m: print(f"[lmforge] {m}", flush=True),
+    )
     return 0

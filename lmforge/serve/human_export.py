@@ -59,7 +59,9 @@ class Export:
         lines = [f"wrote {len(self.records)} preference records from {self.votes} votes -> {out}"]
         if self.kept_ties:
             kept = ", ".join(f"{n} {k}" for k, n in sorted(self.kept_ties.items()))
-            lines.append(f"kept {kept} with a 'preference' field (DPO skips them: it needs a strict preference)")
+            lines.append(
+                f"kept {kept} with a 'preference' field (DPO skips them: it needs a strict preference)"
+            )
         for why, n in sorted(self.excluded.items()):
             hint = " (--keep-ties keeps them)" if why in TIES else ""
             lines.append(f"excluded {n} {why} vote{'s' if n != 1 else ''}{hint}")
@@ -79,8 +81,10 @@ def _connect(db: Path) -> sqlite3.Connection:
     missing = [t for t in TABLES if t not in names]
     if missing:
         con.close()
-        raise LmforgeError(f"{db} is not a human evaluation file (no {', '.join(missing)} table"
-                           f"{'s' if len(missing) > 1 else ''}; make one with `lmforge eval human`)")
+        raise LmforgeError(
+            f"{db} is not a human evaluation file (no {', '.join(missing)} table"
+            f"{'s' if len(missing) > 1 else ''}; make one with `lmforge eval human`)"
+        )
     return con
 
 
@@ -116,12 +120,19 @@ def export_votes(db: str | Path, keep_ties: bool = False) -> Export:
             sides.reverse()
         (cm, ca, cs), (rm, ra, rs) = sides
         prompt = ([{"role": "system", "content": r["system"]}] if r["system"] else []) + [
-            {"role": "user", "content": r["prompt"]}]
-        rec = {"prompt": prompt, "chosen": [{"role": "assistant", "content": ca}],
-               "rejected": [{"role": "assistant", "content": ra}],
-               "preference": r["winner"] if tie else "chosen", "vote_id": r["vote_id"],
-               "comparison_id": r["comparison_id"], "prompt_key": r["prompt_key"], "rater": r["rater"],
-               "models": {"chosen": cm, "rejected": rm}}
+            {"role": "user", "content": r["prompt"]}
+        ]
+        rec = {
+            "prompt": prompt,
+            "chosen": [{"role": "assistant", "content": ca}],
+            "rejected": [{"role": "assistant", "content": ra}],
+            "preference": r["winner"] if tie else "chosen",
+            "vote_id": r["vote_id"],
+            "comparison_id": r["comparison_id"],
+            "prompt_key": r["prompt_key"],
+            "rater": r["rater"],
+            "models": {"chosen": cm, "rejected": rm},
+        }
         if cs is not None:
             rec["rating_chosen"] = cs
         if rs is not None:
@@ -141,7 +152,9 @@ def write_export(db: str | Path, out: str | Path, keep_ties: bool = False, force
     result = export_votes(db, keep_ties=keep_ties)
     if not result.records:
         why = ", ".join(f"{n} {k}" for k, n in sorted(result.excluded.items()))
-        raise LmforgeError(f"none of the {result.votes} votes in {db} states a preference ({why}); nothing written")
+        raise LmforgeError(
+            f"none of the {result.votes} votes in {db} states a preference ({why}); nothing written"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.records))
     return result
@@ -153,8 +166,10 @@ def write_answers(db: str | Path, out: str | Path) -> dict[str, Path]:
     con = _connect(Path(db))
     try:
         models = json.loads(con.execute("SELECT value FROM meta WHERE key = 'models'").fetchone()[0])
-        rows = con.execute("SELECT p.id, p.key, p.prompt, a.model, a.text FROM prompts p "
-                           "JOIN answers a ON a.prompt_id = p.id ORDER BY p.id").fetchall()
+        rows = con.execute(
+            "SELECT p.id, p.key, p.prompt, a.model, a.text FROM prompts p "
+            "JOIN answers a ON a.prompt_id = p.id ORDER BY p.id"
+        ).fetchall()
     except (sqlite3.DatabaseError, TypeError, ValueError) as e:
         raise LmforgeError(f"cannot read the answers of {db}: {e}") from None
     finally:
@@ -163,11 +178,18 @@ def write_answers(db: str | Path, out: str | Path) -> dict[str, Path]:
     files = {m: out / f"{m}.jsonl" for m in models}
     taken = [str(f) for f in files.values() if f.exists()]
     if taken:
-        raise LmforgeError(f"{', '.join(taken)} already exist{'s' if len(taken) == 1 else ''}; choose another --out")
+        raise LmforgeError(
+            f"{', '.join(taken)} already exist{'s' if len(taken) == 1 else ''}; choose another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     for m, path in files.items():
-        lines = [json.dumps({"question": r["prompt"], "answer": r["text"], "prompt_key": r["key"]}, ensure_ascii=False)
-                 for r in rows if r["model"] == m]
+        lines = [
+            json.dumps(
+                {"question": r["prompt"], "answer": r["text"], "prompt_key": r["key"]}, ensure_ascii=False
+            )
+            for r in rows
+            if r["model"] == m
+        ]
         write_text_atomic(path, "".join(x + "\n" for x in lines))
     return files
 
@@ -178,16 +200,26 @@ def write_answers(db: str | Path, out: str | Path) -> dict[str, Path]:
 def add_parser(sub) -> None:
     h = sub.add_parser("human", help="human-evaluation votes: export them as preference pairs for DPO")
     hs = h.add_subparsers(dest="human_action", metavar="action")
-    e = hs.add_parser("export", help="write the votes of a human-evaluation file as preference pairs (JSONL)",
-                      description="One TRL conversational preference record per decisive vote; ties and "
-                                  "both-bad votes are left out unless --keep-ties. Train on it with "
-                                  "`lmforge finetune --method dpo`.")
-    e.add_argument("--db", required=True, help="human-evaluation file (from `lmforge eval human`, rated at /human)")
+    e = hs.add_parser(
+        "export",
+        help="write the votes of a human-evaluation file as preference pairs (JSONL)",
+        description="One TRL conversational preference record per decisive vote; ties and "
+        "both-bad votes are left out unless --keep-ties. Train on it with "
+        "`lmforge finetune --method dpo`.",
+    )
+    e.add_argument(
+        "--db", required=True, help="human-evaluation file (from `lmforge eval human`, rated at /human)"
+    )
     e.add_argument("--out", required=True, help="JSONL file to write")
-    e.add_argument("--keep-ties", action="store_true",
-                   help="write tie and both-bad votes too, marked by a 'preference' field")
+    e.add_argument(
+        "--keep-ties",
+        action="store_true",
+        help="write tie and both-bad votes too, marked by a 'preference' field",
+    )
     e.add_argument("--force", action="store_true", help="replace --out if it exists")
-    a = hs.add_parser("answers", help="write each model's answers as <out>/<model>.jsonl for `lmforge eval judge`")
+    a = hs.add_parser(
+        "answers", help="write each model's answers as <out>/<model>.jsonl for `lmforge eval judge`"
+    )
     a.add_argument("--db", required=True, help="human-evaluation file (from `lmforge eval human`)")
     a.add_argument("--out", required=True, help="folder for one {question, answer} JSONL per model")
 

@@ -40,8 +40,14 @@ def inspect_json(served, text: str, top_k: int = 5) -> dict:
         reading = read(served.model, served.tokenizer, text)
         maps = attention_maps(served.model, served.tokenizer, reading)
         surprise = token_surprise(served.model, served.tokenizer, reading, top_k)
-    return {"model": served.name, "text": text, "tokens": reading.tokens, "labels": reading.labels,
-            "maps": [m.to_json() for m in maps], "surprise": surprise.to_json()}
+    return {
+        "model": served.name,
+        "text": text,
+        "tokens": reading.tokens,
+        "labels": reading.labels,
+        "maps": [m.to_json() for m in maps],
+        "surprise": surprise.to_json(),
+    }
 
 
 def make_inspect_router(models: dict, auth: Callable) -> APIRouter:
@@ -57,8 +63,12 @@ def make_inspect_router(models: dict, auth: Callable) -> APIRouter:
             raise APIError(404, "this server has no models to inspect", code="model_not_found")
         name = req.model or next(iter(models))
         if name not in models:
-            raise APIError(404, f"The model '{name}' does not exist; served: {', '.join(models)}",
-                           param="model", code="model_not_found")
+            raise APIError(
+                404,
+                f"The model '{name}' does not exist; served: {', '.join(models)}",
+                param="model",
+                code="model_not_found",
+            )
         try:
             return await run_in_threadpool(inspect_json, models[name], req.text, req.top_k)
         except LmforgeError as e:  # empty after tokenizing, longer than the context

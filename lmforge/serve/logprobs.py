@@ -36,8 +36,9 @@ def token_logprobs(model: torch.nn.Module, ids: Sequence[int], top: int) -> tupl
     return [None, *chosen], [None, *tops]
 
 
-def completion_logprobs(tokenizer, model: torch.nn.Module, prompt: Sequence[int], generated: Sequence[int],
-                        top: int, echo: bool) -> dict:
+def completion_logprobs(
+    tokenizer, model: torch.nn.Module, prompt: Sequence[int], generated: Sequence[int], top: int, echo: bool
+) -> dict:
     """The `logprobs` object of one completions choice: tokens as text, their log-probabilities,
     the top alternatives as {token text: logprob}, and each token's character offset in the
     choice's text. With `echo` the prompt's tokens come first."""
@@ -50,5 +51,9 @@ def completion_logprobs(tokenizer, model: torch.nn.Module, prompt: Sequence[int]
         offsets.append(pos)
         pos += len(t)
     top_text = [None if d is None else {tokenizer.decode([i]): v for i, v in d.items()} for d in tops[start:]]
-    return {"tokens": tokens, "token_logprobs": chosen[start:],
-            "top_logprobs": top_text if top > 0 else None, "text_offset": offsets}
+    return {
+        "tokens": tokens,
+        "token_logprobs": chosen[start:],
+        "top_logprobs": top_text if top > 0 else None,
+        "text_offset": offsets,
+    }

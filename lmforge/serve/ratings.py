@@ -50,7 +50,9 @@ def _ci(samples: np.ndarray) -> list:
     out = []
     for col in np.atleast_2d(samples.T):
         col = col[~np.isnan(col)]
-        out.append(None if col.size == 0 else [float(np.percentile(col, 2.5)), float(np.percentile(col, 97.5))])
+        out.append(
+            None if col.size == 0 else [float(np.percentile(col, 2.5)), float(np.percentile(col, 97.5))]
+        )
     return out
 
 
@@ -89,7 +91,12 @@ def summarize(votes: Sequence[dict], models: Sequence[str], n_boot: int = 1000, 
             win_rate = W.sum(-1) / G.sum(-1)
             pair_rate = W / G
             score = (weights @ score_sum) / (weights @ score_cnt)
-        return {"win_rate": win_rate, "pair_rate": pair_rate, "rating": elo(bradley_terry(W, G)), "score": score}
+        return {
+            "win_rate": win_rate,
+            "pair_rate": pair_rate,
+            "rating": elo(bradley_terry(W, G)),
+            "score": score,
+        }
 
     point = {k: v[0] for k, v in stats(np.ones((1, n))).items()}
     rng = np.random.default_rng(seed)
@@ -105,18 +112,29 @@ def summarize(votes: Sequence[dict], models: Sequence[str], n_boot: int = 1000, 
     out_models = []
     for k, name in enumerate(models):
         mine = [v for v in votes if name in (v["model_a"], v["model_b"])]
-        won = sum(1 for v in mine if v["winner"] in ("a", "b") and (v["winner"] == "a") == (v["model_a"] == name))
+        won = sum(
+            1 for v in mine if v["winner"] in ("a", "b") and (v["winner"] == "a") == (v["model_a"] == name)
+        )
         ties = sum(1 for v in mine if v["winner"] == "tie")
         bad = sum(1 for v in mine if v["winner"] == "both_bad")
         n_scores = int(score_cnt[:, k].sum())
-        out_models.append({
-            "name": name, "games": int(G1[k].sum()), "wins": won, "losses": len(mine) - won - ties - bad,
-            "ties": ties, "both_bad": bad,
-            "win_rate": _num(point["win_rate"][k]), "win_rate_ci": rate_ci[k],
-            "rating": _num(point["rating"][k]), "rating_ci": rating_ci[k],
-            "mean_score": _num(point["score"][k]), "score_ci": score_ci[k] if n_scores else None,
-            "scores": n_scores,
-        })
+        out_models.append(
+            {
+                "name": name,
+                "games": int(G1[k].sum()),
+                "wins": won,
+                "losses": len(mine) - won - ties - bad,
+                "ties": ties,
+                "both_bad": bad,
+                "win_rate": _num(point["win_rate"][k]),
+                "win_rate_ci": rate_ci[k],
+                "rating": _num(point["rating"][k]),
+                "rating_ci": rating_ci[k],
+                "mean_score": _num(point["score"][k]),
+                "score_ci": score_ci[k] if n_scores else None,
+                "scores": n_scores,
+            }
+        )
     out_models.sort(key=lambda r: -(r["rating"] or 0))
     pairs = []
     for i in range(M):
@@ -124,17 +142,35 @@ def summarize(votes: Sequence[dict], models: Sequence[str], n_boot: int = 1000, 
             if G1[i, j] == 0:
                 continue
             sel = [v for v in votes if {v["model_a"], v["model_b"]} == {models[i], models[j]}]
-            i_wins = sum(1 for v in sel if v["winner"] in ("a", "b")
-                         and (v["model_a"] == models[i]) == (v["winner"] == "a"))
+            i_wins = sum(
+                1
+                for v in sel
+                if v["winner"] in ("a", "b") and (v["model_a"] == models[i]) == (v["winner"] == "a")
+            )
             ties = sum(1 for v in sel if v["winner"] == "tie")
             bad = sum(1 for v in sel if v["winner"] == "both_bad")
             col = boot["pair_rate"][:, i, j][:, None]
-            pairs.append({"a": models[i], "b": models[j], "games": len(sel), "a_wins": i_wins,
-                          "b_wins": len(sel) - i_wins - ties - bad, "ties": ties, "both_bad": bad,
-                          "a_win_rate": _num(point["pair_rate"][i, j]), "a_win_rate_ci": _ci(col)[0]})
-    return {"votes": n, "bootstrap": n_boot, "models": out_models, "pairs": pairs,
-            "method": "ties and both-bad count half; Bradley-Terry (MM) on the Elo scale, mean 1000; "
-                      f"95% percentile bootstrap over votes ({n_boot} resamples)"}
+            pairs.append(
+                {
+                    "a": models[i],
+                    "b": models[j],
+                    "games": len(sel),
+                    "a_wins": i_wins,
+                    "b_wins": len(sel) - i_wins - ties - bad,
+                    "ties": ties,
+                    "both_bad": bad,
+                    "a_win_rate": _num(point["pair_rate"][i, j]),
+                    "a_win_rate_ci": _ci(col)[0],
+                }
+            )
+    return {
+        "votes": n,
+        "bootstrap": n_boot,
+        "models": out_models,
+        "pairs": pairs,
+        "method": "ties and both-bad count half; Bradley-Terry (MM) on the Elo scale, mean 1000; "
+        f"95% percentile bootstrap over votes ({n_boot} resamples)",
+    }
 
 
 def _num(x: float) -> float | None:

@@ -67,8 +67,11 @@ def _sample_shared(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator
     return torch.multinomial(probabilities(logits, cfg), 1, generator=gen)[:, 0]
 
 
-def sample(logits: torch.Tensor, settings: SampleConfig | Sequence[SampleConfig],
-           generators: torch.Generator | Sequence[torch.Generator]) -> torch.Tensor:
+def sample(
+    logits: torch.Tensor,
+    settings: SampleConfig | Sequence[SampleConfig],
+    generators: torch.Generator | Sequence[torch.Generator],
+) -> torch.Tensor:
     """Token ids from next-token logits: (B, V) -> (B,), or (V,) -> a 0-d tensor.
 
     `settings` and `generators` are one for the whole batch, or a sequence with one per row. A
@@ -81,14 +84,19 @@ def sample(logits: torch.Tensor, settings: SampleConfig | Sequence[SampleConfig]
     rows = logits.shape[0]
     per_row_cfg = not isinstance(settings, SampleConfig)
     per_row_gen = not isinstance(generators, torch.Generator)
-    for given, per_row, what in ((settings, per_row_cfg, "settings"), (generators, per_row_gen, "generators")):
+    for given, per_row, what in (
+        (settings, per_row_cfg, "settings"),
+        (generators, per_row_gen, "generators"),
+    ):
         if per_row and len(given) != rows:
             raise LmforgeError(f"sample: {len(given)} {what} for {rows} rows of logits")
     if not per_row_cfg and not per_row_gen:
         return _sample_shared(logits, settings, generators)
     if not per_row_gen:
-        raise LmforgeError("sample: per-row settings need per-row generators (one shared generator "
-                         "would make each row's draws depend on the rows before it)")
+        raise LmforgeError(
+            "sample: per-row settings need per-row generators (one shared generator "
+            "would make each row's draws depend on the rows before it)"
+        )
     cfgs = settings if per_row_cfg else [settings] * rows
     out = torch.empty(rows, dtype=torch.long, device=logits.device)
     greedy = [i for i, cfg in enumerate(cfgs) if cfg.temperature == 0]
@@ -98,5 +106,5 @@ def sample(logits: torch.Tensor, settings: SampleConfig | Sequence[SampleConfig]
         out[greedy] = torch.argmax(logits[greedy], dim=-1)
     for i, cfg in enumerate(cfgs):
         if cfg.temperature != 0:
-            out[i] = _sample_shared(logits[i:i + 1], cfg, generators[i])[0]
+            out[i] = _sample_shared(logits[i : i + 1], cfg, generators[i])[0]
     return out

@@ -23,8 +23,14 @@ MAX_CHOICES = 8  # n * number of prompts; each choice is a full generation
 class APIError(Exception):
     """An OpenAI-style error: HTTP status + {"error": {"message", "type", "param", "code"}}."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 type: str = "invalid_request_error") -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        type: str = "invalid_request_error",
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
 
@@ -76,8 +82,14 @@ class _Sampling(BaseModel):
         seed = None if self.seed is None else self.seed + choice
         temperature = 1.0 if self.temperature is None else self.temperature
         top_p = None if self.top_p in (None, 1.0) else self.top_p
-        return SampleConfig(max_new_tokens=max_tokens, temperature=temperature, top_k=self.top_k, top_p=top_p,
-                            seed=seed, stop=self.stops())
+        return SampleConfig(
+            max_new_tokens=max_tokens,
+            temperature=temperature,
+            top_k=self.top_k,
+            top_p=top_p,
+            seed=seed,
+            stop=self.stops(),
+        )
 
 
 class CompletionRequest(_Sampling):
@@ -106,8 +118,11 @@ class CompletionRequest(_Sampling):
         if not out:
             raise APIError(400, "prompt is empty", "prompt")
         if len(out) * self.n > MAX_CHOICES:
-            raise APIError(400, f"{len(out)} prompts x n={self.n} is more than {MAX_CHOICES} completions "
-                           "in one request", "n")
+            raise APIError(
+                400,
+                f"{len(out)} prompts x n={self.n} is more than {MAX_CHOICES} completions in one request",
+                "n",
+            )
         return out
 
 
@@ -125,8 +140,11 @@ class ChatMessage(BaseModel):
     def plain(self) -> dict[str, Any]:
         """{"role", "content": str} for the chat template; 'developer' is OpenAI's new name for system."""
         role = "system" if self.role == "developer" else self.role
-        content = self.content if isinstance(self.content, str) or self.content is None else \
-            "".join(part.text for part in self.content)
+        content = (
+            self.content
+            if isinstance(self.content, str) or self.content is None
+            else "".join(part.text for part in self.content)
+        )
         return {"role": role, "content": content}
 
 
@@ -149,4 +167,4 @@ class ChatRequest(_Sampling):
         if self.tools or self.tool_choice not in (None, "none"):
             raise APIError(400, "tools are not supported by this server", "tools")
         if self.response_format not in (None, {"type": "text"}):
-            raise APIError(400, "only response_format {\"type\": \"text\"} is supported", "response_format")
+            raise APIError(400, 'only response_format {"type": "text"} is supported', "response_format")

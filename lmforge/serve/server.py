@@ -34,9 +34,13 @@ from lmforge.serve.web import make_web_router
 log = logging.getLogger("lmforge.serve")
 
 
-def create_app(models: Sequence[ServedModel], api_key: str | None = None,
-               human_db: str | Path | None = None, rater_key: str | None = None,
-               max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
+def create_app(
+    models: Sequence[ServedModel],
+    api_key: str | None = None,
+    human_db: str | Path | None = None,
+    rater_key: str | None = None,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+) -> FastAPI:
     """The app serving `models` under /v1, the chat page, and (with `human_db`) human evaluation.
     `api_key` guards /v1 and /human/api; `rater_key` opens /human/api only; request bodies over
     `max_request_bytes` are refused (413)."""
@@ -47,8 +51,12 @@ def create_app(models: Sequence[ServedModel], api_key: str | None = None,
         by_name[m.name] = m
     if max_request_bytes < 1:
         raise LmforgeError(f"the request size limit must be >= 1 byte, got {max_request_bytes}")
-    app = FastAPI(title="lmforge", description="OpenAI-compatible API, chat and human evaluation",
-                  docs_url="/docs", redoc_url=None)
+    app = FastAPI(
+        title="lmforge",
+        description="OpenAI-compatible API, chat and human evaluation",
+        docs_url="/docs",
+        redoc_url=None,
+    )
     app.add_middleware(RequestGuard, max_bytes=max_request_bytes)
     api_keys = [api_key] if api_key else []
     rater_keys = [k for k in (api_key, rater_key) if k]
@@ -86,7 +94,9 @@ def create_app(models: Sequence[ServedModel], api_key: str | None = None,
         return {"status": "ok", "models": list(by_name)}
 
     app.include_router(make_router(by_name, auth))
-    app.include_router(make_inspect_router(by_name, auth))  # /inspect: attention and surprise, behind the API key
+    app.include_router(
+        make_inspect_router(by_name, auth)
+    )  # /inspect: attention and surprise, behind the API key
 
     app.include_router(make_web_router(by_name, rater_auth, human_db))
     return app
@@ -101,8 +111,9 @@ def check_key(request: Request, keys: list[str], what: str) -> None:
     given = token.strip().encode()
     matches = [hmac.compare_digest(given, k.encode()) for k in keys]  # all compared: no early exit
     if scheme.lower() != "bearer" or not any(matches):
-        raise APIError(401, f"Incorrect or missing {what}: send 'Authorization: Bearer <key>'",
-                       code="invalid_api_key")
+        raise APIError(
+            401, f"Incorrect or missing {what}: send 'Authorization: Bearer <key>'", code="invalid_api_key"
+        )
 
 
 def validation_error(exc: RequestValidationError) -> APIError:
@@ -113,8 +124,11 @@ def validation_error(exc: RequestValidationError) -> APIError:
     first = errors[0]
     if first.get("type") == "json_invalid":
         detail = (first.get("ctx") or {}).get("error", "")
-        return APIError(400, f"We could not parse the JSON body of your request ({detail}); send valid JSON",
-                        code="invalid_json")
+        return APIError(
+            400,
+            f"We could not parse the JSON body of your request ({detail}); send valid JSON",
+            code="invalid_json",
+        )
     loc = [str(x) for x in first.get("loc", ()) if x != "body"]
     # Unions report each member's failure with the member's type in the path: keep the field path.
     loc = [x for x in loc if not any(c in x for c in "[]") and x not in ("str", "int", "list")]
@@ -151,7 +165,9 @@ def url_of(sock: socket.socket) -> str:
 class RunningServer:
     """A uvicorn server in a background thread (tests, benchmarks): `.url`, `.stop()`."""
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
+    def __init__(
+        self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+    ) -> None:
         import uvicorn
 
         self.sock = bind(host, port)
@@ -182,9 +198,13 @@ def serve_forever(app: FastAPI, host: str, port: int, log_level: str = "info") -
 
     sock = bind(host, port)
     url = url_of(sock)
-    print(f"[lmforge] serving on {url}  (API {url}/v1, chat page {url}/chat, health {url}/health)", flush=True)
+    print(
+        f"[lmforge] serving on {url}  (API {url}/v1, chat page {url}/chat, health {url}/health)", flush=True
+    )
     try:
-        uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)).run(sockets=[sock])
+        uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)).run(
+            sockets=[sock]
+        )
     except KeyboardInterrupt:  # uvicorn shuts down cleanly, then re-raises the signal it caught
         pass
     finally:

@@ -1,10 +1,10 @@
 """The web pages (plain HTML + JS in lmforge/serve/web/, no build step) and the human-eval API.
 
-    /chat            chat with any served model (streams from /v1/chat/completions)
-    /human           rate two anonymised answers: A / B / tie / both bad, optional 1-5 scores
-    /human/results   win rates with bootstrap CIs and Bradley-Terry ratings
-    /human/api/...   next (a comparison), vote, tally, results: JSON, behind the rater key or the
-                     API key when the server has either (the rater key opens nothing else)
+/chat            chat with any served model (streams from /v1/chat/completions)
+/human           rate two anonymised answers: A / B / tie / both bad, optional 1-5 scores
+/human/results   win rates with bootstrap CIs and Bradley-Terry ratings
+/human/api/...   next (a comparison), vote, tally, results: JSON, behind the rater key or the
+                 API key when the server has either (the rater key opens nothing else)
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ WEB = Path(__file__).parent / "web"
 TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 # The files /static serves, listed once: a request's name is looked up, never opened as a path.
 STATIC = frozenset(p.name for p in WEB.iterdir() if p.suffix in TYPES)
-NO_HUMAN_EVAL = ("<!doctype html><title>lmforge</title><p>This server has no human evaluation. Prepare one "
-                 "with <code>lmforge eval human --models runA runB --prompts prompts.jsonl</code> and start "
-                 "the server with <code>--human-eval human_eval.sqlite</code>. <a href='/chat'>Chat</a></p>")
+NO_HUMAN_EVAL = (
+    "<!doctype html><title>lmforge</title><p>This server has no human evaluation. Prepare one "
+    "with <code>lmforge eval human --models runA runB --prompts prompts.jsonl</code> and start "
+    "the server with <code>--human-eval human_eval.sqlite</code>. <a href='/chat'>Chat</a></p>"
+)
 
 
 class Vote(BaseModel):
@@ -72,8 +74,9 @@ def make_web_router(models: dict[str, ServedModel], auth: Callable, human_db: st
 
     def need_store() -> HumanEvalStore:
         if store is None:
-            raise APIError(404, "this server has no human evaluation (start it with --human-eval FILE)",
-                           code="not_found")
+            raise APIError(
+                404, "this server has no human evaluation (start it with --human-eval FILE)", code="not_found"
+            )
         return store
 
     async def call(fn, *args):

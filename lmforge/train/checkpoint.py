@@ -102,7 +102,9 @@ def remove_partial(run_dir: Path) -> None:
     if not root.is_dir():
         return
     for p in root.iterdir():
-        if p.is_dir() and (p.name.startswith(".tmp_step_") or (_STEP_RE.match(p.name) and not is_complete(p))):
+        if p.is_dir() and (
+            p.name.startswith(".tmp_step_") or (_STEP_RE.match(p.name) and not is_complete(p))
+        ):
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -121,15 +123,20 @@ def begin_checkpoint(run_dir: Path, step: int) -> Path:
     return tmp
 
 
-def finish_checkpoint(run_dir: Path, step: int, state: dict[str, Any], cfg: RunConfig, keep_last: int) -> Path:
+def finish_checkpoint(
+    run_dir: Path, step: int, state: dict[str, Any], cfg: RunConfig, keep_last: int
+) -> Path:
     """Add state.json, config.yaml and COMPLETE to the written .tmp dir, rename it into place, and
     keep only the newest `keep_last` checkpoints."""
     root = Path(run_dir) / "checkpoints"
     final, tmp = root / step_dir_name(step), tmp_dir(run_dir, step)
     _write_text(tmp / "state.json", json.dumps(state))
     _write_text(tmp / "config.yaml", to_yaml(cfg))
-    files = {f.relative_to(tmp).as_posix(): {"bytes": f.stat().st_size, "sha256": _sha256(f)}
-             for f in sorted(tmp.rglob("*")) if f.is_file()}
+    files = {
+        f.relative_to(tmp).as_posix(): {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+        for f in sorted(tmp.rglob("*"))
+        if f.is_file()
+    }
     _write_text(tmp / COMPLETE, json.dumps({"step": step, "files": files}, indent=1) + "\n")
     _fsync_dir(tmp)
 
@@ -147,8 +154,15 @@ def finish_checkpoint(run_dir: Path, step: int, state: dict[str, Any], cfg: RunC
     return final
 
 
-def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer_state: dict[str, Any],
-                    state: dict[str, Any], cfg: RunConfig, keep_last: int) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: nn.Module,
+    optimizer_state: dict[str, Any],
+    state: dict[str, Any],
+    cfg: RunConfig,
+    keep_last: int,
+) -> Path:
     """Write checkpoints/step_NNNNNN atomically (single-process format), then keep only the newest
     `keep_last`."""
     tmp = begin_checkpoint(run_dir, step)
@@ -203,17 +217,26 @@ def latest_intact(run_dir: Path, on_damaged: str = "previous", set_aside: bool =
         if problem is None:
             return ckpt
         if on_damaged == "error":
-            raise LmforgeError(f"checkpoint {ckpt} is damaged: {problem}; set train.on_damaged_checkpoint=previous "
-                               "to resume from the previous complete checkpoint")
+            raise LmforgeError(
+                f"checkpoint {ckpt} is damaged: {problem}; set train.on_damaged_checkpoint=previous "
+                "to resume from the previous complete checkpoint"
+            )
         aside = ckpt.with_name(DAMAGED_PREFIX + ckpt.name)
         if set_aside:
             shutil.rmtree(aside, ignore_errors=True)
             os.rename(ckpt, aside)
-        print(f"warning: checkpoint {ckpt} is damaged ({problem}); "
-              + (f"moved to {aside.name}; " if set_aside else "") + "trying the previous one", file=sys.stderr, flush=True)
+        print(
+            f"warning: checkpoint {ckpt} is damaged ({problem}); "
+            + (f"moved to {aside.name}; " if set_aside else "")
+            + "trying the previous one",
+            file=sys.stderr,
+            flush=True,
+        )
     if list_checkpoints(run_dir) or any((Path(run_dir) / "checkpoints").glob(DAMAGED_PREFIX + "step_*")):
-        raise LmforgeError(f"every checkpoint in {Path(run_dir) / 'checkpoints'} is damaged; nothing to resume from "
-                           "(remove them, or train with another run name)")
+        raise LmforgeError(
+            f"every checkpoint in {Path(run_dir) / 'checkpoints'} is damaged; nothing to resume from "
+            "(remove them, or train with another run name)"
+        )
     return None
 
 
@@ -224,10 +247,16 @@ def resolve_checkpoint(path: Path | str) -> Path:
         raise LmforgeError(f"checkpoint path {path} does not exist")
     if not path.is_dir():
         raise LmforgeError(f"{path} is not a run directory or a checkpoint directory")
-    if (path / "model.safetensors").exists() or (path / "dcp").is_dir() or _STEP_RE.match(path.name) \
-            or path.name.startswith(".tmp_step_"):
+    if (
+        (path / "model.safetensors").exists()
+        or (path / "dcp").is_dir()
+        or _STEP_RE.match(path.name)
+        or path.name.startswith(".tmp_step_")
+    ):
         if not is_complete(path):
-            raise LmforgeError(f"checkpoint {path} is incomplete (no {COMPLETE} marker; the save was interrupted)")
+            raise LmforgeError(
+                f"checkpoint {path} is incomplete (no {COMPLETE} marker; the save was interrupted)"
+            )
         return path
     ckpt = latest_checkpoint(path)
     if ckpt is None:
@@ -291,7 +320,9 @@ def load_weights(model: nn.Module, ckpt_dir: Path, verify: bool = True) -> None:
         safetensors.torch.load_model(model, str(path), strict=True, device=str(device))
     except Exception as e:  # noqa: BLE001 -- SafetensorError if truncated, RuntimeError on a shape mismatch
         msg = str(e).strip().splitlines()
-        raise LmforgeError(f"cannot load weights from {path}: {msg[0] if msg else type(e).__name__}") from None
+        raise LmforgeError(
+            f"cannot load weights from {path}: {msg[0] if msg else type(e).__name__}"
+        ) from None
 
 
 def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelConfig]:

@@ -26,7 +26,9 @@ class TrainConfig:
     # hold the peak, then decay over the last decay_fraction of the steps (train/schedule.py).
     decay: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
     decay_fraction: float = 0.2  # wsd: the share of max_steps spent decaying (MiniCPM: ~10-20%)
-    decay_shape: Literal["linear", "1-sqrt"] = "1-sqrt"  # wsd cooldown; 1-sqrt beat linear in Hägele et al. 2024
+    decay_shape: Literal["linear", "1-sqrt"] = (
+        "1-sqrt"  # wsd cooldown; 1-sqrt beat linear in Hägele et al. 2024
+    )
     # adamw | adam: every parameter; muon: Muon for the 2-D weights inside the blocks, AdamW (lr,
     # betas, weight_decay) for embeddings, output layer, norms and biases (train/optim.py).
     optimizer: Literal["adamw", "adam", "muon"] = "adamw"
@@ -56,7 +58,9 @@ class TrainConfig:
     denoising: Literal["t5", "bart"] = "t5"
     # Periodic work.
     log_every: int = 10  # a metrics.jsonl line and a progress line every N steps
-    progress: Literal["auto", "bar", "lines"] = "auto"  # auto: a tqdm bar on a terminal, plain lines otherwise
+    progress: Literal["auto", "bar", "lines"] = (
+        "auto"  # auto: a tqdm bar on a terminal, plain lines otherwise
+    )
     tensorboard: bool = True  # also write TensorBoard events to <run>/tb when `tensorboard` is installed
     eval_every: int = 200  # validation loss every N steps (and at the end); 0 = only at the end
     # Held-out target tokens per validation, rounded up to whole windows (the whole validation split
@@ -66,7 +70,9 @@ class TrainConfig:
     ckpt_every: int = 500  # checkpoint every N steps (and at the end, and on SIGINT/SIGTERM); 0 = end only
     keep_last: int = 2  # checkpoints kept on disk
     max_bad_steps: int = 5  # stop after this many non-finite losses in a row
-    init_from: str | None = None  # a checkpoint or run dir to take the weights from (fresh optimizer and step 0);
+    init_from: str | None = (
+        None  # a checkpoint or run dir to take the weights from (fresh optimizer and step 0);
+    )
     # ignored when this run resumes from its own checkpoint
     resume: bool = True  # continue from the run's latest checkpoint if one exists
     # A newest checkpoint whose files no longer match their checksums: "previous" reports it, sets it
@@ -80,44 +86,89 @@ class TrainConfig:
             (self.batch_size > 0, f"train.batch_size must be positive, got {self.batch_size}"),
             (self.grad_accum > 0, f"train.grad_accum must be positive, got {self.grad_accum}"),
             (self.seq_len is None or self.seq_len > 0, f"train.seq_len must be positive, got {self.seq_len}"),
-            (self.batch_ramp_start >= 0 and self.batch_ramp_tokens >= 0,
-             "train.batch_ramp_start and train.batch_ramp_tokens must be >= 0"),
-            (self.lr >= 0 and math.isfinite(self.lr), f"train.lr must be a finite number >= 0, got {self.lr}"),
+            (
+                self.batch_ramp_start >= 0 and self.batch_ramp_tokens >= 0,
+                "train.batch_ramp_start and train.batch_ramp_tokens must be >= 0",
+            ),
+            (
+                self.lr >= 0 and math.isfinite(self.lr),
+                f"train.lr must be a finite number >= 0, got {self.lr}",
+            ),
             (self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}"),
-            (0.0 <= self.min_lr_ratio <= 1.0, f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"),
-            (0.0 < self.decay_fraction <= 1.0, f"train.decay_fraction must be in (0, 1], got {self.decay_fraction}"),
-            (self.decay in ("cosine", "linear", "constant", "wsd"),
-             f"train.decay={self.decay!r} is not one of cosine, linear, constant, wsd"),
-            (self.decay_shape in ("linear", "1-sqrt"),
-             f"train.decay_shape={self.decay_shape!r} is not one of linear, 1-sqrt"),
-            (self.optimizer in ("adamw", "adam", "muon"),
-             f"train.optimizer={self.optimizer!r} is not one of adamw, adam, muon"),
+            (
+                0.0 <= self.min_lr_ratio <= 1.0,
+                f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}",
+            ),
+            (
+                0.0 < self.decay_fraction <= 1.0,
+                f"train.decay_fraction must be in (0, 1], got {self.decay_fraction}",
+            ),
+            (
+                self.decay in ("cosine", "linear", "constant", "wsd"),
+                f"train.decay={self.decay!r} is not one of cosine, linear, constant, wsd",
+            ),
+            (
+                self.decay_shape in ("linear", "1-sqrt"),
+                f"train.decay_shape={self.decay_shape!r} is not one of linear, 1-sqrt",
+            ),
+            (
+                self.optimizer in ("adamw", "adam", "muon"),
+                f"train.optimizer={self.optimizer!r} is not one of adamw, adam, muon",
+            ),
             (all(0.0 <= b < 1.0 for b in self.betas), f"train.betas must be in [0, 1), got {self.betas}"),
             (self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}"),
             (self.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 = off), got {self.grad_clip}"),
-            (0.0 < self.mlm_probability < 1.0, f"train.mlm_probability must be in (0, 1), got {self.mlm_probability}"),
-            (0.0 < self.noise_density < 1.0, f"train.noise_density must be in (0, 1), got {self.noise_density}"),
-            (self.mean_span_length >= 1.0, f"train.mean_span_length must be >= 1, got {self.mean_span_length}"),
+            (
+                0.0 < self.mlm_probability < 1.0,
+                f"train.mlm_probability must be in (0, 1), got {self.mlm_probability}",
+            ),
+            (
+                0.0 < self.noise_density < 1.0,
+                f"train.noise_density must be in (0, 1), got {self.noise_density}",
+            ),
+            (
+                self.mean_span_length >= 1.0,
+                f"train.mean_span_length must be >= 1, got {self.mean_span_length}",
+            ),
             (self.threads >= 0, f"train.threads must be >= 0, got {self.threads}"),
             (self.log_every > 0, f"train.log_every must be positive, got {self.log_every}"),
-            (self.eval_every >= 0 and self.ckpt_every >= 0, "train.eval_every and train.ckpt_every must be >= 0"),
+            (
+                self.eval_every >= 0 and self.ckpt_every >= 0,
+                "train.eval_every and train.ckpt_every must be >= 0",
+            ),
             (self.eval_tokens >= 0, f"train.eval_tokens must be >= 0, got {self.eval_tokens}"),
             (self.keep_last >= 1, f"train.keep_last must be at least 1, got {self.keep_last}"),
             (self.max_bad_steps >= 1, f"train.max_bad_steps must be at least 1, got {self.max_bad_steps}"),
-            (self.on_damaged_checkpoint in ("previous", "error"),
-             f"train.on_damaged_checkpoint must be previous or error, got {self.on_damaged_checkpoint!r}"),
+            (
+                self.on_damaged_checkpoint in ("previous", "error"),
+                f"train.on_damaged_checkpoint must be previous or error, got {self.on_damaged_checkpoint!r}",
+            ),
         ]
         if self.optimizer == "muon":
             checks += [
-                (self.lr > 0, (f"train.optimizer=muon needs train.lr > 0 (AdamW's part; the schedule scales "
-                               f"muon_lr by lr's ratio), got {self.lr}")),
-                (self.muon_lr > 0 and math.isfinite(self.muon_lr),
-                 f"train.muon_lr must be a finite number > 0, got {self.muon_lr}"),
-                (0.0 <= self.muon_momentum < 1.0, f"train.muon_momentum must be in [0, 1), got {self.muon_momentum}"),
-                (self.muon_weight_decay >= 0 and math.isfinite(self.muon_weight_decay),
-                 f"train.muon_weight_decay must be a finite number >= 0, got {self.muon_weight_decay}"),
-                (self.muon_adjust_lr in ("original", "match_rms_adamw"),
-                 f"train.muon_adjust_lr={self.muon_adjust_lr!r} is not one of original, match_rms_adamw"),
+                (
+                    self.lr > 0,
+                    (
+                        f"train.optimizer=muon needs train.lr > 0 (AdamW's part; the schedule scales "
+                        f"muon_lr by lr's ratio), got {self.lr}"
+                    ),
+                ),
+                (
+                    self.muon_lr > 0 and math.isfinite(self.muon_lr),
+                    f"train.muon_lr must be a finite number > 0, got {self.muon_lr}",
+                ),
+                (
+                    0.0 <= self.muon_momentum < 1.0,
+                    f"train.muon_momentum must be in [0, 1), got {self.muon_momentum}",
+                ),
+                (
+                    self.muon_weight_decay >= 0 and math.isfinite(self.muon_weight_decay),
+                    f"train.muon_weight_decay must be a finite number >= 0, got {self.muon_weight_decay}",
+                ),
+                (
+                    self.muon_adjust_lr in ("original", "match_rms_adamw"),
+                    f"train.muon_adjust_lr={self.muon_adjust_lr!r} is not one of original, match_rms_adamw",
+                ),
             ]
         for ok, msg in checks:
             if not ok:
@@ -143,7 +194,9 @@ class ParallelConfig:
     # tp: norms and dropout work on sequence shards instead of replicated activations
     # (Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models").
     sequence_parallel: bool = False
-    pp_schedule: Literal["gpipe", "1f1b"] = "1f1b"  # GPipe (Huang et al. 2019) or 1F1B (Narayanan et al. 2021)
+    pp_schedule: Literal["gpipe", "1f1b"] = (
+        "1f1b"  # GPipe (Huang et al. 2019) or 1F1B (Narayanan et al. 2021)
+    )
     pp_microbatches: int = 0  # pipeline micro-batches per dp micro-batch; 0 = pp (the fewest that fill it)
     # Recompute activations in backward instead of keeping them: none, every block (full), or every
     # ac_every-th block (selective; blocks 0, k, 2k, ...). Also applies to a single process.
@@ -163,9 +216,12 @@ class ParallelConfig:
             (self.ac_every >= 1, f"parallel.ac_every must be >= 1, got {self.ac_every}"),
             (self.timeout_s > 0, f"parallel.timeout_s must be positive, got {self.timeout_s}"),
         ]
-        for name, allowed in {"dp_mode": ("fsdp", "ddp"), "pp_schedule": ("gpipe", "1f1b"),
-                              "activation_checkpoint": ("none", "full", "selective"),
-                              "backend": ("auto", "gloo", "nccl")}.items():
+        for name, allowed in {
+            "dp_mode": ("fsdp", "ddp"),
+            "pp_schedule": ("gpipe", "1f1b"),
+            "activation_checkpoint": ("none", "full", "selective"),
+            "backend": ("auto", "gloo", "nccl"),
+        }.items():
             value = getattr(self, name)
             checks.append((value in allowed, f"parallel.{name}={value!r} is not one of {', '.join(allowed)}"))
         for ok, msg in checks:

@@ -112,15 +112,20 @@ class Progress:
         if use_bar:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                             file=sys.stdout)
+            self._bar = tqdm(
+                total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stdout
+            )
 
     def step(self, step: int, m: dict[str, Any], eta_s: float) -> None:
         """Called every log_every steps with the train metrics record."""
         if not self.enabled:
             return
-        parts = [f"loss {_fmt(m.get('loss'), '.4f')}", f"lr {m['lr']:.2e}", f"gnorm {_fmt(m.get('grad_norm'), '.2f')}",
-                 f"{m['tokens_per_s']:,.0f} tok/s"]
+        parts = [
+            f"loss {_fmt(m.get('loss'), '.4f')}",
+            f"lr {m['lr']:.2e}",
+            f"gnorm {_fmt(m.get('grad_norm'), '.2f')}",
+            f"{m['tokens_per_s']:,.0f} tok/s",
+        ]
         if m.get("mfu") is not None:
             parts.append(f"mfu {100 * m['mfu']:.1f}%")
         if m.get("mem_gb") is not None:
@@ -130,8 +135,12 @@ class Progress:
             self._bar.update(step - self._bar.n)
         else:
             width = len(str(self.total))
-            print(f"step {step:>{width}}/{self.total} | " + " | ".join(parts)
-                  + f" | elapsed {format_duration(m['elapsed'])} | eta {format_duration(eta_s)}", flush=True)
+            print(
+                f"step {step:>{width}}/{self.total} | "
+                + " | ".join(parts)
+                + f" | elapsed {format_duration(m['elapsed'])} | eta {format_duration(eta_s)}",
+                flush=True,
+            )
 
     def message(self, text: str, stream=None) -> None:
         """A line that does not break the bar."""

@@ -38,8 +38,13 @@ NS_EPS = 1e-7
 BATCH = 16  # matrices orthogonalised in one batched product (see Muon.step)
 
 
-def orthogonalize(g: Tensor, dtype: torch.dtype, steps: int = NS_STEPS,
-                  coefficients: tuple[float, float, float] = NS_COEFFICIENTS, eps: float = NS_EPS) -> Tensor:
+def orthogonalize(
+    g: Tensor,
+    dtype: torch.dtype,
+    steps: int = NS_STEPS,
+    coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
+    eps: float = NS_EPS,
+) -> Tensor:
     """Approximately P Q^T for g = P S Q^T, computed in `dtype`, for a matrix (m, n) or a stack of
     them (k, m, n), by the iteration X <- a X + (b A + c A^2) X with A = X X^T. X starts as
     g / ||g||_F, so its spectral norm is at most 1; tall matrices are transposed so that A is the
@@ -128,9 +133,14 @@ class Muon(torch.optim.Muon):
                 by_shape.setdefault(tuple(p.shape), []).append(i)
             for same in by_shape.values():
                 for first in range(0, len(same), BATCH):
-                    idx = same[first:first + BATCH]
-                    stacked = orthogonalize(torch.stack([_whole(updates[i]) for i in idx]), self.ns_dtype,
-                                            group["ns_steps"], group["ns_coefficients"], group["eps"])
+                    idx = same[first : first + BATCH]
+                    stacked = orthogonalize(
+                        torch.stack([_whole(updates[i]) for i in idx]),
+                        self.ns_dtype,
+                        group["ns_steps"],
+                        group["ns_coefficients"],
+                        group["eps"],
+                    )
                     for i, ortho in zip(idx, stacked):
                         p, step_size = params[i], adjusted_lr(lr, group["adjust_lr_fn"], params[i].shape)
                         p.mul_(1 - lr * wd)  # decoupled weight decay, at the unadjusted lr (as torch's)

@@ -28,7 +28,9 @@ IGNORE = -100  # targets with this value carry no loss (torch cross_entropy's ig
 
 def batch_seed(*parts: int) -> int:
     """A 63-bit seed mixed from integers (numpy's SeedSequence hashing; no collisions in practice)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+    return int(
+        np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1)
+    )
 
 
 class Objective:
@@ -62,14 +64,25 @@ def masked_nll_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> to
     """The loss-masked objective of fine-tuning: summed cross-entropy (fp32) over the targets other
     than IGNORE; packed rows (segment_ids, position_ids) keep their examples apart. A sum, so the
     loop can weigh every loss token of a step the same (train/source.py)."""
-    logits, _ = model(batch["input_ids"], None, segment_ids=batch.get("segment_ids"),
-                      position_ids=batch.get("position_ids"))
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), batch["targets"].reshape(-1),
-                           ignore_index=IGNORE, reduction="sum")
+    logits, _ = model(
+        batch["input_ids"], None, segment_ids=batch.get("segment_ids"), position_ids=batch.get("position_ids")
+    )
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(),
+        batch["targets"].reshape(-1),
+        ignore_index=IGNORE,
+        reduction="sum",
+    )
 
 
-def mlm_batch(x: torch.Tensor, probability: float, mask_id: int, is_special: torch.Tensor,
-              normal_ids: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
+def mlm_batch(
+    x: torch.Tensor,
+    probability: float,
+    mask_id: int,
+    is_special: torch.Tensor,
+    normal_ids: torch.Tensor,
+    gen: torch.Generator,
+) -> dict[str, torch.Tensor]:
     """BERT masking. Each row gets round(probability * its non-special tokens) chosen positions
     (at least one), so no batch is left without a loss term."""
     B, T = x.shape
@@ -86,7 +99,9 @@ def mlm_batch(x: torch.Tensor, probability: float, mask_id: int, is_special: tor
     return {"input_ids": inputs, "targets": targets}
 
 
-def span_noise_mask(shape: torch.Size, density: float, mean_span: float, gen: torch.Generator) -> torch.Tensor:
+def span_noise_mask(
+    shape: torch.Size, density: float, mean_span: float, gen: torch.Generator
+) -> torch.Tensor:
     """bool (B, T): True on corrupted tokens. Every row has the same number of noise tokens and
     spans (T5's random_spans_noise_mask), so corrupted rows stay equal in length.
 
@@ -127,19 +142,28 @@ def _corrupt_source(x: torch.Tensor, noise: torch.Tensor, mask_id: int) -> torch
     return _select(x, noise, mask_id, ~noise)
 
 
-def span_corruption_batch(x: torch.Tensor, noise: torch.Tensor, mask_id: int, start_id: int,
-                          eot_id: int) -> dict[str, torch.Tensor]:
+def span_corruption_batch(
+    x: torch.Tensor, noise: torch.Tensor, mask_id: int, start_id: int, eot_id: int
+) -> dict[str, torch.Tensor]:
     """T5: source keeps the text with a mask per span; target = (mask, span tokens) per span, then eot."""
     target = _select(x, noise, mask_id, noise)  # (B, n_noise + n_spans)
     target = torch.cat([target, torch.full((x.shape[0], 1), eot_id, dtype=x.dtype)], dim=1)
-    return {"input_ids": _corrupt_source(x, noise, mask_id), "decoder_input_ids": _shift_right(target, start_id),
-            "targets": target}
+    return {
+        "input_ids": _corrupt_source(x, noise, mask_id),
+        "decoder_input_ids": _shift_right(target, start_id),
+        "targets": target,
+    }
 
 
-def infill_batch(x: torch.Tensor, noise: torch.Tensor, mask_id: int, start_id: int) -> dict[str, torch.Tensor]:
+def infill_batch(
+    x: torch.Tensor, noise: torch.Tensor, mask_id: int, start_id: int
+) -> dict[str, torch.Tensor]:
     """BART text infilling: source has a mask per span; target is the original window."""
-    return {"input_ids": _corrupt_source(x, noise, mask_id), "decoder_input_ids": _shift_right(x, start_id),
-            "targets": x}
+    return {
+        "input_ids": _corrupt_source(x, noise, mask_id),
+        "decoder_input_ids": _shift_right(x, start_id),
+        "targets": x,
+    }
 
 
 def _shift_right(target: torch.Tensor, start_id: int) -> torch.Tensor:

@@ -48,7 +48,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def no_decay_names(model: nn.Module, weight_decay: float) -> set[str]:
     """Names of the parameters `param_groups` exempts from weight decay. A part of the model (a
     pipeline stage, a sharded copy) keeps the whole model's names, so this decides for it too."""
-    exempt = {id(p) for g in param_groups(model, weight_decay) if g["weight_decay"] == 0.0 for p in g["params"]}
+    exempt = {
+        id(p) for g in param_groups(model, weight_decay) if g["weight_decay"] == 0.0 for p in g["params"]
+    }
     return {name for name, p in model.named_parameters() if id(p) in exempt}
 
 
@@ -58,15 +60,20 @@ def is_hidden_matrix(model: nn.Module, name: str, p: torch.Tensor) -> bool:
     are not a Linear's weight): orthogonalising a rank-r factor's update would give all r
     directions equal steps, which is not what the adapters were tuned with."""
     owner, _, leaf = name.rpartition(".")
-    return (leaf == "weight" and p.dim() == 2 and _BLOCK.match(name) is not None
-            and isinstance(model.get_submodule(owner), nn.Linear))
+    return (
+        leaf == "weight"
+        and p.dim() == 2
+        and _BLOCK.match(name) is not None
+        and isinstance(model.get_submodule(owner), nn.Linear)
+    )
 
 
 _BLOCK = re.compile(r"(encoder_)?blocks\.\d+\.")
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device,
-                    no_decay: set[str] | None = None) -> torch.optim.Optimizer | MuonAdamW:
+def build_optimizer(
+    model: nn.Module, cfg: TrainConfig, device: torch.device, no_decay: set[str] | None = None
+) -> torch.optim.Optimizer | MuonAdamW:
     """AdamW/Adam over the model's parameter groups (fused kernels on CUDA: one launch per step),
     or MuonAdamW for train.optimizer=muon. With `no_decay` (names, from no_decay_names of the
     whole model), the groups follow it instead."""
@@ -74,8 +81,10 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device,
         groups = param_groups(model, cfg.weight_decay)
     else:
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        groups = [{"params": [p for n, p in named if n not in no_decay], "weight_decay": cfg.weight_decay},
-                  {"params": [p for n, p in named if n in no_decay], "weight_decay": 0.0}]
+        groups = [
+            {"params": [p for n, p in named if n not in no_decay], "weight_decay": cfg.weight_decay},
+            {"params": [p for n, p in named if n in no_decay], "weight_decay": 0.0},
+        ]
         groups = [g for g in groups if g["params"]]
     if cfg.optimizer != "muon":
         return _adam(groups, cfg, device)
@@ -83,9 +92,19 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device,
     ids = {id(p) for p in hidden}
     rest = [{**g, "params": [p for p in g["params"] if id(p) not in ids]} for g in groups]
     rest = [g for g in rest if g["params"]]
-    muon = Muon(hidden, lr=cfg.muon_lr, momentum=cfg.muon_momentum, weight_decay=cfg.muon_weight_decay,
-                nesterov=True, adjust_lr_fn=cfg.muon_adjust_lr,
-                ns_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32) if hidden else None
+    muon = (
+        Muon(
+            hidden,
+            lr=cfg.muon_lr,
+            momentum=cfg.muon_momentum,
+            weight_decay=cfg.muon_weight_decay,
+            nesterov=True,
+            adjust_lr_fn=cfg.muon_adjust_lr,
+            ns_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
+        )
+        if hidden
+        else None
+    )
     return MuonAdamW(muon, _adam(rest, cfg, device) if rest else None, lr=cfg.lr, muon_lr=cfg.muon_lr)
 
 
@@ -107,7 +126,9 @@ class MuonAdamW:
     beside `state.<name>.exp_avg`). Either part is None when it has no parameters (e.g. LoRA
     fine-tuning, whose only trainable tensors are adapters)."""
 
-    def __init__(self, muon: Muon | None, adamw: torch.optim.Optimizer | None, lr: float, muon_lr: float) -> None:
+    def __init__(
+        self, muon: Muon | None, adamw: torch.optim.Optimizer | None, lr: float, muon_lr: float
+    ) -> None:
         self.parts = {name: opt for name, opt in (("muon", muon), ("adamw", adamw)) if opt is not None}
         self.muon_ratio = muon_lr / lr  # the schedule scales both peaks alike (lr > 0: TrainConfig.validate)
 
@@ -140,9 +161,11 @@ class MuonAdamW:
     def load_state_dict(self, state: dict[str, dict]) -> None:
         if set(state) != set(self.parts):
             what = "AdamW/Adam" if "param_groups" in state else "+".join(sorted(state)) or "nothing"
-            raise LmforgeError(f"the saved optimizer state is {what}'s, not Muon+AdamW's ({'+'.join(self.parts)}); "
-                               "train.optimizer must stay as it was when resuming (train.init_from takes the "
-                               "weights alone)")
+            raise LmforgeError(
+                f"the saved optimizer state is {what}'s, not Muon+AdamW's ({'+'.join(self.parts)}); "
+                "train.optimizer must stay as it was when resuming (train.init_from takes the "
+                "weights alone)"
+            )
         for name, opt in self.parts.items():
             opt.load_state_dict(state[name])
 
@@ -152,9 +175,11 @@ def check_resumable(ckpt_dir: Path, cfg: TrainConfig) -> None:
     needs the same kind, else one error that says so before any state is read."""
     saved = (read_yaml_mapping(Path(ckpt_dir) / "config.yaml").get("train") or {}).get("optimizer", "adamw")
     if (saved == "muon") != (cfg.optimizer == "muon"):
-        raise LmforgeError(f"checkpoint {ckpt_dir} holds the optimizer state of train.optimizer={saved} (this run: "
-                           f"{cfg.optimizer}); resume with train.optimizer={saved}, or start a new run with "
-                           "train.init_from (weights only)")
+        raise LmforgeError(
+            f"checkpoint {ckpt_dir} holds the optimizer state of train.optimizer={saved} (this run: "
+            f"{cfg.optimizer}); resume with train.optimizer={saved}, or start a new run with "
+            "train.init_from (weights only)"
+        )
 
 
 def set_lr(optimizer: torch.optim.Optimizer | MuonAdamW, lr: float) -> None:

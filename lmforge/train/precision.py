@@ -28,12 +28,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"train.device='{name}' is not a device (use auto, cpu, cuda, cuda:N or mps)") from None
+        raise ConfigError(
+            f"train.device='{name}' is not a device (use auto, cpu, cuda, cuda:N or mps)"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"train.device='{name}' but CUDA is not available; use train.device=cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"train.device='{name}' but only {torch.cuda.device_count()} CUDA device(s) exist")
+            raise ConfigError(
+                f"train.device='{name}' but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"train.device='{name}' but MPS is not available; use train.device=cpu")
     return device
@@ -48,10 +52,14 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision not in DTYPES:
         raise ConfigError(f"train.precision must be one of auto, {', '.join(DTYPES)}, got '{precision}'")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError("train.precision=bf16 but this GPU has no bf16 support (pre-Ampere); use fp16 or fp32")
+        raise ConfigError(
+            "train.precision=bf16 but this GPU has no bf16 support (pre-Ampere); use fp16 or fp32"
+        )
     if precision == "fp16" and device.type != "cuda":
-        raise ConfigError(f"train.precision=fp16 needs a CUDA device (loss scaling), but the device is "
-                          f"{device.type}; use train.precision=bf16 or fp32")
+        raise ConfigError(
+            f"train.precision=fp16 needs a CUDA device (loss scaling), but the device is "
+            f"{device.type}; use train.precision=bf16 or fp32"
+        )
     return DTYPES[precision]
 
 

@@ -33,9 +33,18 @@ def val_windows(eval_tokens: int, seq_len: int, split_windows: int) -> int:
     return min(-(-eval_tokens // seq_len), split_windows)
 
 
-def validate(par, shard_dir: Path, seq_len: int, eval_tokens: int, batch_size: int, seed: int,
-             objective: Objective, token_bytes: np.ndarray, device: torch.device,
-             amp: Callable[[], AbstractContextManager]) -> dict[str, float | None]:
+def validate(
+    par,
+    shard_dir: Path,
+    seq_len: int,
+    eval_tokens: int,
+    batch_size: int,
+    seed: int,
+    objective: Objective,
+    token_bytes: np.ndarray,
+    device: torch.device,
+    amp: Callable[[], AbstractContextManager],
+) -> dict[str, float | None]:
     """{"val_loss", "val_ppl", "val_bpb"}; ppl and bpb only for decoder models (None otherwise).
 
     The held-out set is the first val_windows(...) windows of the validation split's seeded
@@ -79,8 +88,13 @@ def validate(par, shard_dir: Path, seq_len: int, eval_tokens: int, batch_size: i
                 n_bytes += int(token_bytes[targets[scored].numpy()].sum())
     par.train(was_training)
     if env.distributed:  # sums over ranks; tp copies of a dp rank count alike in both, so ratios hold
-        totals = torch.stack([nll.cpu(), torch.tensor(float(n_tokens), dtype=torch.float64),
-                              torch.tensor(float(n_bytes), dtype=torch.float64)]).to(env.comm_device)
+        totals = torch.stack(
+            [
+                nll.cpu(),
+                torch.tensor(float(n_tokens), dtype=torch.float64),
+                torch.tensor(float(n_bytes), dtype=torch.float64),
+            ]
+        ).to(env.comm_device)
         env.all_reduce_sum(totals)
         nll, n_tokens, n_bytes = totals[0], int(totals[1].item()), int(totals[2].item())
     val_loss = nll.item() / max(n_tokens, 1)
@@ -95,7 +109,9 @@ def _rows(objective: Objective, x: torch.Tensor, y: torch.Tensor, windows: list[
     """The objective's batch for these rows; each window's masks seeded by its own index."""
     if objective.kind == "decoder":
         return objective(x, y, 0)
-    rows = [objective(x[i:i + 1], y[i:i + 1], batch_seed(seed, VAL_STREAM, w)) for i, w in enumerate(windows)]
+    rows = [
+        objective(x[i : i + 1], y[i : i + 1], batch_seed(seed, VAL_STREAM, w)) for i, w in enumerate(windows)
+    ]
     return {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
 
 

@@ -75,7 +75,9 @@ def has_bad_word(low: str) -> bool:
     a longer run of letters. For all-letter entries that means a maximal letter run equals the
     word, a set lookup; the few entries with spaces or digits go through a regex."""
     words, pattern = _bad_words()
-    return not words.isdisjoint(_LETTERS.findall(low)) or (pattern is not None and pattern.search(low) is not None)
+    return not words.isdisjoint(_LETTERS.findall(low)) or (
+        pattern is not None and pattern.search(low) is not None
+    )
 
 
 @lru_cache(maxsize=1)

@@ -22,11 +22,15 @@ def _sklearn():
     try:
         import sklearn  # noqa: F401
     except ImportError:
-        raise LmforgeError("the quality classifier needs scikit-learn: pip install 'lmforge[curate]'") from None
+        raise LmforgeError(
+            "the quality classifier needs scikit-learn: pip install 'lmforge[curate]'"
+        ) from None
 
 
 class QualityClassifier:
-    def __init__(self, coef: np.ndarray, intercept: float, n_features: int, ngrams: int, metrics: dict | None = None):
+    def __init__(
+        self, coef: np.ndarray, intercept: float, n_features: int, ngrams: int, metrics: dict | None = None
+    ):
         _sklearn()
         from sklearn.feature_extraction.text import HashingVectorizer
 
@@ -34,8 +38,9 @@ class QualityClassifier:
         self.intercept = float(intercept)
         self.n_features, self.ngrams = n_features, ngrams
         self.metrics = metrics or {}
-        self.vectorizer = HashingVectorizer(n_features=n_features, ngram_range=(1, ngrams), alternate_sign=False,
-                                            norm="l2", lowercase=True)
+        self.vectorizer = HashingVectorizer(
+            n_features=n_features, ngram_range=(1, ngrams), alternate_sign=False, norm="l2", lowercase=True
+        )
 
     def score(self, texts: list[str]) -> np.ndarray:
         """P(high quality) for each text."""
@@ -47,9 +52,14 @@ class QualityClassifier:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, coef=self.coef, intercept=self.intercept,
-                            config=json.dumps({"n_features": self.n_features, "ngrams": self.ngrams,
-                                               "metrics": self.metrics}))
+        np.savez_compressed(
+            tmp,
+            coef=self.coef,
+            intercept=self.intercept,
+            config=json.dumps(
+                {"n_features": self.n_features, "ngrams": self.ngrams, "metrics": self.metrics}
+            ),
+        )
         tmp.replace(path)
 
     @classmethod
@@ -62,15 +72,23 @@ class QualityClassifier:
             raise LmforgeError(f"cannot load quality classifier {path}: {e}") from None
 
 
-def train_classifier(texts: list[str], labels: Iterable[int], n_features: int = 2**20, ngrams: int = 2,
-                     holdout: float = 0.2, seed: int = 0) -> QualityClassifier:
+def train_classifier(
+    texts: list[str],
+    labels: Iterable[int],
+    n_features: int = 2**20,
+    ngrams: int = 2,
+    holdout: float = 0.2,
+    seed: int = 0,
+) -> QualityClassifier:
     """Fit on (1 - holdout) of the examples, report precision/recall/F1/accuracy on the rest, refit on all."""
     _sklearn()
     from sklearn.linear_model import LogisticRegression
 
     y = np.asarray(list(labels), dtype=np.int64)
     if len(texts) != len(y) or len(set(y.tolist())) < 2:
-        raise LmforgeError(f"the quality classifier needs positive and negative examples, got {np.bincount(y)}")
+        raise LmforgeError(
+            f"the quality classifier needs positive and negative examples, got {np.bincount(y)}"
+        )
     clf = QualityClassifier(np.zeros(n_features), 0.0, n_features, ngrams)
     x = clf.vectorizer.transform(texts)
     rng = np.random.default_rng(seed)
@@ -79,7 +97,9 @@ def train_classifier(texts: list[str], labels: Iterable[int], n_features: int = 
     test, train = perm[:n_test], perm[n_test:]
 
     def fit(idx):
-        model = LogisticRegression(C=4.0, solver="liblinear", class_weight="balanced")  # fast on sparse n-grams
+        model = LogisticRegression(
+            C=4.0, solver="liblinear", class_weight="balanced"
+        )  # fast on sparse n-grams
         return model.fit(x[idx], y[idx])
 
     model = fit(train)
@@ -90,10 +110,16 @@ def train_classifier(texts: list[str], labels: Iterable[int], n_features: int = 
     fn = int(((pred == 0) & (truth == 1)).sum())
     precision = tp / max(1, tp + fp)
     recall = tp / max(1, tp + fn)
-    metrics = {"train": len(train), "heldout": len(test), "positives": int(y.sum()), "negatives": int((y == 0).sum()),
-               "precision": round(precision, 4), "recall": round(recall, 4),
-               "f1": round(2 * precision * recall / max(1e-9, precision + recall), 4),
-               "accuracy": round(float((pred == truth).mean()), 4)}
+    metrics = {
+        "train": len(train),
+        "heldout": len(test),
+        "positives": int(y.sum()),
+        "negatives": int((y == 0).sum()),
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
+        "f1": round(2 * precision * recall / max(1e-9, precision + recall), 4),
+        "accuracy": round(float((pred == truth).mean()), 4),
+    }
     model = fit(np.arange(len(y)))
     return QualityClassifier(model.coef_[0], float(model.intercept_[0]), n_features, ngrams, metrics)
 

@@ -59,6 +59,8 @@ def prepare_classifier(cfg: CurateConfig, dest: Path) -> dict:
     if c.model:
         clf.save(c.model)
     m = clf.metrics
-    log(f"classifier: trained on {m['train']} docs; held-out precision {m['precision']:.3f} "
-        f"recall {m['recall']:.3f} F1 {m['f1']:.3f}")
+    log(
+        f"classifier: trained on {m['train']} docs; held-out precision {m['precision']:.3f} "
+        f"recall {m['recall']:.3f} F1 {m['f1']:.3f}"
+    )
     return m

@@ -19,20 +19,38 @@ from lmforge.typed_config import from_dict, merge, parse_overrides, read_recipe
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("curate", help="clean, filter, de-duplicate and mix raw text into training documents",
-                              description="Curate raw text: every stage with its published defaults unless a recipe "
-                                          "says otherwise; kept/ + removed/ + stats.json + report.md in --output.")
-    p.add_argument("--input", "-i", action="append", default=[], metavar="PATH",
-                   help="a file or folder to curate (repeatable; format from the extension); or list sources in the recipe")
-    p.add_argument("--output", "-o", required=True, help="output folder (a rerun with the same config resumes it)")
+    p = subparsers.add_parser(
+        "curate",
+        help="clean, filter, de-duplicate and mix raw text into training documents",
+        description="Curate raw text: every stage with its published defaults unless a recipe "
+        "says otherwise; kept/ + removed/ + stats.json + report.md in --output.",
+    )
+    p.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a file or folder to curate (repeatable; format from the extension); or list sources in the recipe",
+    )
+    p.add_argument(
+        "--output", "-o", required=True, help="output folder (a rerun with the same config resumes it)"
+    )
     p.add_argument("--config", "-c", help="curation recipe: a YAML path or a shipped profile (fineweb, c4)")
     p.add_argument("--workers", "-w", type=int, help="local worker processes (default: all cores)")
     p.add_argument("--executor", choices=["local", "ray"], help="local process pool (default) or Ray tasks")
-    p.add_argument("--address", help="Ray cluster address ('auto' joins the running cluster; default: local Ray)")
-    p.add_argument("--tokenizer", help="a tokenizer.json: also encode the curated documents (mixed/ when mixing, "
-                                       "else kept/) into train/val token shards")
+    p.add_argument(
+        "--address", help="Ray cluster address ('auto' joins the running cluster; default: local Ray)"
+    )
+    p.add_argument(
+        "--tokenizer",
+        help="a tokenizer.json: also encode the curated documents (mixed/ when mixing, "
+        "else kept/) into train/val token shards",
+    )
     p.add_argument("--shards", help="where the token shards go (default: OUTPUT/shards); needs --tokenizer")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. c4.enabled=false")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. c4.enabled=false"
+    )
     return p
 
 
@@ -77,16 +95,20 @@ def run(args) -> int:
     stats = curate(cfg, args.output, args.input or None)
     t = totals(stats)
     n_in, n_kept = t["input"].get("docs", 0), t["kept"].get("docs", 0)
-    log(f"{n_in:,} documents in, {n_kept:,} kept, {n_in - n_kept:,} removed "
-        f"({t['input'].get('bytes', 0) / 1e6:.2f} MB -> {t['kept'].get('bytes', 0) / 1e6:.2f} MB)")
+    log(
+        f"{n_in:,} documents in, {n_kept:,} kept, {n_in - n_kept:,} removed "
+        f"({t['input'].get('bytes', 0) / 1e6:.2f} MB -> {t['kept'].get('bytes', 0) / 1e6:.2f} MB)"
+    )
     for reason, c in list(t["removed"].items())[:8]:
         log(f"  {c['docs']:>8,}  {reason}")
     out = args.output.rstrip("/")
     log(f"kept: {out}/kept/  removed: {out}/removed/  stats: {out}/stats.json  report: {out}/report.md")
     if tokenizer is not None:
         if n_kept == 0:
-            raise LmforgeError("curation kept no documents, so there is nothing to encode into shards; "
-                               "see the removal reasons above and report.md")
+            raise LmforgeError(
+                "curation kept no documents, so there is nothing to encode into shards; "
+                "see the removal reasons above and report.md"
+            )
         _encode_shards(Path(out) / ("mixed" if cfg.mix.enabled else "kept"), tokenizer, shards, cfg.workers)
     return 0
 
@@ -100,7 +122,9 @@ def _shard_target(args):
     from lmforge.tokenizer import Tokenizer
 
     if not Path(args.tokenizer).is_file():
-        raise LmforgeError(f"--tokenizer {args.tokenizer}: no such file (a tokenizer.json, e.g. from `lmforge tokenizer train`)")
+        raise LmforgeError(
+            f"--tokenizer {args.tokenizer}: no such file (a tokenizer.json, e.g. from `lmforge tokenizer train`)"
+        )
     shards = Path(args.shards or Path(args.output) / "shards")
     if (shards / "meta.json").exists():
         raise LmforgeError(f"{shards} already holds token shards; choose another --shards or remove it")

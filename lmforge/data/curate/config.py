@@ -61,7 +61,9 @@ class GopherQualityConfig(StageConfig):
     """Rae et al. 2021 (Gopher, arXiv 2112.11446) §A.1.1; defaults as datatrove gopher_quality_filter.py#L18-25."""
 
     enabled: bool = True
-    words: Literal["spacy", "whitespace"] = "spacy"  # datatrove's counting (punctuation tokens included) or whitespace words
+    words: Literal["spacy", "whitespace"] = (
+        "spacy"  # datatrove's counting (punctuation tokens included) or whitespace words
+    )
     min_doc_words: int = 50
     max_doc_words: int = 100_000
     min_avg_word_length: float = 3.0
@@ -78,14 +80,17 @@ class GopherRepetitionConfig(StageConfig):
     """Gopher Table A1 (arXiv 2112.11446); datatrove gopher_repetition_filter.py#L78-83 uses the same."""
 
     enabled: bool = True
-    words: Literal["spacy", "whitespace"] = "spacy"  # n-grams of spaCy tokens over the text length (datatrove), or words
+    words: Literal["spacy", "whitespace"] = (
+        "spacy"  # n-grams of spaCy tokens over the text length (datatrove), or words
+    )
     dup_line_frac: float = 0.3
     dup_para_frac: float = 0.3
     dup_line_char_frac: float = 0.2  # dolma v1.6 uses 0.3 here; the paper says 0.2
     dup_para_char_frac: float = 0.2
     top_ngram_char_frac: list[float] = field(default_factory=lambda: [0.20, 0.18, 0.16])  # n = 2, 3, 4
     dup_ngram_char_frac: list[float] = field(
-        default_factory=lambda: [0.15, 0.14, 0.13, 0.12, 0.11, 0.10])  # n = 5 .. 10
+        default_factory=lambda: [0.15, 0.14, 0.13, 0.12, 0.11, 0.10]
+    )  # n = 5 .. 10
 
 
 @dataclass
@@ -100,7 +105,9 @@ class C4Config(StageConfig):
     min_sentences: int = 3
     max_word_length: int = 1000  # lines with a longer word are dropped
     terminal_punct: bool = True  # keep only lines ending in one of end_marks (FineWeb sets this false)
-    end_marks: list[str] = field(default_factory=lambda: [".", "?", "!", '"'])  # TFDS _END_MARKS; datatrove adds "'"
+    end_marks: list[str] = field(
+        default_factory=lambda: [".", "?", "!", '"']
+    )  # TFDS _END_MARKS; datatrove adds "'"
     drop_javascript_lines: bool = True
     drop_policy_lines: bool = True  # "terms of use", "privacy policy", cookie notices
     drop_lorem_ipsum: bool = True
@@ -201,7 +208,9 @@ class DedupConfig:
 @dataclass
 class MixConfig:
     enabled: bool = False
-    weights: dict = field(default_factory=dict)  # domain -> target share of tokens, e.g. {web: 0.7, books: 0.3}
+    weights: dict = field(
+        default_factory=dict
+    )  # domain -> target share of tokens, e.g. {web: 0.7, books: 0.3}
     target_tokens: int = 0  # 0 = as many as the scarcest domain allows without repeating it
     tokenizer: str = ""  # tokenizer.json for exact token counts; "" = whitespace words
     seed: int = 0
@@ -243,9 +252,13 @@ class CurateConfig:
             raise ConfigError(f"shard_bytes must be at least 1024, got {self.shard_bytes}")
         d = self.dedup
         if d.bands < 1 or d.rows < 1 or d.shingle_words < 1 or d.partitions < 1:
-            raise ConfigError("dedup.bands, dedup.rows, dedup.shingle_words and dedup.partitions must be >= 1")
+            raise ConfigError(
+                "dedup.bands, dedup.rows, dedup.shingle_words and dedup.partitions must be >= 1"
+            )
         if d.boilerplate_min_docs < 0 or d.boilerplate_min_docs == 1:
-            raise ConfigError(f"dedup.boilerplate_min_docs must be 0 (off) or >= 2, got {d.boilerplate_min_docs}")
+            raise ConfigError(
+                f"dedup.boilerplate_min_docs must be 0 (off) or >= 2, got {d.boilerplate_min_docs}"
+            )
         if not 0.0 <= d.verify_threshold <= 1.0:
             raise ConfigError(f"dedup.verify_threshold must be in [0, 1], got {d.verify_threshold}")
         if not 0.0 <= self.lang_id.min_score <= 1.0:
@@ -259,8 +272,9 @@ class CurateConfig:
         for domain, stages in self.skip.items():
             unknown = [x for x in (stages or []) if x not in SKIPPABLE]
             if not isinstance(stages, list) or unknown:
-                raise ConfigError(f"skip.{domain} must be a list of stage names from {', '.join(SKIPPABLE)}, "
-                                  f"got {stages!r}")
+                raise ConfigError(
+                    f"skip.{domain} must be a list of stage names from {', '.join(SKIPPABLE)}, got {stages!r}"
+                )
         for s in self.sources:
             if not s.path:
                 raise ConfigError("every entry of sources needs a path")
@@ -269,7 +283,9 @@ class CurateConfig:
                 raise ConfigError("mix.enabled needs mix.weights, e.g. {web: 0.7, books: 0.3}")
             bad = {k: v for k, v in self.mix.weights.items() if not isinstance(v, (int, float)) or v < 0}
             if bad or sum(self.mix.weights.values()) <= 0:
-                raise ConfigError(f"mix.weights must be non-negative numbers with a positive sum, got {self.mix.weights}")
+                raise ConfigError(
+                    f"mix.weights must be non-negative numbers with a positive sum, got {self.mix.weights}"
+                )
         p = self.perplexity
         if p.enabled and not p.endpoint:
             raise ConfigError("perplexity.enabled needs perplexity.endpoint (an OpenAI-compatible /v1 URL)")
@@ -277,16 +293,21 @@ class CurateConfig:
             raise ConfigError("perplexity.max_perplexity must be >= 0, max_chars >= 16 and retries >= 0")
         c = self.classifier
         if c.enabled and not (c.model or c.positive or c.labelled):
-            raise ConfigError("classifier.enabled needs classifier.model, or classifier.positive + negative, "
-                              "or classifier.labelled to train one")
+            raise ConfigError(
+                "classifier.enabled needs classifier.model, or classifier.positive + negative, "
+                "or classifier.labelled to train one"
+            )
         if not 0.0 < c.holdout < 1.0:
             raise ConfigError(f"classifier.holdout must be between 0 and 1, got {c.holdout}")
 
 
 def _stage_fields() -> tuple[str, ...]:
     # dataclass fields know their factory, not their (string) annotation, under `from __future__ import annotations`
-    return tuple(f.name for f in fields(CurateConfig)
-                 if isinstance(f.default_factory, type) and issubclass(f.default_factory, StageConfig))
+    return tuple(
+        f.name
+        for f in fields(CurateConfig)
+        if isinstance(f.default_factory, type) and issubclass(f.default_factory, StageConfig)
+    )
 
 
 SKIPPABLE = _stage_fields()  # the per-document stages, in run order (tests check it against stages.STAGES)

@@ -110,10 +110,11 @@ def _verify(edges: np.ndarray, work: Path, threshold: float) -> np.ndarray:
     return edges[sim >= threshold]
 
 
-def cluster(work: Path, edge_files: list[Path], exact_files: list[Path], n_tasks: int,
-            verify_threshold: float) -> dict[str, int]:
+def cluster(
+    work: Path, edge_files: list[Path], exact_files: list[Path], n_tasks: int, verify_threshold: float
+) -> dict[str, int]:
     """Write work/b/remove-NNNNN.npz (local index, reason code) for every shard; return counts."""
-    load = lambda files: (np.concatenate([np.load(f) for f in files]) if files else np.zeros((0, 2), np.uint64))
+    load = lambda files: np.concatenate([np.load(f) for f in files]) if files else np.zeros((0, 2), np.uint64)
     exact_edges, near_edges = load(exact_files), load(edge_files)
     exact_removed = np.unique(exact_edges[:, 0]) if len(exact_edges) else np.zeros(0, np.uint64)
     if len(near_edges):
@@ -125,7 +126,9 @@ def cluster(work: Path, edge_files: list[Path], exact_files: list[Path], n_tasks
     near_removed = nodes[nodes != roots]
     near_removed = near_removed[~np.isin(near_removed, exact_removed)]
     gids = np.concatenate([exact_removed, near_removed]).astype(np.uint64)
-    codes = np.concatenate([np.full(len(exact_removed), EXACT), np.full(len(near_removed), NEAR)]).astype(np.uint8)
+    codes = np.concatenate([np.full(len(exact_removed), EXACT), np.full(len(near_removed), NEAR)]).astype(
+        np.uint8
+    )
     task_of = (gids >> np.uint64(32)).astype(np.int64)
     local = (gids & np.uint64(0xFFFFFFFF)).astype(np.int64)
     for t in range(n_tasks):
@@ -133,6 +136,10 @@ def cluster(work: Path, edge_files: list[Path], exact_files: list[Path], n_tasks
         tmp = work / "b" / f"remove-{t:05d}.tmp.npz"
         np.savez(tmp, index=local[sel], code=codes[sel])
         tmp.replace(work / "b" / f"remove-{t:05d}.npz")
-    return {"exact_removed": len(exact_removed), "near_removed": len(near_removed),
-            "candidate_pairs": int(candidate_pairs), "verified_pairs": len(near_edges),
-            "clusters": len(np.unique(roots)) if len(roots) else 0}
+    return {
+        "exact_removed": len(exact_removed),
+        "near_removed": len(near_removed),
+        "candidate_pairs": int(candidate_pairs),
+        "verified_pairs": len(near_edges),
+        "clusters": len(np.unique(roots)) if len(roots) else 0,
+    }

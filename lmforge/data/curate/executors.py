@@ -34,8 +34,11 @@ class Progress:
         self.total, self.done, self.every = total, 0, every
         self.t0 = self.last = time.monotonic()
         self.on = os.environ.get("RANK", "0") in ("", "0")
-        self.bar = tqdm(total=total, desc=self.prefix, unit="job", file=sys.stdout, dynamic_ncols=True,
-                        leave=True) if self.on and sys.stdout.isatty() else None
+        self.bar = (
+            tqdm(total=total, desc=self.prefix, unit="job", file=sys.stdout, dynamic_ncols=True, leave=True)
+            if self.on and sys.stdout.isatty()
+            else None
+        )
 
     def step(self) -> None:
         self.done += 1
@@ -47,12 +50,17 @@ class Progress:
         now = time.monotonic()
         if self.on and (self.done == self.total or now - self.last >= self.every):
             self.last = now
-            print(tqdm.format_meter(self.done, self.total, now - self.t0, ncols=0, unit="job", prefix=self.prefix),
-                  flush=True)
+            print(
+                tqdm.format_meter(
+                    self.done, self.total, now - self.t0, ncols=0, unit="job", prefix=self.prefix
+                ),
+                flush=True,
+            )
 
 
-def run_jobs(fn: Callable[..., dict], jobs: list[tuple], executor: str, workers: int, label: str,
-             ray_address: str = "") -> list[dict]:
+def run_jobs(
+    fn: Callable[..., dict], jobs: list[tuple], executor: str, workers: int, label: str, ray_address: str = ""
+) -> list[dict]:
     if not jobs:
         return []
     procs = min(workers or os.cpu_count() or 1, len(jobs))
@@ -90,7 +98,11 @@ def _ray(fn, jobs, workers, address) -> Iterator[Any]:
     except ImportError:
         raise LmforgeError("--executor ray needs Ray: pip install 'lmforge[ray]'") from None
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"ignore_reinit_error": True, "include_dashboard": False, "log_to_driver": True}
+        kwargs: dict[str, Any] = {
+            "ignore_reinit_error": True,
+            "include_dashboard": False,
+            "log_to_driver": True,
+        }
         if address:
             kwargs["address"] = address
         elif workers:

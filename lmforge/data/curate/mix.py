@@ -47,8 +47,10 @@ def mix(cfg: MixConfig, stats: dict[str, Any], out: Path, fmt: str) -> dict[str,
     weights = {d: w / total_w for d, w in cfg.weights.items() if w > 0}
     missing = [d for d in weights if have[d] == 0]
     if missing:
-        raise LmforgeError(f"mix.weights names domain(s) with no kept documents: {', '.join(missing)}; "
-                           f"kept domains: {', '.join(sorted(have)) or 'none'}")
+        raise LmforgeError(
+            f"mix.weights names domain(s) with no kept documents: {', '.join(missing)}; "
+            f"kept domains: {', '.join(sorted(have)) or 'none'}"
+        )
     budget = cfg.target_tokens or min(have[d] / w for d, w in weights.items())
     epochs = {d: w * budget / have[d] for d, w in weights.items()}
     got_tokens: Counter = Counter()
@@ -67,10 +69,18 @@ def mix(cfg: MixConfig, stats: dict[str, Any], out: Path, fmt: str) -> dict[str,
         if writer.count == 0:
             writer.path.unlink()
     total = sum(got_tokens.values()) or 1
-    domains = {d: {"weight": round(weights.get(d, 0.0), 4), "available_tokens": have[d],
-                   "target_tokens": round(weights.get(d, 0.0) * budget), "tokens": got_tokens[d], "docs": got_docs[d],
-                   "epochs": round(epochs.get(d, 0.0), 3), "share": round(got_tokens[d] / total, 4)}
-               for d in sorted(set(have) | set(weights))}
+    domains = {
+        d: {
+            "weight": round(weights.get(d, 0.0), 4),
+            "available_tokens": have[d],
+            "target_tokens": round(weights.get(d, 0.0) * budget),
+            "tokens": got_tokens[d],
+            "docs": got_docs[d],
+            "epochs": round(epochs.get(d, 0.0), 3),
+            "share": round(got_tokens[d] / total, 4),
+        }
+        for d in sorted(set(have) | set(weights))
+    }
     unit = "tokens" if cfg.tokenizer else "words"
     log(f"mix: {sum(got_tokens.values()):,} {unit} in {sum(got_docs.values())} docs -> {out / 'mixed'}")
     return {"unit": unit, "budget": round(budget), "domains": domains}

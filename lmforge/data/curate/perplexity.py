@@ -29,8 +29,10 @@ from lmforge.errors import LmforgeError
 class PerplexityScorer:
     def __init__(self, cfg: PerplexityConfig):
         if not cfg.endpoint:
-            raise LmforgeError("perplexity.enabled needs perplexity.endpoint: the /v1 URL of an OpenAI-compatible "
-                               "server with the reference model, e.g. http://127.0.0.1:8000/v1 from `lmforge serve`")
+            raise LmforgeError(
+                "perplexity.enabled needs perplexity.endpoint: the /v1 URL of an OpenAI-compatible "
+                "server with the reference model, e.g. http://127.0.0.1:8000/v1 from `lmforge serve`"
+            )
         self.cfg = cfg
         self.base = cfg.endpoint.rstrip("/")
         self.headers = {"Content-Type": "application/json"}
@@ -44,18 +46,24 @@ class PerplexityScorer:
         url = f"{self.base}{path}"
         data = None if body is None else json.dumps(body).encode("utf-8")
         for attempt in range(self.cfg.retries + 1):
-            req = urllib.request.Request(url, data=data, headers=self.headers, method="GET" if data is None else "POST")
+            req = urllib.request.Request(
+                url, data=data, headers=self.headers, method="GET" if data is None else "POST"
+            )
             try:
                 with urllib.request.urlopen(req, timeout=self.cfg.timeout) as resp:
                     return json.loads(resp.read().decode("utf-8"))
             except urllib.error.HTTPError as e:
                 detail = e.read().decode("utf-8", "replace")[:300]
                 if e.code < 500 or attempt == self.cfg.retries:
-                    raise _HTTPError(e.code, f"perplexity endpoint {url} answered {e.code}: {detail}") from None
+                    raise _HTTPError(
+                        e.code, f"perplexity endpoint {url} answered {e.code}: {detail}"
+                    ) from None
             except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
                 if attempt == self.cfg.retries:
-                    raise LmforgeError(f"perplexity endpoint {url} is unreachable ({e}); start the reference model's "
-                                       "server (lmforge serve) or fix perplexity.endpoint") from None
+                    raise LmforgeError(
+                        f"perplexity endpoint {url} is unreachable ({e}); start the reference model's "
+                        "server (lmforge serve) or fix perplexity.endpoint"
+                    ) from None
             time.sleep(min(8.0, 0.5 * 2**attempt))
         raise AssertionError("unreachable")
 
@@ -69,8 +77,14 @@ class PerplexityScorer:
         """The document's perplexity under the reference model; None if it has fewer than 2 tokens."""
         head = _head(text, self.cfg.max_chars)
         for _ in range(8):  # shorten the text while the model's context is too short for it
-            body = {"model": self.model, "prompt": head, "max_tokens": 1, "temperature": 0, "echo": True,
-                    "logprobs": 0}
+            body = {
+                "model": self.model,
+                "prompt": head,
+                "max_tokens": 1,
+                "temperature": 0,
+                "echo": True,
+                "logprobs": 0,
+            }
             try:
                 out = self._call("/completions", body)
                 break
@@ -82,14 +96,18 @@ class PerplexityScorer:
                 keep = int(len(head) * int(m[2]) / int(m[1]) * 0.9) if m else len(head) // 2
                 head = _head(head, max(16, min(keep, len(head) // 2 + len(head) // 4)))
         else:
-            raise LmforgeError("perplexity: no prefix of the document fits the reference model's context; "
-                               "lower perplexity.max_chars")
+            raise LmforgeError(
+                "perplexity: no prefix of the document fits the reference model's context; "
+                "lower perplexity.max_chars"
+            )
         try:
             n_prompt = out["usage"]["prompt_tokens"]
             scores = [x for x in out["choices"][0]["logprobs"]["token_logprobs"][1:n_prompt] if x is not None]
         except (KeyError, IndexError, TypeError):
-            raise LmforgeError(f"perplexity endpoint {self.base} returned no prompt log-probabilities; it must "
-                               "answer /v1/completions with echo=true and logprobs (lmforge serve and vLLM do)") from None
+            raise LmforgeError(
+                f"perplexity endpoint {self.base} returned no prompt log-probabilities; it must "
+                "answer /v1/completions with echo=true and logprobs (lmforge serve and vLLM do)"
+            ) from None
         if not scores:
             return None
         return math.exp(-sum(scores) / len(scores))

@@ -14,8 +14,12 @@ from collections import Counter
 
 from lmforge.data.curate.config import PIIConfig
 
-PLACEHOLDERS = {"email": "<EMAIL_ADDRESS>", "ip": "<IP_ADDRESS>", "phone": "<PHONE_NUMBER>",
-                "credit_card": "<CREDIT_CARD>"}
+PLACEHOLDERS = {
+    "email": "<EMAIL_ADDRESS>",
+    "ip": "<IP_ADDRESS>",
+    "phone": "<PHONE_NUMBER>",
+    "credit_card": "<CREDIT_CARD>",
+}
 
 _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}(?![\w-])")
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.]|\.\d)")
@@ -24,7 +28,8 @@ _CARD = re.compile(r"(?<![\d-])[3-6]\d{3}(?:[ -]?\d{2,4}){2,4}(?![\d-])")
 # +CC then groups, or (NNN) NNN-NNNN / NNN-NNN-NNNN / NNN.NNN.NNNN (NANP-style).
 _PHONE = re.compile(
     r"(?<![\w+])(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]\d{2,4}){1,4}"
-    r"|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\d{3}[.-]\d{3}[.-]\d{4})(?![\w-])")
+    r"|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\d{3}[.-]\d{3}[.-]\d{4})(?![\w-])"
+)
 
 
 def luhn_ok(digits: str) -> bool:

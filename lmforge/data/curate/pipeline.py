@@ -93,14 +93,24 @@ def filter_shard(cfg: CurateConfig, task: Task, out: str) -> dict:
     with open(err_tmp, "w", encoding="utf-8") as errors:
         for rec in read_task(task, src, cfg.length.max_record_bytes):
             if isinstance(rec, ReadError):
-                doc = {"id": f"{rec.file}:{rec.line}", "text": rec.raw, "source": error_label,
-                       "meta": {"file": rec.file, "line": rec.line, "detail": rec.detail}, "reason": rec.reason}
+                doc = {
+                    "id": f"{rec.file}:{rec.line}",
+                    "text": rec.raw,
+                    "source": error_label,
+                    "meta": {"file": rec.file, "line": rec.line, "detail": rec.detail},
+                    "reason": rec.reason,
+                }
                 stats.input(error_label, "")
                 stats.stage("read")
                 stats.removed(error_label, rec.reason, doc)
                 removed.write(doc)
-                errors.write(json.dumps({"file": rec.file, "line": rec.line, "reason": rec.reason,
-                                         "detail": rec.detail}, ensure_ascii=False) + "\n")
+                errors.write(
+                    json.dumps(
+                        {"file": rec.file, "line": rec.line, "reason": rec.reason, "detail": rec.detail},
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
                 continue
             stats.input(rec["source"], rec["text"])
             reason = pipe(rec, stats)
@@ -119,8 +129,10 @@ def filter_shard(cfg: CurateConfig, task: Task, out: str) -> dict:
         flush()
     n = passed.count
     _save_npy(work / "a" / f"{stem}.exact.npy", np.array(exact, dtype=np.uint64))
-    _save_npy(work / "a" / f"{stem}.bands.npy",
-              np.concatenate(bands) if bands else np.zeros((0, d.bands), dtype=np.uint64))
+    _save_npy(
+        work / "a" / f"{stem}.bands.npy",
+        np.concatenate(bands) if bands else np.zeros((0, d.bands), dtype=np.uint64),
+    )
     if sigs:
         _save_npy(work / "a" / f"{stem}.sig.npy", np.concatenate(sigs))
     if d.boilerplate_min_docs:
@@ -189,8 +201,10 @@ def _prepare_output(cfg: CurateConfig, out: Path) -> dict | None:
             raise LmforgeError(f"output folder {out} exists and is not a curate run; choose a new --output")
         old = from_dict(CurateConfig, read_recipe(str(record)))
         if _identity(old) != _identity(cfg):
-            raise LmforgeError(f"{out} holds a curate run with a different config or inputs; use a new --output "
-                               "(a rerun with the same config resumes it)")
+            raise LmforgeError(
+                f"{out} holds a curate run with a different config or inputs; use a new --output "
+                "(a rerun with the same config resumes it)"
+            )
         if (out / "stats.json").exists():
             return json.loads((out / "stats.json").read_text(encoding="utf-8"))
         log(f"resuming the unfinished run in {out}")
@@ -215,10 +229,15 @@ def _check_inputs(out: Path, now: dict[str, list[int]], finished: bool) -> None:
     added = [f for f in now if f not in then]
     gone = [f for f in then if f not in now]
     changed = [f for f in now if f in then and now[f] != then[f]]
-    parts = [f"{what} {', '.join(files[:3])}{' ...' if len(files) > 3 else ''}"
-             for what, files in (("new:", added), ("changed:", changed), ("gone:", gone)) if files]
-    raise LmforgeError(f"the inputs changed since the run in {out} ({'; '.join(parts)}); use a new --output, "
-                       "or remove it to redo the run")
+    parts = [
+        f"{what} {', '.join(files[:3])}{' ...' if len(files) > 3 else ''}"
+        for what, files in (("new:", added), ("changed:", changed), ("gone:", gone))
+        if files
+    ]
+    raise LmforgeError(
+        f"the inputs changed since the run in {out} ({'; '.join(parts)}); use a new --output, "
+        "or remove it to redo the run"
+    )
 
 
 def _identity(cfg: CurateConfig) -> dict:
@@ -238,8 +257,11 @@ def _prepare_resources(cfg: CurateConfig, work: Path) -> dict:
             _save_json(work / "decontam_index.json", build_index(dc.benchmarks, dc.ngram, path))
         info["decontamination"] = json.loads((work / "decontam_index.json").read_text())
         items = sum(v["items"] for v in info["decontamination"].values())
-        where = ("the subsets shipped with lmforge; set decontamination.benchmarks=DIR for the full sets"
-                 if dc.benchmarks == "bundled" else dc.benchmarks)
+        where = (
+            "the subsets shipped with lmforge; set decontamination.benchmarks=DIR for the full sets"
+            if dc.benchmarks == "bundled"
+            else dc.benchmarks
+        )
         log(f"decontamination: {items:,} items of {', '.join(info['decontamination'])} ({where})")
     elif dc.enabled:
         log("decontamination: off (decontamination.benchmarks is empty)")
@@ -276,11 +298,13 @@ def curate(cfg: CurateConfig, output: str | Path, inputs: list[str] | None = Non
     if cfg.executor == "local" and (cfg.workers or 2) > 1:
         _pipeline(cfg, work)  # load models once; forked workers share them
     s = str(out)
-    part_a = run_jobs(filter_shard, [(cfg, t, s) for t in tasks], cfg.executor, cfg.workers, "filter",
-                      cfg.ray_address)
+    part_a = run_jobs(
+        filter_shard, [(cfg, t, s) for t in tasks], cfg.executor, cfg.workers, "filter", cfg.ray_address
+    )
     dedup_info = _dedup(cfg, work, len(tasks))
-    part_c = run_jobs(write_shard, [(cfg, t.index, s) for t in tasks], cfg.executor, cfg.workers, "write",
-                      cfg.ray_address)
+    part_c = run_jobs(
+        write_shard, [(cfg, t.index, s) for t in tasks], cfg.executor, cfg.workers, "write", cfg.ray_address
+    )
     stats = merge(part_a + part_c, cfg.examples_per_reason)
     check_invariant(stats)
     stats["dedup"] = dedup_info
@@ -309,15 +333,18 @@ def _dedup(cfg: CurateConfig, work: Path, n_tasks: int) -> dict:
     if d.exact:
         jobs += [(work, ids, "exact", None, p, d.partitions) for p in range(d.partitions)]
     if d.minhash:
-        jobs += [(work, ids, "bands", b, p, d.partitions) for b in range(d.bands) for p in range(d.partitions)]
+        jobs += [
+            (work, ids, "bands", b, p, d.partitions) for b in range(d.bands) for p in range(d.partitions)
+        ]
     files = run_jobs(dedup.bucket_job, jobs, cfg.executor, cfg.workers, "dedup partitions", cfg.ray_address)
     exact_files = [f for f, j in zip(files, jobs) if j[2] == "exact"]
     near_files = [f for f, j in zip(files, jobs) if j[2] == "bands"]
     info = dedup.cluster(work, near_files, exact_files, n_tasks, d.verify_threshold)
     if d.boilerplate_min_docs:
         jobs = [(work, ids, p, d.partitions, d.boilerplate_min_docs) for p in range(d.partitions)]
-        files = run_jobs(boilerplate.count_job, jobs, cfg.executor, cfg.workers, "boilerplate lines",
-                         cfg.ray_address)
+        files = run_jobs(
+            boilerplate.count_job, jobs, cfg.executor, cfg.workers, "boilerplate lines", cfg.ray_address
+        )
         info["boilerplate_lines"] = int(sum(len(np.load(f)) for f in files))
     _save_json(marker, info)
     return info

@@ -35,9 +35,13 @@ class ShardWriter:
             try:
                 import zstandard
             except ImportError:
-                raise LmforgeError("output_format=jsonl.zst needs zstandard: pip install 'lmforge[curate]'") from None
+                raise LmforgeError(
+                    "output_format=jsonl.zst needs zstandard: pip install 'lmforge[curate]'"
+                ) from None
             raw = open(self.tmp, "wb")  # noqa: SIM115 (kept open across write calls; closed in close())
-            self._fh = io.TextIOWrapper(zstandard.ZstdCompressor(level=3).stream_writer(raw), encoding="utf-8")
+            self._fh = io.TextIOWrapper(
+                zstandard.ZstdCompressor(level=3).stream_writer(raw), encoding="utf-8"
+            )
         elif fmt == "parquet":
             self._fh = None
         else:
@@ -75,7 +79,9 @@ class ShardWriter:
             try:
                 import pyarrow  # noqa: F401
             except ImportError:
-                raise LmforgeError("output_format=parquet needs pyarrow: pip install 'lmforge[curate]'") from None
+                raise LmforgeError(
+                    "output_format=parquet needs pyarrow: pip install 'lmforge[curate]'"
+                ) from None
             self._flush()
             if self._pq is None:  # an empty shard still needs a schema
                 import pyarrow as pa

@@ -28,10 +28,25 @@ from lmforge.data.documents import open_binary, unencodable
 from lmforge.errors import LmforgeError
 
 SUFFIXES = {
-    ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".jsonl.gz": "jsonl", ".json.gz": "jsonl",
-    ".jsonl.zst": "jsonl", ".json.zst": "jsonl", ".parquet": "parquet", ".csv": "csv", ".tsv": "csv",
-    ".txt": "txt", ".md": "txt", ".html": "html", ".htm": "html", ".warc": "warc", ".warc.gz": "warc",
-    ".wet": "warc", ".wet.gz": "warc", ".arc.gz": "warc",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".jsonl.gz": "jsonl",
+    ".json.gz": "jsonl",
+    ".jsonl.zst": "jsonl",
+    ".json.zst": "jsonl",
+    ".parquet": "parquet",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "txt",
+    ".md": "txt",
+    ".html": "html",
+    ".htm": "html",
+    ".warc": "warc",
+    ".warc.gz": "warc",
+    ".wet": "warc",
+    ".wet.gz": "warc",
+    ".arc.gz": "warc",
 }
 WEB_FORMATS = ("html", "warc")
 
@@ -74,15 +89,19 @@ def plan_tasks(sources: list[SourceConfig], shard_bytes: int) -> list[Task]:
             raise LmforgeError(f"source not found: {root}")
         files = _files(root, src.format)
         if not files:
-            raise LmforgeError(f"no readable documents in {root} (formats: {', '.join(sorted(set(SUFFIXES.values())))}"
-                               ", hf_disk)")
+            raise LmforgeError(
+                f"no readable documents in {root} (formats: {', '.join(sorted(set(SUFFIXES.values())))}"
+                ", hf_disk)"
+            )
         for f, fmt in files:
             name = f.relative_to(root).as_posix() if root.is_dir() and f != root else f.name
             size = f.stat().st_size if f.is_file() else 0
             plain_jsonl = fmt == "jsonl" and f.name.lower().endswith((".jsonl", ".json", ".ndjson"))
             if plain_jsonl and size > shard_bytes:
                 for start in range(0, size, shard_bytes):
-                    tasks.append(Task(len(tasks), si, str(f), name, fmt, start, min(size, start + shard_bytes)))
+                    tasks.append(
+                        Task(len(tasks), si, str(f), name, fmt, start, min(size, start + shard_bytes))
+                    )
             else:
                 tasks.append(Task(len(tasks), si, str(f), name, fmt))
     return tasks
@@ -126,8 +145,15 @@ def _files(root: Path, fmt: str) -> list[tuple[Path, str]]:
 
 def read_task(task: Task, src: SourceConfig, max_record_bytes: int) -> Iterator[dict[str, Any] | ReadError]:
     """Documents {"id", "text", "source", "meta"} (source = domain label) or ReadErrors, in file order."""
-    reader = {"jsonl": _jsonl, "parquet": _parquet, "csv": _csv, "txt": _txt, "html": _html, "warc": _warc,
-              "hf_disk": _hf_disk}[task.format]
+    reader = {
+        "jsonl": _jsonl,
+        "parquet": _parquet,
+        "csv": _csv,
+        "txt": _txt,
+        "html": _html,
+        "warc": _warc,
+        "hf_disk": _hf_disk,
+    }[task.format]
     default = src.domain or ("web" if task.format in WEB_FORMATS else "unknown")
     n = 0
     try:
@@ -139,28 +165,43 @@ def read_task(task: Task, src: SourceConfig, max_record_bytes: int) -> Iterator[
     except LmforgeError:
         raise  # a missing optional package: the setup is wrong, not this file
     except Exception as e:  # noqa: BLE001 - whatever a decoder raises on a damaged file ends that file only
-        yield ReadError("read:corrupt_file", task.name, n + 1,
-                        f"cannot read past record {n}: {type(e).__name__}: {e}"[:300])
+        yield ReadError(
+            "read:corrupt_file",
+            task.name,
+            n + 1,
+            f"cannot read past record {n}: {type(e).__name__}: {e}"[:300],
+        )
 
 
 def _record(obj: Any, task: Task, src: SourceConfig, line: int, locator: str) -> dict | ReadError:
     """A parsed row -> document, or the ReadError naming what is wrong with it."""
     if not isinstance(obj, dict):
-        return ReadError("read:not_an_object", task.name, line, f"a record must be an object, got {type(obj).__name__}")
+        return ReadError(
+            "read:not_an_object", task.name, line, f"a record must be an object, got {type(obj).__name__}"
+        )
     text = obj.get(src.text_field)
     if text is None:
         return ReadError("read:missing_text", task.name, line, f"no '{src.text_field}' field", str(obj)[:200])
     if not isinstance(text, str):
-        return ReadError("read:text_not_string", task.name, line, f"'{src.text_field}' is {type(text).__name__}",
-                         str(obj)[:200])
+        return ReadError(
+            "read:text_not_string",
+            task.name,
+            line,
+            f"'{src.text_field}' is {type(text).__name__}",
+            str(obj)[:200],
+        )
     meta = dict(obj["meta"]) if isinstance(obj.get("meta"), dict) else {}
     for k, v in obj.items():
         if k not in (src.text_field, src.id_field, "source", "meta"):
             meta.setdefault(k, v)
     meta.setdefault("file", task.name)
     doc_id = obj.get(src.id_field)
-    return {"id": str(doc_id) if doc_id is not None else locator, "text": text, "source": obj.get("source"),
-            "meta": meta}
+    return {
+        "id": str(doc_id) if doc_id is not None else locator,
+        "text": text,
+        "source": obj.get("source"),
+        "meta": meta,
+    }
 
 
 def _jsonl(task: Task, src: SourceConfig, limit: int) -> Iterator[dict | ReadError]:
@@ -182,27 +223,43 @@ def _jsonl(task: Task, src: SourceConfig, limit: int) -> Iterator[dict | ReadErr
                     while line and not line.endswith(b"\n"):  # skip the rest without holding it
                         line = fh.readline(1 << 20)
                         offset += len(line)
-                    yield ReadError("read:too_large", task.name, lineno, f"record over {limit} bytes (at byte {here})")
+                    yield ReadError(
+                        "read:too_large", task.name, lineno, f"record over {limit} bytes (at byte {here})"
+                    )
                     continue
                 if not line.strip():
                     continue
                 try:
                     obj = json.loads(line)
                 except UnicodeDecodeError as e:
-                    yield ReadError("read:invalid_utf8", task.name, lineno, str(e)[:200], line[:200].decode("latin-1"))
+                    yield ReadError(
+                        "read:invalid_utf8", task.name, lineno, str(e)[:200], line[:200].decode("latin-1")
+                    )
                     continue
                 except (ValueError, RecursionError) as e:  # RecursionError: nested too deep to parse
-                    yield ReadError("read:malformed_json", task.name, lineno, str(e)[:200],
-                                    line[:200].decode("utf-8", "replace"))
+                    yield ReadError(
+                        "read:malformed_json",
+                        task.name,
+                        lineno,
+                        str(e)[:200],
+                        line[:200].decode("utf-8", "replace"),
+                    )
                     continue
                 problem = unencodable(line, obj)
                 if problem:  # fastText, tokenizers and the UTF-8 writers all reject it later
-                    yield ReadError("read:lone_surrogate", task.name, lineno, problem,
-                                    line[:200].decode("utf-8", "replace"))
+                    yield ReadError(
+                        "read:lone_surrogate",
+                        task.name,
+                        lineno,
+                        problem,
+                        line[:200].decode("utf-8", "replace"),
+                    )
                     continue
                 yield _record(obj, task, src, lineno, where)
         except (OSError, EOFError, zlib.error, ValueError) as e:  # truncated / corrupt compressed stream
-            yield ReadError("read:corrupt_file", task.name, lineno + 1, f"cannot read past line {lineno}: {e}"[:300])
+            yield ReadError(
+                "read:corrupt_file", task.name, lineno + 1, f"cannot read past line {lineno}: {e}"[:300]
+            )
 
 
 def _parquet(task: Task, src: SourceConfig, limit: int) -> Iterator[dict | ReadError]:
@@ -243,7 +300,7 @@ def _decode(task: Task, limit: int) -> str | ReadError:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        return ReadError("read:invalid_utf8", task.name, data[:e.start].count(b"\n") + 1, str(e)[:200])
+        return ReadError("read:invalid_utf8", task.name, data[: e.start].count(b"\n") + 1, str(e)[:200])
 
 
 def _txt(task: Task, src: SourceConfig, limit: int) -> Iterator[dict | ReadError]:
@@ -276,8 +333,12 @@ def _html(task: Task, src: SourceConfig, limit: int) -> Iterator[dict | ReadErro
         yield html
         return
     text = extract_html(html)
-    yield {"id": task.name, "text": text or "", "source": None,
-           "meta": {"file": task.name, "extracted": text is not None}}
+    yield {
+        "id": task.name,
+        "text": text or "",
+        "source": None,
+        "meta": {"file": task.name, "extracted": text is not None},
+    }
 
 
 def _warc(task: Task, src: SourceConfig, limit: int) -> Iterator[dict | ReadError]:
@@ -304,7 +365,9 @@ def _warc(task: Task, src: SourceConfig, limit: int) -> Iterator[dict | ReadErro
                 else:
                     ctype = (rec.http_headers.get_header("Content-Type") if rec.http_headers else "") or ""
                     if "html" not in ctype.lower():
-                        yield ReadError("read:not_html", task.name, n, f"{rid} {url}: content type {ctype or '?'}")
+                        yield ReadError(
+                            "read:not_html", task.name, n, f"{rid} {url}: content type {ctype or '?'}"
+                        )
                         continue
                     text = extract_html(body) or ""
                 yield {"id": rid, "text": text, "source": None, "meta": meta}
@@ -317,7 +380,9 @@ def _hf_disk(task: Task, src: SourceConfig, limit: int) -> Iterator[dict | ReadE
     try:
         import pyarrow as pa
     except ImportError:
-        raise LmforgeError("reading a saved Hugging Face dataset needs pyarrow: pip install 'lmforge[curate]'") from None
+        raise LmforgeError(
+            "reading a saved Hugging Face dataset needs pyarrow: pip install 'lmforge[curate]'"
+        ) from None
     root = Path(task.path)
     if (root / "dataset_dict.json").exists():
         splits = json.loads((root / "dataset_dict.json").read_text())["splits"]

@@ -41,8 +41,9 @@ class Normalize(Stage):
 
     def __call__(self, item: Item, stats: Stats) -> str | None:
         o = self.opt
-        item.text = item.normalized = normalize(item.text, nfc=o.nfc, fix_encoding=o.fix_encoding,
-                                                whitespace=o.whitespace)
+        item.text = item.normalized = normalize(
+            item.text, nfc=o.nfc, fix_encoding=o.fix_encoding, whitespace=o.whitespace
+        )
         return None
 
 
@@ -116,7 +117,9 @@ class Classifier(Stage):
 
     def __init__(self, cfg: CurateConfig, work: Path):
         super().__init__(cfg, work)
-        self.model = QualityClassifier.load(work / "classifier.npz")  # pipeline._prepare_resources put it there
+        self.model = QualityClassifier.load(
+            work / "classifier.npz"
+        )  # pipeline._prepare_resources put it there
 
     def __call__(self, item: Item, stats: Stats) -> str | None:
         o = self.opt
@@ -169,7 +172,9 @@ class Decontamination(Stage):
 
     def __init__(self, cfg: CurateConfig, work: Path):
         super().__init__(cfg, work)
-        self.index = Decontaminator(work / "decontam_index.npz", self.opt.ngram)  # built by _prepare_resources
+        self.index = Decontaminator(
+            work / "decontam_index.npz", self.opt.ngram
+        )  # built by _prepare_resources
 
     def __call__(self, item: Item, stats: Stats) -> str | None:
         hits = self.index.matches(item.text)
@@ -181,8 +186,19 @@ class Decontamination(Stage):
         return None
 
 
-STAGES: tuple[type[Stage], ...] = (Normalize, Length, LangId, GopherRepetition, GopherQuality, C4, FineWeb,
-                                   Classifier, Perplexity, PII, Decontamination)
+STAGES: tuple[type[Stage], ...] = (
+    Normalize,
+    Length,
+    LangId,
+    GopherRepetition,
+    GopherQuality,
+    C4,
+    FineWeb,
+    Classifier,
+    Perplexity,
+    PII,
+    Decontamination,
+)
 
 
 def run_order() -> tuple[str, ...]:

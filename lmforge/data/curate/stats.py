@@ -54,8 +54,14 @@ class Stats:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "sources": {s: {"input": dict(v["input"]), "kept": dict(v["kept"]),
-                            "removed": {r: dict(c) for r, c in v["removed"].items()}} for s, v in self.sources.items()},
+            "sources": {
+                s: {
+                    "input": dict(v["input"]),
+                    "kept": dict(v["kept"]),
+                    "removed": {r: dict(c) for r, c in v["removed"].items()},
+                }
+                for s, v in self.sources.items()
+            },
             "stages": {s: dict(c) for s, c in self.stages.items()},
             "counters": {k: dict(c) for k, c in self.counters.items()},
             "examples": dict(self.examples),
@@ -91,8 +97,11 @@ def totals(stats: dict[str, Any]) -> dict[str, Any]:
         tot["kept"].update(s["kept"])
         for r, c in s["removed"].items():
             tot["removed"][r].update(c)
-    return {"input": dict(tot["input"]), "kept": dict(tot["kept"]),
-            "removed": {r: dict(c) for r, c in sorted(tot["removed"].items(), key=lambda kv: -kv[1]["docs"])}}
+    return {
+        "input": dict(tot["input"]),
+        "kept": dict(tot["kept"]),
+        "removed": {r: dict(c) for r, c in sorted(tot["removed"].items(), key=lambda kv: -kv[1]["docs"])},
+    }
 
 
 def check_invariant(stats: dict[str, Any]) -> None:
@@ -100,5 +109,7 @@ def check_invariant(stats: dict[str, Any]) -> None:
     for name, s in stats["sources"].items():
         removed = sum(c.get("docs", 0) for c in s["removed"].values())
         if s["input"].get("docs", 0) != s["kept"].get("docs", 0) + removed:
-            raise AssertionError(f"accounting broken for source {name}: input {s['input'].get('docs', 0)} != "
-                                 f"kept {s['kept'].get('docs', 0)} + removed {removed}")
+            raise AssertionError(
+                f"accounting broken for source {name}: input {s['input'].get('docs', 0)} != "
+                f"kept {s['kept'].get('docs', 0)} + removed {removed}"
+            )

@@ -18,8 +18,11 @@ from lmforge.data.curate.words import split_words
 from lmforge.errors import LmforgeError
 
 # C0/C1 control characters except tab and newline, plus zero-width/BOM characters that scrapers leave.
-_CONTROL = dict.fromkeys([c for c in range(0x20) if c not in (9, 10)] + list(range(0x7F, 0xA0))
-                         + [0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF, 0x00AD])
+_CONTROL = dict.fromkeys(
+    [c for c in range(0x20) if c not in (9, 10)]
+    + list(range(0x7F, 0xA0))
+    + [0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF, 0x00AD]
+)
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 PUNCT = frozenset(string.punctuation) | frozenset("«»„“”‘’‚‹›…–—¡¿·•")
@@ -27,8 +30,11 @@ _STRIP = "".join(sorted(PUNCT))
 # The characters datatrove treats as symbols when it drops punctuation tokens before counting words
 # (datatrove/utils/text.py PUNCTUATION): ASCII punctuation, typographic quotes and dashes, common
 # full-width forms and the C0/C1 control characters. "‘" and "•" are not in it, "１" is.
-SYMBOLS = (frozenset(string.punctuation) | frozenset("—–”“„’´«»…►━∶％１〈〉《》「」【】、，；．（）？！：～。")
-           | frozenset(map(chr, [*range(9), *range(11, 32), *range(127, 160)])))
+SYMBOLS = (
+    frozenset(string.punctuation)
+    | frozenset("—–”“„’´«»…►━∶％１〈〉《》「」【】、，；．（）？！：～。")
+    | frozenset(map(chr, [*range(9), *range(11, 32), *range(127, 160)]))
+)
 
 
 def normalize(text: str, nfc: bool = True, fix_encoding: bool = True, whitespace: bool = True) -> str:
@@ -58,8 +64,10 @@ def _ftfy():
     try:
         import ftfy
     except ImportError:
-        raise LmforgeError("normalize.fix_encoding needs ftfy: pip install 'lmforge[curate]' "
-                           "(or set normalize.fix_encoding=false)") from None
+        raise LmforgeError(
+            "normalize.fix_encoding needs ftfy: pip install 'lmforge[curate]' "
+            "(or set normalize.fix_encoding=false)"
+        ) from None
     return ftfy
 
 

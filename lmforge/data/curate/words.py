@@ -38,7 +38,9 @@ def _category_class(categories: tuple[str, ...], stop: int) -> str:
                 ranges[-1] = (ranges[-1][0], cp)
             else:
                 ranges.append((cp, cp))
-    return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
+    return "".join(
+        re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges
+    )
 
 
 _SYMBOL = f"[{_category_class(('So',), 0x20000)}]"  # emoji, dingbats, ®: split off like punctuation
@@ -49,58 +51,280 @@ _PUNCT = r"…|……|,|:|;|!|\?|¿|؟|¡|\(|\)|\[|\]|\{|\}|<|>|_|#|\*|&|。|？
 _QUOTE_CHARS = "'\"”“`‘´’‚,„»«「」『』（）〔〕【】《》〈〉⟦⟧"
 _QUOTES = "|".join(re.escape(c) for c in _QUOTE_CHARS)
 _CURRENCY = r"US\$|C\$|A\$|\$|£|€|¥|฿|₽|﷼|[₠-₿]"
-_UNITS = ("km²|km³|km/h|km|kmh|m/s|m²|m³|mm²|mm³|mm|dm²|dm³|dm|cm²|cm³|cm|µm|nm|ha|yd|in|ft|kg|mg|µg|g|t|lb|oz|"
-          "mph|hPa|Pa|mbar|mb|MB|kb|KB|gb|GB|tb|TB|T|G|M|K|%|m")
+_UNITS = (
+    "km²|km³|km/h|km|kmh|m/s|m²|m³|mm²|mm³|mm|dm²|dm³|dm|cm²|cm³|cm|µm|nm|ha|yd|in|ft|kg|mg|µg|g|t|lb|oz|"
+    "mph|hPa|Pa|mbar|mb|MB|kb|KB|gb|GB|tb|TB|T|G|M|K|%|m"
+)
 _ELLIPSIS = r"\.\.+|…"
 _HYPHENS = "---|--|——|-|–|—|~"
 
-_PREFIX = re.compile("|".join(f"^(?:{p})" for p in (
-    "§", "%", "=", "—", "–", r"\+(?![0-9])", _PUNCT, _ELLIPSIS, _QUOTES, _CURRENCY, _SYMBOL)))
-_SUFFIX = re.compile("|".join(f"(?:{p})$" for p in (
-    _PUNCT, _ELLIPSIS, _QUOTES, _SYMBOL, "'s", "'S", "’s", "’S", "—", "–",
-    r"(?<=[0-9])\+", r"(?<=°[FfCcKk])\.", rf"(?<=[0-9])(?:{_CURRENCY})", rf"(?<=[0-9])(?:{_UNITS})",
-    rf"(?<=[0-9{_LOWER}%²\-+…,:;!?¿¡()\[\]{{}}<>_#*&{re.escape(_QUOTE_CHARS)}])\.",
-    rf"(?<=[{_UPPER}][{_UPPER}])\.")))
-_INFIX = re.compile("|".join(f"(?:{p})" for p in (
-    _ELLIPSIS, _SYMBOL, r"(?<=[0-9])[+\-*^](?=[0-9-])",
-    rf"(?<=[{_LOWER}{re.escape(_QUOTE_CHARS)}])\.(?=[{_UPPER}{re.escape(_QUOTE_CHARS)}])",
-    rf"(?<=[{_ALPHA}]),(?=[{_ALPHA}])", rf"(?<=[{_ALPHA}0-9])(?:{_HYPHENS})(?=[{_ALPHA}])",
-    rf"(?<=[{_ALPHA}0-9])[:<>=/](?=[{_ALPHA}])")))
+_PREFIX = re.compile(
+    "|".join(
+        f"^(?:{p})"
+        for p in ("§", "%", "=", "—", "–", r"\+(?![0-9])", _PUNCT, _ELLIPSIS, _QUOTES, _CURRENCY, _SYMBOL)
+    )
+)
+_SUFFIX = re.compile(
+    "|".join(
+        f"(?:{p})$"
+        for p in (
+            _PUNCT,
+            _ELLIPSIS,
+            _QUOTES,
+            _SYMBOL,
+            "'s",
+            "'S",
+            "’s",
+            "’S",
+            "—",
+            "–",
+            r"(?<=[0-9])\+",
+            r"(?<=°[FfCcKk])\.",
+            rf"(?<=[0-9])(?:{_CURRENCY})",
+            rf"(?<=[0-9])(?:{_UNITS})",
+            rf"(?<=[0-9{_LOWER}%²\-+…,:;!?¿¡()\[\]{{}}<>_#*&{re.escape(_QUOTE_CHARS)}])\.",
+            rf"(?<=[{_UPPER}][{_UPPER}])\.",
+        )
+    )
+)
+_INFIX = re.compile(
+    "|".join(
+        f"(?:{p})"
+        for p in (
+            _ELLIPSIS,
+            _SYMBOL,
+            r"(?<=[0-9])[+\-*^](?=[0-9-])",
+            rf"(?<=[{_LOWER}{re.escape(_QUOTE_CHARS)}])\.(?=[{_UPPER}{re.escape(_QUOTE_CHARS)}])",
+            rf"(?<=[{_ALPHA}]),(?=[{_ALPHA}])",
+            rf"(?<=[{_ALPHA}0-9])(?:{_HYPHENS})(?=[{_ALPHA}])",
+            rf"(?<=[{_ALPHA}0-9])[:<>=/](?=[{_ALPHA}])",
+        )
+    )
+)
 # A URL, e-mail or bare domain stays one token (spaCy's URL_MATCH); trailing punctuation is peeled first.
 _URL_END = r"[^\s.,;:!?)\]'\"]"
-_URL = re.compile(rf"^(?i:(?:https?|ftp)://|www\.|mailto:)\S*{_URL_END}$|^[\w.+-]+@[\w-]+(?:\.[\w-]+)+$"
-                  rf"|^(?i:[a-z0-9\u00a1-\uffff-]+\.)+[{_LOWER}]{{2,63}}(?:/\S*{_URL_END})?$")
+_URL = re.compile(
+    rf"^(?i:(?:https?|ftp)://|www\.|mailto:)\S*{_URL_END}$|^[\w.+-]+@[\w-]+(?:\.[\w-]+)+$"
+    rf"|^(?i:[a-z0-9\u00a1-\uffff-]+\.)+[{_LOWER}]{{2,63}}(?:/\S*{_URL_END})?$"
+)
 
-_PRONOUNS = ("i", "you", "he", "she", "it", "we", "they", "who", "what", "where", "when", "why", "how", "there",
-             "that", "this")
-_NT_VERBS = ("do", "does", "did", "ca", "could", "should", "would", "might", "must", "need", "is", "are", "was",
-             "were", "has", "have", "had", "wo", "ai", "sha")  # "can't" -> "ca", "n't"; "won't" -> "wo", "n't"
+_PRONOUNS = (
+    "i",
+    "you",
+    "he",
+    "she",
+    "it",
+    "we",
+    "they",
+    "who",
+    "what",
+    "where",
+    "when",
+    "why",
+    "how",
+    "there",
+    "that",
+    "this",
+)
+_NT_VERBS = (
+    "do",
+    "does",
+    "did",
+    "ca",
+    "could",
+    "should",
+    "would",
+    "might",
+    "must",
+    "need",
+    "is",
+    "are",
+    "was",
+    "were",
+    "has",
+    "have",
+    "had",
+    "wo",
+    "ai",
+    "sha",
+)  # "can't" -> "ca", "n't"; "won't" -> "wo", "n't"
 _MODALS = ("could", "should", "would", "might", "must")  # "would've" -> "would", "'ve"
 # Contractions written without the apostrophe ("Im", "youre", "dont"); real words are left alone.
-_BARE_TAILS = {"i": ("m", "ll", "d", "ve"), "you": ("re", "ve", "ll", "d"), "he": ("s", "ll", "d"),
-               "she": ("s", "ll", "d"), "it": ("s", "ll", "d"), "we": ("re", "ve", "ll", "d"),
-               "they": ("re", "ve", "ll", "d"),
-               **{w: ("s", "ll", "d", "re", "ve") for w in ("who", "what", "where", "when", "why", "how", "there", "that")}}
+_BARE_TAILS = {
+    "i": ("m", "ll", "d", "ve"),
+    "you": ("re", "ve", "ll", "d"),
+    "he": ("s", "ll", "d"),
+    "she": ("s", "ll", "d"),
+    "it": ("s", "ll", "d"),
+    "we": ("re", "ve", "ll", "d"),
+    "they": ("re", "ve", "ll", "d"),
+    **{
+        w: ("s", "ll", "d", "re", "ve")
+        for w in ("who", "what", "where", "when", "why", "how", "there", "that")
+    },
+}
 _BARE_WORDS = frozenset(("ill", "its", "hell", "shell", "shed", "were", "well", "whore"))
 _ABBREVIATIONS = [  # keep their period: titles, months, places
-    "Dr.", "Mr.", "Mrs.", "Ms.", "Mt.", "St.", "Jr.", "Inc.", "Ltd.", "Co.", "Corp.", "vs.", "e.g.", "i.e.",
-    "a.m.", "p.m.", "Prof.", "Gen.", "Gov.", "Sen.", "Rep.", "Rev.", "Sgt.", "Lt.", "Ave.", "Bros.",
-    "Ph.D.", "mr.", "dr.", "ms.", "Messrs.", "Geo.", "Jan.", "Feb.", "Mar.", "Apr.", "Jun.", "Jul.", "Aug.",
-    "Sep.", "Sept.", "Oct.", "Nov.", "Dec.", "U.S.", "U.K.", "N.Y.", "D.C.", "Mass.", "Calif.", "Fla.",
-    "Ga.", "Ill.", "Va.", "Wash.", "Pa.", "Ala.", "Ariz.", "Ark.", "Colo.", "Conn.", "Del.", "Ind.", "Kan.",
-    "Ky.", "La.", "Md.", "Mich.", "Minn.", "Miss.", "Mo.", "Neb.", "Nev.", "Okla.", "Ore.", "Tenn.", "Wis.",
+    "Dr.",
+    "Mr.",
+    "Mrs.",
+    "Ms.",
+    "Mt.",
+    "St.",
+    "Jr.",
+    "Inc.",
+    "Ltd.",
+    "Co.",
+    "Corp.",
+    "vs.",
+    "e.g.",
+    "i.e.",
+    "a.m.",
+    "p.m.",
+    "Prof.",
+    "Gen.",
+    "Gov.",
+    "Sen.",
+    "Rep.",
+    "Rev.",
+    "Sgt.",
+    "Lt.",
+    "Ave.",
+    "Bros.",
+    "Ph.D.",
+    "mr.",
+    "dr.",
+    "ms.",
+    "Messrs.",
+    "Geo.",
+    "Jan.",
+    "Feb.",
+    "Mar.",
+    "Apr.",
+    "Jun.",
+    "Jul.",
+    "Aug.",
+    "Sep.",
+    "Sept.",
+    "Oct.",
+    "Nov.",
+    "Dec.",
+    "U.S.",
+    "U.K.",
+    "N.Y.",
+    "D.C.",
+    "Mass.",
+    "Calif.",
+    "Fla.",
+    "Ga.",
+    "Ill.",
+    "Va.",
+    "Wash.",
+    "Pa.",
+    "Ala.",
+    "Ariz.",
+    "Ark.",
+    "Colo.",
+    "Conn.",
+    "Del.",
+    "Ind.",
+    "Kan.",
+    "Ky.",
+    "La.",
+    "Md.",
+    "Mich.",
+    "Minn.",
+    "Miss.",
+    "Mo.",
+    "Neb.",
+    "Nev.",
+    "Okla.",
+    "Ore.",
+    "Tenn.",
+    "Wis.",
     "Wyo.",
 ]
 _OTHER_SPECIALS = [  # one token whatever the affix rules say
-    "and/or", "w/o", "''", "’’", "'s", "‘s", "’s", "ma'am", "Ma'am", "'em", "’em", "ol'", "ol’", "'nuff",
+    "and/or",
+    "w/o",
+    "''",
+    "’’",
+    "'s",
+    "‘s",
+    "’s",
+    "ma'am",
+    "Ma'am",
+    "'em",
+    "’em",
+    "ol'",
+    "ol’",
+    "'nuff",
     "’nuff",
 ]
 _EMOTICONS = [
-    ":)", ":-)", ":))", ":-))", ":)))", ":(", ":-(", ":((", ";)", ";-)", "(:", "):", "=)", "(=", ":]",
-    ":-]", "[:", "]:", ":o", ":O", ":p", ":P", ":-P", ":-p", ":D", ":-D", "=D", "xD", "XD", "8)", "8-)",
-    ":0", ":/", ":-/", "=/", ":|", ":-|", "=|", ":*", ":-*", "<3", "</3", "<33", "^_^", "^__^", "o.O",
-    "O.o", "0.0", "-_-", "-__-", ">.<", ">:(", ">:o", ":>", ":->", ":'(", ":')", ":'-)", ":'-(", "o_o",
-    "O_O", "o_O", "O_o",
+    ":)",
+    ":-)",
+    ":))",
+    ":-))",
+    ":)))",
+    ":(",
+    ":-(",
+    ":((",
+    ";)",
+    ";-)",
+    "(:",
+    "):",
+    "=)",
+    "(=",
+    ":]",
+    ":-]",
+    "[:",
+    "]:",
+    ":o",
+    ":O",
+    ":p",
+    ":P",
+    ":-P",
+    ":-p",
+    ":D",
+    ":-D",
+    "=D",
+    "xD",
+    "XD",
+    "8)",
+    "8-)",
+    ":0",
+    ":/",
+    ":-/",
+    "=/",
+    ":|",
+    ":-|",
+    "=|",
+    ":*",
+    ":-*",
+    "<3",
+    "</3",
+    "<33",
+    "^_^",
+    "^__^",
+    "o.O",
+    "O.o",
+    "0.0",
+    "-_-",
+    "-__-",
+    ">.<",
+    ">:(",
+    ">:o",
+    ":>",
+    ":->",
+    ":'(",
+    ":')",
+    ":'-)",
+    ":'-(",
+    "o_o",
+    "O_O",
+    "o_O",
+    "O_o",
 ]
 _KEEP = frozenset(_ABBREVIATIONS + _OTHER_SPECIALS + _EMOTICONS + [c + "." for c in string.ascii_letters])
 _CONTRACTION = re.compile(r"([A-Za-z]+)(['’](?:m|re|ve|ll|d|s|S)|n['’]t)")
@@ -118,7 +342,11 @@ def _special(s: str) -> tuple[str, ...] | None:
         if m:
             base, tail = m.groups()
             low = base.lower()
-            if (tail[0] == "n" and low in _NT_VERBS) or low in _PRONOUNS or (tail[1:] == "ve" and low in _MODALS):
+            if (
+                (tail[0] == "n" and low in _NT_VERBS)
+                or low in _PRONOUNS
+                or (tail[1:] == "ve" and low in _MODALS)
+            ):
                 return base, tail
         return None
     if s[:1].isdigit():

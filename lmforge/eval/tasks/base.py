@@ -80,7 +80,9 @@ class Task:
         if self.fewshot_split is not None:
             docs = self.split_docs(self.fewshot_split)
             if not docs:
-                raise LmforgeError(f"task {self.name}: few-shot split {self.fewshot_split!r} has no documents")
+                raise LmforgeError(
+                    f"task {self.name}: few-shot split {self.fewshot_split!r} has no documents"
+                )
             return self.fewshot_split, docs
         for split in (self.training_split, self.validation_split, self.test_split):
             docs = self.split_docs(split)
@@ -94,8 +96,12 @@ class Task:
         """Whether the task is partially scored; decided from the first document (lm-eval's rule)."""
         if self.partial is None:
             docs = docs or self.eval_docs()
-            self.partial = (self.output_type == "multiple_choice" and self.doc_to_choice is not None
-                            and bool(docs) and isinstance(self.doc_to_text(docs[0]), int))
+            self.partial = (
+                self.output_type == "multiple_choice"
+                and self.doc_to_choice is not None
+                and bool(docs)
+                and isinstance(self.doc_to_text(docs[0]), int)
+            )
         return self.partial
 
     def query_text(self, doc: Doc) -> str:
@@ -131,8 +137,13 @@ class Task:
             raise LmforgeError(f"task {self.name}: gold index {t} is out of range for {n} choices")
         return t
 
-    def build_parts(self, docs: Sequence[Doc], num_fewshot: int | None = None, seed: int = 1234,
-                    system_prompt: str | None = None) -> list[tuple[str, str, str]]:
+    def build_parts(
+        self,
+        docs: Sequence[Doc],
+        num_fewshot: int | None = None,
+        seed: int = 1234,
+        system_prompt: str | None = None,
+    ) -> list[tuple[str, str, str]]:
         """(head, shots, query) of every document, in order: head = system prompt + description,
         shots = the solved examples, each ending in fewshot_delimiter. The random sampler is seeded
         once per task and consumed document by document, so shots depend on document order, as in
@@ -145,26 +156,43 @@ class Task:
             desc = self.description(doc) if callable(self.description) else self.description
             head = join_with(system_prompt, desc, self.fewshot_delimiter)
             shots = sampler.sample(doc) if sampler else []
-            body = "".join(self.query_text(s) + self.target_delimiter + self.target_text(s) + self.fewshot_delimiter
-                           for s in shots)
+            body = "".join(
+                self.query_text(s) + self.target_delimiter + self.target_text(s) + self.fewshot_delimiter
+                for s in shots
+            )
             out.append((head, body, "" if partial else self.doc_to_text(doc)))  # partial: the choices follow
         return out
 
-    def build_contexts(self, docs: Sequence[Doc], num_fewshot: int | None = None, seed: int = 1234,
-                       system_prompt: str | None = None) -> list[str]:
+    def build_contexts(
+        self,
+        docs: Sequence[Doc],
+        num_fewshot: int | None = None,
+        seed: int = 1234,
+        system_prompt: str | None = None,
+    ) -> list[str]:
         """The prompt of every document, in order (see build_parts); for a partial task, the part
         before the contexts (see mc_requests)."""
-        return [head + body + query for head, body, query in self.build_parts(docs, num_fewshot, seed, system_prompt)]
+        return [
+            head + body + query
+            for head, body, query in self.build_parts(docs, num_fewshot, seed, system_prompt)
+        ]
 
     def mc_requests(self, contexts: Sequence[str], docs: Sequence[Doc]) -> list[list[tuple[str, str]]]:
         """The (context, continuation) requests of every multiple-choice document, given its prompt."""
         if self.multiple_inputs(docs):
-            return [[(ctx + c, self.target_delimiter + str(self.doc_to_target(d))) for c in self.choices(d)]
-                    for ctx, d in zip(contexts, docs)]
+            return [
+                [(ctx + c, self.target_delimiter + str(self.doc_to_target(d))) for c in self.choices(d)]
+                for ctx, d in zip(contexts, docs)
+            ]
         return [[(ctx, self.target_delimiter + c) for c in self.choices(d)] for ctx, d in zip(contexts, docs)]
 
-    def build_chat_messages(self, docs: Sequence[Doc], num_fewshot: int | None = None, seed: int = 1234,
-                            system_prompt: str | None = None) -> list[list[dict]]:
+    def build_chat_messages(
+        self,
+        docs: Sequence[Doc],
+        num_fewshot: int | None = None,
+        seed: int = 1234,
+        system_prompt: str | None = None,
+    ) -> list[list[dict]]:
         """The prompt of every document as chat messages, lm-eval's --apply_chat_template without
         --fewshot_as_multiturn: a system message with the system prompt and description (when there
         is one), then one user turn with the shots and the question concatenated. The same shots as
@@ -204,16 +232,18 @@ class FewshotSampler:
         self.exclude_self = task.fewshot_split == task.test_split
         self.rnd = random.Random(seed)
         if k > len(self.pool) - (1 if self.exclude_self else 0):
-            raise LmforgeError(f"task {task.name}: {k} few-shot examples requested but the "
-                               f"{self.split} split has {len(self.pool)}")
+            raise LmforgeError(
+                f"task {task.name}: {k} few-shot examples requested but the "
+                f"{self.split} split has {len(self.pool)}"
+            )
 
     def sample(self, doc: Doc) -> list[Doc]:
         if self.kind == "first_n":
             pool = [d for d in self.pool if d != doc] if self.exclude_self else self.pool
-            return pool[:self.k]
+            return pool[: self.k]
         if not self.exclude_self:
             return self.rnd.sample(self.pool, self.k)
-        res = [d for d in self.rnd.sample(self.pool, self.k + 1) if d != doc][:self.k]
+        res = [d for d in self.rnd.sample(self.pool, self.k + 1) if d != doc][: self.k]
         if len(res) < self.k:  # duplicates of the doc were drawn: resample without any copy
             res = self.rnd.sample([d for d in self.pool if d != doc], self.k)
         return res

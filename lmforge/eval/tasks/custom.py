@@ -42,11 +42,29 @@ from lmforge.errors import LmforgeError
 from lmforge.eval.tasks.base import Task
 from lmforge.eval.tasks.data import read_jsonl
 
-KEYS = {"task", "type", "data", "columns", "description", "doc_to_text", "doc_to_choice", "doc_to_target",
-        "target_delimiter", "fewshot_delimiter", "num_fewshot", "fewshot_split", "fewshot_sampler", "metrics",
-        "generation", "version"}
-TYPES = {"multiple_choice": ("acc", "acc_norm"), "generate_until": ("exact_match",),
-         "loglikelihood_rolling": ("word_perplexity", "byte_perplexity", "bits_per_byte")}
+KEYS = {
+    "task",
+    "type",
+    "data",
+    "columns",
+    "description",
+    "doc_to_text",
+    "doc_to_choice",
+    "doc_to_target",
+    "target_delimiter",
+    "fewshot_delimiter",
+    "num_fewshot",
+    "fewshot_split",
+    "fewshot_sampler",
+    "metrics",
+    "generation",
+    "version",
+}
+TYPES = {
+    "multiple_choice": ("acc", "acc_norm"),
+    "generate_until": ("exact_match",),
+    "loglikelihood_rolling": ("word_perplexity", "byte_perplexity", "bits_per_byte"),
+}
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
 
 
@@ -103,7 +121,9 @@ def _read(path: Path, columns: list[str] | None) -> list[dict]:
         header = columns or (rows.pop(0) if rows else [])
         for i, r in enumerate(rows, 1 if columns else 2):
             if len(r) != len(header):
-                raise LmforgeError(f"{path}:{i}: {len(r)} fields, expected {len(header)} ({', '.join(header)})")
+                raise LmforgeError(
+                    f"{path}:{i}: {len(r)} fields, expected {len(header)} ({', '.join(header)})"
+                )
         docs = [dict(zip(header, r)) for r in rows]
     elif name.endswith(".parquet"):
         import pyarrow.parquet as pq
@@ -169,15 +189,24 @@ def load_task_file(path: str | Path) -> Task:
         return v
 
     task = Task(
-        name=str(spec["task"]), output_type=kind, load_split=lambda s: None,
-        doc_to_text=to_text, doc_to_target=to_target,
+        name=str(spec["task"]),
+        output_type=kind,
+        load_split=lambda s: None,
+        doc_to_text=to_text,
+        doc_to_target=to_target,
         doc_to_choice=to_choices if kind == "multiple_choice" else None,
         description=lambda d: str(desc(d)),
-        target_delimiter=spec.get("target_delimiter", " "), fewshot_delimiter=spec.get("fewshot_delimiter", "\n\n"),
-        test_split="test", validation_split="validation", training_split="train",
-        fewshot_split=spec.get("fewshot_split"), fewshot_sampler=spec.get("fewshot_sampler", "random"),
-        num_fewshot=int(spec.get("num_fewshot", 0)), metrics=tuple(spec.get("metrics", TYPES[kind])),
-        generation=dict(spec.get("generation", {})), source=", ".join(f"{s}: {f}" for s, f in files.items()),
+        target_delimiter=spec.get("target_delimiter", " "),
+        fewshot_delimiter=spec.get("fewshot_delimiter", "\n\n"),
+        test_split="test",
+        validation_split="validation",
+        training_split="train",
+        fewshot_split=spec.get("fewshot_split"),
+        fewshot_sampler=spec.get("fewshot_sampler", "random"),
+        num_fewshot=int(spec.get("num_fewshot", 0)),
+        metrics=tuple(spec.get("metrics", TYPES[kind])),
+        generation=dict(spec.get("generation", {})),
+        source=", ".join(f"{s}: {f}" for s, f in files.items()),
         version=str(spec.get("version", "1.0")),
     )
     if kind == "loglikelihood_rolling":
@@ -193,16 +222,21 @@ def load_task_file(path: str | Path) -> Task:
                 task.partial = isinstance(task.doc_to_text(docs[0]), int)
         for i, d in enumerate(docs, 1):  # validate every document now, naming file, line and field
             line = i + (1 if files[split].name.lower().endswith(".csv") and not spec.get("columns") else 0)
-            for field, fn in (("doc_to_text", task.doc_to_text), ("description", task.description),
-                              ("doc_to_target", task.doc_to_target),
-                              ("doc_to_choice", task.doc_to_choice or (lambda d: None))):
+            for field, fn in (
+                ("doc_to_text", task.doc_to_text),
+                ("description", task.description),
+                ("doc_to_target", task.doc_to_target),
+                ("doc_to_choice", task.doc_to_choice or (lambda d: None)),
+            ):
                 try:
                     fn(d)
                 except LmforgeError as e:
                     raise LmforgeError(f"{files[split]}:{line}: field {field}: {e}") from None
                 except Exception as e:  # noqa: BLE001 -- jinja2 UndefinedError, TypeError, ... from a user template
                     cols = ", ".join(d) if isinstance(d, dict) else "?"
-                    raise LmforgeError(f"{files[split]}:{line}: field {field}: {e} (columns: {cols})") from None
+                    raise LmforgeError(
+                        f"{files[split]}:{line}: field {field}: {e} (columns: {cols})"
+                    ) from None
             if kind == "multiple_choice":
                 try:
                     task.gold(d)

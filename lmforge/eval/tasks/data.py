@@ -37,8 +37,10 @@ ENV_VAR = "LMFORGE_EVAL_DATA"
 
 
 HUB_MIRROR_VAR = "LMFORGE_HUB_MIRROR"
-FULL_SETS_HINT = (f"for the full sets: --data-dir DIR or ${ENV_VAR} (a folder in the layout of "
-                  "lmforge/benchmarks/README.md), or --hub (Hugging Face hub, needs `datasets`)")
+FULL_SETS_HINT = (
+    f"for the full sets: --data-dir DIR or ${ENV_VAR} (a folder in the layout of "
+    "lmforge/benchmarks/README.md), or --hub (Hugging Face hub, needs `datasets`)"
+)
 
 
 def default_data_dir() -> Path:
@@ -121,8 +123,10 @@ def hub_split(path: str, name: str | None, split: str) -> list[dict] | None:
     try:
         ds = datasets.load_dataset(where, name)
     except Exception as e:  # noqa: BLE001 -- network, auth, missing dataset: one line for the user
-        raise LmforgeError(f"cannot load {path}{'/' + name if name else ''} from the hub: "
-                           f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise LmforgeError(
+            f"cannot load {path}{'/' + name if name else ''} from the hub: "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
     return [dict(r) for r in ds[split]] if split in ds else None
 
 
@@ -138,10 +142,17 @@ def arc_local(root: Path, config: str, split: str) -> list[dict] | None:
     for lineno, d in enumerate(read_jsonl(path), 1):
         try:
             q = d["question"]
-            out.append({"id": d["id"], "question": q["stem"],
-                        "choices": {"text": [c["text"] for c in q["choices"]],
-                                    "label": [c["label"] for c in q["choices"]]},
-                        "answerKey": d["answerKey"]})
+            out.append(
+                {
+                    "id": d["id"],
+                    "question": q["stem"],
+                    "choices": {
+                        "text": [c["text"] for c in q["choices"]],
+                        "label": [c["label"] for c in q["choices"]],
+                    },
+                    "answerKey": d["answerKey"],
+                }
+            )
         except (KeyError, TypeError) as e:
             raise LmforgeError(f"{path}:{lineno}: missing field {e} (expected the AI2 ARC layout)") from None
     return out
@@ -180,7 +191,9 @@ def mmlu_local(root: Path, subject: str, split: str) -> list[dict] | None:
     for lineno, row in enumerate(read_csv_rows(path, header=False), 1):
         if len(row) != 6 or row[5] not in ("A", "B", "C", "D"):
             raise LmforgeError(f"{path}:{lineno}: expected question,A,B,C,D,answer with answer in A-D")
-        out.append({"question": row[0], "subject": subject, "choices": row[1:5], "answer": "ABCD".index(row[5])})
+        out.append(
+            {"question": row[0], "subject": subject, "choices": row[1:5], "answer": "ABCD".index(row[5])}
+        )
     return out
 
 
@@ -194,14 +207,24 @@ def truthfulqa_mc_local(root: Path, release: str = "v0") -> list[dict]:
         raise LmforgeError(f"TruthfulQA file not found: {want}")
     out = []
     for d in json.loads(read_text(path)):
-        out.append({"question": d["question"],
-                    **{k: {"choices": list(d[k]), "labels": list(d[k].values())}
-                       for k in ("mc1_targets", "mc2_targets")}})
+        out.append(
+            {
+                "question": d["question"],
+                **{
+                    k: {"choices": list(d[k]), "labels": list(d[k].values())}
+                    for k in ("mc1_targets", "mc2_targets")
+                },
+            }
+        )
     return out
 
 
 def truthfulqa_gen_local(root: Path, release: str = "v0") -> list[dict]:
-    want = root / "truthfulqa" / release / "TruthfulQA.csv" if release else root / "truthfulqa" / "TruthfulQA.csv"
+    want = (
+        root / "truthfulqa" / release / "TruthfulQA.csv"
+        if release
+        else root / "truthfulqa" / "TruthfulQA.csv"
+    )
     path = find(want)
     if path is None:
         raise LmforgeError(f"TruthfulQA file not found: {want}")
@@ -209,10 +232,18 @@ def truthfulqa_gen_local(root: Path, release: str = "v0") -> list[dict]:
     def answers(s: str) -> list[str]:
         return [a.strip() for a in s.split(";") if a.strip()]
 
-    return [{"type": r["Type"], "category": r["Category"], "question": r["Question"],
-             "best_answer": r["Best Answer"], "correct_answers": answers(r["Correct Answers"]),
-             "incorrect_answers": answers(r["Incorrect Answers"]), "source": r["Source"]}
-            for r in read_csv_rows(path, header=True)]
+    return [
+        {
+            "type": r["Type"],
+            "category": r["Category"],
+            "question": r["Question"],
+            "best_answer": r["Best Answer"],
+            "correct_answers": answers(r["Correct Answers"]),
+            "incorrect_answers": answers(r["Incorrect Answers"]),
+            "source": r["Source"],
+        }
+        for r in read_csv_rows(path, header=True)
+    ]
 
 
 # ---------------------------------------------------------------- WikiText
@@ -233,8 +264,11 @@ def split_wikitext_articles(text: str) -> list[str]:
     before the first heading go to the first article, and joining the articles with "\n" gives the
     file back."""
     lines = text.split("\n")
-    starts = [i for i, ln in enumerate(lines)
-              if ln.startswith(" = ") and ln.endswith(" = ") and not ln.startswith(" = = ")]
+    starts = [
+        i
+        for i, ln in enumerate(lines)
+        if ln.startswith(" = ") and ln.endswith(" = ") and not ln.startswith(" = = ")
+    ]
     if not starts:
         return [text] if text.strip() else []
     starts[0] = 0

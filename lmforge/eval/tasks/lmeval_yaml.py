@@ -33,11 +33,36 @@ from lmforge.eval.tasks.data import HUB_MIRROR_VAR, read_jsonl
 
 # Keys of lm-eval's TaskConfig that map onto lmforge; the rest raise. Decontamination keys and
 # aliases only change lm-eval's reports, so they are accepted and have no effect.
-TASK_KEYS = {"task", "task_alias", "tag", "dataset_path", "dataset_name", "dataset_kwargs", "training_split",
-             "validation_split", "test_split", "fewshot_split", "process_docs", "doc_to_text", "doc_to_target",
-             "doc_to_choice", "process_results", "description", "target_delimiter", "fewshot_delimiter",
-             "fewshot_config", "num_fewshot", "metric_list", "output_type", "generation_kwargs", "repeats",
-             "should_decontaminate", "doc_to_decontamination_query", "metadata", "unsafe_code"}
+TASK_KEYS = {
+    "task",
+    "task_alias",
+    "tag",
+    "dataset_path",
+    "dataset_name",
+    "dataset_kwargs",
+    "training_split",
+    "validation_split",
+    "test_split",
+    "fewshot_split",
+    "process_docs",
+    "doc_to_text",
+    "doc_to_target",
+    "doc_to_choice",
+    "process_results",
+    "description",
+    "target_delimiter",
+    "fewshot_delimiter",
+    "fewshot_config",
+    "num_fewshot",
+    "metric_list",
+    "output_type",
+    "generation_kwargs",
+    "repeats",
+    "should_decontaminate",
+    "doc_to_decontamination_query",
+    "metadata",
+    "unsafe_code",
+}
 GROUP_KEYS = {"group", "group_alias", "task", "aggregate_metric_list", "metadata"}
 DATASET_KWARGS = {"data_files", "column_names", "field", "trust_remote_code"}
 GENERATION_KEYS = {"until", "max_gen_toks", "do_sample", "temperature"}
@@ -47,13 +72,19 @@ LOCAL_BUILDERS = {"json", "csv", "parquet"}
 METRICS = {
     "multiple_choice": {"acc": "mean", "acc_norm": "mean", "acc_bytes": "mean", "exact_match": "mean"},
     "loglikelihood": {"perplexity": "perplexity", "acc": "mean"},
-    "loglikelihood_rolling": {"word_perplexity": "weighted_perplexity", "byte_perplexity": "weighted_perplexity",
-                              "bits_per_byte": "bits_per_byte"},
+    "loglikelihood_rolling": {
+        "word_perplexity": "weighted_perplexity",
+        "byte_perplexity": "weighted_perplexity",
+        "bits_per_byte": "bits_per_byte",
+    },
     "generate_until": {"exact_match": "mean"},
 }
-DEFAULT_METRICS = {"multiple_choice": ("acc", "acc_norm"), "loglikelihood": ("perplexity", "acc"),
-                   "loglikelihood_rolling": ("word_perplexity", "byte_perplexity", "bits_per_byte"),
-                   "generate_until": ("exact_match",)}
+DEFAULT_METRICS = {
+    "multiple_choice": ("acc", "acc_norm"),
+    "loglikelihood": ("perplexity", "acc"),
+    "loglikelihood_rolling": ("word_perplexity", "byte_perplexity", "bits_per_byte"),
+    "generate_until": ("exact_match",),
+}
 EXACT_MATCH_KWARGS = {"ignore_case", "ignore_punctuation", "ignore_numbers", "regexes_to_ignore"}
 
 
@@ -69,7 +100,9 @@ def _read_yaml(path: Path) -> Any:
     class Loader(yaml.SafeLoader):
         pass
 
-    Loader.add_constructor("!function", lambda loader, node: FunctionRef(loader.construct_scalar(node), path.parent))
+    Loader.add_constructor(
+        "!function", lambda loader, node: FunctionRef(loader.construct_scalar(node), path.parent)
+    )
     try:
         return yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)
     except yaml.YAMLError as e:
@@ -123,18 +156,23 @@ class Resolver:
         module, _, fn = ref.name.rpartition(".")
         file = (ref.base / f"{module.replace('.', '/')}.py").resolve()
         if not file.is_relative_to(self.root):
-            raise LmforgeError(f"{where}: !function {ref.name}: {file} is outside {self.root}; lmforge only runs "
-                               "Python from the folder given with --include-path")
+            raise LmforgeError(
+                f"{where}: !function {ref.name}: {file} is outside {self.root}; lmforge only runs "
+                "Python from the folder given with --include-path"
+            )
         if not module or not file.is_file():
             raise LmforgeError(f"{where}: !function {ref.name}: no file {file}")
         if file not in self.modules:
-            spec = importlib.util.spec_from_file_location(f"lmforge_user_task_{len(self.modules)}_{file.stem}", file)
+            spec = importlib.util.spec_from_file_location(
+                f"lmforge_user_task_{len(self.modules)}_{file.stem}", file
+            )
             mod = importlib.util.module_from_spec(spec)
             try:
                 spec.loader.exec_module(mod)
             except Exception as e:  # noqa: BLE001 -- the user's module: say which and why
-                raise LmforgeError(f"{where}: !function {ref.name}: importing {file} failed: "
-                                   f"{type(e).__name__}: {e}") from None
+                raise LmforgeError(
+                    f"{where}: !function {ref.name}: importing {file} failed: {type(e).__name__}: {e}"
+                ) from None
             self.modules[file] = mod
         if not callable(getattr(self.modules[file], fn, None)):
             raise LmforgeError(f"{where}: !function {ref.name}: {file.name} has no function {fn!r}")
@@ -156,11 +194,13 @@ def _text(spec, has_choices: bool, r: Resolver) -> Callable[[dict], Any]:
     if isinstance(spec, int):
         return lambda d: spec
     if isinstance(spec, str):
+
         def text(d):
             if spec in d:
                 return d[spec]
             s = r.render(spec, d)
             return ast.literal_eval(s) if s.isdigit() and has_choices else s
+
         return text
     return spec  # a function
 
@@ -169,6 +209,7 @@ def _target(spec, has_choices: bool, r: Resolver) -> Callable[[dict], Any]:
     if isinstance(spec, (int, list)):
         return lambda d: spec
     if isinstance(spec, str):
+
         def target(d):
             if spec in d:
                 return d[spec]
@@ -181,6 +222,7 @@ def _target(spec, has_choices: bool, r: Resolver) -> Callable[[dict], Any]:
                 except (SyntaxError, ValueError):
                     return s
             return s
+
         return target
     return spec
 
@@ -245,8 +287,10 @@ class Documents:
         kwargs = dict(cfg.get("dataset_kwargs") or {})
         bad = sorted(set(kwargs) - DATASET_KWARGS)
         if bad:
-            raise LmforgeError(f"{where}: dataset_kwargs key {bad[0]!r} is not supported by lmforge "
-                               f"(supported: {', '.join(sorted(DATASET_KWARGS))})")
+            raise LmforgeError(
+                f"{where}: dataset_kwargs key {bad[0]!r} is not supported by lmforge "
+                f"(supported: {', '.join(sorted(DATASET_KWARGS))})"
+            )
         self.kwargs = kwargs
         self.process = cfg.get("process_docs")
         if self.process is not None:
@@ -266,16 +310,20 @@ class Documents:
             if not isinstance(files, dict):  # one file or a list: the `train` split, as in datasets
                 files = {"train": files}
             base = self.where.parent
-            return {s: _read_local(path, [_data_file(f, base) for f in ([fs] if isinstance(fs, str) else fs)], kw)
-                    for s, fs in files.items()}
+            return {
+                s: _read_local(path, [_data_file(f, base) for f in ([fs] if isinstance(fs, str) else fs)], kw)
+                for s, fs in files.items()
+            }
         return self._hub(path, name, kw)
 
     def _hub(self, path: str, name: str | None, kw: dict) -> dict[str, list[dict]]:
         try:
             import datasets
         except ImportError:
-            raise LmforgeError(f"{self.where}: dataset_path {path} is a hub dataset: it needs `datasets` "
-                               "(or point dataset_path at json/csv/parquet with data_files)") from None
+            raise LmforgeError(
+                f"{self.where}: dataset_path {path} is a hub dataset: it needs `datasets` "
+                "(or point dataset_path at json/csv/parquet with data_files)"
+            ) from None
         where = path
         mirror = os.environ.get(HUB_MIRROR_VAR)
         if mirror and (Path(mirror) / path).is_dir():
@@ -283,8 +331,10 @@ class Documents:
         try:
             ds = datasets.load_dataset(where, name, **kw)
         except Exception as e:  # noqa: BLE001 -- network, auth, missing dataset: one line for the user
-            raise LmforgeError(f"{self.where}: cannot load dataset {path}{'/' + name if name else ''}: "
-                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            raise LmforgeError(
+                f"{self.where}: cannot load dataset {path}{'/' + name if name else ''}: "
+                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            ) from None
         return {s: [dict(r) for r in ds[s]] for s in ds}
 
     def split(self, name: str) -> list[dict] | None:
@@ -302,7 +352,9 @@ class Documents:
         try:
             import datasets
         except ImportError:
-            raise LmforgeError(f"{self.where}: process_docs works on a datasets.Dataset: pip install datasets") from None
+            raise LmforgeError(
+                f"{self.where}: process_docs works on a datasets.Dataset: pip install datasets"
+            ) from None
         try:
             out = self.process(datasets.Dataset.from_list(docs))
         except Exception as e:  # noqa: BLE001 -- the user's function: say which and why
@@ -313,8 +365,14 @@ class Documents:
 # ---------------------------------------------------------------- metrics lm-eval computes its own way
 
 
-def exact_match_hf(reference: str, prediction: str, ignore_case: bool = False, ignore_punctuation: bool = False,
-                   ignore_numbers: bool = False, regexes_to_ignore: list[str] | None = None) -> float:
+def exact_match_hf(
+    reference: str,
+    prediction: str,
+    ignore_case: bool = False,
+    ignore_punctuation: bool = False,
+    ignore_numbers: bool = False,
+    regexes_to_ignore: list[str] | None = None,
+) -> float:
     """lm-eval's exact_match (HF evaluate's): no stripping; regexes removed, then the options."""
     a, b = str(reference), str(prediction)
     for rx in regexes_to_ignore or []:
@@ -338,12 +396,16 @@ def _metrics(cfg: dict, kind: str, where: Path) -> tuple[tuple[str, ...], dict[s
         if not isinstance(name, str):
             raise LmforgeError(f"{where}: metric_list: {e!r}: lmforge runs named metrics only")
         if name not in METRICS[kind]:
-            raise LmforgeError(f"{where}: metric {name!r} is not one lmforge computes for {kind} "
-                               f"(it has: {', '.join(METRICS[kind])})")
+            raise LmforgeError(
+                f"{where}: metric {name!r} is not one lmforge computes for {kind} "
+                f"(it has: {', '.join(METRICS[kind])})"
+            )
         agg = e.get("aggregation", METRICS[kind][name])
         if agg != METRICS[kind][name]:
-            raise LmforgeError(f"{where}: metric {name}: aggregation {agg!r} is not supported "
-                               f"(lmforge aggregates {name} by {METRICS[kind][name]})")
+            raise LmforgeError(
+                f"{where}: metric {name}: aggregation {agg!r} is not supported "
+                f"(lmforge aggregates {name} by {METRICS[kind][name]})"
+            )
         extra = {k: v for k, v in e.items() if k not in ("metric", "aggregation", "higher_is_better")}
         allowed = EXACT_MATCH_KWARGS if (kind == "generate_until" and name == "exact_match") else set()
         bad = sorted(set(extra) - allowed)
@@ -363,8 +425,10 @@ def build_task(cfg: dict, where: Path, resolver: Resolver, group: tuple[str, ...
         raise LmforgeError(f"{where}: a task needs a `task:` name")
     bad = sorted(set(cfg) - TASK_KEYS)
     if bad:
-        raise LmforgeError(f"{where}: task {name}: key {bad[0]!r} is not supported by lmforge "
-                           f"(supported: {', '.join(sorted(TASK_KEYS - {'task'}))})")
+        raise LmforgeError(
+            f"{where}: task {name}: key {bad[0]!r} is not supported by lmforge "
+            f"(supported: {', '.join(sorted(TASK_KEYS - {'task'}))})"
+        )
     kind = cfg.get("output_type", "generate_until")
     if kind not in METRICS:
         raise LmforgeError(f"{where}: task {name}: output_type {kind!r} is not one of {', '.join(METRICS)}")
@@ -375,57 +439,88 @@ def build_task(cfg: dict, where: Path, resolver: Resolver, group: tuple[str, ...
     fs = cfg.get("fewshot_config") or {}
     bad = sorted(set(fs) - FEWSHOT_KEYS)
     if bad:
-        raise LmforgeError(f"{where}: task {name}: fewshot_config key {bad[0]!r} is not supported "
-                           f"(supported: {', '.join(sorted(FEWSHOT_KEYS))})")
+        raise LmforgeError(
+            f"{where}: task {name}: fewshot_config key {bad[0]!r} is not supported "
+            f"(supported: {', '.join(sorted(FEWSHOT_KEYS))})"
+        )
     sampler = {"default": "random", "first_n": "first_n"}.get(fs.get("sampler", "default"))
     if sampler is None:
-        raise LmforgeError(f"{where}: task {name}: few-shot sampler {fs['sampler']!r} is not supported "
-                           "(default, first_n)")
+        raise LmforgeError(
+            f"{where}: task {name}: few-shot sampler {fs['sampler']!r} is not supported (default, first_n)"
+        )
 
     def fn(key):
         v = cfg.get(key)
         return resolver.function(v, where) if isinstance(v, FunctionRef) else v
 
     has_choices = cfg.get("doc_to_choice") is not None
-    text = _guard(_text(fn("doc_to_text") if cfg.get("doc_to_text") is not None else "", has_choices, resolver),
-                  name, "doc_to_text")
-    target = _guard(_target(fn("doc_to_target") if cfg.get("doc_to_target") is not None else "", has_choices,
-                            resolver), name, "doc_to_target")
+    text = _guard(
+        _text(fn("doc_to_text") if cfg.get("doc_to_text") is not None else "", has_choices, resolver),
+        name,
+        "doc_to_text",
+    )
+    target = _guard(
+        _target(fn("doc_to_target") if cfg.get("doc_to_target") is not None else "", has_choices, resolver),
+        name,
+        "doc_to_target",
+    )
     choice = _guard(_choice(fn("doc_to_choice"), resolver), name, "doc_to_choice") if has_choices else None
     desc = cfg.get("description", "") or ""
-    description = (_guard(lambda d: resolver.render(desc, d), name, "description")
-                   if ("{{" in desc or "{%" in desc) else desc)
+    description = (
+        _guard(lambda d: resolver.render(desc, d), name, "description")
+        if ("{{" in desc or "{%" in desc)
+        else desc
+    )
     metrics, metric_kwargs = _metrics(cfg, kind, where)
     docs = Documents(cfg, where, resolver)
     gen = dict(cfg.get("generation_kwargs") or {})
     bad = sorted(set(gen) - GENERATION_KEYS)
     if bad:
-        raise LmforgeError(f"{where}: task {name}: generation_kwargs key {bad[0]!r} is not supported "
-                           f"(supported: {', '.join(sorted(GENERATION_KEYS))})")
+        raise LmforgeError(
+            f"{where}: task {name}: generation_kwargs key {bad[0]!r} is not supported "
+            f"(supported: {', '.join(sorted(GENERATION_KEYS))})"
+        )
     fewshot_delim = cfg.get("fewshot_delimiter", "\n\n")
     if kind == "generate_until":  # lm-eval: without generation_kwargs, stop at the few-shot delimiter
         until = gen.get("until", [fewshot_delim] if "generation_kwargs" not in cfg else [])
-        gen = {"until": [until] if isinstance(until, str) else list(until),
-               "max_gen_toks": int(gen.get("max_gen_toks", 256)),
-               "temperature": float(gen.get("temperature", 1.0)) if gen.get("do_sample") else 0.0}
+        gen = {
+            "until": [until] if isinstance(until, str) else list(until),
+            "max_gen_toks": int(gen.get("max_gen_toks", 256)),
+            "temperature": float(gen.get("temperature", 1.0)) if gen.get("do_sample") else 0.0,
+        }
 
     def doc_target(d):
         t = target(d)
         if isinstance(t, list) and kind == "multiple_choice" and not task.partial:
-            raise LmforgeError(f"task {name}: several gold answers (doc_to_target gave a list) are not supported")
+            raise LmforgeError(
+                f"task {name}: several gold answers (doc_to_target gave a list) are not supported"
+            )
         if kind == "generate_until" and choice is not None:  # lm-eval: the target indexes the choices
             return choice(d)[t]
         return t
 
     task = Task(
-        name=name, output_type=kind, load_split=docs.split, doc_to_text=text, doc_to_target=doc_target,
-        doc_to_choice=(lambda d: [str(c) for c in choice(d)]) if choice is not None and kind == "multiple_choice"
+        name=name,
+        output_type=kind,
+        load_split=docs.split,
+        doc_to_text=text,
+        doc_to_target=doc_target,
+        doc_to_choice=(lambda d: [str(c) for c in choice(d)])
+        if choice is not None and kind == "multiple_choice"
         else None,
-        description=description, target_delimiter=cfg.get("target_delimiter", " "), fewshot_delimiter=fewshot_delim,
-        test_split=cfg.get("test_split"), validation_split=cfg.get("validation_split"),
-        training_split=cfg.get("training_split"), fewshot_split=cfg.get("fewshot_split", fs.get("split")),
-        fewshot_sampler=sampler, num_fewshot=int(cfg.get("num_fewshot") or 0), metrics=metrics, generation=gen,
-        group=group, version=str((cfg.get("metadata") or {}).get("version", "1.0")),
+        description=description,
+        target_delimiter=cfg.get("target_delimiter", " "),
+        fewshot_delimiter=fewshot_delim,
+        test_split=cfg.get("test_split"),
+        validation_split=cfg.get("validation_split"),
+        training_split=cfg.get("training_split"),
+        fewshot_split=cfg.get("fewshot_split", fs.get("split")),
+        fewshot_sampler=sampler,
+        num_fewshot=int(cfg.get("num_fewshot") or 0),
+        metrics=metrics,
+        generation=gen,
+        group=group,
+        version=str((cfg.get("metadata") or {}).get("version", "1.0")),
         source=_source(cfg, where),
     )
     if kind == "loglikelihood_rolling":
@@ -433,17 +528,22 @@ def build_task(cfg: dict, where: Path, resolver: Resolver, group: tuple[str, ...
     process = fn("process_results")
     if process is not None:
         if kind == "loglikelihood_rolling" or not all(METRICS[kind][m] == "mean" for m in metrics):
-            raise LmforgeError(f"{where}: task {name}: process_results is supported for metrics averaged "
-                               "over documents (aggregation: mean) only")
+            raise LmforgeError(
+                f"{where}: task {name}: process_results is supported for metrics averaged "
+                "over documents (aggregation: mean) only"
+            )
         task.process_results = _wrap_process(process, kind, name)
     elif kind == "generate_until":
         em = metric_kwargs.get("exact_match", {})
-        task.process_results = lambda d, out: {"exact_match": exact_match_hf(task.doc_to_target(d), out, **em)}
+        task.process_results = lambda d, out: {
+            "exact_match": exact_match_hf(task.doc_to_target(d), out, **em)
+        }
     return task
 
 
 def _guard(field: Callable, task: str, key: str) -> Callable:
     """A field's template or the user's function failing on a document: one error naming both."""
+
     def call(doc):
         try:
             return field(doc)
@@ -451,13 +551,16 @@ def _guard(field: Callable, task: str, key: str) -> Callable:
             raise
         except Exception as e:  # noqa: BLE001 -- jinja2 UndefinedError, KeyError from a user function, ...
             cols = ", ".join(doc) if isinstance(doc, dict) else type(doc).__name__
-            raise LmforgeError(f"task {task}: {key} failed on a document: {type(e).__name__}: {e} "
-                               f"(columns: {cols})") from None
+            raise LmforgeError(
+                f"task {task}: {key} failed on a document: {type(e).__name__}: {e} (columns: {cols})"
+            ) from None
+
     return call
 
 
 def _wrap_process(process: Callable, kind: str, name: str) -> Callable:
     """lm-eval passes results as a list: (ll, is_greedy) tuples, or one generated string."""
+
     def call(doc, results):
         args = [results] if kind == "generate_until" else [tuple(r) for r in results]
         try:
@@ -465,13 +568,17 @@ def _wrap_process(process: Callable, kind: str, name: str) -> Callable:
         except Exception as e:  # noqa: BLE001 -- the user's function
             raise LmforgeError(f"task {name}: process_results failed: {type(e).__name__}: {e}") from None
         return {k: float(v) for k, v in out.items()}
+
     return call
 
 
 def _source(cfg: dict, where: Path) -> str:
     files = (cfg.get("dataset_kwargs") or {}).get("data_files")
-    data = f"{cfg.get('dataset_path')}:{files}" if files else f"hub:{cfg.get('dataset_path')}" + (
-        f"/{cfg['dataset_name']}" if cfg.get("dataset_name") else "")
+    data = (
+        f"{cfg.get('dataset_path')}:{files}"
+        if files
+        else f"hub:{cfg.get('dataset_path')}" + (f"/{cfg['dataset_name']}" if cfg.get("dataset_name") else "")
+    )
     return f"{where} ({data})"
 
 
@@ -522,7 +629,9 @@ class TaskFolder:
                     out += self.get(m, group + (name,))
                 elif isinstance(m, dict) and isinstance(m.get("task"), str):
                     if m["task"] in self.tasks or m["task"] in self.groups:
-                        out += self.get(m["task"], group + (name,), {k: v for k, v in m.items() if k != "task"})
+                        out += self.get(
+                            m["task"], group + (name,), {k: v for k, v in m.items() if k != "task"}
+                        )
                     else:  # a task defined inline in the group file
                         out.append(build_task(m, path, resolver, group + (name,)))
                 else:

@@ -44,8 +44,9 @@ def run_dcp(fn, *args, distributed: bool, **kwargs):
         return fn(*args, no_dist=not distributed, **kwargs)
 
 
-def load_sharded(ckpt_dir: Path, module: nn.Module, optimizer: torch.optim.Optimizer | None,
-                 distributed: bool) -> None:
+def load_sharded(
+    ckpt_dir: Path, module: nn.Module, optimizer: torch.optim.Optimizer | None, distributed: bool
+) -> None:
     """Load a sharded checkpoint into `module` (any layout, or a plain model) and `optimizer`."""
     import torch.distributed.checkpoint as dcp
 

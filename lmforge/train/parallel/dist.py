@@ -64,18 +64,24 @@ def resolve_layout(pc: ParallelConfig, world_size: int) -> Layout:
     dp = pc.dp
     need = pc.tp * pc.pp * (dp if dp != -1 else 1)
     if world_size == 1 and need > 1:
-        raise ConfigError(f"parallel.pp * dp * tp = {pc.pp} * {max(dp, 1)} * {pc.tp} = {need} processes, but this "
-                          f"is a single process; launch it with `torchrun --nproc_per_node {need} -m lmforge train "
-                          "...`")
+        raise ConfigError(
+            f"parallel.pp * dp * tp = {pc.pp} * {max(dp, 1)} * {pc.tp} = {need} processes, but this "
+            f"is a single process; launch it with `torchrun --nproc_per_node {need} -m lmforge train "
+            "...`"
+        )
     if dp == -1:
         if world_size % (pc.tp * pc.pp):
-            raise ConfigError(f"parallel.tp * parallel.pp = {pc.tp} * {pc.pp} does not divide the {world_size} "
-                              f"processes{_launch_hint(world_size)}")
+            raise ConfigError(
+                f"parallel.tp * parallel.pp = {pc.tp} * {pc.pp} does not divide the {world_size} "
+                f"processes{_launch_hint(world_size)}"
+            )
         dp = world_size // (pc.tp * pc.pp)
     layout = Layout(pp=pc.pp, dp=dp, tp=pc.tp)
     if layout.world_size != world_size:
-        raise ConfigError(f"parallel.pp * dp * tp = {layout.pp} * {layout.dp} * {layout.tp} = {layout.world_size} "
-                          f"processes, but {world_size} were started (WORLD_SIZE){_launch_hint(world_size)}")
+        raise ConfigError(
+            f"parallel.pp * dp * tp = {layout.pp} * {layout.dp} * {layout.tp} = {layout.world_size} "
+            f"processes, but {world_size} were started (WORLD_SIZE){_launch_hint(world_size)}"
+        )
     return layout
 
 
@@ -95,8 +101,10 @@ def resolve_distributed_device(name: str, local_rank: int) -> torch.device:
     if not torch.cuda.is_available():
         raise ConfigError(f"train.device={name!r} but CUDA is not available; use train.device=cpu")
     if local_rank >= torch.cuda.device_count():
-        raise ConfigError(f"LOCAL_RANK={local_rank} but this node has {torch.cuda.device_count()} GPU(s); "
-                          "start at most one process per GPU (--nproc_per_node)")
+        raise ConfigError(
+            f"LOCAL_RANK={local_rank} but this node has {torch.cuda.device_count()} GPU(s); "
+            "start at most one process per GPU (--nproc_per_node)"
+        )
     return torch.device("cuda", local_rank)
 
 

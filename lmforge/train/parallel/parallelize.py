@@ -34,50 +34,77 @@ def check_layout(cfg: RunConfig, layout: Layout, seq_len: int) -> None:
     if layout.tp > 1:
         for name, heads in (("model.n_head", m.n_head), ("model.n_kv_head (key/value heads)", m.kv_heads)):
             if heads % layout.tp:
-                raise ConfigError(f"parallel.tp={layout.tp} does not divide {name}={heads}; each tensor-parallel "
-                                  "rank must hold whole heads")
+                raise ConfigError(
+                    f"parallel.tp={layout.tp} does not divide {name}={heads}; each tensor-parallel "
+                    "rank must hold whole heads"
+                )
         if m.hidden_dim % layout.tp:
-            raise ConfigError(f"parallel.tp={layout.tp} does not divide the MLP width {m.hidden_dim} "
-                              "(model.ffn_hidden)")
+            raise ConfigError(
+                f"parallel.tp={layout.tp} does not divide the MLP width {m.hidden_dim} (model.ffn_hidden)"
+            )
         if m.vocab_size % layout.tp:
             padded = -(-m.vocab_size // layout.tp) * layout.tp
-            raise ConfigError(f"parallel.tp={layout.tp} does not divide model.vocab_size={m.vocab_size}; set "
-                              f"model.vocab_size={padded} (a multiple of {layout.tp}; extra rows are unused padding)")
+            raise ConfigError(
+                f"parallel.tp={layout.tp} does not divide model.vocab_size={m.vocab_size}; set "
+                f"model.vocab_size={padded} (a multiple of {layout.tp}; extra rows are unused padding)"
+            )
         if pc.dp_mode == "ddp" and layout.dp > 1:
-            raise ConfigError("parallel.dp_mode=ddp cannot be combined with parallel.tp > 1; use dp_mode=fsdp")
+            raise ConfigError(
+                "parallel.dp_mode=ddp cannot be combined with parallel.tp > 1; use dp_mode=fsdp"
+            )
         if pc.sequence_parallel and seq_len % layout.tp:
-            raise ConfigError(f"parallel.sequence_parallel needs the sequence length ({seq_len}) to be a "
-                              f"multiple of parallel.tp={layout.tp}")
+            raise ConfigError(
+                f"parallel.sequence_parallel needs the sequence length ({seq_len}) to be a "
+                f"multiple of parallel.tp={layout.tp}"
+            )
         if t.compile:  # torch 2.13: DTensor's redistribute backward receives a plain tensor from the
             # compiled block ("'Tensor' object has no attribute '_local_tensor'"); FSDP and PP compile fine
-            raise ConfigError("train.compile=true is not supported with parallel.tp > 1 yet; set train.compile=false")
+            raise ConfigError(
+                "train.compile=true is not supported with parallel.tp > 1 yet; set train.compile=false"
+            )
         if pc.sequence_parallel and m.kind == "encoder-decoder":
-            raise ConfigError("parallel.sequence_parallel supports decoder and encoder models, not encoder-decoder")
+            raise ConfigError(
+                "parallel.sequence_parallel supports decoder and encoder models, not encoder-decoder"
+            )
         if m.qk_norm:  # the q/k norm gains are shared by all heads, but each rank sees only its own heads:
             # their gradients would need a sum over the tensor-parallel ranks, which nothing does yet
-            raise ConfigError("model.qk_norm=true is not supported with parallel.tp > 1 yet (the per-head q/k norm "
-                              "gains would get only this rank's heads' gradients); use FSDP/DDP or pipeline parallelism")
+            raise ConfigError(
+                "model.qk_norm=true is not supported with parallel.tp > 1 yet (the per-head q/k norm "
+                "gains would get only this rank's heads' gradients); use FSDP/DDP or pipeline parallelism"
+            )
     if layout.pp > 1:
         split_layers(m.n_layer, layout.pp)  # raises if pp > n_layer
         if m.kind == "encoder-decoder":
-            raise ConfigError("parallel.pp > 1 supports decoder and encoder models; an encoder-decoder's two "
-                              "stacks do not form one pipeline (use parallel.pp=1)")
+            raise ConfigError(
+                "parallel.pp > 1 supports decoder and encoder models; an encoder-decoder's two "
+                "stacks do not form one pipeline (use parallel.pp=1)"
+            )
         if m.tie_embeddings:
-            raise ConfigError("model.tie_embeddings=true puts one weight on the first and the last pipeline "
-                              "stage; set model.tie_embeddings=false to use parallel.pp > 1")
+            raise ConfigError(
+                "model.tie_embeddings=true puts one weight on the first and the last pipeline "
+                "stage; set model.tie_embeddings=false to use parallel.pp > 1"
+            )
     if t.batch_size % layout.dp:
-        raise ConfigError(f"train.batch_size={t.batch_size} (sequences per micro-batch, over all data-parallel "
-                          f"ranks) is not a multiple of parallel.dp={layout.dp}")
+        raise ConfigError(
+            f"train.batch_size={t.batch_size} (sequences per micro-batch, over all data-parallel "
+            f"ranks) is not a multiple of parallel.dp={layout.dp}"
+        )
     if layout.pp > 1:
         local, micro = t.batch_size // layout.dp, pipeline_microbatches(pc, layout)
         if local % micro:
-            raise ConfigError(f"each data-parallel rank's {local} sequences per micro-batch (train.batch_size / dp) "
-                              f"do not split into parallel.pp_microbatches={micro} pipeline micro-batches")
+            raise ConfigError(
+                f"each data-parallel rank's {local} sequences per micro-batch (train.batch_size / dp) "
+                f"do not split into parallel.pp_microbatches={micro} pipeline micro-batches"
+            )
         if pc.pp_schedule == "1f1b" and micro < layout.pp:
-            raise ConfigError(f"the 1F1B schedule needs at least as many micro-batches as stages: "
-                              f"parallel.pp_microbatches={micro} < parallel.pp={layout.pp}")
+            raise ConfigError(
+                f"the 1F1B schedule needs at least as many micro-batches as stages: "
+                f"parallel.pp_microbatches={micro} < parallel.pp={layout.pp}"
+            )
     if layout.world_size > 1 and t.precision == "fp16":
-        raise ConfigError("train.precision=fp16 (loss scaling) is single-process only; use bf16 for distributed runs")
+        raise ConfigError(
+            "train.precision=fp16 (loss scaling) is single-process only; use bf16 for distributed runs"
+        )
 
 
 def pipeline_microbatches(pc, layout: Layout) -> int:
@@ -91,8 +118,16 @@ class Parallel:
     has_loss: whether this rank computes the loss (every rank, or the last pipeline stage)
     """
 
-    def __init__(self, module: nn.Module, env: Dist, runner: nn.Module | None = None, schedule=None,
-                 loss_fn: ScaledLoss | None = None, microbatches: int = 1, no_decay: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        env: Dist,
+        runner: nn.Module | None = None,
+        schedule=None,
+        loss_fn: ScaledLoss | None = None,
+        microbatches: int = 1,
+        no_decay: set[str] | None = None,
+    ) -> None:
         self.module, self.env = module, env
         self.no_decay = no_decay  # parameter names without weight decay (the whole model's choice)
         self.runner = runner if runner is not None else module  # what forward calls (DDP / compiled)
@@ -100,9 +135,15 @@ class Parallel:
         self.has_loss = schedule is None or env.pp_rank == env.layout.pp - 1
         self.is_first_stage = schedule is None or env.pp_rank == 0
 
-    def forward_backward(self, batch: dict[str, torch.Tensor], n_micro: int, last: bool,
-                         scaler: torch.amp.GradScaler, weight: float | None = None,
-                         loss_sum=None) -> torch.Tensor:
+    def forward_backward(
+        self,
+        batch: dict[str, torch.Tensor],
+        n_micro: int,
+        last: bool,
+        scaler: torch.amp.GradScaler,
+        weight: float | None = None,
+        loss_sum=None,
+    ) -> torch.Tensor:
         """Forward and backward of one micro-batch, its gradient weighted 1 / n_micro; returns
         its (detached) mean loss on ranks with a loss, else 0. With `weight` (token-weighted
         sources, train/source.py) the loss is instead loss_sum(model, batch) (a sum over the
@@ -117,14 +158,18 @@ class Parallel:
         if self.schedule is not None:
             self.loss_fn.scale = 1.0 / (self.microbatches * n_micro)
             losses: list[torch.Tensor] = []
-            self.schedule.step(*self._stage_inputs(batch), target=batch["targets"] if self.has_loss else None,
-                               losses=losses if self.has_loss else None)
+            self.schedule.step(
+                *self._stage_inputs(batch),
+                target=batch["targets"] if self.has_loss else None,
+                losses=losses if self.has_loss else None,
+            )
             if not self.has_loss:
                 return torch.zeros((), device=self.env.device)
             return torch.stack([x.detach().float() for x in losses]).sum() * n_micro
         with self._sync_grads(last):
-            _, loss = self.runner(batch["input_ids"], batch["targets"],
-                                  decoder_input_ids=batch.get("decoder_input_ids"))
+            _, loss = self.runner(
+                batch["input_ids"], batch["targets"], decoder_input_ids=batch.get("decoder_input_ids")
+            )
             scaler.scale(loss / n_micro).backward()  # the mean over micro-batches is the full batch's mean
         return loss.detach().float()
 
@@ -137,15 +182,27 @@ class Parallel:
             self.loss_fn.scale, self.loss_fn.reduction = 1.0, "sum"
             losses: list[torch.Tensor] = []
             try:
-                self.schedule.eval(*self._stage_inputs(batch), target=targets if self.has_loss else None,
-                                   losses=losses if self.has_loss else None)
+                self.schedule.eval(
+                    *self._stage_inputs(batch),
+                    target=targets if self.has_loss else None,
+                    losses=losses if self.has_loss else None,
+                )
             finally:
                 self.loss_fn.reduction = "mean"
             return torch.stack([x.float() for x in losses]).sum() if self.has_loss else None
-        logits, _ = self.runner(batch["input_ids"], None, decoder_input_ids=batch.get("decoder_input_ids"),
-                                segment_ids=batch.get("segment_ids"), position_ids=batch.get("position_ids"))
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
-                               ignore_index=-100, reduction="sum")
+        logits, _ = self.runner(
+            batch["input_ids"],
+            None,
+            decoder_input_ids=batch.get("decoder_input_ids"),
+            segment_ids=batch.get("segment_ids"),
+            position_ids=batch.get("position_ids"),
+        )
+        return F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)).float(),
+            targets.reshape(-1),
+            ignore_index=-100,
+            reduction="sum",
+        )
 
     def _stage_inputs(self, batch) -> tuple:
         return (batch["input_ids"],) if self.is_first_stage else ()
@@ -217,8 +274,9 @@ def parallelize(model: nn.Module, cfg: RunConfig, env: Dist, dtype: torch.dtype)
         _fully_shard(module, units, env.submesh("dp"), dtype, pc.reshard_after_forward)
     elif layout.dp > 1 and layout.pp == 1:
         device_ids = [env.device.index] if env.device.type == "cuda" else None
-        runner = nn.parallel.DistributedDataParallel(module, device_ids=device_ids,
-                                                     process_group=env.group("dp"))
+        runner = nn.parallel.DistributedDataParallel(
+            module, device_ids=device_ids, process_group=env.group("dp")
+        )
     elif layout.dp > 1:
         # DDP's reducer cannot follow a pipeline's per-micro-batch backward passes (torch 2.13:
         # "rebuilt parameter indices size is not same"). FSDP2 on the 2-D (dp, tp) mesh is hybrid
@@ -230,29 +288,40 @@ def parallelize(model: nn.Module, cfg: RunConfig, env: Dist, dtype: torch.dtype)
         return Parallel(module, env, runner=runner, no_decay=no_decay)
     loss_fn = ScaledLoss()
     micro = pipeline_microbatches(pc, layout)
-    schedule = build_schedule(runner, layout.pp, env.pp_rank, env.device, env.group("pp"), pc.pp_schedule,
-                              micro, loss_fn)
-    return Parallel(module, env, runner=runner, schedule=schedule, loss_fn=loss_fn, microbatches=micro,
-                    no_decay=no_decay)
+    schedule = build_schedule(
+        runner, layout.pp, env.pp_rank, env.device, env.group("pp"), pc.pp_schedule, micro, loss_fn
+    )
+    return Parallel(
+        module, env, runner=runner, schedule=schedule, loss_fn=loss_fn, microbatches=micro, no_decay=no_decay
+    )
 
 
 def _blocks(module: nn.Module) -> list[tuple[int, nn.Module]]:
     """(layer index, block) of every transformer block in `module` (a model or a stage)."""
     blocks = module.blocks
-    pairs = [(int(k), b) for k, b in blocks.items()] if isinstance(blocks, nn.ModuleDict) else list(enumerate(blocks))
+    pairs = (
+        [(int(k), b) for k, b in blocks.items()]
+        if isinstance(blocks, nn.ModuleDict)
+        else list(enumerate(blocks))
+    )
     if hasattr(module, "encoder_blocks"):
         pairs += list(enumerate(module.encoder_blocks))
     return pairs
 
 
-def _fully_shard(module: nn.Module, blocks: list[nn.Module], dp_mesh, dtype: torch.dtype, reshard: bool) -> None:
+def _fully_shard(
+    module: nn.Module, blocks: list[nn.Module], dp_mesh, dtype: torch.dtype, reshard: bool
+) -> None:
     """FSDP2 per block (each block's all-gather overlaps the previous block's compute), then the
     rest (embeddings, final norm, output layer) as the root unit. With bf16, parameters are cast
     for compute while reductions and the fp32 master weights stay fp32 (Micikevicius et al. 2018)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype != torch.float32 \
+    mp = (
+        MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+        if dtype != torch.float32
         else MixedPrecisionPolicy()
+    )
     for block in blocks:
         fully_shard(block, mesh=dp_mesh, mp_policy=mp, reshard_after_forward=reshard)
     fully_shard(module, mesh=dp_mesh, mp_policy=mp, reshard_after_forward=reshard)

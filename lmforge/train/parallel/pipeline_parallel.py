@@ -90,13 +90,25 @@ class ScaledLoss:
         self.reduction = "mean"  # "sum" while validating: summed NLL, so padded micro-batches add 0
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE,
-                               reduction=self.reduction)
+        loss = F.cross_entropy(
+            logits.view(-1, logits.size(-1)).float(),
+            targets.reshape(-1),
+            ignore_index=IGNORE,
+            reduction=self.reduction,
+        )
         return loss * self.scale
 
 
-def build_schedule(stage_module: nn.Module, pp: int, pp_rank: int, device: torch.device, group,
-                   schedule: str, microbatches: int, loss_fn: ScaledLoss):
+def build_schedule(
+    stage_module: nn.Module,
+    pp: int,
+    pp_rank: int,
+    device: torch.device,
+    group,
+    schedule: str,
+    microbatches: int,
+    loss_fn: ScaledLoss,
+):
     """A PipelineStage for this rank and the GPipe or 1F1B schedule that drives it."""
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 

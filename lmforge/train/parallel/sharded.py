@@ -37,8 +37,16 @@ if TYPE_CHECKING:  # the aggregate sits above train (it gathers train's sections
 __all__ = ["is_sharded", "load_full", "load_sharded", "save_sharded"]
 
 
-def save_sharded(run_dir: Path, step: int, module: nn.Module, optimizer: torch.optim.Optimizer,
-                 state: dict[str, Any], cfg: RunConfig, keep_last: int, env) -> Path:
+def save_sharded(
+    run_dir: Path,
+    step: int,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    cfg: RunConfig,
+    keep_last: int,
+    env,
+) -> Path:
     """Collective: every rank writes its shard; rank 0 completes the checkpoint. Returns its path."""
     import torch.distributed.checkpoint as dcp
 
@@ -46,15 +54,24 @@ def save_sharded(run_dir: Path, step: int, module: nn.Module, optimizer: torch.o
     if env.is_main:
         ckpt.begin_checkpoint(run_dir, step)
     env.barrier()
-    run_dcp(dcp.save, state_dicts(module, optimizer), checkpoint_id=str(tmp / SHARDED_DIR),
-            distributed=env.distributed)  # returns once the metadata (rank 0) is written
+    run_dcp(
+        dcp.save,
+        state_dicts(module, optimizer),
+        checkpoint_id=str(tmp / SHARDED_DIR),
+        distributed=env.distributed,
+    )  # returns once the metadata (rank 0) is written
     final = ckpt.finish_checkpoint(run_dir, step, state, cfg, keep_last) if env.is_main else None
     env.barrier()  # nobody starts the next step (or the next save) before the rename
     return final or Path(run_dir) / "checkpoints" / ckpt.step_dir_name(step)
 
 
-def load_full(ckpt_dir: Path, module: nn.Module, optimizer: torch.optim.Optimizer | None, cfg: RunConfig,
-              build_reference) -> None:
+def load_full(
+    ckpt_dir: Path,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    cfg: RunConfig,
+    build_reference,
+) -> None:
     """Load a single-process checkpoint (model.safetensors, optimizer.pt) into a sharded `module`.
 
     The file format keys the optimizer state by position, so it is first loaded into a plain
@@ -71,6 +88,8 @@ def load_full(ckpt_dir: Path, module: nn.Module, optimizer: torch.optim.Optimize
     ref_opt.load_state_dict(saved["optimizer"])
     full_osd = get_optimizer_state_dict(ref_model, ref_opt)  # keyed by parameter name
     groups = [{**g, "params": [n for n in g["params"] if n in names]} for g in full_osd["param_groups"]]
-    mine = {"state": {n: v for n, v in full_osd["state"].items() if n in names},
-            "param_groups": [g for g in groups if g["params"]]}  # a stage drops empty groups, as its optimizer
+    mine = {
+        "state": {n: v for n, v in full_osd["state"].items() if n in names},
+        "param_groups": [g for g in groups if g["params"]],
+    }  # a stage drops empty groups, as its optimizer
     set_optimizer_state_dict(module, optimizer, mine, options=StateDictOptions(full_state_dict=True))

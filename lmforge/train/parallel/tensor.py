@@ -26,7 +26,9 @@ from torch.distributed.tensor.parallel import (
 )
 
 
-def apply_tensor_parallel(model: nn.Module, blocks: list[nn.Module], tp_mesh, sequence_parallel: bool) -> None:
+def apply_tensor_parallel(
+    model: nn.Module, blocks: list[nn.Module], tp_mesh, sequence_parallel: bool
+) -> None:
     """Split `blocks` (and, when `model` holds them, tok_emb, norm_f and lm_head) over tp_mesh.
 
     `model` is a Transformer or one pipeline stage of it; parameter names do not change."""
@@ -36,16 +38,25 @@ def apply_tensor_parallel(model: nn.Module, blocks: list[nn.Module], tp_mesh, se
         plan = {}
         for name in ("attn", "cross_attn"):
             if hasattr(block, name):
-                plan.update({f"{name}.q_proj": ColwiseParallel(), f"{name}.k_proj": ColwiseParallel(),
-                             f"{name}.v_proj": ColwiseParallel(),
-                             f"{name}.o_proj": RowwiseParallel(output_layouts=between)})
+                plan.update(
+                    {
+                        f"{name}.q_proj": ColwiseParallel(),
+                        f"{name}.k_proj": ColwiseParallel(),
+                        f"{name}.v_proj": ColwiseParallel(),
+                        f"{name}.o_proj": RowwiseParallel(output_layouts=between),
+                    }
+                )
         for proj in ("gate_proj", "up_proj"):
             if hasattr(block.mlp, proj):
                 plan[f"mlp.{proj}"] = ColwiseParallel()
         plan["mlp.down_proj"] = RowwiseParallel(output_layouts=between)
         if sp:
-            plan.update({"attn_norm": SequenceParallel(use_local_output=True),
-                         "mlp_norm": SequenceParallel(use_local_output=True)})
+            plan.update(
+                {
+                    "attn_norm": SequenceParallel(use_local_output=True),
+                    "mlp_norm": SequenceParallel(use_local_output=True),
+                }
+            )
         parallelize_module(block, tp_mesh, plan)
         if sp:  # sublayers see the whole sequence: gather it at their entry
             gather_first_input(block.attn, tp_mesh)
@@ -75,15 +86,22 @@ def _tied(model: nn.Module) -> bool:
 
 def _shard_seq(x, mesh):
     """A replicated (B, T, C) tensor -> this rank's (B, T/tp, C) slice (no communication)."""
-    return DTensor.from_local(x, mesh, (Replicate(),), run_check=False).redistribute(
-        mesh, (Shard(1),)).to_local()
+    return (
+        DTensor.from_local(x, mesh, (Replicate(),), run_check=False)
+        .redistribute(mesh, (Shard(1),))
+        .to_local()
+    )
 
 
 def _gather_seq(x, mesh):
     """This rank's (B, T/tp, C) slice -> the whole (B, T, C) sequence (all-gather)."""
     if isinstance(x, DTensor):
         return x.redistribute(mesh, (Replicate(),)).to_local()
-    return DTensor.from_local(x, mesh, (Shard(1),), run_check=False).redistribute(mesh, (Replicate(),)).to_local()
+    return (
+        DTensor.from_local(x, mesh, (Shard(1),), run_check=False)
+        .redistribute(mesh, (Replicate(),))
+        .to_local()
+    )
 
 
 def gather_first_input(module: nn.Module, mesh) -> None:
