@@ -228,8 +228,8 @@ def test_c4_rules():
     cfg = C4Config()
     assert (cfg.min_words_per_line, cfg.min_sentences, cfg.max_word_length) == (5, 3, 1000)  # TFDS c4_utils
     dropped: Counter = Counter()
-    page = "\n".join(
-        [  # noqa: FLY002
+    page = "\n".join(  # noqa: FLY002
+        [
             "A short line.",  # < 5 words
             "This line has no terminal punctuation at all",
             "Please enable JavaScript in your browser to see this page.",
