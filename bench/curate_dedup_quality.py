@@ -232,7 +232,8 @@ def dedup_order() -> None:
         n = max(1, c["pairs"])
         print(
             f"  {name:22s} {c['pairs']:6d} {c['copy removed by C4']:19d} "
-            f"{c['cleaned'] / n:12.3f} ({c['cleaned exact']:4d}) {c['original'] / n:13.3f} ({c['original exact']:4d})"
+            f"{c['cleaned'] / n:12.3f} ({c['cleaned exact']:4d}) {c['original'] / n:13.3f} "
+            f"({c['original exact']:4d})"
         )
 
 

@@ -120,7 +120,8 @@ def main() -> None:
     dt = theirs(texts)
     disagreements: dict[str, list[int]] = {}
     print(
-        f"{'filter':20s} {'lmforge MB/s':>13s} {'docs/s':>9s} {'datatrove MB/s':>15s} {'ratio':>7s} {'agree':>7s}"
+        f"{'filter':20s} {'lmforge MB/s':>13s} {'docs/s':>9s} {'datatrove MB/s':>15s} {'ratio':>7s} "
+        f"{'agree':>7s}"
     )
     for name, (keep, s) in best.items():
         line = f"{name:20s} {mb / s:13.2f} {len(texts) / s:9.0f}"

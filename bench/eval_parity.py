@@ -142,7 +142,8 @@ def to_markdown(rows: list[dict], timings: list[dict], args, env: str, tok_size:
         "",
         (
             "Same random-weight models, same local data (shared/data/benchmarks), the first "
-            f"{args.limit} documents of each task (MMLU: {args.subjects} subject(s) per category), one process. "
+            f"{args.limit} documents of each task (MMLU: {args.subjects} subject(s) per category), "
+            "one process. "
             "lm-eval uses its own task files (included by path, pointed at the local files)."
         ),
         "",
@@ -152,7 +153,10 @@ def to_markdown(rows: list[dict], timings: list[dict], args, env: str, tok_size:
             f"difference {worst_ppl:.1e}."
         ),
         "",
-        "| model | task | shots | metric | lmforge | lm-eval | abs diff | stderr diff | max per-request Δll | n |",
+        (
+            "| model | task | shots | metric | lmforge | lm-eval | abs diff | stderr diff "
+            "| max per-request Δll | n |"
+        ),
         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -167,7 +171,10 @@ def to_markdown(rows: list[dict], timings: list[dict], args, env: str, tok_size:
         "",
         "## Speed (same process, same batch size; wall time incl. data loading)",
         "",
-        "| model | tasks | shots | docs | lm-eval s | lmforge s | docs/s lm-eval | docs/s lmforge | speed-up |",
+        (
+            "| model | tasks | shots | docs | lm-eval s | lmforge s | docs/s lm-eval | docs/s lmforge "
+            "| speed-up |"
+        ),
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t in timings:

@@ -13,7 +13,8 @@ Positions: token positions through the model, padded and real (lmforge); lm-eval
 the size of every batch it runs.
 
     python bench/eval_shapes.py --docs 100 --repeats 3 --profile --engine-paths
-    python bench/eval_shapes.py --docs 30 --layers 12 --embd 768 --heads 12 --vocab 50257  # GPT-2 small's shape
+    # GPT-2 small's shape:
+    python bench/eval_shapes.py --docs 30 --layers 12 --embd 768 --heads 12 --vocab 50257
 """
 
 from __future__ import annotations
@@ -272,7 +273,8 @@ def main() -> None:
         **{**vars(torch.nn.functional), "log_softmax": timer(torch.nn.functional.log_softmax, "softmax")}
     )
     print(
-        "| shape | docs | lm-eval CPU s (forward + log-softmax) | lmforge CPU s | speed-up CPU (forward only) "
+        "| shape | docs | lm-eval CPU s (forward + log-softmax) | lmforge CPU s "
+        "| speed-up CPU (forward only) "
         "| speed-up wall | lm-eval positions | lmforge positions (padded / real) | padding ratio | same acc |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")

@@ -152,7 +152,8 @@ def bench(label: str, run: Path, tmp: Path, args) -> list[dict]:
 
 def to_markdown(rows: list[dict], args, env: str) -> str:
     cmd = (
-        f"`python bench/hf_generate_speed.py --prompt {args.prompt} --new {args.new} --repeats {args.repeats} "
+        f"`python bench/hf_generate_speed.py --prompt {args.prompt} --new {args.new} --repeats "
+        f"{args.repeats} "
         f"--threads {args.threads}"
         + (" --no-compile" if args.no_compile else "")
         + "".join(f" --run {r}" for r in args.run or [])

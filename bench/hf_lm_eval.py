@@ -3,7 +3,8 @@
 For each model (a run given with --run, or tiny random Llama- and GPT-2-shaped runs built here):
   1. `lmforge export` it to a Hugging Face folder;
   2. run lm-eval's own `hf` model type on that folder (transformers does the forward passes),
-     with lm-eval's own ARC-Easy and HellaSwag task files pointed at the local data (docs/eval-semantics.md §11);
+     with lm-eval's own ARC-Easy and HellaSwag task files pointed at the local data
+     (docs/eval-semantics.md §11);
   3. run lmforge's evaluator (LmforgeLM, the lmforge Transformer) on the run itself;
 and print both accuracies (acc, acc_norm) and the largest per-request log-likelihood difference.
 Equal to 4 decimals is the bar. With --serve, also:

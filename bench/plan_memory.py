@@ -99,7 +99,8 @@ def main() -> None:
         predicted = pred["total"] - pred["weights"]
         ratios.append(predicted / measured)
         print(
-            f"{label:<46} {batch:>3} x {seq:<3} {measured / 1e6:>8.1f}MB {predicted / 1e6:>8.1f}MB {ratios[-1]:>6.3f}"
+            f"{label:<46} {batch:>3} x {seq:<3} {measured / 1e6:>8.1f}MB {predicted / 1e6:>8.1f}MB "
+            f"{ratios[-1]:>6.3f}"
         )
     print(f"ratio predicted / measured: min {min(ratios):.3f}, max {max(ratios):.3f}")
 

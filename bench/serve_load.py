@@ -204,7 +204,8 @@ def main() -> None:
         head,
         "",
         (
-            "| mode | requests/s | generated tokens/s | vs baseline | latency p50 | latency p95 | first token p50 "
+            "| mode | requests/s | generated tokens/s | vs baseline | latency p50 | latency p95 | first "
+            "token p50 "
             "| CPU ms / token |"
         ),
         "|---|---:|---:|---:|---:|---:|---:|---:|",

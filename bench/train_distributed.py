@@ -176,12 +176,14 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.steps} steps (median after {args.warmup})"
     )
     print(
-        f"{'mesh pp x dp x tp':>18} {'procs':>5} {'tokens/s':>10} {'per proc':>9} {'mfu':>6}  ratio vs 1 process"
+        f"{'mesh pp x dp x tp':>18} {'procs':>5} {'tokens/s':>10} {'per proc':>9} {'mfu':>6}  ratio vs 1 "
+        "process"
     )
     for r in results:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
         print(
-            f"{r['mesh']:>18} {r['processes']:>5} {r['tokens_per_s']:>10,.0f} {r['tokens_per_s_per_process']:>9,.0f} "
+            f"{r['mesh']:>18} {r['processes']:>5} {r['tokens_per_s']:>10,.0f} "
+            f"{r['tokens_per_s_per_process']:>9,.0f} "
             f"{mfu:>6}  ratio vs 1 process: {r['tokens_per_s'] / base:.2f}x"
         )
     if args.json:

@@ -324,7 +324,8 @@ def main(argv: list[str] | None = None) -> None:
     rate = statistics.median(matmul_rates)
     print(
         f"matmul {str(dtype).removeprefix('torch.')} 2048^3: {rate / 1e9:.1f} GFLOP/s "
-        f"(median of {len(matmul_rates)}, min {min(matmul_rates) / 1e9:.1f}, max {max(matmul_rates) / 1e9:.1f})"
+        f"(median of {len(matmul_rates)}, min {min(matmul_rates) / 1e9:.1f}, max "
+        f"{max(matmul_rates) / 1e9:.1f})"
     )
 
     mem_kind = "CUDA max allocated" if device.type == "cuda" else "process max RSS"
@@ -332,7 +333,8 @@ def main(argv: list[str] | None = None) -> None:
         tps = runner.tokens_per_s
         print(
             f"[{runner.name}] tokens/s: {tps:,.0f} (median of {len(runner.rates)} x {args.steps} steps, "
-            f"min {min(runner.rates):,.0f}, max {max(runner.rates):,.0f}), MFU: {100 * fpt * tps / rate:.1f}%, "
+            f"min {min(runner.rates):,.0f}, max {max(runner.rates):,.0f}), MFU: "
+            f"{100 * fpt * tps / rate:.1f}%, "
             f"peak memory: {runner.peak_mem:,.0f} MiB ({mem_kind})"
         )
     ours_tps = runners[0].tokens_per_s

@@ -214,12 +214,14 @@ def main() -> None:
     floor = rows["load only"]["peak_mb"]
     full = rows["full"]
     print(
-        f"model: {args.layers} layers x {args.width}, vocab {args.vocab} (untied), {full['total']:,} parameters; "
+        f"model: {args.layers} layers x {args.width}, vocab {args.vocab} (untied), {full['total']:,} "
+        "parameters; "
         f"batch {args.batch} x {args.seq_len} tokens, {args.steps} steps, device {args.device}, "
         f"memory = {full['kind']}\n"
     )
     print(
-        "| variant | trainable params | peak MB | peak - load-only MB | vs full (above load-only) | tokens/s |"
+        "| variant | trainable params | peak MB | peak - load-only MB | vs full (above load-only) | tokens/s "
+        "|"
     )
     print("|---|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
@@ -228,7 +230,8 @@ def main() -> None:
             continue
         over = r["peak_mb"] - floor
         print(
-            f"| {name} | {r['trainable']:,} ({100 * r['trainable'] / r['total']:.2f}%) | {r['peak_mb']:,.0f} | "
+            f"| {name} | {r['trainable']:,} ({100 * r['trainable'] / r['total']:.2f}%) | {r['peak_mb']:,.0f} "
+            "| "
             f"{over:,.0f} | {over / (full['peak_mb'] - floor):.2f}x | {r['tokens_per_s']:,.0f} |"
         )
     print("\nTensor bytes of one training step (MB), counted exactly:\n")

@@ -131,7 +131,8 @@ def main() -> None:
     n_bytes = sum(len(r["text"].encode("utf-8")) for r in rows)
     print(f"{len(rows)} documents, {n_chars:,} characters, {n_bytes:,} UTF-8 bytes of text")
     print(
-        f"wrote {args.out} ({args.out.stat().st_size:,} bytes, sha256 of the JSONL {hashlib.sha256(body).hexdigest()[:16]})"
+        f"wrote {args.out} ({args.out.stat().st_size:,} bytes, sha256 of the JSONL "
+        f"{hashlib.sha256(body).hexdigest()[:16]})"
     )
 
 
