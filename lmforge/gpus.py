@@ -33,8 +33,8 @@ _A100_SPEC = (
     "NVIDIA A100 Tensor Core GPU datasheet (nvidia.com, 2021): BF16 312 TFLOPS dense (624 sparse), 400 W SXM"
 )
 _H100_SPEC = (
-    "NVIDIA H100 Tensor Core GPU datasheet (nvidia.com, 2023): SXM BF16 1,979 TFLOPS with sparsity = 989 dense, "
-    "80 GB HBM3, up to 700 W"
+    "NVIDIA H100 Tensor Core GPU datasheet (nvidia.com, 2023): SXM BF16 1,979 TFLOPS with sparsity = 989 "
+    "dense, 80 GB HBM3, up to 700 W"
 )
 _RENT_2026 = (
     "On-demand rent: mercatus-ai.com/blog/cloud-gpu-pricing (May 2026, long-tail to specialty clouds) and "
@@ -61,9 +61,9 @@ GPUS: dict[str, GPU] = {
             f"{_PRICE_2026}: ~$30,000"),
         GPU(name="h200", label="NVIDIA H200 SXM 141GB", peak_flops=989e12, memory_gb=141, power_w=700,
             rent_per_hour=(2.5, 4.5), price=35_000,
-            sources="NVIDIA H200 Tensor Core GPU datasheet (nvidia.com, 2024): BF16 1,979 TFLOPS with sparsity "
-            f"= 989 dense, 141 GB HBM3e, up to 700 W. {_RENT_2026}: $2.50-3.50 long-tail, $3.50-4.50 "
-            f"specialty. {_PRICE_2026}: ~$35,000"),
+            sources="NVIDIA H200 Tensor Core GPU datasheet (nvidia.com, 2024): BF16 1,979 TFLOPS "
+            f"with sparsity = 989 dense, 141 GB HBM3e, up to 700 W. {_RENT_2026}: $2.50-3.50 long-tail, "
+            f"$3.50-4.50 specialty. {_PRICE_2026}: ~$35,000"),
     ]
 }  # fmt: skip
 _ALIASES = {"h100-sxm": "h100", "h100-80gb": "h100", "h200-sxm": "h200", "h200-141gb": "h200"}

@@ -77,8 +77,9 @@ def prepare_shards(cfg: RunConfig, tok, run_dir: Path) -> Path:
     meta = encode_corpus(documents(cfg.data.corpus), tok, shard_dir, cfg.data)
     tr, va = meta["splits"]["train"], meta["splits"]["val"]
     log(
-        f"data: {tr['documents']} train / {va['documents']} val documents, {tr['tokens']:,} / {va['tokens']:,} "
-        f"tokens ({tr['bytes'] / max(tr['tokens'], 1):.2f} bytes/token) in {time.time() - t0:.1f}s -> {shard_dir}"
+        f"data: {tr['documents']} train / {va['documents']} val documents, "
+        f"{tr['tokens']:,} / {va['tokens']:,} tokens ({tr['bytes'] / max(tr['tokens'], 1):.2f} bytes/token) "
+        f"in {time.time() - t0:.1f}s -> {shard_dir}"
     )
     return shard_dir
 

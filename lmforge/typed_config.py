@@ -135,7 +135,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if value not in args:
             choices = ", ".join(map(str, args))
             raise ConfigError(
-                f"'{key}' must be one of {choices}, got {value!r}{_suggest(str(value), [str(a) for a in args])}"
+                f"'{key}' must be one of {choices}, got "
+                f"{value!r}{_suggest(str(value), [str(a) for a in args])}"
             )
         return value
     if origin in (list, tuple):

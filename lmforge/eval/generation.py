@@ -1,7 +1,7 @@
 """Open-ended generation: generate until a stop string, then score against references.
 
-`generate_until` follows lm-eval's HFLM.generate_until (docs/eval-semantics.md §2.4): the end-of-text string is
-always a stop sequence, the context is left-truncated to max_length - max_gen_toks tokens, and
+`generate_until` follows lm-eval's HFLM.generate_until (docs/eval-semantics.md §2.4): the end-of-text string
+is always a stop sequence, the context is left-truncated to max_length - max_gen_toks tokens, and
 the decoded text is cut before the first stop string. Greedy at temperature 0, else sampled with
 a per-request seed.
 """

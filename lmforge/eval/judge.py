@@ -1,7 +1,7 @@
 """An LLM as judge: rubric grading (1-10) and pairwise comparison in both orders.
 
-Protocol after MT-Bench (Zheng et al. 2023, FastChat `fastchat/llm_judge/`, docs/eval-semantics.md §5.1): the judge
-answers at temperature 0 and ends with a verdict in double brackets, `[[7]]` or `[[A]]`/`[[B]]`/`[[C]]`
+Protocol after MT-Bench (Zheng et al. 2023, FastChat `fastchat/llm_judge/`, docs/eval-semantics.md §5.1): the
+judge answers at temperature 0 and ends with a verdict in double brackets, `[[7]]` or `[[A]]`/`[[B]]`/`[[C]]`
 (C = tie); a pair is judged twice with the answers swapped and a verdict that changes with the
 order counts as a tie, which cancels position bias; the agreement between the two orders is reported.
 Every judge prompt, raw answer and parsed verdict is saved.
@@ -26,14 +26,16 @@ SINGLE_PROMPT = (
     "You are an impartial judge. Rate how well the assistant's answer responds to the user's question: "
     "consider helpfulness, relevance, accuracy, depth and detail. Explain briefly, then give the rating "
     "from 1 to 10 in exactly this format: [[rating]], for example [[6]].\n\n"
-    "[Question]\n{question}\n\n[The Start of the Assistant's Answer]\n{answer}\n[The End of the Assistant's Answer]"
+    "[Question]\n{question}\n\n"
+    "[The Start of the Assistant's Answer]\n{answer}\n[The End of the Assistant's Answer]"
 )
 PAIR_PROMPT = (
     "You are an impartial judge. Compare the answers of two assistants to the user's question and decide "
     "which one answers it better. Do not let the order of the answers, their length or the assistants' "
     "names influence you. Explain briefly, then give your verdict in exactly this format: [[A]] if "
     "assistant A is better, [[B]] if assistant B is better, [[C]] for a tie.\n\n"
-    "[Question]\n{question}\n\n[The Start of Assistant A's Answer]\n{a}\n[The End of Assistant A's Answer]\n\n"
+    "[Question]\n{question}\n\n"
+    "[The Start of Assistant A's Answer]\n{a}\n[The End of Assistant A's Answer]\n\n"
     "[The Start of Assistant B's Answer]\n{b}\n[The End of Assistant B's Answer]"
 )
 

@@ -29,13 +29,15 @@ def process_arc(dataset):
     def fix(d):
         q = d["question"]
         return {"id": d["id"], "question": q["stem"],
-                "choices": {"text": [c["text"] for c in q["choices"]], "label": [c["label"] for c in q["choices"]]},
+                "choices": {"text": [c["text"] for c in q["choices"]],
+                            "label": [c["label"] for c in q["choices"]]},
                 "answerKey": d["answerKey"]}
     return dataset.map(fix, remove_columns=dataset.column_names)
 
 
 def process_mmlu(dataset):
-    return dataset.map(lambda d: {"choices": [d["A"], d["B"], d["C"], d["D"]], "answer": "ABCD".index(d["target"])})
+    return dataset.map(lambda d: {"choices": [d["A"], d["B"], d["C"], d["D"]],
+                                  "answer": "ABCD".index(d["target"])})
 """
 
 

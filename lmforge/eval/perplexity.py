@@ -1,11 +1,12 @@
 """Perplexity: rolling-window log-likelihood of whole documents, reported tokenizer-independently.
 
-lm-eval's definitions (`lm_eval/api/metrics.py`, docs/eval-semantics.md §1.4), summed over the corpus, not averaged
-per document:  word_perplexity = exp(-sum ll / sum words), byte_perplexity = exp(-sum ll / sum bytes),
-bits_per_byte = -sum ll / (sum bytes * ln 2). token_perplexity = exp(-sum ll / sum tokens) is added
-for reference only (it depends on the tokenizer). Every token is predicted exactly once, in disjoint
-windows of the model's context (`loglik.rolling_windows`) -- not a strided sliding window, so the
-numbers are higher than Hugging Face's "stride" recipe.
+lm-eval's definitions (`lm_eval/api/metrics.py`, docs/eval-semantics.md §1.4), summed over the corpus,
+not averaged per document:  word_perplexity = exp(-sum ll / sum words),
+byte_perplexity = exp(-sum ll / sum bytes), bits_per_byte = -sum ll / (sum bytes * ln 2).
+token_perplexity = exp(-sum ll / sum tokens) is added for reference only (it depends on the tokenizer).
+Every token is predicted exactly once, in disjoint windows of the model's context
+(`loglik.rolling_windows`) -- not a strided sliding window, so the numbers are higher than
+Hugging Face's "stride" recipe.
 """
 
 from __future__ import annotations

@@ -141,8 +141,8 @@ def run_task(
             extra["truncated_requests"] = stats["truncated"]
             if progress:  # else the caller summarises; one line per MMLU subject would drown the output
                 print(
-                    f"lmforge eval: {task.name}: {stats['truncated']} of {len(requests)} requests are longer than "
-                    f"the model's context ({lm.max_length} tokens) and were cut from the left",
+                    f"lmforge eval: {task.name}: {stats['truncated']} of {len(requests)} requests are "
+                    f"longer than the model's context ({lm.max_length} tokens) and were cut from the left",
                     file=sys.stderr,
                 )
         pos = 0

@@ -4,9 +4,10 @@
     export_run("runs/tiny", "hf/tiny")          # Llama or GPT-2 folder, tokenizer + chat template
     import_hf("path/to/hf-model", "runs/imported")   # a run directory every stage reads
 
-Modules: arch (which architecture), mapping (tensor bookkeeping both directions share), llama and gpt2 (one mapping each),
-hf_tokenizer (tokenizer files out, id permutation in), hf_export, hf_import (also `resolve_init`
-for `train.init_from: hf:DIR`), cli. transformers is needed only to load the result, not to write it.
+Modules: arch (which architecture), mapping (tensor bookkeeping both directions share), llama and gpt2
+(one mapping each), hf_tokenizer (tokenizer files out, id permutation in), hf_export, hf_import
+(also `resolve_init` for `train.init_from: hf:DIR`), cli. transformers is needed only to load the result,
+not to write it.
 """
 
 import importlib

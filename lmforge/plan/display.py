@@ -31,8 +31,8 @@ def format_plan(r: dict) -> str:
     lines += [
         "",
         (
-            f"Time and cost: {c['num_gpus']} x {g['label']}, {g['peak_flops'] / 1e12:,.0f} TFLOP/s dense BF16, "
-            f"MFU {100 * a['mfu']:.0f}% ({a['mfu_source']})"
+            f"Time and cost: {c['num_gpus']} x {g['label']}, {g['peak_flops'] / 1e12:,.0f} TFLOP/s "
+            f"dense BF16, MFU {100 * a['mfu']:.0f}% ({a['mfu_source']})"
         ),
     ]
     lines += _rows(

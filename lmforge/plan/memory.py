@@ -64,7 +64,10 @@ class Layout:
 
     def describe(self) -> str:
         shard = {0: "DDP", 1: "ZeRO-1", 2: "ZeRO-2", 3: "FSDP (ZeRO-3)"}[self.zero]
-        return f"dp={self.dp} x tp={self.tp} x pp={self.pp} ({self.gpus} GPU{'s' if self.gpus > 1 else ''}), {shard}"
+        return (
+            f"dp={self.dp} x tp={self.tp} x pp={self.pp} "
+            f"({self.gpus} GPU{'s' if self.gpus > 1 else ''}), {shard}"
+        )
 
     def check(self, model: ModelConfig) -> None:
         for k in ("dp", "tp", "pp"):
@@ -117,7 +120,8 @@ def training_memory(
     checkpointing: bool = False,
     flash: bool = True,
 ) -> dict:
-    """Bytes per GPU of the busiest GPU: {'weights', 'gradients', 'optimizer', 'activations', 'total', ...}."""
+    """Bytes per GPU of the busiest GPU:
+    {'weights', 'gradients', 'optimizer', 'activations', 'total', ...}."""
     if precision not in STATE_BYTES:
         raise LmforgeError(f"precision must be one of {', '.join(STATE_BYTES)}, got {precision!r}")
     seq_len = seq_len or model.block_size

@@ -256,8 +256,8 @@ def run_sweep(
     done = read_results(out)
     log(
         f"sweep: {len(points)} points over {len({p.budget for p in points})} budgets, "
-        f"{sum(p.flops for p in points):.3g} training FLOPs; {sum(p.id in done for p in points)} already done "
-        f"-> {out}"
+        f"{sum(p.flops for p in points):.3g} training FLOPs; {sum(p.id in done for p in points)} "
+        f"already done -> {out}"
     )
     while True:
         todo = [p for p in points if p.id not in done]
@@ -286,7 +286,8 @@ def _train_all(todo: list[Point], cfg: RunConfig, out: Path, workers: int, log) 
     for i, (p, res) in enumerate(_run_points(todo, cfg, out, workers), 1):
         if res.get("stopped_early") or res.get("val_loss") is None:
             raise LmforgeError(
-                f"grid point {p.id} stopped early ({res.get('stop_reason')}); run the sweep again to resume it"
+                f"grid point {p.id} stopped early ({res.get('stop_reason')}); "
+                "run the sweep again to resume it"
             )
         row = {
             **p.__dict__,
@@ -301,8 +302,8 @@ def _train_all(todo: list[Point], cfg: RunConfig, out: Path, workers: int, log) 
         elapsed = time.perf_counter() - t_start
         log(
             f"[{i}/{len(todo)}] C={p.budget:.2g} {p.n_layer}x{p.n_embd} N={p.params:,} D={p.tokens:,}: "
-            f"val loss {res['val_loss']:.4f} in {res.get('train_s', 0):.0f}s; elapsed {elapsed / 60:.1f} min, "
-            f"eta {elapsed / flops_done * (total - flops_done) / 60:.1f} min"
+            f"val loss {res['val_loss']:.4f} in {res.get('train_s', 0):.0f}s; "
+            f"elapsed {elapsed / 60:.1f} min, eta {elapsed / flops_done * (total - flops_done) / 60:.1f} min"
         )
 
 

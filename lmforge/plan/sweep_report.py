@@ -112,7 +112,8 @@ def summary_lines(fits: dict) -> list[str]:
         lines.append(f"approach 3 (parametric L(N, D)): {a3['error']}")
     else:
         lines.append(
-            f"approach 3: L = {a3['E']:.3f} + {a3['A']:.4g}/N^{a3['alpha']:.3f} + {a3['B']:.4g}/D^{a3['beta']:.3f}"
+            f"approach 3: L = {a3['E']:.3f} + {a3['A']:.4g}/N^{a3['alpha']:.3f} + "
+            f"{a3['B']:.4g}/D^{a3['beta']:.3f}"
             + (f"; N_opt ∝ C^{a3['a']:.3f}, D_opt ∝ C^{a3['b']:.3f}" if a3["a"] is not None else "")
         )
     lines.append(

@@ -1,6 +1,7 @@
 """`lmforge chat` and `lmforge serve` (and the `eval human` hook), for lmforge/cli.py to wire in:
 
-    lmforge chat --run runs/x [--system TEXT] [--temperature 0.8] [--top-p 0.95] [--max-tokens 200] [--compile]
+    lmforge chat --run runs/x [--system TEXT] [--temperature 0.8] [--top-p 0.95] [--max-tokens 200]
+                 [--compile]
     lmforge serve --run runs/x [--run name=runs/y ...] [--host 127.0.0.1] [--port 8000] [--compile]
                   [--max-batch 8] [--max-request-bytes 8388608]
                   [--api-key KEY | $LMFORGE_API_KEY] [--human-eval human_eval.sqlite]

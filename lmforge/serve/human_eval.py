@@ -35,10 +35,12 @@ CREATE TABLE IF NOT EXISTS prompts (id INTEGER PRIMARY KEY, key TEXT, prompt TEX
 CREATE TABLE IF NOT EXISTS answers (prompt_id INTEGER NOT NULL REFERENCES prompts(id), model TEXT NOT NULL,
                                     text TEXT NOT NULL, tokens INTEGER, finish_reason TEXT,
                                     PRIMARY KEY (prompt_id, model));
-CREATE TABLE IF NOT EXISTS comparisons (id INTEGER PRIMARY KEY, prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+CREATE TABLE IF NOT EXISTS comparisons (id INTEGER PRIMARY KEY,
+                                        prompt_id INTEGER NOT NULL REFERENCES prompts(id),
                                         model_a TEXT NOT NULL, model_b TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS votes (id INTEGER PRIMARY KEY, task_id TEXT NOT NULL UNIQUE,
-                                  comparison_id INTEGER NOT NULL REFERENCES comparisons(id), rater TEXT NOT NULL,
+                                  comparison_id INTEGER NOT NULL REFERENCES comparisons(id),
+                                  rater TEXT NOT NULL,
                                   winner TEXT NOT NULL CHECK (winner IN ('a', 'b', 'tie', 'both_bad')),
                                   left_model TEXT NOT NULL, score_a INTEGER CHECK (score_a BETWEEN 1 AND 5),
                                   score_b INTEGER CHECK (score_b BETWEEN 1 AND 5), created REAL NOT NULL);
@@ -135,7 +137,8 @@ class HumanEvalStore:
             answers = {
                 r["model"]: r["text"]
                 for r in db.execute(
-                    "SELECT model, text FROM answers WHERE prompt_id = (SELECT prompt_id FROM comparisons WHERE id = ?)",
+                    "SELECT model, text FROM answers WHERE prompt_id = (SELECT prompt_id FROM comparisons "
+                    "WHERE id = ?)",
                     (row["id"],),
                 )
             }

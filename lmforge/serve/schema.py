@@ -1,8 +1,8 @@
 """Request bodies of the OpenAI-compatible API, as pydantic models, and OpenAI-style errors.
 
 Ranges follow the OpenAI API reference (temperature in [0, 2], top_p in (0, 1], at most 4 stop
-sequences, max_tokens >= 1, seed a 64-bit integer). Unknown fields are rejected, as OpenAI does ("Unrecognized request
-argument"), so a typo never silently becomes a default. Options the server cannot honour
+sequences, max_tokens >= 1, seed a 64-bit integer). Unknown fields are rejected, as OpenAI does ("Unrecognized
+request argument"), so a typo never silently becomes a default. Options the server cannot honour
 (penalties, logit_bias, tools, suffix, chat logprobs) are accepted only at their neutral values
 and otherwise answered with a 400 that names them; completions take `logprobs` (0-5, with or
 without `echo`). `top_k` is an extension (vLLM and llama.cpp

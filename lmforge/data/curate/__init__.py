@@ -1,4 +1,4 @@
-"""Data curation (`lmforge curate`): raw text in, clean de-duplicated documents out, every document accounted for.
+"""Data curation (`lmforge curate`): raw text in, clean de-duplicated documents out, all accounted for.
 
 config.py          CurateConfig and one dataclass per stage; defaults = published values, cited
 sources.py         streaming readers: JSONL(.gz/.zst), Parquet, CSV, text, HTML, WARC, saved HF datasets

@@ -31,7 +31,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PATH",
-        help="a file or folder to curate (repeatable; format from the extension); or list sources in the recipe",
+        help=(
+            "a file or folder to curate (repeatable; format from the extension); "
+            "or list sources in the recipe"
+        ),
     )
     p.add_argument(
         "--output", "-o", required=True, help="output folder (a rerun with the same config resumes it)"
@@ -123,7 +126,8 @@ def _shard_target(args):
 
     if not Path(args.tokenizer).is_file():
         raise LmforgeError(
-            f"--tokenizer {args.tokenizer}: no such file (a tokenizer.json, e.g. from `lmforge tokenizer train`)"
+            f"--tokenizer {args.tokenizer}: no such file "
+            "(a tokenizer.json, e.g. from `lmforge tokenizer train`)"
         )
     shards = Path(args.shards or Path(args.output) / "shards")
     if (shards / "meta.json").exists():

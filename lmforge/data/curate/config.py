@@ -58,7 +58,8 @@ class LangIdConfig(StageConfig):
 
 @dataclass
 class GopherQualityConfig(StageConfig):
-    """Rae et al. 2021 (Gopher, arXiv 2112.11446) §A.1.1; defaults as datatrove gopher_quality_filter.py#L18-25."""
+    """Rae et al. 2021 (Gopher, arXiv 2112.11446) §A.1.1; defaults as datatrove
+    gopher_quality_filter.py#L18-25."""
 
     enabled: bool = True
     words: Literal["spacy", "whitespace"] = (
@@ -118,7 +119,8 @@ class C4Config(StageConfig):
 
 @dataclass
 class FineWebConfig(StageConfig):
-    """Penedo et al. 2024 (FineWeb, arXiv 2406.17557); defaults of datatrove fineweb_quality_filter.py#L11-21."""
+    """Penedo et al. 2024 (FineWeb, arXiv 2406.17557); defaults of datatrove
+    fineweb_quality_filter.py#L11-21."""
 
     enabled: bool = True
     line_punct_thr: float = 0.12  # drop if fewer than 12% of lines end in terminal punctuation
@@ -302,7 +304,8 @@ class CurateConfig:
 
 
 def _stage_fields() -> tuple[str, ...]:
-    # dataclass fields know their factory, not their (string) annotation, under `from __future__ import annotations`
+    # dataclass fields know their factory, not their (string) annotation, under
+    # `from __future__ import annotations`
     return tuple(
         f.name
         for f in fields(CurateConfig)

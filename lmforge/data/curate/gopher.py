@@ -1,4 +1,5 @@
-"""Gopher quality and repetition rules (Rae et al. 2021, "Scaling Language Models", arXiv 2112.11446, App. A.1).
+"""Gopher quality and repetition rules (Rae et al. 2021, "Scaling Language Models", arXiv 2112.11446,
+App. A.1).
 
 Each function returns the name of the first rule that fires, or None to keep the document.
 Thresholds are in `GopherQualityConfig` / `GopherRepetitionConfig` with their sources.

@@ -41,7 +41,8 @@ def report_section(stats: dict[str, Any]) -> str:
     for name, s in sorted(stats["sources"].items()):
         i, k = s["input"], s["kept"]
         lines.append(
-            f"| {name} | {i.get('docs', 0):,} | {k.get('docs', 0):,} | {_pct(k.get('docs', 0), i.get('docs', 0))} "
+            f"| {name} | {i.get('docs', 0):,} | {k.get('docs', 0):,} | "
+            f"{_pct(k.get('docs', 0), i.get('docs', 0))} "
             f"| {i.get('words', 0):,} | {k.get('words', 0):,} |"
         )
     lines += ["", "### Stages", "", "| stage | docs in | removed | removed % |", "|---|---:|---:|---:|"]
@@ -49,7 +50,8 @@ def report_section(stats: dict[str, Any]) -> str:
         c = stats["stages"].get(st)
         if c:
             lines.append(
-                f"| {st} | {c.get('in', 0):,} | {c.get('removed', 0):,} | {_pct(c.get('removed', 0), c.get('in', 0))} |"
+                f"| {st} | {c.get('in', 0):,} | {c.get('removed', 0):,} | "
+                f"{_pct(c.get('removed', 0), c.get('in', 0))} |"
             )
     lines += ["", "### Removal reasons", "", "| reason | docs | MB |", "|---|---:|---:|"]
     for reason, c in t["removed"].items():
@@ -65,7 +67,8 @@ def _extras(stats: dict[str, Any]) -> list[str]:
         out += [
             "",
             (
-                f"De-duplication: {d['exact_removed']:,} exact duplicates, {d['near_removed']:,} near duplicates "
+                f"De-duplication: {d['exact_removed']:,} exact duplicates, "
+                f"{d['near_removed']:,} near duplicates "
                 f"({d['candidate_pairs']:,} candidate pairs, {d['verified_pairs']:,} after verification, "
                 f"{d['clusters']:,} clusters)."
             ),
@@ -101,7 +104,8 @@ def _extras(stats: dict[str, Any]) -> list[str]:
         out += [
             "",
             (
-                f"Quality classifier (held-out {m.get('heldout', '?')} docs): precision {m.get('precision')}, "
+                f"Quality classifier (held-out {m.get('heldout', '?')} docs): precision "
+                f"{m.get('precision')}, "
                 f"recall {m.get('recall')}, F1 {m.get('f1')}, accuracy {m.get('accuracy')}."
             ),
         ]
@@ -129,7 +133,8 @@ def _extras(stats: dict[str, Any]) -> list[str]:
         ]
         for name, m in mix["domains"].items():
             out.append(
-                f"| {name} | {m['weight']} | {m['available_tokens']:,} | {m['target_tokens']:,} | {m['tokens']:,} "
+                f"| {name} | {m['weight']} | {m['available_tokens']:,} | {m['target_tokens']:,} | "
+                f"{m['tokens']:,} "
                 f"| {m['epochs']} | {m['share']} |"
             )
     ex = stats.get("examples") or {}

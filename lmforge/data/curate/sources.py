@@ -376,7 +376,8 @@ def _warc(task: Task, src: SourceConfig, limit: int) -> Iterator[dict | ReadErro
 
 
 def _hf_disk(task: Task, src: SourceConfig, limit: int) -> Iterator[dict | ReadError]:
-    """`datasets.Dataset.save_to_disk` output: state.json lists Arrow *stream* files (or a DatasetDict of splits)."""
+    """`datasets.Dataset.save_to_disk` output: state.json lists Arrow *stream* files
+    (or a DatasetDict of splits)."""
     try:
         import pyarrow as pa
     except ImportError:

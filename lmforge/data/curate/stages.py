@@ -5,8 +5,8 @@
 
 `STAGES` is the one list: the order they run in, the names `skip` accepts (config.SKIPPABLE, the
 CurateConfig fields holding a StageConfig, must be these names in this order: tested) and the rows
-of report.md's stage table (`run_order()`). A new filter is a Stage subclass in its own module (stage.py says what
-it implements), one line in STAGES, and its options as a StageConfig field of CurateConfig.
+of report.md's stage table (`run_order()`). A new filter is a Stage subclass in its own module (stage.py says
+what it implements), one line in STAGES, and its options as a StageConfig field of CurateConfig.
 
 `DocPipeline(doc, stats)` returns the reason that removed the document ("stage:rule"), or None
 after the stages rewrote its text in place (normalisation, C4 line cleaning, PII placeholders).

@@ -90,15 +90,16 @@ MMLU_CATEGORIES = {  # the `tag` of each lm_eval/tasks/mmlu/default/mmlu_<subjec
     "college_mathematics college_physics computer_security conceptual_physics electrical_engineering "
     "elementary_mathematics high_school_biology high_school_chemistry high_school_computer_science "
     "high_school_mathematics high_school_physics high_school_statistics machine_learning",
-    "humanities": "formal_logic high_school_european_history high_school_us_history high_school_world_history "
-    "international_law jurisprudence logical_fallacies moral_disputes moral_scenarios philosophy "
-    "prehistory professional_law world_religions",
+    "humanities": "formal_logic high_school_european_history high_school_us_history "
+    "high_school_world_history international_law jurisprudence logical_fallacies moral_disputes "
+    "moral_scenarios philosophy prehistory professional_law world_religions",
     "social_sciences": "econometrics high_school_geography high_school_government_and_politics "
     "high_school_macroeconomics high_school_microeconomics high_school_psychology "
     "human_sexuality professional_psychology public_relations security_studies sociology "
     "us_foreign_policy",
-    "other": "business_ethics clinical_knowledge college_medicine global_facts human_aging management marketing "
-    "medical_genetics miscellaneous nutrition professional_accounting professional_medicine virology",
+    "other": "business_ethics clinical_knowledge college_medicine global_facts human_aging management "
+    "marketing medical_genetics miscellaneous nutrition professional_accounting professional_medicine "
+    "virology",
 }
 MMLU_SUBJECTS = {s: cat for cat, subjects in MMLU_CATEGORIES.items() for s in subjects.split()}
 
@@ -118,7 +119,10 @@ def mmlu(subject: str, root: Path | None, hub: bool) -> Task:
         name=f"mmlu_{subject}",
         output_type="multiple_choice",
         load_split=load,
-        description=f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n",
+        description=(
+            "The following are multiple choice questions (with answers) about "
+            f"{subject.replace('_', ' ')}.\n\n"
+        ),
         doc_to_text=mmlu_text,
         doc_to_choice=lambda d: ["A", "B", "C", "D"],
         doc_to_target=lambda d: int(d["answer"]),
@@ -260,7 +264,9 @@ def wikitext(root: Path | None, hub: bool) -> Task:
         src = (
             f"{f.parent} (tokenized WikiText-2, cut into articles)"
             if f
-            else f"no wikitext-2/ in {root}: WikiText is not shipped with lmforge; use --data-dir DIR or --hub"
+            else (
+                f"no wikitext-2/ in {root}: WikiText is not shipped with lmforge; use --data-dir DIR or --hub"
+            )
         )
     return Task(
         name="wikitext",
