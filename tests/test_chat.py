@@ -106,7 +106,8 @@ def test_settings_show_the_prompt_templates_system_and_shots(model):
             ChatSession(model, GREEDY)
             .describe()
             .startswith(
-                "system: Answer briefly. (from the prompt template, with 2 example exchanges before the conversation)\n"
+                "system: Answer briefly. (from the prompt template, "
+                "with 2 example exchanges before the conversation)\n"
             )
         )
         own = ChatSession(model, GREEDY, system="Be terse.")  # its own system prompt replaces the template's

@@ -243,7 +243,8 @@ def test_custom_format_partial_scoring_matches_the_lm_eval_route(setup, tmp_path
     spec.write_text(
         f"task: wino\ntype: multiple_choice\ndata: {data}\n"
         'doc_to_text: "{{answer|int - 1}}"\n'
-        "doc_to_choice: \"{{[sentence[:sentence.index('_')] + option1, sentence[:sentence.index('_')] + option2]}}\"\n"
+        "doc_to_choice: \"{{[sentence[:sentence.index('_')] + option1, "
+        "sentence[:sentence.index('_')] + option2]}}\"\n"
         "doc_to_target: \"{{sentence[sentence.index('_') + 1:].strip()}}\"\nmetrics: [acc, acc_norm]\n"
     )
     task = load_task_file(spec)

@@ -41,7 +41,8 @@ def test_arc_prompt_choices_gold(src):
     d = t.eval_docs()[0]  # first row of ARC-Easy-Test.jsonl
     assert t.eval_split() == "test"
     assert t.build_contexts([d])[0] == (
-        "Question: Which statement best explains why photosynthesis is the foundation of most food webs?\nAnswer:"
+        "Question: Which statement best explains why photosynthesis is the foundation of most "
+        "food webs?\nAnswer:"
     )
     assert t.choices(d)[0] == "Sunlight is the source of energy for nearly all ecosystems."
     assert t.gold(d) == 0 and t.target_delimiter == " "
@@ -74,8 +75,8 @@ def test_hellaswag_preprocessing(src):
     assert t.build_contexts([d])[0] == "Roof shingle removal: A man is sitting on a roof. He"
     assert t.choices(d)[3] == "starts pulling up roofing on a roof." and t.gold(d) == 3
     assert len(t.eval_docs()) == src[1]["hellaswag"]
-    # WikiHow artefacts: " [title]" -> ". ", brackets removed, double spaces collapsed; capitalize() lowers the rest
-    # (one pass of "  " -> " ": three spaces left by a removed span become two, as in lm-eval)
+    # WikiHow artefacts: " [title]" -> ". ", brackets removed, double spaces collapsed; capitalize() lowers
+    # the rest (one pass of "  " -> " ": three spaces left by a removed span become two, as in lm-eval)
     assert hellaswag_preprocess(" How to x [title] Do it  [step] now ") == "How to x. Do it  now"
     raw = {"activity_label": "A", "ctx_a": "b.", "ctx_b": "cAT Dog", "endings": ["e"] * 4, "label": "2"}
     from lmforge.eval.tasks.builtin import hellaswag_process
@@ -98,7 +99,8 @@ def test_mmlu_zero_and_five_shot(src):
     d = t.eval_docs()[0]
     head = "The following are multiple choice questions (with answers) about anatomy.\n\n"
     q = (
-        "A lesion causing compression of the facial nerve at the stylomastoid foramen will cause ipsilateral\n"
+        "A lesion causing compression of the facial nerve at the stylomastoid foramen "
+        "will cause ipsilateral\n"
         "A. paralysis of the facial muscles.\nB. paralysis of the facial muscles and loss of taste.\n"
         "C. paralysis of the facial muscles, loss of taste and lacrimation.\n"
         "D. paralysis of the facial muscles, loss of taste, lacrimation and decreased salivation.\nAnswer:"

@@ -76,7 +76,8 @@ def test_cost_arithmetic_and_published_estimates():
     assert c["energy_mwh"] == pytest.approx(hours * 400 * 1.1 / 1e6)
     assert c["purchase"] == 100_000
 
-    # The docs' side-by-side (README, "How big, how long, how much"): Talebi 2023's estimates under the stated assumptions.
+    # The docs' side-by-side (README, "How big, how long, how much"): Talebi 2023's
+    # estimates under the stated assumptions.
     def flops(n: float, d: float) -> float:
         return 6 * n * d
 

@@ -62,7 +62,9 @@ FORMATS = {
     "hh_rlhf": (
         {
             "chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: What is 2+2?\n\nAssistant: 4",
-            "rejected": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: What is 2+2?\n\nAssistant: Ask a calculator.",
+            "rejected": (
+                "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: What is 2+2?\n\nAssistant: Ask a calculator."
+            ),
         },
         PreferencePair(msgs("hi", "hello", "What is 2+2?"), "4", "Ask a calculator.", 1),
     ),

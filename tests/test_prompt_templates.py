@@ -126,7 +126,8 @@ def test_chat_cli_uses_the_template(run, tmp_path, monkeypatch, model):
 
     tpl = write_template(tmp_path)
     out, lines, real = io.StringIO(), iter(["3+3?", "/quit"]), chat.run_repl
-    # the real REPL and session, fed two lines, writing to a buffer (run_repl's default stdout is bound at import)
+    # the real REPL and session, fed two lines, writing to a buffer (run_repl's
+    # default stdout is bound at import)
     monkeypatch.setattr(chat, "run_repl", lambda session: real(session, read=lambda _: next(lines), out=out))
     assert (
         main(["chat", "--run", str(run), "--prompt-template", tpl, "--temperature", "0", "--max-tokens", "6"])

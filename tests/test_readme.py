@@ -92,53 +92,83 @@ SWEEP = (
 NOT_RUN = {
     norm(c): reason
     for c, reason in {
-        "make demo": "creates a virtualenv and installs packages (network); it runs `lmforge run`, run here shrunk",
+        "make demo": (
+            "creates a virtualenv and installs packages (network); it runs `lmforge run`, run here shrunk"
+        ),
         "make test": "is the test suite itself",
         "make bench": "a benchmark of minutes (bench/RESULTS.md records it)",
         "pip install 'lmforge[curate]'": NETWORK,
         "pip install 'lmforge[ray]'": NETWORK,
-        "lmforge curate ... --executor ray --address auto": "needs a Ray cluster; `...` stands for any curate arguments",
+        "lmforge curate ... --executor ray --address auto": (
+            "needs a Ray cluster; `...` stands for any curate arguments"
+        ),
         "lmforge serve --run runs/tiny &": SERVER,
         "lmforge curate --input crawl/ --output out/ppl perplexity.enabled=true "
-        "perplexity.endpoint=http://127.0.0.1:8000/v1 perplexity.max_perplexity=500": "needs the server started by the line above; tests/test_curate_perplexity.py runs the filter against "
-        "lmforge serve on loopback",
+        "perplexity.endpoint=http://127.0.0.1:8000/v1 perplexity.max_perplexity=500": (
+            "needs the server started by the line above; tests/test_curate_perplexity.py runs the filter "
+            "against lmforge serve on loopback"
+        ),
         "lmforge plan sweep": SWEEP,
         "lmforge plan sweep --budgets 1e12,2e12,4e12 --workers 2 --out runs/big model.activation=gelu": SWEEP,
         "torchrun --nproc_per_node 8 -m lmforge train --config llama-1b": GPU,
-        "torchrun --nproc_per_node 8 -m lmforge train --config recipe.yaml parallel.pp=2 parallel.dp=2 parallel.tp=2": GPU,
-        "torchrun --nnodes 4 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint node0:29500 --rdzv-id run42 "
-        "-m lmforge train --config recipe.yaml parallel.tp=8 parallel.pp=2": NODES,
+        "torchrun --nproc_per_node 8 -m lmforge train --config recipe.yaml "
+        "parallel.pp=2 parallel.dp=2 parallel.tp=2": GPU,
+        "torchrun --nnodes 4 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint node0:29500 "
+        "--rdzv-id run42 -m lmforge train --config recipe.yaml parallel.tp=8 parallel.pp=2": NODES,
         "'head=$(scontrol' show hostnames '$SLURM_JOB_NODELIST' '|' head -n '1)'": NODES,
-        "srun torchrun --nnodes '$SLURM_NNODES' --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint '$head:29500' "
+        "srun torchrun --nnodes '$SLURM_NNODES' --nproc_per_node 8 --rdzv-backend c10d "
+        "--rdzv-endpoint '$head:29500' "
         "--rdzv-id '$SLURM_JOB_ID' -m lmforge train --config recipe.yaml name=run42 parallel.tp=8": NODES,
         "lmforge eval judge --answers a.jsonl --answers-b b.jsonl --judge-url http://localhost:8000/v1 "
-        "--output judge/": "needs a judge server; tests/test_eval_judge.py runs it against lmforge serve on loopback",
+        "--output judge/": "needs a judge server; tests/test_eval_judge.py runs it against lmforge serve "
+        "on loopback",
         "export OPENAI_API_KEY=...": "a secret for a remote teacher (network)",
         "lmforge synth --seeds my_seed_tasks.jsonl --out synth.jsonl --base-url https://api.example.com/v1 "
-        "--model some-model -n 500 concurrency=8": "a remote teacher model (network); tests/test_tune_synth.py "
-        "runs synth against a teacher on loopback",
+        "--model some-model -n 500 concurrency=8": (
+            "a remote teacher model (network); tests/test_tune_synth.py runs synth against a teacher "
+            "on loopback"
+        ),
         "lmforge synth --seeds my_seed_tasks.jsonl --out synth.jsonl --base-url http://127.0.0.1:8000/v1 "
         "--model sft endpoint=completions": "needs a server started first (" + SERVER + ")",
         "lmforge serve --run runs/tiny/sft": SERVER,
         "lmforge serve --run runs/a --run small=runs/b/checkpoints/step_000400 --port 8080": SERVER,
         "LMFORGE_API_KEY=s3cret lmforge serve --run runs/a --host 0.0.0.0": SERVER,
         "curl -s http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' "
-        '-d \'{"model": "sft", "prompt": "Once upon a time", "max_tokens": 32, "temperature": 0}\'': "talks to the server above; tests/test_serve_api.py sends these requests",
+        '-d \'{"model": "sft", "prompt": "Once upon a time", "max_tokens": 32, "temperature": 0}\'': (
+            "talks to the server above; tests/test_serve_api.py sends these requests"
+        ),
         "lmforge serve --human-eval human_eval.sqlite": SERVER,
-        "lmforge human export --db human_eval.sqlite --out prefs.jsonl": "needs votes cast at /human on the server above; tests/test_dpo_loop.py casts them in headless Chromium "
-        "and runs this export (the workspace's prefs.jsonl stands in for its output here)",
+        "lmforge human export --db human_eval.sqlite --out prefs.jsonl": (
+            "needs votes cast at /human on the server above; tests/test_dpo_loop.py casts them in headless "
+            "Chromium and runs this export (the workspace's prefs.jsonl stands in for its output here)"
+        ),
         "lmforge serve --human-eval round2.sqlite --run judge=runs/judge": SERVER,
         "lmforge eval judge --answers answers/sft-dpo.jsonl --answers-b answers/sft.jsonl --judge-url "
-        "http://127.0.0.1:8000/v1 --judge-model judge --output judge/": "needs the judge server above; tests/test_dpo_loop.py runs it against lmforge serve on loopback",
-        "lmforge import --hf path/to/SmolLM-135M --out runs/smollm": "needs a downloaded Hugging Face model (network); tests/test_export_import.py imports generated ones",
-        "lmforge train --config my.yaml train.init_from=hf:path/to/SmolLM-135M": "the downloaded model above (network)",
-        "lmforge eval --run runs/x --include-path my_tasks/ --tasks winogrande,piqa,my_group --num-fewshot 5": "lm-eval task YAMLs whose datasets come from the Hugging Face hub (network); "
-        "tests/test_eval_lmeval_yaml.py runs --include-path on local files",
-        "lmforge eval --run runs/tiny --tasks wikitext --data-dir path/to/benchmarks": "needs the full benchmark files, which lmforge does not ship (`path/to` is your folder); "
-        "tests/test_eval_data.py reads a folder in that layout",
-        "lmforge eval --run runs/tiny --tasks arc_easy,hellaswag --hub": "downloads the full sets from the hub (network); "
-        "tests/test_eval_data.py reads a local mirror",
-        "lm_eval --model hf --model_args pretrained=hf/tiny,dtype=float32 --tasks arc_easy,hellaswag": "lm-eval downloads the datasets (network); tests/test_eval_parity.py compares with it offline",
+        "http://127.0.0.1:8000/v1 --judge-model judge --output judge/": (
+            "needs the judge server above; tests/test_dpo_loop.py runs it against lmforge serve on loopback"
+        ),
+        "lmforge import --hf path/to/SmolLM-135M --out runs/smollm": (
+            "needs a downloaded Hugging Face model (network); tests/test_export_import.py imports "
+            "generated ones"
+        ),
+        "lmforge train --config my.yaml train.init_from=hf:path/to/SmolLM-135M": (
+            "the downloaded model above (network)"
+        ),
+        "lmforge eval --run runs/x --include-path my_tasks/ --tasks winogrande,piqa,my_group "
+        "--num-fewshot 5": (
+            "lm-eval task YAMLs whose datasets come from the Hugging Face hub (network); "
+            "tests/test_eval_lmeval_yaml.py runs --include-path on local files"
+        ),
+        "lmforge eval --run runs/tiny --tasks wikitext --data-dir path/to/benchmarks": (
+            "needs the full benchmark files, which lmforge does not ship (`path/to` is your folder); "
+            "tests/test_eval_data.py reads a folder in that layout"
+        ),
+        "lmforge eval --run runs/tiny --tasks arc_easy,hellaswag --hub": (
+            "downloads the full sets from the hub (network); tests/test_eval_data.py reads a local mirror"
+        ),
+        "lm_eval --model hf --model_args pretrained=hf/tiny,dtype=float32 --tasks arc_easy,hellaswag": (
+            "lm-eval downloads the datasets (network); tests/test_eval_parity.py compares with it offline"
+        ),
     }.items()
 }
 
@@ -200,9 +230,8 @@ RUN = {
         "lmforge curate --config fineweb --input crawl/ --output out/fineweb --workers 8": Run(
             replace={"8": "1"}
         ),
-        "lmforge curate --config my_recipe.yaml --output out/mine c4.min_words_per_line=3 lang_id.min_score=0.5": Run(
-            ["--workers", "1"]
-        ),
+        "lmforge curate --config my_recipe.yaml --output out/mine "
+        "c4.min_words_per_line=3 lang_id.min_score=0.5": Run(["--workers", "1"]),
         "lmforge curate --input data/raw --output out/tok --tokenizer tokenizer.json": Run(
             ["--workers", "1"]
         ),
@@ -243,32 +272,30 @@ RUN = {
         "lmforge generate --run runs/tiny --prompt The sample.temperature=0 sample.compile=true": Run(
             ["sample.max_new_tokens=4"], replace={"sample.compile=true": "sample.compile=false"}
         ),
-        "lmforge generate --run runs/tiny --prompt 'What is 2+3?' --prompt-template qa.yaml sample.temperature=0": Run(
-            ["sample.max_new_tokens=4"]
-        ),
+        "lmforge generate --run runs/tiny --prompt 'What is 2+3?' --prompt-template qa.yaml "
+        "sample.temperature=0": Run(["sample.max_new_tokens=4"]),
         "lmforge finetune --init runs/tiny --data my_gsm8k.jsonl --out runs/tiny-gsm8k": Run(SHORT_TUNE),
-        "lmforge finetune --init runs/tiny --data my_oasst.jsonl --lora oasst_paths=all lora.rank=16 lora.alpha=32 "
+        "lmforge finetune --init runs/tiny --data my_oasst.jsonl --lora oasst_paths=all "
+        "lora.rank=16 lora.alpha=32 "
         "'lora.targets=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]' lr=1e-3": Run(SHORT_TUNE),
         "lmforge finetune -c my_sft.yaml epochs=2 batching=pad --strict": Run(SHORT_TUNE),
         "lmforge train --config tiny name=tiny-legal data.corpus=my_docs.jsonl train.init_from=runs/tiny "
         "train.lr=3e-4 train.warmup_steps=20 train.max_steps=300": Run(SHORT_TRAIN),
         "lmforge chat --run runs/tiny/sft": Run(["--max-tokens", "4"], stdin="Hi!\n/quit\n"),
-        "lmforge chat --run runs/tiny/sft --system 'You are terse.' --temperature 0.7 --top-p 0.9 --max-tokens 200": Run(
-            replace={"200": "4"}, stdin="Hi!\n/quit\n"
-        ),
-        "lmforge eval human --models runs/base runs/sft --prompts prompts.jsonl --output human_eval.sqlite": Run(
-            ["--max-tokens", "4"]
-        ),
+        "lmforge chat --run runs/tiny/sft --system 'You are terse.' --temperature 0.7 --top-p 0.9 "
+        "--max-tokens 200": Run(replace={"200": "4"}, stdin="Hi!\n/quit\n"),
+        "lmforge eval human --models runs/base runs/sft --prompts prompts.jsonl "
+        "--output human_eval.sqlite": Run(["--max-tokens", "4"]),
         "lmforge export --run runs/tiny --out hf/tiny": Run(),
         "lmforge export --run runs/tiny --out hf/tiny-bf16 --dtype bfloat16": Run(),
-        "lmforge inspect --run runs/tiny 'I hit the baseball with a bat' --compare 'I hit the bat with a baseball' "
+        "lmforge inspect --run runs/tiny 'I hit the baseball with a bat' "
+        "--compare 'I hit the bat with a baseball' "
         "--json": Run(["--layers", "0"]),
         "lmforge finetune --method dpo --init runs/sft --data prefs.jsonl --out runs/sft-dpo": Run(
             SHORT_TUNE, output="held-out preference accuracy"
         ),
-        "lmforge eval human --models runs/sft runs/sft-dpo --prompts prompts.jsonl --output round2.sqlite": Run(
-            ["--max-tokens", "4"]
-        ),
+        "lmforge eval human --models runs/sft runs/sft-dpo --prompts prompts.jsonl "
+        "--output round2.sqlite": Run(["--max-tokens", "4"]),
         "lmforge human answers --db round2.sqlite --out answers/": Run(
             output="sft-dpo: answers/sft-dpo.jsonl"
         ),
@@ -278,7 +305,8 @@ RUN = {
 PROCESSES = {
     norm(c): r
     for c, r in {
-        "OMP_NUM_THREADS=1 torchrun --nproc_per_node 2 -m lmforge train --config tiny train.device=cpu parallel.tp=2": Run(
+        "OMP_NUM_THREADS=1 torchrun --nproc_per_node 2 -m lmforge train --config tiny "
+        "train.device=cpu parallel.tp=2": Run(
             [*TINY_MODEL, *SHORT_TRAIN, "name=tiny-tp", "train.threads=1"],
             once=("bits per byte:", "[lmforge] report:", "held-out loss:"),
         ),
@@ -372,7 +400,8 @@ def make_workspace(root: Path) -> None:
     _jsonl(root / "crawl" / "pages.jsonl", pages[:20])
     (root / "path" / "to").mkdir(parents=True)
     (root / "path" / "to" / "my_recipe.yaml").write_text(
-        "name: mine\nmodel: {n_layer: 1, n_embd: 32, n_head: 2, block_size: 64}\ntokenizer: {vocab_size: 300}\n"
+        "name: mine\nmodel: {n_layer: 1, n_embd: 32, n_head: 2, block_size: 64}\n"
+        "tokenizer: {vocab_size: 300}\n"
         "data: {corpus: docs.jsonl}\n"
     )
     (root / "my_recipe.yaml").write_text("sources:\n  - {path: crawl/, domain: web}\n")

@@ -72,8 +72,8 @@ def test_training_section_names_the_optimizer_and_schedule(run_dir):
     )
     text = write_report(run_dir, cfg, RESULT, []).read_text()
     assert (
-        "Muon + AdamW: Muon (lr 0.03 at Jordan's scale, Nesterov momentum 0.95, weight decay 0) on the blocks' "
-        "matrices; AdamW (lr 0.001, betas (0.9, 0.95), weight decay 0.1) on embeddings"
+        "Muon + AdamW: Muon (lr 0.03 at Jordan's scale, Nesterov momentum 0.95, weight decay 0) "
+        "on the blocks' matrices; AdamW (lr 0.001, betas (0.9, 0.95), weight decay 0.1) on embeddings"
     ) in text
     assert (
         "WSD (warmup-stable-decay): warmup 100 steps to 0.001 (Muon 0.03), then constant to step 300, then "

@@ -207,7 +207,10 @@ def test_prompt_and_parser():
     prompt = build_prompt(tasks)
     assert "1. Instruction: Add numbers\n1. Input: 1 2\n1. Output: 3\n###" in prompt
     assert "2. Input: <noinput>" in prompt and prompt.endswith("3. Instruction:")
-    text = " Sort the list\n3. Input: 3 1 2\n3. Output: 1 2 3\n###\n4. Instruction: Say hi\n4. Input: <noinput>\n4. Output: Hi!"
+    text = (
+        " Sort the list\n3. Input: 3 1 2\n3. Output: 1 2 3\n###\n"
+        "4. Instruction: Say hi\n4. Input: <noinput>\n4. Output: Hi!"
+    )
     assert parse_tasks(text, 3) == [
         {"instruction": "Sort the list", "input": "3 1 2", "output": "1 2 3"},
         {"instruction": "Say hi", "input": "", "output": "Hi!"},
