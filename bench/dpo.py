@@ -28,8 +28,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ["lmforge full, ref model", "lmforge full, ref precomputed", "lmforge lora r8",
-            "trl full, ref model", "trl full, ref precomputed", "trl lora r8 (peft)"]
+VARIANTS = [
+    "lmforge full, ref model",
+    "lmforge full, ref precomputed",
+    "lmforge lora r8",
+    "trl full, ref model",
+    "trl full, ref precomputed",
+    "trl lora r8 (peft)",
+]
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 BETA, LR = 0.1, 1e-4
 
@@ -45,8 +51,18 @@ def make_base(root: Path) -> Path:
 
     tok = tiny_tokenizer(vocab_size=2048)
     cfg = RunConfig(name="base", out_dir=str(root))
-    cfg.model = ModelConfig(vocab_size=tok.vocab_size, block_size=128, n_layer=4, n_head=4, n_embd=192,
-                            activation="swiglu", norm="rmsnorm", pos="rope", bias=False, tie_embeddings=False)
+    cfg.model = ModelConfig(
+        vocab_size=tok.vocab_size,
+        block_size=128,
+        n_layer=4,
+        n_head=4,
+        n_embd=192,
+        activation="swiglu",
+        norm="rmsnorm",
+        pos="rope",
+        bias=False,
+        tie_embeddings=False,
+    )
     torch.manual_seed(0)
     model = Transformer(cfg.model)
     run = root / "base"
@@ -64,8 +80,7 @@ def fitting_pairs(run: Path) -> list:
     from lmforge.tune.dpo_source import encode_reply
 
     tok = Tokenizer.load(run / "tokenizer.json")
-    return [p for p in synthetic_pairs(seed=0)
-            if len(encode_reply(p.prompt, p.rejected, tok).ids) <= 129]
+    return [p for p in synthetic_pairs(seed=0) if len(encode_reply(p.prompt, p.rejected, tok).ids) <= 129]
 
 
 def run_lmforge(variant: str, root: Path, args) -> dict:
@@ -75,13 +90,28 @@ def run_lmforge(variant: str, root: Path, args) -> dict:
 
     run = root / "base"
     pairs = fitting_pairs(run)
-    settings = {"init": str(run), "data": "synthetic sign-off pairs", "out": str(root / variant.replace(" ", "_")),
-                "objective": "dpo", "dpo": {"beta": BETA, "ref": "precomputed" if "precomputed" in variant else "model"},
-                "max_steps": args.steps, "batch_size": args.batch, "lr": LR, "warmup_steps": 0, "eval_every": 0,
-                "log_every": args.steps, "ckpt_every": 0, "device": "cpu", "precision": "fp32", "chat_prompts": [],
-                "overlong": "drop"}
+    settings = {
+        "init": str(run),
+        "data": "synthetic sign-off pairs",
+        "out": str(root / variant.replace(" ", "_")),
+        "objective": "dpo",
+        "dpo": {"beta": BETA, "ref": "precomputed" if "precomputed" in variant else "model"},
+        "max_steps": args.steps,
+        "batch_size": args.batch,
+        "lr": LR,
+        "warmup_steps": 0,
+        "eval_every": 0,
+        "log_every": args.steps,
+        "ckpt_every": 0,
+        "device": "cpu",
+        "precision": "fp32",
+        "chat_prompts": [],
+        "overlong": "drop",
+    }
     if "lora" in variant:
-        settings.update(method="lora", lora={"rank": 8, "alpha": 16.0, "dropout": 0.0, "targets": LORA_TARGETS})
+        settings.update(
+            method="lora", lora={"rank": 8, "alpha": 16.0, "dropout": 0.0, "targets": LORA_TARGETS}
+        )
     r = dpo_finetune(from_dict(FinetuneConfig, settings), log=lambda m: None, pairs=(pairs, pairs[:8]))
     return {"steps_per_s": r.steps_per_s, "trainable": r.trainable_params, "final_loss": r.train_loss}
 
@@ -93,8 +123,14 @@ def run_trl(variant: str, root: Path, args) -> dict:
     import trl
 
     pairs = fitting_pairs(root / "base")
-    rows = [{"prompt": p.prompt, "chosen": [{"role": "assistant", "content": p.chosen}],
-             "rejected": [{"role": "assistant", "content": p.rejected}]} for p in pairs]
+    rows = [
+        {
+            "prompt": p.prompt,
+            "chosen": [{"role": "assistant", "content": p.chosen}],
+            "rejected": [{"role": "assistant", "content": p.rejected}],
+        }
+        for p in pairs
+    ]
     model = transformers.AutoModelForCausalLM.from_pretrained(root / "hf", dtype=torch.float32)
     htok = transformers.AutoTokenizer.from_pretrained(root / "hf")
     step_s: list[float] = []
@@ -110,15 +146,34 @@ def run_trl(variant: str, root: Path, args) -> dict:
     if "lora" in variant:
         import peft
 
-        peft_config = peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=LORA_TARGETS,
-                                      task_type="CAUSAL_LM")
-    cfg = trl.DPOConfig(output_dir=str(root / "trl-out"), per_device_train_batch_size=args.batch, max_steps=args.steps,
-                        learning_rate=LR, beta=BETA, lr_scheduler_type="constant", warmup_steps=0, bf16=False,
-                        use_cpu=True, report_to=[], save_strategy="no", logging_steps=args.steps,
-                        dataloader_num_workers=0, max_length=None,
-                        precompute_ref_log_probs="precomputed" in variant)
-    trainer = trl.DPOTrainer(model=model, args=cfg, train_dataset=datasets.Dataset.from_list(rows),
-                             processing_class=htok, peft_config=peft_config, callbacks=[StepTimer()])
+        peft_config = peft.LoraConfig(
+            r=8, lora_alpha=16, lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM"
+        )
+    cfg = trl.DPOConfig(
+        output_dir=str(root / "trl-out"),
+        per_device_train_batch_size=args.batch,
+        max_steps=args.steps,
+        learning_rate=LR,
+        beta=BETA,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        bf16=False,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=args.steps,
+        dataloader_num_workers=0,
+        max_length=None,
+        precompute_ref_log_probs="precomputed" in variant,
+    )
+    trainer = trl.DPOTrainer(
+        model=model,
+        args=cfg,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=htok,
+        peft_config=peft_config,
+        callbacks=[StepTimer()],
+    )
     out = trainer.train()
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     return {"steps_per_s": len(step_s) / sum(step_s), "trainable": trainable, "final_loss": out.training_loss}
@@ -147,21 +202,54 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_base(root)
-        print(f"load: {os.getloadavg()[0]:.1f} (1-min average) at start; {args.steps} steps of {args.batch} pairs, "
-              f"{args.threads} threads", flush=True)
-        print("| variant | steps/s | peak RSS (MB) | trainable params | final loss |\n|---|---|---|---|---|", flush=True)
+        print(
+            f"load: {os.getloadavg()[0]:.1f} (1-min average) at start; "
+            f"{args.steps} steps of {args.batch} pairs, "
+            f"{args.threads} threads",
+            flush=True,
+        )
+        print(
+            "| variant | steps/s | peak RSS (MB) | trainable params | final loss |\n|---|---|---|---|---|",
+            flush=True,
+        )
         for v in args.variants:
-            cmd = [sys.executable, __file__, "--worker", v, "--root", str(root), "--steps", str(args.steps),
-                   "--batch", str(args.batch), "--threads", str(args.threads)]
-            p = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                               env={**os.environ, "TOKENIZERS_PARALLELISM": "false",
-                                    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                v,
+                "--root",
+                str(root),
+                "--steps",
+                str(args.steps),
+                "--batch",
+                str(args.batch),
+                "--threads",
+                str(args.threads),
+            ]
+            p = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                check=False,
+                env={
+                    **os.environ,
+                    "TOKENIZERS_PARALLELISM": "false",
+                    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+                },
+            )
             if p.returncode != 0:
-                print(f"| {v} | failed: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode} |")
+                print(
+                    f"| {v} | failed: "
+                    f"{p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode} |"
+                )
                 continue
             r = json.loads(p.stdout.split("RESULT ")[-1].splitlines()[0])
-            print(f"| {v} | {r['steps_per_s']:.2f} | {r['peak_rss_mb']:,.0f} | {r['trainable']:,} | "
-                  f"{r['final_loss']:.4f} |", flush=True)
+            print(
+                f"| {v} | {r['steps_per_s']:.2f} | {r['peak_rss_mb']:,.0f} | {r['trainable']:,} | "
+                f"{r['final_loss']:.4f} |",
+                flush=True,
+            )
         print(f"load: {os.getloadavg()[0]:.1f} at end", flush=True)
 
 

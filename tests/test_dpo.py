@@ -50,9 +50,15 @@ WORDS = ["red", "blue", "green", "apple", "tree", "sky", "dog", "cat", "sun", "m
 
 def word_pairs() -> list[PreferencePair]:
     """Chosen replies end in "yes", rejected ones in "no no" (rows of unequal length)."""
-    return [PreferencePair(prompt=[{"role": "user", "content": f"say {w}"}], chosen=f"{w} {v} yes",
-                           rejected=f"{w} {v} no no", line=i + 1)
-            for i, (w, v) in enumerate((w, v) for w in WORDS for v in WORDS[:2])]
+    return [
+        PreferencePair(
+            prompt=[{"role": "user", "content": f"say {w}"}],
+            chosen=f"{w} {v} yes",
+            rejected=f"{w} {v} no no",
+            line=i + 1,
+        )
+        for i, (w, v) in enumerate((w, v) for w in WORDS for v in WORDS[:2])
+    ]
 
 
 # ---------------------------------------------------------------- the objective
@@ -81,41 +87,69 @@ def test_equal_policy_and_reference_give_log_two_and_zero_rewards():
 
 
 def test_ipo_averages_log_ratios_per_token():
-    s = pair_losses(torch.tensor([-4.0]), torch.tensor([-9.0]), torch.tensor([-5.0]), torch.tensor([-6.0]),
-                    beta=0.25, loss="ipo", chosen_tokens=torch.tensor([2]), rejected_tokens=torch.tensor([3]))
+    s = pair_losses(
+        torch.tensor([-4.0]),
+        torch.tensor([-9.0]),
+        torch.tensor([-5.0]),
+        torch.tensor([-6.0]),
+        beta=0.25,
+        loss="ipo",
+        chosen_tokens=torch.tensor([2]),
+        rejected_tokens=torch.tensor([3]),
+    )
     torch.testing.assert_close(s.loss, torch.tensor([((1 / 2 - (-3) / 3) - 1 / (2 * 0.25)) ** 2]))
     with pytest.raises(ValueError):
         pair_losses(torch.zeros(1), torch.zeros(1), torch.zeros(1), torch.zeros(1), beta=0.1, loss="ipo")
 
 
 def test_dpo_settings_are_checked():
-    for bad in (DpoConfig(beta=0), DpoConfig(label_smoothing=0.5), DpoConfig(loss="ipo", label_smoothing=0.1)):
+    for bad in (
+        DpoConfig(beta=0),
+        DpoConfig(label_smoothing=0.5),
+        DpoConfig(loss="ipo", label_smoothing=0.1),
+    ):
         with pytest.raises(ConfigError):
             bad.validate()
 
 
 @pytest.fixture(scope="module")
 def tok():
-    return train_tokenizer([" ".join(WORDS + ["say", "yes", "no", "again"]) * 50],
-                           TokenizerConfig(vocab_size=300, min_frequency=2))
+    return train_tokenizer(
+        [" ".join(WORDS + ["say", "yes", "no", "again"]) * 50],
+        TokenizerConfig(vocab_size=300, min_frequency=2),
+    )
 
 
 def tiny(tok, seed: int = 0) -> Transformer:
     torch.manual_seed(seed)
-    return Transformer(ModelConfig(vocab_size=tok.vocab_size, block_size=48, n_layer=2, n_embd=32, n_head=4,
-                                   pos="rope", activation="swiglu", norm="rmsnorm", bias=False))
+    return Transformer(
+        ModelConfig(
+            vocab_size=tok.vocab_size,
+            block_size=48,
+            n_layer=2,
+            n_embd=32,
+            n_head=4,
+            pos="rope",
+            activation="swiglu",
+            norm="rmsnorm",
+            bias=False,
+        )
+    )
 
 
 def test_only_the_final_reply_is_scored(tok):
     """Through the chat template: the prompt (an earlier assistant turn included) carries no target;
     the reply's tokens and its closing <|end|> do."""
-    prompt = [{"role": "user", "content": "say sky"}, {"role": "assistant", "content": "sky"},
-              {"role": "user", "content": "again"}]
+    prompt = [
+        {"role": "user", "content": "say sky"},
+        {"role": "assistant", "content": "sky"},
+        {"role": "user", "content": "again"},
+    ]
     ex = encode_reply(prompt, "sky yes", tok)
     prompt_ids = encode_chat(prompt, tok, add_generation_prompt=True)[0]
-    assert ex.ids[:len(prompt_ids)] == prompt_ids and ex.ids[-1] == tok.end_id
+    assert ex.ids[: len(prompt_ids)] == prompt_ids and ex.ids[-1] == tok.end_id
     assert ex.mask == [False] * len(prompt_ids) + [True] * (len(ex.ids) - len(prompt_ids))
-    assert tok.decode(ex.ids[len(prompt_ids):-1]) == "sky yes"
+    assert tok.decode(ex.ids[len(prompt_ids) : -1]) == "sky yes"
 
 
 def test_sequence_logps_sum_the_reply_tokens(tok):
@@ -166,10 +200,13 @@ def test_source_resumes_and_rejects_other_data(tok):
     assert torch.equal(a.next_batch(4, 5, 0)["input_ids"], b.next_batch(4, 5, 0)["input_ids"])
     with pytest.raises(LmforgeError, match="preference data changed"):
         DpoSource(enc[:-1], objective, tok.pad_id, seed=3).load_state_dict(a.state_dict())
-    ranks = [DpoSource(enc, objective, tok.pad_id, seed=3, dp_rank=r, dp=2).next_batch(3, 0, 0) for r in (0, 1)]
+    ranks = [
+        DpoSource(enc, objective, tok.pad_id, seed=3, dp_rank=r, dp=2).next_batch(3, 0, 0) for r in (0, 1)
+    ]
     one = DpoSource(enc, objective, tok.pad_id, seed=3).next_batch(6, 0, 0)
     assert sorted(ranks[0]["pair_index"].tolist() + ranks[1]["pair_index"].tolist()) == sorted(
-        one["pair_index"].tolist())
+        one["pair_index"].tolist()
+    )
     assert int(ranks[0]["step_tokens"]) == int(one["step_tokens"]) == 6  # the global micro-batch's pairs
 
 
@@ -178,7 +215,7 @@ def test_source_resumes_and_rejects_other_data(tok):
 def test_pair_weighted_gradient_does_not_depend_on_the_split(tok, sizes):
     """The loop's token-weighted step: each micro-batch's summed pair losses over the step's pairs.
     Any split of the same pairs into micro-batches (of unequal padded lengths) gives one gradient."""
-    enc, _, _ = encode_pairs(word_pairs()[:sum(sizes)], tok, seq_len=48, overlong="truncate")
+    enc, _, _ = encode_pairs(word_pairs()[: sum(sizes)], tok, seq_len=48, overlong="truncate")
     ref = frozen_reference(tiny(tok, seed=1))
 
     def grads(parts: list[int]) -> list[torch.Tensor]:
@@ -186,7 +223,7 @@ def test_pair_weighted_gradient_does_not_depend_on_the_split(tok, sizes):
         objective = DpoObjective(ref, 0.1, "sigmoid", 0.0)
         at = 0
         for n in parts:
-            (objective(model, collate_pairs(enc[at:at + n], tok.pad_id)) / len(enc)).backward()
+            (objective(model, collate_pairs(enc[at : at + n], tok.pad_id)) / len(enc)).backward()
             at += n
         return [p.grad for p in model.parameters()]
 
@@ -211,19 +248,38 @@ def base_run(tmp_path_factory, tok):
 
 
 def settings_for(run: Path, out: Path, **kw) -> dict:
-    return {"init": str(run), "data": "word pairs", "out": str(out), "objective": "dpo", "max_steps": 6,
-            "batch_size": 4, "lr": 3e-3, "warmup_steps": 1, "eval_every": 0, "log_every": 1, "ckpt_every": 0,
-            "device": "cpu", "precision": "fp32", "chat_prompts": [], **kw}
+    return {
+        "init": str(run),
+        "data": "word pairs",
+        "out": str(out),
+        "objective": "dpo",
+        "max_steps": 6,
+        "batch_size": 4,
+        "lr": 3e-3,
+        "warmup_steps": 1,
+        "eval_every": 0,
+        "log_every": 1,
+        "ckpt_every": 0,
+        "device": "cpu",
+        "precision": "fp32",
+        "chat_prompts": [],
+        **kw,
+    }
 
 
 def run_dpo(run: Path, out: Path, **kw):
     pairs = word_pairs()
-    return dpo_finetune(from_dict(FinetuneConfig, settings_for(run, out, **kw)), log=lambda m: None,
-                        pairs=(pairs[:18], pairs[18:]))
+    return dpo_finetune(
+        from_dict(FinetuneConfig, settings_for(run, out, **kw)),
+        log=lambda m: None,
+        pairs=(pairs[:18], pairs[18:]),
+    )
 
 
 def train_rows(out: Path) -> list[dict]:
-    return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
+    return [
+        r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"
+    ]
 
 
 def weights(out: Path) -> dict[str, torch.Tensor]:
@@ -234,7 +290,14 @@ def test_dpo_run_logs_step_metrics_and_held_out_figures(base_run, tmp_path):
     r = run_dpo(base_run, tmp_path / "out")
     rows = train_rows(tmp_path / "out")
     assert len(rows) == 6 and rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # policy = reference
-    for key in ("reward_margin", "pref_accuracy", "reward_chosen", "reward_rejected", "logp_chosen", "logp_rejected"):
+    for key in (
+        "reward_margin",
+        "pref_accuracy",
+        "reward_chosen",
+        "reward_rejected",
+        "logp_chosen",
+        "logp_rejected",
+    ):
         assert all(math.isfinite(row[key]) for row in rows), key
     assert rows[0]["pref_accuracy"] == 0.0 and rows[-1]["pref_accuracy"] > 0.5
     assert rows[-1]["reward_margin"] > 0 and rows[-1]["loss"] < rows[0]["loss"]
@@ -311,13 +374,21 @@ WORKER = textwrap.dedent("""
 def run_worker(tmp: Path, cfg: dict, signal_at=None, nproc: int = 1):
     script = tmp / "worker.py"
     script.write_text(WORKER)
-    pairs = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "line": p.line} for p in word_pairs()]
+    pairs = [
+        {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "line": p.line} for p in word_pairs()
+    ]
     args = [str(script), json.dumps(cfg), json.dumps(pairs)] + ([json.dumps(signal_at)] if signal_at else [])
-    launcher = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-                                   if nproc > 1 else [])
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
-    return subprocess.run(launcher + args, capture_output=True, text=True, env=env, timeout=TIMEOUT_S, check=False)
+    launcher = [sys.executable] + (
+        ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)] if nproc > 1 else []
+    )
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+    }
+    return subprocess.run(
+        launcher + args, capture_output=True, text=True, env=env, timeout=TIMEOUT_S, check=False
+    )
 
 
 def result(proc) -> dict:
@@ -325,14 +396,18 @@ def result(proc) -> dict:
     return json.loads(proc.stdout.split("RESULT ")[-1].splitlines()[0])
 
 
-@pytest.mark.parametrize("variant", [{"dpo": {"ref": "precomputed"}},
-                                     {"method": "lora", "lr": 1e-2, "lora": {"rank": 2, "dropout": 0.1}}],
-                         ids=["precomputed", "lora-dropout"])
+@pytest.mark.parametrize(
+    "variant",
+    [{"dpo": {"ref": "precomputed"}}, {"method": "lora", "lr": 1e-2, "lora": {"rank": 2, "dropout": 0.1}}],
+    ids=["precomputed", "lora-dropout"],
+)
 def test_sigterm_then_sigkill_resumes_step_for_step(base_run, tmp_path, variant):
     """Precomputed reference log-probs are reloaded, not recomputed from a half-trained model; LoRA's
     adapter dropout needs the random generators restored."""
     ref = tmp_path / "ref"
-    assert result(run_worker(tmp_path, settings_for(base_run, ref, max_steps=8, **variant)))["stopped"] is None
+    assert (
+        result(run_worker(tmp_path, settings_for(base_run, ref, max_steps=8, **variant)))["stopped"] is None
+    )
     out = tmp_path / "cut"
     cfg = settings_for(base_run, out, max_steps=8, ckpt_every=4, **variant)
     stopped = result(run_worker(tmp_path, cfg, (signal.SIGTERM, 2)))  # saved at the end of step 3
@@ -357,8 +432,10 @@ def test_two_fsdp_processes_train_as_one(base_run, tmp_path):
     a, b = train_rows(one), train_rows(two)
     for key in ("loss", "reward_margin", "pref_accuracy", "logp_chosen"):
         assert [x[key] for x in b] == pytest.approx([x[key] for x in a], abs=1e-5), key
-    val = [[r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "val"]
-           for d in (one, two)]
+    val = [
+        [r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "val"]
+        for d in (one, two)
+    ]
     assert len(val[0]) == 2 and [v["step"] for v in val[1]] == [3, 6]
     for key in ("val_loss", "val_pref_accuracy", "val_reward_margin", "val_logp_accuracy"):
         assert [v[key] for v in val[1]] == pytest.approx([v[key] for v in val[0]], abs=1e-5), key
@@ -375,8 +452,18 @@ def test_demo_model_learns_the_sign_off_rule(tmp_path):
     lmforge/tune/dpo_demo.py (a reply beats itself plus a stock sign-off): >= 90% held-out
     preference accuracy in ten steps of 8 pairs."""
     tok = tiny_tokenizer(vocab_size=2048)
-    mcfg = ModelConfig(vocab_size=tok.vocab_size, block_size=128, n_layer=4, n_head=4, n_embd=192,
-                       activation="swiglu", norm="rmsnorm", pos="rope", bias=False, tie_embeddings=True)
+    mcfg = ModelConfig(
+        vocab_size=tok.vocab_size,
+        block_size=128,
+        n_layer=4,
+        n_head=4,
+        n_embd=192,
+        activation="swiglu",
+        norm="rmsnorm",
+        pos="rope",
+        bias=False,
+        tie_embeddings=True,
+    )
     torch.manual_seed(0)
     cfg = RunConfig(name="base", out_dir=str(tmp_path))
     cfg.model = mcfg
@@ -384,9 +471,22 @@ def test_demo_model_learns_the_sign_off_rule(tmp_path):
     tok.save(tmp_path / "base" / "tokenizer.json")
     save_checkpoint(tmp_path / "base", 0, Transformer(mcfg), {}, {"step": 0}, cfg, keep_last=1)
     train, val = split(synthetic_pairs(seed=0), 0.15, seed=0)
-    ft = FinetuneConfig(init=str(tmp_path / "base"), data="synthetic", out=str(tmp_path / "dpo"), objective="dpo",
-                        max_steps=10, batch_size=8, lr=1e-3, warmup_steps=2, eval_every=0, log_every=10,
-                        overlong="drop", device="cpu", precision="fp32", chat_prompts=[])
+    ft = FinetuneConfig(
+        init=str(tmp_path / "base"),
+        data="synthetic",
+        out=str(tmp_path / "dpo"),
+        objective="dpo",
+        max_steps=10,
+        batch_size=8,
+        lr=1e-3,
+        warmup_steps=2,
+        eval_every=0,
+        log_every=10,
+        overlong="drop",
+        device="cpu",
+        precision="fp32",
+        chat_prompts=[],
+    )
     r = dpo_finetune(ft, log=lambda m: None, pairs=(train, val))
     assert r.val_pairs >= 30
     assert r.val_before["pref_accuracy"] == 0.0  # ties: the policy is the reference
@@ -421,18 +521,52 @@ def test_finetune_cli_method_dpo(base_run, tmp_path, capsys):
     line skipped by number) prints the held-out figures before -> after and saves a run directory."""
     from lmforge.cli import main
 
-    rows = [{"prompt": p.prompt, "chosen": [{"role": "assistant", "content": p.chosen}],
-             "rejected": [{"role": "assistant", "content": p.rejected}]} for p in word_pairs()]
+    rows = [
+        {
+            "prompt": p.prompt,
+            "chosen": [{"role": "assistant", "content": p.chosen}],
+            "rejected": [{"role": "assistant", "content": p.rejected}],
+        }
+        for p in word_pairs()
+    ]
     data = tmp_path / "prefs.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows[:10]) + '{"prompt": "x"}\n'
-                    + "".join(json.dumps(r) + "\n" for r in rows[10:]))
+    data.write_text(
+        "".join(json.dumps(r) + "\n" for r in rows[:10])
+        + '{"prompt": "x"}\n'
+        + "".join(json.dumps(r) + "\n" for r in rows[10:])
+    )
     out = tmp_path / "tuned"
-    assert main(["finetune", "--method", "dpo", "--init", str(base_run), "--data", str(data), "--out", str(out),
-                 "max_steps=3", "batch_size=4", "device=cpu", "precision=fp32", "val_fraction=0.25",
-                 "chat_prompts=[]", "dpo.loss=ipo", "dpo.beta=0.5"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--method",
+                "dpo",
+                "--init",
+                str(base_run),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "max_steps=3",
+                "batch_size=4",
+                "device=cpu",
+                "precision=fp32",
+                "val_fraction=0.25",
+                "chat_prompts=[]",
+                "dpo.loss=ipo",
+                "dpo.beta=0.5",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "skipped malformed record prefs.jsonl:11" in text
     assert "held-out preference accuracy" in text and "DPO (ipo, beta 0.5" in text
     saved = json.loads((out / "finetune.json").read_text())
-    assert saved["train_pairs"] + saved["val_pairs"] == 24 and saved["bad_records"] == 1 and saved["loss"] == "ipo"
+    assert (
+        saved["train_pairs"] + saved["val_pairs"] == 24
+        and saved["bad_records"] == 1
+        and saved["loss"] == "ipo"
+    )
     assert load_model(out)[0].cfg == load_model(base_run)[0].cfg

@@ -30,11 +30,27 @@ BETA = 0.1
 def pairs() -> list[PreferencePair]:
     """Replies of different lengths (so padding and the IPO length normalisation both matter),
     one prompt with an earlier assistant turn (only the last reply is scored)."""
-    out = [PreferencePair(prompt=[{"role": "user", "content": f"say {w}"}], chosen=f"{w} yes",
-                          rejected=f"{w} no no" if i % 2 else "no", line=i + 1) for i, w in enumerate(WORDS[:5])]
-    out.append(PreferencePair(prompt=[{"role": "user", "content": "say sky"}, {"role": "assistant", "content": "sky"},
-                                      {"role": "user", "content": "again"}], chosen="sky sky", rejected="dog",
-                              line=6))
+    out = [
+        PreferencePair(
+            prompt=[{"role": "user", "content": f"say {w}"}],
+            chosen=f"{w} yes",
+            rejected=f"{w} no no" if i % 2 else "no",
+            line=i + 1,
+        )
+        for i, w in enumerate(WORDS[:5])
+    ]
+    out.append(
+        PreferencePair(
+            prompt=[
+                {"role": "user", "content": "say sky"},
+                {"role": "assistant", "content": "sky"},
+                {"role": "user", "content": "again"},
+            ],
+            chosen="sky sky",
+            rejected="dog",
+            line=6,
+        )
+    )
     return out
 
 
@@ -42,11 +58,25 @@ def pairs() -> list[PreferencePair]:
 def models(tmp_path_factory):
     """(tokenizer, reference, policy) lmforge models and their exported HF folders."""
     root = tmp_path_factory.mktemp("dpo_trl")
-    tok = train_tokenizer([" ".join(WORDS + ["say", "yes", "no", "again"]) * 50],
-                          TokenizerConfig(vocab_size=300, min_frequency=2))
+    tok = train_tokenizer(
+        [" ".join(WORDS + ["say", "yes", "no", "again"]) * 50],
+        TokenizerConfig(vocab_size=300, min_frequency=2),
+    )
     torch.manual_seed(0)
-    ref = Transformer(ModelConfig(vocab_size=tok.vocab_size, block_size=48, n_layer=2, n_embd=32, n_head=4,
-                                  pos="rope", activation="swiglu", norm="rmsnorm", bias=False, tie_embeddings=False))
+    ref = Transformer(
+        ModelConfig(
+            vocab_size=tok.vocab_size,
+            block_size=48,
+            n_layer=2,
+            n_embd=32,
+            n_head=4,
+            pos="rope",
+            activation="swiglu",
+            norm="rmsnorm",
+            bias=False,
+            tie_embeddings=False,
+        )
+    )
     policy = copy.deepcopy(ref)
     with torch.no_grad():  # the policy has moved away from the reference, so the log-ratios are not 0
         for p in policy.parameters():
@@ -60,14 +90,33 @@ def trl_loss_and_grads(root, loss_type: str) -> tuple[float, dict[str, torch.Ten
     hf_policy = transformers.AutoModelForCausalLM.from_pretrained(root / "policy", dtype=torch.float32)
     hf_ref = transformers.AutoModelForCausalLM.from_pretrained(root / "ref", dtype=torch.float32)
     htok = transformers.AutoTokenizer.from_pretrained(root / "policy")
-    rows = [{"prompt": p.prompt, "chosen": [{"role": "assistant", "content": p.chosen}],
-             "rejected": [{"role": "assistant", "content": p.rejected}]} for p in pairs()]
-    args = trl.DPOConfig(output_dir=str(root / f"trl-{loss_type}"), per_device_train_batch_size=len(rows),
-                         beta=BETA, loss_type=[loss_type], report_to=[], use_cpu=True, max_length=None,
-                         save_strategy="no", dataloader_num_workers=0,
-                         bf16=False)  # TRL defaults to bf16 autocast; the parity is in fp32
-    trainer = trl.DPOTrainer(model=hf_policy, ref_model=hf_ref, args=args,
-                             train_dataset=datasets.Dataset.from_list(rows), processing_class=htok)
+    rows = [
+        {
+            "prompt": p.prompt,
+            "chosen": [{"role": "assistant", "content": p.chosen}],
+            "rejected": [{"role": "assistant", "content": p.rejected}],
+        }
+        for p in pairs()
+    ]
+    args = trl.DPOConfig(
+        output_dir=str(root / f"trl-{loss_type}"),
+        per_device_train_batch_size=len(rows),
+        beta=BETA,
+        loss_type=[loss_type],
+        report_to=[],
+        use_cpu=True,
+        max_length=None,
+        save_strategy="no",
+        dataloader_num_workers=0,
+        bf16=False,
+    )  # TRL defaults to bf16 autocast; the parity is in fp32
+    trainer = trl.DPOTrainer(
+        model=hf_policy,
+        ref_model=hf_ref,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=htok,
+    )
     examples = [trainer.train_dataset[i] for i in range(len(rows))]
     batch = trainer.data_collator(examples)
     hf_policy.train()

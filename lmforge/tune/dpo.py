@@ -45,10 +45,18 @@ def sequence_logps(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.T
     return (picked * mask).sum(-1), mask.sum(-1)
 
 
-def pair_losses(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
-                ref_rejected: torch.Tensor, *, beta: float, loss: str = "sigmoid", label_smoothing: float = 0.0,
-                chosen_tokens: torch.Tensor | None = None, rejected_tokens: torch.Tensor | None = None,
-                ) -> PairScores:
+def pair_losses(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    *,
+    beta: float,
+    loss: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    chosen_tokens: torch.Tensor | None = None,
+    rejected_tokens: torch.Tensor | None = None,
+) -> PairScores:
     """Each pair's loss from its summed log-probs under the policy and the reference (P,) each.
     The ipo loss needs the response lengths (chosen_tokens, rejected_tokens)."""
     chosen_ratio = policy_chosen - ref_chosen
@@ -63,15 +71,24 @@ def pair_losses(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_
         per_pair = (h - 1 / (2 * beta)) ** 2
     else:
         raise ValueError(f"unknown preference loss {loss!r}")
-    return PairScores(per_pair, policy_chosen.detach(), policy_rejected.detach(),
-                      beta * chosen_ratio.detach(), beta * rejected_ratio.detach())
+    return PairScores(
+        per_pair,
+        policy_chosen.detach(),
+        policy_rejected.detach(),
+        beta * chosen_ratio.detach(),
+        beta * rejected_ratio.detach(),
+    )
 
 
 def metric_sums(s: PairScores) -> dict[str, torch.Tensor]:
     """Sums over the batch's pairs of the per-step figures (the loop adds them over micro-batches
     and ranks and divides by the pairs): reward margin, preference accuracy (chosen reward strictly
     above the rejected one, as TRL counts it), rewards and log-probs of chosen and rejected."""
-    return {"reward_margin": (s.chosen_rewards - s.rejected_rewards).sum(),
-            "pref_accuracy": (s.chosen_rewards > s.rejected_rewards).float().sum(),
-            "reward_chosen": s.chosen_rewards.sum(), "reward_rejected": s.rejected_rewards.sum(),
-            "logp_chosen": s.chosen_logps.sum(), "logp_rejected": s.rejected_logps.sum()}
+    return {
+        "reward_margin": (s.chosen_rewards - s.rejected_rewards).sum(),
+        "pref_accuracy": (s.chosen_rewards > s.rejected_rewards).float().sum(),
+        "reward_chosen": s.chosen_rewards.sum(),
+        "reward_rejected": s.rejected_rewards.sum(),
+        "logp_chosen": s.chosen_logps.sum(),
+        "logp_rejected": s.rejected_logps.sum(),
+    }

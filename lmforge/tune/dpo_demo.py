@@ -29,8 +29,13 @@ from lmforge.tune.demo_data import DEMO_PATH
 from lmforge.tune.prefs import PreferencePair
 
 SECTION = "Preference tuning (DPO)"
-SIGN_OFFS = ["I hope this helps!", "Let me know if you have any other questions.", "Feel free to ask for more.",
-             "Thank you for asking!", "Have a great day!"]
+SIGN_OFFS = [
+    "I hope this helps!",
+    "Let me know if you have any other questions.",
+    "Feel free to ask for more.",
+    "Thank you for asking!",
+    "Have a great day!",
+]
 MAX_REPLY_CHARS = 160  # the first sentence, at most this long: pairs fit the tiny model's context whole
 
 
@@ -52,8 +57,14 @@ def synthetic_pairs(seed: int = 0, path: Path = DEMO_PATH) -> list[PreferencePai
             reply = first_sentence(messages[last]["content"])
             if reply is None:
                 continue
-            pairs.append(PreferencePair(prompt=messages[:last], chosen=reply,
-                                        rejected=f"{reply} {rng.choice(SIGN_OFFS)}", line=line))
+            pairs.append(
+                PreferencePair(
+                    prompt=messages[:last],
+                    chosen=reply,
+                    rejected=f"{reply} {rng.choice(SIGN_OFFS)}",
+                    line=line,
+                )
+            )
     return pairs
 
 
@@ -65,11 +76,26 @@ def split(pairs: list, val_fraction: float, seed: int) -> tuple[list, list]:
 
 
 def demo_config(cfg: RunConfig, run_dir: Path, steps: int, **overrides) -> FinetuneConfig:
-    base = {"init": str(run_dir / "sft"), "data": f"synthetic: {DEMO_PATH.name}, reply vs reply + sign-off",
-            "out": str(run_dir / "dpo"), "objective": "dpo", "dpo": DpoConfig(beta=0.1),
-            "max_steps": steps, "batch_size": 8, "lr": 1e-4, "warmup_steps": 1, "min_lr_ratio": 0.1,
-            "eval_every": 0, "log_every": 5, "overlong": "drop", "seed": cfg.train.seed, "device": cfg.train.device,
-            "precision": cfg.train.precision, "chat_prompts": [], "val_fraction": 0.1}
+    base = {
+        "init": str(run_dir / "sft"),
+        "data": f"synthetic: {DEMO_PATH.name}, reply vs reply + sign-off",
+        "out": str(run_dir / "dpo"),
+        "objective": "dpo",
+        "dpo": DpoConfig(beta=0.1),
+        "max_steps": steps,
+        "batch_size": 8,
+        "lr": 1e-4,
+        "warmup_steps": 1,
+        "min_lr_ratio": 0.1,
+        "eval_every": 0,
+        "log_every": 5,
+        "overlong": "drop",
+        "seed": cfg.train.seed,
+        "device": cfg.train.device,
+        "precision": cfg.train.precision,
+        "chat_prompts": [],
+        "val_fraction": 0.1,
+    }
     return FinetuneConfig(**{**base, **overrides})
 
 
@@ -80,7 +106,9 @@ def dpo_stage(cfg: RunConfig, run_dir: Path, steps: int = 30, **overrides) -> di
 
     run_dir = Path(run_dir)
     if latest_checkpoint(run_dir / "sft") is None:
-        default_log("skipped DPO: it tunes the SFT stage's chat model, and there is none (sft.enabled=false?)")
+        default_log(
+            "skipped DPO: it tunes the SFT stage's chat model, and there is none (sft.enabled=false?)"
+        )
         return {"skipped": True}
     ft = demo_config(cfg, run_dir, steps, **overrides)
     done = Path(ft.out) / "finetune.json"
@@ -94,14 +122,29 @@ def report_section(result: dict) -> str:
     if not result or result.get("skipped"):
         return ""
     b, a = result.get("val_before") or {}, result.get("val_after") or {}
-    lines = [(f"DPO ({result['loss']}, beta {result['beta']:g}) of the chat model on {result['train_pairs']} synthetic "
-              "pairs (a reply beats the same reply plus a stock sign-off), "
-              f"{result['steps']} steps; the tuned model is in `{result['out_dir']}`."), "",
-             "| metric | before | after |", "|---|---|---|"]
+    lines = [
+        (
+            f"DPO ({result['loss']}, beta {result['beta']:g}) of the chat model on "
+            f"{result['train_pairs']} synthetic "
+            "pairs (a reply beats the same reply plus a stock sign-off), "
+            f"{result['steps']} steps; the tuned model is in `{result['out_dir']}`."
+        ),
+        "",
+        "| metric | before | after |",
+        "|---|---|---|",
+    ]
     if a:
-        lines += [(f"| held-out preference accuracy ({result['val_pairs']} pairs) | {b.get('pref_accuracy', 0):.3f} "
-                   f"| {a['pref_accuracy']:.3f} |"),
-                  f"| log p(chosen) > log p(rejected) | {b.get('logp_accuracy', 0):.3f} | {a['logp_accuracy']:.3f} |",
-                  f"| DPO loss | {b.get('loss', 0):.4f} | {a['loss']:.4f} |"]
+        lines += [
+            (
+                f"| held-out preference accuracy ({result['val_pairs']} pairs) "
+                f"| {b.get('pref_accuracy', 0):.3f} "
+                f"| {a['pref_accuracy']:.3f} |"
+            ),
+            (
+                f"| log p(chosen) > log p(rejected) | {b.get('logp_accuracy', 0):.3f} "
+                f"| {a['logp_accuracy']:.3f} |"
+            ),
+            f"| DPO loss | {b.get('loss', 0):.4f} | {a['loss']:.4f} |",
+        ]
     lines += ["", f"Time: {result['wall_s']:.1f} s.", ""]
     return "\n".join(lines)

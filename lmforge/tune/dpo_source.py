@@ -55,7 +55,9 @@ def encode_reply(prompt: Sequence[dict], reply: str, tokenizer) -> Example:
     return Example(ids, [i >= start for i in range(len(ids))])
 
 
-def encode_pairs(pairs: Sequence[Any], tokenizer, seq_len: int, overlong: str) -> tuple[list[EncodedPair], int, int]:
+def encode_pairs(
+    pairs: Sequence[Any], tokenizer, seq_len: int, overlong: str
+) -> tuple[list[EncodedPair], int, int]:
     """Encode PreferencePairs (.prompt messages, .chosen, .rejected) and apply the overlong rule to
     both replies ("truncate" keeps each row's first seq_len positions, "drop" drops the pair); a
     pair left without a reply token on either side is dropped. Returns (kept, truncated, dropped)."""
@@ -67,7 +69,7 @@ def encode_pairs(pairs: Sequence[Any], tokenizer, seq_len: int, overlong: str) -
             if overlong == "drop":
                 dropped += 1
                 continue
-            rows = [Example(r.ids[:seq_len + 1], r.mask[:seq_len + 1]) for r in rows]
+            rows = [Example(r.ids[: seq_len + 1], r.mask[: seq_len + 1]) for r in rows]
             truncated += 1
         if not all(any(r.mask[1:]) for r in rows):
             dropped += 1
@@ -86,8 +88,11 @@ def fingerprint(pairs: list[EncodedPair]) -> str:
 
 def collate_pairs(pairs: list[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
     b = collate_padded([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
-    return {"input_ids": b.input_ids, "targets": b.labels,
-            "pair_index": torch.tensor([p.index for p in pairs], dtype=torch.long)}
+    return {
+        "input_ids": b.input_ids,
+        "targets": b.labels,
+        "pair_index": torch.tensor([p.index for p in pairs], dtype=torch.long),
+    }
 
 
 # ---------------------------------------------------------------- the objective
@@ -130,9 +135,11 @@ def adapters_off_reference() -> Reference:
 
 def table_reference(table: torch.Tensor) -> Reference:
     """Precomputed: row i of the table is pair i's (chosen, rejected) reference log-probs."""
+
     def ref(policy: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         rows = table.to(batch["pair_index"].device)[batch["pair_index"]]  # (p, 2)
         return torch.cat([rows[:, 0], rows[:, 1]])
+
     return ref
 
 
@@ -147,8 +154,17 @@ class DpoObjective:
         ref = self.reference(model, batch).float()
         logps, counts = policy_logps(model, batch)
         p = logps.shape[0] // 2
-        return pair_losses(logps[:p], logps[p:], ref[:p], ref[p:], beta=self.beta, loss=self.loss,
-                           label_smoothing=self.label_smoothing, chosen_tokens=counts[:p], rejected_tokens=counts[p:])
+        return pair_losses(
+            logps[:p],
+            logps[p:],
+            ref[:p],
+            ref[p:],
+            beta=self.beta,
+            loss=self.loss,
+            label_smoothing=self.label_smoothing,
+            chosen_tokens=counts[:p],
+            rejected_tokens=counts[p:],
+        )
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         s = self.scores(model, batch)
@@ -167,12 +183,25 @@ class DpoObjective:
 class DpoSource:
     token_weighted = True  # the loss unit is a pair
 
-    def __init__(self, pairs: list[EncodedPair], objective: DpoObjective, pad_id: int, seed: int,
-                 dp_rank: int = 0, dp: int = 1) -> None:
+    def __init__(
+        self,
+        pairs: list[EncodedPair],
+        objective: DpoObjective,
+        pad_id: int,
+        seed: int,
+        dp_rank: int = 0,
+        dp: int = 1,
+    ) -> None:
         if not pairs:
             raise LmforgeError("no training preference pairs")
         self.pairs, self.objective, self.pad_id, self.seed, self.dp_rank, self.dp = (
-            pairs, objective, pad_id, seed, dp_rank, dp)
+            pairs,
+            objective,
+            pad_id,
+            seed,
+            dp_rank,
+            dp,
+        )
         self.loss_sum = objective
         self.fingerprint = fingerprint(pairs)
         self.epoch, self.position = 0, 0  # global pairs of this epoch already taken
@@ -193,7 +222,7 @@ class DpoSource:
         while len(taken) < n:
             order = self.order_of(self.epoch)
             k = min(n - len(taken), len(order) - self.position)
-            taken += order[self.position:self.position + k]
+            taken += order[self.position : self.position + k]
             self.position += k
             if self.position == len(order):  # a batch running past the epoch continues with the next
                 self.epoch, self.position = self.epoch + 1, 0
@@ -201,23 +230,32 @@ class DpoSource:
 
     def next_batch(self, rows: int, step: int, micro: int) -> dict[str, torch.Tensor]:
         global_pairs = self._take(rows * self.dp)
-        return {**collate_pairs(global_pairs[self.dp_rank::self.dp], self.pad_id),
-                "step_tokens": torch.tensor(len(global_pairs))}
+        return {
+            **collate_pairs(global_pairs[self.dp_rank :: self.dp], self.pad_id),
+            "step_tokens": torch.tensor(len(global_pairs)),
+        }
 
     def step_metrics(self) -> dict[str, torch.Tensor]:
         """The sums of this step's pair figures on this rank, and their pair count ("units")."""
         return self.objective.take_sums()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": "dpo", "epoch": self.epoch, "position": self.position, "seed": self.seed,
-                "fingerprint": self.fingerprint}
+        return {
+            "kind": "dpo",
+            "epoch": self.epoch,
+            "position": self.position,
+            "seed": self.seed,
+            "fingerprint": self.fingerprint,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key in ("kind", "fingerprint", "seed"):
             if state.get(key) != self.state_dict()[key]:
-                raise LmforgeError(f"the checkpoint's data position has {key}={state.get(key)!r}, this run "
-                                   f"{self.state_dict()[key]!r}: the preference data changed since it was saved; "
-                                   "use another out=")
+                raise LmforgeError(
+                    f"the checkpoint's data position has {key}={state.get(key)!r}, this run "
+                    f"{self.state_dict()[key]!r}: the preference data changed since it was saved; "
+                    "use another out="
+                )
         if not (0 <= int(state["position"]) <= len(self.pairs)):
             raise LmforgeError(f"the checkpoint's data position is invalid: {state}")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
@@ -238,16 +276,18 @@ def reference_table(model: nn.Module, pairs: list[EncodedPair], pad_id: int, amp
     device = next(model.parameters()).device
     out = torch.zeros(len(pairs), 2, dtype=torch.float32)
     for i in range(0, len(pairs), REF_BATCH):
-        chunk = pairs[i:i + REF_BATCH]
+        chunk = pairs[i : i + REF_BATCH]
         batch = {k: v.to(device) for k, v in collate_pairs(chunk, pad_id).items()}
         with amp():
             logps = policy_logps(model, batch)[0].float().cpu()
-        out[i:i + len(chunk), 0], out[i:i + len(chunk), 1] = logps[:len(chunk)], logps[len(chunk):]
+        out[i : i + len(chunk), 0], out[i : i + len(chunk), 1] = logps[: len(chunk)], logps[len(chunk) :]
     model.train(was)
     return out
 
 
-def load_or_compute_table(path: Path, key: str, compute: Callable[[], torch.Tensor], save: bool) -> torch.Tensor:
+def load_or_compute_table(
+    path: Path, key: str, compute: Callable[[], torch.Tensor], save: bool
+) -> torch.Tensor:
     """The saved table if it was made for `key` (the pairs' fingerprint), else computed (and saved
     atomically by the main rank), so a resumed run reuses the numbers it started with."""
     if path.is_file():
@@ -263,16 +303,25 @@ def load_or_compute_table(path: Path, key: str, compute: Callable[[], torch.Tens
     return table
 
 
-def preference_figures(model: nn.Module, pairs: list[EncodedPair], ref_table: torch.Tensor, objective: DpoObjective,
-                       pad_id: int, batch_pairs: int, amp) -> dict[str, float]:
+def preference_figures(
+    model: nn.Module,
+    pairs: list[EncodedPair],
+    ref_table: torch.Tensor,
+    objective: DpoObjective,
+    pad_id: int,
+    batch_pairs: int,
+    amp,
+) -> dict[str, float]:
     """Held-out figures over every pair: DPO loss, preference accuracy (chosen reward > rejected),
     reward margin, and how often the model itself gives the chosen reply the higher log-prob."""
     device = next(model.parameters()).device
-    probe = DpoObjective(table_reference(ref_table), objective.beta, objective.loss, objective.label_smoothing)
+    probe = DpoObjective(
+        table_reference(ref_table), objective.beta, objective.loss, objective.label_smoothing
+    )
     total = {"loss": 0.0, "pref_accuracy": 0.0, "reward_margin": 0.0, "logp_accuracy": 0.0}
     with torch.no_grad():
         for i in range(0, len(pairs), batch_pairs):
-            batch = {k: v.to(device) for k, v in collate_pairs(pairs[i:i + batch_pairs], pad_id).items()}
+            batch = {k: v.to(device) for k, v in collate_pairs(pairs[i : i + batch_pairs], pad_id).items()}
             with amp():
                 s = probe.scores(model, batch)
             total["loss"] += float(s.loss.sum())
@@ -282,8 +331,9 @@ def preference_figures(model: nn.Module, pairs: list[EncodedPair], ref_table: to
     return {k: v / max(len(pairs), 1) for k, v in total.items()}
 
 
-def dpo_validator(pairs: list[EncodedPair], ref_table: torch.Tensor, objective: DpoObjective, pad_id: int,
-                  batch_pairs: int):
+def dpo_validator(
+    pairs: list[EncodedPair], ref_table: torch.Tensor, objective: DpoObjective, pad_id: int, batch_pairs: int
+):
     """The loop's held-out function (every rank runs every pair, so FSDP's collectives line up)."""
     if not pairs:
         return None
@@ -293,7 +343,11 @@ def dpo_validator(pairs: list[EncodedPair], ref_table: torch.Tensor, objective: 
         par.train(False)
         figures = preference_figures(par.runner, pairs, ref_table, objective, pad_id, batch_pairs, amp)
         par.train(was)
-        return {"val_loss": figures.pop("loss"), "val_ppl": None, "val_bpb": None,
-                **{f"val_{k}": v for k, v in figures.items()}}
+        return {
+            "val_loss": figures.pop("loss"),
+            "val_ppl": None,
+            "val_bpb": None,
+            **{f"val_{k}": v for k, v in figures.items()},
+        }
 
     return validate

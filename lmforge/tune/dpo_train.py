@@ -104,8 +104,11 @@ def load_pairs(cfg: FinetuneConfig, log) -> tuple[list, list, int]:
             log(f"... and {len(data.bad) - MAX_REPORTED} more malformed records")
         formats = ", ".join(f"{n} {f}" for f, n in sorted(data.formats.items()))
         excluded = ", ".join(f"{n} {why}" for why, n in sorted(data.excluded.items()))
-        log(f"data: {path}: {len(data.pairs)} preference pairs ({formats or 'none'}), {len(data.bad)} malformed "
-            f"skipped" + (f", left out: {excluded}" if excluded else ""))
+        log(
+            f"data: {path}: {len(data.pairs)} preference pairs ({formats or 'none'}), "
+            f"{len(data.bad)} malformed "
+            f"skipped" + (f", left out: {excluded}" if excluded else "")
+        )
         return list(data.pairs), len(data.bad)
 
     pairs, bad = load(cfg.data)
@@ -142,8 +145,10 @@ def dpo_finetune(cfg: FinetuneConfig, log=default_log, pairs: tuple[list, list] 
     resuming = (out / "finetune.yaml").exists() and latest_checkpoint(out / TRAIN_DIR) is not None
     if resuming:
         if (out / "finetune.yaml").read_text(encoding="utf-8") != settings:
-            raise LmforgeError(f"{out} holds an interrupted fine-tune with other settings ({out / 'finetune.yaml'}); "
-                               "run it with the same settings to resume, or choose another out=")
+            raise LmforgeError(
+                f"{out} holds an interrupted fine-tune with other settings ({out / 'finetune.yaml'}); "
+                "run it with the same settings to resume, or choose another out="
+            )
         log(f"resuming the interrupted DPO run in {out}")
     run_cfg = read_config(ckpt)
     mcfg = run_cfg.model
@@ -158,7 +163,9 @@ def dpo_finetune(cfg: FinetuneConfig, log=default_log, pairs: tuple[list, list] 
     train_p, trunc, drop = encode_pairs(train_raw, tok, seq_len, cfg.overlong)
     val_p, vtrunc, vdrop = encode_pairs(val_raw, tok, seq_len, cfg.overlong)
     if trunc + drop + vtrunc + vdrop:
-        log(f"overlong={cfg.overlong}: {trunc + vtrunc} pairs cut to {seq_len} tokens, {drop + vdrop} dropped")
+        log(
+            f"overlong={cfg.overlong}: {trunc + vtrunc} pairs cut to {seq_len} tokens, {drop + vdrop} dropped"
+        )
     if not train_p:
         raise LmforgeError("no training preference pair is left after the overlong rule")
     log(f"split: {len(train_p)} train / {len(val_p)} held-out pairs")
@@ -196,7 +203,10 @@ def dpo_finetune(cfg: FinetuneConfig, log=default_log, pairs: tuple[list, list] 
         need_train = dc.ref == "precomputed" and cfg.method == "full"
 
         def compute() -> torch.Tensor:
-            parts = [reference_table(start(), ps, tok.pad_id, amp) for ps in ((train_p if need_train else []), val_p)]
+            parts = [
+                reference_table(start(), ps, tok.pad_id, amp)
+                for ps in ((train_p if need_train else []), val_p)
+            ]
             return torch.cat(parts)
 
         table = load_or_compute_table(out / TRAIN_DIR / REF_FILE, key, compute, save=main)
@@ -210,15 +220,19 @@ def dpo_finetune(cfg: FinetuneConfig, log=default_log, pairs: tuple[list, list] 
             (out / TRAIN_DIR / BEFORE_FILE).write_text(json.dumps(before) + "\n", encoding="utf-8")
         if cfg.method == "lora":
             wrapped = apply_lora(model, cfg.lora)
-            log(f"lora: rank {cfg.lora.rank}, alpha {cfg.lora.alpha:g} on {len(wrapped)} layers; "
-                "reference = the base with adapters off")
+            log(
+                f"lora: rank {cfg.lora.rank}, alpha {cfg.lora.alpha:g} on {len(wrapped)} layers; "
+                "reference = the base with adapters off"
+            )
         trainable, total = count_params(model)
         if cfg.method == "lora":
             total -= trainable
         counts.update(trainable=trainable, total=total)
-        log(f"model: {total:,} parameters, {trainable:,} trainable, DPO {dc.loss} beta={dc.beta:g}"
+        log(
+            f"model: {total:,} parameters, {trainable:,} trainable, DPO {dc.loss} beta={dc.beta:g}"
             f"{f' label_smoothing={dc.label_smoothing:g}' if dc.label_smoothing else ''}, reference: "
-            f"{'base with adapters off' if cfg.method == 'lora' else dc.ref}, {total_steps} steps")
+            f"{'base with adapters off' if cfg.method == 'lora' else dc.ref}, {total_steps} steps"
+        )
 
     def objective() -> DpoObjective:
         if cfg.method == "lora":
@@ -231,13 +245,20 @@ def dpo_finetune(cfg: FinetuneConfig, log=default_log, pairs: tuple[list, list] 
 
     def on_complete(par) -> None:
         final["state" if par.env.distributed else "model"] = (
-            full_state_dict(par.module) if par.env.distributed else par.module)
+            full_state_dict(par.module) if par.env.distributed else par.module
+        )
 
     inputs = Inputs(
         check=lambda seq_len, env: None,
-        source=lambda seq_len, env: DpoSource(train_p, objective(), tok.pad_id, cfg.seed, env.dp_rank, env.layout.dp),
-        validator=lambda seq_len, is_main: dpo_validator(val_p, tables["val"], objective(), tok.pad_id, cfg.batch_size),
-        prepare_model=prepare_model, on_complete=on_complete)
+        source=lambda seq_len, env: DpoSource(
+            train_p, objective(), tok.pad_id, cfg.seed, env.dp_rank, env.layout.dp
+        ),
+        validator=lambda seq_len, is_main: dpo_validator(
+            val_p, tables["val"], objective(), tok.pad_id, cfg.batch_size
+        ),
+        prepare_model=prepare_model,
+        on_complete=on_complete,
+    )
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "finetune.yaml").write_text(settings, encoding="utf-8")
@@ -248,15 +269,29 @@ def dpo_finetune(cfg: FinetuneConfig, log=default_log, pairs: tuple[list, list] 
     peak, kind = peak_memory_mb(device)
     before_file = out / TRAIN_DIR / BEFORE_FILE
     result = DpoResult(
-        out_dir=str(out), method=cfg.method, steps=tr.steps, epochs=tr.steps / steps_per_epoch,
-        train_pairs=len(train_p), val_pairs=len(val_p), bad_records=n_bad, truncated=trunc + vtrunc,
-        dropped=drop + vdrop, trainable_params=counts.get("trainable", 0), total_params=counts.get("total", 0),
+        out_dir=str(out),
+        method=cfg.method,
+        steps=tr.steps,
+        epochs=tr.steps / steps_per_epoch,
+        train_pairs=len(train_p),
+        val_pairs=len(val_p),
+        bad_records=n_bad,
+        truncated=trunc + vtrunc,
+        dropped=drop + vdrop,
+        trainable_params=counts.get("trainable", 0),
+        total_params=counts.get("total", 0),
         train_loss=tr.final_train_loss,
         val_before=json.loads(before_file.read_text(encoding="utf-8")) if before_file.exists() else None,
-        val_after=last_val(out / TRAIN_DIR / "metrics.jsonl"), peak_memory_mb=peak, memory_kind=kind,
-        steps_per_s=tr.tokens_per_s / (pairs_per_step * seq_len), wall_s=time.time() - t_start,
-        beta=dc.beta, loss=dc.loss, ref="adapters off" if cfg.method == "lora" else dc.ref,
-        stopped=tr.stop_reason if tr.stopped_early else None)
+        val_after=last_val(out / TRAIN_DIR / "metrics.jsonl"),
+        peak_memory_mb=peak,
+        memory_kind=kind,
+        steps_per_s=tr.tokens_per_s / (pairs_per_step * seq_len),
+        wall_s=time.time() - t_start,
+        beta=dc.beta,
+        loss=dc.loss,
+        ref="adapters off" if cfg.method == "lora" else dc.ref,
+        stopped=tr.stop_reason if tr.stopped_early else None,
+    )
     if result.stopped or not main:
         return result
 
@@ -291,11 +326,16 @@ def last_val(metrics: Path) -> dict | None:
     if not vals:
         return None
     v = vals[-1]
-    return {"loss": v["val_loss"], **{k[4:]: v[k] for k in ("val_pref_accuracy", "val_reward_margin",
-                                                            "val_logp_accuracy") if k in v}}
+    return {
+        "loss": v["val_loss"],
+        **{k[4:]: v[k] for k in ("val_pref_accuracy", "val_reward_margin", "val_logp_accuracy") if k in v},
+    }
 
 
 def held_out_line(before: dict, after: dict, n: int) -> str:
-    return (f"held-out preference accuracy (chosen reward > rejected, {n} pairs): {before['pref_accuracy']:.3f} -> "
-            f"{after['pref_accuracy']:.3f}; log p(chosen) > log p(rejected): {before['logp_accuracy']:.3f} -> "
-            f"{after['logp_accuracy']:.3f}; DPO loss {before['loss']:.4f} -> {after['loss']:.4f}")
+    return (
+        f"held-out preference accuracy (chosen reward > rejected, {n} pairs): "
+        f"{before['pref_accuracy']:.3f} -> "
+        f"{after['pref_accuracy']:.3f}; log p(chosen) > log p(rejected): {before['logp_accuracy']:.3f} -> "
+        f"{after['logp_accuracy']:.3f}; DPO loss {before['loss']:.4f} -> {after['loss']:.4f}"
+    )
