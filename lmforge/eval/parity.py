@@ -13,6 +13,7 @@ Two pieces (lm-eval is imported lazily; `pip install "lm-eval[hf]"`):
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -265,6 +266,10 @@ def run_lm_eval(
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    # lm-eval bootstraps some stderrs in a forked multiprocessing.Pool; forking a process that already
+    # runs threads (torch's pool, a test's server) can leave a worker blocked forever on a lock copied
+    # while held. Its own switch runs the same resamples serially (same figures, 100 iterations).
+    os.environ.setdefault("DISABLE_MULTIPROC", "1")
     tm = TaskManager(include_path=[str(include_path)], include_defaults=False)
     kwargs = {"model": model_type, "model_args": model} if isinstance(model, str) else {"model": model}
     return simple_evaluate(
