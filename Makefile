@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # (or run `make setup TORCH=torch`) and lmforge's `torch>=2.4` range keeps it.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup setup-test demo test test-clone bench clean
+.PHONY: setup setup-test demo test test-clone lint bench clean
 
 # `make demo` installs what `lmforge run` needs (lmforge and its curate extra); `make test` adds the
 # rest (every extra, lm-eval, selenium, tensorboard, ...), which a first demo should not wait for.
@@ -29,6 +29,11 @@ demo: setup
 
 test: setup-test
 	$(PY) -m pytest -q tests
+
+# Style as CI checks it: ruff's lint rules plus the 110-column line length, and ruff format's layout.
+lint: setup-test
+	$(VENV)/bin/ruff check lmforge tests bench scripts
+	$(VENV)/bin/ruff format --check lmforge tests bench scripts
 
 # The tests a clone without ../shared runs differently, with the project's shared data hidden: those
 # that reach it (through tests/conftest.py) and those that once read it directly.

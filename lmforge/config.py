@@ -107,8 +107,18 @@ def load_config(config: str | None = None, overrides: list[str] | None = None, c
 
 def validate(cfg: RunConfig) -> None:
     """Each section's own checks, then those that span sections."""
-    for section in (cfg.model, cfg.curate, cfg.tokenizer, cfg.data, cfg.train, cfg.parallel, cfg.sample, cfg.eval, cfg.sft,
-                    cfg.dpo):
+    for section in (
+        cfg.model,
+        cfg.curate,
+        cfg.tokenizer,
+        cfg.data,
+        cfg.train,
+        cfg.parallel,
+        cfg.sample,
+        cfg.eval,
+        cfg.sft,
+        cfg.dpo,
+    ):
         section.validate()
     seq_len = cfg.train.seq_len
     if seq_len is not None and seq_len > cfg.model.block_size:

@@ -47,7 +47,6 @@ def curate_stage(cfg: RunConfig) -> tuple[Path, str] | None:
     """Curate data.corpus into <run>/curated and point data.corpus at the kept documents."""
     from dataclasses import replace
 
-
     if not cfg.data.curate or cfg.data.shards:
         return None
     out = cfg.run_dir / "curated"
@@ -63,17 +62,28 @@ def curate_stage(cfg: RunConfig) -> tuple[Path, str] | None:
     if n_in == 0:
         raise LmforgeError(f"no documents in {', '.join(inputs)} (data.corpus={cfg.data.corpus})")
     if n_kept == 0:
-        raise LmforgeError(f"curation kept none of the {n_in} documents of data.corpus={cfg.data.corpus}; "
-                           f"see {out / 'report.md'} for the reasons")
-    log(f"curate: {tot['input'].get('docs', 0):,} documents in, {tot['kept'].get('docs', 0):,} kept "
-        f"in {time.time() - t0:.1f}s -> {out}")
+        raise LmforgeError(
+            f"curation kept none of the {n_in} documents of data.corpus={cfg.data.corpus}; "
+            f"see {out / 'report.md'} for the reasons"
+        )
+    log(
+        f"curate: {tot['input'].get('docs', 0):,} documents in, {tot['kept'].get('docs', 0):,} kept "
+        f"in {time.time() - t0:.1f}s -> {out}"
+    )
     return out, curation_section(stats)
 
 
 # What decides a run's tokens: a run directory keeps training on what it was made from.
 INPUTS_FILE = "inputs.yaml"
-INPUT_KEYS = (("data", "corpus"), ("data", "shards"), ("data", "val_fraction"), ("data", "seed"),
-              ("tokenizer", "vocab_size"), ("tokenizer", "min_frequency"), ("tokenizer", "path"))
+INPUT_KEYS = (
+    ("data", "corpus"),
+    ("data", "shards"),
+    ("data", "val_fraction"),
+    ("data", "seed"),
+    ("tokenizer", "vocab_size"),
+    ("tokenizer", "min_frequency"),
+    ("tokenizer", "path"),
+)
 
 
 def run_inputs(cfg: RunConfig, corpus: str | None = None) -> dict:
@@ -93,11 +103,15 @@ def check_run_inputs(cfg: RunConfig, inputs: dict) -> None:
     if not path.is_file():
         return
     before = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    changed = [f"{k}={inputs[k]} (the run has {before[k]})" for k in inputs if k in before and before[k] != inputs[k]]
+    changed = [
+        f"{k}={inputs[k]} (the run has {before[k]})" for k in inputs if k in before and before[k] != inputs[k]
+    ]
     if changed:
-        raise LmforgeError(f"{cfg.run_dir} was made from other data: {', '.join(changed)}; its tokenizer and "
-                           f"shards would be reused as they are, so start a new run with name={_free_name(cfg)} "
-                           "(or another unused name)")
+        raise LmforgeError(
+            f"{cfg.run_dir} was made from other data: {', '.join(changed)}; its tokenizer and "
+            f"shards would be reused as they are, so start a new run with name={_free_name(cfg)} "
+            "(or another unused name)"
+        )
 
 
 def record_run_inputs(cfg: RunConfig, inputs: dict) -> None:
@@ -132,8 +146,11 @@ def train_stage(cfg: RunConfig, inputs: dict | None = None):
         if fresh:
             record_run_inputs(cfg, inputs)
     n = cfg.model.num_params()
-    log(f"model: {cfg.model.kind}, {n / 1e6:.2f}M parameters, {cfg.model.n_layer} layers x {cfg.model.n_embd} wide, "
-        f"{cfg.model.flops_per_token(cfg.train.seq_len or cfg.model.block_size) / 1e6:.1f} MFLOPs/token")
+    log(
+        f"model: {cfg.model.kind}, {n / 1e6:.2f}M parameters, "
+        f"{cfg.model.n_layer} layers x {cfg.model.n_embd} wide, "
+        f"{cfg.model.flops_per_token(cfg.train.seq_len or cfg.model.block_size) / 1e6:.1f} MFLOPs/token"
+    )
     result = train(cfg, shard_dir, tok, run_dir)
     return result, tok
 
@@ -151,8 +168,13 @@ def sample_stage(cfg: RunConfig, tok, stream: bool = True) -> list[str]:
         print(f"--- sample {i + 1} ---", flush=True)
         if stream:
             sys.stdout.write(sc.prompt)
-        text = generate(model, tok, sc.prompt, sc,
-                        on_text=(lambda s: (sys.stdout.write(s), sys.stdout.flush())) if stream else None)
+        text = generate(
+            model,
+            tok,
+            sc.prompt,
+            sc,
+            on_text=(lambda s: (sys.stdout.write(s), sys.stdout.flush())) if stream else None,
+        )
         print("\n", flush=True)
         samples.append(sc.prompt + text)
     return samples
@@ -167,14 +189,22 @@ def eval_stage(cfg: RunConfig) -> dict | None:
         return None
     t0 = time.time()
     shard_dir = Path(cfg.data.shards) if cfg.data.shards else cfg.run_dir / "data"
-    results = evaluate_run(cfg.run_dir, tuple(ec.tasks), limit=ec.limit, shard_dir=shard_dir,
-                           data_dir=ec.data_dir, batch_size=ec.batch_size)
+    results = evaluate_run(
+        cfg.run_dir,
+        tuple(ec.tasks),
+        limit=ec.limit,
+        shard_dir=shard_dir,
+        data_dir=ec.data_dir,
+        batch_size=ec.batch_size,
+    )
     update_report_section(cfg.run_dir, "Evaluation", eval_section(results))
     tasks = results.get("tasks", {})
     truncated = sum(t.get("truncated_requests", 0) for t in tasks.values())
     if truncated:
-        log(f"eval: {truncated} requests were longer than the {cfg.model.block_size}-token context and were cut "
-            "from the left (as lm-evaluation-harness does)")
+        log(
+            f"eval: {truncated} requests were longer than the {cfg.model.block_size}-token context "
+            "and were cut from the left (as lm-evaluation-harness does)"
+        )
     for name in results.get("errors", {}):
         log(f"eval: {name} not scored (see {cfg.run_dir / 'eval' / 'results.md'})")
 

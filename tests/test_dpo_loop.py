@@ -32,21 +32,34 @@ from lmforge.serve.server import RunningServer, create_app
 from lmforge.tiny import make_tiny_run
 from lmforge.tune.prefs import read_preferences
 
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs chromium and chromedriver "
-                                "(apt-get install chromium chromium-driver)")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER),
+    reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)",
+)
 KEY = "loop-key"
 PROMPTS = [f"tell me about item {i}" for i in range(4)]
 ANSWER = ["--temperature", "0", "--max-tokens", "8"]  # greedy: an answer is the model's, not a draw
-DPO = ["lr=2e-3", "max_steps=10", "batch_size=4", "warmup_steps=0", "val_fraction=0", "eval_every=0",
-       "max_new_tokens=8"]
+DPO = [
+    "lr=2e-3",
+    "max_steps=10",
+    "batch_size=4",
+    "warmup_steps=0",
+    "val_fraction=0",
+    "eval_every=0",
+    "max_new_tokens=8",
+]
 
 
 def answers(db: Path) -> dict[tuple[str, str], str]:
     """(prompt text, model) -> the answer raters see."""
     con = sqlite3.connect(db)
     try:
-        return {(p, m): t for p, m, t in con.execute(
-            "SELECT p.prompt, a.model, a.text FROM answers a JOIN prompts p ON p.id = a.prompt_id")}
+        return {
+            (p, m): t
+            for p, m, t in con.execute(
+                "SELECT p.prompt, a.model, a.text FROM answers a JOIN prompts p ON p.id = a.prompt_id"
+            )
+        }
     finally:
         con.close()
 
@@ -66,8 +79,13 @@ def rate_all(driver, url: str, taste) -> int:
     driver.get(f"{url}/human")
     cast, task = 0, None
     while True:
-        wait(driver, lambda d, last=task: d.find_element(By.ID, "done").is_displayed()
-             or d.find_element(By.ID, "task").get_attribute("data-task") not in (None, "", last))
+        wait(
+            driver,
+            lambda d, last=task: (
+                d.find_element(By.ID, "done").is_displayed()
+                or d.find_element(By.ID, "task").get_attribute("data-task") not in (None, "", last)
+            ),
+        )
         if driver.find_element(By.ID, "done").is_displayed():
             return cast
         task = driver.find_element(By.ID, "task").get_attribute("data-task")
@@ -84,7 +102,9 @@ def ratings(driver, url: str, votes: int) -> dict[str, float]:
     wait(driver, lambda d: d.find_element(By.ID, "summary").get_attribute("data-votes") == str(votes))
     head = [th.text.lower() for th in driver.find_elements(By.CSS_SELECTOR, "#models thead th")]
     col = next(i for i, h in enumerate(head) if "rating" in h)
-    rows = [r.find_elements(By.TAG_NAME, "td") for r in driver.find_elements(By.CSS_SELECTOR, "#models tbody tr")]
+    rows = [
+        r.find_elements(By.TAG_NAME, "td") for r in driver.find_elements(By.CSS_SELECTOR, "#models tbody tr")
+    ]
     return {r[0].text: float(r[col].text.split()[0]) for r in rows}
 
 
@@ -101,8 +121,23 @@ def test_votes_to_dpo_to_a_better_rated_model(browser, tmp_path, capsys):  # noq
 
     # Round 1: the parent against the model the rater likes.
     h1 = tmp_path / "round1.sqlite"
-    assert main(["eval", "human", "--models", f"parent={parent}", f"other={other}", "--prompts", str(prompts),
-                 "--output", str(h1), *ANSWER]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "human",
+                "--models",
+                f"parent={parent}",
+                f"other={other}",
+                "--prompts",
+                str(prompts),
+                "--output",
+                str(h1),
+                *ANSWER,
+            ]
+        )
+        == 0
+    )
     seen = answers(h1)
     liked = {p: seen[(p, "other")] for p in PROMPTS}
     assert all(seen[(p, "parent")] != liked[p] for p in PROMPTS)  # each vote can teach something
@@ -120,28 +155,65 @@ def test_votes_to_dpo_to_a_better_rated_model(browser, tmp_path, capsys):  # noq
     assert main(["human", "export", "--db", str(h1), "--out", str(prefs)]) == 0
     assert f"wrote 4 preference records from 4 votes -> {prefs}" in capsys.readouterr().out
     pairs = read_preferences(prefs).pairs
-    assert {(p.prompt[-1]["content"], p.chosen, p.rejected) for p in pairs} == \
-        {(p, liked[p], seen[(p, "parent")]) for p in PROMPTS}
+    assert {(p.prompt[-1]["content"], p.chosen, p.rejected) for p in pairs} == {
+        (p, liked[p], seen[(p, "parent")]) for p in PROMPTS
+    }
     tuned = tmp_path / "tuned"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "lmforge", "finetune", "--method", "dpo", "--init", str(parent),
-                           "--data", str(prefs), "--out", str(tuned), *DPO],
-                          check=False, capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lmforge",
+            "finetune",
+            "--method",
+            "dpo",
+            "--init",
+            str(parent),
+            "--data",
+            str(prefs),
+            "--out",
+            str(tuned),
+            *DPO,
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "DPO (sigmoid, beta 0.1" in done.stdout
 
     # Round 2: the tuned model against its parent, same rater.
     h2 = tmp_path / "round2.sqlite"
-    assert main(["eval", "human", "--models", f"tuned={tuned}", f"parent={parent}", "--prompts", str(prompts),
-                 "--output", str(h2), *ANSWER]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "human",
+                "--models",
+                f"tuned={tuned}",
+                f"parent={parent}",
+                "--prompts",
+                str(prompts),
+                "--output",
+                str(h2),
+                *ANSWER,
+            ]
+        )
+        == 0
+    )
     seen2 = answers(h2)
 
     def closer(p: str, a: str, b: str) -> str:
         sa, sb = shared_start(a, liked[p]), shared_start(b, liked[p])
         return "vote-a" if sa > sb else "vote-b" if sb > sa else "vote-tie"
 
-    tuned_wins = sum(shared_start(seen2[(p, "tuned")], liked[p]) > shared_start(seen2[(p, "parent")], liked[p])
-                     for p in PROMPTS)
+    tuned_wins = sum(
+        shared_start(seen2[(p, "tuned")], liked[p]) > shared_start(seen2[(p, "parent")], liked[p])
+        for p in PROMPTS
+    )
     assert tuned_wins >= 3, seen2  # DPO moved the greedy answers towards the liked ones
     # The judge: a third model with room for the judge prompt (~470 tokens) beside the two.
     judge = make_tiny_run(tmp_path / "judge", seed=2, block_size=640)
@@ -156,9 +228,27 @@ def test_votes_to_dpo_to_a_better_rated_model(browser, tmp_path, capsys):  # noq
         assert main(["human", "answers", "--db", str(h2), "--out", str(ans)]) == 0
         os.environ["LMFORGE_LOOP_KEY"] = KEY
         try:
-            assert main(["eval", "judge", "--answers", str(ans / "tuned.jsonl"), "--answers-b",
-                         str(ans / "parent.jsonl"), "--judge-url", f"{srv.url}/v1", "--judge-model", "judge",
-                         "--api-key-env", "LMFORGE_LOOP_KEY", "--output", str(tmp_path / "judge")]) == 0
+            assert (
+                main(
+                    [
+                        "eval",
+                        "judge",
+                        "--answers",
+                        str(ans / "tuned.jsonl"),
+                        "--answers-b",
+                        str(ans / "parent.jsonl"),
+                        "--judge-url",
+                        f"{srv.url}/v1",
+                        "--judge-model",
+                        "judge",
+                        "--api-key-env",
+                        "LMFORGE_LOOP_KEY",
+                        "--output",
+                        str(tmp_path / "judge"),
+                    ]
+                )
+                == 0
+            )
         finally:
             del os.environ["LMFORGE_LOOP_KEY"]
     finally:

@@ -133,8 +133,18 @@ def shard_inputs(cfg: RunConfig, shard_dir: Path, tokenizer: Tokenizer) -> Input
         if not eval_tokens:
             return None
         token_bytes = tokenizer.token_bytes()
-        return lambda par, amp: validate(par, shard_dir, seq_len, eval_tokens, tc.batch_size, tc.seed,
-                                         objective, token_bytes, par.env.device, amp)
+        return lambda par, amp: validate(
+            par,
+            shard_dir,
+            seq_len,
+            eval_tokens,
+            tc.batch_size,
+            tc.seed,
+            objective,
+            token_bytes,
+            par.env.device,
+            amp,
+        )
 
     return Inputs(check, source, validator)
 
@@ -149,7 +159,9 @@ def _train(cfg: RunConfig, inputs: Inputs, tokenizer: Tokenizer, run_dir: Path, 
         with env.collectively():  # pure checks first: a failure here reaches every rank before any waits
             seq_len = _check_inputs(cfg, tokenizer, run_dir, env)
             inputs.check(seq_len, env)
-            resume_from = ckpt.latest_intact(run_dir, tc.on_damaged_checkpoint, set_aside=main) if tc.resume else None
+            resume_from = (
+                ckpt.latest_intact(run_dir, tc.on_damaged_checkpoint, set_aside=main) if tc.resume else None
+            )
             if resume_from is not None:
                 _check_compatible(resume_from, cfg)
         with env.collectively():
@@ -202,8 +214,9 @@ def _train(cfg: RunConfig, inputs: Inputs, tokenizer: Tokenizer, run_dir: Path, 
                     lr = lr_at(state.step, tc)
                     set_lr(optimizer, lr)
                     n_micro = micro_batches_at(state.tokens, tc, seq_len)
-                    loss, grad_norm = _forward_backward(par, optimizer, scaler, source, n_micro,
-                                                        state.step, tc, local_batch, device, amp)
+                    loss, grad_norm = _forward_backward(
+                        par, optimizer, scaler, source, n_micro, state.step, tc, local_batch, device, amp
+                    )
                     source_figures = _source_metrics(par, source)
                     # fp16's scaler skips steps with inf grads by itself (normal while it calibrates).
                     if math.isfinite(loss) and (scaler.is_enabled() or math.isfinite(grad_norm)):
@@ -211,9 +224,12 @@ def _train(cfg: RunConfig, inputs: Inputs, tokenizer: Tokenizer, run_dir: Path, 
                         state.bad_steps, state.last_loss = 0, loss
                     else:
                         state.bad_steps += 1
-                        progress.message(f"warning: non-finite loss ({loss}) or grad norm ({grad_norm}) at step "
-                                         f"{state.step + 1}; step skipped ({state.bad_steps}/{tc.max_bad_steps} "
-                                         "in a row)", sys.stderr)
+                        progress.message(
+                            f"warning: non-finite loss ({loss}) or grad norm ({grad_norm}) at step "
+                            f"{state.step + 1}; step skipped ({state.bad_steps}/{tc.max_bad_steps} "
+                            "in a row)",
+                            sys.stderr,
+                        )
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)
                     state.step += 1
@@ -224,9 +240,16 @@ def _train(cfg: RunConfig, inputs: Inputs, tokenizer: Tokenizer, run_dir: Path, 
                     # -- every log_every steps: metrics.jsonl and the progress display
                     if step % tc.log_every == 0 or step == tc.max_steps:
                         tok_s, s_per_step = throughput.tick(state.tokens, step)
-                        rec = {"kind": "train", "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                               "tokens": state.tokens, "tokens_per_s": tok_s,
-                               "elapsed": state.elapsed + time.perf_counter() - t_session}
+                        rec = {
+                            "kind": "train",
+                            "step": step,
+                            "loss": loss,
+                            "lr": lr,
+                            "grad_norm": grad_norm,
+                            "tokens": state.tokens,
+                            "tokens_per_s": tok_s,
+                            "elapsed": state.elapsed + time.perf_counter() - t_session,
+                        }
                         rec.update(source_figures)
                         if mfu_scale:
                             rec["mfu"] = tok_s * mfu_scale
@@ -237,9 +260,11 @@ def _train(cfg: RunConfig, inputs: Inputs, tokenizer: Tokenizer, run_dir: Path, 
 
                     # -- max_bad_steps non-finite losses in a row: give up (no checkpoint of a diverged model)
                     if state.bad_steps >= tc.max_bad_steps:
-                        stop_reason = (f"stopped after {state.bad_steps} non-finite losses in a row at step {step} "
-                                       "(diverged: lower train.lr or raise train.warmup_steps); latest "
-                                       f"checkpoint: {saved_path or 'none'}; {_figures_note(state)}")
+                        stop_reason = (
+                            f"stopped after {state.bad_steps} non-finite losses in a row at step {step} "
+                            "(diverged: lower train.lr or raise train.warmup_steps); latest "
+                            f"checkpoint: {saved_path or 'none'}; {_figures_note(state)}"
+                        )
                         progress.message(stop_reason, sys.stderr)
                         break
 
@@ -248,14 +273,20 @@ def _train(cfg: RunConfig, inputs: Inputs, tokenizer: Tokenizer, run_dir: Path, 
                         t0 = time.perf_counter()
                         val = validator(par, amp)
                         if math.isfinite(val["val_loss"]):  # a diverging run keeps its last real figures
-                            state.val_loss, state.val_bpb, state.val_step = val["val_loss"], val["val_bpb"], step
+                            state.val_loss, state.val_bpb, state.val_step = (
+                                val["val_loss"],
+                                val["val_bpb"],
+                                step,
+                            )
                         metrics.write({"kind": "val", "step": step, **val, "tokens": state.tokens})
                         progress.message(_val_line(step, tc.max_steps, val))
                         throughput.exclude(time.perf_counter() - t0)
 
                     # -- every ckpt_every steps, at the end, and on SIGINT/SIGTERM: checkpoint
                     # A signal may reach the ranks at different steps; they stop together at the first.
-                    stop = env.all_max(signals.received) if step < tc.max_steps else 0  # the last step ends anyway
+                    stop = (
+                        env.all_max(signals.received) if step < tc.max_steps else 0
+                    )  # the last step ends anyway
                     if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == tc.max_steps or stop:
                         t0 = time.perf_counter()
                         state.elapsed += t0 - t_session
@@ -263,8 +294,10 @@ def _train(cfg: RunConfig, inputs: Inputs, tokenizer: Tokenizer, run_dir: Path, 
                         saved_path = str(_save(run_dir, par, optimizer, scaler, source, state, cfg, env))
                         throughput.exclude(time.perf_counter() - t0)
                     if stop:
-                        stop_reason = (f"interrupted by {signal.Signals(stop).name} at step {step}/{tc.max_steps}; "
-                                       f"checkpoint saved to {saved_path}; run the same command again to resume")
+                        stop_reason = (
+                            f"interrupted by {signal.Signals(stop).name} at step {step}/{tc.max_steps}; "
+                            f"checkpoint saved to {saved_path}; run the same command again to resume"
+                        )
                         progress.message(stop_reason, sys.stderr)
                         break
         finally:
@@ -275,26 +308,50 @@ def _train(cfg: RunConfig, inputs: Inputs, tokenizer: Tokenizer, run_dir: Path, 
                 inputs.on_complete(par)
 
     return TrainResult(
-        steps=state.step, tokens=state.tokens, final_train_loss=state.last_loss, val_loss=state.val_loss,
-        val_ppl=(math.exp(min(state.val_loss, 700.0)) if state.val_loss is not None and cfg.model.kind == "decoder"
-                 else None),
-        val_bpb=state.val_bpb, tokens_per_s=(state.tokens - start_tokens) / train_s if train_s > 0 else 0.0,
-        wall_s=time.perf_counter() - t_begin, stopped_early=stop_reason is not None,
-        checkpoint=saved_path, stop_reason=stop_reason, val_step=state.val_step,
-        diverged=state.bad_steps >= tc.max_bad_steps)
+        steps=state.step,
+        tokens=state.tokens,
+        final_train_loss=state.last_loss,
+        val_loss=state.val_loss,
+        val_ppl=(
+            math.exp(min(state.val_loss, 700.0))
+            if state.val_loss is not None and cfg.model.kind == "decoder"
+            else None
+        ),
+        val_bpb=state.val_bpb,
+        tokens_per_s=(state.tokens - start_tokens) / train_s if train_s > 0 else 0.0,
+        wall_s=time.perf_counter() - t_begin,
+        stopped_early=stop_reason is not None,
+        checkpoint=saved_path,
+        stop_reason=stop_reason,
+        val_step=state.val_step,
+        diverged=state.bad_steps >= tc.max_bad_steps,
+    )
 
 
-def _forward_backward(par: Parallel, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                      source: BatchSource, n_micro: int, step: int, tc: TrainConfig,
-                      local_batch: int, device: torch.device, amp) -> tuple[float, float]:
+def _forward_backward(
+    par: Parallel,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    source: BatchSource,
+    n_micro: int,
+    step: int,
+    tc: TrainConfig,
+    local_batch: int,
+    device: torch.device,
+    amp,
+) -> tuple[float, float]:
     """Accumulate one optimizer step's gradient over n_micro micro-batches, then clip it.
     Returns (mean loss over all ranks, global grad norm before clipping), read with the step's
     one host sync."""
     if source.token_weighted:
-        return _forward_backward_tokens(par, optimizer, scaler, source, n_micro, step, tc, local_batch, device, amp)
+        return _forward_backward_tokens(
+            par, optimizer, scaler, source, n_micro, step, tc, local_batch, device, amp
+        )
     loss_sum = torch.zeros((), device=device)
     for micro in range(n_micro):
-        batch = {k: v.to(device, non_blocking=True) for k, v in source.next_batch(local_batch, step, micro).items()}
+        batch = {
+            k: v.to(device, non_blocking=True) for k, v in source.next_batch(local_batch, step, micro).items()
+        }
         with amp():
             loss_sum += par.forward_backward(batch, n_micro, micro == n_micro - 1, scaler)
     scaler.unscale_(optimizer)  # no-op unless fp16
@@ -304,9 +361,18 @@ def _forward_backward(par: Parallel, optimizer: torch.optim.Optimizer, scaler: t
     return loss_val, norm_val
 
 
-def _forward_backward_tokens(par: Parallel, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                             source: BatchSource, n_micro: int, step: int, tc: TrainConfig,
-                             local_batch: int, device: torch.device, amp) -> tuple[float, float]:
+def _forward_backward_tokens(
+    par: Parallel,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    source: BatchSource,
+    n_micro: int,
+    step: int,
+    tc: TrainConfig,
+    local_batch: int,
+    device: torch.device,
+    amp,
+) -> tuple[float, float]:
     """The loss-masked objective: every loss token of the step weighs the same, whatever its
     micro-batch or rank. The step's micro-batches are drawn first to count its loss tokens; each
     rank's summed loss is scaled by dp / that count, as data parallelism averages gradients over dp."""
@@ -317,8 +383,9 @@ def _forward_backward_tokens(par: Parallel, optimizer: torch.optim.Optimizer, sc
     for micro, cpu_batch in enumerate(batches):
         batch = {k: v.to(device, non_blocking=True) for k, v in cpu_batch.items()}
         with amp():
-            loss_sum += par.forward_backward(batch, n_micro, micro == n_micro - 1, scaler, weight=weight,
-                                             loss_sum=source.loss_sum)
+            loss_sum += par.forward_backward(
+                batch, n_micro, micro == n_micro - 1, scaler, weight=weight, loss_sum=source.loss_sum
+            )
     scaler.unscale_(optimizer)  # no-op unless fp16
     grad_norm = par.clip_grad_norm(tc.grad_clip)
     loss = par.mean_over_ranks(loss_sum)
@@ -342,8 +409,15 @@ def _source_metrics(par: Parallel, source: BatchSource) -> dict[str, float]:
     return {n: v / max(units, 1.0) for n, v in figures.items()}
 
 
-def _restore(ckpt_dir: Path, par: Parallel, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-             source: BatchSource, cfg: RunConfig, env: Dist) -> TrainState:
+def _restore(
+    ckpt_dir: Path,
+    par: Parallel,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    source: BatchSource,
+    cfg: RunConfig,
+    env: Dist,
+) -> TrainState:
     """Load a checkpoint, saved under any layout, into this rank's objects; the returned state
     (RNG states included, restored by the caller right before the loop) continues where it stopped."""
     state = TrainState.from_dict(ckpt.read_state(ckpt_dir))
@@ -356,7 +430,9 @@ def _restore(ckpt_dir: Path, par: Parallel, optimizer: torch.optim.Optimizer, sc
         opt_state = ckpt.read_optimizer(ckpt_dir, env.device)
         optimizer.load_state_dict(opt_state["optimizer"])
         scaler.load_state_dict(opt_state["scaler"])
-    same_layout = env.distributed and state.layout == asdict(env.layout) and len(state.ranks) == env.world_size
+    same_layout = (
+        env.distributed and state.layout == asdict(env.layout) and len(state.ranks) == env.world_size
+    )
     if same_layout:  # this rank's own data position and RNG states
         mine = state.ranks[env.rank]
         source.load_state_dict(mine["loader"])
@@ -375,11 +451,16 @@ def _reference_model(cfg: RunConfig) -> tuple[nn.Module, torch.optim.Optimizer]:
 def _check_compatible(ckpt_dir: Path, cfg: RunConfig) -> None:
     """The checkpoint must be of this run's model shape; say which fields differ if not."""
     saved = ckpt.read_model_config(ckpt_dir)
-    diff = [f"model.{f.name}={getattr(saved, f.name)!r} (this run: {getattr(cfg.model, f.name)!r})"
-            for f in fields(saved) if getattr(saved, f.name) != getattr(cfg.model, f.name)]
+    diff = [
+        f"model.{f.name}={getattr(saved, f.name)!r} (this run: {getattr(cfg.model, f.name)!r})"
+        for f in fields(saved)
+        if getattr(saved, f.name) != getattr(cfg.model, f.name)
+    ]
     if diff:
-        raise LmforgeError(f"checkpoint {ckpt_dir} is of another model: {', '.join(diff)}; use another run "
-                           "name, or set train.init_from (weights only) for a compatible model")
+        raise LmforgeError(
+            f"checkpoint {ckpt_dir} is of another model: {', '.join(diff)}; use another run "
+            "name, or set train.init_from (weights only) for a compatible model"
+        )
     check_resumable(ckpt_dir, cfg.train)
 
 
@@ -389,11 +470,22 @@ def _mfu_scale(cfg: RunConfig, seq_len: int, device: torch.device, world_size: i
     return cfg.model.flops_per_token(seq_len) / (peak * world_size) if peak else None
 
 
-def _banner(cfg: RunConfig, n: int, par: Parallel, env: Dist, device: torch.device, dtype: torch.dtype,
-            seq_len: int, resume_from: Path | None, step: int) -> str:
+def _banner(
+    cfg: RunConfig,
+    n: int,
+    par: Parallel,
+    env: Dist,
+    device: torch.device,
+    dtype: torch.dtype,
+    seq_len: int,
+    resume_from: Path | None,
+    step: int,
+) -> str:
     tc, pc = cfg.train, cfg.parallel
-    line = (f"training {cfg.model.kind} ({n / 1e6:.2f}M params) on {device.type} {dtype_name(dtype)}: "
-            f"{tc.max_steps} steps x {tc.grad_accum} micro-batches x {tc.batch_size} x {seq_len} tokens")
+    line = (
+        f"training {cfg.model.kind} ({n / 1e6:.2f}M params) on {device.type} {dtype_name(dtype)}: "
+        f"{tc.max_steps} steps x {tc.grad_accum} micro-batches x {tc.batch_size} x {seq_len} tokens"
+    )
     if env.distributed:
         mode = pc.dp_mode if env.layout.dp > 1 else "-"
         line += f"; {env.world_size} processes, mesh {env.layout} (dp: {mode}"
@@ -410,18 +502,34 @@ def _banner(cfg: RunConfig, n: int, par: Parallel, env: Dist, device: torch.devi
     return line
 
 
-def _save(run_dir: Path, par: Parallel, optimizer, scaler, source: BatchSource, state: TrainState,
-          cfg: RunConfig, env: Dist) -> Path:
+def _save(
+    run_dir: Path,
+    par: Parallel,
+    optimizer,
+    scaler,
+    source: BatchSource,
+    state: TrainState,
+    cfg: RunConfig,
+    env: Dist,
+) -> Path:
     state.loader = source.state_dict()
     state.rng = capture_rng()
     state.layout = asdict(env.layout)
     if not env.distributed:
-        return ckpt.save_checkpoint(run_dir, state.step, par.module,
-                                    {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()},
-                                    state.to_dict(), cfg, cfg.train.keep_last)
+        return ckpt.save_checkpoint(
+            run_dir,
+            state.step,
+            par.module,
+            {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()},
+            state.to_dict(),
+            cfg,
+            cfg.train.keep_last,
+        )
     # Every rank's data position and RNG go into state.json (small: ~25 KB a rank).
     state.ranks = env.gather_objects({"loader": state.loader, "rng": state.rng})
-    return save_sharded(run_dir, state.step, par.module, optimizer, state.to_dict(), cfg, cfg.train.keep_last, env)
+    return save_sharded(
+        run_dir, state.step, par.module, optimizer, state.to_dict(), cfg, cfg.train.keep_last, env
+    )
 
 
 def _figures_note(state: TrainState) -> str:
@@ -451,12 +559,16 @@ def _check_inputs(cfg: RunConfig, tokenizer: Tokenizer, run_dir: Path, env: Dist
     if seq_len > cfg.model.block_size:
         raise ConfigError(f"train.seq_len={seq_len} exceeds model.block_size={cfg.model.block_size}")
     if cfg.model.vocab_size < tokenizer.vocab_size:
-        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
-                          f"{tokenizer.vocab_size} tokens")
+        raise ConfigError(
+            f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
+            f"{tokenizer.vocab_size} tokens"
+        )
     check_layout(cfg, env.layout, seq_len)
     if not tc.resume and ckpt.latest_checkpoint(run_dir) is not None:
-        raise LmforgeError(f"{run_dir} already has checkpoints and train.resume=false; use another run name "
-                           "or set train.resume=true")
+        raise LmforgeError(
+            f"{run_dir} already has checkpoints and train.resume=false; use another run name "
+            "or set train.resume=true"
+        )
     return seq_len
 
 
@@ -471,8 +583,6 @@ def _val_tokens(shard_dir: Path, seq_len: int, tc: TrainConfig, main: bool) -> i
             print(f"note: no validation loss for this run: {e}", file=sys.stderr, flush=True)
         return 0
     return tc.eval_tokens
-
-
 
 
 @contextlib.contextmanager

@@ -10,8 +10,17 @@ from typing import Literal
 from lmforge.errors import ConfigError
 from lmforge.train.config import ParallelConfig
 
-FORMATS = ("auto", "alpaca", "dolly", "prompt_response", "gsm8k", "self_instruct", "messages",
-           "sharegpt", "oasst")
+FORMATS = (
+    "auto",
+    "alpaca",
+    "dolly",
+    "prompt_response",
+    "gsm8k",
+    "self_instruct",
+    "messages",
+    "sharegpt",
+    "oasst",
+)
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -37,7 +46,9 @@ class LoraConfig:
                 raise ConfigError(msg)
         for t in self.targets:
             if t not in LINEAR_NAMES + ("lm_head",):
-                raise ConfigError(f"lora.targets: unknown layer '{t}'; choose from {', '.join(LINEAR_NAMES)}, lm_head")
+                raise ConfigError(
+                    f"lora.targets: unknown layer '{t}'; choose from {', '.join(LINEAR_NAMES)}, lm_head"
+                )
 
 
 @dataclass
@@ -62,8 +73,17 @@ class DpoConfig:
 class FinetuneConfig:
     init: str = ""  # base model: a run dir (latest checkpoint) or a checkpoint dir
     data: str = ""  # SFT records: .jsonl / .jsonl.gz / .json (a JSON array)
-    format: Literal["auto", "alpaca", "dolly", "prompt_response", "gsm8k", "self_instruct", "messages",
-                    "sharegpt", "oasst"] = "auto"  # auto: decided from the first record's keys
+    format: Literal[
+        "auto",
+        "alpaca",
+        "dolly",
+        "prompt_response",
+        "gsm8k",
+        "self_instruct",
+        "messages",
+        "sharegpt",
+        "oasst",
+    ] = "auto"  # auto: decided from the first record's keys
     oasst_paths: Literal["all", "best"] = "best"  # OpenAssistant trees: every root-to-leaf path, or the
     # path through the best-ranked reply at each step (rank 0)
     val_data: str | None = None  # held-out conversations; None = hold out val_fraction of `data`
@@ -96,7 +116,9 @@ class FinetuneConfig:
     seed: int = 1337
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    chat_prompts: list[str] = field(default_factory=lambda: ["What is the capital of France?"])  # shown at the end
+    chat_prompts: list[str] = field(
+        default_factory=lambda: ["What is the capital of France?"]
+    )  # shown at the end
     max_new_tokens: int = 64  # for the chat samples
     chat_temperature: float = 0.0  # 0 = greedy
     chat_top_k: int | None = None
@@ -107,13 +129,19 @@ class FinetuneConfig:
             (self.grad_accum > 0, f"grad_accum must be positive, got {self.grad_accum}"),
             (self.ckpt_every >= 0, f"ckpt_every must be >= 0 (0 = end only), got {self.ckpt_every}"),
             (self.keep_last > 0, f"keep_last must be positive, got {self.keep_last}"),
-            (self.parallel.pp == 1, "finetune does not run pipeline parallel (parallel.pp > 1) yet; use dp or tp"),
+            (
+                self.parallel.pp == 1,
+                "finetune does not run pipeline parallel (parallel.pp > 1) yet; use dp or tp",
+            ),
             (bool(self.init), "finetune needs a base model: init=RUN_DIR (or --init)"),
             (bool(self.data), "finetune needs training records: data=FILE.jsonl (or --data)"),
             (0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
             (self.seq_len is None or self.seq_len > 1, f"seq_len must be > 1, got {self.seq_len}"),
             (self.epochs > 0, f"epochs must be positive, got {self.epochs}"),
-            (self.max_steps is None or self.max_steps > 0, f"max_steps must be positive, got {self.max_steps}"),
+            (
+                self.max_steps is None or self.max_steps > 0,
+                f"max_steps must be positive, got {self.max_steps}",
+            ),
             (self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}"),
             (self.lr >= 0, f"lr must be >= 0, got {self.lr}"),
             (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
@@ -156,15 +184,38 @@ class SynthConfig:
     min_instruction_words: int = 3  # Self-Instruct drops instructions under 3 or over 150 words
     max_instruction_words: int = 150
     max_output_chars: int = 4000
-    blocklist: list[str] = field(default_factory=lambda: [
-        # Self-Instruct §2.1: tasks a text model cannot do
-        "image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
-        "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram",
-    ])
-    refusal_patterns: list[str] = field(default_factory=lambda: [
-        r"\bas an ai\b", r"\bi(?: am|'m) (?:sorry|unable|not able)\b", r"\bi cannot\b", r"\bi can't\b",
-        r"\blanguage model\b",
-    ])
+    blocklist: list[str] = field(
+        default_factory=lambda: [
+            # Self-Instruct §2.1: tasks a text model cannot do
+            "image",
+            "images",
+            "graph",
+            "graphs",
+            "picture",
+            "pictures",
+            "file",
+            "files",
+            "map",
+            "maps",
+            "draw",
+            "plot",
+            "go to",
+            "video",
+            "audio",
+            "music",
+            "flowchart",
+            "diagram",
+        ]
+    )
+    refusal_patterns: list[str] = field(
+        default_factory=lambda: [
+            r"\bas an ai\b",
+            r"\bi(?: am|'m) (?:sorry|unable|not able)\b",
+            r"\bi cannot\b",
+            r"\bi can't\b",
+            r"\blanguage model\b",
+        ]
+    )
     concurrency: int = 4  # requests in flight
     retries: int = 4  # per request, after the first try
     backoff: float = 1.0  # seconds before the first retry; doubles each time (with jitter)
@@ -176,18 +227,31 @@ class SynthConfig:
         checks = [
             (bool(self.seeds), "synth needs seed tasks: seeds=FILE.jsonl (or --seeds)"),
             (self.num_instructions > 0, f"num_instructions must be positive, got {self.num_instructions}"),
-            (self.base_url.startswith(("http://", "https://")), f"base_url must be http(s)://..., got {self.base_url!r}"),
-            (0 < self.num_seed_in_prompt <= self.num_prompt_tasks,
-             f"num_seed_in_prompt must be in [1, num_prompt_tasks], got {self.num_seed_in_prompt}"),
-            (0.0 < self.rouge_threshold <= 1.0, f"rouge_threshold must be in (0, 1], got {self.rouge_threshold}"),
-            (0 < self.min_instruction_words <= self.max_instruction_words,
-             "need 0 < min_instruction_words <= max_instruction_words"),
+            (
+                self.base_url.startswith(("http://", "https://")),
+                f"base_url must be http(s)://..., got {self.base_url!r}",
+            ),
+            (
+                0 < self.num_seed_in_prompt <= self.num_prompt_tasks,
+                f"num_seed_in_prompt must be in [1, num_prompt_tasks], got {self.num_seed_in_prompt}",
+            ),
+            (
+                0.0 < self.rouge_threshold <= 1.0,
+                f"rouge_threshold must be in (0, 1], got {self.rouge_threshold}",
+            ),
+            (
+                0 < self.min_instruction_words <= self.max_instruction_words,
+                "need 0 < min_instruction_words <= max_instruction_words",
+            ),
             (self.max_output_chars > 0, f"max_output_chars must be positive, got {self.max_output_chars}"),
             (self.concurrency > 0, f"concurrency must be positive, got {self.concurrency}"),
             (self.retries >= 0, f"retries must be >= 0, got {self.retries}"),
             (self.backoff >= 0, f"backoff must be >= 0, got {self.backoff}"),
             (self.timeout > 0, f"timeout must be positive, got {self.timeout}"),
-            (self.max_requests is None or self.max_requests > 0, f"max_requests must be positive, got {self.max_requests}"),
+            (
+                self.max_requests is None or self.max_requests > 0,
+                f"max_requests must be positive, got {self.max_requests}",
+            ),
             (self.max_tokens > 0, f"max_tokens must be positive, got {self.max_tokens}"),
         ]
         for ok, msg in checks:

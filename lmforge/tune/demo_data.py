@@ -45,7 +45,9 @@ def write(records: list[dict], out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--instruct", default=str(Path(__file__).resolve().parents[3] / "shared" / "data" / "instruct"))
+    ap.add_argument(
+        "--instruct", default=str(Path(__file__).resolve().parents[3] / "shared" / "data" / "instruct")
+    )
     ap.add_argument("--out", default=str(DEMO_PATH))
     args = ap.parse_args()
     records = build(Path(args.instruct))

@@ -3,16 +3,15 @@
 Every supported format becomes a list of conversations, each a list of
 `{"role": "system" | "user" | "assistant", "content": str}` messages (template.py's input):
 
-| format          | record                                                   | becomes                          |
-|-----------------|----------------------------------------------------------|----------------------------------|
-| alpaca          | {"instruction", "input"?, "output"}                      | user: instruction (+ input), assistant: output |
-| dolly           | {"instruction", "context"?, "response", "category"?}     | the same, context as the input   |
-| prompt_response | {"prompt", "response" or "completion"}                   | user: prompt, assistant: response |
-| gsm8k           | {"question", "answer"}                                   | user: question, assistant: answer (calculator <<...>> marks removed) |
-| self_instruct   | {"instruction", "instances": [{"input", "output"}]}      | one conversation per instance    |
-| messages        | {"messages": [{"role", "content"}, ...]}                 | as is                            |
-| sharegpt        | {"conversations": [{"from": human/gpt/system, "value"}]} | roles renamed                    |
-| oasst           | OpenAssistant tree {"message_tree_id", "prompt": {text, role, replies: [...]}} | root-to-leaf paths |
+- alpaca: {"instruction", "input"?, "output"} -> user: instruction (+ input), assistant: output
+- dolly: {"instruction", "context"?, "response", "category"?} -> the same, context as the input
+- prompt_response: {"prompt", "response" or "completion"} -> user: prompt, assistant: response
+- gsm8k: {"question", "answer"} -> user: question, assistant: answer (calculator <<...>> marks removed)
+- self_instruct: {"instruction", "instances": [{"input", "output"}]} -> one conversation per instance
+- messages: {"messages": [{"role", "content"}, ...]} -> as is
+- sharegpt: {"conversations": [{"from": human/gpt/system, "value"}]} -> roles renamed
+- oasst: OpenAssistant tree {"message_tree_id", "prompt": {text, role, replies: [...]}} -> root-to-leaf
+  paths
 
 Files are JSONL (.jsonl, .jsonl.gz) or a JSON array (.json). A malformed record (bad JSON, a
 missing field, a wrong type, an unknown role, empty content, turns out of order) is reported with
@@ -158,8 +157,16 @@ def from_messages(r: dict) -> list[list[dict]]:
     return [[{"role": m["role"], "content": m.get("content")} for m in msgs]]
 
 
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "system": "system"}
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
+    "system": "system",
+}
 
 
 def from_sharegpt(r: dict) -> list[list[dict]]:
@@ -212,9 +219,16 @@ def from_oasst(r: dict, paths: str = "best") -> list[list[dict]]:
     return list(unique.values())  # can leave the same path twice
 
 
-CONVERTERS = {"alpaca": from_alpaca, "dolly": from_dolly, "prompt_response": from_prompt_response,
-              "gsm8k": from_gsm8k, "self_instruct": from_self_instruct, "messages": from_messages,
-              "sharegpt": from_sharegpt, "oasst": from_oasst}
+CONVERTERS = {
+    "alpaca": from_alpaca,
+    "dolly": from_dolly,
+    "prompt_response": from_prompt_response,
+    "gsm8k": from_gsm8k,
+    "self_instruct": from_self_instruct,
+    "messages": from_messages,
+    "sharegpt": from_sharegpt,
+    "oasst": from_oasst,
+}
 
 
 def detect_format(record: Any) -> str | None:
@@ -252,13 +266,19 @@ def check_conversation(msgs: list[dict]) -> None:
     for i, m in enumerate(turns):
         expected = "user" if i % 2 == 0 else "assistant"
         if m["role"] != expected:
-            raise RecordError(f"turn {i} is {m['role']}, expected {expected} (turns must alternate, user first)")
+            raise RecordError(
+                f"turn {i} is {m['role']}, expected {expected} (turns must alternate, user first)"
+            )
     if not any(m["role"] == "assistant" for m in turns):
         raise RecordError("no assistant message to learn from")
 
 
-def convert(record: Any, fmt: str, oasst_paths: str = "best", system_prompt: str | None = None,
-            ) -> list[list[dict]]:
+def convert(
+    record: Any,
+    fmt: str,
+    oasst_paths: str = "best",
+    system_prompt: str | None = None,
+) -> list[list[dict]]:
     """One record -> its checked conversations; RecordError says what is wrong."""
     if isinstance(record, RecordError):
         raise record
@@ -274,8 +294,13 @@ def convert(record: Any, fmt: str, oasst_paths: str = "best", system_prompt: str
     return out
 
 
-def load_conversations(path: str | Path, fmt: str = "auto", on_bad: str = "skip", oasst_paths: str = "best",
-                       system_prompt: str | None = None) -> Loaded:
+def load_conversations(
+    path: str | Path,
+    fmt: str = "auto",
+    on_bad: str = "skip",
+    oasst_paths: str = "best",
+    system_prompt: str | None = None,
+) -> Loaded:
     """Read a file of SFT records. Bad records are collected in `.bad` (on_bad="skip") or raise
     LmforgeError naming the first one (on_bad="error"). No usable conversation at all is an error."""
     if fmt != "auto" and fmt not in CONVERTERS:
@@ -296,7 +321,9 @@ def load_conversations(path: str | Path, fmt: str = "auto", on_bad: str = "skip"
         except RecordError as e:
             bad = BadRecord(where, str(e))
             if on_bad == "error":
-                raise LmforgeError(f"malformed SFT record at {bad} (on_bad_record=skip skips such records)") from None
+                raise LmforgeError(
+                    f"malformed SFT record at {bad} (on_bad_record=skip skips such records)"
+                ) from None
             out.bad.append(bad)
     if not out.conversations:
         first = f"; first problem: {out.bad[0]}" if out.bad else ""

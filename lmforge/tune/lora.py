@@ -65,11 +65,15 @@ def _targets(model: nn.Module, names: list[str]) -> list[str]:
     found = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.split(".")[-1] in names]
     missing = [t for t in names if not any(n.split(".")[-1] == t for n in found)]
     if missing:
-        raise LmforgeError(f"lora.targets: this model has no linear layer named {missing[0]!r} "
-                           f"(a gated MLP has gate_proj; a plain one only up_proj and down_proj)")
+        raise LmforgeError(
+            f"lora.targets: this model has no linear layer named {missing[0]!r} "
+            f"(a gated MLP has gate_proj; a plain one only up_proj and down_proj)"
+        )
     if "lm_head" in names and getattr(getattr(model, "cfg", None), "tie_embeddings", False):
-        raise LmforgeError("lora.targets: lm_head shares its weight with tok_emb (model.tie_embeddings); "
-                           "merging an adapter into it would change the input embeddings too")
+        raise LmforgeError(
+            "lora.targets: lm_head shares its weight with tok_emb (model.tie_embeddings); "
+            "merging an adapter into it would change the input embeddings too"
+        )
     return found
 
 

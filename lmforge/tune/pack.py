@@ -74,7 +74,7 @@ class Batch:
         return int((self.labels != IGNORE).sum())
 
     def to(self, device: torch.device) -> Batch:
-        move = (lambda t: None if t is None else t.to(device, non_blocking=True))
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)
         return Batch(move(self.input_ids), move(self.labels), move(self.segments), move(self.positions))
 
 
@@ -106,10 +106,10 @@ def collate_packed(rows: list[list[Example]], seq_len: int, pad_id: int) -> Batc
         at = 0
         for s, ex in enumerate(row):
             n = ex.positions
-            ids[b, at:at + n] = torch.tensor(ex.ids[:-1])
-            labels[b, at:at + n] = torch.tensor(ex.labels())
-            segs[b, at:at + n] = s
-            pos[b, at:at + n] = torch.arange(n)
+            ids[b, at : at + n] = torch.tensor(ex.ids[:-1])
+            labels[b, at : at + n] = torch.tensor(ex.labels())
+            segs[b, at : at + n] = s
+            pos[b, at : at + n] = torch.arange(n)
             at += n
         pos[b, at:] = torch.arange(seq_len - at)  # padding: harmless positions, never attended by real tokens
     return Batch(ids, labels, segs, pos)
@@ -120,26 +120,36 @@ def collate_padded(examples: list[Example], pad_id: int) -> Batch:
     ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), T), IGNORE, dtype=torch.long)
     for b, ex in enumerate(examples):
-        ids[b, :ex.positions] = torch.tensor(ex.ids[:-1])
-        labels[b, :ex.positions] = torch.tensor(ex.labels())
+        ids[b, : ex.positions] = torch.tensor(ex.ids[:-1])
+        labels[b, : ex.positions] = torch.tensor(ex.labels())
     return Batch(ids, labels)
 
 
-def make_batches(examples: list[Example], batching: str, seq_len: int, batch_size: int, pad_id: int,
-                 ) -> list[Batch]:
+def make_batches(
+    examples: list[Example],
+    batching: str,
+    seq_len: int,
+    batch_size: int,
+    pad_id: int,
+) -> list[Batch]:
     """All batches of one pass over `examples` (in their order)."""
     if batching == "pack":
         rows = pack_rows(examples, seq_len)
-        return [collate_packed(rows[i:i + batch_size], seq_len, pad_id) for i in range(0, len(rows), batch_size)]
-    return [collate_padded(examples[i:i + batch_size], pad_id) for i in range(0, len(examples), batch_size)]
+        return [
+            collate_packed(rows[i : i + batch_size], seq_len, pad_id) for i in range(0, len(rows), batch_size)
+        ]
+    return [collate_padded(examples[i : i + batch_size], pad_id) for i in range(0, len(examples), batch_size)]
 
 
-def segment_forward(model: torch.nn.Module, ids: torch.Tensor, segments: torch.Tensor,
-                    positions: torch.Tensor) -> torch.Tensor:
+def segment_forward(
+    model: torch.nn.Module, ids: torch.Tensor, segments: torch.Tensor, positions: torch.Tensor
+) -> torch.Tensor:
     """Logits (B, T, V) of a decoder where token t attends to token s only if s <= t and both lie in
     the same segment, and where positions restart in every segment (the model's packed forward)."""
     if model.cfg.kind != "decoder":
-        raise LmforgeError(f"packed fine-tuning needs a decoder model, this one is {model.cfg.kind}; use batching=pad")
+        raise LmforgeError(
+            f"packed fine-tuning needs a decoder model, this one is {model.cfg.kind}; use batching=pad"
+        )
     return model(ids, segment_ids=segments, position_ids=positions)[0]
 
 
@@ -149,5 +159,9 @@ def batch_loss(model: torch.nn.Module, batch: Batch, reduction: str = "mean") ->
         logits = segment_forward(model, batch.input_ids, batch.segments, batch.positions)
     else:
         logits, _ = model(batch.input_ids)
-    return F.cross_entropy(logits.float().view(-1, logits.size(-1)), batch.labels.reshape(-1),
-                           ignore_index=IGNORE, reduction=reduction)
+    return F.cross_entropy(
+        logits.float().view(-1, logits.size(-1)),
+        batch.labels.reshape(-1),
+        ignore_index=IGNORE,
+        reduction=reduction,
+    )

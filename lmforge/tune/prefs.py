@@ -9,8 +9,10 @@ Every record becomes one `PreferencePair`. The format is told per record from it
 | trl_implicit            | {"chosen": str, "rejected": str}: the shared text prefix is the prompt   |
 | trl_implicit_conversational | {"chosen": [messages], "rejected": [messages]}: shared turns are the prompt |
 | hh_rlhf                 | {"chosen", "rejected"}: "\\n\\nHuman: ...\\n\\nAssistant: ..." transcripts |
-| ultrafeedback           | {"prompt": str, "chosen"/"rejected": [user msg, assistant msg], "score_chosen", "score_rejected", "prompt_id"?} |
-| lmforge_votes           | `lmforge human export`'s records: trl_conversational + "vote_id", "models", "preference"? |
+| ultrafeedback           | {"prompt": str, "chosen"/"rejected": [user msg, assistant msg],          |
+|                         | "score_chosen", "score_rejected", "prompt_id"?}                          |
+| lmforge_votes           | `lmforge human export`'s records: trl_conversational + "vote_id",        |
+|                         | "models", "preference"?                                                  |
 
 Sources for the field names: TRL's "Dataset formats and types" guide
 (https://huggingface.co/docs/trl/dataset_formats, preference type: standard, conversational and
@@ -117,8 +119,10 @@ def _split_text(chosen: str, rejected: str) -> tuple[str, str, str]:
         if a != b:
             break
         k += 1
+
     def mid_word(s: str) -> bool:
         return 0 < k < len(s) and not s[k - 1].isspace() and not s[k].isspace()
+
     while k > 0 and (mid_word(chosen) or mid_word(rejected)):
         k -= 1
     return chosen[:k].strip(), chosen[k:].lstrip(), rejected[k:].lstrip()
@@ -129,15 +133,17 @@ def _full(prompt: list[dict], reply: Any, key: str) -> list[dict]:
     if isinstance(reply, str):
         return prompt + [{"role": "assistant", "content": reply}]
     msgs = _messages(reply, key)
-    return msgs if prompt and msgs[:len(prompt)] == prompt else prompt + msgs
+    return msgs if prompt and msgs[: len(prompt)] == prompt else prompt + msgs
 
 
 def detect(rec: dict) -> str:
     keys = set(rec)
     if "chosen" not in keys or "rejected" not in keys:
         missing = [k for k in ("chosen", "rejected") if k not in keys]
-        raise RecordError(f"missing field{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}"
-                          " (a preference record has chosen and rejected, and prompt unless it is implicit)")
+        raise RecordError(
+            f"missing field{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}"
+            " (a preference record has chosen and rejected, and prompt unless it is implicit)"
+        )
     if "vote_id" in keys:
         return "lmforge_votes"
     if {"score_chosen", "score_rejected"} & keys:
@@ -188,12 +194,16 @@ def to_pair(rec: Any, line: int = 0) -> tuple[str, PreferencePair]:
         raise RecordError("chosen and rejected are the same")
     tail_c, tail_r = full_c[n:], full_r[n:]
     if len(tail_c) != 1 or len(tail_r) != 1:
-        raise RecordError("chosen and rejected must differ only in their last assistant turn "
-                          f"(they differ from turn {n}: {len(tail_c)} vs {len(tail_r)} turns after it)")
+        raise RecordError(
+            "chosen and rejected must differ only in their last assistant turn "
+            f"(they differ from turn {n}: {len(tail_c)} vs {len(tail_r)} turns after it)"
+        )
     prompt = full_c[:n]
     if not prompt or prompt[-1].get("role") != "user":
-        raise RecordError("the prompt must end with a user turn"
-                          + (f"; its last turn is {prompt[-1].get('role')!r}" if prompt else "; there is none"))
+        raise RecordError(
+            "the prompt must end with a user turn"
+            + (f"; its last turn is {prompt[-1].get('role')!r}" if prompt else "; there is none")
+        )
     for side, tail in (("chosen", tail_c), ("rejected", tail_r)):
         if tail[0].get("role") != "assistant":
             raise RecordError(f"the {side} reply is a {tail[0].get('role')!r} turn, not an assistant turn")
@@ -250,8 +260,9 @@ def read_preferences(path: str | Path, *, on_error: str = "fatal") -> Preference
         except RecordError as e:
             bad = BadRecord(where, str(e))
             if on_error == "fatal":
-                raise LmforgeError(f"malformed preference record at {bad} "
-                                   "(on_bad_record=skip skips such records)") from None
+                raise LmforgeError(
+                    f"malformed preference record at {bad} (on_bad_record=skip skips such records)"
+                ) from None
             out.bad.append(bad)
             continue
         out.formats[fmt] += 1

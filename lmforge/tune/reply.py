@@ -12,8 +12,13 @@ from lmforge.serve.config import SampleConfig
 from lmforge.serve.generate import stream_text
 
 
-def chat_reply(model: torch.nn.Module, tokenizer, messages: list[dict], cfg: SampleConfig,
-               on_text: Callable[[str], None] | None = None) -> str:
+def chat_reply(
+    model: torch.nn.Module,
+    tokenizer,
+    messages: list[dict],
+    cfg: SampleConfig,
+    on_text: Callable[[str], None] | None = None,
+) -> str:
     """The assistant's next message after `messages` (cut at <|end|>, <|endoftext|>, a stop string,
     max_new_tokens or the context limit). LmforgeError if the conversation is longer than the
     model's context."""

@@ -111,8 +111,10 @@ def load_data(cfg: FinetuneConfig, log) -> tuple[list[list[dict]], list[list[dic
             log(f"skipped malformed record {bad}")
         if len(loaded.bad) > MAX_REPORTED:
             log(f"... and {len(loaded.bad) - MAX_REPORTED} more malformed records")
-        log(f"data: {path}: {loaded.records} records ({loaded.format}), {len(loaded.conversations)} "
-            f"conversations, {len(loaded.bad)} malformed skipped")
+        log(
+            f"data: {path}: {loaded.records} records ({loaded.format}), {len(loaded.conversations)} "
+            f"conversations, {len(loaded.bad)} malformed skipped"
+        )
         return loaded
 
     loaded = load(cfg.data)
@@ -164,16 +166,33 @@ def output_dir(cfg: FinetuneConfig, ckpt: Path) -> Path:
     return run_dir.with_name(run_dir.name + "-sft")
 
 
-def train_config(cfg: FinetuneConfig, run_cfg: RunConfig, out: Path, ckpt: Path, seq_len: int,
-                 total_steps: int) -> RunConfig:
+def train_config(
+    cfg: FinetuneConfig, run_cfg: RunConfig, out: Path, ckpt: Path, seq_len: int, total_steps: int
+) -> RunConfig:
     """The training loop's config of this fine-tune: the base model's shape, the base weights as
     init_from, and the run directory <out>/train (resumable checkpoints, metrics)."""
-    tc = TrainConfig(max_steps=total_steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, seq_len=seq_len,
-                     lr=cfg.lr, warmup_steps=min(cfg.warmup_steps, total_steps), min_lr_ratio=cfg.min_lr_ratio,
-                     betas=(0.9, 0.999), weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
-                     precision=cfg.precision, device=cfg.device, seed=cfg.seed, log_every=cfg.log_every,
-                     tensorboard=False, eval_every=cfg.eval_every, ckpt_every=cfg.ckpt_every,
-                     keep_last=cfg.keep_last, init_from=str(ckpt), resume=True)
+    tc = TrainConfig(
+        max_steps=total_steps,
+        batch_size=cfg.batch_size,
+        grad_accum=cfg.grad_accum,
+        seq_len=seq_len,
+        lr=cfg.lr,
+        warmup_steps=min(cfg.warmup_steps, total_steps),
+        min_lr_ratio=cfg.min_lr_ratio,
+        betas=(0.9, 0.999),
+        weight_decay=cfg.weight_decay,
+        grad_clip=cfg.grad_clip,
+        precision=cfg.precision,
+        device=cfg.device,
+        seed=cfg.seed,
+        log_every=cfg.log_every,
+        tensorboard=False,
+        eval_every=cfg.eval_every,
+        ckpt_every=cfg.ckpt_every,
+        keep_last=cfg.keep_last,
+        init_from=str(ckpt),
+        resume=True,
+    )
     return replace(run_cfg, name=TRAIN_DIR, out_dir=str(out), train=tc, parallel=cfg.parallel)
 
 
@@ -193,8 +212,10 @@ def finetune(cfg: FinetuneConfig, log=default_log) -> FinetuneResult:
     settings = to_yaml(cfg)
     if (out / "finetune.yaml").exists() and latest_checkpoint(out / TRAIN_DIR) is not None:
         if (out / "finetune.yaml").read_text(encoding="utf-8") != settings:
-            raise LmforgeError(f"{out} holds an interrupted fine-tune with other settings ({out / 'finetune.yaml'}); "
-                               "run it with the same settings to resume, or choose another out=")
+            raise LmforgeError(
+                f"{out} holds an interrupted fine-tune with other settings ({out / 'finetune.yaml'}); "
+                "run it with the same settings to resume, or choose another out="
+            )
         log(f"resuming the interrupted fine-tune in {out}")
     run_cfg = read_config(ckpt)
     mcfg = run_cfg.model
@@ -211,14 +232,18 @@ def finetune(cfg: FinetuneConfig, log=default_log) -> FinetuneResult:
     train_ex, trunc, drop = fit_examples(encode(train_convs, tok), seq_len, cfg.overlong)
     val_ex, vtrunc, vdrop = fit_examples(encode(val_convs, tok), seq_len, cfg.overlong)
     if trunc + drop + vtrunc + vdrop:
-        log(f"overlong={cfg.overlong}: {trunc + vtrunc} conversations cut to {seq_len} tokens, "
-            f"{drop + vdrop} dropped (longer than seq_len, or no assistant token left)")
+        log(
+            f"overlong={cfg.overlong}: {trunc + vtrunc} conversations cut to {seq_len} tokens, "
+            f"{drop + vdrop} dropped (longer than seq_len, or no assistant token left)"
+        )
     if not train_ex:
         raise LmforgeError("no training conversation is left after the overlong rule")
     log(f"split: {len(train_ex)} train / {len(val_ex)} held-out conversations")
 
     rows_per_step = cfg.batch_size * cfg.grad_accum
-    steps_per_epoch = SftSource(train_ex, cfg.batching, seq_len, tok.pad_id, cfg.seed).steps_per_epoch(rows_per_step)
+    steps_per_epoch = SftSource(train_ex, cfg.batching, seq_len, tok.pad_id, cfg.seed).steps_per_epoch(
+        rows_per_step
+    )
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     train_cfg = train_config(cfg, run_cfg, out, ckpt, seq_len, total_steps)
     device = resolve_device(cfg.device)
@@ -232,21 +257,26 @@ def finetune(cfg: FinetuneConfig, log=default_log) -> FinetuneResult:
         """On the full model with the base weights: the held-out loss before (once, rank 0), then LoRA."""
         if main and val_ex and not val_file.exists():
             batches = make_batches(val_ex, "pad", seq_len, cfg.batch_size, tok.pad_id)
-            before = validation_loss(model, batches, next(model.parameters()).device,
-                                     resolve_dtype(cfg.precision, device))
+            before = validation_loss(
+                model, batches, next(model.parameters()).device, resolve_dtype(cfg.precision, device)
+            )
             log(f"held-out loss before: {before:.4f} nats per assistant token")
             val_file.parent.mkdir(parents=True, exist_ok=True)
             val_file.write_text(json.dumps({"val_loss": before}) + "\n", encoding="utf-8")
         if cfg.method == "lora":
             wrapped = apply_lora(model, cfg.lora)
-            log(f"lora: rank {cfg.lora.rank}, alpha {cfg.lora.alpha:g}, dropout {cfg.lora.dropout:g} on "
-                f"{len(wrapped)} layers ({', '.join(cfg.lora.targets)})")
+            log(
+                f"lora: rank {cfg.lora.rank}, alpha {cfg.lora.alpha:g}, dropout {cfg.lora.dropout:g} on "
+                f"{len(wrapped)} layers ({', '.join(cfg.lora.targets)})"
+            )
         trainable, total = count_params(model)
         if cfg.method == "lora":
             total -= trainable  # the base model's size; the adapters are what trains
         counts.update(trainable=trainable, total=total)
-        log(f"model: {total:,} parameters, {trainable:,} trainable ({100 * trainable / total:.2f}% of that), "
-            f"method={cfg.method}, batching={cfg.batching}, seq_len={seq_len}, {total_steps} steps")
+        log(
+            f"model: {total:,} parameters, {trainable:,} trainable ({100 * trainable / total:.2f}% of that), "
+            f"method={cfg.method}, batching={cfg.batching}, seq_len={seq_len}, {total_steps} steps"
+        )
 
     def on_complete(par) -> None:
         if par.env.distributed:  # FSDP/TP shards gathered on rank 0's CPU
@@ -254,11 +284,15 @@ def finetune(cfg: FinetuneConfig, log=default_log) -> FinetuneResult:
         else:  # the trained model itself: no second copy in memory
             final["model"] = par.module
 
-    inputs = Inputs(check=lambda seq_len, env: None,
-                    source=lambda seq_len, env: SftSource(train_ex, cfg.batching, seq_len, tok.pad_id, cfg.seed,
-                                                          env.dp_rank, env.layout.dp),
-                    validator=lambda seq_len, is_main: sft_validator(val_ex, seq_len, cfg.batch_size, tok.pad_id),
-                    prepare_model=prepare_model, on_complete=on_complete)
+    inputs = Inputs(
+        check=lambda seq_len, env: None,
+        source=lambda seq_len, env: SftSource(
+            train_ex, cfg.batching, seq_len, tok.pad_id, cfg.seed, env.dp_rank, env.layout.dp
+        ),
+        validator=lambda seq_len, is_main: sft_validator(val_ex, seq_len, cfg.batch_size, tok.pad_id),
+        prepare_model=prepare_model,
+        on_complete=on_complete,
+    )
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "finetune.yaml").write_text(settings, encoding="utf-8")
@@ -268,12 +302,26 @@ def finetune(cfg: FinetuneConfig, log=default_log) -> FinetuneResult:
     peak, kind = peak_memory_mb(device)
     val_before = json.loads(val_file.read_text(encoding="utf-8"))["val_loss"] if val_file.exists() else None
     result = FinetuneResult(
-        out_dir=str(out), method=cfg.method, steps=tr.steps, epochs=tr.steps / max(steps_per_epoch, 1),
-        train_conversations=len(train_ex), val_conversations=len(val_ex), bad_records=n_bad,
-        truncated=trunc + vtrunc, dropped=drop + vdrop, trainable_params=counts.get("trainable", 0),
-        total_params=counts.get("total", 0), train_loss=tr.final_train_loss, val_loss_before=val_before,
-        val_loss=tr.val_loss, peak_memory_mb=peak, memory_kind=kind, tokens_per_s=tr.tokens_per_s,
-        wall_s=time.time() - t_start, stopped=tr.stop_reason if tr.stopped_early else None)
+        out_dir=str(out),
+        method=cfg.method,
+        steps=tr.steps,
+        epochs=tr.steps / max(steps_per_epoch, 1),
+        train_conversations=len(train_ex),
+        val_conversations=len(val_ex),
+        bad_records=n_bad,
+        truncated=trunc + vtrunc,
+        dropped=drop + vdrop,
+        trainable_params=counts.get("trainable", 0),
+        total_params=counts.get("total", 0),
+        train_loss=tr.final_train_loss,
+        val_loss_before=val_before,
+        val_loss=tr.val_loss,
+        peak_memory_mb=peak,
+        memory_kind=kind,
+        tokens_per_s=tr.tokens_per_s,
+        wall_s=time.time() - t_start,
+        stopped=tr.stop_reason if tr.stopped_early else None,
+    )
     if result.stopped or not main:
         return result
 
@@ -311,8 +359,13 @@ def save_adapter(model, cfg: FinetuneConfig, out: Path) -> None:
 
     (out / "lora").mkdir(exist_ok=True)
     safetensors.torch.save_file(lora_state_dict(model), str(out / "lora" / "adapter.safetensors"))
-    meta = {"rank": cfg.lora.rank, "alpha": cfg.lora.alpha, "dropout": cfg.lora.dropout,
-            "targets": cfg.lora.targets, "base": cfg.init}
+    meta = {
+        "rank": cfg.lora.rank,
+        "alpha": cfg.lora.alpha,
+        "dropout": cfg.lora.dropout,
+        "targets": cfg.lora.targets,
+        "base": cfg.init,
+    }
     (out / "lora" / "adapter_config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
@@ -328,13 +381,17 @@ def sample_chats(model, tok: Tokenizer, cfg: FinetuneConfig, log) -> list[dict]:
     from lmforge.serve.config import SampleConfig
     from lmforge.tune.reply import chat_reply
 
-    sc = SampleConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.chat_temperature, top_k=cfg.chat_top_k,
-                      seed=cfg.seed)
+    sc = SampleConfig(
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.chat_temperature,
+        top_k=cfg.chat_top_k,
+        seed=cfg.seed,
+    )
     out = []
     if cfg.chat_prompts:
         log("chat with the fine-tuned model:")
     for prompt in cfg.chat_prompts:
-        messages = ([{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else [])
+        messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
         messages.append({"role": "user", "content": prompt})
         try:
             reply = chat_reply(model, tok, messages, sc)
@@ -344,4 +401,3 @@ def sample_chats(model, tok: Tokenizer, cfg: FinetuneConfig, log) -> list[dict]:
         log(f"assistant: {reply}")
         out.append({"user": prompt, "assistant": reply})
     return out
-

@@ -39,8 +39,16 @@ class SftSource:
     token_weighted = True
     loss_sum = staticmethod(masked_nll_sum)  # cross-entropy over the assistant tokens
 
-    def __init__(self, examples: list[Example], batching: str, seq_len: int, pad_id: int, seed: int,
-                 dp_rank: int = 0, dp: int = 1) -> None:
+    def __init__(
+        self,
+        examples: list[Example],
+        batching: str,
+        seq_len: int,
+        pad_id: int,
+        seed: int,
+        dp_rank: int = 0,
+        dp: int = 1,
+    ) -> None:
         if not examples:
             raise LmforgeError("no training examples")
         self.examples, self.batching, self.seq_len, self.pad_id = examples, batching, seq_len, pad_id
@@ -66,7 +74,7 @@ class SftSource:
         while len(taken) < n:
             rows = self.rows_of(self.epoch)
             k = min(n - len(taken), len(rows) - self.position)
-            taken += rows[self.position:self.position + k]
+            taken += rows[self.position : self.position + k]
             self.position += k
             if self.position == len(rows):  # a batch running past the epoch continues with the next
                 self.epoch, self.position = self.epoch + 1, 0
@@ -74,7 +82,7 @@ class SftSource:
 
     def next_batch(self, rows: int, step: int, micro: int) -> dict[str, torch.Tensor]:
         global_rows = self._take(rows * self.dp)
-        mine = global_rows[self.dp_rank::self.dp]
+        mine = global_rows[self.dp_rank :: self.dp]
         step_tokens = sum(label_count(ex) for row in global_rows for ex in row)
         if self.batching == "pack":
             b = collate_packed(mine, self.seq_len, self.pad_id)
@@ -83,15 +91,24 @@ class SftSource:
         return {**as_model_batch(b), "step_tokens": torch.tensor(step_tokens)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": "sft", "epoch": self.epoch, "position": self.position, "seed": self.seed,
-                "fingerprint": self.fingerprint, "batching": self.batching, "seq_len": self.seq_len}
+        return {
+            "kind": "sft",
+            "epoch": self.epoch,
+            "position": self.position,
+            "seed": self.seed,
+            "fingerprint": self.fingerprint,
+            "batching": self.batching,
+            "seq_len": self.seq_len,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key in ("kind", "fingerprint", "batching", "seq_len", "seed"):
             if state.get(key) != self.state_dict()[key]:
-                raise LmforgeError(f"the checkpoint's data position has {key}={state.get(key)!r}, this run "
-                                   f"{self.state_dict()[key]!r}: the training data or its batching changed since "
-                                   "it was saved; use another out=")
+                raise LmforgeError(
+                    f"the checkpoint's data position has {key}={state.get(key)!r}, this run "
+                    f"{self.state_dict()[key]!r}: the training data or its batching changed since "
+                    "it was saved; use another out="
+                )
         if not (0 <= int(state["position"]) <= len(self.rows_of(int(state["epoch"])))):
             raise LmforgeError(f"the checkpoint's data position is invalid: {state}")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])

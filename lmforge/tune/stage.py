@@ -33,13 +33,28 @@ def demo_config(cfg: RunConfig, run_dir: Path, **overrides) -> FinetuneConfig:
     1/8 of the pre-training steps (75 for the tiny recipe: ~2 epochs of the 565 conversations,
     about a minute on 2 CPU cores), at most 80 and at least 2."""
     steps = max(2, min(80, cfg.train.max_steps // 8))
-    base = {"init": str(run_dir), "data": str(DEMO_PATH), "format": "messages", "out": str(run_dir / "sft"),
-            "max_steps": steps, "batch_size": 8, "lr": 1e-3, "warmup_steps": max(1, steps // 10),
-            "min_lr_ratio": 0.1, "eval_every": max(1, steps // 2), "log_every": 10, "val_fraction": 0.05, "seed": cfg.train.seed,
-            "device": cfg.train.device, "precision": cfg.train.precision,
-            "chat_prompts": list(CHAT_PROMPTS), "max_new_tokens": 48,
-            # sampled like the run's own samples: greedy decoding of a tiny model loops on one word
-            "chat_temperature": cfg.sample.temperature, "chat_top_k": cfg.sample.top_k}
+    base = {
+        "init": str(run_dir),
+        "data": str(DEMO_PATH),
+        "format": "messages",
+        "out": str(run_dir / "sft"),
+        "max_steps": steps,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "warmup_steps": max(1, steps // 10),
+        "min_lr_ratio": 0.1,
+        "eval_every": max(1, steps // 2),
+        "log_every": 10,
+        "val_fraction": 0.05,
+        "seed": cfg.train.seed,
+        "device": cfg.train.device,
+        "precision": cfg.train.precision,
+        "chat_prompts": list(CHAT_PROMPTS),
+        "max_new_tokens": 48,
+        # sampled like the run's own samples: greedy decoding of a tiny model loops on one word
+        "chat_temperature": cfg.sample.temperature,
+        "chat_top_k": cfg.sample.top_k,
+    }
     return FinetuneConfig(**{**base, **overrides})
 
 
@@ -50,7 +65,9 @@ def sft_stage(cfg: RunConfig, run_dir: Path, tokenizer, **overrides) -> dict:
 
     run_dir = Path(run_dir)
     if cfg.model.kind != "decoder":
-        default_log(f"skipped: supervised fine-tuning makes chat models from decoders, this is a {cfg.model.kind}")
+        default_log(
+            f"skipped: supervised fine-tuning makes chat models from decoders, this is a {cfg.model.kind}"
+        )
         return {"skipped": True}
     ft = demo_config(cfg, run_dir, **overrides)
     out = Path(ft.out)
@@ -74,19 +91,27 @@ def report_section(result: dict) -> str:
         return ""
     vb, va = result.get("val_loss_before"), result.get("val_loss")
     lines = [
-        (f"Fine-tuned on {result['train_conversations']} conversations of the demo instruction set "
-         f"({result['method']}, {result['steps']} steps, {result['trainable_params']:,} trainable parameters); "
-         f"the chat model is in `{result['out_dir']}` (`lmforge chat --run {result['out_dir']}`)."),
+        (
+            f"Fine-tuned on {result['train_conversations']} conversations of the demo instruction set "
+            f"({result['method']}, {result['steps']} steps, "
+            f"{result['trainable_params']:,} trainable parameters); "
+            f"the chat model is in `{result['out_dir']}` (`lmforge chat --run {result['out_dir']}`)."
+        ),
         "",
         "| metric | value |",
         "|---|---|",
     ]
     if vb is not None and va is not None:
-        lines.append(f"| held-out loss, assistant tokens ({result['val_conversations']} conversations) "
-                     f"| {vb:.4f} -> {va:.4f} nats |")
-    lines += [f"| final train loss | {result['train_loss']:.4f} nats |",
-              f"| peak memory | {result['peak_memory_mb']:,.0f} MB ({result['memory_kind']}) |",
-              f"| time | {result['wall_s']:.1f} s |", ""]
+        lines.append(
+            f"| held-out loss, assistant tokens ({result['val_conversations']} conversations) "
+            f"| {vb:.4f} -> {va:.4f} nats |"
+        )
+    lines += [
+        f"| final train loss | {result['train_loss']:.4f} nats |",
+        f"| peak memory | {result['peak_memory_mb']:,.0f} MB ({result['memory_kind']}) |",
+        f"| time | {result['wall_s']:.1f} s |",
+        "",
+    ]
     if result.get("samples"):
         lines += ["A chat exchange:", "", "```"]
         for s in result["samples"]:

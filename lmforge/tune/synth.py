@@ -53,8 +53,10 @@ HEADER = (
     "N. Instruction: ...\nN. Input: ...\nN. Output: ...\n###\n\n"
 )
 NOINPUT = "<noinput>"
-_TASK = re.compile(r"(\d+)\.\s*Instruction:(.*?)\n\s*\1\.\s*Input:(.*?)\n\s*\1\.\s*Output:(.*?)(?=\n\s*###|\n\s*\d+\.\s*Instruction:|\Z)",
-                   re.DOTALL)
+_TASK = re.compile(
+    r"(\d+)\.\s*Instruction:(.*?)\n\s*\1\.\s*Input:(.*?)\n\s*\1\.\s*Output:(.*?)(?=\n\s*###|\n\s*\d+\.\s*Instruction:|\Z)",
+    re.DOTALL,
+)
 
 
 class TeacherError(Exception):
@@ -90,9 +92,15 @@ def load_seed_tasks(path: str | Path) -> list[dict]:
         try:
             rec = json.loads(line)
             inst = rec["instances"][0] if "instances" in rec else rec
-            task = {"instruction": rec["instruction"], "input": inst.get("input", ""), "output": inst["output"]}
+            task = {
+                "instruction": rec["instruction"],
+                "input": inst.get("input", ""),
+                "output": inst["output"],
+            }
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise LmforgeError(f"{path}:{n}: not a seed task {{instruction, instances: [{{input, output}}]}}") from None
+            raise LmforgeError(
+                f"{path}:{n}: not a seed task {{instruction, instances: [{{input, output}}]}}"
+            ) from None
         if not all(isinstance(v, str) for v in task.values()):
             raise LmforgeError(f"{path}:{n}: instruction, input and output must be strings")
         tasks.append(task)
@@ -103,7 +111,10 @@ def load_seed_tasks(path: str | Path) -> list[dict]:
 
 def format_task(i: int, task: dict) -> str:
     inp = task["input"].strip() or NOINPUT
-    return f"{i}. Instruction: {task['instruction'].strip()}\n{i}. Input: {inp}\n{i}. Output: {task['output'].strip()}\n###\n"
+    return (
+        f"{i}. Instruction: {task['instruction'].strip()}\n{i}. Input: {inp}\n"
+        f"{i}. Output: {task['output'].strip()}\n###\n"
+    )
 
 
 def build_prompt(examples: list[dict]) -> str:
@@ -120,8 +131,13 @@ def parse_tasks(text: str, first: int) -> list[dict]:
     tasks = []
     for _, ins, inp, out in _TASK.findall(text):
         inp = inp.strip()
-        tasks.append({"instruction": ins.strip(), "input": "" if inp.lower() in (NOINPUT, "none", "") else inp,
-                      "output": out.strip()})
+        tasks.append(
+            {
+                "instruction": ins.strip(),
+                "input": "" if inp.lower() in (NOINPUT, "none", "") else inp,
+                "output": out.strip(),
+            }
+        )
     return tasks
 
 
@@ -135,7 +151,9 @@ class TaskFilter:
         try:
             from rouge_score import rouge_scorer
         except ImportError:
-            raise LmforgeError("lmforge synth needs the rouge-score package: pip install rouge-score") from None
+            raise LmforgeError(
+                "lmforge synth needs the rouge-score package: pip install rouge-score"
+            ) from None
         self.cfg = cfg
         self.scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
         self.pool = list(pool)
@@ -176,7 +194,9 @@ class Teacher:
 
     def __init__(self, cfg: SynthConfig) -> None:
         self.cfg = cfg
-        self.url = cfg.base_url.rstrip("/") + ("/chat/completions" if cfg.endpoint == "chat" else "/completions")
+        self.url = cfg.base_url.rstrip("/") + (
+            "/chat/completions" if cfg.endpoint == "chat" else "/completions"
+        )
         self.headers = {"Content-Type": "application/json"}
         key = os.environ.get(cfg.api_key_env)
         if key:
@@ -184,8 +204,13 @@ class Teacher:
 
     def body(self, prompt: str, seed: int) -> dict:
         c = self.cfg
-        body = {"model": c.model, "temperature": c.temperature, "top_p": c.top_p, "max_tokens": c.max_tokens,
-                "seed": seed}
+        body = {
+            "model": c.model,
+            "temperature": c.temperature,
+            "top_p": c.top_p,
+            "max_tokens": c.max_tokens,
+            "seed": seed,
+        }
         if c.endpoint == "chat":
             body["messages"] = [{"role": "user", "content": prompt}]
         else:
@@ -210,7 +235,9 @@ class Teacher:
         last = ""
         for attempt in range(c.retries + 1):
             if attempt:
-                time.sleep(c.backoff * 2 ** (attempt - 1) * rng.uniform(0.5, 1.5))  # jitter de-synchronises workers
+                time.sleep(
+                    c.backoff * 2 ** (attempt - 1) * rng.uniform(0.5, 1.5)
+                )  # jitter de-synchronises workers
             try:
                 tasks = parse_tasks(self.once(prompt, seed + attempt), first)
                 if tasks:
@@ -277,10 +304,15 @@ def synthesize(cfg: SynthConfig, log=default_log) -> SynthResult:
     existing = read_output(out, log)
     result = SynthResult(out=str(out), records=len(existing), added=0, requests=0, failed_requests=0)
     if len(existing) >= cfg.num_instructions:
-        log(f"{out} already holds {len(existing)} records (num_instructions={cfg.num_instructions}); nothing to do")
+        log(
+            f"{out} already holds {len(existing)} records "
+            f"(num_instructions={cfg.num_instructions}); nothing to do"
+        )
         return result
-    log(f"{len(seeds)} seed tasks, {len(existing)} records already in {out}; target {cfg.num_instructions}; "
-        f"teacher {cfg.model} at {cfg.base_url}")
+    log(
+        f"{len(seeds)} seed tasks, {len(existing)} records already in {out}; target {cfg.num_instructions}; "
+        f"teacher {cfg.model} at {cfg.base_url}"
+    )
     run = _Run(cfg, seeds, existing, result, log)
     out.parent.mkdir(parents=True, exist_ok=True)
     pool = ThreadPoolExecutor(cfg.concurrency, thread_name_prefix="synth")
@@ -301,8 +333,10 @@ class _Run:
 
     def __init__(self, cfg: SynthConfig, seeds: list[dict], existing: list[dict], result: SynthResult, log):
         self.cfg, self.seeds, self.result, self.log = cfg, seeds, result, log
-        self.generated = [{"instruction": r["instruction"], "input": r.get("input", ""),
-                           "output": r.get("output", "")} for r in existing]
+        self.generated = [
+            {"instruction": r["instruction"], "input": r.get("input", ""), "output": r.get("output", "")}
+            for r in existing
+        ]
         self.filter = TaskFilter(cfg, [t["instruction"] for t in seeds + self.generated])
         self.teacher = Teacher(cfg)
         self.budget = cfg.max_requests or 10 * cfg.num_instructions
@@ -313,11 +347,14 @@ class _Run:
     def submit(self, pool: ThreadPoolExecutor) -> Future:
         cfg = self.cfg
         n_gen = min(cfg.num_prompt_tasks - cfg.num_seed_in_prompt, len(self.generated))
-        examples = (self.rng.sample(self.seeds, min(cfg.num_prompt_tasks - n_gen, len(self.seeds)))
-                    + self.rng.sample(self.generated, n_gen))
+        examples = self.rng.sample(
+            self.seeds, min(cfg.num_prompt_tasks - n_gen, len(self.seeds))
+        ) + self.rng.sample(self.generated, n_gen)
         self.rng.shuffle(examples)
         self.result.requests += 1
-        return pool.submit(self.teacher.ask, build_prompt(examples), len(examples) + 1, self.rng.randrange(2**31))
+        return pool.submit(
+            self.teacher.ask, build_prompt(examples), len(examples) + 1, self.rng.randrange(2**31)
+        )
 
     def loop(self, f, pool: ThreadPoolExecutor) -> None:
         """Keep `concurrency` requests in flight; filter and append tasks as answers arrive (in this
@@ -340,17 +377,21 @@ class _Run:
                     failures_in_a_row += 1
                     self.log(f"request failed: {e}")
                     if e.fatal or failures_in_a_row >= max(3, cfg.concurrency):
-                        raise LmforgeError(f"the teacher keeps failing ({e}); {result.records} records are "
-                                           f"safe in {cfg.out}, rerun to continue") from None
+                        raise LmforgeError(
+                            f"the teacher keeps failing ({e}); {result.records} records are "
+                            f"safe in {cfg.out}, rerun to continue"
+                        ) from None
                     continue
                 failures_in_a_row = 0
                 for task in tasks:
                     if result.records < cfg.num_instructions:
                         self.consider(f, task)
             rate = result.added / max(time.time() - self.t0, 1e-9)
-            self.log(f"{result.records}/{cfg.num_instructions} records | {result.requests} requests "
-                     f"({result.failed_requests} failed) | rejected {sum(self.rejected.values())} | "
-                     f"{rate * 60:.1f}/min")
+            self.log(
+                f"{result.records}/{cfg.num_instructions} records | {result.requests} requests "
+                f"({result.failed_requests} failed) | rejected {sum(self.rejected.values())} | "
+                f"{rate * 60:.1f}/min"
+            )
 
     def consider(self, f, task: dict) -> None:
         why, sim = self.filter.check(task)
