@@ -103,20 +103,36 @@ def train_one(overrides: list[str]) -> dict:
     result, _ = train_stage(cfg)
     out = result_dict(result)
     seq_len = cfg.train.seq_len or cfg.model.block_size
-    out.update(total_s=time.time() - t0, params=cfg.model.num_params(),
-               flops_per_token=cfg.model.flops_per_token(seq_len),
-               tokens_per_step=cfg.train.batch_size * cfg.train.grad_accum * seq_len)
+    out.update(
+        total_s=time.time() - t0,
+        params=cfg.model.num_params(),
+        flops_per_token=cfg.model.flops_per_token(seq_len),
+        tokens_per_step=cfg.train.batch_size * cfg.train.grad_accum * seq_len,
+    )
     return out
 
 
-def launch(run: Run, extra: list[str], work: Path, shards: Path, tokenizer: Path, threads: int,
-           tag: str = "") -> Run:
+def launch(
+    run: Run, extra: list[str], work: Path, shards: Path, tokenizer: Path, threads: int, tag: str = ""
+) -> Run:
     digest = hashlib.sha1(json.dumps(extra).encode()).hexdigest()[:6]  # a renamed override set is a new run
     name = f"{tag}{run.variant}-s{run.seed}-n{run.steps}-{digest}"
-    overrides = [f"out_dir={work / 'runs'}", f"name={name}", "data.curate=false", f"data.shards={shards}",
-                 f"tokenizer.path={tokenizer}", f"train.seed={run.seed}", f"train.max_steps={run.steps}",
-                 f"train.threads={threads}", "train.eval_every=0", "train.ckpt_every=0", "train.log_every=50",
-                 "train.tensorboard=false", "train.progress=lines", *extra]
+    overrides = [
+        f"out_dir={work / 'runs'}",
+        f"name={name}",
+        "data.curate=false",
+        f"data.shards={shards}",
+        f"tokenizer.path={tokenizer}",
+        f"train.seed={run.seed}",
+        f"train.max_steps={run.steps}",
+        f"train.threads={threads}",
+        "train.eval_every=0",
+        "train.ckpt_every=0",
+        "train.log_every=50",
+        "train.tensorboard=false",
+        "train.progress=lines",
+        *extra,
+    ]
     log, saved = work / "logs" / f"{name}.log", work / "logs" / f"{name}.json"
     log.parent.mkdir(parents=True, exist_ok=True)
     if saved.exists() and not tag:  # the same run of an earlier invocation (timing runs are always fresh)
@@ -125,22 +141,36 @@ def launch(run: Run, extra: list[str], work: Path, shards: Path, tokenizer: Path
         return run
     shutil.rmtree(work / "runs" / name, ignore_errors=True)  # a left-over run dir would resume, not train
     with log.open("w") as f:
-        proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(overrides)], stdout=subprocess.PIPE,
-                              stderr=f, text=True, check=False)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--one", json.dumps(overrides)],
+            stdout=subprocess.PIPE,
+            stderr=f,
+            text=True,
+            check=False,
+        )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
-    result = json.loads(lines[-1][len(RESULT_TAG):]) if lines else {}
+    result = json.loads(lines[-1][len(RESULT_TAG) :]) if lines else {}
     if proc.returncode != 0 or result.get("val_bpb") is None:  # failed, or stopped early by a signal
         err = log.read_text().strip().splitlines()
         run.error = result.get("stop_reason") or (err[-1] if err else f"exit {proc.returncode}")
     else:
         run.result = result
         saved.write_text(json.dumps(run.result, default=str) + "\n", encoding="utf-8")
-    print(f"  {name}: " + (run.error or f"{run.result['val_bpb']:.4f} bits/byte, "
-                           f"{run.result['tokens_per_s']:,.0f} tokens/s, {run.result['total_s']:.0f}s"), flush=True)
+    print(
+        f"  {name}: "
+        + (
+            run.error
+            or f"{run.result['val_bpb']:.4f} bits/byte, "
+            f"{run.result['tokens_per_s']:,.0f} tokens/s, {run.result['total_s']:.0f}s"
+        ),
+        flush=True,
+    )
     return run
 
 
-def equal_time_steps(v: Variant, base_steps: int, timing_steps: int, pool: ThreadPoolExecutor, ctx: dict) -> tuple[int, float]:
+def equal_time_steps(
+    v: Variant, base_steps: int, timing_steps: int, pool: ThreadPoolExecutor, ctx: dict
+) -> tuple[int, float]:
     """Steps that fit the baseline's wall time, from a short side-by-side timing run (rule above)."""
     if v.same_cost:
         return base_steps, 1.0
@@ -155,8 +185,11 @@ def equal_time_steps(v: Variant, base_steps: int, timing_steps: int, pool: Threa
 
 
 def summarize(rows: list[dict]) -> str:
-    head = ("| variant | what | steps | held-out bits/byte (mean ± half-range, n) | Δ vs baseline | tokens/s "
-            "(ratio vs baseline) | MFLOPs/token | params | train wall s |\n|---|---|---:|---|---:|---|---:|---:|---:|")
+    head = (
+        "| variant | what | steps | held-out bits/byte (mean ± half-range, n) | Δ vs baseline | tokens/s "
+        "(ratio vs baseline) | MFLOPs/token | params | train wall s |\n"
+        "|---|---|---:|---|---:|---|---:|---:|---:|"
+    )
     base = next((r["bpb"] for r in rows if r["variant"] == "baseline" and r.get("bpb")), None)
     lines = [head]
     for r in rows:
@@ -164,9 +197,11 @@ def summarize(rows: list[dict]) -> str:
             lines.append(f"| {r['variant']} | {r['what']} | - | not run: {r['error']} | | | | | |")
             continue
         delta = f"{r['bpb'] - base:+.4f}" if base is not None else ""
-        lines.append(f"| {r['variant']} | {r['what']} | {r['steps']} | {r['bpb']:.4f} ± {r['spread']:.4f} "
-                     f"(n={r['n']}) | {delta} | {r['tps']:,.0f} ({r['speed']:.2f}x) | {r['fpt'] / 1e6:.1f} | "
-                     f"{r['params'] / 1e6:.2f}M | {r['wall']:.0f} |")
+        lines.append(
+            f"| {r['variant']} | {r['what']} | {r['steps']} | {r['bpb']:.4f} ± {r['spread']:.4f} "
+            f"(n={r['n']}) | {delta} | {r['tps']:,.0f} ({r['speed']:.2f}x) | {r['fpt'] / 1e6:.1f} | "
+            f"{r['params'] / 1e6:.2f}M | {r['wall']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -174,8 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path("/tmp/lmforge-ablate"), help="data, runs and logs")
     p.add_argument("--only", default="", help="comma-separated variant names (default: all)")
-    p.add_argument("--variant", action="append", default=[],
-                   help='an extra variant: "name=key=value key=value ..." (same_cost if it starts with ~)')
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help='an extra variant: "name=key=value key=value ..." (same_cost if it starts with ~)',
+    )
     p.add_argument("--seeds", default="1337", help="comma-separated train.seed values")
     p.add_argument("--steps", type=int, default=0, help="baseline steps (default: the recipe's)")
     p.add_argument("--timing-steps", type=int, default=40, help="steps of each side-by-side timing run")
@@ -195,8 +234,14 @@ def main(argv: list[str] | None = None) -> int:
         variants = [v for v in variants if v.name in wanted or v.name == "baseline"]
     for spec in args.variant:  # asked for by name, so always run
         name, _, rest = spec.partition("=")
-        variants.append(Variant(name.lstrip("~"), rest.split(), "combined: " + " ".join(rest.split()),
-                                same_cost=name.startswith("~")))
+        variants.append(
+            Variant(
+                name.lstrip("~"),
+                rest.split(),
+                "combined: " + " ".join(rest.split()),
+                same_cost=name.startswith("~"),
+            )
+        )
     seeds = [int(s) for s in args.seeds.split(",")]
     base_steps = args.steps or load_config("tiny", []).train.max_steps
     work = args.work.resolve()
@@ -204,8 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     shards, tokenizer = prepare(work)
     print(f"data ready in {time.time() - t0:.1f}s: {shards}", flush=True)
     threads = 1 if args.jobs > 1 else 0
-    ctx = {"seeds": seeds, "overrides": {v.name: v.overrides for v in variants},
-           "launch": {"work": work, "shards": shards, "tokenizer": tokenizer, "threads": threads}}
+    ctx = {
+        "seeds": seeds,
+        "overrides": {v.name: v.overrides for v in variants},
+        "launch": {"work": work, "shards": shards, "tokenizer": tokenizer, "threads": threads},
+    }
     rows = []
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         plan = []
@@ -223,14 +271,32 @@ def main(argv: list[str] | None = None) -> int:
     for v, steps, speed in plan:
         ok = [r.result for r in done if r.variant == v.name and not r.error]
         if not ok:
-            rows.append({"variant": v.name, "what": v.what, "error": next(r.error for r in done if r.variant == v.name)})
+            rows.append(
+                {
+                    "variant": v.name,
+                    "what": v.what,
+                    "error": next(r.error for r in done if r.variant == v.name),
+                }
+            )
             continue
         bpbs = [r["val_bpb"] for r in ok]
-        rows.append({"variant": v.name, "what": v.what, "overrides": v.overrides, "steps": steps, "speed": speed,
-                     "bpb": statistics.fmean(bpbs), "spread": (max(bpbs) - min(bpbs)) / 2, "n": len(bpbs),
-                     "bpbs": bpbs, "tps": statistics.fmean(r["tokens_per_s"] for r in ok),
-                     "fpt": ok[0]["flops_per_token"], "params": ok[0]["params"],
-                     "wall": statistics.fmean(r["total_s"] for r in ok)})
+        rows.append(
+            {
+                "variant": v.name,
+                "what": v.what,
+                "overrides": v.overrides,
+                "steps": steps,
+                "speed": speed,
+                "bpb": statistics.fmean(bpbs),
+                "spread": (max(bpbs) - min(bpbs)) / 2,
+                "n": len(bpbs),
+                "bpbs": bpbs,
+                "tps": statistics.fmean(r["tokens_per_s"] for r in ok),
+                "fpt": ok[0]["flops_per_token"],
+                "params": ok[0]["params"],
+                "wall": statistics.fmean(r["total_s"] for r in ok),
+            }
+        )
     order = [v.name for v in variants]
     rows.sort(key=lambda r: order.index(r["variant"]))  # the variants' order, not the order they finished
     table = summarize(rows)
