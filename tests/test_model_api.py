@@ -132,3 +132,36 @@ def test_evaluation_uses_only_the_public_model_api():
                             and not own
                         ):
                             pytest.fail(f"{path.name}:{node.lineno} writes a KV cache's {sub.attr}")
+
+
+@pytest.mark.parametrize("pos", ["rope", "learned", "sinusoidal"])
+def test_hidden_states_under_an_attention_mask_share_one_context(pos):
+    """One row holds a context and two continuations that each see the context and themselves, at
+    the positions they would have alone: their hidden states equal two separate forwards."""
+    model = build(pos=pos)
+    ctx, a, b = [3, 5, 7], [11, 13], [17, 19, 23]
+    ids = torch.tensor([ctx + a + b])
+    positions = torch.tensor([[0, 1, 2, 3, 4, 3, 4, 5]])
+    owner = [0, 0, 0, 1, 1, 2, 2, 2]  # 0: context, 1: continuation a, 2: continuation b
+    keep = torch.tensor([[s <= t and owner[s] in (0, owner[t]) for s in range(8)] for t in range(8)])[None]
+    h = model.hidden_states(ids, position_ids=positions, attention_mask=keep)
+    alone_a = model.hidden_states(torch.tensor([ctx + a]))
+    alone_b = model.hidden_states(torch.tensor([ctx + b]))
+    torch.testing.assert_close(h[:, :5], alone_a, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h[:, 5:], alone_b[:, 3:], rtol=1e-5, atol=1e-5)
+
+
+def test_attention_mask_bad_input_is_one_clear_error():
+    model = build()
+    ids, pos = torch.randint(0, 37, (1, 4)), torch.arange(4)[None]
+    keep = torch.ones(1, 4, 4, dtype=torch.bool).tril()
+    with pytest.raises(LmforgeError, match="position_ids"):
+        model.hidden_states(ids, attention_mask=keep)
+    with pytest.raises(LmforgeError, match="bool"):
+        model.hidden_states(ids, position_ids=pos, attention_mask=keep.float())
+    with pytest.raises(LmforgeError, match="batch, time, time"):
+        model.hidden_states(ids, position_ids=pos, attention_mask=keep[:, :3])
+    with pytest.raises(LmforgeError, match="ALiBi"):
+        build(pos="alibi").hidden_states(ids, position_ids=pos, attention_mask=keep)
+    with pytest.raises(LmforgeError, match="decoder"):
+        build(kind="encoder").hidden_states(ids, position_ids=pos, attention_mask=keep)

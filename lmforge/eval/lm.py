@@ -177,17 +177,10 @@ class LmforgeLM(LM):
         return hp[:, -1], hs
 
     def hidden_packed(self, ids, positions, keep):
-        # The model's own layer stack with the packed mask where it would build a causal one
-        # (Transformer.stack makes masks only from segment ids); `packs_prefixes` checks the result.
-        m = self.model
-        if m.pos_emb.bias(0, 1, True) is not None:  # ALiBi counts distance along the row, not positions
-            raise NotImplementedError("ALiBi biases by distance along the row: packed rows would shift it")
-        ids, pos = ids.to(self.device), positions.to(self.device)
-        x = m.emb_drop(m.pos_emb.add(m.tok_emb(ids), 0, pos))  # (B, T, C)
-        rope, mask = m.pos_emb.rotary(0, ids.shape[1], pos), keep[:, None].to(self.device)
-        for block in m.blocks:
-            x = block(x, rope, mask, False, None, None)
-        return m.norm_f(x)
+        # The model's own forward under the packed mask (ALiBi refuses: `packs_prefixes` then keeps
+        # the KV-cache path); `packs_prefixes` checks the result against whole requests.
+        d = self.device
+        return self.model.hidden_states(ids.to(d), position_ids=positions.to(d), attention_mask=keep.to(d))
 
     def packs_prefixes(self) -> bool:
         if self._packs is None:

@@ -232,8 +232,15 @@ class Transformer(nn.Module):
         decoder_input_ids: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The final hidden states (B, T, C) that `forward` projects to logits (same arguments)."""
+        """The final hidden states (B, T, C) that `forward` projects to logits (same arguments).
+
+        `attention_mask` (B, T, T) bool, True where token t may see token s, with `position_ids`
+        (B, T): any attention pattern over a row, e.g. several continuations sharing one context
+        (evaluation's packed rows). A decoder only; the caller keeps it causal."""
+        if attention_mask is not None:
+            return self.masked_rows(input_ids, attention_mask, position_ids)
         if segment_ids is not None:
             return self.packed_lm(input_ids, segment_ids, position_ids)
         shape = {"decoder": self.causal_lm, "encoder": self.masked_lm, "encoder-decoder": self.seq2seq}
@@ -251,7 +258,24 @@ class Transformer(nn.Module):
             raise LmforgeError(f"packed rows (segment_ids) need a decoder model, this one is {self.cfg.kind}")
         if positions is None or positions.shape != segments.shape or segments.shape != ids.shape:
             raise LmforgeError("segment_ids needs position_ids of the same (batch, time) shape as input_ids")
-        return self.stack(ids, self.blocks, self.norm_f, causal=True, segments=(segments, positions))
+        return self.stack(
+            ids, self.blocks, self.norm_f, causal=True, packed=(segment_mask(segments), positions)
+        )
+
+    def masked_rows(
+        self, ids: torch.Tensor, keep: torch.Tensor, positions: torch.Tensor | None
+    ) -> torch.Tensor:
+        if self.cfg.kind != "decoder":
+            raise LmforgeError(f"attention_mask needs a decoder model, this one is {self.cfg.kind}")
+        if positions is None or positions.shape != ids.shape or keep.shape != (*ids.shape, ids.shape[1]):
+            raise LmforgeError(
+                "attention_mask (batch, time, time) needs position_ids of input_ids' (batch, time) shape"
+            )
+        if keep.dtype != torch.bool:
+            raise LmforgeError(f"attention_mask must be bool (True = may attend), got {keep.dtype}")
+        if self.pos_emb.bias(0, 1, True) is not None:  # ALiBi: distance along the row, not positions
+            raise LmforgeError("attention_mask with ALiBi: its biases count distance along the row")
+        return self.stack(ids, self.blocks, self.norm_f, causal=True, packed=(keep[:, None], positions))
 
     def masked_lm(self, ids: torch.Tensor, decoder_ids: None, cache: None) -> torch.Tensor:
         if decoder_ids is not None:
@@ -288,10 +312,10 @@ class Transformer(nn.Module):
         causal: bool,
         cache: KVCache | None = None,
         memory_kv: list | None = None,
-        segments: tuple[torch.Tensor, torch.Tensor] | None = None,
+        packed: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Embed ids (B, T) at positions [start, start+T) (or packed rows' (segment ids, positions))
-        and run them through `blocks` -> (B, T, C)."""
+        """Embed ids (B, T) at positions [start, start+T) (or packed rows' (B, 1, T, T) keep mask and
+        positions) and run them through `blocks` -> (B, T, C)."""
         if ids.dim() != 2:
             raise LmforgeError(f"input ids must be (batch, time), got shape {tuple(ids.shape)}")
         B, T = ids.shape
@@ -305,8 +329,8 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.check(B, T)
         pos = cache.positions(T) if cache is not None else None  # (B, T) for left-padded rows, else None
-        if segments is not None:
-            pos = segments[1]
+        if packed is not None:
+            pos = packed[1]
         x = self.emb_drop(self.pos_emb.add(self.tok_emb(ids), start, pos))  # (B, T, C)
         # Attention pattern, built once and shared by every layer. Plain causal: SDPA's is_causal
         # and no mask tensor. A chunk after cached tokens: an explicit (T, start+T) mask. Left-padded
@@ -314,9 +338,7 @@ class Transformer(nn.Module):
         rope = self.pos_emb.rotary(start, T, pos)
         mask = self.pos_emb.bias(start, T, causal)  # ALiBi includes the causal -inf
         if pos is not None:
-            keep = (
-                segment_mask(segments[0]) if segments is not None else padded_causal_mask(cache.pad, start, T)
-            )
+            keep = packed[0] if packed is not None else padded_causal_mask(cache.pad, start, T)
             mask = keep if mask is None else mask.masked_fill(~keep, float("-inf"))  # (B, 1 or H, T, S)
         elif mask is None and causal and start > 0 and T > 1:
             mask = causal_mask(start, T, ids.device)
