@@ -19,6 +19,20 @@ def test_plan_config_tiny_reports_the_fitted_vocabulary(capsys, tmp_path, monkey
     assert shape["vocab_size"] == 2048 and round(shape["params"] / 1e4) == 216  # 2.16M, not 4,096 / 2.56M
 
 
+def test_plan_counts_the_recipes_optimizer_state(capsys, tmp_path, monkeypatch):
+    """The tiny recipe trains with Muon: its plan counts one buffer for the block matrices, and
+    --optimizer adamw (Adam's two) asks for more memory; the text names the optimizer."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan", "--config", "tiny", "--json"]) == 0
+    muon = json.loads(capsys.readouterr().out)["memory"]["per_gpu"]
+    assert main(["plan", "--config", "tiny", "--optimizer", "adamw", "--json"]) == 0
+    adamw = json.loads(capsys.readouterr().out)["memory"]["per_gpu"]
+    assert (muon["optimizer_kind"], adamw["optimizer_kind"]) == ("muon", "adamw")
+    assert adamw["optimizer"] > muon["optimizer"] and adamw["weights"] == muon["weights"]
+    assert main(["plan", "--config", "tiny"]) == 0
+    assert "Muon (block matrices) + AdamW" in capsys.readouterr().out
+
+
 def test_mfu_from_a_cpu_run_uses_its_throughput(capsys, tmp_path):
     run = tmp_path / "cpu-run"
     run.mkdir()

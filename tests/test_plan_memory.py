@@ -72,3 +72,47 @@ def test_memory_model_matches_a_real_cpu_training_step():
     expected = predicted["total"] - predicted["weights"]  # the weights exist before the measured steps
     assert measured["peak_bytes"] > 10e6  # the step really allocated (activations are ~30 MB here)
     assert abs(expected / measured["peak_bytes"] - 1) < 0.25, (expected, measured)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"activation": "swiglu", "norm": "rmsnorm", "pos": "rope", "bias": False},
+        {"activation": "gelu", "bias": True, "n_kv_head": 2},
+        {"kind": "encoder-decoder", "n_encoder_layer": 1, "activation": "relu"},
+    ],
+    ids=["llama-like", "gpt2-like-gqa", "encoder-decoder"],
+)
+def test_muon_state_counts_what_the_real_optimizer_keeps(shape):
+    """Muon's share of the plan equals the parameters train.optimizer=muon hands to Muon, and its
+    optimizer bytes (fp32) equal the state tensors the real MuonAdamW holds after a step."""
+    import torch
+
+    from lmforge.model import Transformer
+    from lmforge.plan.memory import block_matrix_params
+    from lmforge.train.config import TrainConfig
+    from lmforge.train.optim import build_optimizer
+
+    cfg = ModelConfig(vocab_size=256, block_size=32, n_layer=2, n_head=4, n_embd=64, **shape)
+    model = Transformer(cfg)
+    opt = build_optimizer(model, TrainConfig(optimizer="muon"), torch.device("cpu"))
+    assert block_matrix_params(cfg) == sum(
+        p.numel() for g in opt.parts["muon"].param_groups for p in g["params"]
+    )
+    x = torch.randint(0, 256, (2, 16))
+    extra = {"decoder_input_ids": x} if cfg.kind == "encoder-decoder" else {}
+    model(x, x, **extra)[1].backward()
+    opt.step()
+    held = sum(
+        t.numel() * t.element_size()
+        for part in opt.parts.values()
+        for s in part.state.values()
+        for t in s.values()
+        if torch.is_tensor(t) and t.dim() > 0  # not Adam's scalar step counters
+    )
+    predicted = training_memory(cfg, 32, 1, Layout(), "fp32", optimizer="muon")["optimizer"]
+    assert predicted == pytest.approx(held)
+    adamw = training_memory(cfg, 32, 1, Layout(), "fp32")["optimizer"]
+    assert adamw - predicted == pytest.approx(4 * block_matrix_params(cfg))
+    with pytest.raises(LmforgeError, match="optimizer must be one of"):
+        training_memory(cfg, 32, 1, Layout(), "fp32", optimizer="sgd")

@@ -75,6 +75,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     m.add_argument(
         "--precision", default="bf16", choices=sorted(memory.STATE_BYTES), help="default bf16 mixed"
     )
+    m.add_argument(
+        "--optimizer",
+        choices=memory.OPTIMIZERS,
+        help="optimizer state to count (default: the recipe's train.optimizer, else adamw)",
+    )
     m.add_argument("--checkpointing", action="store_true", help="full activation checkpointing")
     m.add_argument("--tp", help="tensor-parallel size (default: the simplest layout that fits)")
     m.add_argument("--pp", help="pipeline-parallel size")
@@ -133,6 +138,7 @@ def make_plan(args: argparse.Namespace) -> dict:
     micro_batch = _int(args.micro_batch, "--micro-batch")
 
     shape_source = "assumed"
+    optimizer = args.optimizer or "adamw"
     if args.config:
         from lmforge.config import load_config
 
@@ -140,6 +146,7 @@ def make_plan(args: argparse.Namespace) -> dict:
             raise LmforgeError("--params and --config both set the model size; give one")
         cfg = load_config(args.config)
         _fit_vocab(cfg)
+        optimizer = args.optimizer or cfg.train.optimizer
         model = cfg.model
         seq_len = _int(args.seq_len, "--seq-len") if args.seq_len else (cfg.train.seq_len or model.block_size)
         params = float(model.num_params())
@@ -155,7 +162,7 @@ def make_plan(args: argparse.Namespace) -> dict:
         sizing = chinchilla.size(params=params, tokens=tokens, compute=compute)
         model = shape_for_params(sizing.params, seq_len=seq_len)  # for memory only; FLOPs stay 6ND
     cost = hardware.estimate_cost(sizing.training_flops, gpu, num_gpus, mfu, pue, energy_price)
-    mem = _memory(args, model, gpu, num_gpus, seq_len, micro_batch)
+    mem = _memory(args, model, gpu, num_gpus, seq_len, micro_batch, optimizer)
     out = {
         "sizing": sizing.to_dict(),
         "gpu": gpu.to_dict(),
@@ -181,8 +188,8 @@ def make_plan(args: argparse.Namespace) -> dict:
     if args.measure_memory:
         if not args.config:
             raise LmforgeError("--measure-memory runs the --config model on this CPU; give --config")
-        measured = memory.measure_cpu_peak(model, seq_len, micro_batch)
-        predicted = memory.training_memory(model, seq_len, micro_batch, precision="fp32")
+        measured = memory.measure_cpu_peak(model, seq_len, micro_batch, optimizer=optimizer)
+        predicted = memory.training_memory(model, seq_len, micro_batch, precision="fp32", optimizer=optimizer)
         out["memory"]["cpu_check"] = {
             "measured_bytes": measured["peak_bytes"],
             "predicted_bytes": predicted["total"] - predicted["weights"],
@@ -190,9 +197,9 @@ def make_plan(args: argparse.Namespace) -> dict:
     return out
 
 
-def _memory(args, model, gpu, num_gpus: int, seq_len: int, micro_batch: int) -> dict:
+def _memory(args, model, gpu, num_gpus: int, seq_len: int, micro_batch: int, optimizer: str) -> dict:
     """Per-GPU memory: the given layout, or the simplest one that fits num_gpus (and the fewest GPUs)."""
-    kw = {"seq_len": seq_len, "micro_batch": micro_batch, "precision": args.precision}
+    kw = {"seq_len": seq_len, "micro_batch": micro_batch, "precision": args.precision, "optimizer": optimizer}
     out: dict = {"gpu_memory_gb": gpu.memory_gb, "headroom": memory.DEFAULT_HEADROOM}
     if args.tp or args.pp or args.zero:
         tp = _int(args.tp, "--tp") if args.tp else 1

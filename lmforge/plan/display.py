@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from lmforge import gpus
 
+OPTIMIZER_NAMES = {"adamw": "AdamW", "adam": "Adam", "muon": "Muon (block matrices) + AdamW"}
+
 
 def format_plan(r: dict) -> str:
     s, c, g, m, a, sh = r["sizing"], r["cost"], r["gpu"], r["memory"], r["assumptions"], r["shape"]
@@ -76,7 +78,8 @@ def format_plan(r: dict) -> str:
                 ("layout", m["layout"] + ("" if m["fits"] else "  (DOES NOT FIT)")),
                 (
                     "precision",
-                    "bf16 weights/grads + fp32 master, AdamW" if pg["precision"] == "bf16" else "fp32, AdamW",
+                    ("bf16 weights/grads + fp32 master, " if pg["precision"] == "bf16" else "fp32, ")
+                    + OPTIMIZER_NAMES[pg.get("optimizer_kind", "adamw")],
                 ),
                 ("weights", _gb(pg["weights"])),
                 ("gradients", _gb(pg["gradients"])),

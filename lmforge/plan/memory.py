@@ -4,6 +4,10 @@ Model states per parameter (Rajbhandari et al. 2020, "ZeRO", §3.1), AdamW:
 - fp32:  4 (weights) + 4 (gradients) + 8 (Adam m, v)                      = 16 bytes
 - bf16 mixed precision: 2 (bf16 weights) + 2 (bf16 gradients) + 12 (fp32 master weights, m, v) = 16
   bytes. (lmforge's own autocast keeps fp32 weights and gradients instead: 4 + 4 + 8, also 16.)
+Muon (train.optimizer=muon) keeps one momentum buffer for the weight matrices inside the blocks
+instead of Adam's two, 4 bytes less per such parameter; AdamW keeps its 8 for the rest
+(embeddings, output layer, norms, biases).
+
 A layout splits them: tensor (tp) and pipeline (pp) parallelism divide all states by tp·pp; ZeRO
 stage 1 also divides the optimizer state by dp, stage 2 the gradients too, stage 3 (= FSDP) the
 weights too, which are then gathered one layer at a time (two with prefetch) for compute.
@@ -42,6 +46,8 @@ from lmforge.model.config import ModelConfig
 
 # bytes per parameter: (weights, gradients, optimizer state) — ZeRO §3.1
 STATE_BYTES = {"fp32": (4, 4, 8), "bf16": (2, 2, 12)}
+MUON_SAVING = 4  # bytes of optimizer state per block matrix parameter: one fp32 buffer instead of two
+OPTIMIZERS = ("adamw", "adam", "muon")
 ACT_BYTES = {"fp32": 4, "bf16": 2}
 HEAD_BYTES = 4  # logits and the loss are computed in fp32 in both precisions
 # Share of the GPU's memory a plan may use: the CUDA context, allocator fragmentation and
@@ -111,6 +117,17 @@ def activation_elements(model: ModelConfig, seq_len: int, flash: bool = True) ->
     return {"layer": layer, "cross_layer": cross, "ends": ends, "head": head}
 
 
+def block_matrix_params(model: ModelConfig) -> int:
+    """Parameters of the weight matrices inside the blocks (what Muon optimizes): attention's q, k, v,
+    o (and cross-attention's) and the MLP's; not norms, biases, embeddings or the output layer."""
+    C, kv = model.n_embd, model.kv_heads * model.head_dim
+    attn = 2 * C * C + 2 * C * kv
+    block = attn + ((3 if model.is_glu else 2) * C * model.hidden_dim)
+    if model.kind == "encoder-decoder":
+        return model.encoder_layers * block + model.n_layer * (block + attn)
+    return model.n_layer * block
+
+
 def training_memory(
     model: ModelConfig,
     seq_len: int | None = None,
@@ -119,11 +136,14 @@ def training_memory(
     precision: str = "bf16",
     checkpointing: bool = False,
     flash: bool = True,
+    optimizer: str = "adamw",
 ) -> dict:
     """Bytes per GPU of the busiest GPU:
     {'weights', 'gradients', 'optimizer', 'activations', 'total', ...}."""
     if precision not in STATE_BYTES:
         raise LmforgeError(f"precision must be one of {', '.join(STATE_BYTES)}, got {precision!r}")
+    if optimizer not in OPTIMIZERS:
+        raise LmforgeError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
     seq_len = seq_len or model.block_size
     for name, v in (("seq_len", seq_len), ("micro_batch", micro_batch)):
         if not isinstance(v, int) or v < 1:
@@ -134,7 +154,8 @@ def training_memory(
     n = model.num_params() / (tp * pp)  # parameters held by one model-parallel rank
     weights = n * w_b / (dp if z >= 3 else 1)
     grads = n * g_b / (dp if z >= 2 else 1)
-    optimizer = n * o_b / (dp if z >= 1 else 1)
+    muon = block_matrix_params(model) / (tp * pp) if optimizer == "muon" else 0.0
+    optimizer_bytes = (n * o_b - muon * MUON_SAVING) / (dp if z >= 1 else 1)
     gathered = 0.0
     if z >= 3 and dp > 1:  # FSDP all-gathers a layer (two, with prefetch) and its full gradient
         per_layer = model.param_breakdown()["blocks"] / model.n_layer / tp
@@ -153,11 +174,11 @@ def training_memory(
     first_stage = body * tokens * act_b / tp  # 1F1B: pp micro-batches x L/pp layers = L layers' worth
     last_stage = (body / pp + e["ends"]) * tokens * act_b / tp + e["head"] * tokens * HEAD_BYTES / tp
     activations = max(first_stage, last_stage)
-    total = weights + grads + optimizer + gathered + activations
+    total = weights + grads + optimizer_bytes + gathered + activations
     return {
         "weights": weights,
         "gradients": grads,
-        "optimizer": optimizer,
+        "optimizer": optimizer_bytes,
         "fsdp_gathered": gathered,
         "activations": activations,
         "total": total,
@@ -166,6 +187,7 @@ def training_memory(
         "micro_batch": micro_batch,
         "seq_len": seq_len,
         "checkpointing": checkpointing,
+        "optimizer_kind": optimizer,
     }
 
 
@@ -196,6 +218,7 @@ def smallest_layout(
     num_gpus: int | None = None,
     headroom: float = DEFAULT_HEADROOM,
     max_gpus: int = 1 << 17,
+    optimizer: str = "adamw",
 ) -> tuple[Layout, dict]:
     """The simplest layout that fits in `memory_gb` per GPU: on exactly `num_gpus` GPUs if given,
     else on the fewest GPUs (powers of two). LmforgeError if none fits."""
@@ -203,7 +226,9 @@ def smallest_layout(
     counts = [num_gpus] if num_gpus else [1 << i for i in range(max_gpus.bit_length())]
     for gpus in counts:
         for layout in candidate_layouts(model, gpus):
-            mem = training_memory(model, seq_len, micro_batch, layout, precision, checkpointing)
+            mem = training_memory(
+                model, seq_len, micro_batch, layout, precision, checkpointing, optimizer=optimizer
+            )
             if mem["total"] <= budget:
                 return layout, mem
     where = f"on {num_gpus} GPUs" if num_gpus else f"on up to {max_gpus} GPUs"
@@ -218,7 +243,12 @@ def smallest_layout(
 
 
 def measure_cpu_peak(
-    model: ModelConfig, seq_len: int, micro_batch: int, steps: int = 2, timeout: float = 300
+    model: ModelConfig,
+    seq_len: int,
+    micro_batch: int,
+    steps: int = 2,
+    timeout: float = 300,
+    optimizer: str = "adamw",
 ) -> dict:
     """Peak memory of real fp32 training steps of `model` on this CPU, in a fresh process.
 
@@ -233,7 +263,13 @@ def measure_cpu_peak(
     Returns {'peak_bytes': peak - baseline (gradients + optimizer state + activations + scratch),
     'baseline_bytes', 'params_bytes'}. LmforgeError where /proc/self/clear_refs is unavailable.
     """
-    spec = {"model": asdict(model), "seq_len": seq_len, "micro_batch": micro_batch, "steps": steps}
+    spec = {
+        "model": asdict(model),
+        "seq_len": seq_len,
+        "micro_batch": micro_batch,
+        "steps": steps,
+        "optimizer": optimizer,
+    }
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0", OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-m", "lmforge.plan.memprobe", json.dumps(spec)],

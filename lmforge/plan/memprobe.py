@@ -41,7 +41,8 @@ def main(spec: dict) -> dict:
     def setup(cfg, B, T):
         model = Transformer(cfg)
         model.train()
-        optimizer = build_optimizer(model, TrainConfig(), torch.device("cpu"))
+        train = TrainConfig(optimizer=spec.get("optimizer", "adamw"))
+        optimizer = build_optimizer(model, train, torch.device("cpu"))
         x, y = torch.randint(0, cfg.vocab_size, (2, B, T))
         return model, optimizer, x, y
 
@@ -62,9 +63,11 @@ def main(spec: dict) -> dict:
     for _ in range(spec["steps"]):
         step(model, optimizer, x, y)
     peak = _status_bytes("VmHWM")
+    parts = optimizer.parts.values() if hasattr(optimizer, "parts") else [optimizer]  # MuonAdamW: two
     opt_bytes = sum(
         t.numel() * t.element_size()
-        for s in optimizer.state.values()
+        for part in parts
+        for s in part.state.values()
         for t in s.values()
         if torch.is_tensor(t)
     )
