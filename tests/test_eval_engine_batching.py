@@ -104,7 +104,8 @@ def test_hf_backend_packs_and_runs_each_context_once(hf):
     assert [x.ll for x in a] == pytest.approx([x.ll for x in b], abs=1e-4)
     assert [x.greedy for x in a] == [x.greedy for x in b]
     ctx_tokens = sum(len(hf.encode(reqs[3 * d][0])) for d in range(12))  # each row fits in 64 positions
-    assert flat["positions_real"] - packed["positions_real"] == 2 * ctx_tokens  # context once, not 3 times
+    # each context once, not 3 times (and continuations sharing a first token share it too)
+    assert flat["positions_real"] - packed["positions_real"] >= 2 * ctx_tokens
     assert packed["positions_padded"] < flat["positions_padded"]
 
 

@@ -76,9 +76,9 @@ class LM(ABC):
 
     def hidden_packed(self, ids: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, T, C) of packed rows (B, T): token i sits at `positions[b, i]` and attends
-        to token j only where `keep[b, i, j]` (B, T, T, bool). The engine packs a context and all its
-        continuations into one row, each continuation seeing the context and itself, so the context
-        runs once in one ordinary forward (no cache, rows of any context length batch together)."""
+        to token j only where `keep[b, i, j]` (B, T, T, bool). The engine packs requests sharing a token
+        prefix into one row as a trie (`eval/trie_rows.py`), each token seeing its ancestors, so a
+        shared prefix runs once in one ordinary forward (no cache, rows of any shape batch together)."""
         raise NotImplementedError(f"{type(self).__name__} has no packed-row forward")
 
     def generate_tokens(

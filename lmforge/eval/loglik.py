@@ -11,24 +11,27 @@ get_rolling_token_windows, make_disjoint_window`; summarised in docs/eval-semant
 - model input = (ctx + cont)[-(max_length + 1):][:-1] (left truncation; the continuation is kept);
 - answer = (sum of the continuation's token log-probs, every token is the argmax).
 
-How it is computed is ours, and faster (§7 of the notes): requests that share a context are scored
-from one pass over it, single-token continuations (MMLU letters) need only the context's last
-position, only scored positions go through the output layer, batches are sorted by length, every
+How it is computed is ours, and faster (§7 of the notes): positions shared by several requests run
+once, only scored positions go through the output layer, batches are sorted by length, every
 string is tokenised once, and a result cache skips requests seen before.
 
-A shared context runs once in one of two ways. Backends that take a packed-row mask
-(`LM.packs_prefixes`: lmforge's and transformers' models, not those with ALiBi or a sliding
-window) get one row per context, [context, continuation 1
-minus its last token, continuation 2 ..., ...], each continuation attending to the context and to
-itself at the positions it would have alone: an ordinary forward, rows of any context length
-batched together longest first, so every group with two or more continuations is packed. Other
-backends run the context, then its continuations from the KV cache (`LM.hidden_shared`); contexts
-of equal length batch together, and since that path costs more per position (two model calls, a
-cache reorder, small batches) it is used only when the context once plus the continuations padded
-to their longest, weighted by SHARED_COST, is fewer positions than every request whole (short
-contexts with long continuations of varying length, PIQA-like, go the whole way). Either decision
-depends on the group alone, so scores do not depend on the batch size. `stats` receives the
-positions run through the model (padded and real) and the seconds spent in model calls.
+Backends that take a packed-row mask (`LM.packs_prefixes`: lmforge's and transformers' models, not
+those with ALiBi or a sliding window) run every request as lm-eval feeds it (truncation included),
+packed into token tries (`trie_rows`): requests whose inputs share a prefix (a fixed few-shot
+prefix, one context's continuations, continuations sharing their first tokens) run it once, each
+token at the position it would have alone and attending to its ancestors only; rows of any shape
+batch together, longest first, and a batch without branching is a plain causal forward.
+
+Other backends take three paths (`share_prefix=False`: the first and the last, whole requests):
+single-token continuations (MMLU letters) need only their context's last position, one row per
+distinct context; a shared context runs once through the KV cache (`LM.hidden_shared`) with its
+continuations after it, contexts of equal length batched together, and since that path costs more
+per position (two model calls, a cache reorder, small batches) only where the context once plus
+the continuations padded to their longest, weighted by SHARED_COST, is fewer positions than every
+request whole (PIQA-like groups go the whole way); everything else runs whole, as lm-eval batches
+it. Either way the grouping depends on the requests alone, so scores do not depend on the batch
+size or order. `stats` receives the positions run through the model (padded and real) and the
+seconds spent in model calls.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.eval.lm import LM
+from lmforge.eval.trie_rows import TrieRow, plan_rows, row_tensors
 
 Progress = Callable[[int], None]  # called with the number of requests just finished
 # A position on the shared path (small equal-length batches, two model calls, a KV-cache reorder)
@@ -211,6 +215,18 @@ def loglikelihood_tokens(
     if progress and len(todo) < len(pairs):
         progress(len(pairs) - len(todo))
 
+    def done(idx: list[int], scored: list[Scored]) -> None:
+        for i, s in zip(idx, scored):
+            results[i] = s
+            if cache is not None:
+                cache.put(keys[i], (s.ll, s.greedy))
+        if progress:
+            progress(len(idx))
+
+    if share_prefix and todo and lm.packs_prefixes():
+        _trie_path(lm, todo, pairs, batch_size, meter, done)
+        return results  # type: ignore[return-value]
+
     # Sort the work into three paths.
     last: dict[tuple[int, ...], list[int]] = {}  # context -> requests whose continuation is one token
     groups: dict[tuple[int, ...], list[int]] = {}  # context -> multi-token requests, no truncation
@@ -223,22 +239,10 @@ def loglikelihood_tokens(
             groups.setdefault(tuple(ctx), []).append(i)
         else:
             flat.append(i)
-    packed = bool(groups) and lm.packs_prefixes()
     for ctx in list(groups):  # share only where it saves positions (see the module docstring)
         rest = [len(pairs[i][1]) - 1 for i in groups[ctx]]  # continuation rows after the context
-        if packed:
-            if len(rest) == 1:  # nothing to share: a whole row, causal attention without a mask
-                flat.extend(groups.pop(ctx))
-        elif SHARED_COST * (len(ctx) + len(rest) * max(rest)) >= sum(len(ctx) + r for r in rest):
+        if SHARED_COST * (len(ctx) + len(rest) * max(rest)) >= sum(len(ctx) + r for r in rest):
             flat.extend(groups.pop(ctx))
-
-    def done(idx: list[int], scored: list[Scored]) -> None:
-        for i, s in zip(idx, scored):
-            results[i] = s
-            if cache is not None:
-                cache.put(keys[i], (s.ll, s.greedy))
-        if progress:
-            progress(len(idx))
 
     # 1. single-token continuations: one row per distinct context, batched, longest first.
     ctxs = sorted(last, key=len, reverse=True)
@@ -255,23 +259,7 @@ def loglikelihood_tokens(
                 targets.append(pairs[i][1][0])
         done(idx, meter.run(score_rows, lm, torch.stack(rows), targets, [1] * len(idx), real=0, padded=0))
 
-    # 2a. shared context, packed: one row per context holds it and all its continuations (minus
-    #     their last token), rows of any length batched together, longest first.
-    if packed:
-        rows = [(ctx, part) for ctx, idx in groups.items() for part in _fit(ctx, idx, pairs, L)]
-        width = {id(r): len(r[0]) + sum(len(pairs[i][1]) - 1 for i in r[1]) for r in rows}
-        rows.sort(key=lambda r: width[id(r)], reverse=True)
-        batch = []
-        for row in rows:  # a batch ends at batch_size rows, or where rows get much shorter (padding)
-            if batch and (len(batch) == batch_size or width[id(row)] < PACK_SPLIT * width[id(batch[0])]):
-                done(*_packed_batch(lm, batch, pairs, meter))
-                batch = []
-            batch.append(row)
-        if batch:
-            done(*_packed_batch(lm, batch, pairs, meter))
-        groups = {}
-
-    # 2b. shared context through the KV cache: contexts of equal length go together; each runs once,
+    # 2. shared context through the KV cache: contexts of equal length go together; each runs once,
     #     then the rows of its continuations (minus their last token) run after it.
     by_len: dict[int, list[tuple[int, ...]]] = {}
     for ctx in groups:
@@ -312,67 +300,48 @@ def loglikelihood_tokens(
     return results  # type: ignore[return-value]
 
 
-def _fit(ctx: tuple[int, ...], idx: list[int], pairs, L: int) -> list[list[int]]:
-    """Split one context's requests into rows of at most L positions (the context repeated in each)."""
-    parts, part, n = [], [], len(ctx)
-    for i in idx:
-        r = len(pairs[i][1]) - 1
-        if part and n + r > L:
-            parts.append(part)
-            part, n = [], len(ctx)
-        part.append(i)
-        n += r
-    parts.append(part)
-    return parts
+def _trie_path(lm: LM, todo: list[int], pairs, batch_size: int, meter: _Meter, done) -> None:
+    """Every request as lm-eval feeds it, packed into token-trie rows (`trie_rows`), rows batched
+    longest first; a batch ends at batch_size rows, or where rows get much shorter (padding)."""
+    L = lm.max_length
+    inputs = [(pairs[i][0] + pairs[i][1])[-(L + 1) :][:-1] for i in todo]
+    rows = plan_rows(inputs, [len(pairs[i][1]) for i in todo], L)
+    rows.sort(key=len, reverse=True)
+    batch: list[TrieRow] = []
+    for row in [*rows, None]:
+        if batch and (row is None or len(batch) == batch_size or len(row) < PACK_SPLIT * len(batch[0])):
+            idx, scored = _trie_batch(
+                lm, batch, [todo[j] for row_ in batch for j, _ in row_.picks], pairs, meter
+            )
+            done(idx, scored)
+            batch = []
+        if row is not None:
+            batch.append(row)
 
 
-def _packed_batch(
-    lm: LM,
-    rows: list[tuple[tuple[int, ...], list[int]]],
-    pairs,
-    meter: _Meter,
-) -> tuple[list[int], list[Scored]]:
-    """Score packed rows [context, cont_1[:-1], cont_2[:-1], ...]: continuation k sits at positions
-    len(context).. and attends to the context and to itself (segment 0 and segment k)."""
-    lens = [len(ctx) + sum(len(pairs[i][1]) - 1 for i in idx) for ctx, idx in rows]
-    B, T = len(rows), max(lens)
-    ids = torch.zeros(B, T, dtype=torch.long)
-    pos = torch.zeros(B, T, dtype=torch.long)
-    seg = torch.full((B, T), -1, dtype=torch.long)  # -1: padding
-    order, picks, targets, lengths = [], [], [], []
-    for r, (ctx, idx) in enumerate(rows):
-        P = len(ctx)
-        tokens, positions, segments = list(ctx), list(range(P)), [0] * P
-        for k, i in enumerate(idx, start=1):
-            cont = pairs[i][1]
-            start = len(tokens)
-            tokens += cont[:-1]
-            positions += range(P, P + len(cont) - 1)
-            segments += [k] * (len(cont) - 1)
-            picks += [r * T + P - 1, *range(r * T + start, r * T + start + len(cont) - 1)]
-            targets += cont
-            lengths.append(len(cont))
-            order.append(i)
-        n = len(tokens)
-        ids[r, :n], pos[r, :n], seg[r, :n] = (
-            torch.tensor(tokens),
-            torch.tensor(positions),
-            torch.tensor(segments),
+def _trie_batch(lm: LM, rows: list[TrieRow], idx: list[int], pairs, meter: _Meter):
+    """One forward over trie rows; rows without branching are plain causal (right padding)."""
+    ids, pos, keep = row_tensors(rows)
+    B, T = ids.shape
+    real = sum(map(len, rows))
+    if all(r.is_chain() for r in rows):
+        h = meter.run(lm.hidden, ids.to(lm.device), real=real, padded=B * T)
+    else:
+        h = meter.run(
+            lm.hidden_packed,
+            ids.to(lm.device),
+            pos.to(lm.device),
+            keep.to(lm.device),
+            real=real,
+            padded=B * T,
         )
-    # i sees j: causal, and j is in the context or in i's own continuation; padding sees the context.
-    keep = torch.ones(T, T, dtype=torch.bool).tril() & (
-        (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])
-    )
-    h = meter.run(
-        lm.hidden_packed,
-        ids.to(lm.device),
-        pos.to(lm.device),
-        keep.to(lm.device),
-        real=sum(lens),
-        padded=B * T,
-    )
+    picks = [r * T + n for r, row in enumerate(rows) for _, nodes in row.picks for n in nodes]
+    conts = [pairs[i][1] for i in idx]
     flat = h.reshape(B * T, h.shape[-1])[torch.tensor(picks, device=h.device)]
-    return order, meter.run(score_rows, lm, flat, targets, lengths, real=0, padded=0)
+    scored = meter.run(
+        score_rows, lm, flat, [t for c in conts for t in c], [len(c) for c in conts], real=0, padded=0
+    )
+    return idx, scored
 
 
 def _shared_batch(
