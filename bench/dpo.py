@@ -12,7 +12,13 @@ training loop's per-step time; TRL: a callback from step begin to step end), not
 precomputation; peak memory is the process's peak RSS (ru_maxrss), which includes torch itself
 and, for TRL, transformers/accelerate.
 
-    python bench/dpo.py [--steps 20 --batch 8 --threads 2 --variants ...]
+CPU seconds per step, the figure that survives a loaded machine: each variant runs twice in fresh
+processes, --steps and 3 x --steps, and (process CPU time of the long run - of the short run) /
+(2 x --steps) is what one more step costs, start-up, imports, tokenisation, reference
+precomputation and the first steps' warm-up cancelling out. With --threads 1 (the default) that
+is the compute of a step on one core, comparable between the tools under any load.
+
+    python bench/dpo.py [--steps 10 --batch 8 --threads 1 --variants ...]
 """
 
 from __future__ import annotations
@@ -93,7 +99,7 @@ def run_lmforge(variant: str, root: Path, args) -> dict:
     settings = {
         "init": str(run),
         "data": "synthetic sign-off pairs",
-        "out": str(root / variant.replace(" ", "_")),
+        "out": str(root / f"{variant.replace(' ', '_')}-{args.steps}"),
         "objective": "dpo",
         "dpo": {"beta": BETA, "ref": "precomputed" if "precomputed" in variant else "model"},
         "max_steps": args.steps,
@@ -150,7 +156,7 @@ def run_trl(variant: str, root: Path, args) -> dict:
             r=8, lora_alpha=16, lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM"
         )
     cfg = trl.DPOConfig(
-        output_dir=str(root / "trl-out"),
+        output_dir=str(root / f"trl-out-{args.steps}"),
         per_device_train_batch_size=args.batch,
         max_steps=args.steps,
         learning_rate=LR,
@@ -185,14 +191,35 @@ def worker(variant: str, root: Path, args) -> None:
     torch.set_num_threads(args.threads)
     r = (run_trl if variant.startswith("trl") else run_lmforge)(variant, root, args)
     r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    r["cpu_s"] = time.process_time()  # the whole process: imports, set-up and every step
     print("RESULT " + json.dumps(r), flush=True)
+
+
+def worker_run(variant: str, root: Path, args, steps: int) -> dict | str:
+    """One variant in a fresh process: its RESULT dict, or the error line."""
+    cmd = [sys.executable, __file__, "--worker", variant, "--root", str(root), "--steps", str(steps)]
+    cmd += ["--batch", str(args.batch), "--threads", str(args.threads)]
+    p = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={
+            **os.environ,
+            "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        },
+    )
+    if p.returncode != 0:
+        return p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"
+    return json.loads(p.stdout.split("RESULT ")[-1].splitlines()[0])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=10, help="the short run's steps (the long run: 3x)")
     ap.add_argument("--batch", type=int, default=8, help="pairs per step")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--variants", nargs="*", default=VARIANTS, choices=VARIANTS)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
@@ -204,50 +231,24 @@ def main() -> None:
         make_base(root)
         print(
             f"load: {os.getloadavg()[0]:.1f} (1-min average) at start; "
-            f"{args.steps} steps of {args.batch} pairs, "
+            f"{args.steps} and {3 * args.steps} steps of {args.batch} pairs, "
             f"{args.threads} threads",
             flush=True,
         )
         print(
-            "| variant | steps/s | peak RSS (MB) | trainable params | final loss |\n|---|---|---|---|---|",
+            "| variant | CPU s per step | steps/s (wall, long run) | peak RSS (MB) | trainable params "
+            "| final loss |\n|---|---:|---:|---:|---:|---:|",
             flush=True,
         )
         for v in args.variants:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--worker",
-                v,
-                "--root",
-                str(root),
-                "--steps",
-                str(args.steps),
-                "--batch",
-                str(args.batch),
-                "--threads",
-                str(args.threads),
-            ]
-            p = subprocess.run(
-                cmd,
-                capture_output=True,
-                text=True,
-                check=False,
-                env={
-                    **os.environ,
-                    "TOKENIZERS_PARALLELISM": "false",
-                    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-                },
-            )
-            if p.returncode != 0:
-                print(
-                    f"| {v} | failed: "
-                    f"{p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode} |"
-                )
+            short, long = (worker_run(v, root, args, n) for n in (args.steps, 3 * args.steps))
+            if isinstance(short, str) or isinstance(long, str):
+                print(f"| {v} | failed: {short if isinstance(short, str) else long} |", flush=True)
                 continue
-            r = json.loads(p.stdout.split("RESULT ")[-1].splitlines()[0])
+            per_step = (long["cpu_s"] - short["cpu_s"]) / (2 * args.steps)
             print(
-                f"| {v} | {r['steps_per_s']:.2f} | {r['peak_rss_mb']:,.0f} | {r['trainable']:,} | "
-                f"{r['final_loss']:.4f} |",
+                f"| {v} | {per_step:.3f} | {long['steps_per_s']:.2f} | {long['peak_rss_mb']:,.0f} | "
+                f"{long['trainable']:,} | {long['final_loss']:.4f} |",
                 flush=True,
             )
         print(f"load: {os.getloadavg()[0]:.1f} at end", flush=True)
