@@ -9,6 +9,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lmforge.errors import LmforgeError
 from lmforge.eval.loglik import loglikelihood_tokens
 from lmforge.eval.trie_rows import plan_rows, row_tensors
 from lmforge.tiny import tiny_lmforge, tiny_tokenizer
@@ -108,6 +109,11 @@ def test_continuations_sharing_a_prefix_share_positions(hf):
         loglikelihood_tokens(hf, pairs, 2, stats=st_), loglikelihood_tokens(hf, pairs, 2, share_prefix=False)
     )
     assert st_["positions_real"] == len(ctx) + 7 + 1  # the shared 6 tokens once, then one branch of 1 + 1
+
+
+def test_an_empty_context_is_one_clear_error(lm):
+    with pytest.raises(LmforgeError, match="empty context"):
+        loglikelihood_tokens(lm, [([], [11, 12])])
 
 
 def test_requests_sharing_only_a_couple_of_tokens_get_rows_of_their_own():

@@ -201,6 +201,8 @@ def loglikelihood_tokens(
     for i, (ctx, cont) in enumerate(pairs):
         if not cont:
             raise LmforgeError("a continuation encodes to zero tokens; nothing to score")
+        if not ctx:  # nothing would predict the first token (`Encoder.pair` gives [prefix token])
+            raise LmforgeError("an empty context: start it with the prefix token, as lm-eval does")
         if len(cont) > L:
             raise LmforgeError(
                 f"a continuation of {len(cont)} tokens is longer than the model's context of {L} tokens"
