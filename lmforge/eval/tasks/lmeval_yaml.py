@@ -10,26 +10,28 @@ an index means partial scoring, as WinoGrande).
 
 `!function module.fn` imports `module.py` from beside the YAML file that names it, which runs
 that Python as lm-eval does; only files inside the folder the user gave are imported. A key this
-module does not implement is one error naming it, never silently ignored.
+module does not implement is one error naming it, never silently ignored. Reading the files and
+their fields is lmeval_fields.py, their documents lmeval_docs.py; this module maps keys to a Task.
 """
 
 from __future__ import annotations
 
-import ast
-import importlib.util
-import os
 import re
 import string
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from lmforge.errors import LmforgeError
 from lmforge.eval.tasks.base import Task
-from lmforge.eval.tasks.data import HUB_MIRROR_VAR, read_jsonl
+from lmforge.eval.tasks.lmeval_docs import Documents
+from lmforge.eval.tasks.lmeval_fields import (
+    FunctionRef,
+    Resolver,
+    choice_field,
+    load_config,
+    target_field,
+    text_field,
+)
 
 # Keys of lm-eval's TaskConfig that map onto lmforge; the rest raise. Decontamination keys and
 # aliases only change lm-eval's reports, so they are accepted and have no effect.
@@ -64,10 +66,8 @@ TASK_KEYS = {
     "unsafe_code",
 }
 GROUP_KEYS = {"group", "group_alias", "task", "aggregate_metric_list", "metadata"}
-DATASET_KWARGS = {"data_files", "column_names", "field", "trust_remote_code"}
 GENERATION_KEYS = {"until", "max_gen_toks", "do_sample", "temperature"}
 FEWSHOT_KEYS = {"sampler", "split"}
-LOCAL_BUILDERS = {"json", "csv", "parquet"}
 # metric -> the aggregation lm-eval uses for it, per output type (lm_eval/api/registry.py defaults)
 METRICS = {
     "multiple_choice": {"acc": "mean", "acc_norm": "mean", "acc_bytes": "mean", "exact_match": "mean"},
@@ -86,280 +86,6 @@ DEFAULT_METRICS = {
     "generate_until": ("exact_match",),
 }
 EXACT_MATCH_KWARGS = {"ignore_case", "ignore_punctuation", "ignore_numbers", "regexes_to_ignore"}
-
-
-@dataclass(frozen=True)
-class FunctionRef:
-    """`!function module.fn`, resolved against the folder of the YAML file that names it."""
-
-    name: str
-    base: Path
-
-
-def _read_yaml(path: Path) -> Any:
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_constructor(
-        "!function", lambda loader, node: FunctionRef(loader.construct_scalar(node), path.parent)
-    )
-    try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)
-    except yaml.YAMLError as e:
-        raise LmforgeError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-
-
-def load_config(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    """A YAML config with its `include:` files merged under it (lm-eval's load_yaml_config)."""
-    path = path.resolve()
-    if path in seen:
-        raise LmforgeError(f"{path}: includes itself (through {' -> '.join(p.name for p in seen)})")
-    cfg = _read_yaml(path)
-    if not isinstance(cfg, dict):
-        raise LmforgeError(f"{path}: expected a mapping of task fields")
-    includes = cfg.pop("include", None)
-    if includes is None:
-        return cfg
-    merged: dict = {}
-    for inc in [includes] if isinstance(includes, str) else list(includes):
-        p = Path(inc) if Path(inc).is_absolute() else path.parent / inc
-        if not p.is_file():
-            raise LmforgeError(f"{path}: include {inc!r} not found ({p})")
-        merged.update(load_config(p, seen + (path,)))
-    merged.update(cfg)
-    return merged
-
-
-# ---------------------------------------------------------------- fields (lm-eval's Jinja conventions)
-
-
-def _jinja_env():
-    try:
-        import jinja2
-    except ImportError:
-        raise LmforgeError("lm-eval task files need jinja2: pip install jinja2") from None
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    env.filters["regex_replace"] = lambda s, pattern, repl: re.sub(pattern, repl, s)  # lm-eval's filter
-    return env
-
-
-class Resolver:
-    """Calls `!function`s (importing only from `root`) and renders templates."""
-
-    def __init__(self, root: Path):
-        self.root = root.resolve()
-        self.env = _jinja_env()
-        self.templates: dict[str, Any] = {}
-        self.modules: dict[Path, Any] = {}
-
-    def function(self, ref: FunctionRef, where: Path) -> Callable:
-        module, _, fn = ref.name.rpartition(".")
-        file = (ref.base / f"{module.replace('.', '/')}.py").resolve()
-        if not file.is_relative_to(self.root):
-            raise LmforgeError(
-                f"{where}: !function {ref.name}: {file} is outside {self.root}; lmforge only runs "
-                "Python from the folder given with --include-path"
-            )
-        if not module or not file.is_file():
-            raise LmforgeError(f"{where}: !function {ref.name}: no file {file}")
-        if file not in self.modules:
-            spec = importlib.util.spec_from_file_location(
-                f"lmforge_user_task_{len(self.modules)}_{file.stem}", file
-            )
-            mod = importlib.util.module_from_spec(spec)
-            try:
-                spec.loader.exec_module(mod)
-            except Exception as e:  # noqa: BLE001 -- the user's module: say which and why
-                raise LmforgeError(
-                    f"{where}: !function {ref.name}: importing {file} failed: {type(e).__name__}: {e}"
-                ) from None
-            self.modules[file] = mod
-        if not callable(getattr(self.modules[file], fn, None)):
-            raise LmforgeError(f"{where}: !function {ref.name}: {file.name} has no function {fn!r}")
-        return getattr(self.modules[file], fn)
-
-    def render(self, template: str, doc: dict) -> str:
-        t = self.templates.get(template)
-        if t is None:
-            import jinja2
-
-            try:
-                t = self.templates[template] = self.env.from_string(template)
-            except jinja2.TemplateSyntaxError as e:
-                raise LmforgeError(f"bad template {template[:60]!r}: {e.message}") from None
-        return t.render(**doc)
-
-
-def _text(spec, has_choices: bool, r: Resolver) -> Callable[[dict], Any]:
-    if isinstance(spec, int):
-        return lambda d: spec
-    if isinstance(spec, str):
-
-        def text(d):
-            if spec in d:
-                return d[spec]
-            s = r.render(spec, d)
-            return ast.literal_eval(s) if s.isdigit() and has_choices else s
-
-        return text
-    return spec  # a function
-
-
-def _target(spec, has_choices: bool, r: Resolver) -> Callable[[dict], Any]:
-    if isinstance(spec, (int, list)):
-        return lambda d: spec
-    if isinstance(spec, str):
-
-        def target(d):
-            if spec in d:
-                return d[spec]
-            s = r.render(spec, d)
-            if s.isdigit() and has_choices:
-                return ast.literal_eval(s)
-            if len(s) >= 2 and s[0] == "[" and s[-1] == "]":
-                try:
-                    return ast.literal_eval(s)
-                except (SyntaxError, ValueError):
-                    return s
-            return s
-
-        return target
-    return spec
-
-
-def _choice(spec, r: Resolver) -> Callable[[dict], list]:
-    if isinstance(spec, list):
-        return lambda d: spec
-    if isinstance(spec, dict):
-        return lambda d: list(spec.values())
-    if isinstance(spec, str):
-        return lambda d: d[spec] if spec in d else ast.literal_eval(r.render(spec, d))
-    return spec
-
-
-# ---------------------------------------------------------------- data
-
-
-def _data_file(f: str, base: Path) -> Path:
-    p = Path(os.path.expanduser(f))
-    if not p.is_absolute():  # datasets reads from the working directory; beside the YAML is also tried
-        p = p if p.exists() else base / p
-    if not p.is_file():
-        raise LmforgeError(f"data file not found: {f}")
-    return p
-
-
-def _read_local(builder: str, files: list[Path], kwargs: dict) -> list[dict]:
-    docs: list[dict] = []
-    for f in files:
-        if builder == "json":
-            import json
-
-            text = f.read_text(encoding="utf-8")
-            try:
-                data = json.loads(text)  # one JSON document (a list, or a mapping with `field`)
-                rows = data[kwargs["field"]] if "field" in kwargs else data
-                rows = rows if isinstance(rows, list) else [rows]
-            except json.JSONDecodeError:
-                rows = read_jsonl(f)
-        elif builder == "csv":
-            try:
-                import pandas as pd  # datasets' csv builder is pandas: same column types
-            except ImportError:
-                raise LmforgeError("csv task data needs pandas: pip install pandas") from None
-            names = kwargs.get("column_names")
-            frame = pd.read_csv(f, names=names, header=None if names else "infer", keep_default_na=True)
-            rows = frame.to_dict("records")
-        else:
-            import pyarrow.parquet as pq
-
-            rows = pq.read_table(f).to_pylist()
-        docs.extend(rows)
-    return docs
-
-
-class Documents:
-    """The splits of one task's dataset, loaded once, after `process_docs`."""
-
-    def __init__(self, cfg: dict, where: Path, resolver: Resolver):
-        self.cfg, self.where, self.resolver = cfg, where, resolver
-        self.splits: dict[str, list[dict]] | None = None
-        kwargs = dict(cfg.get("dataset_kwargs") or {})
-        bad = sorted(set(kwargs) - DATASET_KWARGS)
-        if bad:
-            raise LmforgeError(
-                f"{where}: dataset_kwargs key {bad[0]!r} is not supported by lmforge "
-                f"(supported: {', '.join(sorted(DATASET_KWARGS))})"
-            )
-        self.kwargs = kwargs
-        self.process = cfg.get("process_docs")
-        if self.process is not None:
-            if not isinstance(self.process, FunctionRef):
-                raise LmforgeError(f"{where}: process_docs must be a !function")
-            self.process = resolver.function(self.process, where)
-
-    def _load_all(self) -> dict[str, list[dict]]:
-        path, name = self.cfg.get("dataset_path"), self.cfg.get("dataset_name")
-        if not path:
-            raise LmforgeError(f"{self.where}: no dataset_path")
-        kw = {k: v for k, v in self.kwargs.items() if k != "trust_remote_code"}
-        if path in LOCAL_BUILDERS:
-            files = kw.get("data_files")
-            if files is None:
-                raise LmforgeError(f"{self.where}: dataset_path {path} needs dataset_kwargs.data_files")
-            if not isinstance(files, dict):  # one file or a list: the `train` split, as in datasets
-                files = {"train": files}
-            base = self.where.parent
-            return {
-                s: _read_local(path, [_data_file(f, base) for f in ([fs] if isinstance(fs, str) else fs)], kw)
-                for s, fs in files.items()
-            }
-        return self._hub(path, name, kw)
-
-    def _hub(self, path: str, name: str | None, kw: dict) -> dict[str, list[dict]]:
-        try:
-            import datasets
-        except ImportError:
-            raise LmforgeError(
-                f"{self.where}: dataset_path {path} is a hub dataset: it needs `datasets` "
-                "(or point dataset_path at json/csv/parquet with data_files)"
-            ) from None
-        where = path
-        mirror = os.environ.get(HUB_MIRROR_VAR)
-        if mirror and (Path(mirror) / path).is_dir():
-            where = str(Path(mirror) / path)
-        try:
-            ds = datasets.load_dataset(where, name, **kw)
-        except Exception as e:  # noqa: BLE001 -- network, auth, missing dataset: one line for the user
-            raise LmforgeError(
-                f"{self.where}: cannot load dataset {path}{'/' + name if name else ''}: "
-                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
-            ) from None
-        return {s: [dict(r) for r in ds[s]] for s in ds}
-
-    def split(self, name: str) -> list[dict] | None:
-        if self.splits is None:
-            self.splits = self._load_all()
-        if name not in self.splits:
-            return None
-        docs = self.splits[name]
-        if self.process is not None and not getattr(self, f"_done_{name}", False):
-            docs = self.splits[name] = self._processed(docs)
-            setattr(self, f"_done_{name}", True)
-        return docs
-
-    def _processed(self, docs: list[dict]) -> list[dict]:
-        try:
-            import datasets
-        except ImportError:
-            raise LmforgeError(
-                f"{self.where}: process_docs works on a datasets.Dataset: pip install datasets"
-            ) from None
-        try:
-            out = self.process(datasets.Dataset.from_list(docs))
-        except Exception as e:  # noqa: BLE001 -- the user's function: say which and why
-            raise LmforgeError(f"{self.where}: process_docs failed: {type(e).__name__}: {e}") from None
-        return [dict(d) for d in out]
 
 
 # ---------------------------------------------------------------- metrics lm-eval computes its own way
@@ -455,16 +181,20 @@ def build_task(cfg: dict, where: Path, resolver: Resolver, group: tuple[str, ...
 
     has_choices = cfg.get("doc_to_choice") is not None
     text = _guard(
-        _text(fn("doc_to_text") if cfg.get("doc_to_text") is not None else "", has_choices, resolver),
+        text_field(fn("doc_to_text") if cfg.get("doc_to_text") is not None else "", has_choices, resolver),
         name,
         "doc_to_text",
     )
     target = _guard(
-        _target(fn("doc_to_target") if cfg.get("doc_to_target") is not None else "", has_choices, resolver),
+        target_field(
+            fn("doc_to_target") if cfg.get("doc_to_target") is not None else "", has_choices, resolver
+        ),
         name,
         "doc_to_target",
     )
-    choice = _guard(_choice(fn("doc_to_choice"), resolver), name, "doc_to_choice") if has_choices else None
+    choice = (
+        _guard(choice_field(fn("doc_to_choice"), resolver), name, "doc_to_choice") if has_choices else None
+    )
     desc = cfg.get("description", "") or ""
     description = (
         _guard(lambda d: resolver.render(desc, d), name, "description")
