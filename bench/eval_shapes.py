@@ -1,9 +1,12 @@
-"""Model compute of `lmforge eval` vs lm-evaluation-harness on five task shapes, same model, one thread.
+"""Model compute of `lmforge eval` vs lm-evaluation-harness on seven task shapes, same model, one thread.
 
-Shapes: PIQA-like (short question, two long answers of varying length) and BoolQ-like (long passage,
-answers "no"/"yes"), both as lm-eval's own `piqa` / `boolq` task files over synthetic local data and
-run by lmforge through `--include-path` (lmeval_yaml.py); ARC-Easy, HellaSwag and one MMLU subject
-from the benchmark files (`lmforge.eval.parity.write_lm_eval_tasks`). One random GPT-2 (transformers)
+Shapes: PIQA-like (short question, two long answers of varying length), the same with the second
+answer a one-word edit of the first (continuations sharing a long prefix), BoolQ-like (long passage,
+answers "no"/"yes") and MMLU-like 5-shot (lm-eval's mmlu template: a description, then the first 5
+documents of a dev split as examples, the same for every document), all as lm-eval's own task
+files over synthetic local data and run by lmforge through `--include-path` (lmeval_yaml.py);
+ARC-Easy, HellaSwag and one MMLU subject (0-shot) from the benchmark files
+(`lmforge.eval.parity.write_lm_eval_tasks`). One random GPT-2 (transformers)
 serves both: lm-eval's `HFLM` wraps the same model object; its `_model_call` (every forward pass)
 and its log-softmax over the batch's logits are timed; lmforge's time is the engine's model time
 (forward passes, output layer and log-softmax of the scored positions). Times are CPU seconds of
@@ -84,10 +87,31 @@ WORDS = [
 ]
 
 
+def _edit(rnd, words: str) -> str:
+    """`words` with one word replaced near the end: two solutions sharing a long prefix."""
+    w = words.split()
+    k = rnd.randrange(max(0, len(w) - 3), len(w))
+    w[k] = rnd.choice([x for x in WORDS if x != w[k]])
+    return " ".join(w)
+
+
 def synthetic(root: Path, docs: int) -> None:
-    """lm-eval's piqa.yaml and boolq default.yaml, pointed at synthetic local documents."""
+    """lm-eval's piqa.yaml, boolq default.yaml and mmlu _default_template_yaml (5-shot, its first_n
+    few-shot sampler over a 5-document dev split: every document starts with the same examples),
+    pointed at synthetic local documents. `piqa_edit` is piqa.yaml whose second solution is the
+    first with one of its last three words replaced: continuations sharing a long prefix."""
     rnd = random.Random(0)
     s = lambda n: " ".join(rnd.choice(WORDS) for _ in range(n))
+
+    def piqa_edit():
+        sol = s(rnd.randint(3, 60))
+        return {
+            "goal": s(rnd.randint(5, 20)),
+            "sol1": sol,
+            "sol2": _edit(rnd, sol),
+            "label": rnd.randint(0, 1),
+        }
+
     rows = {
         "piqa": lambda: {
             "goal": s(rnd.randint(5, 20)),
@@ -95,22 +119,41 @@ def synthetic(root: Path, docs: int) -> None:
             "sol2": s(rnd.randint(3, 60)),
             "label": rnd.randint(0, 1),
         },
+        "piqa_edit": piqa_edit,
         "boolq": lambda: {
             "passage": s(rnd.randint(80, 160)),
             "question": s(rnd.randint(5, 10)),
             "label": rnd.randint(0, 1),
         },
+        "mmlu5": lambda: {
+            "question": s(rnd.randint(10, 40)) + "?",
+            "choices": [s(rnd.randint(1, 6)) for _ in range(4)],
+            "answer": rnd.randint(0, 3),
+        },
     }
-    for task, rel in (("piqa", "piqa/piqa.yaml"), ("boolq", "super_glue/boolq/default.yaml")):
+    sources = {  # piqa and boolq first: their documents are those of earlier runs
+        "piqa": "piqa/piqa.yaml",
+        "boolq": "super_glue/boolq/default.yaml",
+        "piqa_edit": "piqa/piqa.yaml",
+        "mmlu5": "mmlu/default/_default_template_yaml",
+    }
+    for task, rel in sources.items():
         data = root / f"{task}.jsonl"
         data.write_text("".join(json.dumps(rows[task]()) + "\n" for _ in range(docs)))
-        src = lm_eval_dir() / rel
         lines = [
-            ln for ln in src.read_text().splitlines() if not ln.startswith(("dataset_", "tag:", "  - super"))
+            ln
+            for ln in (lm_eval_dir() / rel).read_text().splitlines()
+            if not ln.startswith(("dataset_", "tag:", "  - super", "task:"))
         ]
+        splits = f"    validation: {data}\n    train: {data}\n"
+        if task == "mmlu5":
+            dev = root / "mmlu5_dev.jsonl"
+            dev.write_text("".join(json.dumps(rows[task]()) + "\n" for _ in range(5)))
+            splits = f"    test: {data}\n    dev: {dev}\n"
+            about = "The following are multiple choice questions (with answers) about things."
+            lines.append(f'description: "{about}\\n\\n"')
         (root / f"{task}.yaml").write_text(
-            "\n".join(lines) + f"\ndataset_path: json\ndataset_kwargs:\n"
-            f"  data_files:\n    validation: {data}\n    train: {data}\n"
+            "\n".join(lines) + f"\ntask: {task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n{splits}"
         )
 
 
@@ -135,6 +178,8 @@ def random_gpt2(args) -> HFCausalLM:
     return HFCausalLM(GPT2LMHeadModel(cfg).eval(), hf_tokenizer(tok), name=f"gpt2-{args.layers}x{args.embd}")
 
 
+SYNTHETIC = ("piqa", "boolq", "piqa_edit", "mmlu5")  # task files written by `synthetic`
+FEWSHOT = {"mmlu5": 5}
 MATMUL = {"aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm"}
 
 
@@ -145,9 +190,16 @@ def profile_lmforge(lm, shapes, args) -> None:
 
     print("\n| shape | matmul | attention | other ops (element-wise, norms, copies, masks) |")
     print("|---|---:|---:|---:|")
-    for label, _, tasks in shapes:
+    for label, name, tasks in shapes:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            evaluate(lm, tasks, num_fewshot=0, limit=args.docs, batch_size=args.batch_size, progress=False)
+            evaluate(
+                lm,
+                tasks,
+                num_fewshot=FEWSHOT.get(name, 0),
+                limit=args.docs,
+                batch_size=args.batch_size,
+                progress=False,
+            )
         ev = [e for e in prof.key_averages() if e.key.startswith("aten::")]
         total = sum(e.self_cpu_time_total for e in ev)
         mm = sum(e.self_cpu_time_total for e in ev if e.key in MATMUL)
@@ -160,7 +212,7 @@ def profile_lmforge(lm, shapes, args) -> None:
 
 def engine_paths(shapes, args) -> None:
     """lmforge's own model of the same shape through the engine's three ways: whole requests, the
-    KV-cache path, packed rows (CPU seconds, best of --repeats; padded positions)."""
+    KV-cache path, token-trie rows (CPU seconds, best of --repeats; padded positions)."""
     from lmforge.eval.lm import LmforgeLM
     from lmforge.model import ModelConfig, Transformer
 
@@ -174,9 +226,9 @@ def engine_paths(shapes, args) -> None:
         n_embd=args.embd,
     )
     lm = LmforgeLM(Transformer(cfg), tok)
-    print("\n| shape | whole | KV cache | packed | packed vs KV cache |")
+    print("\n| shape | whole | KV cache | trie rows | trie rows vs KV cache |")
     print("|---|---:|---:|---:|---:|")
-    for label, _, tasks in shapes:
+    for label, name, tasks in shapes:
         best, pos = {}, {}
         for _ in range(args.repeats):
             for mode in ("whole", "kv", "packed"):
@@ -184,7 +236,7 @@ def engine_paths(shapes, args) -> None:
                 r = evaluate(
                     lm,
                     tasks,
-                    num_fewshot=0,
+                    num_fewshot=FEWSHOT.get(name, 0),
                     limit=args.docs,
                     batch_size=args.batch_size,
                     progress=False,
@@ -219,12 +271,12 @@ def main() -> None:
     ap.add_argument(
         "--engine-paths",
         action="store_true",
-        help="then lmforge's own model of the same shape: whole requests vs KV cache vs packed rows",
+        help="then lmforge's own model of the same shape: whole requests vs KV cache vs token-trie rows",
     )
     ap.add_argument(
         "--shapes",
-        default="piqa,boolq,arc,hellaswag,mmlu",
-        help="comma-separated subset of piqa, boolq, arc, hellaswag, mmlu",
+        default="piqa,boolq,arc,hellaswag,mmlu,piqa_edit,mmlu5",
+        help="comma-separated subset of piqa, boolq, arc, hellaswag, mmlu, piqa_edit, mmlu5",
     )
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -241,8 +293,10 @@ def main() -> None:
         ("ARC-Easy", names["arc_easy"], get_tasks("arc_easy")),
         ("HellaSwag", names["hellaswag"], get_tasks("hellaswag")),
         (f"MMLU {args.subject}", names[f"mmlu_{args.subject}"], get_tasks(f"mmlu_{args.subject}")),
+        ("PIQA-like, choices sharing a prefix", "piqa_edit", folder.get("piqa_edit")),
+        ("MMLU-like 5-shot (first_n)", "mmlu5", folder.get("mmlu5")),
     ]
-    keys = ["piqa", "boolq", "arc", "hellaswag", "mmlu"]
+    keys = ["piqa", "boolq", "arc", "hellaswag", "mmlu", "piqa_edit", "mmlu5"]
     wanted = args.shapes.split(",")
     shapes = [s for k, s in zip(keys, shapes) if k in wanted]
     hflm = HFLM(pretrained=lm.model, tokenizer=lm.tok, batch_size=args.batch_size, max_length=1024)
@@ -279,13 +333,14 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for label, theirs_name, tasks in shapes:
-        include = tmp if theirs_name in ("piqa", "boolq") else tmp / "bench"
+        include = tmp if theirs_name in SYNTHETIC else tmp / "bench"
         runs = []
         for _ in range(args.repeats):  # interleaved, medians: the machine's load drifts
             clock.update(forward=0.0, softmax=0.0, forward_cpu=0.0, softmax_cpu=0.0, positions=0)
-            theirs = run_lm_eval(hflm, [theirs_name], include, 0, args.docs, args.batch_size)
+            shots = FEWSHOT.get(theirs_name, 0)
+            theirs = run_lm_eval(hflm, [theirs_name], include, shots, args.docs, args.batch_size)
             ours = evaluate(
-                lm, tasks, num_fewshot=0, limit=args.docs, batch_size=args.batch_size, progress=False
+                lm, tasks, num_fewshot=shots, limit=args.docs, batch_size=args.batch_size, progress=False
             )
             r = ours["tasks"][tasks[0].name]
             runs.append(
