@@ -54,12 +54,14 @@ def hf():
     return tiny_gpt2(tiny_tokenizer(), n_positions=64, n_layer=2, n_embd=32)
 
 
-def _requests(seed, n_docs, n_choices, ctx_words, cont_words):
+def _requests(seed, n_docs, n_choices, ctx_words, cont_words, shots=0):
+    """Documents of n_choices continuations each; `shots` fixed examples before every question."""
     rnd = random.Random(seed)
     s = lambda n: " ".join(rnd.choice(WORDS) for _ in range(n))
+    prefix = "".join(f"Question: {s(8)}\nAnswer: {s(1)}\n\n" for _ in range(shots))
     return [
         (q, " " + s(rnd.randint(*cont_words)))
-        for q in [f"Question: {s(rnd.randint(*ctx_words))}\nAnswer:" for _ in range(n_docs)]
+        for q in [f"{prefix}Question: {s(rnd.randint(*ctx_words))}\nAnswer:" for _ in range(n_docs)]
         for _ in range(n_choices)
     ]
 
@@ -69,6 +71,7 @@ def _requests(seed, n_docs, n_choices, ctx_words, cont_words):
     [
         (60, 2, (3, 10), (3, 50)),  # PIQA-like: short question, long answers of varying length
         (30, 4, (20, 50), (5, 20)),  # HellaSwag/ARC-like: long context, shorter endings
+        (20, 4, (5, 15), (1, 1), 3),  # MMLU-like 3-shot: fixed examples, one-word answers
     ],
 )
 def test_sharing_never_runs_more_positions_than_whole_requests(lm, shape):
