@@ -222,6 +222,7 @@ class HFCausalLM(LM):
         self.device = next(model.parameters()).device
         self.body = model.base_model  # GPT2LMHeadModel.transformer, LlamaForCausalLM.model, ...
         self.lm_head = model.get_output_embeddings()
+        self.softcap = getattr(cfg, "final_logit_softcapping", None)  # applied after lm_head
         # transformers >= 5 renamed `past_key_values` to `cache` (argument and output field).
         params = inspect.signature(self.body.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -253,7 +254,10 @@ class HFCausalLM(LM):
         return self.body(input_ids=ids.to(self.device), use_cache=False).last_hidden_state
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(h)
+        logits = self.lm_head(h)
+        if self.softcap:  # Gemma 2/3 squash the final logits (cap * tanh(logits / cap)) in forward()
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
 
     def hidden_shared(self, prefixes, suffixes, owner):
         R, S = suffixes.shape
