@@ -12,11 +12,12 @@ training loop's per-step time; TRL: a callback from step begin to step end), not
 precomputation; peak memory is the process's peak RSS (ru_maxrss), which includes torch itself
 and, for TRL, transformers/accelerate.
 
-CPU seconds per step, the figure that survives a loaded machine: each variant runs twice in fresh
-processes, --steps and 3 x --steps, and (process CPU time of the long run - of the short run) /
-(2 x --steps) is what one more step costs, start-up, imports, tokenisation, reference
-precomputation and the first steps' warm-up cancelling out. With --threads 1 (the default) that
-is the compute of a step on one core, comparable between the tools under any load.
+CPU seconds per step: each variant runs twice in fresh processes, --steps and 3 x --steps, and
+(process CPU time of the long run - of the short run) / (2 x --steps) is what one more step costs,
+start-up, imports, tokenisation, reference precomputation and the first steps' warm-up cancelling
+out. Less load-sensitive than wall time but not immune: on a machine whose cores are busy with other
+work (on this VM, vCPUs that likely share a physical core) the same step cost up to 2x the CPU
+seconds, so measure on a quiet machine and compare rows of one run.
 
     python bench/dpo.py [--steps 10 --batch 8 --threads 1 --variants ...]
 """
