@@ -48,6 +48,7 @@ TWO = {
     "fsdp": ({}, {"grad_accum": 2}, {"dp": 2}),
     "fsdp_zero2_ac": (GPT2, {}, {"dp": 2, "reshard_after_forward": False, "activation_checkpoint": "full"}),
     "tp": ({}, {}, {"tp": 2}),  # vocab-parallel tied embedding, GQA heads split
+    "tp_qknorm": ({"qk_norm": True}, {}, {"tp": 2}),  # q/k norm gains' gradients summed over tp
     "tp_sp": (GPT2, {}, {"tp": 2, "sequence_parallel": True}),
     "pp_gpipe": (UNTIED, {}, {"pp": 2, "pp_schedule": "gpipe"}),
     "pp_1f1b": (UNTIED, {"grad_accum": 2}, {"pp": 2, "pp_schedule": "1f1b", "pp_microbatches": 4}),
@@ -62,7 +63,7 @@ TWO_LOOSE = {
     "encdec_fsdp": ({"kind": "encoder-decoder"}, {}, {"dp": 2}),
 }
 FOUR = {
-    "fsdp_tp": ({}, {"grad_accum": 2}, {"dp": 2, "tp": 2}),
+    "fsdp_tp": ({"qk_norm": True}, {"grad_accum": 2}, {"dp": 2, "tp": 2}),
     "pp_ddp": (UNTIED, {}, {"pp": 2, "dp": 2, "dp_mode": "ddp", "pp_schedule": "gpipe"}),
 }
 EIGHT = {

@@ -120,13 +120,6 @@ def test_parallel_config_rejects_bad_values_and_keys():
             Layout(tp=2),
             r"train.compile=true is not supported with parallel.tp > 1",
         ),
-        (
-            {"qk_norm": True},
-            {},
-            {},
-            Layout(tp=2),
-            r"model.qk_norm=true is not supported with parallel.tp > 1",
-        ),
     ],
 )
 def test_impossible_layouts_are_named(model, train_, parallel, layout, message):

@@ -66,12 +66,6 @@ def check_layout(cfg: RunConfig, layout: Layout, seq_len: int) -> None:
             raise ConfigError(
                 "parallel.sequence_parallel supports decoder and encoder models, not encoder-decoder"
             )
-        if m.qk_norm:  # the q/k norm gains are shared by all heads, but each rank sees only its own heads:
-            # their gradients would need a sum over the tensor-parallel ranks, which nothing does yet
-            raise ConfigError(
-                "model.qk_norm=true is not supported with parallel.tp > 1 yet (the per-head q/k norm "
-                "gains would get only this rank's heads' gradients); use FSDP/DDP or pipeline parallelism"
-            )
     if layout.pp > 1:
         split_layers(m.n_layer, layout.pp)  # raises if pp > n_layer
         if m.kind == "encoder-decoder":

@@ -46,6 +46,15 @@ def apply_tensor_parallel(
                         f"{name}.o_proj": RowwiseParallel(output_layouts=between),
                     }
                 )
+                if getattr(block, name).qk_norm:
+                    # The per-head q/k norms see only this rank's heads (dim 1 of (B, H, T, D)): their
+                    # gains are replicated and the gradient, partial on each rank, is summed over tp.
+                    plan.update(
+                        {
+                            f"{name}.{norm}": SequenceParallel(sequence_dim=1, use_local_output=True)
+                            for norm in ("q_norm", "k_norm")
+                        }
+                    )
         for proj in ("gate_proj", "up_proj"):
             if hasattr(block.mlp, proj):
                 plan[f"mlp.{proj}"] = ColwiseParallel()
