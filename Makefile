@@ -14,7 +14,7 @@ TORCH ?= torch==2.13.0
 setup: $(VENV)/.installed
 setup-test: $(VENV)/.installed-test
 
-# pip's byte-compilation of every module it installs (torch's 15,000 files included) took a third
+# pip's byte-compilation of every module it installs (torch's 2,300 Python files included) took a third
 # of the demo's install time (103 s -> 65 s without it, 2026-12-05); the demo instead compiles what
 # `lmforge run` imports (the bytecode is written even where PYTHONDONTWRITEBYTECODE is set, so later
 # runs start fast), and `make test`, whose processes import far more of torch, compiles the rest on
